@@ -1,0 +1,126 @@
+#include "engine/engine.h"
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/thread_pool.h"
+#include "base/utf8.h"
+#include "engine/kernels/kernel_set.h"
+#include "engine/model/model.h"
+#include "engine/scheduler/scheduler.h"
+
+namespace darkbloom::engine {
+namespace {
+
+constexpr int kDefaultContextCap = 4096;
+constexpr size_t kMaxStopStrings = 16;
+
+class LocalEngine final : public Engine {
+ public:
+  LocalEngine(std::unique_ptr<Model> model, Tokenizer tokenizer, int threads, const kernels::KernelSet& kernels,
+              int context)
+      : model_(std::move(model)),
+        tokenizer_(std::move(tokenizer)),
+        pool_(threads),
+        kernels_(kernels),
+        context_(context),
+        scheduler_(*model_, tokenizer_, pool_, kernels_, context) {
+    if (const GgufValue* value = model_->file().find("tokenizer.chat_template"); value && value->as_string()) {
+      chat_template_ = *value->as_string();
+    }
+  }
+
+  Result<RequestId> submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink) override {
+    if (sink == nullptr) return make_error(Errc::invalid_argument, "no sink for the request's output");
+    if (request.prompt_tokens.empty()) return make_error(Errc::invalid_argument, "the prompt is empty");
+    if (request.prompt_tokens.size() >= static_cast<size_t>(context_)) {
+      return make_error(Errc::out_of_range,
+                        fmt::format("the prompt has {} tokens but the context holds {} (including the answer)",
+                                    request.prompt_tokens.size(), context_));
+    }
+    for (int32_t token : request.prompt_tokens) {
+      if (token < 0 || token >= model_->config().n_vocab) {
+        return make_error(Errc::invalid_argument,
+                          fmt::format("token id {} is outside the vocabulary of {}", token, model_->config().n_vocab));
+      }
+    }
+    if (request.max_tokens <= 0) return make_error(Errc::invalid_argument, "max_tokens must be positive");
+    DARKBLOOM_RETURN_IF_ERROR(request.sampling.validate());
+    if (request.stop.size() > kMaxStopStrings) {
+      return make_error(Errc::invalid_argument, fmt::format("at most {} stop strings are allowed", kMaxStopStrings));
+    }
+    for (const auto& stop : request.stop) {
+      if (stop.empty() || !utf8::is_valid(stop)) {
+        return make_error(Errc::invalid_argument, "stop strings must be non-empty valid UTF-8");
+      }
+    }
+    return scheduler_.enqueue(std::move(request), std::move(sink));
+  }
+
+  void cancel(RequestId id) override { scheduler_.cancel(id); }
+  EngineStats stats() const override { return scheduler_.stats(); }
+  const Tokenizer& tokenizer() const override { return tokenizer_; }
+  const ModelConfig& model_config() const override { return model_->config(); }
+  int context() const override { return context_; }
+  int threads() const override { return pool_.size(); }
+  std::string_view kernels_name() const override { return kernels_.name; }
+  const std::string& chat_template() const override { return chat_template_; }
+  uint64_t weight_bytes_per_token() const override { return model_->weight_bytes_per_token(); }
+
+ private:
+  std::unique_ptr<Model> model_;
+  Tokenizer tokenizer_;
+  ThreadPool pool_;
+  const kernels::KernelSet& kernels_;
+  int context_;
+  std::string chat_template_;
+  Scheduler scheduler_;  // last: its thread uses everything above
+};
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::stop:
+      return "stop";
+    case FinishReason::length:
+      return "length";
+    case FinishReason::cancelled:
+      return "cancelled";
+    case FinishReason::error:
+      return "error";
+  }
+  return "error";
+}
+
+Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
+  if (options.threads < 0 || options.threads > 1024) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("threads must be between 1 and 1024 (got {})", options.threads));
+  }
+  if (options.context < 0) return make_error(Errc::invalid_argument, "context must not be negative");
+  const kernels::KernelSet* kernels = kernels::kernels_by_name(options.kernels);
+  if (kernels == nullptr) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("kernels '{}' are unknown or not supported by this CPU", options.kernels));
+  }
+  auto model = Model::load(options.model_path);
+  if (!model) return model.error();
+  auto tokenizer = Tokenizer::from_gguf((*model)->file());
+  if (!tokenizer) return tokenizer.error();
+  if (tokenizer->n_vocab() != (*model)->config().n_vocab) {
+    return make_error(Errc::bad_format,
+                      fmt::format("{}: the tokenizer has {} tokens but the model's embedding has {} rows",
+                                  options.model_path, tokenizer->n_vocab(), (*model)->config().n_vocab));
+  }
+  const int trained = (*model)->config().context_length;
+  int context = options.context > 0 ? options.context : std::min(trained, kDefaultContextCap);
+  if (context > trained) {
+    log::warn("context {} is longer than the {} tokens the model was trained on; quality may drop", context, trained);
+  }
+  if (context > (1 << 20)) return make_error(Errc::out_of_range, "context must be at most 1048576 tokens");
+  const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
+  return std::unique_ptr<Engine>(new LocalEngine(std::move(*model), std::move(*tokenizer), threads, *kernels, context));
+}
+
+}  // namespace darkbloom::engine

@@ -1,0 +1,93 @@
+// The engine's public face: load a GGUF model, submit generation requests that stream text to a
+// sink, cancel them, read statistics. One scheduler thread owns the model and the KV cache;
+// callers never block it. This is everything the provider and `darkbloom serve` use.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "engine/model/model_config.h"
+#include "engine/sampling/sampler.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace darkbloom::engine {
+
+struct EngineOptions {
+  std::string model_path;
+  int threads = 0;               // 0 = one per hardware thread
+  int context = 0;               // tokens per sequence; 0 = min(model's training context, 4096)
+  std::string kernels = "auto";  // "auto", "scalar", "avx2"
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt_tokens;
+  SamplingParams sampling;
+  int max_tokens = 256;           // > 0
+  std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
+  bool ignore_eos = false;        // keep going past end-of-generation tokens (benchmarks)
+};
+
+enum class FinishReason { stop, length, cancelled, error };
+const char* finish_reason_name(FinishReason reason);
+
+struct FinishEvent {
+  FinishReason reason = FinishReason::stop;
+  std::string error;  // set when reason == error
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  double queue_ms = 0;    // submit → first forward step
+  double prefill_ms = 0;  // prompt processing
+  double decode_ms = 0;   // first generated token → finish
+};
+
+// Receives a request's output on the scheduler thread. Implementations must return quickly
+// (copy the text, signal another thread); they must not call back into the engine except cancel.
+class GenerationSink {
+ public:
+  virtual ~GenerationSink() = default;
+  // Newly completed text: whole UTF-8 characters, never part of a stop string.
+  virtual void on_text(std::string_view delta) = 0;
+  // Exactly once per accepted request, after its last on_text.
+  virtual void on_finish(const FinishEvent& event) = 0;
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  int64_t kv_tokens_used = 0;
+  int64_t kv_tokens_total = 0;
+  double last_prefill_tokens_per_second = 0;
+  double last_decode_tokens_per_second = 0;
+  uint64_t requests_finished = 0;
+  uint64_t tokens_generated = 0;
+};
+
+using RequestId = uint64_t;
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> load(const EngineOptions& options);
+  virtual ~Engine() = default;
+
+  // Queues a request; its output goes to `sink`. Errors (empty or over-long prompt, bad sampling
+  // values, unknown token ids) are returned here and the sink is never called.
+  virtual Result<RequestId> submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink) = 0;
+  // Stops a request at the next step; its sink gets on_finish(cancelled). Unknown ids are ignored.
+  virtual void cancel(RequestId id) = 0;
+  virtual EngineStats stats() const = 0;
+
+  virtual const Tokenizer& tokenizer() const = 0;
+  virtual const ModelConfig& model_config() const = 0;
+  virtual int context() const = 0;
+  virtual int threads() const = 0;
+  virtual std::string_view kernels_name() const = 0;
+  // tokenizer.chat_template from the file, empty when absent.
+  virtual const std::string& chat_template() const = 0;
+  virtual uint64_t weight_bytes_per_token() const = 0;
+};
+
+}  // namespace darkbloom::engine

@@ -1,0 +1,170 @@
+// Portable kernels: the reference every SIMD set is tested against, and the fallback for CPUs
+// without AVX2.
+#include <cstdint>
+#include <vector>
+
+#include "engine/kernels/fp16.h"
+#include "engine/kernels/kernel_set.h"
+#include "engine/kernels/quant_blocks.h"
+
+namespace darkbloom::engine::kernels {
+namespace {
+
+float dot_f32(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const float*>(w);
+  const auto* y = static_cast<const float*>(a);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += x[i] * y[i];
+  return sum;
+}
+
+float dot_f16(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const uint16_t*>(w);
+  const auto* y = static_cast<const float*>(a);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += fp16_to_fp32(x[i]) * y[i];
+  return sum;
+}
+
+float dot_bf16(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const uint16_t*>(w);
+  const auto* y = static_cast<const float*>(a);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += bf16_to_fp32(x[i]) * y[i];
+  return sum;
+}
+
+float dot_q8_0(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ8_0*>(w);
+  const auto* y = static_cast<const ActQ8_0*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int isum = 0;
+    for (int i = 0; i < 32; ++i) isum += x[b].qs[i] * y[b].qs[i];
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float dot_q4_0(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ4_0*>(w);
+  const auto* y = static_cast<const ActQ8_0*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int isum = 0;
+    for (int i = 0; i < 16; ++i) {
+      isum += ((x[b].qs[i] & 0x0F) - 8) * y[b].qs[i];
+      isum += ((x[b].qs[i] >> 4) - 8) * y[b].qs[i + 16];
+    }
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float dot_q4_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ4_K*>(w);
+  const auto* y = static_cast<const ActQ8_K*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    uint8_t scales[8], mins[8];
+    unpack_q4_k_scales(x[b].scales, scales, mins);
+    int sum_q = 0;     // sum over sub-blocks of scale * <nibbles, activations>
+    int sum_mins = 0;  // sum over sub-blocks of min * (sum of activations)
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* q = x[b].qs + 32 * c;
+      const int8_t* act = y[b].qs + 64 * c;
+      int lo = 0, hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        lo += (q[l] & 0x0F) * act[l];
+        hi += (q[l] >> 4) * act[l + 32];
+      }
+      sum_q += scales[2 * c] * lo + scales[2 * c + 1] * hi;
+    }
+    for (int j = 0; j < 8; ++j) sum_mins += mins[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+    sum += y[b].d *
+           (fp16_to_fp32(x[b].d) * static_cast<float>(sum_q) - fp16_to_fp32(x[b].dmin) * static_cast<float>(sum_mins));
+  }
+  return sum;
+}
+
+float dot_q6_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ6_K*>(w);
+  const auto* y = static_cast<const ActQ8_K*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    int group_sums[16] = {};  // <q (0..63), activations> per group of 16
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = x[b].ql + 64 * h;
+      const uint8_t* qh = x[b].qh + 32 * h;
+      const int8_t* act = y[b].qs + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int g = 8 * h + l / 16;
+        group_sums[g] += ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) * act[l];
+        group_sums[g + 2] += ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) * act[l + 32];
+        group_sums[g + 4] += ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) * act[l + 64];
+        group_sums[g + 6] += ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) * act[l + 96];
+      }
+    }
+    int isum = 0;
+    for (int g = 0; g < 16; ++g) isum += x[b].scales[g] * (group_sums[g] - 32 * y[b].bsums[g]);
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+void quantize_q8_0(const float* src, void* dst, int64_t n) {
+  quantize_activation_row(ActivationFormat::q8_0, src, dst, n);
+}
+
+void quantize_q8_k(const float* src, void* dst, int64_t n) {
+  quantize_activation_row(ActivationFormat::q8_k, src, dst, n);
+}
+
+// Float set: any weight type times float activations, by dequantizing the weight row.
+float dot_dequantized(GgmlType type, int64_t n, const void* w, const void* a) {
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(n));
+  dequantize_row(type, w, row.data(), n);
+  return dot_f32(n, row.data(), a);
+}
+float dot_q8_0_float(int64_t n, const void* w, const void* a) {
+  return dot_dequantized(GgmlType::q8_0, n, w, a);
+}
+float dot_q4_0_float(int64_t n, const void* w, const void* a) {
+  return dot_dequantized(GgmlType::q4_0, n, w, a);
+}
+float dot_q4_k_float(int64_t n, const void* w, const void* a) {
+  return dot_dequantized(GgmlType::q4_k, n, w, a);
+}
+float dot_q6_k_float(int64_t n, const void* w, const void* a) {
+  return dot_dequantized(GgmlType::q6_k, n, w, a);
+}
+
+const KernelSet kFloat = {
+    "float",
+    dot_f32,
+    dot_f16,
+    dot_bf16,
+    dot_q8_0_float,
+    dot_q4_0_float,
+    dot_q4_k_float,
+    dot_q6_k_float,
+    quantize_q8_0,
+    quantize_q8_k,
+    /*float_activations=*/true,
+};
+
+const KernelSet kScalar = {
+    "scalar", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k, quantize_q8_0, quantize_q8_k,
+};
+
+}  // namespace
+
+const KernelSet& scalar_kernels() {
+  return kScalar;
+}
+const KernelSet& float_kernels() {
+  return kFloat;
+}
+
+}  // namespace darkbloom::engine::kernels

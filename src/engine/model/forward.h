@@ -1,0 +1,54 @@
+// The transformer forward pass for llama-family models: one call runs every layer for a batch of
+// tokens (several positions of one or more sequences), writing their keys and values into the
+// cache and producing logits where asked.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "engine/kernels/kernel_set.h"
+#include "engine/kernels/matmul.h"
+#include "engine/kv/kv_cache.h"
+#include "engine/model/model.h"
+
+namespace darkbloom::engine {
+
+struct BatchToken {
+  int32_t token = 0;
+  int32_t position = 0;  // position in its sequence; earlier positions must already be cached
+  int32_t slot = 0;      // KV cache slot of its sequence
+  bool want_logits = false;
+};
+
+class ForwardPass {
+ public:
+  ForwardPass(const Model& model, ThreadPool& pool, const kernels::KernelSet& kernels);
+
+  // Runs the batch. Tokens of one slot appear in increasing position order. For each token with
+  // want_logits, in batch order, n_vocab logits are written to `logits`. Token ids and positions
+  // must be valid (callers check them; this throws std::out_of_range otherwise).
+  void run(std::span<const BatchToken> batch, KvCache& cache, float* logits);
+
+  const Model& model() const { return model_; }
+
+ private:
+  void rms_norm_rows(const float* in, const std::vector<float>& weight, float* out, int n_rows, int width);
+  void apply_rope(float* rows, int n_rows, int row_width, int n_heads);
+  void attention(std::span<const BatchToken> batch, const KvCache& cache, int layer);
+  void matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out);
+
+  const Model& model_;
+  ThreadPool& pool_;
+  const kernels::KernelSet& kernels_;
+  std::vector<float> inverse_frequencies_;
+
+  // Scratch, grown to the largest batch seen.
+  std::vector<float> x_, norm_, q_, k_, v_, attn_, tmp_, gate_, up_;
+  std::vector<float> rope_cos_, rope_sin_;  // [token][rope_dims / 2]
+  std::vector<std::vector<float>> scores_;  // per thread
+  kernels::MatmulScratch matmul_scratch_;
+};
+
+}  // namespace darkbloom::engine

@@ -1,0 +1,34 @@
+// Logits for every position of a token sequence, computed directly with the forward pass (no
+// scheduler, no sampling): what perplexity and the reference-implementation checks need.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "engine/kernels/kernel_set.h"
+#include "engine/kv/kv_cache.h"
+#include "engine/model/forward.h"
+#include "engine/model/model.h"
+
+namespace darkbloom::engine {
+
+class LogitEvaluator {
+ public:
+  // `context` bounds the longest sequence evaluate() accepts.
+  LogitEvaluator(const Model& model, ThreadPool& pool, const kernels::KernelSet& kernels, int context);
+
+  // Row t of the result (n_vocab floats) are the logits after tokens[0..t]. The sequence starts
+  // at position 0; tokens are fed in chunks of `chunk` positions.
+  std::vector<float> evaluate(std::span<const int32_t> tokens, int chunk = 256);
+
+  int context() const { return cache_.context(); }
+
+ private:
+  const Model& model_;
+  KvCache cache_;
+  ForwardPass forward_;
+};
+
+}  // namespace darkbloom::engine

@@ -1,0 +1,189 @@
+#include "engine/model/model_synth.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <vector>
+
+#include "engine/gguf/gguf_writer.h"
+#include "engine/kernels/quantize.h"
+#include "engine/tokenizer/vocabulary_spec.h"
+
+namespace darkbloom::engine {
+namespace {
+
+// splitmix64: fast, seedable, and good enough for weights nobody will train.
+class WeightRandom {
+ public:
+  explicit WeightRandom(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [-1, 1).
+  float symmetric() { return static_cast<float>(static_cast<double>(next() >> 11) * 0x1.0p-52 - 1.0); }
+
+ private:
+  uint64_t state_;
+};
+
+uint64_t tensor_seed(uint64_t seed, const std::string& name) {
+  uint64_t h = seed ^ 0xCBF29CE484222325ull;
+  for (char c : name) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001B3ull;
+  return h;
+}
+
+struct TensorPlan {
+  std::string name;
+  GgmlType type;
+  int64_t cols, rows;  // rows = 1 for vectors
+  enum class Init { matrix, norm, bias } init;
+};
+
+GgmlType choose_type(GgmlType wanted, int64_t cols) {
+  const auto info = ggml_type_info(static_cast<uint32_t>(wanted));
+  if (info && cols % info->block_elements == 0) return wanted;
+  // Rows that do not fill whole blocks fall back to a finer type, as quantizers do.
+  if (cols % 32 == 0) return GgmlType::q8_0;
+  return GgmlType::f16;
+}
+
+}  // namespace
+
+Status synthesize_model(const SynthOptions& o, const std::string& out_path,
+                        const std::function<void(size_t, size_t)>& progress) {
+  auto fail = [](const std::string& message) { return make_error(Errc::invalid_argument, message); };
+  if (o.architecture != "llama" && o.architecture != "qwen2" && o.architecture != "qwen3") {
+    return fail(fmt::format("architecture '{}' is not supported (llama, qwen2, qwen3)", o.architecture));
+  }
+  if (o.n_layer < 1 || o.n_layer > 512) return fail("layers must be between 1 and 512");
+  if (o.n_embd < 32 || o.n_embd > 65536 || o.n_embd % 32 != 0)
+    return fail("embedding width must be a multiple of 32 between 32 and 65536");
+  if (o.n_head < 1 || o.n_head_kv < 1 || o.n_head % o.n_head_kv != 0)
+    return fail("heads must be a positive multiple of kv-heads");
+  const int head_dim = o.head_dim > 0 ? o.head_dim : o.n_embd / o.n_head;
+  if (o.head_dim == 0 && o.n_embd % o.n_head != 0)
+    return fail("embedding width must be divisible by heads (or set head-dim)");
+  if (head_dim < 2 || head_dim % 2 != 0 || head_dim > 1024) return fail("head size must be even and at most 1024");
+  if (o.n_ff < 32 || o.n_ff % 32 != 0 || o.n_ff > 1 << 20) return fail("FFN width must be a positive multiple of 32");
+  if (o.context_length < 16 || o.context_length > 1 << 22) return fail("context length must be between 16 and 4194304");
+
+  const bool q4_k_m = o.weight_type == "q4_k_m" || o.weight_type == "Q4_K_M";
+  GgmlType base_type = GgmlType::q4_k;
+  if (!q4_k_m) {
+    const auto parsed = ggml_type_from_name(o.weight_type);
+    if (!parsed || !ggml_type_supported(*parsed)) {
+      return fail(fmt::format("weight type '{}' is not supported (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m)",
+                              o.weight_type));
+    }
+    base_type = *parsed;
+  }
+
+  Result<VocabularySpec> vocabulary = o.tokenizer_json.empty()
+                                          ? synthesize_vocabulary(o.n_vocab > 0 ? o.n_vocab : 512, o.seed)
+                                          : import_hf_tokenizer(o.tokenizer_json, o.tokenizer_config);
+  if (!vocabulary) return vocabulary.error();
+  const int64_t n_vocab = static_cast<int64_t>(vocabulary->tokens.size());
+  if (!o.tokenizer_json.empty() && o.n_vocab > 0 && o.n_vocab != n_vocab) {
+    return fail(fmt::format("the tokenizer has {} tokens; --vocab {} does not match", n_vocab, o.n_vocab));
+  }
+
+  GgufWriter writer;
+  const std::string& arch = o.architecture;
+  writer.add_metadata("general.architecture", gguf_string(arch));
+  writer.add_metadata("general.name", gguf_string(o.name));
+  writer.add_metadata(arch + ".context_length", gguf_u32(static_cast<uint32_t>(o.context_length)));
+  writer.add_metadata(arch + ".embedding_length", gguf_u32(static_cast<uint32_t>(o.n_embd)));
+  writer.add_metadata(arch + ".block_count", gguf_u32(static_cast<uint32_t>(o.n_layer)));
+  writer.add_metadata(arch + ".feed_forward_length", gguf_u32(static_cast<uint32_t>(o.n_ff)));
+  writer.add_metadata(arch + ".attention.head_count", gguf_u32(static_cast<uint32_t>(o.n_head)));
+  writer.add_metadata(arch + ".attention.head_count_kv", gguf_u32(static_cast<uint32_t>(o.n_head_kv)));
+  writer.add_metadata(arch + ".attention.layer_norm_rms_epsilon", gguf_f32(o.rms_epsilon));
+  writer.add_metadata(arch + ".rope.freq_base", gguf_f32(o.rope_theta));
+  if (o.head_dim > 0) {
+    writer.add_metadata(arch + ".attention.key_length", gguf_u32(static_cast<uint32_t>(head_dim)));
+    writer.add_metadata(arch + ".attention.value_length", gguf_u32(static_cast<uint32_t>(head_dim)));
+  }
+  writer.add_metadata(arch + ".rope.dimension_count", gguf_u32(static_cast<uint32_t>(head_dim)));
+  writer.add_metadata(arch + ".vocab_size", gguf_u32(static_cast<uint32_t>(n_vocab)));
+
+  writer.add_metadata("tokenizer.ggml.model", gguf_string(vocabulary->model));
+  writer.add_metadata("tokenizer.ggml.pre", gguf_string(vocabulary->pre));
+  writer.add_metadata("tokenizer.ggml.tokens", gguf_string_array(vocabulary->tokens));
+  writer.add_metadata("tokenizer.ggml.token_type", gguf_i32_array(vocabulary->token_types));
+  writer.add_metadata("tokenizer.ggml.merges", gguf_string_array(vocabulary->merges));
+  if (vocabulary->bos)
+    writer.add_metadata("tokenizer.ggml.bos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->bos)));
+  if (vocabulary->eos)
+    writer.add_metadata("tokenizer.ggml.eos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->eos)));
+  if (vocabulary->padding) {
+    writer.add_metadata("tokenizer.ggml.padding_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->padding)));
+  }
+  writer.add_metadata("tokenizer.ggml.add_bos_token", gguf_bool(vocabulary->add_bos));
+  if (!vocabulary->chat_template.empty()) {
+    writer.add_metadata("tokenizer.chat_template", gguf_string(vocabulary->chat_template));
+  }
+
+  const int64_t q_width = static_cast<int64_t>(o.n_head) * head_dim;
+  const int64_t kv_width = static_cast<int64_t>(o.n_head_kv) * head_dim;
+  std::vector<TensorPlan> plan;
+  auto matrix = [&](std::string name, int64_t cols, int64_t rows, GgmlType type) {
+    plan.push_back({std::move(name), choose_type(type, cols), cols, rows, TensorPlan::Init::matrix});
+  };
+  auto vector = [&](std::string name, int64_t length, TensorPlan::Init init) {
+    plan.push_back({std::move(name), GgmlType::f32, length, 1, init});
+  };
+  const GgmlType high = q4_k_m ? GgmlType::q6_k : base_type;
+  matrix("token_embd.weight", o.n_embd, n_vocab, base_type);
+  for (int l = 0; l < o.n_layer; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    // Q4_K_M gives the value projection and every other down projection more bits.
+    const bool more_bits = q4_k_m && (l % 2 == 0);
+    vector(p + "attn_norm.weight", o.n_embd, TensorPlan::Init::norm);
+    matrix(p + "attn_q.weight", o.n_embd, q_width, base_type);
+    matrix(p + "attn_k.weight", o.n_embd, kv_width, base_type);
+    matrix(p + "attn_v.weight", o.n_embd, kv_width, q4_k_m ? high : base_type);
+    if (arch == "qwen2") {
+      vector(p + "attn_q.bias", q_width, TensorPlan::Init::bias);
+      vector(p + "attn_k.bias", kv_width, TensorPlan::Init::bias);
+      vector(p + "attn_v.bias", kv_width, TensorPlan::Init::bias);
+    }
+    if (arch == "qwen3") {
+      vector(p + "attn_q_norm.weight", head_dim, TensorPlan::Init::norm);
+      vector(p + "attn_k_norm.weight", head_dim, TensorPlan::Init::norm);
+    }
+    matrix(p + "attn_output.weight", q_width, o.n_embd, base_type);
+    vector(p + "ffn_norm.weight", o.n_embd, TensorPlan::Init::norm);
+    matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff, base_type);
+    matrix(p + "ffn_up.weight", o.n_embd, o.n_ff, base_type);
+    matrix(p + "ffn_down.weight", o.n_ff, o.n_embd, more_bits ? high : base_type);
+  }
+  vector("output_norm.weight", o.n_embd, TensorPlan::Init::norm);
+  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab, high);
+
+  for (const TensorPlan& t : plan) {
+    std::vector<uint64_t> dims{static_cast<uint64_t>(t.cols)};
+    if (t.rows > 1 || t.init == TensorPlan::Init::matrix) dims.push_back(static_cast<uint64_t>(t.rows));
+    const uint64_t seed = tensor_seed(o.seed, t.name);
+    DARKBLOOM_RETURN_IF_ERROR(writer.add_tensor(t.name, t.type, dims, [t, seed](uint8_t* out) {
+      WeightRandom random(seed);
+      // Matrices: uniform with variance 1/cols keeps activations near unit scale through the
+      // layers, so logits are spread enough for tests to tell tokens apart.
+      const float amplitude = t.init == TensorPlan::Init::matrix ? std::sqrt(3.0f / static_cast<float>(t.cols))
+                              : t.init == TensorPlan::Init::norm ? 0.1f
+                                                                 : 0.05f;
+      const float center = t.init == TensorPlan::Init::norm ? 1.0f : 0.0f;
+      std::vector<float> row(static_cast<size_t>(t.cols));
+      const size_t row_bytes = ggml_row_bytes(t.type, static_cast<uint64_t>(t.cols));
+      for (int64_t r = 0; r < t.rows; ++r) {
+        for (auto& v : row) v = center + amplitude * random.symmetric();
+        kernels::quantize_row(t.type, row.data(), out + static_cast<size_t>(r) * row_bytes, t.cols);
+      }
+    }));
+  }
+  return writer.write(out_path, progress);
+}
+
+}  // namespace darkbloom::engine

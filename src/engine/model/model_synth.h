@@ -1,0 +1,41 @@
+// `model synth`: writes a valid GGUF model with random weights for any supported architecture,
+// shape and weight type, with a real vocabulary (from a tokenizer.json) or a synthetic one.
+// Tests and benchmarks use it so that nothing is downloaded.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "base/result.h"
+#include "engine/gguf/ggml_type.h"
+
+namespace darkbloom::engine {
+
+struct SynthOptions {
+  std::string architecture = "llama";  // llama, qwen2, qwen3
+  std::string name = "darkbloom-synthetic";
+  int n_layer = 2;
+  int n_embd = 256;
+  int n_head = 4;
+  int n_head_kv = 2;
+  int head_dim = 0;  // 0 = n_embd / n_head
+  int n_ff = 512;
+  int n_vocab = 0;  // 0 = the tokenizer's size, or 512 for the synthetic vocabulary
+  int context_length = 4096;
+  float rope_theta = 10000.0f;
+  float rms_epsilon = 1e-6f;
+  // A tensor type, or "q4_k_m" (Q4_K with Q6_K for the output, attn_v and half the ffn_down,
+  // as Q4_K_M files are made).
+  std::string weight_type = "q8_0";
+  bool tied_output = false;
+  uint64_t seed = 1;
+  std::string tokenizer_json;    // empty = synthetic byte-level vocabulary
+  std::string tokenizer_config;  // optional tokenizer_config.json (BOS/EOS, chat template)
+};
+
+// Checks the options and writes the model. `progress` gets (tensors written, total).
+Status synthesize_model(const SynthOptions& options, const std::string& out_path,
+                        const std::function<void(size_t, size_t)>& progress = {});
+
+}  // namespace darkbloom::engine
