@@ -1,0 +1,176 @@
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <map>
+
+#include "apps/darkbloom/commands.h"
+#include "engine/gguf/gguf_file.h"
+#include "engine/model/model.h"
+#include "engine/model/model_synth.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace darkbloom::apps {
+namespace {
+
+struct InspectArgs {
+  std::string path;
+  bool tensors = false;
+};
+
+std::string value_summary(const engine::GgufValue& value) {
+  using engine::GgufValueType;
+  if (const auto* s = value.as_string()) {
+    std::string shown = s->size() > 80 ? s->substr(0, 77) + "..." : *s;
+    for (char& c : shown) {
+      if (c == '\n') c = ' ';
+    }
+    return fmt::format("\"{}\"", shown);
+  }
+  if (const auto* array = value.as_array()) {
+    std::string out = fmt::format("[{} x {}]", array->size(), engine::gguf_value_type_name(array->element_type));
+    if (array->element_type == GgufValueType::string && !array->strings.empty()) {
+      out += fmt::format(" \"{}\", ...", array->strings[0].substr(0, 20));
+    }
+    return out;
+  }
+  if (const auto b = value.as_bool()) return *b ? "true" : "false";
+  if (value.type == GgufValueType::f32 || value.type == GgufValueType::f64)
+    return fmt::format("{}", *value.as_double());
+  if (const auto i = value.as_int()) return fmt::format("{}", *i);
+  if (const auto u = value.as_uint()) return fmt::format("{}", *u);
+  return "?";
+}
+
+int run_inspect(const InspectArgs& args) {
+  auto file = engine::GgufFile::open(args.path);
+  if (!file) return fail(file.error().message);
+  std::string out = fmt::format("file: {} ({:.1f} MiB, GGUF v{}, {} tensors, {} metadata keys)\n", args.path,
+                                static_cast<double>(file->file_size()) / (1 << 20), file->version(),
+                                file->tensors().size(), file->metadata().size());
+  std::map<std::string, std::pair<size_t, uint64_t>> by_type;  // type → (tensors, elements)
+  uint64_t parameters = 0;
+  for (const auto& tensor : file->tensors()) {
+    auto& entry = by_type[std::string(engine::ggml_type_name(tensor.type))];
+    entry.first += 1;
+    entry.second += tensor.n_elements;
+    parameters += tensor.n_elements;
+  }
+  auto config = engine::read_model_config(*file);
+  if (config) {
+    const auto& c = *config;
+    out += fmt::format("architecture: {}{}\n", c.architecture_name, c.name.empty() ? "" : " (" + c.name + ")");
+    out +=
+        fmt::format("shape: {} layers, width {}, {} heads ({} KV) of {}, FFN {}, vocabulary {}, trained context {}\n",
+                    c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, c.context_length);
+    out += fmt::format("rope: theta {}, {} dims, {} pairing, linear scale {}\n", c.rope_theta, c.rope_dims,
+                       c.rope_style == engine::RopeStyle::normal ? "adjacent" : "neox", c.rope_linear_scale);
+  } else {
+    out += fmt::format("architecture: not loadable: {}\n", config.error().message);
+  }
+  out += fmt::format("parameters: {:.2f} M\n", static_cast<double>(parameters) / 1e6);
+  out += "tensor types:";
+  for (const auto& [type, entry] : by_type) {
+    out +=
+        fmt::format(" {} ({} tensors, {:.1f}% of parameters)", type, entry.first,
+                    100.0 * static_cast<double>(entry.second) / static_cast<double>(std::max<uint64_t>(parameters, 1)));
+  }
+  out += "\n";
+  auto tokenizer = engine::Tokenizer::from_gguf(*file);
+  if (tokenizer) {
+    out += fmt::format(
+        "tokenizer: {}{}, {} tokens, BOS {}{}, EOS {}\n",
+        tokenizer->kind() == engine::Tokenizer::Kind::spm ? "llama (SentencePiece)" : "gpt2 (byte-level BPE)",
+        tokenizer->pre_name().empty() ? "" : fmt::format(", pre-tokenizer '{}'", tokenizer->pre_name()),
+        tokenizer->n_vocab(),
+        tokenizer->bos() ? fmt::format("{} '{}'", *tokenizer->bos(), tokenizer->token_text(*tokenizer->bos())) : "none",
+        tokenizer->adds_bos() ? " (added)" : "",
+        tokenizer->eos() ? fmt::format("{} '{}'", *tokenizer->eos(), tokenizer->token_text(*tokenizer->eos()))
+                         : "none");
+  } else {
+    out += fmt::format("tokenizer: {}\n", tokenizer.error().message);
+  }
+  if (config) {
+    auto model = engine::Model::from_file(std::move(*file));
+    out +=
+        model ? "status: loadable by this engine\n" : fmt::format("status: not loadable: {}\n", model.error().message);
+    if (model) {
+      out += "metadata:\n";
+      for (const auto& kv : (*model)->file().metadata())
+        out += fmt::format("  {} = {}\n", kv.key, value_summary(kv.value));
+      if (args.tensors) {
+        out += "tensors:\n";
+        for (const auto& t : (*model)->file().tensors()) {
+          std::string dims;
+          for (size_t i = 0; i < t.dims.size(); ++i) dims += (i ? ", " : "") + std::to_string(t.dims[i]);
+          out += fmt::format("  {} {} [{}] {} bytes\n", t.name, engine::ggml_type_name(t.type), dims, t.n_bytes);
+        }
+      }
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+int run_synth(const engine::SynthOptions& options, const std::string& out_path) {
+  int last_percent = -1;
+  auto status = engine::synthesize_model(options, out_path, [&](size_t done, size_t total) {
+    const int percent = static_cast<int>(100 * done / total);
+    if (percent / 10 != last_percent / 10 || done == total) {
+      std::fprintf(stderr, "\rwriting %s: %3d%% (%zu/%zu tensors)", out_path.c_str(), percent, done, total);
+      last_percent = percent;
+    }
+  });
+  std::fputc('\n', stderr);
+  if (!status) return fail(status.error().message);
+  std::printf("wrote %s\n", out_path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void register_models(CLI::App& app, CommandRunner* runner) {
+  CLI::App* models = app.add_subcommand("models", "Inspect GGUF models and synthesise test models");
+  models->alias("model");
+  models->require_subcommand(1);
+
+  auto inspect = std::make_shared<InspectArgs>();
+  CLI::App* inspect_cmd =
+      models->add_subcommand("inspect", "Print a GGUF file's architecture, shapes, types and metadata");
+  inspect_cmd->add_option("file", inspect->path, "GGUF file")->required()->check(CLI::ExistingFile);
+  inspect_cmd->add_flag("--tensors", inspect->tensors, "also list every tensor");
+  inspect_cmd->callback([runner, inspect] { *runner = [inspect] { return run_inspect(*inspect); }; });
+
+  auto synth = std::make_shared<engine::SynthOptions>();
+  auto out_path = std::make_shared<std::string>();
+  CLI::App* synth_cmd =
+      models->add_subcommand("synth", "Write a GGUF model with random weights (for tests and benchmarks)");
+  synth_cmd->add_option("-o,--out", *out_path, "output file")->required();
+  synth_cmd->add_option("--arch", synth->architecture, "llama, qwen2 or qwen3")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}))
+      ->capture_default_str();
+  synth_cmd->add_option("--layers", synth->n_layer, "transformer blocks")->capture_default_str();
+  synth_cmd->add_option("--embd", synth->n_embd, "model width")->capture_default_str();
+  synth_cmd->add_option("--heads", synth->n_head, "attention heads")->capture_default_str();
+  synth_cmd->add_option("--kv-heads", synth->n_head_kv, "key/value heads")->capture_default_str();
+  synth_cmd->add_option("--head-dim", synth->head_dim, "head size (0 = embd / heads)")->capture_default_str();
+  synth_cmd->add_option("--ffn", synth->n_ff, "feed-forward width")->capture_default_str();
+  synth_cmd->add_option("--vocab", synth->n_vocab, "vocabulary size of the synthetic vocabulary (0 = 512)")
+      ->capture_default_str();
+  synth_cmd->add_option("--ctx", synth->context_length, "training context to record")->capture_default_str();
+  synth_cmd->add_option("--rope-theta", synth->rope_theta, "RoPE base frequency")->capture_default_str();
+  synth_cmd->add_option("--type", synth->weight_type, "weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k or q4_k_m")
+      ->capture_default_str();
+  synth_cmd->add_flag("--tied", synth->tied_output, "share the embedding as the output matrix");
+  synth_cmd->add_option("--seed", synth->seed, "random seed")->capture_default_str();
+  synth_cmd->add_option("--name", synth->name, "general.name")->capture_default_str();
+  synth_cmd->add_option("--tokenizer-json", synth->tokenizer_json, "embed this Hugging Face tokenizer.json")
+      ->check(CLI::ExistingFile);
+  synth_cmd
+      ->add_option("--tokenizer-config", synth->tokenizer_config,
+                   "tokenizer_config.json for BOS/EOS and the chat template")
+      ->check(CLI::ExistingFile);
+  synth_cmd->callback(
+      [runner, synth, out_path] { *runner = [synth, out_path] { return run_synth(*synth, *out_path); }; });
+}
+
+}  // namespace darkbloom::apps

@@ -1,0 +1,31 @@
+// Subcommands of the `darkbloom` binary. Each registers its options on the CLI11 app and returns
+// the function that runs it (returning the process exit code).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "engine/engine.h"
+
+namespace darkbloom::apps {
+
+using CommandRunner = std::function<int()>;
+
+// Every register_* adds one subcommand to `app`; the runner is stored in `runner` and called
+// when that subcommand was given.
+void register_generate(CLI::App& app, CommandRunner* runner);
+void register_perplexity(CLI::App& app, CommandRunner* runner);
+void register_models(CLI::App& app, CommandRunner* runner);
+void register_bench(CLI::App& app, CommandRunner* runner);
+void register_tokenize(CLI::App& app, CommandRunner* runner);
+
+// --model, --threads, --ctx and --kernels, shared by every command that loads a model.
+void add_engine_options(CLI::App* command, engine::EngineOptions* options);
+
+// Prints "darkbloom: error: <message>" on one line and returns the exit code for failures.
+int fail(const std::string& message);
+
+}  // namespace darkbloom::apps
