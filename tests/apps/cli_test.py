@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""The `darkbloom` command line: the main commands work, and bad input gets one line naming the
+problem, a non-zero exit code and never a crash (a signal)."""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+DARKBLOOM = None
+COORDINATOR = None
+
+
+def run(*args, expect_ok=True):
+    result = subprocess.run([DARKBLOOM, *args], capture_output=True, text=True, timeout=120)
+    if expect_ok and result.returncode != 0:
+        raise AssertionError(f"darkbloom {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def gguf_with_metadata(path, pairs):
+    """A GGUF file with string metadata only."""
+    def s(text):
+        data = text.encode()
+        return struct.pack("<Q", len(data)) + data
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs))
+    for key, value in pairs:
+        body += s(key) + struct.pack("<I", 8) + s(value)
+    with open(path, "wb") as f:
+        f.write(body)
+
+
+class Cli(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model = os.path.join(cls.tmp.name, "tiny.gguf")
+        run("models", "synth", "-o", cls.model, "--layers", "2", "--embd", "128", "--heads", "2", "--kv-heads", "1",
+            "--ffn", "256", "--vocab", "400")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def assert_one_line_error(self, result, *needles, code=None):
+        self.assertGreater(result.returncode, 0, f"expected failure, got {result.returncode}: {result.stderr}")
+        if code is not None:
+            self.assertEqual(result.returncode, code)
+        message = result.stderr.strip()
+        self.assertEqual(len(message.splitlines()), 1, f"not one line: {message!r}")
+        self.assertTrue(message.startswith("darkbloom: error: "), message)
+        for needle in needles:
+            self.assertIn(needle, message)
+
+    def test_generate_streams_text_and_reports_speed(self):
+        result = run("generate", "-m", self.model, "-p", "The river", "-n", "12", "--temperature", "0")
+        self.assertTrue(result.stdout.strip())
+        self.assertIn("generated 12 tokens", result.stderr)
+        again = run("generate", "-m", self.model, "-p", "The river", "-n", "12", "--temperature", "0")
+        self.assertEqual(result.stdout, again.stdout)
+
+    def test_missing_model_file(self):
+        result = run("generate", "-m", self.path("nope.gguf"), "-p", "x", expect_ok=False)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("nope.gguf", result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1)
+
+    def test_wrong_magic(self):
+        with open(self.path("text.gguf"), "w") as f:
+            f.write("this is not a model\n")
+        self.assert_one_line_error(run("generate", "-m", self.path("text.gguf"), "-p", "x", expect_ok=False),
+                                   "not a GGUF file (wrong magic)")
+
+    def test_truncated_file(self):
+        with open(self.model, "rb") as f:
+            data = f.read()
+        with open(self.path("cut.gguf"), "wb") as f:
+            f.write(data[: len(data) // 2])
+        self.assert_one_line_error(run("generate", "-m", self.path("cut.gguf"), "-p", "x", expect_ok=False), "truncated")
+
+    def test_unknown_architecture(self):
+        gguf_with_metadata(self.path("gptj.gguf"), [("general.architecture", "gptj")])
+        self.assert_one_line_error(run("generate", "-m", self.path("gptj.gguf"), "-p", "x", expect_ok=False),
+                                   "architecture 'gptj' is not supported")
+
+    def test_unsupported_tensor_type(self):
+        with open(self.model, "rb") as f:
+            data = bytearray(f.read())
+        name = b"blk.0.attn_q.weight"
+        at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+        n_dims = struct.unpack_from("<I", data, at)[0]
+        struct.pack_into("<I", data, at + 4 + 8 * n_dims, 6)  # q5_0: same block length, fewer bytes
+        with open(self.path("q5_0.gguf"), "wb") as f:
+            f.write(data)
+        self.assert_one_line_error(run("generate", "-m", self.path("q5_0.gguf"), "-p", "x", expect_ok=False),
+                                   "blk.0.attn_q.weight", "q5_0", "does not support")
+
+    def test_prompt_longer_than_context(self):
+        self.assert_one_line_error(run("generate", "-m", self.model, "--ctx", "16", "-p", "word " * 50, expect_ok=False),
+                                   "context holds 16")
+
+    def test_out_of_range_flags(self):
+        for args in (["--temperature", "-1"], ["--threads", "5000"], ["--top-p", "7"], ["-n", "0"]):
+            result = run("generate", "-m", self.model, "-p", "x", *args, expect_ok=False)
+            self.assertEqual(result.returncode, 2, args)
+            self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+
+    def test_unknown_subcommand_and_missing_subcommand(self):
+        self.assertEqual(run("fly", expect_ok=False).returncode, 2)
+        self.assertEqual(run(expect_ok=False).returncode, 2)
+
+    def test_help_tells_the_commands(self):
+        result = run("--help")
+        for command in ("generate", "perplexity", "models", "bench", "tokenize"):
+            self.assertIn(command, result.stdout)
+
+    def test_models_inspect(self):
+        out = run("models", "inspect", self.model).stdout
+        self.assertIn("architecture: llama", out)
+        self.assertIn("2 layers, width 128, 2 heads (1 KV) of 64, FFN 256, vocabulary 400", out)
+        self.assertIn("status: loadable", out)
+        self.assertIn("tokenizer.ggml.merges", out)
+
+    def test_synth_rejects_impossible_shapes(self):
+        self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--heads", "3", "--kv-heads", "2",
+                                       expect_ok=False), "heads")
+        self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--type", "q5_k", expect_ok=False),
+                                   "weight type 'q5_k'")
+        self.assertFalse(os.path.exists(self.path("x.gguf")))
+
+    def test_synth_writes_every_architecture_and_type(self):
+        for arch in ("llama", "qwen2", "qwen3"):
+            for weight_type in ("q4_k_m", "bf16"):
+                out = self.path(f"{arch}-{weight_type}.gguf")
+                run("models", "synth", "-o", out, "--arch", arch, "--type", weight_type, "--layers", "1",
+                    "--embd", "256", "--ffn", "512")
+                self.assertIn("status: loadable", run("models", "inspect", out).stdout)
+
+    def test_bench_engine_prints_a_table_and_json(self):
+        out = run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1", "--threads", "1,2").stdout
+        self.assertIn("decode t/s", out)
+        self.assertEqual(len(out.strip().splitlines()), 3)
+        data = json.loads(run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1",
+                              "--json").stdout)
+        self.assertGreater(data[0]["decode_tokens_per_second"], 0)
+        self.assertGreater(data[0]["prefill_tokens_per_second"], 0)
+
+    def test_perplexity_needs_enough_text(self):
+        with open(self.path("short.txt"), "w") as f:
+            f.write("hi")
+        self.assert_one_line_error(run("perplexity", "-m", self.model, "-f", self.path("short.txt"), expect_ok=False),
+                                   "perplexity needs more")
+
+    def test_tokenize_round_trips_through_jsonl(self):
+        with open(self.path("lines.jsonl"), "w") as f:
+            f.write(json.dumps({"text": "Hello, world! 😀"}) + "\n")
+        line = json.loads(run("tokenize", "-m", self.model, "--jsonl", self.path("lines.jsonl")).stdout)
+        self.assertEqual(line["decoded"], "Hello, world! 😀")
+        self.assertGreater(len(line["ids"]), 3)
+
+    def test_coordinator_says_it_is_not_built_yet(self):
+        result = subprocess.run([COORDINATOR], capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("not implemented", result.stderr)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--darkbloom", required=True)
+    parser.add_argument("--coordinator", required=True)
+    args, rest = parser.parse_known_args()
+    DARKBLOOM = os.path.abspath(args.darkbloom)
+    COORDINATOR = os.path.abspath(args.coordinator)
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)

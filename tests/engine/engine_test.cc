@@ -1,0 +1,247 @@
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "base/thread_pool.h"
+#include "engine/kernels/kernel_set.h"
+#include "engine/model/logit_evaluator.h"
+#include "engine/model/model_synth.h"
+#include "engine/tokenizer/streaming_detokenizer.h"
+#include "support/temp_dir.h"
+
+namespace darkbloom::engine {
+namespace {
+
+using darkbloom::testing::TempDir;
+
+// Collects a request's output; wait() blocks until on_finish.
+class CollectingSink final : public GenerationSink {
+ public:
+  void on_text(std::string_view delta) override {
+    std::lock_guard lock(mutex_);
+    text_ += delta;
+    ++deltas_;
+    changed_.notify_all();
+  }
+  void on_finish(const FinishEvent& event) override {
+    std::lock_guard lock(mutex_);
+    event_ = event;
+    ++finishes_;
+    changed_.notify_all();
+  }
+  FinishEvent wait() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return finishes_ > 0; });
+    return event_;
+  }
+  void wait_for_text() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return deltas_ > 0 || finishes_ > 0; });
+  }
+  std::string text() {
+    std::lock_guard lock(mutex_);
+    return text_;
+  }
+  int finishes() {
+    std::lock_guard lock(mutex_);
+    return finishes_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string text_;
+  int deltas_ = 0;
+  int finishes_ = 0;
+  FinishEvent event_;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    SynthOptions options;
+    options.n_layer = 2;
+    options.n_vocab = 600;
+    model_path_ = dir_->file("engine.gguf");
+    ASSERT_TRUE(synthesize_model(options, model_path_));
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  void SetUp() override {
+    EngineOptions options;
+    options.model_path = model_path_;
+    options.threads = 2;
+    options.context = 256;
+    auto loaded = Engine::load(options);
+    ASSERT_TRUE(loaded) << loaded.error().message;
+    engine_ = std::move(*loaded);
+  }
+
+  GenerationRequest request(const std::string& prompt, int max_tokens, float temperature = 0.0f) {
+    GenerationRequest r;
+    r.prompt_tokens = engine_->tokenizer().encode(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = temperature;
+    r.ignore_eos = true;
+    return r;
+  }
+
+  std::pair<std::string, FinishEvent> run(GenerationRequest r) {
+    auto sink = std::make_shared<CollectingSink>();
+    auto id = engine_->submit(std::move(r), sink);
+    EXPECT_TRUE(id) << id.error().message;
+    const FinishEvent event = sink->wait();
+    return {sink->text(), event};
+  }
+
+  static TempDir* dir_;
+  static std::string model_path_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TempDir* EngineTest::dir_ = nullptr;
+std::string EngineTest::model_path_;
+
+TEST_F(EngineTest, greedy_generation_is_deterministic_and_stops_at_max_tokens) {
+  const auto [first, event] = run(request("The river ran", 24));
+  const auto [second, again] = run(request("The river ran", 24));
+  EXPECT_FALSE(first.empty());
+  EXPECT_EQ(first, second);
+  EXPECT_EQ(event.reason, FinishReason::length);
+  EXPECT_EQ(event.completion_tokens, 24);
+  EXPECT_EQ(event.prompt_tokens, static_cast<int>(engine_->tokenizer().encode("The river ran").size()));
+}
+
+// The scheduler decodes incrementally with the KV cache; recomputing the whole sequence from
+// scratch at every step must choose the same greedy tokens.
+TEST_F(EngineTest, incremental_decoding_matches_full_recomputation) {
+  const int n = 12;
+  const auto [text, event] = run(request("Engineers checked the machines", n));
+  auto model = Model::load(model_path_);
+  ASSERT_TRUE(model);
+  ThreadPool pool(2);
+  LogitEvaluator evaluator(**model, pool, kernels::best_kernels(), 256);
+  std::vector<int32_t> tokens = engine_->tokenizer().encode("Engineers checked the machines");
+  StreamingDetokenizer detokenizer(engine_->tokenizer());
+  std::string expected;
+  const size_t n_vocab = static_cast<size_t>((*model)->config().n_vocab);
+  for (int i = 0; i < n; ++i) {
+    const std::vector<float> logits = evaluator.evaluate(tokens, 5);
+    const float* last = logits.data() + (tokens.size() - 1) * n_vocab;
+    const int32_t next = static_cast<int32_t>(std::max_element(last, last + n_vocab) - last);
+    tokens.push_back(next);
+    expected += detokenizer.push(next);
+  }
+  expected += detokenizer.finish();
+  EXPECT_EQ(text, expected);
+}
+
+TEST_F(EngineTest, same_seed_reproduces_and_different_seeds_diverge) {
+  GenerationRequest r = request("Good software", 32, 1.0f);
+  r.sampling.seed = 7;
+  const auto [a, event_a] = run(r);
+  const auto [b, event_b] = run(r);
+  EXPECT_EQ(a, b);
+  r.sampling.seed = 8;
+  const auto [c, event_c] = run(r);
+  EXPECT_NE(a, c);
+}
+
+TEST_F(EngineTest, stop_string_ends_generation_before_it) {
+  const auto [full, event] = run(request("The", 40));
+  ASSERT_GE(full.size(), 12u);
+  const std::string stop = full.substr(8, 3);
+  GenerationRequest r = request("The", 40);
+  r.stop = {stop};
+  const auto [text, stopped] = run(r);
+  EXPECT_EQ(stopped.reason, FinishReason::stop);
+  EXPECT_EQ(text, full.substr(0, full.find(stop)));
+}
+
+TEST_F(EngineTest, cancelling_a_running_request_finishes_it_as_cancelled) {
+  auto sink = std::make_shared<CollectingSink>();
+  auto id = engine_->submit(request("The", 250), sink);
+  ASSERT_TRUE(id);
+  sink->wait_for_text();
+  engine_->cancel(*id);
+  const FinishEvent event = sink->wait();
+  EXPECT_EQ(event.reason, FinishReason::cancelled);
+  EXPECT_LT(event.completion_tokens, 250);
+  EXPECT_EQ(sink->finishes(), 1);
+}
+
+TEST_F(EngineTest, cancelling_a_queued_request_never_runs_it) {
+  auto first = std::make_shared<CollectingSink>();
+  auto second = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine_->submit(request("The", 200), first));
+  auto queued = engine_->submit(request("The", 200), second);
+  ASSERT_TRUE(queued);
+  engine_->cancel(*queued);
+  const FinishEvent event = second->wait();
+  EXPECT_EQ(event.reason, FinishReason::cancelled);
+  EXPECT_EQ(event.completion_tokens, 0);
+  EXPECT_EQ(second->text(), "");
+  EXPECT_EQ(first->wait().reason, FinishReason::length);
+}
+
+TEST_F(EngineTest, invalid_requests_are_rejected_before_queueing) {
+  auto sink = std::make_shared<CollectingSink>();
+  GenerationRequest empty;
+  EXPECT_EQ(engine_->submit(empty, sink).error().code, Errc::invalid_argument);
+  GenerationRequest too_long = request("x", 5);
+  too_long.prompt_tokens.assign(256, 65);
+  auto error = engine_->submit(too_long, sink);
+  ASSERT_FALSE(error);
+  EXPECT_EQ(error.error().code, Errc::out_of_range);
+  EXPECT_NE(error.error().message.find("256 tokens"), std::string::npos);
+  GenerationRequest bad_token = request("x", 5);
+  bad_token.prompt_tokens.push_back(600);
+  EXPECT_NE(engine_->submit(bad_token, sink).error().message.find("outside the vocabulary"), std::string::npos);
+  GenerationRequest bad_sampling = request("x", 5);
+  bad_sampling.sampling.top_p = 2.0f;
+  EXPECT_NE(engine_->submit(bad_sampling, sink).error().message.find("top_p"), std::string::npos);
+  GenerationRequest bad_stop = request("x", 5);
+  bad_stop.stop = {""};
+  EXPECT_FALSE(engine_->submit(bad_stop, sink));
+  GenerationRequest zero = request("x", 0);
+  EXPECT_FALSE(engine_->submit(zero, sink));
+  EXPECT_EQ(sink->finishes(), 0);
+}
+
+TEST_F(EngineTest, generation_stops_at_the_end_of_the_context) {
+  GenerationRequest r = request("x", 1000);
+  r.prompt_tokens.assign(250, 70);
+  const auto [text, event] = run(r);
+  EXPECT_EQ(event.reason, FinishReason::length);
+  EXPECT_EQ(event.completion_tokens, 256 - 250 + 1);
+}
+
+TEST_F(EngineTest, stats_count_finished_requests_and_tokens) {
+  run(request("a", 5));
+  run(request("b", 7));
+  const EngineStats stats = engine_->stats();
+  EXPECT_EQ(stats.requests_finished, 2u);
+  EXPECT_EQ(stats.tokens_generated, 12u);
+  EXPECT_EQ(stats.running, 0);
+  EXPECT_EQ(stats.waiting, 0);
+  EXPECT_EQ(stats.kv_tokens_total, 256);
+}
+
+TEST(EngineLoad, bad_options_and_files_are_errors) {
+  EngineOptions options;
+  options.model_path = "/nonexistent.gguf";
+  auto missing = Engine::load(options);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("/nonexistent.gguf"), std::string::npos);
+  options.kernels = "neon";
+  EXPECT_NE(Engine::load(options).error().message.find("kernels 'neon'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace darkbloom::engine

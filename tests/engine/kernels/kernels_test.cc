@@ -1,0 +1,218 @@
+#include <gtest/gtest.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/kernels/fp16.h"
+#include "engine/kernels/kernel_set.h"
+#include "engine/kernels/quant_blocks.h"
+#include "engine/kernels/quantize.h"
+
+namespace darkbloom::engine::kernels {
+namespace {
+
+constexpr GgmlType kWeightTypes[] = {GgmlType::f32,  GgmlType::f16,  GgmlType::bf16, GgmlType::q8_0,
+                                     GgmlType::q4_0, GgmlType::q4_k, GgmlType::q6_k};
+
+std::vector<float> random_row(int64_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> row(static_cast<size_t>(n));
+  for (auto& v : row) v = normal(rng);
+  return row;
+}
+
+std::vector<uint8_t> quantized(GgmlType type, const std::vector<float>& row) {
+  std::vector<uint8_t> bytes(ggml_row_bytes(type, row.size()));
+  quantize_row(type, row.data(), bytes.data(), static_cast<int64_t>(row.size()));
+  return bytes;
+}
+
+float dot(const KernelSet& set, GgmlType type, const std::vector<uint8_t>& weights, const std::vector<float>& x) {
+  const ActivationFormat format = set.activation_format_for(type);
+  std::vector<uint8_t> activation(activation_row_bytes(format, static_cast<int64_t>(x.size())));
+  set.quantize_activation(format, x.data(), activation.data(), static_cast<int64_t>(x.size()));
+  return set.dot_for(type)(static_cast<int64_t>(x.size()), weights.data(), activation.data());
+}
+
+// Hardware conversions, compiled for F16C only inside these functions; callers check the CPU.
+__attribute__((target("f16c"))) float hardware_fp16_to_fp32(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+__attribute__((target("f16c"))) uint16_t hardware_fp32_to_fp16(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+double exact_dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) sum += static_cast<double>(a[i]) * b[i];
+  return sum;
+}
+
+TEST(Fp16, software_conversion_matches_the_hardware_for_every_half) {
+  if (avx2_kernels() == nullptr) GTEST_SKIP() << "no F16C on this CPU";
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float soft = fp16_to_fp32(static_cast<uint16_t>(h));
+    const float hard = hardware_fp16_to_fp32(static_cast<uint16_t>(h));
+    if (std::isnan(hard)) {
+      EXPECT_TRUE(std::isnan(soft)) << h;
+    } else {
+      EXPECT_EQ(float_to_bits(soft), float_to_bits(hard)) << h;
+    }
+  }
+}
+
+TEST(Fp16, software_rounding_matches_the_hardware) {
+  if (avx2_kernels() == nullptr) GTEST_SKIP() << "no F16C on this CPU";
+  std::mt19937 rng(3);
+  for (int i = 0; i < 200000; ++i) {
+    const float f = bits_to_float(rng());
+    if (std::isnan(f)) continue;
+    EXPECT_EQ(fp32_to_fp16(f), hardware_fp32_to_fp16(f)) << f;
+  }
+  for (float f : {0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 6.1e-5f, 5.9604645e-8f, 2.9802322e-8f, 1e-10f}) {
+    EXPECT_EQ(fp32_to_fp16(f), hardware_fp32_to_fp16(f)) << f;
+  }
+}
+
+TEST(Bf16, round_trip_keeps_the_top_bits_and_rounds_to_nearest_even) {
+  EXPECT_EQ(bf16_to_fp32(fp32_to_bf16(1.0f)), 1.0f);
+  EXPECT_EQ(fp32_to_bf16(bits_to_float(0x3F808000)), 0x3F80);  // tie, even stays
+  EXPECT_EQ(fp32_to_bf16(bits_to_float(0x3F818000)), 0x3F82);  // tie, odd rounds up
+  EXPECT_TRUE(std::isnan(bf16_to_fp32(fp32_to_bf16(NAN))));
+}
+
+// Dequantized values must be close to the originals, within what each format can represent.
+TEST(Quantize, round_trip_error_is_within_each_formats_resolution) {
+  const std::vector<float> row = random_row(1024, 11);
+  const std::pair<GgmlType, double> bounds[] = {
+      {GgmlType::f32, 0.0},   {GgmlType::f16, 1e-3},  {GgmlType::bf16, 8e-3}, {GgmlType::q8_0, 0.01},
+      {GgmlType::q4_0, 0.15}, {GgmlType::q4_k, 0.15}, {GgmlType::q6_k, 0.04},
+  };
+  for (const auto& [type, bound] : bounds) {
+    std::vector<float> back(row.size());
+    dequantize_row(type, quantized(type, row).data(), back.data(), static_cast<int64_t>(row.size()));
+    double error = 0, energy = 0;
+    for (size_t i = 0; i < row.size(); ++i) {
+      error += (back[i] - row[i]) * (back[i] - row[i]);
+      energy += row[i] * row[i];
+    }
+    EXPECT_LE(std::sqrt(error / energy), bound) << ggml_type_name(type);
+  }
+}
+
+TEST(Quantize, q4_k_scale_packing_round_trips_all_six_bit_values) {
+  uint8_t scales[8], mins[8], packed[12], scales_back[8], mins_back[8];
+  for (int base = 0; base < 64; base += 7) {
+    for (int j = 0; j < 8; ++j) {
+      scales[j] = static_cast<uint8_t>((base + 5 * j) % 64);
+      mins[j] = static_cast<uint8_t>((base + 11 * j + 3) % 64);
+    }
+    pack_q4_k_scales(scales, mins, packed);
+    unpack_q4_k_scales(packed, scales_back, mins_back);
+    for (int j = 0; j < 8; ++j) {
+      EXPECT_EQ(scales_back[j], scales[j]);
+      EXPECT_EQ(mins_back[j], mins[j]);
+    }
+  }
+}
+
+// A hand-built Q4_0 block: byte 0 = 0x1E holds element 0 (0xE - 8 = 6) and element 16 (1 - 8 = -7).
+TEST(Quantize, q4_0_nibble_order_is_low_first_half_high_second_half) {
+  BlockQ4_0 block{};
+  block.d = fp32_to_fp16(0.5f);
+  for (auto& q : block.qs) q = 0x88;  // zeros
+  block.qs[0] = 0x1E;
+  float out[32];
+  dequantize_row(GgmlType::q4_0, &block, out, 32);
+  EXPECT_EQ(out[0], 3.0f);
+  EXPECT_EQ(out[16], -3.5f);
+  EXPECT_EQ(out[1], 0.0f);
+}
+
+// A hand-built Q6_K block: q = 33 (value +1) everywhere, scales 1..16, d = 0.25. (The NumPy
+// reference checks the full bit layout against files with random contents.)
+TEST(Quantize, q6_k_scales_apply_to_groups_of_16) {
+  BlockQ6_K block{};
+  block.d = fp32_to_fp16(0.25f);
+  for (int g = 0; g < 16; ++g) block.scales[g] = static_cast<int8_t>(g + 1);
+  // q = 33 = 0b100001: low nibble 1, high bits 2.
+  for (auto& b : block.ql) b = 0x11;
+  for (auto& b : block.qh) b = 0xAA;  // 2 in every 2-bit field
+  float out[256];
+  dequantize_row(GgmlType::q6_k, &block, out, 256);
+  for (int e = 0; e < 256; ++e) EXPECT_EQ(out[e], 0.25f * static_cast<float>(e / 16 + 1)) << e;
+}
+
+TEST(Kernels, every_dot_product_approximates_the_exact_one) {
+  const KernelSet& set = scalar_kernels();
+  for (GgmlType type : kWeightTypes) {
+    const std::vector<float> w = random_row(512, 21);
+    const std::vector<float> x = random_row(512, 22);
+    std::vector<float> w_back(w.size());
+    const auto bytes = quantized(type, w);
+    dequantize_row(type, bytes.data(), w_back.data(), 512);
+    const double expected = exact_dot(w_back, x);
+    const double magnitude = std::sqrt(exact_dot(w_back, w_back) * exact_dot(x, x));
+    // 8-bit activations add about 1/127 of relative error per element, far less in the sum.
+    EXPECT_NEAR(dot(set, type, bytes, x), expected, 0.01 * magnitude) << ggml_type_name(type);
+    EXPECT_NEAR(dot(float_kernels(), type, bytes, x), expected, 1e-4 * magnitude) << ggml_type_name(type);
+  }
+}
+
+TEST(Kernels, simd_matches_scalar_for_every_weight_type) {
+  const KernelSet* simd = avx2_kernels();
+  if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (GgmlType type : kWeightTypes) {
+    for (int64_t n : {256, 512, 2048, 4096}) {
+      for (uint64_t seed = 0; seed < 5; ++seed) {
+        const std::vector<float> w = random_row(n, seed * 2 + 100, 0.1f + static_cast<float>(seed));
+        const std::vector<float> x = random_row(n, seed * 2 + 101, 1.0f + static_cast<float>(seed));
+        const auto bytes = quantized(type, w);
+        const float scalar = dot(scalar_kernels(), type, bytes, x);
+        const float vector = dot(*simd, type, bytes, x);
+        // Same integer sums; only float summation order differs.
+        EXPECT_NEAR(vector, scalar, 1e-4 * (std::fabs(scalar) + std::sqrt(static_cast<double>(n))))
+            << ggml_type_name(type) << " n=" << n << " seed=" << seed;
+      }
+    }
+  }
+}
+
+TEST(Kernels, simd_activation_quantization_is_byte_identical_to_scalar) {
+  const KernelSet* simd = avx2_kernels();
+  if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (ActivationFormat format : {ActivationFormat::q8_0, ActivationFormat::q8_k}) {
+    for (uint64_t seed = 0; seed < 20; ++seed) {
+      std::vector<float> x = random_row(1024, seed, 0.01f + static_cast<float>(seed));
+      if (seed == 3) std::fill(x.begin(), x.begin() + 256, 0.0f);  // an all-zero block
+      std::vector<uint8_t> a(activation_row_bytes(format, 1024)), b(a.size());
+      scalar_kernels().quantize_activation(format, x.data(), a.data(), 1024);
+      simd->quantize_activation(format, x.data(), b.data(), 1024);
+      EXPECT_EQ(a, b) << "format " << static_cast<int>(format) << " seed " << seed;
+    }
+  }
+}
+
+TEST(Kernels, k_quant_activation_group_sums_match_the_quants) {
+  const std::vector<float> x = random_row(256, 5);
+  ActQ8_K block;
+  scalar_kernels().quantize_activation(ActivationFormat::q8_k, x.data(), &block, 256);
+  for (int g = 0; g < 16; ++g) {
+    int sum = 0;
+    for (int i = 0; i < 16; ++i) sum += block.qs[16 * g + i];
+    EXPECT_EQ(block.bsums[g], sum);
+  }
+}
+
+TEST(Kernels, names_select_sets_and_unknown_names_are_rejected) {
+  EXPECT_EQ(kernels_by_name("scalar"), &scalar_kernels());
+  EXPECT_EQ(kernels_by_name("float"), &float_kernels());
+  EXPECT_EQ(kernels_by_name("auto"), &best_kernels());
+  EXPECT_EQ(kernels_by_name("neon"), nullptr);
+}
+
+}  // namespace
+}  // namespace darkbloom::engine::kernels

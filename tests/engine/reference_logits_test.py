@@ -1,0 +1,110 @@
+#!/usr/bin/python3
+"""The engine's logits against an independent NumPy forward pass (tests/reference/gguf_reference.py).
+
+For one architecture, every weight type: synthesise a small model with `darkbloom models synth`,
+compute logits for a token sequence with the engine (tool `dump_logits`) and with the reference,
+and compare. Also checks `darkbloom perplexity` against a perplexity computed from the
+reference's logits.
+
+Tolerances (relative RMS of the logit difference):
+- kernels "float" (weights dequantized, activations kept in f32): 1e-5 for every type. Both
+  sides compute the same real numbers; only float32 summation order differs.
+- default kernels with F32/F16/BF16 weights: 1e-5, for the same reason.
+- default kernels with Q8_0/Q4_0/Q4_K/Q6_K weights: 5e-2. These round each activation row to
+  8 bits per block of 32 (Q8_0, Q4_0) or 256 (K-quants) values before the integer dot product,
+  a relative step of 1/127 per value; over two layers of seven products the logits move by 1-3 %
+  of their spread (measured), as llama.cpp's do. A wrong block layout gives errors of order 1.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+import gguf_reference  # noqa: E402
+
+TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"]
+QUANTIZED = {"q8_0", "q4_0", "q4_k", "q6_k"}
+TOKENS = [1, 17, 300, 42, 42, 7, 255, 100, 3, 64, 199]
+
+
+def run(cmd):
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr}")
+    return result.stdout
+
+
+def relative_rms(ours, reference):
+    return float(np.sqrt(np.mean((ours - reference) ** 2) / np.mean(reference ** 2)))
+
+
+def engine_logits(tool, model, kernels, n_vocab):
+    with tempfile.NamedTemporaryFile(suffix=".f32") as out:
+        run([tool, model, ",".join(map(str, TOKENS)), out.name, kernels])
+        return np.fromfile(out.name, dtype="<f4").reshape(len(TOKENS), n_vocab).astype(np.float64)
+
+
+def check_perplexity(darkbloom, model, workdir):
+    text = "The river ran fast under the old stone bridge while people walked to work. " * 3
+    text_path = os.path.join(workdir, "text.txt")
+    with open(text_path, "w") as f:
+        f.write(text)
+    ctx = 24
+    out = run([darkbloom, "perplexity", "-m", model, "-f", text_path, "--ctx", str(ctx), "--kernels", "float"])
+    ours = float(out.split("perplexity: ")[1].split()[0])
+    ids = [int(t) for t in run([darkbloom, "tokenize", "-m", model, "--no-bos", text]).split()]
+    parsed = gguf_reference.read_gguf(model)
+    # Same windowing as the engine: windows of ctx tokens (no BOS in this vocabulary), second half scored.
+    nll, count = 0.0, 0
+    for w in range(max(1, len(ids) // ctx)):
+        window = ids[w * ctx:(w + 1) * ctx]
+        logits = gguf_reference.forward(parsed, window)
+        for t in range(len(window) // 2, len(window) - 1):
+            row = logits[t] - logits[t].max()
+            nll -= row[window[t + 1]] - np.log(np.exp(row).sum())
+            count += 1
+    expected = float(np.exp(nll / count))
+    if abs(ours - expected) > 1e-3 * expected:
+        raise SystemExit(f"perplexity {ours} differs from the reference's {expected}")
+    print(f"perplexity: engine {ours:.4f}, reference {expected:.4f}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--darkbloom", required=True)
+    parser.add_argument("--dump-logits", required=True)
+    parser.add_argument("--arch", required=True)
+    args = parser.parse_args()
+    failures = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for i, weight_type in enumerate(TYPES):
+            model = os.path.join(workdir, f"{args.arch}-{weight_type}.gguf")
+            synth = [args.darkbloom, "models", "synth", "-o", model, "--arch", args.arch, "--type", weight_type,
+                     "--layers", "2", "--embd", "256", "--heads", "4", "--kv-heads", "2", "--ffn", "512",
+                     "--vocab", "384", "--seed", str(100 + i), "--rope-theta", "500000"]
+            if weight_type == "q4_0":
+                synth.append("--tied")  # one tied-output case per architecture
+            run(synth)
+            reference = gguf_reference.forward(gguf_reference.read_gguf(model), TOKENS)
+            n_vocab = reference.shape[1]
+            exact = relative_rms(engine_logits(args.dump_logits, model, "float", n_vocab), reference)
+            fast = relative_rms(engine_logits(args.dump_logits, model, "auto", n_vocab), reference)
+            fast_limit = 5e-2 if weight_type in QUANTIZED else 1e-5
+            print(f"{args.arch} {weight_type:5s}: float kernels {exact:.2e} (limit 1e-5), "
+                  f"default kernels {fast:.2e} (limit {fast_limit:.0e})")
+            if not exact <= 1e-5:
+                failures.append(f"{weight_type}: float-kernel logits differ by {exact:.2e}")
+            if not fast <= fast_limit:
+                failures.append(f"{weight_type}: default-kernel logits differ by {fast:.2e}")
+            if weight_type == "f32":
+                check_perplexity(args.darkbloom, model, workdir)
+    if failures:
+        raise SystemExit("\n".join(failures))
+
+
+if __name__ == "__main__":
+    main()

