@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "base/system_info.h"
 #include "base/thread_pool.h"
 #include "base/utf8.h"
 #include "engine/kernels/kernel_set.h"
@@ -119,6 +120,18 @@ Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
     log::warn("context {} is longer than the {} tokens the model was trained on; quality may drop", context, trained);
   }
   if (context > (1 << 20)) return make_error(Errc::out_of_range, "context must be at most 1048576 tokens");
+  // Keys and values in float for every layer and position: refuse what cannot fit in memory
+  // rather than dying on an allocation failure.
+  const ModelConfig& config = (*model)->config();
+  const uint64_t kv_bytes = 2ull * sizeof(float) * static_cast<uint64_t>(config.n_layer) *
+                            static_cast<uint64_t>(config.kv_width()) * static_cast<uint64_t>(context);
+  const uint64_t memory = physical_memory_bytes();
+  if (memory > 0 && kv_bytes > memory / 2) {
+    return make_error(Errc::out_of_range,
+                      fmt::format("a context of {} tokens needs {:.1f} GiB of KV cache, more than half of this machine's "
+                                  "{:.1f} GiB; lower --ctx",
+                                  context, static_cast<double>(kv_bytes) / (1 << 30), static_cast<double>(memory) / (1 << 30)));
+  }
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
   return std::unique_ptr<Engine>(new LocalEngine(std::move(*model), std::move(*tokenizer), threads, *kernels, context));
 }

@@ -83,6 +83,7 @@ int run_generate(const GenerateArgs& args) {
   if (!id) return fail(id.error().message);
   const engine::FinishEvent event = sink->wait();
   std::fputc('\n', stdout);
+  std::fflush(stdout);
   if (event.reason == engine::FinishReason::error) return fail("generation failed: " + event.error);
   if (!args.quiet) {
     const double prefill_tps = event.prefill_ms > 0 ? event.prompt_tokens / (event.prefill_ms / 1000.0) : 0;

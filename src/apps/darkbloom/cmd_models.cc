@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <map>
 
+#include <unistd.h>
+
 #include "apps/darkbloom/commands.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model.h"
@@ -112,15 +114,12 @@ int run_inspect(const InspectArgs& args) {
 }
 
 int run_synth(const engine::SynthOptions& options, const std::string& out_path) {
-  int last_percent = -1;
+  // Progress on a terminal only; logs and pipes get the final line alone.
+  const bool show_progress = isatty(fileno(stderr)) != 0;
   auto status = engine::synthesize_model(options, out_path, [&](size_t done, size_t total) {
-    const int percent = static_cast<int>(100 * done / total);
-    if (percent / 10 != last_percent / 10 || done == total) {
-      std::fprintf(stderr, "\rwriting %s: %3d%% (%zu/%zu tensors)", out_path.c_str(), percent, done, total);
-      last_percent = percent;
-    }
+    if (show_progress) std::fprintf(stderr, "\rwriting %s: %zu/%zu tensors", out_path.c_str(), done, total);
   });
-  std::fputc('\n', stderr);
+  if (show_progress) std::fputc('\n', stderr);
   if (!status) return fail(status.error().message);
   std::printf("wrote %s\n", out_path.c_str());
   return 0;
