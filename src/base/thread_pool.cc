@@ -52,21 +52,39 @@ void ThreadPool::run(int n_tasks, const std::function<void(int, int)>& task) {
     std::lock_guard lock(mutex_);
     job_ = &task;
     n_tasks_ = n_tasks;
+    failure_ = nullptr;
+    failed_.store(false, std::memory_order_relaxed);
     next_task_.store(0, std::memory_order_relaxed);
     busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   work_on_current_job(0);
+  // Always wait for every worker: `task` lives in the caller's frame.
   while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+  if (failed_.load(std::memory_order_acquire)) {
+    std::exception_ptr failure;
+    {
+      std::lock_guard lock(mutex_);
+      failure = failure_;
+    }
+    std::rethrow_exception(failure);
+  }
 }
 
 void ThreadPool::work_on_current_job(int thread_index) {
   const auto& task = *job_;
   for (;;) {
+    if (failed_.load(std::memory_order_relaxed)) break;
     const int index = next_task_.fetch_add(1, std::memory_order_relaxed);
     if (index >= n_tasks_) break;
-    task(index, thread_index);
+    try {
+      task(index, thread_index);
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      if (!failure_) failure_ = std::current_exception();
+      failed_.store(true, std::memory_order_release);
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -26,6 +27,8 @@ class ThreadPool {
   // Runs task(index, thread) for every index in [0, n_tasks), spread over the pool, and returns
   // when all are done. `thread` is in [0, size()) and unique among concurrently running calls,
   // so it can pick a per-thread scratch buffer. Not reentrant: call from one thread at a time.
+  // If tasks throw, the remaining tasks are skipped, every thread finishes, and the first
+  // exception is rethrown here.
   void run(int n_tasks, const std::function<void(int task, int thread)>& task);
 
   static int hardware_threads();
@@ -41,6 +44,8 @@ class ThreadPool {
   std::atomic<int> busy_workers_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> failed_{false};
+  std::exception_ptr failure_;  // first exception of the current job; guarded by mutex_
   std::mutex mutex_;
   std::condition_variable wake_;
 };

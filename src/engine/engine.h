@@ -68,6 +68,12 @@ struct EngineStats {
 
 using RequestId = uint64_t;
 
+class Model;
+
+// Checks that a model, its tokenizer and a context length can run together: vocabulary sizes
+// agree and the KV cache fits in memory. Engine::load and perplexity use it.
+Status check_inference_fit(const Model& model, const Tokenizer& tokenizer, int context);
+
 class Engine {
  public:
   static Result<std::unique_ptr<Engine>> load(const EngineOptions& options);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <vector>
 
 namespace darkbloom {
@@ -43,6 +44,18 @@ TEST(ThreadPool, many_short_jobs_in_a_row_complete) {
   std::atomic<long> total{0};
   for (int job = 0; job < 5000; ++job) pool.run(4, [&](int task, int) { total.fetch_add(task); });
   EXPECT_EQ(total.load(), 5000L * (0 + 1 + 2 + 3));
+}
+
+TEST(ThreadPool, an_exception_in_a_task_reaches_the_caller_and_the_pool_keeps_working) {
+  ThreadPool pool(3);
+  for (int round = 0; round < 20; ++round) {
+    EXPECT_THROW(pool.run(64, [&](int task, int) {
+      if (task == round) throw std::runtime_error("task failed");
+    }), std::runtime_error);
+  }
+  std::atomic<int> done{0};
+  pool.run(100, [&](int, int) { done.fetch_add(1); });
+  EXPECT_EQ(done.load(), 100);
 }
 
 TEST(ThreadPool, size_counts_the_calling_thread) {

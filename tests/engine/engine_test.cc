@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -23,9 +24,18 @@ using darkbloom::testing::TempDir;
 class CollectingSink final : public GenerationSink {
  public:
   void on_text(std::string_view delta) override {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     text_ += delta;
     ++deltas_;
+    changed_.notify_all();
+    // With hold_on_first_text, the engine's thread waits here until release(): the test can act
+    // (cancel) at a known point instead of racing a fast model.
+    if (hold_on_first_text_ && deltas_ == 1) changed_.wait(lock, [this] { return released_; });
+  }
+  void hold_on_first_text() { hold_on_first_text_ = true; }
+  void release() {
+    std::lock_guard lock(mutex_);
+    released_ = true;
     changed_.notify_all();
   }
   void on_finish(const FinishEvent& event) override {
@@ -58,6 +68,8 @@ class CollectingSink final : public GenerationSink {
   std::string text_;
   int deltas_ = 0;
   int finishes_ = 0;
+  bool hold_on_first_text_ = false;
+  bool released_ = false;
   FinishEvent event_;
 };
 
@@ -95,7 +107,12 @@ class EngineTest : public ::testing::Test {
   std::pair<std::string, FinishEvent> run(GenerationRequest r) {
     auto sink = std::make_shared<CollectingSink>();
     auto id = engine_->submit(std::move(r), sink);
-    EXPECT_TRUE(id) << id.error().message;
+    if (!id) {
+      ADD_FAILURE() << "submit failed: " << id.error().message;
+      FinishEvent failed;
+      failed.reason = FinishReason::error;
+      return {"", failed};
+    }
     const FinishEvent event = sink->wait();
     return {sink->text(), event};
   }
@@ -155,8 +172,16 @@ TEST_F(EngineTest, same_seed_reproduces_and_different_seeds_diverge) {
 
 TEST_F(EngineTest, stop_string_ends_generation_before_it) {
   const auto [full, event] = run(request("The", 40));
-  ASSERT_GE(full.size(), 12u);
-  const std::string stop = full.substr(8, 3);
+  // Three ASCII letters from the middle of the answer (a substring of a multi-byte character
+  // would not be a valid stop string).
+  size_t at = 6;
+  while (at + 3 <= full.size() && !(std::isalpha(static_cast<unsigned char>(full[at])) &&
+                                     std::isalpha(static_cast<unsigned char>(full[at + 1])) &&
+                                     std::isalpha(static_cast<unsigned char>(full[at + 2])))) {
+    ++at;
+  }
+  ASSERT_LE(at + 3, full.size()) << "no three ASCII letters in: " << full;
+  const std::string stop = full.substr(at, 3);
   GenerationRequest r = request("The", 40);
   r.stop = {stop};
   const auto [text, stopped] = run(r);
@@ -166,10 +191,12 @@ TEST_F(EngineTest, stop_string_ends_generation_before_it) {
 
 TEST_F(EngineTest, cancelling_a_running_request_finishes_it_as_cancelled) {
   auto sink = std::make_shared<CollectingSink>();
+  sink->hold_on_first_text();
   auto id = engine_->submit(request("The", 250), sink);
   ASSERT_TRUE(id);
-  sink->wait_for_text();
+  sink->wait_for_text();  // the engine is now paused inside on_text
   engine_->cancel(*id);
+  sink->release();
   const FinishEvent event = sink->wait();
   EXPECT_EQ(event.reason, FinishReason::cancelled);
   EXPECT_LT(event.completion_tokens, 250);

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <cstdio>
 #include <mutex>
 
@@ -104,7 +105,7 @@ int run_generate(const GenerateArgs& args) {
 
 void add_engine_options(CLI::App* command, engine::EngineOptions* options) {
   command->add_option("-m,--model", options->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
-  command->add_option("-t,--threads", options->threads, "compute threads (0 = one per core)")
+  command->add_option("-t,--threads", options->threads, "compute threads (0 = one per hardware thread)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   command->add_option("-c,--ctx", options->context, "context length in tokens (0 = model's, capped at 4096)")
@@ -131,7 +132,16 @@ void register_generate(CLI::App& app, CommandRunner* runner) {
   cmd->add_option("--temperature", args->temperature, "sampling temperature (0 = greedy)")
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
-  cmd->add_option("--top-p", args->top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  cmd->add_option("--top-p", args->top_p, "nucleus sampling mass, in (0, 1]")
+      ->check(CLI::Validator(
+          [](std::string& value) {
+            char* end = nullptr;
+            const double p = std::strtod(value.c_str(), &end);
+            const bool ok = end != value.c_str() && *end == '\0' && p > 0.0 && p <= 1.0;
+            return ok ? std::string() : std::string("must be a number in (0, 1]");
+          },
+          "(0, 1]"))
+      ->capture_default_str();
   cmd->add_option("--top-k", args->top_k, "keep the k most likely tokens (0 = off)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
@@ -143,7 +153,7 @@ void register_generate(CLI::App& app, CommandRunner* runner) {
       ->capture_default_str();
   cmd->add_option("-s,--seed", args->seed, "random seed (-1 = random)")->capture_default_str();
   cmd->add_option("--stop", args->stop, "stop before this text (repeatable)");
-  cmd->add_flag("--no-bos", args->no_bos, "do not add the BOS token the vocabulary asks for");
+  cmd->add_flag("--no-bos", args->no_bos, "do not add the BOS/EOS tokens the vocabulary asks for");
   cmd->add_flag("-q,--quiet", args->quiet, "do not print speed statistics to stderr");
   cmd->callback([runner, args] { *runner = [args] { return run_generate(*args); }; });
 }

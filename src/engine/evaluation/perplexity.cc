@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/engine.h"
 #include "engine/model/logit_evaluator.h"
 
 namespace darkbloom::engine {

@@ -395,7 +395,6 @@ Result<GgufFile> GgufFile::parse(std::span<const uint8_t> bytes, const std::stri
     return cursor.fail(fmt::format("tensor count {} is impossible", *tensor_count));
 
   std::unordered_set<std::string> seen_keys;
-  file.metadata_.reserve(static_cast<size_t>(*kv_count));
   for (uint64_t i = 0; i < *kv_count; ++i) {
     auto key = cursor.read_string("metadata key");
     if (!key) return key.error();
@@ -418,7 +417,6 @@ Result<GgufFile> GgufFile::parse(std::span<const uint8_t> bytes, const std::stri
   }
 
   std::unordered_set<std::string> seen_tensors;
-  file.tensors_.reserve(static_cast<size_t>(*tensor_count));
   for (uint64_t i = 0; i < *tensor_count; ++i) {
     GgufTensorInfo tensor;
     auto tensor_name = cursor.read_string("tensor name");

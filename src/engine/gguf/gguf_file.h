@@ -37,8 +37,9 @@ std::string_view gguf_value_type_name(GgufValueType type);
 
 struct GgufValue;
 
-// Arrays keep fixed-size elements packed as in the file, so a hostile count cannot make the
-// parser allocate much more than the file's own size.
+// Arrays keep fixed-size elements packed as in the file, and every count is checked against the
+// bytes left before anything is allocated, so a hostile count cannot make the parser allocate
+// more than a small multiple of the file's own size.
 struct GgufArray {
   GgufValueType element_type = GgufValueType::u8;
   std::vector<uint8_t> raw;          // numeric and bool elements, little-endian as stored

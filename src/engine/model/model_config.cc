@@ -7,24 +7,36 @@
 namespace darkbloom::engine {
 namespace {
 
+// Bounds far above any real model (the largest open models have width 16384, 128 heads of 256,
+// FFN 53248, 126 layers); with them every width product fits comfortably in an int.
+constexpr int kMaxWidth = 1 << 16;
+constexpr int kMaxLayers = 1024;
+constexpr int kMaxFeedForward = 1 << 20;
+constexpr int kMaxHeads = 1024;
+constexpr int kMaxHeadDim = 4096;
+constexpr int kMaxContext = 1 << 24;
+constexpr int kMaxVocab = 1 << 24;
+
 class MetadataReader {
  public:
   MetadataReader(const GgufFile& file, std::string prefix) : file_(file), prefix_(std::move(prefix)) {}
 
   // `key` is relative to the architecture prefix: "embedding_length" → "llama.embedding_length".
-  Result<int> positive_int(const std::string& key) const {
+  // Every size is bounded (`max`) so products of sizes cannot overflow and a hostile file cannot
+  // ask for absurd allocations.
+  Result<int> positive_int(const std::string& key, int max) const {
     const std::string full = prefix_ + key;
     const GgufValue* value = file_.find(full);
     if (value == nullptr)
       return make_error(Errc::bad_format, fmt::format("{}: missing metadata '{}'", file_.name(), full));
-    return to_positive_int(*value, full);
+    return to_positive_int(*value, full, max);
   }
 
-  Result<int> positive_int_or(const std::string& key, int fallback) const {
+  Result<int> positive_int_or(const std::string& key, int fallback, int max) const {
     const std::string full = prefix_ + key;
     const GgufValue* value = file_.find(full);
     if (value == nullptr) return fallback;
-    return to_positive_int(*value, full);
+    return to_positive_int(*value, full, max);
   }
 
   Result<float> positive_float_or(const std::string& key, float fallback) const {
@@ -42,15 +54,15 @@ class MetadataReader {
   const GgufValue* find(const std::string& key) const { return file_.find(prefix_ + key); }
 
  private:
-  Result<int> to_positive_int(const GgufValue& value, const std::string& full) const {
+  Result<int> to_positive_int(const GgufValue& value, const std::string& full, int max) const {
     if (value.as_array() != nullptr) {
       return make_error(Errc::unsupported,
                         fmt::format("{}: metadata '{}' varies per layer, which is not supported", file_.name(), full));
     }
     const auto number = value.as_int();
-    if (!number || *number <= 0 || *number > std::numeric_limits<int>::max() / 4) {
+    if (!number || *number <= 0 || *number > max) {
       return make_error(Errc::bad_format,
-                        fmt::format("{}: metadata '{}' must be a positive integer", file_.name(), full));
+                        fmt::format("{}: metadata '{}' must be a positive integer up to {}", file_.name(), full, max));
     }
     return static_cast<int>(*number);
   }
@@ -104,20 +116,21 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
     *out = *value;
     return {};
   };
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_embd, meta.positive_int("embedding_length")));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_layer, meta.positive_int("block_count")));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_ff, meta.positive_int("feed_forward_length")));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_head, meta.positive_int("attention.head_count")));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_head_kv, meta.positive_int_or("attention.head_count_kv", config.n_head)));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.context_length, meta.positive_int_or("context_length", 2048)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_embd, meta.positive_int("embedding_length", kMaxWidth)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_layer, meta.positive_int("block_count", kMaxLayers)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_ff, meta.positive_int("feed_forward_length", kMaxFeedForward)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_head, meta.positive_int("attention.head_count", kMaxHeads)));
+  DARKBLOOM_RETURN_IF_ERROR(
+      assign(&config.n_head_kv, meta.positive_int_or("attention.head_count_kv", config.n_head, kMaxHeads)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.context_length, meta.positive_int_or("context_length", 2048, kMaxContext)));
   if (config.n_embd % config.n_head != 0 && meta.find("attention.key_length") == nullptr) {
     return make_error(Errc::bad_format, fmt::format("{}: embedding_length {} is not divisible by head_count {}",
                                                     file.name(), config.n_embd, config.n_head));
   }
   DARKBLOOM_RETURN_IF_ERROR(
-      assign(&config.head_dim, meta.positive_int_or("attention.key_length", config.n_embd / config.n_head)));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.value_dim, meta.positive_int_or("attention.value_length", config.head_dim)));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.rope_dims, meta.positive_int_or("rope.dimension_count", config.head_dim)));
+      assign(&config.head_dim, meta.positive_int_or("attention.key_length", config.n_embd / config.n_head, kMaxHeadDim)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.value_dim, meta.positive_int_or("attention.value_length", config.head_dim, kMaxHeadDim)));
+  DARKBLOOM_RETURN_IF_ERROR(assign(&config.rope_dims, meta.positive_int_or("rope.dimension_count", config.head_dim, kMaxHeadDim)));
   if (config.n_head % config.n_head_kv != 0) {
     return make_error(Errc::bad_format, fmt::format("{}: head_count {} is not a multiple of head_count_kv {}",
                                                     file.name(), config.n_head, config.n_head_kv));
@@ -157,11 +170,17 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
   const GgufTensorInfo* embedding = file.find_tensor("token_embd.weight");
   if (embedding == nullptr) return make_error(Errc::bad_format, file.name() + ": missing tensor 'token_embd.weight'");
   if (embedding->dims.size() != 2 || embedding->dims[0] != static_cast<uint64_t>(config.n_embd) ||
-      embedding->dims[1] > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+      embedding->dims[1] > static_cast<uint64_t>(kMaxVocab)) {
     return make_error(Errc::bad_format,
                       file.name() + ": tensor 'token_embd.weight' does not have shape [embedding_length, vocab]");
   }
   config.n_vocab = static_cast<int>(embedding->dims[1]);
+  // Each layer has at least nine tensors; a larger count is a lie that would make the loader
+  // allocate per-layer state for nothing.
+  if (static_cast<uint64_t>(config.n_layer) * 9 > file.tensors().size()) {
+    return make_error(Errc::bad_format, fmt::format("{}: block_count {} is more than the file's {} tensors can hold",
+                                                    file.name(), config.n_layer, file.tensors().size()));
+  }
   return config;
 }
 

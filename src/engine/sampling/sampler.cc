@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <unordered_set>
 
 namespace darkbloom::engine {
@@ -70,6 +71,14 @@ void Sampler::apply_penalties(std::span<float> logits) const {
 }
 
 int32_t Sampler::sample(std::span<float> logits) {
+  // A model that produced NaN (broken weights, overflow) must end the request, not feed NaN
+  // into comparisons that sorting and filtering rely on.
+  float best = -INFINITY;
+  for (float& logit : logits) {
+    if (std::isnan(logit)) logit = -INFINITY;
+    best = std::max(best, logit);
+  }
+  if (!std::isfinite(best)) throw std::runtime_error("the model produced no finite logits");
   apply_penalties(logits);
   if (params_.temperature <= 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -134,7 +143,7 @@ int32_t Sampler::sample(std::span<float> logits) {
     for (size_t i = 0; i < n; ++i) {
       if (candidates_[i].first >= threshold) candidates_[kept++] = candidates_[i];
     }
-    n = kept;
+    n = std::max<size_t>(kept, 1);  // the most likely candidate always survives
   }
 
   double remaining = 0.0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 
 #include "base/log.h"
 #include "engine/sampling/sampler.h"
@@ -124,7 +125,7 @@ void Scheduler::run_request(Pending& pending) {
   const auto started = Clock::now();
   event.queue_ms = milliseconds_between(pending.submitted, started);
 
-  Sampler sampler(request.sampling, request.prompt_tokens);
+  std::optional<Sampler> sampler;  // made inside the try: seeding can throw
   StreamingDetokenizer detokenizer(tokenizer_);
   StopMatcher stop_matcher(request.stop);
   FinishReason reason = FinishReason::stop;
@@ -132,6 +133,7 @@ void Scheduler::run_request(Pending& pending) {
   bool prefilled = false;
 
   try {
+    sampler.emplace(request.sampling, request.prompt_tokens);
     // Prompt, in chunks; only the last position's logits are needed.
     const auto& prompt = request.prompt_tokens;
     std::vector<BatchToken> batch;
@@ -153,8 +155,8 @@ void Scheduler::run_request(Pending& pending) {
 
     int position = static_cast<int>(prompt.size());
     while (prefilled) {
-      const int32_t token = sampler.sample(logits_);
-      sampler.accept(token);
+      const int32_t token = sampler->sample(logits_);
+      sampler->accept(token);
       event.completion_tokens += 1;
       if (!request.ignore_eos && tokenizer_.is_end_of_generation(token)) {
         reason = FinishReason::stop;

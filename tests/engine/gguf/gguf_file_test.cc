@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "base/file.h"
 #include "engine/gguf/gguf_writer.h"
@@ -179,24 +180,36 @@ TEST(GgufFile, missing_file_names_the_path) {
   EXPECT_NE(file.error().message.find("/nonexistent/model.gguf"), std::string::npos);
 }
 
-// Every file of the corpus of broken files must give an error (names starting "bad_") or parse
-// (names starting "ok_"), and never crash. The fuzzer's findings are added to this corpus.
-TEST(GgufFile, corpus_of_broken_files_replays_without_crashing) {
+// Every file of the corpus of broken files must give the error corpus_expected_errors.tsv names
+// (files "bad_*") or parse (files "ok_*"), and never crash. Fuzzer findings join this corpus.
+TEST(GgufFile, corpus_of_broken_files_gives_the_expected_errors) {
   const std::filesystem::path corpus = DARKBLOOM_GGUF_CORPUS_DIR;
   ASSERT_TRUE(std::filesystem::is_directory(corpus)) << corpus;
+  std::map<std::string, std::string> expected;
+  std::ifstream table(corpus.parent_path() / "corpus_expected_errors.tsv");
+  for (std::string line; std::getline(table, line);) {
+    const size_t tab = line.find('\t');
+    if (tab != std::string::npos) expected[line.substr(0, tab)] = line.substr(tab + 1);
+  }
   int files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(corpus)) {
     const std::string name = entry.path().filename().string();
     const std::string bytes = file_bytes(entry.path().string());
     auto file = parse_bytes(bytes);
     if (name.rfind("bad_", 0) == 0) {
-      EXPECT_FALSE(file) << name << " parsed";
+      ASSERT_FALSE(file) << name << " parsed";
+      const auto it = expected.find(name);
+      if (it != expected.end()) {
+        EXPECT_NE(file.error().message.find(it->second), std::string::npos)
+            << name << ": expected '" << it->second << "' in: " << file.error().message;
+      }
     } else if (name.rfind("ok_", 0) == 0) {
       EXPECT_TRUE(file) << name << ": " << (file ? "" : file.error().message);
     }
     ++files;
   }
-  EXPECT_GE(files, 10);
+  EXPECT_GE(files, 30);
+  EXPECT_GE(expected.size(), 25u);
 }
 
 }  // namespace

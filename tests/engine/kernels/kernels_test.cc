@@ -181,6 +181,30 @@ TEST(Kernels, simd_matches_scalar_for_every_weight_type) {
   }
 }
 
+// Float rows may have any length: the vector loops' tails must agree with the scalar path too.
+TEST(Kernels, simd_matches_scalar_for_float_rows_of_any_length) {
+  const KernelSet* simd = avx2_kernels();
+  if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (GgmlType type : {GgmlType::f32, GgmlType::f16, GgmlType::bf16}) {
+    for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 100, 129}) {
+      const std::vector<float> w = random_row(n, 300 + static_cast<uint64_t>(n));
+      const std::vector<float> x = random_row(n, 400 + static_cast<uint64_t>(n));
+      const auto bytes = quantized(type, w);
+      EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
+          << ggml_type_name(type) << " n=" << n;
+    }
+  }
+  for (GgmlType type : {GgmlType::q8_0, GgmlType::q4_0}) {
+    for (int64_t n : {32, 96}) {
+      const std::vector<float> w = random_row(n, 500);
+      const std::vector<float> x = random_row(n, 501);
+      const auto bytes = quantized(type, w);
+      EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
+          << ggml_type_name(type) << " n=" << n;
+    }
+  }
+}
+
 TEST(Kernels, simd_activation_quantization_is_byte_identical_to_scalar) {
   const KernelSet* simd = avx2_kernels();
   if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";

@@ -107,6 +107,26 @@ TEST_F(ModelLoading, missing_hyperparameter_is_named) {
   EXPECT_NE(error.find("missing metadata 'llama.block_count'"), std::string::npos) << error;
 }
 
+// Sizes are bounded so that width products cannot overflow: a head count that would wrap the
+// query width to a small number must be refused, not loaded.
+TEST_F(ModelLoading, absurd_sizes_are_refused_before_anything_is_allocated) {
+  std::string error = error_after({.metadata = [](GgufKeyValue& kv) {
+    if (kv.key == "llama.attention.head_count") kv.value = gguf_u32(268435457);
+    return true;
+  }});
+  EXPECT_NE(error.find("'llama.attention.head_count' must be a positive integer up to 1024"), std::string::npos) << error;
+  error = error_after({.metadata = [](GgufKeyValue& kv) {
+    if (kv.key == "llama.block_count") kv.value = gguf_u32(50000000);
+    return true;
+  }});
+  EXPECT_NE(error.find("'llama.block_count' must be a positive integer up to 1024"), std::string::npos) << error;
+  error = error_after({.metadata = [](GgufKeyValue& kv) {
+    if (kv.key == "llama.block_count") kv.value = gguf_u32(1000);
+    return true;
+  }});
+  EXPECT_NE(error.find("block_count 1000 is more than the file's"), std::string::npos) << error;
+}
+
 TEST_F(ModelLoading, unsupported_rope_scaling_is_named) {
   const std::string error = error_after({.metadata = [](GgufKeyValue& kv) {
     if (kv.key == "llama.rope.freq_base") kv = {"llama.rope.scaling.type", gguf_string("yarn")};

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <stdexcept>
 #include <vector>
 
 namespace darkbloom::engine {
@@ -114,6 +115,17 @@ TEST(Sampler, penalties_push_repeated_tokens_down) {
   std::vector<float> more{1.0f, 0.2f};
   EXPECT_EQ(output_sampler.sample(more), 1);  // 1.0 - 0.5 - 2 * 0.25 = 0.0 < 0.2
   EXPECT_FLOAT_EQ(more[0], 0.0f);
+}
+
+TEST(Sampler, nan_logits_are_never_chosen_and_all_nan_is_an_error) {
+  SamplingParams params;
+  params.seed = 9;
+  params.min_p = 0.05f;
+  params.top_p = 0.9f;
+  for (int32_t token : draw(params, logits_of({NAN, 1.0f, NAN, 0.5f}), 200)) EXPECT_TRUE(token == 1 || token == 3);
+  Sampler sampler(params, {});
+  std::vector<float> all_nan(16, NAN);
+  EXPECT_THROW(sampler.sample(all_nan), std::runtime_error);
 }
 
 TEST(Sampler, out_of_range_settings_are_rejected_with_the_field_name) {

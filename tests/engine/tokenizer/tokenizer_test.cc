@@ -56,7 +56,7 @@ struct BpeFixture {
     im_start = vocab.add("<|im_start|>", TokenType::control);
     im_end = vocab.add("<|im_end|>", TokenType::control);
   }
-  Result<Tokenizer> load(const TempDir& dir, const std::string& pre = "llama-bpe") const {
+  Result<Tokenizer> load(const TempDir& dir, const std::string& pre = "gpt2") const {
     GgufWriter writer = vocab_writer("gpt2", vocab);
     writer.add_metadata("tokenizer.ggml.merges", gguf_string_array({"a b", "ab c", byte_to_symbol(' ') + " a"}));
     writer.add_metadata("tokenizer.ggml.pre", gguf_string(pre));
@@ -65,6 +65,7 @@ struct BpeFixture {
   }
 };
 
+// GPT-2 splitting without ignore_merges, so every word goes through the merge loop.
 TEST(Tokenizer, bpe_applies_merges_by_rank) {
   TempDir dir;
   BpeFixture fixture;
@@ -78,6 +79,19 @@ TEST(Tokenizer, bpe_applies_merges_by_rank) {
   // " a" alone: Ġ a merges.
   EXPECT_EQ(tokenizer->encode(" a", options), (std::vector<int32_t>{fixture.space_a}));
   EXPECT_EQ(tokenizer->decode(ids), "abc ab");
+}
+
+// Llama 3 vocabularies take a word that is itself a token whole, whatever the merges say.
+TEST(Tokenizer, llama3_takes_whole_words_that_are_tokens) {
+  TempDir dir;
+  BpeFixture fixture;
+  fixture.vocab.add("ac");  // a token no merge can build
+  auto tokenizer = fixture.load(dir, "llama-bpe");
+  ASSERT_TRUE(tokenizer);
+  EXPECT_EQ(tokenizer->encode("ac"), (std::vector<int32_t>{static_cast<int32_t>(fixture.vocab.tokens.size() - 1)}));
+  auto gpt2 = fixture.load(dir, "gpt2");
+  ASSERT_TRUE(gpt2);
+  EXPECT_EQ(gpt2->encode("ac"), (std::vector<int32_t>{'a', 'c'}));
 }
 
 TEST(Tokenizer, control_tokens_are_parsed_from_text_only_when_asked) {
