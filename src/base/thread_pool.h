@@ -6,8 +6,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>

@@ -33,7 +33,8 @@ class LocalEngine final : public Engine {
 
   Result<RequestId> submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink) override {
     if (sink == nullptr) return make_error(Errc::invalid_argument, "no sink for the request's output");
-    if (request.prompt_tokens.empty()) return make_error(Errc::invalid_argument, "the prompt is empty (it has no tokens)");
+    if (request.prompt_tokens.empty())
+      return make_error(Errc::invalid_argument, "the prompt is empty (it has no tokens)");
     if (request.prompt_tokens.size() >= static_cast<size_t>(context_)) {
       return make_error(Errc::out_of_range,
                         fmt::format("the prompt has {} tokens but the context holds {} (including the answer)",
@@ -97,8 +98,9 @@ const char* finish_reason_name(FinishReason reason) {
 Status check_inference_fit(const Model& model, const Tokenizer& tokenizer, int context) {
   const ModelConfig& config = model.config();
   if (tokenizer.n_vocab() != config.n_vocab) {
-    return make_error(Errc::bad_format, fmt::format("{}: the tokenizer has {} tokens but the model's embedding has {} rows",
-                                                    model.file().name(), tokenizer.n_vocab(), config.n_vocab));
+    return make_error(Errc::bad_format,
+                      fmt::format("{}: the tokenizer has {} tokens but the model's embedding has {} rows",
+                                  model.file().name(), tokenizer.n_vocab(), config.n_vocab));
   }
   if (context < 2) return make_error(Errc::invalid_argument, "the context must hold at least 2 tokens");
   if (context > (1 << 20)) return make_error(Errc::out_of_range, "the context must be at most 1048576 tokens");
@@ -108,19 +110,20 @@ Status check_inference_fit(const Model& model, const Tokenizer& tokenizer, int c
                             static_cast<uint64_t>(config.kv_width()) * static_cast<uint64_t>(context);
   const uint64_t memory = physical_memory_bytes();
   if (memory > 0 && kv_bytes > memory / 2) {
-    return make_error(Errc::out_of_range,
-                      fmt::format("a context of {} tokens needs {:.1f} GiB of KV cache, more than half of this "
-                                  "machine's {:.1f} GiB; lower --ctx",
-                                  context, static_cast<double>(kv_bytes) / (1 << 30),
-                                  static_cast<double>(memory) / (1 << 30)));
+    return make_error(
+        Errc::out_of_range,
+        fmt::format("a context of {} tokens needs {:.1f} GiB of KV cache, more than half of this "
+                    "machine's {:.1f} GiB; lower --ctx",
+                    context, static_cast<double>(kv_bytes) / (1 << 30), static_cast<double>(memory) / (1 << 30)));
   }
   return {};
 }
 
 Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
   if (options.threads < 0 || options.threads > 1024) {
-    return make_error(Errc::invalid_argument,
-                      fmt::format("threads must be between 0 (one per hardware thread) and 1024 (got {})", options.threads));
+    return make_error(
+        Errc::invalid_argument,
+        fmt::format("threads must be between 0 (one per hardware thread) and 1024 (got {})", options.threads));
   }
   if (options.context < 0) return make_error(Errc::invalid_argument, "context must not be negative");
   const kernels::KernelSet* kernels = kernels::kernels_by_name(options.kernels);

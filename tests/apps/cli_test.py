@@ -117,7 +117,7 @@ class Cli(unittest.TestCase):
 
     def test_help_tells_the_commands(self):
         result = run("--help")
-        for command in ("generate", "perplexity", "models", "bench", "tokenize"):
+        for command in ("start", "serve", "generate", "perplexity", "models", "bench", "tokenize"):
             self.assertIn(command, result.stdout)
 
     def test_models_inspect(self):
@@ -164,10 +164,82 @@ class Cli(unittest.TestCase):
         self.assertEqual(line["decoded"], "Hello, world! 😀")
         self.assertGreater(len(line["ids"]), 3)
 
-    def test_coordinator_says_it_is_not_built_yet(self):
-        result = subprocess.run([COORDINATOR], capture_output=True, text=True, timeout=30)
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("not implemented", result.stderr)
+    def test_start_validates_the_coordinator_url_and_model(self):
+        self.assert_one_line_error(run("start", "--coordinator", "http://127.0.0.1:1", "--model", self.model, expect_ok=False),
+                                   "ws://HOST:PORT")
+        self.assert_one_line_error(run("start", "--coordinator", "ws://127.0.0.1:0", "--model", self.model, expect_ok=False),
+                                   "port must not be 0")
+        self.assert_one_line_error(run("start", "--coordinator", "ws://127.0.0.1", "--model", self.model, expect_ok=False),
+                                   "HOST:PORT")
+        self.assert_one_line_error(run("start", "--model", self.path("missing.gguf"), expect_ok=False), "missing.gguf")
+        self.assert_one_line_error(run("start", expect_ok=False), "--model is required")
+
+    def test_serve_validates_its_port(self):
+        self.assertEqual(run("serve", "-m", self.model, "--port", "70000", expect_ok=False).returncode, 2)
+
+
+class CoordinatorCli(unittest.TestCase):
+    """Flags, DARKBLOOM_* variables and the TOML file, in that order of precedence, and one-line errors."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def start(self, *args, env=None):
+        """Starts the coordinator and returns (process, first stdout line)."""
+        process = subprocess.Popen([COORDINATOR, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, **(env or {})})
+        self.addCleanup(lambda: (process.kill(), process.wait(), process.stdout.close(), process.stderr.close()))
+        return process, process.stdout.readline()
+
+    def fails(self, *args, env=None, code=None):
+        result = subprocess.run([COORDINATOR, *args], capture_output=True, text=True, timeout=30,
+                                env={**os.environ, **(env or {})})
+        self.assertNotEqual(result.returncode, 0)
+        if code is not None:
+            self.assertEqual(result.returncode, code)
+        message = result.stderr.strip()
+        self.assertEqual(len(message.splitlines()), 1, message)
+        self.assertTrue(message.startswith("darkbloom-coordinator: error: "), message)
+        return message
+
+    def test_flag_beats_environment_beats_config_file(self):
+        with open(self.path("coordinator.toml"), "w") as f:
+            f.write(f'data_dir = "{self.path("from-file")}"\nlisten = "127.0.0.1:0"\n')
+        _, line = self.start("--config", self.path("coordinator.toml"))
+        self.assertIn("listening on 127.0.0.1:", line)
+        self.assertTrue(os.path.exists(self.path("from-file/coordinator.db")))
+        _, line = self.start("--config", self.path("coordinator.toml"), env={"DARKBLOOM_DATA_DIR": self.path("from-env")})
+        self.assertTrue(os.path.exists(self.path("from-env/coordinator.db")))
+        _, line = self.start("--config", self.path("coordinator.toml"), "--data-dir", self.path("from-flag"),
+                             env={"DARKBLOOM_DATA_DIR": self.path("from-env-2")})
+        self.assertTrue(os.path.exists(self.path("from-flag/coordinator.db")))
+        self.assertFalse(os.path.exists(self.path("from-env-2")))
+
+    def test_bad_values_are_one_line_errors(self):
+        self.assertIn("HOST:PORT", self.fails("--listen", "nowhere", code=2))
+        self.assertIn("valid port", self.fails("--listen", "127.0.0.1:99999", code=2))
+        self.assertIn("DARKBLOOM_QUEUE_DEPTH", self.fails("--listen", "127.0.0.1:0", env={"DARKBLOOM_QUEUE_DEPTH": "many"}, code=2))
+        self.assertIn("min-trust", self.fails("--min-trust", "total", code=2))
+        with open(self.path("bad.toml"), "w") as f:
+            f.write('listen = "127.0.0.1:0"\nqueue_deep = 3\n')
+        self.assertIn("unknown setting 'queue_deep'", self.fails("--config", self.path("bad.toml"), code=2))
+        with open(self.path("broken.toml"), "w") as f:
+            f.write("listen = [unclosed\n")
+        self.assertIn("broken.toml", self.fails("--config", self.path("broken.toml"), code=2))
+
+    def test_a_port_in_use_is_a_clear_error(self):
+        _, line = self.start("--listen", "127.0.0.1:0", "--data-dir", self.path("a"))
+        port = line.strip().rsplit(":", 1)[1]
+        self.assertIn("cannot listen", self.fails("--listen", f"127.0.0.1:{port}", "--data-dir", self.path("b"), code=1))
+
+    def test_an_unusable_data_dir_is_a_clear_error(self):
+        with open(self.path("file"), "w") as f:
+            f.write("not a directory")
+        self.assertIn("data directory", self.fails("--listen", "127.0.0.1:0", "--data-dir", self.path("file/sub"), code=1))
 
 
 if __name__ == "__main__":

@@ -49,9 +49,11 @@ TEST(ThreadPool, many_short_jobs_in_a_row_complete) {
 TEST(ThreadPool, an_exception_in_a_task_reaches_the_caller_and_the_pool_keeps_working) {
   ThreadPool pool(3);
   for (int round = 0; round < 20; ++round) {
-    EXPECT_THROW(pool.run(64, [&](int task, int) {
-      if (task == round) throw std::runtime_error("task failed");
-    }), std::runtime_error);
+    EXPECT_THROW(pool.run(64,
+                          [&](int task, int) {
+                            if (task == round) throw std::runtime_error("task failed");
+                          }),
+                 std::runtime_error);
   }
   std::atomic<int> done{0};
   pool.run(100, [&](int, int) { done.fetch_add(1); });

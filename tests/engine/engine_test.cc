@@ -176,8 +176,8 @@ TEST_F(EngineTest, stop_string_ends_generation_before_it) {
   // would not be a valid stop string).
   size_t at = 6;
   while (at + 3 <= full.size() && !(std::isalpha(static_cast<unsigned char>(full[at])) &&
-                                     std::isalpha(static_cast<unsigned char>(full[at + 1])) &&
-                                     std::isalpha(static_cast<unsigned char>(full[at + 2])))) {
+                                    std::isalpha(static_cast<unsigned char>(full[at + 1])) &&
+                                    std::isalpha(static_cast<unsigned char>(full[at + 2])))) {
     ++at;
   }
   ASSERT_LE(at + 3, full.size()) << "no three ASCII letters in: " << full;

@@ -19,7 +19,7 @@ int fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   using namespace darkbloom;
-  CLI::App app{"darkbloom: private LLM inference on your own hardware (engine tools; provider agent to come)",
+  CLI::App app{"darkbloom: sell LLM inference from your machine (start), or run models locally (serve, generate, ...)",
                "darkbloom"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "darkbloom 0.1.0");
@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   apps::register_models(app, &runner);
   apps::register_bench(app, &runner);
   apps::register_tokenize(app, &runner);
+  apps::register_provider_commands(app, &runner);
 
   try {
     app.parse(argc, argv);

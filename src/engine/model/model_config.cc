@@ -127,10 +127,12 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
     return make_error(Errc::bad_format, fmt::format("{}: embedding_length {} is not divisible by head_count {}",
                                                     file.name(), config.n_embd, config.n_head));
   }
+  DARKBLOOM_RETURN_IF_ERROR(assign(
+      &config.head_dim, meta.positive_int_or("attention.key_length", config.n_embd / config.n_head, kMaxHeadDim)));
   DARKBLOOM_RETURN_IF_ERROR(
-      assign(&config.head_dim, meta.positive_int_or("attention.key_length", config.n_embd / config.n_head, kMaxHeadDim)));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.value_dim, meta.positive_int_or("attention.value_length", config.head_dim, kMaxHeadDim)));
-  DARKBLOOM_RETURN_IF_ERROR(assign(&config.rope_dims, meta.positive_int_or("rope.dimension_count", config.head_dim, kMaxHeadDim)));
+      assign(&config.value_dim, meta.positive_int_or("attention.value_length", config.head_dim, kMaxHeadDim)));
+  DARKBLOOM_RETURN_IF_ERROR(
+      assign(&config.rope_dims, meta.positive_int_or("rope.dimension_count", config.head_dim, kMaxHeadDim)));
   if (config.n_head % config.n_head_kv != 0) {
     return make_error(Errc::bad_format, fmt::format("{}: head_count {} is not a multiple of head_count_kv {}",
                                                     file.name(), config.n_head, config.n_head_kv));

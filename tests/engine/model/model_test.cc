@@ -114,7 +114,8 @@ TEST_F(ModelLoading, absurd_sizes_are_refused_before_anything_is_allocated) {
     if (kv.key == "llama.attention.head_count") kv.value = gguf_u32(268435457);
     return true;
   }});
-  EXPECT_NE(error.find("'llama.attention.head_count' must be a positive integer up to 1024"), std::string::npos) << error;
+  EXPECT_NE(error.find("'llama.attention.head_count' must be a positive integer up to 1024"), std::string::npos)
+      << error;
   error = error_after({.metadata = [](GgufKeyValue& kv) {
     if (kv.key == "llama.block_count") kv.value = gguf_u32(50000000);
     return true;

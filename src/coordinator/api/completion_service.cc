@@ -1,0 +1,315 @@
+#include "coordinator/api/completion_service.h"
+
+#include <fmt/format.h>
+
+#include "base/encoding.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "coordinator/provider_gateway.h"
+#include "crypto/hash.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+namespace bj = json::bj;
+using http::awaitable;
+using Clock = std::chrono::steady_clock;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string new_id(std::string_view prefix) {
+  return std::string(prefix) + hex_encode(crypto::random_bytes(8));
+}
+
+Headers retry_after(int seconds) {
+  return Headers{{"Retry-After", std::to_string(seconds)}};
+}
+
+proto::InferenceRequest make_inference_request(const Attempt& attempt, const crypto::KeyPair& session_keys,
+                                               std::vector<uint8_t> ciphertext) {
+  proto::InferenceRequest message;
+  message.request_id = attempt.request_id;
+  message.model = attempt.model;
+  message.sealed_body.sender_public_key.assign(session_keys.public_key().begin(), session_keys.public_key().end());
+  message.sealed_body.ciphertext = std::move(ciphertext);
+  return message;
+}
+
+}  // namespace
+
+struct CompletionService::Request {
+  std::string public_id;
+  proto::CompletionRequest parsed;
+  std::string plaintext;  // the SealedRequest JSON; wiped when the request ends
+  RequestTiming timing;
+  int max_tokens = 0;
+  int64_t created = 0;
+  bool client_gone = false;
+  std::shared_ptr<Router::Waiter> waiter;
+  std::shared_ptr<Attempt> attempt;
+
+  ~Request() { crypto::wipe_memory(plaintext.data(), plaintext.size()); }
+};
+
+CompletionService::CompletionService(http::net::any_io_executor executor, const CoordinatorConfig& config,
+                                     ApiKeys& keys, Router& router, ProviderGateway& gateway)
+    : executor_(executor), config_(config), keys_(keys), router_(router), gateway_(gateway) {}
+
+Headers CompletionService::response_headers(const Request& request, const ProviderSession& provider) const {
+  Headers headers;
+  headers.emplace_back("X-Request-Id", request.public_id);
+  headers.emplace_back("X-Provider-Id", provider.id);
+  headers.emplace_back("X-Provider-Trust-Level", trust_level_name(provider.trust));
+  headers.emplace_back("X-Provider-Attested", provider.trust == TrustLevel::none ? "false" : "true");
+  headers.emplace_back("X-Provider-Encrypted", "true");
+  headers.emplace_back("X-Timing", request.timing.header());
+  return headers;
+}
+
+awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpoint endpoint) {
+  const auto started = Clock::now();
+  auto request = std::make_shared<Request>();
+  request->public_id = new_id("req_");
+  request->created = unix_seconds();
+
+  auto account = keys_.authenticate(exchange.header("Authorization"));
+  if (!account) {
+    log::error("key lookup failed: {}", account.error().message);
+    co_await exchange.respond_error(proto::server_error("Key lookup failed"));
+    co_return;
+  }
+  if (!*account) {
+    co_await exchange.respond_error(
+        proto::authentication_error("Missing or unknown API key: send 'Authorization: Bearer db-...'"));
+    co_return;
+  }
+  auto body = json::parse(exchange.request().body(), "request body");
+  if (!body) {
+    co_await exchange.respond_error(
+        proto::invalid_request("The request body is not valid JSON: " + body.error().message));
+    co_return;
+  }
+  proto::ApiError error;
+  auto parsed = proto::parse_completion_request(endpoint, *body, &error);
+  if (!parsed) {
+    co_await exchange.respond_error(error);
+    co_return;
+  }
+  request->parsed = std::move(*parsed);
+  // Without a bound the worst case is unbounded; inject one so any reservation covers it.
+  request->max_tokens = request->parsed.max_tokens.value_or(config_.default_max_tokens);
+  if (!request->parsed.max_tokens) request->parsed.body["max_tokens"] = request->max_tokens;
+  request->timing.parse_us = micros_since(started);
+
+  const auto reserve_started = Clock::now();
+  // Credit reservation arrives with the ledger; the phase is measured already.
+  request->timing.reserve_us = micros_since(reserve_started);
+
+  const std::string& model = request->parsed.model;
+  if (!router_.model_known(model)) {
+    co_await exchange.respond_error(proto::model_not_found(model));
+    co_return;
+  }
+  {
+    proto::SealedRequest sealed;
+    sealed.endpoint = std::string(proto::endpoint_name(endpoint));
+    sealed.body = request->parsed.body;
+    request->plaintext = proto::encode(sealed);
+  }
+  exchange.on_client_gone([this, request] {
+    request->client_gone = true;
+    if (request->waiter) router_.abandon(request->waiter);
+    if (request->attempt) request->attempt->events->push_here(provider_event::ClientGone{});
+  });
+
+  std::set<std::string> excluded;
+  proto::ApiError last_error = proto::provider_error("No provider could serve the request");
+  for (int attempt_number = 0; attempt_number < config_.max_attempts; ++attempt_number) {
+    if (request->client_gone) co_return;
+    auto route_started = Clock::now();
+    auto provider = router_.pick(model, request->max_tokens, excluded);
+    request->timing.route_us += micros_since(route_started);
+    while (!provider) {
+      // Waiting helps only if some provider of the model has not failed this request already.
+      if (!router_.has_candidates(model, excluded)) break;
+      const auto queue_started = Clock::now();
+      request->waiter = router_.make_waiter();
+      const QueueOutcome outcome = co_await router_.wait_for_capacity(model, request->waiter);
+      request->waiter.reset();
+      request->timing.queue_us += micros_since(queue_started);
+      if (outcome == QueueOutcome::abandoned || request->client_gone) co_return;
+      if (outcome == QueueOutcome::full) {
+        co_await exchange.respond_error(
+            proto::rate_limited(
+                fmt::format("All providers of '{}' are busy and its queue is full; retry shortly", model)),
+            retry_after(1));
+        co_return;
+      }
+      if (outcome == QueueOutcome::expired) {
+        co_await exchange.respond_error(
+            proto::rate_limited(fmt::format("No provider of '{}' became free within {} s; retry later", model,
+                                            config_.queue_wait.count() / 1000)),
+            retry_after(5));
+        co_return;
+      }
+      route_started = Clock::now();
+      provider = router_.pick(model, request->max_tokens, excluded);
+      request->timing.route_us += micros_since(route_started);
+    }
+    if (!provider) break;
+
+    // Seal for this provider with a key pair made for this attempt alone.
+    const auto encrypt_started = Clock::now();
+    const crypto::KeyPair session_keys = crypto::KeyPair::generate();
+    auto attempt = std::make_shared<Attempt>();
+    attempt->request_id = new_id("att_");
+    attempt->model = model;
+    attempt->max_tokens = request->max_tokens;
+    attempt->events = std::make_shared<http::AsyncQueue<ProviderEvent>>(executor_);
+    attempt->channel = std::make_unique<crypto::Channel>(provider->encryption_key, session_keys);
+    std::vector<uint8_t> ciphertext =
+        crypto::seal(as_bytes(request->plaintext), provider->encryption_key, session_keys);
+    request->timing.encrypt_us += micros_since(encrypt_started);
+
+    const auto dispatch_started = Clock::now();
+    provider->in_flight[attempt->request_id] = attempt;
+    request->attempt = attempt;
+    provider->socket->send(proto::encode(make_inference_request(*attempt, session_keys, std::move(ciphertext))));
+    request->timing.dispatch_us += micros_since(dispatch_started);
+    const auto dispatched = Clock::now();
+
+    // Nothing reaches the client before the first chunk: until then a failure retries elsewhere.
+    const auto deadline = dispatched + config_.first_chunk_timeout;
+    for (;;) {
+      auto event = co_await attempt->events->pop_until(deadline);
+      if (!event) {
+        log::warn("request {}: no first chunk from {} within {} ms", request->public_id, provider->id,
+                  config_.first_chunk_timeout.count());
+        gateway_.abandon_attempt(provider, attempt->request_id, true);
+        excluded.insert(provider->id);
+        last_error = proto::timeout_error("The provider did not start answering in time");
+        break;
+      }
+      if (std::holds_alternative<provider_event::Accepted>(*event)) continue;
+      if (std::holds_alternative<provider_event::Text>(*event) ||
+          std::holds_alternative<provider_event::Complete>(*event)) {
+        request->timing.provider_us = micros_since(dispatched);
+        co_await relay(exchange, *request, provider, attempt, std::move(*event));
+        co_return;
+      }
+      if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
+        if (failed->status_code >= 400 && failed->status_code < 499) {
+          // The provider found the request itself invalid (too long for its context, ...).
+          proto::ApiError rejected = proto::invalid_request(failed->message);
+          if (failed->message.find("context") != std::string::npos) rejected.code = "context_length_exceeded";
+          co_await exchange.respond_error(rejected);
+          co_return;
+        }
+        excluded.insert(provider->id);
+        last_error = proto::provider_error("The provider failed: " + failed->message);
+        break;
+      }
+      if (auto* gone = std::get_if<provider_event::Gone>(&*event)) {
+        excluded.insert(provider->id);
+        last_error = proto::provider_error("The provider disconnected: " + gone->reason);
+        break;
+      }
+      if (std::holds_alternative<provider_event::ClientGone>(*event)) {
+        gateway_.abandon_attempt(provider, attempt->request_id, true);
+        co_return;
+      }
+    }
+    request->attempt.reset();
+  }
+  if (!request->client_gone) co_await exchange.respond_error(last_error);
+}
+
+awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& request,
+                                         std::shared_ptr<ProviderSession> provider, std::shared_ptr<Attempt> attempt,
+                                         ProviderEvent first_event) {
+  const proto::ChunkFormatter format(
+      request.parsed.endpoint,
+      (request.parsed.endpoint == proto::Endpoint::chat_completions ? "chatcmpl-" : "cmpl-") + request.public_id,
+      request.parsed.model, request.created);
+  const Headers headers = response_headers(request, *provider);
+  auto cancel_at_provider = [&] { gateway_.abandon_attempt(provider, attempt->request_id, true); };
+  std::optional<ProviderEvent> pending = std::move(first_event);
+  auto next_event = [&]() -> awaitable<ProviderEvent> {
+    if (pending) {
+      ProviderEvent event = std::move(*pending);
+      pending.reset();
+      co_return event;
+    }
+    co_return co_await attempt->events->pop();
+  };
+
+  if (!request.parsed.stream) {
+    std::string text;
+    for (;;) {
+      ProviderEvent event = co_await next_event();
+      if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
+        text += chunk->text;
+      } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
+        const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
+        co_await exchange.respond_json(200, format.complete_response(text, complete->finish_reason, usage), headers);
+        break;
+      } else if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
+        co_await exchange.respond_error(proto::provider_error("The provider failed: " + failed->message), headers);
+        break;
+      } else if (auto* gone = std::get_if<provider_event::Gone>(&event)) {
+        co_await exchange.respond_error(proto::provider_error("The provider disconnected: " + gone->reason), headers);
+        break;
+      } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
+        cancel_at_provider();
+        break;
+      }
+    }
+    crypto::wipe_memory(text.data(), text.size());
+    co_return;
+  }
+
+  if (!co_await exchange.start_events(headers)) {
+    cancel_at_provider();
+    co_return;
+  }
+  bool open = true;
+  if (auto opening = format.opening_chunk()) open = co_await exchange.send_event(*opening);
+  while (open) {
+    ProviderEvent event = co_await next_event();
+    if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
+      std::string data = format.content_chunk(chunk->text);
+      open = co_await exchange.send_event(data);
+      crypto::wipe_memory(data.data(), data.size());
+      crypto::wipe_memory(chunk->text.data(), chunk->text.size());
+    } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
+      co_await exchange.send_event(format.finish_chunk(complete->finish_reason));
+      if (request.parsed.include_usage) {
+        co_await exchange.send_event(format.usage_chunk({complete->prompt_tokens, complete->completion_tokens}));
+      }
+      co_await exchange.send_event("[DONE]");
+      co_await exchange.end_events();
+      co_return;
+    } else if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
+      // After the stream started, errors go in-band, then the one [DONE].
+      co_await exchange.send_event(
+          proto::stream_error_event(proto::provider_error("The provider failed: " + failed->message)));
+      co_await exchange.send_event("[DONE]");
+      co_await exchange.end_events();
+      co_return;
+    } else if (auto* gone = std::get_if<provider_event::Gone>(&event)) {
+      co_await exchange.send_event(
+          proto::stream_error_event(proto::provider_error("The provider disconnected: " + gone->reason)));
+      co_await exchange.send_event("[DONE]");
+      co_await exchange.end_events();
+      co_return;
+    } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
+      open = false;
+    }
+  }
+  cancel_at_provider();
+}
+
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,93 @@
+// The providers connected to this coordinator: what each registered, its live state from
+// heartbeats, and the request attempts it is working on. Everything here runs on the
+// coordinator's single network thread, so there are no locks.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "crypto/sealed_box.h"
+#include "http/async_queue.h"
+#include "http/websocket.h"
+#include "proto/provider_messages.h"
+
+namespace darkbloom::coordinator {
+
+enum class TrustLevel { none = 0, self_signed = 1, hardware = 2 };
+const char* trust_level_name(TrustLevel level);
+std::optional<TrustLevel> parse_trust_level(std::string_view text);
+
+// What the provider side of one attempt reports, in order.
+namespace provider_event {
+struct Accepted {};
+struct Text {
+  std::string text;
+};
+struct Complete {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  std::string finish_reason;
+};
+struct Failed {
+  int status_code = 500;
+  std::string message;
+};
+struct Gone {  // the provider disconnected or was dropped
+  std::string reason;
+};
+struct ClientGone {};  // the consumer went away (pushed by the API handler itself)
+}  // namespace provider_event
+
+using ProviderEvent = std::variant<provider_event::Accepted, provider_event::Text, provider_event::Complete,
+                                   provider_event::Failed, provider_event::Gone, provider_event::ClientGone>;
+
+// One try of a request on one provider, under its own request id.
+struct Attempt {
+  std::string request_id;
+  std::string model;
+  int max_tokens = 0;
+  std::shared_ptr<http::AsyncQueue<ProviderEvent>> events;
+  std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
+};
+
+struct ProviderSession {
+  std::string id;
+  std::shared_ptr<http::WebSocket> socket;
+  bool registered = false;
+  proto::Register info;
+  crypto::PublicKey encryption_key{};
+  TrustLevel trust = TrustLevel::none;
+  std::chrono::steady_clock::time_point connected_at;
+  std::chrono::steady_clock::time_point last_seen;
+  proto::Heartbeat heartbeat;
+  std::map<std::string, std::shared_ptr<Attempt>> in_flight;
+  bool dropped = false;
+
+  bool serves(const std::string& model) const;
+  // Tokens the provider still has to produce for requests in flight (their max_tokens).
+  int64_t queued_tokens() const;
+  bool has_capacity() const { return static_cast<int>(in_flight.size()) < info.max_concurrency; }
+};
+
+class ProviderRegistry {
+ public:
+  std::shared_ptr<ProviderSession> add(std::shared_ptr<http::WebSocket> socket);
+  void remove(const std::string& id);
+  std::shared_ptr<ProviderSession> find(const std::string& id) const;
+
+  // Registered providers serving `model` at or above `min_trust`.
+  std::vector<std::shared_ptr<ProviderSession>> serving(const std::string& model, TrustLevel min_trust) const;
+  std::vector<std::shared_ptr<ProviderSession>> all() const;
+  size_t size() const { return sessions_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::shared_ptr<ProviderSession>> sessions_;
+};
+
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,107 @@
+#include "coordinator/routing/router.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace darkbloom::coordinator {
+namespace {
+
+constexpr double kMemoryPressurePenaltyMs = 4000;  // a provider close to swapping is slow to start
+constexpr double kNearTieMs = 50;                  // below this, expected times count as equal
+constexpr double kNearTieFraction = 0.1;
+constexpr double kUnknownDecodeRate = 10;  // tokens/s assumed for a provider that measured nothing
+
+}  // namespace
+
+Router::Router(http::net::any_io_executor executor, ProviderRegistry& registry, RoutingOptions options)
+    : executor_(executor), registry_(registry), options_(options) {}
+
+double Router::expected_ms(const ProviderSession& session, int max_tokens) const {
+  const double rate = session.info.decode_tps > 0 ? session.info.decode_tps : kUnknownDecodeRate;
+  double ms = static_cast<double>(session.queued_tokens() + max_tokens) / rate * 1000.0;
+  if (session.heartbeat.memory_pressure > 0.8) ms += kMemoryPressurePenaltyMs;
+  return ms;
+}
+
+std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_tokens,
+                                              const std::set<std::string>& excluded) {
+  std::vector<std::pair<double, std::shared_ptr<ProviderSession>>> candidates;
+  for (auto& session : registry_.serving(model, options_.min_trust)) {
+    if (excluded.count(session->id) || !session->has_capacity() || !session->socket->is_open()) continue;
+    candidates.emplace_back(expected_ms(*session, max_tokens), session);
+  }
+  if (candidates.empty()) return nullptr;
+  double best = std::numeric_limits<double>::max();
+  for (const auto& [ms, session] : candidates) best = std::min(best, ms);
+  const double tie = std::max(kNearTieMs, best * kNearTieFraction);
+  std::vector<std::shared_ptr<ProviderSession>> near;
+  size_t fewest = std::numeric_limits<size_t>::max();
+  for (const auto& [ms, session] : candidates) {
+    if (ms > best + tie) continue;
+    if (session->in_flight.size() < fewest) {
+      fewest = session->in_flight.size();
+      near.clear();
+    }
+    if (session->in_flight.size() == fewest) near.push_back(session);
+  }
+  return near[rng_() % near.size()];
+}
+
+bool Router::model_known(const std::string& model) const {
+  return !registry_.serving(model, options_.min_trust).empty();
+}
+
+bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded) const {
+  for (const auto& session : registry_.serving(model, options_.min_trust)) {
+    if (!excluded.count(session->id)) return true;
+  }
+  return false;
+}
+
+std::shared_ptr<Router::Waiter> Router::make_waiter() {
+  return std::make_shared<Waiter>(executor_);
+}
+
+http::awaitable<QueueOutcome> Router::wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter) {
+  auto& queue = queues_[model];
+  if (queue.size() >= options_.queue_depth) co_return QueueOutcome::full;
+  queue.push_back(waiter);
+  waiter->timer.expires_after(options_.queue_wait);
+  co_await waiter->timer.async_wait(http::as_tuple_awaitable);
+  auto& same = queues_[model];
+  same.erase(std::remove(same.begin(), same.end(), waiter), same.end());
+  if (waiter->abandoned) co_return QueueOutcome::abandoned;
+  if (waiter->woken) co_return QueueOutcome::ready;
+  // The wait ran out; pass a possible wake-up on to the next in line.
+  capacity_changed(model);
+  co_return QueueOutcome::expired;
+}
+
+void Router::abandon(const std::shared_ptr<Waiter>& waiter) {
+  waiter->abandoned = true;
+  waiter->timer.cancel();
+}
+
+void Router::capacity_changed(const std::string& model, int slots) {
+  auto it = queues_.find(model);
+  if (it == queues_.end()) return;
+  for (auto& waiter : it->second) {
+    if (slots <= 0) return;
+    if (!waiter->woken && !waiter->abandoned) {
+      waiter->woken = true;
+      waiter->timer.cancel();
+      --slots;
+    }
+  }
+}
+
+void Router::capacity_changed_all() {
+  for (auto& [model, queue] : queues_) capacity_changed(model);
+}
+
+size_t Router::queued(const std::string& model) const {
+  const auto it = queues_.find(model);
+  return it == queues_.end() ? 0 : it->second.size();
+}
+
+}  // namespace darkbloom::coordinator

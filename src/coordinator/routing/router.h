@@ -1,0 +1,72 @@
+// Chooses the provider for a request and queues requests no provider can take yet. Among the
+// eligible providers (serving the model, trusted enough, below their concurrency, not excluded)
+// it picks the lowest expected completion time: the tokens already queued there plus this
+// request's, at the provider's measured decode rate, plus a penalty for memory pressure. Near
+// ties go to the provider with fewer requests in flight, then to chance.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "coordinator/registry/provider_registry.h"
+#include "http/asio.h"
+
+namespace darkbloom::coordinator {
+
+struct RoutingOptions {
+  TrustLevel min_trust = TrustLevel::none;
+  size_t queue_depth = 10;                       // per model
+  std::chrono::milliseconds queue_wait{120000};  // longest wait in the queue
+};
+
+enum class QueueOutcome { ready, full, expired, abandoned };
+
+class Router {
+ public:
+  Router(http::net::any_io_executor executor, ProviderRegistry& registry, RoutingOptions options);
+
+  // The best provider for the request now, or nullptr.
+  std::shared_ptr<ProviderSession> pick(const std::string& model, int max_tokens,
+                                        const std::set<std::string>& excluded);
+  // True when some registered provider serves the model (busy or not).
+  bool model_known(const std::string& model) const;
+  // True when some registered provider of the model, busy or not, is not in `excluded`.
+  bool has_candidates(const std::string& model, const std::set<std::string>& excluded) const;
+
+  // Waits in the model's FIFO queue until capacity may be free (ready), the queue is full, the
+  // wait expires, or `abandon` fires (client gone).
+  struct Waiter;
+  std::shared_ptr<Waiter> make_waiter();
+  http::awaitable<QueueOutcome> wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter);
+  void abandon(const std::shared_ptr<Waiter>& waiter);
+
+  // Capacity may have freed up for a model: wake the first `slots` waiters of its queue.
+  void capacity_changed(const std::string& model, int slots = 1);
+  void capacity_changed_all();
+
+  size_t queued(const std::string& model) const;
+  const RoutingOptions& options() const { return options_; }
+
+  struct Waiter {
+    explicit Waiter(http::net::any_io_executor executor) : timer(executor) {}
+    http::net::steady_timer timer;
+    bool woken = false;
+    bool abandoned = false;
+  };
+
+ private:
+  double expected_ms(const ProviderSession& session, int max_tokens) const;
+
+  http::net::any_io_executor executor_;
+  ProviderRegistry& registry_;
+  RoutingOptions options_;
+  std::unordered_map<std::string, std::deque<std::shared_ptr<Waiter>>> queues_;
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
+}  // namespace darkbloom::coordinator

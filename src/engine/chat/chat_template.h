@@ -1,0 +1,35 @@
+// Chat prompts: the formats models are trained on (ChatML, Llama 3, and a plain fallback),
+// chosen from the GGUF file's tokenizer.chat_template. Not a Jinja engine: the template text is
+// only inspected to recognise its family.
+//
+// Prompts are tokenized piecewise: the format's own markers may become control tokens, message
+// contents never do, so a user who writes "<|im_end|>" cannot forge a turn boundary.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/tokenizer/tokenizer.h"
+
+namespace darkbloom::engine {
+
+enum class ChatFormat { chatml, llama3, plain };
+
+struct ChatTurn {
+  std::string role;  // system, developer, user, assistant, tool
+  std::string content;
+};
+
+// The family of a Jinja chat template; `plain` when empty or unrecognised.
+ChatFormat detect_chat_format(std::string_view chat_template);
+const char* chat_format_name(ChatFormat format);
+
+// Token ids of a conversation ending with the assistant's turn opened for generation.
+std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatTurn> turns);
+
+// The same prompt as text, markers included (for logs and tests).
+std::string render_chat(ChatFormat format, std::span<const ChatTurn> turns);
+
+}  // namespace darkbloom::engine

@@ -1,0 +1,399 @@
+#include "http/server.h"
+
+#include <fmt/format.h>
+#include <sys/socket.h>
+
+#include <charconv>
+
+#include "base/log.h"
+
+namespace darkbloom::http {
+namespace {
+
+namespace websocket = beast::websocket;
+
+// After an error response to a request whose body was not read (413, 431), keep reading and
+// discarding for a moment so the client sees the response instead of a connection reset.
+awaitable<void> lingering_close(beast::tcp_stream& stream) {
+  error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream.expires_after(std::chrono::seconds(2));
+  std::array<char, 16384> sink;
+  size_t drained = 0;
+  while (drained < (64u << 20)) {
+    auto [error, n] = co_await stream.async_read_some(net::buffer(sink), as_tuple_awaitable);
+    if (error) break;
+    drained += n;
+  }
+  stream.socket().close(ignored);
+}
+
+Response json_response(unsigned status, unsigned version, std::string body) {
+  Response response{static_cast<bhttp::status>(status), version};
+  response.set(bhttp::field::server, "darkbloom");
+  response.set(bhttp::field::content_type, "application/json");
+  response.body() = std::move(body);
+  response.prepare_payload();
+  return response;
+}
+
+proto::ApiError protocol_error(unsigned status, std::string type, std::string code, std::string message) {
+  proto::ApiError error;
+  error.status = static_cast<int>(status);
+  error.type = std::move(type);
+  error.code = std::move(code);
+  error.message = std::move(message);
+  return error;
+}
+
+}  // namespace
+
+// ---- Exchange ----
+
+Exchange::Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits)
+    : stream_(std::move(stream)), request_(std::move(request)), limits_(limits) {
+  keep_alive_ = request_.keep_alive();
+}
+
+Exchange::~Exchange() {
+  stop_watching();
+}
+
+std::string_view Exchange::path() const {
+  const std::string_view target(request_.target().data(), request_.target().size());
+  return target.substr(0, target.find('?'));
+}
+
+std::string_view Exchange::query() const {
+  const std::string_view target(request_.target().data(), request_.target().size());
+  const size_t mark = target.find('?');
+  return mark == std::string_view::npos ? std::string_view() : target.substr(mark + 1);
+}
+
+std::string_view Exchange::header(std::string_view name) const {
+  const auto it = request_.find(beast::string_view(name.data(), name.size()));
+  if (it == request_.end()) return {};
+  return {it->value().data(), it->value().size()};
+}
+
+std::string Exchange::remote_address() const {
+  error_code error;
+  const auto endpoint = stream_->socket().remote_endpoint(error);
+  if (error) return "unknown";
+  return fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+}
+
+awaitable<void> Exchange::respond(Response response) {
+  if (answered_) co_return;
+  answered_ = true;
+  stop_watching();
+  response.keep_alive(keep_alive_);
+  stream_->expires_after(limits_.write_timeout);
+  auto [error, bytes] = co_await bhttp::async_write(*stream_, response, as_tuple_awaitable);
+  stream_->expires_never();
+  if (error) keep_alive_ = false;
+}
+
+awaitable<void> Exchange::respond_json(unsigned status, std::string body,
+                                       const std::vector<std::pair<std::string, std::string>>& headers) {
+  Response response = json_response(status, request_.version(), std::move(body));
+  for (const auto& [name, value] : headers) response.set(name, value);
+  co_await respond(std::move(response));
+}
+
+awaitable<void> Exchange::respond_error(const proto::ApiError& error,
+                                        const std::vector<std::pair<std::string, std::string>>& headers) {
+  co_await respond_json(static_cast<unsigned>(error.status), error.to_json(), headers);
+}
+
+awaitable<bool> Exchange::start_events(const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (answered_) co_return false;
+  answered_ = true;
+  streaming_ = true;
+  bhttp::response<bhttp::empty_body> response{bhttp::status::ok, request_.version()};
+  response.set(bhttp::field::server, "darkbloom");
+  response.set(bhttp::field::content_type, "text/event-stream");
+  response.set(bhttp::field::cache_control, "no-cache");
+  response.set("X-Accel-Buffering", "no");
+  for (const auto& [name, value] : headers) response.set(name, value);
+  response.keep_alive(keep_alive_);
+  response.chunked(true);
+  bhttp::response_serializer<bhttp::empty_body> serializer{response};
+  stream_->expires_after(limits_.write_timeout);
+  auto [error, bytes] = co_await bhttp::async_write_header(*stream_, serializer, as_tuple_awaitable);
+  stream_->expires_never();
+  if (error) {
+    keep_alive_ = false;
+    *client_gone_ = true;
+    co_return false;
+  }
+  co_return true;
+}
+
+awaitable<bool> Exchange::send_event(std::string_view data) {
+  if (!streaming_ || *client_gone_) co_return false;
+  // One event per chunk, flushed by the write itself: "data: <json>\n\n".
+  std::string event;
+  event.reserve(data.size() + 8);
+  event.append("data: ").append(data).append("\n\n");
+  stream_->expires_after(limits_.write_timeout);
+  auto [error, bytes] = co_await net::async_write(*stream_, bhttp::make_chunk(net::buffer(event)), as_tuple_awaitable);
+  stream_->expires_never();
+  if (error) {
+    keep_alive_ = false;
+    *client_gone_ = true;
+    co_return false;
+  }
+  co_return true;
+}
+
+awaitable<void> Exchange::end_events() {
+  if (!streaming_) co_return;
+  streaming_ = false;
+  stop_watching();
+  if (*client_gone_) co_return;
+  stream_->expires_after(limits_.write_timeout);
+  auto [error, bytes] = co_await net::async_write(*stream_, bhttp::make_chunk_last(), as_tuple_awaitable);
+  stream_->expires_never();
+  if (error) keep_alive_ = false;
+}
+
+void Exchange::on_client_gone(std::function<void()> callback) {
+  gone_callback_ = std::make_shared<std::function<void()>>(std::move(callback));
+  start_watching();
+}
+
+void Exchange::start_watching() {
+  if (watching_) return;
+  watching_ = true;
+  // Wait until the socket is readable without consuming anything: a peek of zero bytes means the
+  // client closed; data means it sent the next request early, and watching ends there.
+  auto stream = stream_;
+  auto stopped = watch_stopped_;
+  auto gone = client_gone_;
+  auto callback = gone_callback_;
+  stream->socket().async_wait(tcp::socket::wait_read, [stream, stopped, gone, callback](error_code error) {
+    if (*stopped || error == net::error::operation_aborted) return;
+    char byte;
+    const ssize_t n = ::recv(stream->socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (error || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      *gone = true;
+      if (callback && *callback) (*callback)();
+    }
+  });
+}
+
+void Exchange::stop_watching() {
+  if (!watching_) return;
+  watching_ = false;
+  *watch_stopped_ = true;
+  // A new flag for a possible later watch; the old wait completes on the next readiness and
+  // does nothing because its flag is set.
+  watch_stopped_ = std::make_shared<bool>(false);
+}
+
+bool Exchange::is_websocket_upgrade() const {
+  return websocket::is_upgrade(request_);
+}
+
+awaitable<Result<std::shared_ptr<WebSocket>>> Exchange::accept_websocket() {
+  if (answered_ || !is_websocket_upgrade()) co_return make_error(Errc::invalid_argument, "not a WebSocket upgrade");
+  answered_ = true;
+  taken_over_ = true;
+  stop_watching();
+  const std::string remote = remote_address();
+  WebSocket::Stream ws(std::move(*stream_));
+  ws.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& response) { response.set(bhttp::field::server, "darkbloom"); }));
+  ws.read_message_max(limits_.websocket.max_message_bytes);
+  auto [error] = co_await ws.async_accept(request_, as_tuple_awaitable);
+  if (error) co_return make_error(Errc::unavailable, "WebSocket handshake failed: " + error.message());
+  auto socket = std::make_shared<WebSocket>(std::move(ws), limits_.websocket, remote);
+  co_return socket;
+}
+
+// ---- Router ----
+
+void Router::add(bhttp::verb method, std::string path, Handler handler) {
+  routes_[std::move(path)].emplace_back(method, std::move(handler));
+}
+
+const Handler* Router::find(bhttp::verb method, std::string_view path, proto::ApiError* error) const {
+  const auto it = routes_.find(std::string(path));
+  if (it == routes_.end()) {
+    *error = proto::not_found_error(fmt::format("No route for {}", path));
+    return nullptr;
+  }
+  for (const auto& [verb, handler] : it->second) {
+    if (verb == method) return &handler;
+  }
+  *error = protocol_error(405, "invalid_request_error", "method_not_allowed",
+                          fmt::format("Method {} is not allowed on {}", std::string(bhttp::to_string(method)), path));
+  return nullptr;
+}
+
+// ---- Server ----
+
+Server::Server(net::any_io_executor executor, Router router, ServerLimits limits)
+    : executor_(std::move(executor)), router_(std::move(router)), limits_(limits), acceptor_(executor_) {}
+
+Server::~Server() {
+  *alive_ = false;
+  stop();
+}
+
+Result<uint16_t> Server::listen(const std::string& host, uint16_t port) {
+  error_code error;
+  const auto address = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, error);
+  if (error) return make_error(Errc::invalid_argument, fmt::format("'{}' is not an IP address to listen on", host));
+  const tcp::endpoint endpoint(address, port);
+  acceptor_.open(endpoint.protocol(), error);
+  if (!error) acceptor_.set_option(net::socket_base::reuse_address(true), error);
+  if (!error) acceptor_.bind(endpoint, error);
+  if (!error) acceptor_.listen(net::socket_base::max_listen_connections, error);
+  if (error) {
+    return make_error(Errc::unavailable, fmt::format("cannot listen on {}:{}: {}", host, port, error.message()));
+  }
+  const uint16_t bound = acceptor_.local_endpoint().port();
+  net::co_spawn(executor_, accept_loop(), net::detached);
+  return bound;
+}
+
+void Server::stop() {
+  error_code ignored;
+  acceptor_.close(ignored);
+  for (const auto& stream : connections_) stream->socket().close(ignored);
+}
+
+awaitable<void> Server::accept_loop() {
+  auto alive = alive_;
+  while (acceptor_.is_open()) {
+    auto [error, socket] = co_await acceptor_.async_accept(as_tuple_awaitable);
+    if (!*alive) co_return;
+    if (error) {
+      if (error == net::error::operation_aborted || !acceptor_.is_open()) co_return;
+      log::warn("accept failed: {}", error.message());
+      continue;
+    }
+    if (connections_.size() >= limits_.max_connections) {
+      error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), error);
+    auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+    connections_.insert(stream);
+    net::co_spawn(executor_, serve_connection(stream), [this, alive, stream](std::exception_ptr failure) {
+      if (failure) {
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          log::error("connection failed: {}", e.what());
+        }
+      }
+      if (*alive) connections_.erase(stream);
+    });
+  }
+}
+
+awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stream) {
+  beast::flat_buffer buffer;
+  bool first = true;
+  for (;;) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
+    parser.body_limit(limits_.body_bytes);
+    stream->expires_after(first ? limits_.read_timeout : limits_.idle_timeout);
+    first = false;
+    auto [header_error, header_bytes] = co_await bhttp::async_read_header(*stream, buffer, parser, as_tuple_awaitable);
+    unsigned version = 11;
+    if (!header_error) version = parser.get().version();
+    if (!header_error && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
+      Response go_on{bhttp::status::continue_, version};
+      auto [continue_error, n] = co_await bhttp::async_write(*stream, go_on, as_tuple_awaitable);
+      if (continue_error) break;
+    }
+    error_code error = header_error;
+    if (!error && !parser.is_done()) {
+      stream->expires_after(limits_.read_timeout);
+      auto [body_error, body_bytes] = co_await bhttp::async_read(*stream, buffer, parser, as_tuple_awaitable);
+      error = body_error;
+    }
+    if (error) {
+      if (error == bhttp::error::end_of_stream || error == net::error::eof || error == beast::error::timeout ||
+          error == net::error::operation_aborted || error == net::error::connection_reset) {
+        break;
+      }
+      proto::ApiError reply;
+      if (error == bhttp::error::body_limit) {
+        reply = proto::request_too_large(limits_.body_bytes);
+      } else if (error == bhttp::error::header_limit) {
+        reply = protocol_error(431, "invalid_request_error", "request_header_fields_too_large",
+                               fmt::format("Request headers are larger than {} bytes", limits_.header_bytes));
+      } else {
+        reply = proto::invalid_request("Malformed HTTP request: " + error.message());
+      }
+      Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
+      response.keep_alive(false);
+      stream->expires_after(limits_.write_timeout);
+      co_await bhttp::async_write(*stream, response, as_tuple_awaitable);
+      co_await lingering_close(*stream);
+      co_return;
+    }
+    stream->expires_never();
+    Exchange exchange(stream, parser.release(), limits_);
+    proto::ApiError route_error;
+    const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error);
+    if (handler == nullptr) {
+      co_await exchange.respond_error(route_error);
+    } else {
+      bool failed = false;
+      std::string failure;
+      try {
+        co_await (*handler)(exchange);
+      } catch (const std::exception& e) {
+        failed = true;
+        failure = e.what();
+      }
+      if (failed) log::error("handler for {} failed: {}", std::string(exchange.path()), failure);
+      if (exchange.taken_over()) co_return;
+      if (!exchange.answered()) {
+        co_await exchange.respond_error(proto::server_error(failed ? "Internal error" : "The handler did not answer"));
+      } else if (failed) {
+        break;  // a half-written answer: the connection cannot be reused
+      }
+    }
+    if (!exchange.keep_alive()) break;
+  }
+  error_code ignored;
+  stream->socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream->socket().close(ignored);
+}
+
+Result<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {
+  std::string_view host;
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return make_error(Errc::invalid_argument, fmt::format("'{}' is not HOST:PORT", text));
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+      return make_error(Errc::invalid_argument, fmt::format("'{}' is not HOST:PORT", text));
+    }
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  unsigned port = 0;
+  const auto [end, parse_error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (parse_error != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
+    return make_error(Errc::invalid_argument, fmt::format("'{}' has no valid port (0-65535)", text));
+  }
+  return std::make_pair(std::string(host), static_cast<uint16_t>(port));
+}
+
+}  // namespace darkbloom::http

@@ -1,0 +1,133 @@
+// An HTTP/1.1 server on Boost.Beast with C++20 coroutines: one coroutine per connection reading
+// requests top to bottom, keep-alive, header and body limits, timeouts, a router, Server-Sent
+// Events written one flushed chunk per event, client-disconnect notification, and WebSocket
+// upgrades. Protocol-level errors (404, 413, ...) come out in the OpenAI error shape.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "base/result.h"
+#include "http/asio.h"
+#include "http/websocket.h"
+#include "proto/openai.h"
+
+namespace darkbloom::http {
+
+struct ServerLimits {
+  size_t header_bytes = 16 * 1024;
+  size_t body_bytes = 10u << 20;
+  std::chrono::seconds read_timeout{30};   // to receive a whole request once it started
+  std::chrono::seconds idle_timeout{75};   // keep-alive connection with no request
+  std::chrono::seconds write_timeout{60};  // one write (a response or an SSE event) to a slow client
+  size_t max_connections = 4096;
+  WebSocketOptions websocket;
+};
+
+using Request = bhttp::request<bhttp::string_body>;
+using Response = bhttp::response<bhttp::string_body>;
+
+class Exchange;
+using Handler = std::function<awaitable<void>(Exchange&)>;
+
+// One request and the means to answer it. Exactly one of respond(), an SSE stream or a WebSocket
+// takes the answer; a handler that does none gets a 500.
+class Exchange {
+ public:
+  Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits);
+  ~Exchange();
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  const Request& request() const { return request_; }
+  std::string_view path() const;   // target without the query string
+  std::string_view query() const;  // after '?', may be empty
+  std::string_view header(std::string_view name) const;
+  std::string remote_address() const;
+
+  awaitable<void> respond(Response response);
+  // JSON body with Content-Type application/json; extra headers as name/value pairs.
+  awaitable<void> respond_json(unsigned status, std::string body,
+                               const std::vector<std::pair<std::string, std::string>>& headers = {});
+  awaitable<void> respond_error(const proto::ApiError& error,
+                                const std::vector<std::pair<std::string, std::string>>& headers = {});
+
+  // Server-Sent Events: status 200, text/event-stream, chunked; each send_event writes and flushes
+  // one "data: ...\n\n" event. Returns false once the client is gone.
+  awaitable<bool> start_events(const std::vector<std::pair<std::string, std::string>>& headers = {});
+  awaitable<bool> send_event(std::string_view data);
+  awaitable<void> end_events();
+
+  // Calls `callback` (on the connection's executor) when the client closes its side while the
+  // handler is still working. Only one callback; set it before waiting on anything slow.
+  void on_client_gone(std::function<void()> callback);
+  bool client_gone() const { return *client_gone_; }
+
+  bool is_websocket_upgrade() const;
+  // Accepts the upgrade and hands over the connection.
+  awaitable<Result<std::shared_ptr<WebSocket>>> accept_websocket();
+
+  bool answered() const { return answered_; }
+  bool keep_alive() const { return keep_alive_; }
+  bool taken_over() const { return taken_over_; }
+
+ private:
+  void start_watching();
+  void stop_watching();
+
+  std::shared_ptr<beast::tcp_stream> stream_;
+  Request request_;
+  const ServerLimits& limits_;
+  bool answered_ = false;
+  bool keep_alive_ = true;
+  bool streaming_ = false;
+  bool taken_over_ = false;
+  std::shared_ptr<bool> client_gone_ = std::make_shared<bool>(false);
+  std::shared_ptr<std::function<void()>> gone_callback_;
+  std::shared_ptr<bool> watch_stopped_ = std::make_shared<bool>(false);
+  bool watching_ = false;
+};
+
+class Router {
+ public:
+  void add(bhttp::verb method, std::string path, Handler handler);
+  // The handler for a request, or nullptr with `*error` set (404 unknown path, 405 wrong method).
+  const Handler* find(bhttp::verb method, std::string_view path, proto::ApiError* error) const;
+
+ private:
+  std::unordered_map<std::string, std::vector<std::pair<bhttp::verb, Handler>>> routes_;
+};
+
+class Server {
+ public:
+  Server(net::any_io_executor executor, Router router, ServerLimits limits = {});
+  ~Server();
+
+  // Binds and starts accepting; returns the bound port (useful with port 0).
+  Result<uint16_t> listen(const std::string& host, uint16_t port);
+  // Stops accepting and closes every open connection.
+  void stop();
+  size_t open_connections() const { return connections_.size(); }
+
+ private:
+  awaitable<void> accept_loop();
+  awaitable<void> serve_connection(std::shared_ptr<beast::tcp_stream> stream);
+
+  net::any_io_executor executor_;
+  Router router_;
+  ServerLimits limits_;
+  tcp::acceptor acceptor_;
+  std::unordered_set<std::shared_ptr<beast::tcp_stream>> connections_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// "HOST:PORT" → parts; the host may be a name, IPv4 or [IPv6].
+Result<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text);
+
+}  // namespace darkbloom::http

@@ -1,0 +1,175 @@
+#include "http/websocket.h"
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+
+namespace darkbloom::http {
+
+namespace websocket = beast::websocket;
+using Clock = std::chrono::steady_clock;
+
+WebSocket::WebSocket(Stream stream, WebSocketOptions options, std::string remote)
+    : stream_(std::move(stream)),
+      options_(options),
+      remote_(std::move(remote)),
+      wake_(stream_.get_executor()),
+      last_received_(Clock::now()) {
+  stream_.read_message_max(options_.max_message_bytes);
+  stream_.text(true);
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = std::chrono::seconds(10);   // also bounds the closing handshake
+  timeouts.idle_timeout = websocket::stream_base::none();  // our own pings decide liveness
+  timeouts.keep_alive_pings = false;
+  stream_.set_option(timeouts);
+  stream_.control_callback([this](websocket::frame_type, beast::string_view) { last_received_ = Clock::now(); });
+}
+
+WebSocket::~WebSocket() = default;
+
+awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string host, uint16_t port, std::string path,
+                                                                 WebSocketOptions options) {
+  auto executor = co_await net::this_coro::executor;
+  tcp::resolver resolver(executor);
+  auto [resolve_error, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), as_tuple_awaitable);
+  if (resolve_error) {
+    co_return make_error(Errc::unavailable, fmt::format("cannot resolve {}: {}", host, resolve_error.message()));
+  }
+  beast::tcp_stream tcp_stream(executor);
+  tcp_stream.expires_after(std::chrono::seconds(10));
+  auto [connect_error, endpoint] = co_await tcp_stream.async_connect(endpoints, as_tuple_awaitable);
+  if (connect_error) {
+    co_return make_error(Errc::unavailable,
+                         fmt::format("cannot connect to {}:{}: {}", host, port, connect_error.message()));
+  }
+  tcp_stream.expires_never();
+  error_code ignored;
+  tcp_stream.socket().set_option(tcp::no_delay(true), ignored);  // chunks are small and latency-bound
+  Stream stream(std::move(tcp_stream));
+  stream.set_option(websocket::stream_base::decorator(
+      [](websocket::request_type& request) { request.set(bhttp::field::user_agent, "darkbloom"); }));
+  const std::string host_header = fmt::format("{}:{}", host, port);
+  stream.read_message_max(options.max_message_bytes);
+  auto [handshake_error] = co_await stream.async_handshake(host_header, path, as_tuple_awaitable);
+  if (handshake_error) {
+    co_return make_error(Errc::unavailable, fmt::format("WebSocket handshake with {}{} failed: {}", host_header, path,
+                                                        handshake_error.message()));
+  }
+  auto socket = std::make_shared<WebSocket>(std::move(stream), options,
+                                            fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port()));
+  co_return socket;
+}
+
+void WebSocket::start() {
+  if (started_) return;
+  started_ = true;
+  net::co_spawn(stream_.get_executor(), writer_loop(), net::detached);
+}
+
+awaitable<Result<std::string>> WebSocket::read() {
+  auto self = shared_from_this();
+  beast::flat_buffer buffer;
+  auto [error, bytes] = co_await stream_.async_read(buffer, as_tuple_awaitable);
+  if (error) {
+    std::string reason;
+    if (error == websocket::error::closed) {
+      reason = "closed by peer";
+      if (!stream_.reason().reason.empty())
+        reason += ": " + std::string(stream_.reason().reason.data(), stream_.reason().reason.size());
+    } else if (error == websocket::error::message_too_big) {
+      reason = fmt::format("message larger than {} bytes", options_.max_message_bytes);
+      close_now(reason);
+    } else {
+      reason = open_ ? error.message() : close_reason();
+    }
+    if (open_) {
+      open_ = false;
+      if (close_reason_.empty()) close_reason_ = reason;
+      wake_.cancel();
+    }
+    co_return make_error(Errc::unavailable, reason);
+  }
+  last_received_ = Clock::now();
+  if (!stream_.got_text()) {
+    close_now("binary frames are not accepted");
+    co_return make_error(Errc::bad_format, "binary frames are not accepted");
+  }
+  co_return beast::buffers_to_string(buffer.data());
+}
+
+void WebSocket::send(std::string message) {
+  if (!open_) return;
+  net::post(stream_.get_executor(),
+            [self = shared_from_this(), message = std::move(message)]() mutable { self->enqueue(std::move(message)); });
+}
+
+void WebSocket::enqueue(std::string message) {
+  if (!open_) return;
+  if (queue_.size() >= options_.max_queued_messages) {
+    close_now("peer is not reading (send queue full)");
+    return;
+  }
+  queue_.push_back(std::move(message));
+  wake_.cancel();
+}
+
+void WebSocket::close(std::string reason) {
+  net::post(stream_.get_executor(),
+            [self = shared_from_this(), reason = std::move(reason)]() mutable { self->close_now(std::move(reason)); });
+}
+
+void WebSocket::close_now(std::string reason) {
+  if (!open_.exchange(false)) return;
+  close_reason_ = reason;
+  queue_.clear();
+  wake_.cancel();
+  websocket::close_reason close_frame(websocket::close_code::policy_error, reason.substr(0, 120));
+  if (reason.empty()) close_frame = websocket::close_reason(websocket::close_code::normal);
+  stream_.async_close(close_frame, [self = shared_from_this()](error_code) {
+    // The closing handshake is bounded by the handshake timeout; then drop the socket.
+    error_code ignored;
+    self->stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    self->stream_.next_layer().close();
+  });
+}
+
+std::string WebSocket::close_reason() const {
+  return close_reason_;
+}
+
+awaitable<void> WebSocket::writer_loop() {
+  auto self = shared_from_this();
+  auto next_ping = Clock::now() + options_.ping_interval;
+  while (open_) {
+    while (open_ && !queue_.empty()) {
+      std::string message = std::move(queue_.front());
+      queue_.pop_front();
+      auto [error, bytes] = co_await stream_.async_write(net::buffer(message), as_tuple_awaitable);
+      if (error) {
+        close_now("write failed: " + error.message());
+        co_return;
+      }
+    }
+    if (!open_) break;
+    const auto now = Clock::now();
+    if (now >= next_ping) {
+      if (now - last_received_ > options_.dead_after) {
+        log::warn("websocket {}: nothing received for {} ms, closing", remote_,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(now - last_received_).count());
+        close_now("peer unresponsive");
+        co_return;
+      }
+      auto [error] = co_await stream_.async_ping({}, as_tuple_awaitable);
+      if (error) {
+        close_now("ping failed: " + error.message());
+        co_return;
+      }
+      next_ping = Clock::now() + options_.ping_interval;
+      continue;
+    }
+    wake_.expires_at(next_ping);
+    co_await wake_.async_wait(as_tuple_awaitable);
+  }
+}
+
+}  // namespace darkbloom::http

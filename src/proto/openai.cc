@@ -1,0 +1,281 @@
+#include "proto/openai.h"
+
+#include <fmt/format.h>
+
+namespace darkbloom::proto {
+namespace {
+
+namespace bj = json::bj;
+
+constexpr size_t kMaxModelBytes = 256;
+constexpr size_t kMaxMessages = 4096;
+constexpr size_t kMaxStopStrings = 4;
+constexpr size_t kMaxStopBytes = 256;
+constexpr int kMaxTokensLimit = 1 << 20;
+
+ApiError make(int status, std::string type, std::string code, std::string message, std::string param = {}) {
+  ApiError e;
+  e.status = status;
+  e.type = std::move(type);
+  e.code = std::move(code);
+  e.message = std::move(message);
+  e.param = std::move(param);
+  return e;
+}
+
+// Text of a message's content: a string, or an array of {"type": "text", "text": ...} parts.
+bool content_text(const bj::value& content, std::string* out, std::string* problem) {
+  if (content.is_string()) {
+    *out = std::string(content.as_string());
+    return true;
+  }
+  if (content.is_null()) {
+    out->clear();
+    return true;
+  }
+  if (!content.is_array()) {
+    *problem = "must be a string or an array of text parts";
+    return false;
+  }
+  out->clear();
+  for (const bj::value& part : content.as_array()) {
+    const bj::object* object = part.if_object();
+    const bj::value* type = object ? object->if_contains("type") : nullptr;
+    const bj::value* text = object ? object->if_contains("text") : nullptr;
+    if (type == nullptr || !type->is_string() || type->as_string() != "text" || text == nullptr || !text->is_string()) {
+      *problem = "only text parts ({\"type\": \"text\", \"text\": ...}) are supported";
+      return false;
+    }
+    out->append(text->as_string());
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string ApiError::to_json() const {
+  bj::object error{{"message", message}, {"type", type}, {"code", code.empty() ? type : code}};
+  error["param"] = param.empty() ? bj::value(nullptr) : bj::value(param);
+  return bj::serialize(bj::object{{"error", std::move(error)}});
+}
+
+ApiError invalid_request(std::string message, std::string param) {
+  return make(400, "invalid_request_error", "invalid_request_error", std::move(message), std::move(param));
+}
+ApiError authentication_error(std::string message) {
+  return make(401, "authentication_error", "invalid_api_key", std::move(message));
+}
+ApiError model_not_found(const std::string& model) {
+  return make(404, "invalid_request_error", "model_not_found",
+              fmt::format("The model '{}' does not exist or no provider serves it", model), "model");
+}
+ApiError request_too_large(size_t limit_bytes) {
+  return make(413, "invalid_request_error", "request_too_large",
+              fmt::format("Request body is larger than the limit of {} bytes", limit_bytes));
+}
+ApiError rate_limited(std::string message) {
+  return make(429, "rate_limit_exceeded", "rate_limit_exceeded", std::move(message));
+}
+ApiError provider_error(std::string message) {
+  return make(502, "provider_error", "provider_error", std::move(message));
+}
+ApiError timeout_error(std::string message) {
+  return make(504, "timeout", "timeout", std::move(message));
+}
+ApiError not_found_error(std::string message) {
+  return make(404, "invalid_request_error", "not_found", std::move(message));
+}
+ApiError server_error(std::string message) {
+  return make(500, "server_error", "server_error", std::move(message));
+}
+
+std::string_view endpoint_name(Endpoint endpoint) {
+  return endpoint == Endpoint::chat_completions ? "chat.completions" : "completions";
+}
+
+Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::value& body, ApiError* error) {
+  auto fail = [&](std::string message, std::string param) -> Result<CompletionRequest> {
+    *error = invalid_request(std::move(message), std::move(param));
+    return make_error(Errc::invalid_argument, error->message);
+  };
+  if (!body.is_object()) return fail("The request body must be a JSON object", "");
+  CompletionRequest request;
+  request.endpoint = endpoint;
+  request.body = body.as_object();
+  json::ObjectReader r(request.body, "");
+  auto check = [&]() -> bool { return r.ok(); };
+
+  request.model = r.string("model", kMaxModelBytes);
+  if (check() && request.model.empty()) r.fail("model", "must not be empty");
+  if (!check()) return fail(r.error().message, r.failed_field());
+
+  if (endpoint == Endpoint::chat_completions) {
+    const bj::array& messages = r.array("messages", kMaxMessages);
+    if (check() && messages.empty()) r.fail("messages", "must contain at least one message");
+    if (!check()) return fail(r.error().message, r.failed_field());
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const std::string param = fmt::format("messages[{}]", i);
+      if (!messages[i].is_object()) return fail(param + ": must be an object", param);
+      json::ObjectReader m(messages[i].as_object(), param);
+      ChatMessage message;
+      message.role = m.string("role", 32);
+      if (m.ok() && message.role != "system" && message.role != "developer" && message.role != "user" &&
+          message.role != "assistant" && message.role != "tool") {
+        m.fail("role", "must be system, developer, user, assistant or tool");
+      }
+      if (!m.ok()) return fail(m.error().message, param + "." + m.failed_field());
+      const bj::value* content = messages[i].as_object().if_contains("content");
+      if (content == nullptr) return fail(param + ".content: is required", param + ".content");
+      std::string problem;
+      if (!content_text(*content, &message.content, &problem))
+        return fail(param + ".content: " + problem, param + ".content");
+      request.messages.push_back(std::move(message));
+    }
+  } else {
+    const bj::value* prompt = r.find("prompt");
+    if (prompt == nullptr) return fail("prompt: is required", "prompt");
+    if (prompt->is_string()) {
+      request.prompt = std::string(prompt->as_string());
+    } else if (prompt->is_array() && prompt->as_array().size() == 1 && prompt->as_array()[0].is_string()) {
+      request.prompt = std::string(prompt->as_array()[0].as_string());
+    } else {
+      return fail("prompt: must be a string (or an array of exactly one string)", "prompt");
+    }
+  }
+
+  request.stream = r.optional_boolean("stream").value_or(false);
+  if (const bj::value* options = r.find("stream_options")) {
+    if (!options->is_object()) {
+      r.fail("stream_options", "must be an object");
+    } else {
+      json::ObjectReader o(options->as_object(), "stream_options");
+      request.include_usage = o.optional_boolean("include_usage").value_or(false);
+      if (!o.ok()) return fail(o.error().message, "stream_options." + o.failed_field());
+    }
+  }
+  const auto max_completion = r.optional_integer("max_completion_tokens", 1, kMaxTokensLimit);
+  const auto max_tokens = r.optional_integer("max_tokens", 1, kMaxTokensLimit);
+  if (max_completion) {
+    request.max_tokens = static_cast<int>(*max_completion);
+  } else if (max_tokens) {
+    request.max_tokens = static_cast<int>(*max_tokens);
+  }
+  request.temperature = r.optional_number("temperature", 0, 2);
+  request.top_p = r.optional_number("top_p", 0, 1);
+  if (check() && request.top_p && *request.top_p == 0) r.fail("top_p", "must be greater than 0");
+  request.min_p = r.optional_number("min_p", 0, 1);
+  if (const auto top_k = r.optional_integer("top_k", -1, 1 << 20)) request.top_k = static_cast<int>(*top_k);
+  request.presence_penalty = r.optional_number("presence_penalty", -2, 2);
+  request.frequency_penalty = r.optional_number("frequency_penalty", -2, 2);
+  request.repetition_penalty = r.optional_number("repetition_penalty", 0.01, 10);
+  request.seed = r.optional_integer("seed", INT64_MIN, INT64_MAX);
+  if (const auto n = r.optional_integer("n", 1, 128); n && *n != 1) r.fail("n", "only n = 1 is supported");
+  request.ignore_eos = r.optional_boolean("ignore_eos").value_or(false);
+  if (const bj::value* stop = r.find("stop")) {
+    if (stop->is_string()) {
+      request.stop.emplace_back(stop->as_string());
+    } else if (stop->is_array() && stop->as_array().size() <= kMaxStopStrings) {
+      for (const bj::value& s : stop->as_array()) {
+        if (!s.is_string()) {
+          r.fail("stop", "must be a string or an array of strings");
+          break;
+        }
+        request.stop.emplace_back(s.as_string());
+      }
+    } else {
+      r.fail("stop", fmt::format("must be a string or an array of at most {} strings", kMaxStopStrings));
+    }
+    for (const auto& s : request.stop) {
+      if (check() && (s.empty() || s.size() > kMaxStopBytes)) {
+        r.fail("stop", fmt::format("stop strings must be 1 to {} bytes", kMaxStopBytes));
+      }
+    }
+  }
+  if (!check()) return fail(r.error().message, r.failed_field());
+  return request;
+}
+
+size_t prompt_bytes(const CompletionRequest& request) {
+  if (request.endpoint == Endpoint::completions) return request.prompt.size();
+  size_t total = 0;
+  for (const auto& message : request.messages) total += message.content.size() + message.role.size();
+  return total;
+}
+
+ChunkFormatter::ChunkFormatter(Endpoint endpoint, std::string id, std::string model, int64_t created)
+    : endpoint_(endpoint), id_(std::move(id)), model_(std::move(model)), created_(created) {}
+
+bj::object ChunkFormatter::base(std::string_view object_name) const {
+  return {{"id", id_}, {"object", object_name}, {"created", created_}, {"model", model_}};
+}
+
+std::optional<std::string> ChunkFormatter::opening_chunk() const {
+  if (endpoint_ != Endpoint::chat_completions) return std::nullopt;
+  bj::object chunk = base("chat.completion.chunk");
+  chunk["choices"] = bj::array{bj::object{{"index", 0},
+                                          {"delta", bj::object{{"role", "assistant"}, {"content", ""}}},
+                                          {"logprobs", nullptr},
+                                          {"finish_reason", nullptr}}};
+  return bj::serialize(chunk);
+}
+
+std::string ChunkFormatter::content_chunk(std::string_view text) const {
+  if (endpoint_ == Endpoint::chat_completions) {
+    bj::object chunk = base("chat.completion.chunk");
+    chunk["choices"] = bj::array{bj::object{
+        {"index", 0}, {"delta", bj::object{{"content", text}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}};
+    return bj::serialize(chunk);
+  }
+  bj::object chunk = base("text_completion");
+  chunk["choices"] =
+      bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", nullptr}}};
+  return bj::serialize(chunk);
+}
+
+std::string ChunkFormatter::finish_chunk(std::string_view finish_reason) const {
+  if (endpoint_ == Endpoint::chat_completions) {
+    bj::object chunk = base("chat.completion.chunk");
+    chunk["choices"] = bj::array{bj::object{
+        {"index", 0}, {"delta", bj::object{{"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
+    return bj::serialize(chunk);
+  }
+  bj::object chunk = base("text_completion");
+  chunk["choices"] =
+      bj::array{bj::object{{"index", 0}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
+  return bj::serialize(chunk);
+}
+
+std::string ChunkFormatter::usage_chunk(const Usage& usage) const {
+  bj::object chunk = base(endpoint_ == Endpoint::chat_completions ? "chat.completion.chunk" : "text_completion");
+  chunk["choices"] = bj::array{};
+  chunk["usage"] = bj::object{{"prompt_tokens", usage.prompt_tokens},
+                              {"completion_tokens", usage.completion_tokens},
+                              {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+  return bj::serialize(chunk);
+}
+
+std::string ChunkFormatter::complete_response(std::string_view text, std::string_view finish_reason,
+                                              const Usage& usage) const {
+  bj::object response;
+  if (endpoint_ == Endpoint::chat_completions) {
+    response = base("chat.completion");
+    response["choices"] = bj::array{bj::object{{"index", 0},
+                                               {"message", bj::object{{"role", "assistant"}, {"content", text}}},
+                                               {"logprobs", nullptr},
+                                               {"finish_reason", finish_reason}}};
+  } else {
+    response = base("text_completion");
+    response["choices"] =
+        bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
+  }
+  response["usage"] = bj::object{{"prompt_tokens", usage.prompt_tokens},
+                                 {"completion_tokens", usage.completion_tokens},
+                                 {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+  return bj::serialize(response);
+}
+
+std::string stream_error_event(const ApiError& error) {
+  return error.to_json();
+}
+
+}  // namespace darkbloom::proto

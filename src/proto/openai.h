@@ -1,0 +1,104 @@
+// The OpenAI-compatible API surface: request parsing with OpenAI-shaped validation errors
+// (type, code, param), and the response objects and stream chunks both the coordinator and
+// `darkbloom serve` write. Engine-independent: sampling settings are plain fields here.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/json.h"
+#include "base/result.h"
+
+namespace darkbloom::proto {
+
+// {"error": {"message", "type", "code", "param"}} with its HTTP status.
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";
+  std::string code;   // defaults to type
+  std::string param;  // the offending field, empty when none
+  std::string message;
+
+  std::string to_json() const;
+};
+
+ApiError invalid_request(std::string message, std::string param = {});
+ApiError authentication_error(std::string message);
+ApiError model_not_found(const std::string& model);
+ApiError request_too_large(size_t limit_bytes);
+ApiError rate_limited(std::string message);
+ApiError provider_error(std::string message);
+ApiError timeout_error(std::string message);
+ApiError not_found_error(std::string message);
+ApiError server_error(std::string message);
+
+enum class Endpoint { chat_completions, completions };
+std::string_view endpoint_name(Endpoint endpoint);  // "chat.completions" | "completions"
+
+struct ChatMessage {
+  std::string role;  // system, developer, user, assistant, tool
+  std::string content;
+};
+
+// What a completion request asks for, validated. `body` keeps the whole original object
+// (unknown fields included) so it can be forwarded as received.
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::chat_completions;
+  std::string model;
+  std::vector<ChatMessage> messages;  // chat
+  std::string prompt;                 // completions
+  bool stream = false;
+  bool include_usage = false;
+  std::optional<int> max_tokens;  // max_completion_tokens or max_tokens
+  std::optional<double> temperature, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty;
+  std::optional<int> top_k;
+  std::optional<int64_t> seed;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;  // extension (as in vLLM): keep generating past end-of-sequence tokens
+  json::bj::object body;
+};
+
+// Parses and validates a body for an endpoint. Errors are 400s naming the field in `param`.
+Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);
+
+// Bytes of prompt text, the basis of the coordinator's token estimate (bytes / 4, at least 1).
+size_t prompt_bytes(const CompletionRequest& request);
+
+// ---- responses ----
+
+struct Usage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+};
+
+// Streams one response as OpenAI chunks; ids and timestamps are fixed at construction.
+class ChunkFormatter {
+ public:
+  ChunkFormatter(Endpoint endpoint, std::string id, std::string model, int64_t created);
+
+  // The first chat chunk carries the assistant role (and empty content); completions have none.
+  std::optional<std::string> opening_chunk() const;
+  std::string content_chunk(std::string_view text) const;
+  std::string finish_chunk(std::string_view finish_reason) const;
+  std::string usage_chunk(const Usage& usage) const;
+  // The non-streaming response object.
+  std::string complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage) const;
+
+  const std::string& id() const { return id_; }
+
+ private:
+  json::bj::object base(std::string_view object_name) const;
+
+  Endpoint endpoint_;
+  std::string id_;
+  std::string model_;
+  int64_t created_;
+};
+
+// A `data:` event of a stream error, sent in-band after the stream started.
+std::string stream_error_event(const ApiError& error);
+
+}  // namespace darkbloom::proto

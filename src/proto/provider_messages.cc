@@ -1,0 +1,398 @@
+#include "proto/provider_messages.h"
+
+#include <fmt/format.h>
+
+#include "base/encoding.h"
+
+namespace darkbloom::proto {
+namespace {
+
+namespace bj = json::bj;
+
+constexpr size_t kMaxTextBytes = 4096;         // free-text fields: versions, messages, names
+constexpr size_t kMaxSealedBytes = 12u << 20;  // base64 of a sealed body within a 10 MiB frame
+
+std::string dump(const bj::object& object) {
+  return bj::serialize(object);
+}
+
+bj::object sealed_to_json(const SealedPayload& sealed) {
+  return {{"ephemeral_public_key", base64_encode(sealed.sender_public_key)},
+          {"ciphertext", base64_encode(sealed.ciphertext)}};
+}
+
+SealedPayload sealed_from(json::ObjectReader& parent, std::string_view key) {
+  SealedPayload sealed;
+  const bj::object& object = parent.object(key);
+  if (!parent.ok()) return sealed;
+  json::ObjectReader r(object, parent.path(key));
+  const std::string public_key = r.string("ephemeral_public_key", 64);
+  const std::string ciphertext = r.string("ciphertext", kMaxSealedBytes);
+  if (!r.ok()) {
+    parent.fail(key, r.error().message);
+    return sealed;
+  }
+  auto key_bytes = base64_decode(public_key);
+  auto cipher_bytes = base64_decode(ciphertext);
+  if (!key_bytes || key_bytes->size() != 32) {
+    parent.fail(key, "ephemeral_public_key must be 32 bytes of base64");
+  } else if (!cipher_bytes || cipher_bytes->size() < 40) {
+    parent.fail(key, "ciphertext must be base64 of nonce, MAC and box (at least 40 bytes)");
+  } else {
+    sealed.sender_public_key = std::move(*key_bytes);
+    sealed.ciphertext = std::move(*cipher_bytes);
+  }
+  return sealed;
+}
+
+Result<bj::object> parse_object(std::string_view frame, std::string_view what) {
+  if (frame.size() > kMaxFrameBytes)
+    return make_error(Errc::out_of_range, std::string(what) + " is larger than 10 MiB");
+  auto value = json::parse(frame, what);
+  if (!value) return value.error();
+  if (!value->is_object()) return make_error(Errc::bad_format, std::string(what) + " is not a JSON object");
+  return std::move(value->as_object());
+}
+
+std::string request_id(json::ObjectReader& r) {
+  std::string id = r.string("request_id", kMaxRequestIdBytes);
+  if (r.ok() && id.empty()) r.fail("request_id", "must not be empty");
+  return id;
+}
+
+template <class T>
+Result<ProviderMessage> finish(json::ObjectReader& r, T message) {
+  if (!r.ok()) return r.error();
+  return ProviderMessage{std::move(message)};
+}
+
+template <class T>
+Result<CoordinatorMessage> finish_coordinator(json::ObjectReader& r, T message) {
+  if (!r.ok()) return r.error();
+  return CoordinatorMessage{std::move(message)};
+}
+
+Register decode_register(json::ObjectReader& r) {
+  Register m;
+  m.protocol_version = static_cast<int>(r.integer("protocol_version", 0, 1000000));
+  if (r.ok() && m.protocol_version != kProtocolVersion) {
+    r.fail("protocol_version",
+           fmt::format("{} is not supported (this coordinator speaks {})", m.protocol_version, kProtocolVersion));
+  }
+  m.provider_version = r.string("provider_version", 64);
+  m.backend = r.string("backend", 64);
+  const bj::object& hardware = r.object("hardware");
+  if (r.ok()) {
+    json::ObjectReader h(hardware, "register.hardware");
+    m.hardware.cpu = h.string("cpu", 256);
+    m.hardware.cores = static_cast<int>(h.integer("cores", 1, 1 << 16));
+    m.hardware.memory_gb = h.number("memory_gb", 0, 1 << 20);
+    m.hardware.gpu = h.optional_string("gpu", 256).value_or("");
+    m.hardware.memory_bandwidth_gbs = h.optional_number("memory_bandwidth_gbs", 0, 1e5).value_or(0);
+    if (!h.ok()) r.fail("hardware", h.error().message);
+  }
+  const bj::array& models = r.array("models", kMaxModelsPerProvider);
+  for (size_t i = 0; r.ok() && i < models.size(); ++i) {
+    if (!models[i].is_object()) {
+      r.fail("models", "entries must be objects");
+      break;
+    }
+    json::ObjectReader mr(models[i].as_object(), fmt::format("register.models[{}]", i));
+    ModelInfo model;
+    model.id = mr.string("id", kMaxModelIdBytes);
+    model.size_bytes = static_cast<uint64_t>(mr.integer("size_bytes", 0, int64_t{1} << 50));
+    model.quantization = mr.string("quantization", 32);
+    model.weight_hash = mr.string("weight_hash", 64);
+    if (mr.ok() && model.id.empty()) mr.fail("id", "must not be empty");
+    if (!mr.ok()) {
+      r.fail("models", mr.error().message);
+      break;
+    }
+    m.models.push_back(std::move(model));
+  }
+  if (r.ok() && m.models.empty()) r.fail("models", "must list at least one model");
+  const std::string key = r.string("encryption_key", 64);
+  if (r.ok()) {
+    auto bytes = base64_decode(key);
+    if (!bytes || bytes->size() != 32) {
+      r.fail("encryption_key", "must be a 32-byte X25519 public key in base64");
+    } else {
+      m.encryption_key = std::move(*bytes);
+    }
+  }
+  if (const bj::value* attestation = r.find("attestation")) {
+    if (!attestation->is_object()) {
+      r.fail("attestation", "must be an object");
+    } else {
+      m.attestation = bj::serialize(*attestation);
+    }
+  }
+  m.prefill_tps = r.number("prefill_tps", 0, 1e7);
+  m.decode_tps = r.number("decode_tps", 0, 1e7);
+  m.max_concurrency = static_cast<int>(r.integer("max_concurrency", 1, 4096));
+  return m;
+}
+
+Heartbeat decode_heartbeat(json::ObjectReader& r) {
+  Heartbeat m;
+  m.status = r.string("status", 16);
+  if (r.ok() && m.status != "idle" && m.status != "serving") r.fail("status", "must be idle or serving");
+  m.active_model = r.optional_string("active_model", kMaxModelIdBytes).value_or("");
+  m.requests_served = static_cast<uint64_t>(r.optional_integer("requests_served", 0, INT64_MAX).value_or(0));
+  m.tokens_generated = static_cast<uint64_t>(r.optional_integer("tokens_generated", 0, INT64_MAX).value_or(0));
+  m.running = static_cast<int>(r.optional_integer("running", 0, 1 << 20).value_or(0));
+  m.waiting = static_cast<int>(r.optional_integer("waiting", 0, 1 << 20).value_or(0));
+  m.kv_tokens_used = r.optional_integer("kv_tokens_used", 0, int64_t{1} << 40).value_or(0);
+  m.kv_tokens_free = r.optional_integer("kv_tokens_free", 0, int64_t{1} << 40).value_or(0);
+  m.memory_pressure = r.optional_number("memory_pressure", 0, 1).value_or(0);
+  m.cpu_usage = r.optional_number("cpu_usage", 0, 1).value_or(0);
+  return m;
+}
+
+}  // namespace
+
+std::string encode(const Register& m) {
+  bj::array models;
+  for (const auto& model : m.models) {
+    models.push_back(bj::object{{"id", model.id},
+                                {"size_bytes", model.size_bytes},
+                                {"quantization", model.quantization},
+                                {"weight_hash", model.weight_hash}});
+  }
+  bj::object hardware{{"cpu", m.hardware.cpu}, {"cores", m.hardware.cores}, {"memory_gb", m.hardware.memory_gb}};
+  if (!m.hardware.gpu.empty()) hardware["gpu"] = m.hardware.gpu;
+  if (m.hardware.memory_bandwidth_gbs > 0) hardware["memory_bandwidth_gbs"] = m.hardware.memory_bandwidth_gbs;
+  bj::object object{{"type", "register"},
+                    {"protocol_version", m.protocol_version},
+                    {"provider_version", m.provider_version},
+                    {"backend", m.backend},
+                    {"hardware", std::move(hardware)},
+                    {"models", std::move(models)},
+                    {"encryption_key", base64_encode(m.encryption_key)},
+                    {"prefill_tps", m.prefill_tps},
+                    {"decode_tps", m.decode_tps},
+                    {"max_concurrency", m.max_concurrency}};
+  if (m.attestation) {
+    auto parsed = json::parse(*m.attestation, "attestation");
+    if (parsed) object["attestation"] = std::move(*parsed);
+  }
+  return dump(object);
+}
+
+std::string encode(const Heartbeat& m) {
+  bj::object object{{"type", "heartbeat"},
+                    {"status", m.status},
+                    {"requests_served", m.requests_served},
+                    {"tokens_generated", m.tokens_generated},
+                    {"running", m.running},
+                    {"waiting", m.waiting},
+                    {"kv_tokens_used", m.kv_tokens_used},
+                    {"kv_tokens_free", m.kv_tokens_free},
+                    {"memory_pressure", m.memory_pressure},
+                    {"cpu_usage", m.cpu_usage}};
+  if (!m.active_model.empty()) object["active_model"] = m.active_model;
+  return dump(object);
+}
+
+std::string encode(const InferenceAccepted& m) {
+  return dump({{"type", "inference_accepted"}, {"request_id", m.request_id}});
+}
+
+std::string encode(const InferenceChunk& m) {
+  return dump({{"type", "inference_chunk"}, {"request_id", m.request_id}, {"sealed", sealed_to_json(m.sealed)}});
+}
+
+std::string encode(const InferenceComplete& m) {
+  return dump({{"type", "inference_complete"},
+               {"request_id", m.request_id},
+               {"usage", bj::object{{"prompt_tokens", m.prompt_tokens}, {"completion_tokens", m.completion_tokens}}},
+               {"finish_reason", m.finish_reason}});
+}
+
+std::string encode(const InferenceError& m) {
+  return dump({{"type", "inference_error"},
+               {"request_id", m.request_id},
+               {"status_code", m.status_code},
+               {"message", m.message}});
+}
+
+std::string encode(const LoadModelStatus& m) {
+  bj::object object{{"type", "load_model_status"}, {"model", m.model}, {"status", m.status}};
+  if (!m.message.empty()) object["message"] = m.message;
+  return dump(object);
+}
+
+std::string encode(const Registered& m) {
+  return dump({{"type", "registered"},
+               {"provider_id", m.provider_id},
+               {"protocol_version", m.protocol_version},
+               {"heartbeat_interval_ms", m.heartbeat_interval_ms}});
+}
+
+std::string encode(const InferenceRequest& m) {
+  return dump({{"type", "inference_request"},
+               {"request_id", m.request_id},
+               {"model", m.model},
+               {"sealed_body", sealed_to_json(m.sealed_body)}});
+}
+
+std::string encode(const Cancel& m) {
+  return dump({{"type", "cancel"}, {"request_id", m.request_id}});
+}
+std::string encode(const LoadModel& m) {
+  return dump({{"type", "load_model"}, {"model", m.model}});
+}
+
+std::string encode(const TrustStatus& m) {
+  bj::object object{{"type", "trust_status"}, {"trust_level", m.trust_level}};
+  if (!m.reason.empty()) object["reason"] = m.reason;
+  return dump(object);
+}
+
+std::string encode(const SealedRequest& m) {
+  return dump({{"endpoint", m.endpoint}, {"body", m.body}});
+}
+std::string encode(const ChunkContent& m) {
+  return dump({{"text", m.text}});
+}
+
+Result<ProviderMessage> decode_provider_message(std::string_view frame) {
+  auto object = parse_object(frame, "provider message");
+  if (!object) return object.error();
+  json::ObjectReader top(*object, "");
+  const std::string type = top.string("type", 64);
+  if (!top.ok()) return top.error();
+  json::ObjectReader r(*object, type);
+  if (type == "register") return finish(r, decode_register(r));
+  if (type == "heartbeat") return finish(r, decode_heartbeat(r));
+  if (type == "inference_accepted") return finish(r, InferenceAccepted{request_id(r)});
+  if (type == "inference_chunk") {
+    InferenceChunk m;
+    m.request_id = request_id(r);
+    m.sealed = sealed_from(r, "sealed");
+    return finish(r, std::move(m));
+  }
+  if (type == "inference_complete") {
+    InferenceComplete m;
+    m.request_id = request_id(r);
+    const bj::object& usage = r.object("usage");
+    if (r.ok()) {
+      json::ObjectReader u(usage, "inference_complete.usage");
+      m.prompt_tokens = static_cast<int>(u.integer("prompt_tokens", 0, 1 << 30));
+      m.completion_tokens = static_cast<int>(u.integer("completion_tokens", 0, 1 << 30));
+      if (!u.ok()) r.fail("usage", u.error().message);
+    }
+    m.finish_reason = r.string("finish_reason", 16);
+    if (r.ok() && m.finish_reason != "stop" && m.finish_reason != "length") {
+      r.fail("finish_reason", "must be stop or length");
+    }
+    return finish(r, std::move(m));
+  }
+  if (type == "inference_error") {
+    InferenceError m;
+    m.request_id = request_id(r);
+    m.status_code = static_cast<int>(r.integer("status_code", 400, 599));
+    m.message = r.string("message", kMaxTextBytes);
+    return finish(r, std::move(m));
+  }
+  if (type == "load_model_status") {
+    LoadModelStatus m;
+    m.model = r.string("model", kMaxModelIdBytes);
+    m.status = r.string("status", 16);
+    if (r.ok() && m.status != "started" && m.status != "succeeded" && m.status != "failed") {
+      r.fail("status", "must be started, succeeded or failed");
+    }
+    m.message = r.optional_string("message", kMaxTextBytes).value_or("");
+    return finish(r, std::move(m));
+  }
+  return ProviderMessage{UnknownMessage{type}};
+}
+
+Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
+  auto object = parse_object(frame, "coordinator message");
+  if (!object) return object.error();
+  json::ObjectReader top(*object, "");
+  const std::string type = top.string("type", 64);
+  if (!top.ok()) return top.error();
+  json::ObjectReader r(*object, type);
+  if (type == "registered") {
+    Registered m;
+    m.provider_id = r.string("provider_id", 128);
+    m.protocol_version = static_cast<int>(r.integer("protocol_version", 0, 1000000));
+    m.heartbeat_interval_ms =
+        static_cast<int>(r.optional_integer("heartbeat_interval_ms", 100, 3600000).value_or(5000));
+    return finish_coordinator(r, std::move(m));
+  }
+  if (type == "inference_request") {
+    InferenceRequest m;
+    m.request_id = request_id(r);
+    m.model = r.string("model", kMaxModelIdBytes);
+    m.sealed_body = sealed_from(r, "sealed_body");
+    return finish_coordinator(r, std::move(m));
+  }
+  if (type == "cancel") return finish_coordinator(r, Cancel{request_id(r)});
+  if (type == "load_model") return finish_coordinator(r, LoadModel{r.string("model", kMaxModelIdBytes)});
+  if (type == "trust_status") {
+    TrustStatus m;
+    m.trust_level = r.string("trust_level", 16);
+    m.reason = r.optional_string("reason", kMaxTextBytes).value_or("");
+    return finish_coordinator(r, std::move(m));
+  }
+  return CoordinatorMessage{UnknownMessage{type}};
+}
+
+Result<SealedRequest> decode_sealed_request(std::string_view plaintext) {
+  auto object = parse_object(plaintext, "sealed request");
+  if (!object) return object.error();
+  json::ObjectReader r(*object, "sealed request");
+  SealedRequest m;
+  m.endpoint = r.string("endpoint", 32);
+  if (r.ok() && m.endpoint != "chat.completions" && m.endpoint != "completions") {
+    r.fail("endpoint", "must be chat.completions or completions");
+  }
+  m.body = r.object("body");
+  if (!r.ok()) return r.error();
+  return m;
+}
+
+Result<ChunkContent> decode_chunk_content(std::string_view plaintext) {
+  auto object = parse_object(plaintext, "chunk");
+  if (!object) return object.error();
+  json::ObjectReader r(*object, "chunk");
+  ChunkContent m;
+  m.text = r.string("text", kMaxFrameBytes);
+  if (!r.ok()) return r.error();
+  return m;
+}
+
+std::string_view message_type(const ProviderMessage& message) {
+  return std::visit(
+      [](const auto& m) -> std::string_view {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, Register>) return "register";
+        if constexpr (std::is_same_v<T, Heartbeat>) return "heartbeat";
+        if constexpr (std::is_same_v<T, InferenceAccepted>) return "inference_accepted";
+        if constexpr (std::is_same_v<T, InferenceChunk>) return "inference_chunk";
+        if constexpr (std::is_same_v<T, InferenceComplete>) return "inference_complete";
+        if constexpr (std::is_same_v<T, InferenceError>) return "inference_error";
+        if constexpr (std::is_same_v<T, LoadModelStatus>) return "load_model_status";
+        if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
+      },
+      message);
+}
+
+std::string_view message_type(const CoordinatorMessage& message) {
+  return std::visit(
+      [](const auto& m) -> std::string_view {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, Registered>) return "registered";
+        if constexpr (std::is_same_v<T, InferenceRequest>) return "inference_request";
+        if constexpr (std::is_same_v<T, Cancel>) return "cancel";
+        if constexpr (std::is_same_v<T, LoadModel>) return "load_model";
+        if constexpr (std::is_same_v<T, TrustStatus>) return "trust_status";
+        if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
+      },
+      message);
+}
+
+}  // namespace darkbloom::proto

@@ -1,0 +1,178 @@
+// Every message between a provider and the coordinator (one JSON object per WebSocket text
+// frame, with a "type"), and their encoding and strict decoding. Field names live here and
+// nowhere else. docs/protocol.md describes each message.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "base/json.h"
+#include "base/result.h"
+
+namespace darkbloom::proto {
+
+inline constexpr int kProtocolVersion = 1;
+inline constexpr size_t kMaxFrameBytes = 10u << 20;
+inline constexpr size_t kMaxRequestIdBytes = 128;
+inline constexpr size_t kMaxModelIdBytes = 256;
+inline constexpr size_t kMaxModelsPerProvider = 64;
+
+// Bytes sealed with crypto_box: the sender's X25519 public key and nonce ‖ MAC + ciphertext.
+// On the wire both are standard base64.
+struct SealedPayload {
+  std::vector<uint8_t> sender_public_key;  // 32 bytes; wire name "ephemeral_public_key"
+  std::vector<uint8_t> ciphertext;         // nonce (24) ‖ MAC (16) ‖ box
+};
+
+struct HardwareInfo {
+  std::string cpu;
+  int cores = 0;
+  double memory_gb = 0;
+  std::string gpu;                  // empty when none
+  double memory_bandwidth_gbs = 0;  // measured; 0 when unknown
+};
+
+struct ModelInfo {
+  std::string id;
+  uint64_t size_bytes = 0;
+  std::string quantization;  // "q4_k_m", "q8_0", ...
+  std::string weight_hash;   // hex SHA-256 of the model file
+};
+
+// ---- provider → coordinator ----
+
+struct Register {
+  int protocol_version = kProtocolVersion;
+  std::string provider_version;
+  std::string backend;  // "darkbloom-cpu"
+  HardwareInfo hardware;
+  std::vector<ModelInfo> models;
+  std::vector<uint8_t> encryption_key;     // X25519 public key, 32 bytes
+  std::optional<std::string> attestation;  // the signed document as received (verified by the trust work)
+  double prefill_tps = 0;
+  double decode_tps = 0;
+  int max_concurrency = 1;
+};
+
+struct Heartbeat {
+  std::string status;  // "idle" | "serving"
+  std::string active_model;
+  uint64_t requests_served = 0;
+  uint64_t tokens_generated = 0;
+  int running = 0;
+  int waiting = 0;
+  int64_t kv_tokens_used = 0;
+  int64_t kv_tokens_free = 0;
+  double memory_pressure = 0;  // 0..1
+  double cpu_usage = 0;        // 0..1
+};
+
+struct InferenceAccepted {
+  std::string request_id;
+};
+
+struct InferenceChunk {
+  std::string request_id;
+  SealedPayload sealed;  // opens to ChunkContent
+};
+
+struct InferenceComplete {
+  std::string request_id;
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  std::string finish_reason;  // "stop" | "length"
+};
+
+struct InferenceError {
+  std::string request_id;
+  int status_code = 500;  // 400 bad body, 499 cancelled, 500 engine error, 503 unsafe posture
+  std::string message;
+};
+
+struct LoadModelStatus {
+  std::string model;
+  std::string status;  // "started" | "succeeded" | "failed"
+  std::string message;
+};
+
+// A message type this side does not know: ignored and logged, never an error.
+struct UnknownMessage {
+  std::string type;
+};
+
+using ProviderMessage = std::variant<Register, Heartbeat, InferenceAccepted, InferenceChunk, InferenceComplete,
+                                     InferenceError, LoadModelStatus, UnknownMessage>;
+
+// ---- coordinator → provider ----
+
+struct Registered {
+  std::string provider_id;
+  int protocol_version = kProtocolVersion;
+  int heartbeat_interval_ms = 5000;
+};
+
+struct InferenceRequest {
+  std::string request_id;  // new for every attempt
+  std::string model;
+  SealedPayload sealed_body;  // opens to SealedRequest
+};
+
+struct Cancel {
+  std::string request_id;
+};
+
+struct LoadModel {
+  std::string model;
+};
+
+struct TrustStatus {
+  std::string trust_level;  // "none" | "self_signed" | "hardware"
+  std::string reason;
+};
+
+using CoordinatorMessage = std::variant<Registered, InferenceRequest, Cancel, LoadModel, TrustStatus, UnknownMessage>;
+
+// ---- sealed contents ----
+
+// What an inference_request's sealed_body opens to: which endpoint and the OpenAI body.
+struct SealedRequest {
+  std::string endpoint;  // "chat.completions" | "completions"
+  json::bj::object body;
+};
+
+// What an inference_chunk opens to.
+struct ChunkContent {
+  std::string text;
+};
+
+std::string encode(const Register& message);
+std::string encode(const Heartbeat& message);
+std::string encode(const InferenceAccepted& message);
+std::string encode(const InferenceChunk& message);
+std::string encode(const InferenceComplete& message);
+std::string encode(const InferenceError& message);
+std::string encode(const LoadModelStatus& message);
+std::string encode(const Registered& message);
+std::string encode(const InferenceRequest& message);
+std::string encode(const Cancel& message);
+std::string encode(const LoadModel& message);
+std::string encode(const TrustStatus& message);
+std::string encode(const SealedRequest& content);
+std::string encode(const ChunkContent& content);
+
+// Strict decoding: malformed JSON, a missing or mistyped required field, a value out of range or
+// an unsupported protocol version is an error naming the field. Unknown fields are ignored.
+Result<ProviderMessage> decode_provider_message(std::string_view frame);
+Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame);
+Result<SealedRequest> decode_sealed_request(std::string_view plaintext);
+Result<ChunkContent> decode_chunk_content(std::string_view plaintext);
+
+// The "type" of a message, for logs.
+std::string_view message_type(const ProviderMessage& message);
+std::string_view message_type(const CoordinatorMessage& message);
+
+}  // namespace darkbloom::proto

@@ -1,0 +1,337 @@
+#include "provider/agent.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "base/cpu_features.h"
+#include "base/encoding.h"
+#include "base/log.h"
+#include "base/system_info.h"
+#include "base/thread_pool.h"
+#include "crypto/hash.h"
+#include "engine/evaluation/engine_bench.h"
+#include "engine/gguf/gguf_file.h"
+#include "provider/openai_bridge.h"
+
+namespace darkbloom::provider {
+namespace {
+
+using http::awaitable;
+using Clock = std::chrono::steady_clock;
+
+// The weight type that dominates a file, as users name quantizations ("q4_k", "q8_0", ...).
+std::string dominant_type(const std::string& path) {
+  auto file = engine::GgufFile::open(path);
+  if (!file) return "unknown";
+  std::unordered_map<std::string, uint64_t> elements;
+  for (const auto& tensor : file->tensors())
+    elements[std::string(engine::ggml_type_name(tensor.type))] += tensor.n_elements;
+  std::string best = "unknown";
+  uint64_t most = 0;
+  for (const auto& [type, count] : elements) {
+    if (count > most) {
+      most = count;
+      best = type;
+    }
+  }
+  return best;
+}
+
+// Waits on a timer without throwing when the wait is cancelled.
+awaitable<void> sleep_for(std::chrono::milliseconds duration) {
+  http::net::steady_timer timer(co_await http::net::this_coro::executor, duration);
+  co_await timer.async_wait(http::as_tuple_awaitable);
+}
+
+}  // namespace
+
+Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& model_path, const std::string& model_id) {
+  ModelFacts facts;
+  facts.info.id = model_id;
+  std::error_code size_error;
+  facts.info.size_bytes = std::filesystem::file_size(model_path, size_error);
+  if (size_error) return make_error(Errc::io_error, model_path + ": " + size_error.message());
+  auto hash = crypto::sha256_file(model_path);
+  if (!hash) return hash.error();
+  facts.info.weight_hash = hex_encode(*hash);
+  facts.info.quantization = dominant_type(model_path);
+  engine::EngineBenchOptions bench;
+  bench.prompt_tokens = std::min(64, engine.context() / 2);
+  bench.gen_tokens = std::min(16, engine.context() / 4);
+  bench.repetitions = 1;
+  auto speed = engine::run_engine_bench(engine, bench);
+  if (!speed) return speed.error();
+  facts.prefill_tps = speed->prefill_tokens_per_second;
+  facts.decode_tps = speed->decode_tokens_per_second;
+  return facts;
+}
+
+ProviderAgent::ProviderAgent(http::net::any_io_executor executor, AgentOptions options,
+                             std::unique_ptr<engine::Engine> engine, ModelFacts facts)
+    : executor_(executor),
+      options_(std::move(options)),
+      engine_(std::move(engine)),
+      facts_(std::move(facts)),
+      keys_(crypto::KeyPair::generate()),
+      last_activity_(Clock::now()) {}
+
+void ProviderAgent::stop() {
+  stopping_ = true;
+  if (current_) current_->close("provider shutting down");
+}
+
+proto::Register ProviderAgent::make_register() const {
+  proto::Register message;
+  message.provider_version = "0.1.0";
+  message.backend = "darkbloom-cpu";
+  const CpuFeatures& cpu = cpu_features();
+  message.hardware.cpu = cpu.brand.empty() ? "unknown" : cpu.brand;
+  message.hardware.cores = ThreadPool::hardware_threads();
+  message.hardware.memory_gb = static_cast<double>(physical_memory_bytes()) / (1ull << 30);
+  message.models = {facts_.info};
+  message.encryption_key.assign(keys_.public_key().begin(), keys_.public_key().end());
+  message.prefill_tps = facts_.prefill_tps;
+  message.decode_tps = facts_.decode_tps;
+  message.max_concurrency = options_.max_concurrency;
+  return message;
+}
+
+proto::Heartbeat ProviderAgent::make_heartbeat() const {
+  proto::Heartbeat message;
+  message.status = in_flight_.empty() ? "idle" : "serving";
+  message.requests_served = requests_served_;
+  message.tokens_generated = tokens_generated_;
+  if (engine_) {
+    const engine::EngineStats stats = engine_->stats();
+    message.active_model = facts_.info.id;
+    message.running = stats.running;
+    message.waiting = stats.waiting;
+    message.kv_tokens_used = stats.kv_tokens_used;
+    message.kv_tokens_free = std::max<int64_t>(0, stats.kv_tokens_total - stats.kv_tokens_used);
+  }
+  return message;
+}
+
+awaitable<void> ProviderAgent::run() {
+  auto self = shared_from_this();
+  if (options_.idle_unload_after.count() > 0) http::net::co_spawn(executor_, idle_loop(), http::net::detached);
+  std::mt19937_64 rng(std::random_device{}());
+  auto backoff = options_.backoff_initial;
+  while (!stopping_) {
+    auto socket = co_await http::WebSocket::connect(options_.coordinator_host, options_.coordinator_port,
+                                                    options_.coordinator_path, options_.websocket);
+    bool healthy = false;
+    if (!socket) {
+      log::warn("provider: {}", socket.error().message);
+    } else {
+      healthy = co_await serve_session(*socket);
+    }
+    if (stopping_) break;
+    if (healthy) backoff = options_.backoff_initial;
+    // Full jitter: a random wait up to the current backoff, so restarts do not reconnect in a herd.
+    const auto wait = std::chrono::milliseconds(static_cast<int64_t>(
+        std::uniform_real_distribution<double>(0.5, 1.0)(rng) * static_cast<double>(backoff.count())));
+    log::info("provider: reconnecting in {} ms", wait.count());
+    co_await sleep_for(wait);
+    backoff = std::min(options_.backoff_max, backoff * 2);
+  }
+}
+
+awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> socket) {
+  current_ = socket;
+  socket->start();
+  socket->send(proto::encode(make_register()));
+  Clock::time_point registered_at{};
+  bool registered = false;
+  for (;;) {
+    auto frame = co_await socket->read();
+    if (!frame) {
+      log::warn("provider: connection to the coordinator ended: {}", frame.error().message);
+      break;
+    }
+    auto message = proto::decode_coordinator_message(*frame);
+    if (!message) {
+      log::warn("provider: malformed message from the coordinator: {}", message.error().message);
+      socket->close("malformed message");
+      break;
+    }
+    if (auto* welcome = std::get_if<proto::Registered>(&*message)) {
+      registered = true;
+      registered_at = Clock::now();
+      log::info("provider: registered as {} serving '{}'", welcome->provider_id, facts_.info.id);
+      std::fprintf(stderr, "provider registered as %s\n", welcome->provider_id.c_str());
+      // The coordinator says how often it wants to hear from us; our own setting caps it.
+      heartbeat_interval_ =
+          std::min(options_.heartbeat_interval, std::chrono::milliseconds(welcome->heartbeat_interval_ms));
+      http::net::co_spawn(executor_, heartbeat_loop(socket), http::net::detached);
+    } else if (auto* request = std::get_if<proto::InferenceRequest>(&*message)) {
+      http::net::co_spawn(executor_, handle_request(socket, std::move(*request)), http::net::detached);
+    } else if (auto* cancel = std::get_if<proto::Cancel>(&*message)) {
+      auto it = in_flight_.find(cancel->request_id);
+      if (it != in_flight_.end() && !it->second.cancelled) {
+        it->second.cancelled = true;
+        if (engine_ && it->second.engine_id != 0) engine_->cancel(it->second.engine_id);
+      }
+    } else if (auto* load = std::get_if<proto::LoadModel>(&*message)) {
+      socket->send(proto::encode(proto::LoadModelStatus{load->model, "started", ""}));
+      if (load->model != facts_.info.id) {
+        socket->send(proto::encode(
+            proto::LoadModelStatus{load->model, "failed", "this provider serves only " + facts_.info.id}));
+      } else {
+        auto loaded = co_await ensure_engine();
+        socket->send(proto::encode(proto::LoadModelStatus{load->model, loaded ? "succeeded" : "failed",
+                                                          loaded ? "" : loaded.error().message}));
+      }
+    } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {
+      log::info("provider: trust level {}{}", trust->trust_level,
+                trust->reason.empty() ? "" : " (" + trust->reason + ")");
+    } else if (auto* unknown = std::get_if<proto::UnknownMessage>(&*message)) {
+      log::info("provider: ignoring message of unknown type '{}'", unknown->type);
+    }
+  }
+  // The coordinator forgets this session's requests; stop them here too.
+  for (auto& [request_id, entry] : in_flight_) {
+    if (!entry.cancelled && engine_ && entry.engine_id != 0) engine_->cancel(entry.engine_id);
+    entry.cancelled = true;
+  }
+  socket->close("");
+  current_.reset();
+  co_return registered&& Clock::now() - registered_at >= options_.healthy_session;
+}
+
+awaitable<void> ProviderAgent::heartbeat_loop(std::shared_ptr<http::WebSocket> socket) {
+  auto self = shared_from_this();
+  while (socket->is_open()) {
+    co_await sleep_for(heartbeat_interval_);
+    if (!socket->is_open()) break;
+    socket->send(proto::encode(make_heartbeat()));
+  }
+}
+
+awaitable<void> ProviderAgent::idle_loop() {
+  auto self = shared_from_this();
+  const auto check_every = std::max(std::chrono::milliseconds(100),
+                                    std::min(std::chrono::milliseconds(60000), options_.idle_unload_after / 4));
+  while (!stopping_) {
+    co_await sleep_for(check_every);
+    if (engine_ && in_flight_.empty() && Clock::now() - last_activity_ >= options_.idle_unload_after) {
+      log::info("provider: unloading '{}' after {} s idle", facts_.info.id,
+                std::chrono::duration_cast<std::chrono::seconds>(options_.idle_unload_after).count());
+      engine_.reset();
+      std::fprintf(stderr, "provider unloaded idle model %s\n", facts_.info.id.c_str());
+    }
+  }
+}
+
+awaitable<Result<engine::Engine*>> ProviderAgent::ensure_engine() {
+  last_activity_ = Clock::now();
+  if (engine_) co_return engine_.get();
+  // Loading maps the file and allocates the cache; do it off the network thread.
+  auto done = std::make_shared<http::AsyncQueue<Result<std::unique_ptr<engine::Engine>>>>(executor_);
+  std::thread([done, options = options_.engine] { done->push(engine::Engine::load(options)); }).detach();
+  auto loaded = co_await done->pop();
+  if (!loaded) co_return loaded.error();
+  if (!engine_) engine_ = std::move(*loaded);  // a concurrent request may have loaded it first
+  log::info("provider: loaded '{}'", facts_.info.id);
+  co_return engine_.get();
+}
+
+awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> socket,
+                                              proto::InferenceRequest message) {
+  auto self = shared_from_this();
+  const std::string request_id = message.request_id;
+  auto fail = [&](int status, const std::string& text) {
+    socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
+  };
+  if (in_flight_.count(request_id) != 0) co_return;  // a duplicate id: the first one stands
+  auto session_key = crypto::public_key_from(message.sealed_body.sender_public_key);
+  if (!session_key) {
+    fail(400, "sealed_body has no valid session key");
+    co_return;
+  }
+  // Decrypted bytes live in SecureBytes and are wiped when this frame of the coroutine ends.
+  auto plaintext = crypto::open(message.sealed_body.ciphertext, *session_key, keys_);
+  if (!plaintext) {
+    fail(400, "sealed_body does not open with this provider's key");
+    co_return;
+  }
+  auto sealed_request = proto::decode_sealed_request(plaintext->view());
+  if (!sealed_request) {
+    fail(400, sealed_request.error().message);
+    co_return;
+  }
+  const proto::Endpoint endpoint =
+      sealed_request->endpoint == "completions" ? proto::Endpoint::completions : proto::Endpoint::chat_completions;
+  proto::ApiError api_error;
+  auto request =
+      proto::parse_completion_request(endpoint, json::bj::value(std::move(sealed_request->body)), &api_error);
+  if (!request) {
+    fail(400, api_error.message);
+    co_return;
+  }
+  if (request->model != facts_.info.id) {
+    fail(400, fmt::format("this provider serves '{}', not '{}'", facts_.info.id, request->model));
+    co_return;
+  }
+  in_flight_[request_id] = InFlight{};
+  auto engine = co_await ensure_engine();
+  if (!engine) {
+    in_flight_.erase(request_id);
+    fail(500, "model could not be loaded: " + engine.error().message);
+    co_return;
+  }
+  auto generation = to_generation_request(**engine, *request, &api_error);
+  if (!generation) {
+    in_flight_.erase(request_id);
+    fail(400, api_error.message);
+    co_return;
+  }
+  auto queue = std::make_shared<EngineEventQueue>(executor_);
+  auto engine_id = (*engine)->submit(std::move(*generation), std::make_shared<QueueSink>(queue));
+  if (!engine_id) {
+    in_flight_.erase(request_id);
+    fail(400, engine_id.error().message);
+    co_return;
+  }
+  InFlight& entry = in_flight_[request_id];
+  entry.engine_id = *engine_id;
+  if (entry.cancelled) (*engine)->cancel(*engine_id);  // cancelled while the model was loading
+  socket->send(proto::encode(proto::InferenceAccepted{request_id}));
+
+  const crypto::Channel channel(*session_key, keys_);
+  for (;;) {
+    EngineEvent event = co_await queue->pop();
+    if (auto* text = std::get_if<std::string>(&event)) {
+      std::string content = proto::encode(proto::ChunkContent{*text});
+      proto::InferenceChunk chunk;
+      chunk.request_id = request_id;
+      chunk.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
+      chunk.sealed.ciphertext = channel.seal(as_bytes(content));
+      crypto::wipe_memory(content.data(), content.size());
+      crypto::wipe_memory(text->data(), text->size());
+      socket->send(proto::encode(chunk));
+      continue;
+    }
+    const auto& finish = std::get<engine::FinishEvent>(event);
+    log::info("provider: request {} finished {} after {} tokens", request_id, engine::finish_reason_name(finish.reason),
+              finish.completion_tokens);
+    requests_served_ += 1;
+    tokens_generated_ += static_cast<uint64_t>(finish.completion_tokens);
+    if (finish.reason == engine::FinishReason::cancelled) {
+      fail(499, "cancelled");
+    } else if (finish.reason == engine::FinishReason::error) {
+      fail(500, "engine error: " + finish.error);
+    } else {
+      socket->send(proto::encode(proto::InferenceComplete{request_id, finish.prompt_tokens, finish.completion_tokens,
+                                                          openai_finish_reason(finish.reason)}));
+    }
+    break;
+  }
+  in_flight_.erase(request_id);
+  last_activity_ = Clock::now();
+}
+
+}  // namespace darkbloom::provider

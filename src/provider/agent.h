@@ -1,0 +1,83 @@
+// The provider agent behind `darkbloom start`: dials the coordinator's WebSocket (it opens no
+// port), registers its model with an X25519 key made for this process, heartbeats, reconnects
+// with jittered exponential backoff, opens sealed requests in-process, runs them on the engine
+// and streams sealed chunks back; honours cancel and load_model; unloads an idle model.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "crypto/sealed_box.h"
+#include "engine/engine.h"
+#include "http/websocket.h"
+#include "proto/provider_messages.h"
+
+namespace darkbloom::provider {
+
+struct AgentOptions {
+  std::string coordinator_host;
+  uint16_t coordinator_port = 0;
+  std::string coordinator_path = "/ws/provider";
+  engine::EngineOptions engine;
+  std::string model_id;
+  int max_concurrency = 8;
+  std::chrono::milliseconds heartbeat_interval{5000};
+  std::chrono::milliseconds idle_unload_after{std::chrono::minutes(60)};  // 0 = never
+  std::chrono::milliseconds backoff_initial{500};
+  std::chrono::milliseconds backoff_max{30000};
+  std::chrono::milliseconds healthy_session{30000};  // a session this long resets the backoff
+  http::WebSocketOptions websocket;
+};
+
+// Facts measured once at start and announced in `register`.
+struct ModelFacts {
+  proto::ModelInfo info;
+  double prefill_tps = 0;
+  double decode_tps = 0;
+};
+
+// Hashes the file, reads its quantization and measures speed with a short run.
+Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& model_path, const std::string& model_id);
+
+class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
+ public:
+  ProviderAgent(http::net::any_io_executor executor, AgentOptions options, std::unique_ptr<engine::Engine> engine,
+                ModelFacts facts);
+
+  // Runs until stop(): connect, register, serve, and reconnect after every disconnection.
+  http::awaitable<void> run();
+  void stop();
+
+  const crypto::PublicKey& encryption_key() const { return keys_.public_key(); }
+
+ private:
+  struct InFlight {
+    engine::RequestId engine_id = 0;
+    bool cancelled = false;
+  };
+
+  http::awaitable<bool> serve_session(std::shared_ptr<http::WebSocket> socket);
+  http::awaitable<void> heartbeat_loop(std::shared_ptr<http::WebSocket> socket);
+  http::awaitable<void> idle_loop();
+  http::awaitable<void> handle_request(std::shared_ptr<http::WebSocket> socket, proto::InferenceRequest request);
+  proto::Register make_register() const;
+  proto::Heartbeat make_heartbeat() const;
+  http::awaitable<Result<engine::Engine*>> ensure_engine();
+
+  http::net::any_io_executor executor_;
+  AgentOptions options_;
+  std::unique_ptr<engine::Engine> engine_;  // null while unloaded
+  ModelFacts facts_;
+  crypto::KeyPair keys_;
+  std::unordered_map<std::string, InFlight> in_flight_;
+  std::chrono::steady_clock::time_point last_activity_;
+  bool stopping_ = false;
+  std::shared_ptr<http::WebSocket> current_;
+  std::chrono::milliseconds heartbeat_interval_{5000};
+  uint64_t requests_served_ = 0;
+  uint64_t tokens_generated_ = 0;
+};
+
+}  // namespace darkbloom::provider

@@ -1,0 +1,169 @@
+#include "provider/local_server.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <chrono>
+
+#include "base/json.h"
+#include "base/log.h"
+#include "provider/openai_bridge.h"
+
+namespace darkbloom::provider {
+namespace {
+
+namespace bj = json::bj;
+using http::awaitable;
+
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string next_request_id() {
+  static std::atomic<uint64_t> counter{0};
+  return fmt::format("local-{:x}-{}", unix_seconds(), counter.fetch_add(1));
+}
+
+}  // namespace
+
+LocalServer::LocalServer(http::net::any_io_executor executor, engine::Engine& engine, std::string model_id,
+                         http::ServerLimits limits)
+    : executor_(executor),
+      engine_(engine),
+      model_id_(std::move(model_id)),
+      created_(unix_seconds()),
+      server_(executor, routes(), limits) {}
+
+http::Router LocalServer::routes() {
+  http::Router router;
+  router.add(http::bhttp::verb::get, "/health", [](http::Exchange& exchange) -> awaitable<void> {
+    co_await exchange.respond_json(200, R"({"status":"ok"})");
+  });
+  router.add(http::bhttp::verb::get, "/v1/models",
+             [this](http::Exchange& exchange) { return handle_models(exchange); });
+  router.add(http::bhttp::verb::post, "/v1/chat/completions", [this](http::Exchange& exchange) {
+    return handle_completion(exchange, proto::Endpoint::chat_completions);
+  });
+  router.add(http::bhttp::verb::post, "/v1/completions",
+             [this](http::Exchange& exchange) { return handle_completion(exchange, proto::Endpoint::completions); });
+  return router;
+}
+
+std::string LocalServer::models_json() const {
+  // Built outside the coroutine: GCC 12 mis-compiles brace-initialised JSON inside coroutines.
+  const auto& config = engine_.model_config();
+  bj::object metadata;
+  metadata["architecture"] = config.architecture_name;
+  metadata["context_length"] = engine_.context();
+  metadata["name"] = config.name;
+  bj::object model;
+  model["id"] = model_id_;
+  model["object"] = "model";
+  model["created"] = created_;
+  model["owned_by"] = "darkbloom";
+  model["metadata"] = std::move(metadata);
+  bj::array data;
+  data.push_back(std::move(model));
+  bj::object list;
+  list["object"] = "list";
+  list["data"] = std::move(data);
+  return bj::serialize(list);
+}
+
+awaitable<void> LocalServer::handle_models(http::Exchange& exchange) {
+  co_await exchange.respond_json(200, models_json());
+}
+
+awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::Endpoint endpoint) {
+  auto body = json::parse(exchange.request().body(), "request body");
+  if (!body) {
+    co_await exchange.respond_error(
+        proto::invalid_request("The request body is not valid JSON: " + body.error().message));
+    co_return;
+  }
+  proto::ApiError error;
+  auto request = proto::parse_completion_request(endpoint, *body, &error);
+  if (!request) {
+    co_await exchange.respond_error(error);
+    co_return;
+  }
+  if (request->model != model_id_) {
+    proto::ApiError not_found = proto::model_not_found(request->model);
+    not_found.message += fmt::format(" (this server serves '{}')", model_id_);
+    co_await exchange.respond_error(not_found);
+    co_return;
+  }
+  auto generation = to_generation_request(engine_, *request, &error);
+  if (!generation) {
+    co_await exchange.respond_error(error);
+    co_return;
+  }
+  auto queue = std::make_shared<EngineEventQueue>(executor_);
+  auto id = engine_.submit(std::move(*generation), std::make_shared<QueueSink>(queue));
+  if (!id) {
+    co_await exchange.respond_error(proto::invalid_request(id.error().message));
+    co_return;
+  }
+  const engine::RequestId engine_id = *id;
+  exchange.on_client_gone([this, engine_id] { engine_.cancel(engine_id); });
+
+  const std::string request_id = next_request_id();
+  const proto::ChunkFormatter format(
+      endpoint, (endpoint == proto::Endpoint::chat_completions ? "chatcmpl-" : "cmpl-") + request_id, model_id_,
+      unix_seconds());
+  const std::vector<std::pair<std::string, std::string>> headers{{"X-Request-Id", request_id}};
+
+  if (!request->stream) {
+    std::string text;
+    for (;;) {
+      EngineEvent event = co_await queue->pop();
+      if (auto* delta = std::get_if<std::string>(&event)) {
+        text += *delta;
+        continue;
+      }
+      const auto& finish = std::get<engine::FinishEvent>(event);
+      if (finish.reason == engine::FinishReason::cancelled) co_return;  // the client left
+      if (finish.reason == engine::FinishReason::error) {
+        co_await exchange.respond_error(proto::server_error("Generation failed: " + finish.error), headers);
+        co_return;
+      }
+      const proto::Usage usage{finish.prompt_tokens, finish.completion_tokens};
+      co_await exchange.respond_json(200, format.complete_response(text, openai_finish_reason(finish.reason), usage),
+                                     headers);
+      co_return;
+    }
+  }
+
+  if (!co_await exchange.start_events(headers)) {
+    engine_.cancel(engine_id);
+    co_return;
+  }
+  bool client_ok = true;
+  if (auto opening = format.opening_chunk()) client_ok = co_await exchange.send_event(*opening);
+  for (;;) {
+    EngineEvent event = co_await queue->pop();
+    if (auto* delta = std::get_if<std::string>(&event)) {
+      if (client_ok && !co_await exchange.send_event(format.content_chunk(*delta))) {
+        client_ok = false;
+        engine_.cancel(engine_id);
+      }
+      continue;
+    }
+    const auto& finish = std::get<engine::FinishEvent>(event);
+    if (!client_ok || finish.reason == engine::FinishReason::cancelled) co_return;
+    if (finish.reason == engine::FinishReason::error) {
+      co_await exchange.send_event(
+          proto::stream_error_event(proto::server_error("Generation failed: " + finish.error)));
+    } else {
+      co_await exchange.send_event(format.finish_chunk(openai_finish_reason(finish.reason)));
+      if (request->include_usage) {
+        co_await exchange.send_event(format.usage_chunk({finish.prompt_tokens, finish.completion_tokens}));
+      }
+    }
+    co_await exchange.send_event("[DONE]");
+    co_await exchange.end_events();
+    co_return;
+  }
+}
+
+}  // namespace darkbloom::provider

@@ -1,0 +1,275 @@
+// Starts and stops real Darkbloom processes on 127.0.0.1 for end-to-end tests: a coordinator,
+// providers, `darkbloom serve`, and a hand-rolled fake provider that breaks the protocol.
+// Every process started here is killed when the test process exits, also on failure.
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import crypto from "node:crypto";
+
+export const DARKBLOOM = process.env.DARKBLOOM_BIN;
+export const COORDINATOR = process.env.DARKBLOOM_COORDINATOR_BIN;
+if (!DARKBLOOM || !COORDINATOR) {
+  throw new Error("set DARKBLOOM_BIN and DARKBLOOM_COORDINATOR_BIN to the built binaries");
+}
+
+const children = new Set();
+function killAll() {
+  for (const child of children) {
+    try { child.kill("SIGKILL"); } catch { /* already gone */ }
+  }
+}
+process.on("exit", killAll);
+process.on("SIGINT", () => { killAll(); process.exit(130); });
+
+export function tempDir(prefix = "darkbloom-e2e-") {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.on("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+// Runs `cmd args`, resolving once a line of its output matches `ready`; rejects if it exits
+// first or takes longer than `timeoutMs`. Output is kept for later assertions.
+function startProcess(cmd, args, { ready, env = {}, timeoutMs = 30000, name = path.basename(cmd) } = {}) {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  const output = { stdout: "", stderr: "" };
+  const proc = { child, output, name, exited: false, exitCode: null };
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => {
+    proc.exited = true;
+    proc.exitCode = code ?? signal;
+    children.delete(child);
+    resolve(proc.exitCode);
+  }));
+  proc.exitedPromise = exited;
+  proc.kill = (signal = "SIGKILL") => { try { child.kill(signal); } catch { /* gone */ } return exited; };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} not ready after ${timeoutMs} ms:\n${output.stderr}`)), timeoutMs);
+    const check = (stream, text) => {
+      output[stream] += text;
+      const match = output.stdout.match(ready) || output.stderr.match(ready);
+      if (match && !proc.match) {
+        proc.match = match;
+        clearTimeout(timer);
+        resolve(proc);
+      }
+    };
+    child.stdout.on("data", (d) => check("stdout", d.toString()));
+    child.stderr.on("data", (d) => check("stderr", d.toString()));
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited (${code}) before it was ready:\n${output.stderr}`));
+    });
+  });
+}
+
+export function synthModel(dir, name = "e2e-model", extra = []) {
+  const file = path.join(dir, `${name}.gguf`);
+  execFileSync(DARKBLOOM, ["models", "synth", "-o", file, "--layers", "2", "--embd", "128", "--heads", "4",
+    "--kv-heads", "2", "--ffn", "256", "--vocab", "600", "--seed", "3", ...extra], { stdio: "ignore" });
+  return file;
+}
+
+export async function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-secret", args = [] } = {}) {
+  const proc = await startProcess(COORDINATOR,
+    ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "info", ...args],
+    { ready: /listening on 127\.0\.0\.1:(\d+)/, env: { DARKBLOOM_ADMIN_TOKEN: adminToken }, name: "coordinator" });
+  proc.port = Number(proc.match[1]);
+  proc.url = `http://127.0.0.1:${proc.port}`;
+  proc.adminToken = adminToken;
+  return proc;
+}
+
+export async function createKey(coordinator) {
+  const response = await fetch(`${coordinator.url}/v1/admin/keys`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${coordinator.adminToken}` },
+  });
+  if (response.status !== 200) throw new Error(`admin key creation failed: ${response.status} ${await response.text()}`);
+  return (await response.json()).api_key;
+}
+
+export async function startProvider(coordinator, model, args = [], ready = /provider registered as (prov_[0-9a-z_]+)/) {
+  const proc = await startProcess(DARKBLOOM,
+    ["--log-level", "info", "start", "--coordinator", `ws://127.0.0.1:${coordinator.port}`, "--model", model,
+      "--threads", "1", ...args],
+    { ready, name: "provider" });
+  proc.id = proc.match[1];
+  return proc;
+}
+
+// Resolves when `pattern` appears in a process's output.
+export async function waitForOutput(proc, pattern, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const match = (proc.output.stderr + proc.output.stdout).match(pattern);
+    if (match) return match;
+    if (Date.now() > deadline) throw new Error(`no ${pattern} in output of ${proc.name}:\n${proc.output.stderr}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+// Resolves when the coordinator counts `n` providers.
+export async function waitForProviders(coordinator, n, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const health = await (await fetch(`${coordinator.url}/health`)).json();
+      if (health.providers === n) return;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`coordinator did not reach ${n} providers`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startServe(model, args = []) {
+  const proc = await startProcess(DARKBLOOM, ["serve", "--model", model, "--port", "0", "--threads", "1", ...args],
+    { ready: /at http:\/\/127\.0\.0\.1:(\d+)\/v1/, name: "serve" });
+  proc.port = Number(proc.match[1]);
+  proc.url = `http://127.0.0.1:${proc.port}`;
+  return proc;
+}
+
+// Reads an SSE response body into its `data:` payloads.
+export async function readEvents(response) {
+  const text = await response.text();
+  return text.split("\n\n").filter((block) => block.startsWith("data: ")).map((block) => block.slice(6));
+}
+
+// A minimal WebSocket client speaking raw frames, for a provider that misbehaves on purpose.
+export class RawWebSocket {
+  static connect(port, pathname = "/ws/provider") {
+    return new Promise((resolve, reject) => {
+      const key = crypto.randomBytes(16).toString("base64");
+      const request = http.request({
+        host: "127.0.0.1", port, path: pathname,
+        headers: { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": key },
+      });
+      request.on("upgrade", (response, socket) => resolve(new RawWebSocket(socket)));
+      request.on("response", (response) => reject(new Error(`no upgrade: ${response.statusCode}`)));
+      request.on("error", reject);
+      request.end();
+    });
+  }
+
+  // A fake coordinator: accepts one provider's WebSocket upgrade on a local port.
+  static async listen() {
+    const server = http.createServer((request, response) => { response.statusCode = 404; response.end(); });
+    const accepted = new Promise((resolve) => {
+      server.on("upgrade", (request, socket) => {
+        const accept = crypto.createHash("sha1")
+          .update(request.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
+        socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+        resolve(new RawWebSocket(socket, { server: true }));
+      });
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    server.unref();  // never keeps the test process alive
+    return { port: server.address().port, accepted, server };
+  }
+
+  constructor(socket, { server = false } = {}) {
+    this.server = server;
+    this.socket = socket;
+    socket.unref();
+    this.buffer = Buffer.alloc(0);
+    this.messages = [];
+    this.waiters = [];
+    this.closed = new Promise((resolve) => socket.on("close", resolve));
+    socket.on("data", (data) => this.#receive(data));
+  }
+
+  send(text) {
+    const payload = Buffer.from(text);
+    if (this.server) {  // servers send unmasked frames
+      let header;
+      if (payload.length < 126) header = Buffer.from([0x81, payload.length]);
+      else if (payload.length < 65536) { header = Buffer.alloc(4); header[0] = 0x81; header[1] = 126; header.writeUInt16BE(payload.length, 2); }
+      else { header = Buffer.alloc(10); header[0] = 0x81; header[1] = 127; header.writeBigUInt64BE(BigInt(payload.length), 2); }
+      this.socket.write(Buffer.concat([header, payload]));
+      return;
+    }
+    const mask = crypto.randomBytes(4);
+    let header;
+    if (payload.length < 126) {
+      header = Buffer.from([0x81, 0x80 | payload.length]);
+    } else if (payload.length < 65536) {
+      header = Buffer.alloc(4);
+      header[0] = 0x81; header[1] = 0x80 | 126; header.writeUInt16BE(payload.length, 2);
+    } else {
+      header = Buffer.alloc(10);
+      header[0] = 0x81; header[1] = 0x80 | 127; header.writeBigUInt64BE(BigInt(payload.length), 2);
+    }
+    const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+    this.socket.write(Buffer.concat([header, mask, masked]));
+  }
+
+  // The next text message, or null once the connection closed.
+  next(timeoutMs = 10000) {
+    if (this.messages.length) return Promise.resolve(this.messages.shift());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no message")), timeoutMs);
+      this.waiters.push((message) => { clearTimeout(timer); resolve(message); });
+      this.closed.then(() => { clearTimeout(timer); resolve(null); });
+    });
+  }
+
+  #receive(data) {
+    this.buffer = Buffer.concat([this.buffer, data]);
+    for (;;) {
+      if (this.buffer.length < 2) return;
+      const opcode = this.buffer[0] & 0x0f;
+      const masked = (this.buffer[1] & 0x80) !== 0;
+      let length = this.buffer[1] & 0x7f;
+      let offset = 2;
+      if (length === 126) { if (this.buffer.length < 4) return; length = this.buffer.readUInt16BE(2); offset = 4; }
+      else if (length === 127) { if (this.buffer.length < 10) return; length = Number(this.buffer.readBigUInt64BE(2)); offset = 10; }
+      const maskBytes = masked ? 4 : 0;
+      if (this.buffer.length < offset + maskBytes + length) return;
+      const mask = masked ? this.buffer.subarray(offset, offset + 4) : null;
+      let payload = Buffer.from(this.buffer.subarray(offset + maskBytes, offset + maskBytes + length));
+      if (mask) payload = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+      offset += maskBytes;
+      this.buffer = this.buffer.subarray(offset + length);
+      if (opcode === 0x1) {
+        const text = payload.toString();
+        const waiter = this.waiters.shift();
+        if (waiter) waiter(text); else this.messages.push(text);
+      } else if (opcode === 0x9) {
+        // answer pings so the peer keeps us
+        if (this.server) {
+          this.socket.write(Buffer.concat([Buffer.from([0x8a, payload.length]), payload]));
+        } else {
+          const pongMask = crypto.randomBytes(4);
+          this.socket.write(Buffer.concat([Buffer.from([0x8a, 0x80 | payload.length]), pongMask,
+            Buffer.from(payload.map((b, i) => b ^ pongMask[i % 4]))]));
+        }
+      } else if (opcode === 0x8) {
+        this.socket.end();
+      }
+    }
+  }
+}
+
+export function registerMessage(modelId) {
+  return JSON.stringify({
+    type: "register", protocol_version: 1, provider_version: "fake", backend: "fake",
+    hardware: { cpu: "fake", cores: 1, memory_gb: 1 },
+    models: [{ id: modelId, size_bytes: 1, quantization: "q8_0", weight_hash: "00" }],
+    encryption_key: crypto.randomBytes(32).toString("base64"),
+    prefill_tps: 100, decode_tps: 100, max_concurrency: 1,
+  });
+}

@@ -1,0 +1,121 @@
+#include "proto/provider_messages.h"
+
+#include <gtest/gtest.h>
+
+#include "base/encoding.h"
+
+namespace darkbloom::proto {
+namespace {
+
+Register sample_register() {
+  Register m;
+  m.provider_version = "0.1.0";
+  m.backend = "darkbloom-cpu";
+  m.hardware = {"AMD EPYC", 16, 64.0, "", 0};
+  m.models = {{"qwen3-0.6b", 123456, "q8_0", std::string(64, 'a')}};
+  m.encryption_key.assign(32, 7);
+  m.prefill_tps = 500;
+  m.decode_tps = 40;
+  m.max_concurrency = 4;
+  return m;
+}
+
+std::string replace(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return text.replace(at, from.size(), to);
+}
+
+template <class Variant>
+std::string encode_again(const Variant& message) {
+  return std::visit(
+      [](const auto& m) -> std::string {
+        if constexpr (std::is_same_v<std::decay_t<decltype(m)>, UnknownMessage>) {
+          return "";
+        } else {
+          return encode(m);
+        }
+      },
+      message);
+}
+
+TEST(ProviderMessages, register_round_trips) {
+  auto decoded = decode_provider_message(encode(sample_register()));
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  const auto& m = std::get<Register>(*decoded);
+  EXPECT_EQ(m.models.at(0).id, "qwen3-0.6b");
+  EXPECT_EQ(m.hardware.cores, 16);
+  EXPECT_EQ(m.encryption_key, std::vector<uint8_t>(32, 7));
+  EXPECT_EQ(m.max_concurrency, 4);
+}
+
+TEST(ProviderMessages, every_message_round_trips) {
+  SealedPayload sealed{std::vector<uint8_t>(32, 1), std::vector<uint8_t>(60, 2)};
+  for (const std::string& frame :
+       {encode(Heartbeat{"serving", "m", 3, 40, 1, 2, 100, 900, 0.5, 0.25}), encode(InferenceAccepted{"r1"}),
+        encode(InferenceChunk{"r1", sealed}), encode(InferenceComplete{"r1", 10, 20, "stop"}),
+        encode(InferenceError{"r1", 499, "cancelled"}), encode(LoadModelStatus{"m", "succeeded", ""})}) {
+    auto decoded = decode_provider_message(frame);
+    ASSERT_TRUE(decoded) << frame << ": " << decoded.error().message;
+    EXPECT_EQ(encode_again(*decoded), frame);
+  }
+  for (const std::string& frame : {encode(Registered{"prov_1", 1, 5000}), encode(InferenceRequest{"r1", "m", sealed}),
+                                   encode(Cancel{"r1"}), encode(LoadModel{"m"}), encode(TrustStatus{"none", "why"})}) {
+    auto decoded = decode_coordinator_message(frame);
+    ASSERT_TRUE(decoded) << frame << ": " << decoded.error().message;
+    EXPECT_EQ(encode_again(*decoded), frame);
+  }
+}
+
+TEST(ProviderMessages, unknown_types_and_fields_are_tolerated) {
+  auto unknown = decode_provider_message(R"({"type":"telemetry","x":1})");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(std::get<UnknownMessage>(*unknown).type, "telemetry");
+  auto extra = decode_provider_message(R"({"type":"inference_accepted","request_id":"r","future_field":[1,2]})");
+  ASSERT_TRUE(extra);
+}
+
+TEST(ProviderMessages, malformed_frames_name_the_problem) {
+  const std::string good = encode(sample_register());
+  const std::pair<std::string, std::string> cases[] = {
+      {"not json", "invalid JSON"},
+      {"[1,2]", "not a JSON object"},
+      {R"({"no_type":1})", "type: is required"},
+      {replace(good, "\"protocol_version\":1", "\"protocol_version\":2"), "protocol_version: 2 is not supported"},
+      {replace(good, "\"cores\":16", "\"cores\":\"16\""), "cores: must be an integer"},
+      {replace(good, "\"max_concurrency\":4", "\"max_concurrency\":0"), "max_concurrency: must be between"},
+      {replace(good, base64_encode(std::vector<uint8_t>(32, 7)), "AAAA"), "encryption_key"},
+      {R"({"type":"inference_chunk","request_id":"r","text":"plaintext"})", "sealed: is required"},
+      {R"({"type":"inference_chunk","request_id":"r","sealed":{"ephemeral_public_key":"AAAA","ciphertext":"AAAA"}})",
+       "ephemeral_public_key must be 32 bytes"},
+      {R"({"type":"inference_complete","request_id":"r","usage":{"prompt_tokens":1,"completion_tokens":2},"finish_reason":"maybe"})",
+       "finish_reason"},
+      {R"({"type":"inference_error","request_id":"","status_code":500,"message":"x"})",
+       "request_id: must not be empty"},
+      {R"({"type":"heartbeat","status":"sleeping"})", "status: must be idle or serving"},
+  };
+  for (const auto& [frame, expected] : cases) {
+    auto decoded = decode_provider_message(frame);
+    ASSERT_FALSE(decoded) << frame;
+    EXPECT_NE(decoded.error().message.find(expected), std::string::npos) << decoded.error().message;
+  }
+}
+
+TEST(ProviderMessages, frames_over_the_limit_are_refused) {
+  std::string huge = R"({"type":"inference_accepted","request_id":")" + std::string(kMaxFrameBytes, 'x') + "\"}";
+  EXPECT_FALSE(decode_provider_message(huge));
+}
+
+TEST(SealedContents, round_trip_and_validate) {
+  SealedRequest request{"chat.completions", json::bj::object{{"model", "m"}}};
+  auto decoded = decode_sealed_request(encode(request));
+  ASSERT_TRUE(decoded);
+  EXPECT_EQ(decoded->endpoint, "chat.completions");
+  EXPECT_FALSE(decode_sealed_request(R"({"endpoint":"embeddings","body":{}})"));
+  auto chunk = decode_chunk_content(encode(ChunkContent{"héllo"}));
+  ASSERT_TRUE(chunk);
+  EXPECT_EQ(chunk->text, "héllo");
+}
+
+}  // namespace
+}  // namespace darkbloom::proto
