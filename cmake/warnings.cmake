@@ -3,6 +3,11 @@
 function(darkbloom_target_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic
                                            -Wnon-virtual-dtor -Wno-missing-field-initializers)
+  # GCC 12 mistakes the frame allocator of Asio's awaitable coroutines for a new/delete mismatch
+  # when sanitizers are on.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    target_compile_options(${target} PRIVATE -Wno-mismatched-new-delete)
+  endif()
   if(DARKBLOOM_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

@@ -67,7 +67,8 @@ void Coordinator::stop() {
 http::Router Coordinator::routes() {
   http::Router router;
   router.add(http::bhttp::verb::get, "/health", [this](http::Exchange& exchange) -> awaitable<void> {
-    co_await exchange.respond_json(200, fmt::format(R"({{"status":"ok","providers":{}}})", registry_.size()));
+    co_await exchange.respond_json(200, fmt::format(R"({{"status":"ok","providers":{},"queued":{}}})",
+                                                    registry_.registered_count(), router_.queued_total()));
   });
   router.add(http::bhttp::verb::post, "/v1/chat/completions", [this](http::Exchange& exchange) {
     return completions_->handle(exchange, proto::Endpoint::chat_completions);

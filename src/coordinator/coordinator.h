@@ -27,7 +27,9 @@ struct CoordinatorConfig {
   std::chrono::milliseconds first_chunk_timeout{10000};
   std::chrono::milliseconds heartbeat_timeout{90000};  // a provider silent this long is evicted
   std::chrono::milliseconds eviction_interval{30000};
-  int default_max_tokens = 8192;  // bound injected when a request has none
+  std::chrono::milliseconds inference_timeout{600000};  // longest silence between chunks once streaming
+  int default_max_tokens = 8192;                        // bound injected when a request has none
+  size_t max_providers = 4096;                          // WebSocket sessions at once
   http::ServerLimits limits;
 };
 

@@ -10,6 +10,14 @@ namespace darkbloom::coordinator {
 using http::awaitable;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+std::vector<std::pair<std::string, std::string>> retry_after_header(int seconds) {
+  return {{"Retry-After", std::to_string(seconds)}};
+}
+
+}  // namespace
+
 ProviderGateway::ProviderGateway(http::net::any_io_executor executor, const CoordinatorConfig& config,
                                  ProviderRegistry& registry, Router& router)
     : executor_(executor), config_(config), registry_(registry), router_(router) {}
@@ -26,6 +34,11 @@ void ProviderGateway::stop() {
 awaitable<void> ProviderGateway::handle(http::Exchange& exchange) {
   if (!exchange.is_websocket_upgrade()) {
     co_await exchange.respond_error(proto::invalid_request("This endpoint takes WebSocket upgrades from providers"));
+    co_return;
+  }
+  if (registry_.size() >= config_.max_providers) {
+    co_await exchange.respond_error(proto::rate_limited("This coordinator has as many providers as it takes"),
+                                    retry_after_header(30));
     co_return;
   }
   auto socket = co_await exchange.accept_websocket();
@@ -66,8 +79,8 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
       return;
     }
     auto key = crypto::public_key_from(hello->encryption_key);
-    if (!key) {
-      drop(session, "invalid encryption key");
+    if (!key || !crypto::usable_public_key(*key)) {
+      drop(session, "encryption key is not a usable X25519 public key");
       return;
     }
     session.info = std::move(*hello);
@@ -75,8 +88,9 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
     session.registered = true;
     // Attestation is verified by the trust work; until then every provider is untrusted.
     session.trust = TrustLevel::none;
-    session.socket->send(proto::encode(proto::Registered{session.id, proto::kProtocolVersion,
-                                                         static_cast<int>(config_.heartbeat_timeout.count() / 18)}));
+    // Several heartbeats fit in the eviction window, never more often than 10 per second.
+    const int heartbeat_ms = static_cast<int>(std::max<int64_t>(100, config_.heartbeat_timeout.count() / 18));
+    session.socket->send(proto::encode(proto::Registered{session.id, proto::kProtocolVersion, heartbeat_ms}));
     session.socket->send(proto::encode(proto::TrustStatus{trust_level_name(session.trust), "no attestation verified"}));
     std::string models;
     for (const auto& model : session.info.models) models += (models.empty() ? "" : ", ") + model.id;
@@ -106,8 +120,8 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   if (auto* chunk = std::get_if<proto::InferenceChunk>(&message)) {
     auto attempt = attempt_of(chunk->request_id);
     if (!attempt) return;
-    // Chunks must come from the registered key and open under this attempt's session key;
-    // anything else is a provider that cannot be trusted with traffic.
+    // Chunks must come from the registered key, open under this attempt's session key and carry
+    // the next sequence number; anything else is a provider that cannot be trusted with traffic.
     if (!std::equal(chunk->sealed.sender_public_key.begin(), chunk->sealed.sender_public_key.end(),
                     session.encryption_key.begin(), session.encryption_key.end())) {
       drop(session, "chunk sealed by a key other than the registered one");
@@ -123,17 +137,56 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
       drop(session, "sealed chunk is malformed: " + content.error().message);
       return;
     }
+    if (content->seq != attempt->next_seq) {
+      drop(session, fmt::format("chunk {} arrived where {} was due (replayed, reordered or lost)", content->seq,
+                                attempt->next_seq));
+      return;
+    }
+    attempt->next_seq += 1;
+    attempt->bytes_received += content->text.size();
+    if (attempt->bytes_received > kMaxAttemptBytes) {
+      drop(session, "answer larger than any request allows");
+      return;
+    }
+    if (attempt->next_seq == 1) attempt->first_chunk_at = Clock::now();
     attempt->events->push_here(provider_event::Text{std::move(content->text)});
     return;
   }
   if (auto* complete = std::get_if<proto::InferenceComplete>(&message)) {
+    auto attempt = attempt_of(complete->request_id);
+    if (!attempt) return;
+    if (!std::equal(complete->sealed.sender_public_key.begin(), complete->sealed.sender_public_key.end(),
+                    session.encryption_key.begin(), session.encryption_key.end())) {
+      drop(session, "completion sealed by a key other than the registered one");
+      return;
+    }
+    auto plaintext = attempt->channel->open(complete->sealed.ciphertext);
+    auto content = plaintext ? proto::decode_completion_content(plaintext->view())
+                             : Result<proto::CompletionContent>(plaintext.error());
+    if (!content) {
+      drop(session, "completion does not open or is malformed: " + content.error().message);
+      return;
+    }
+    if (content->seq != attempt->next_seq) {
+      drop(session, fmt::format("completion after {} chunks, {} were received", content->seq, attempt->next_seq));
+      return;
+    }
+    // The provider's speed as observed on its own answers replaces its claim for routing.
+    if (content->completion_tokens > 1 && attempt->next_seq > 0) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - attempt->first_chunk_at).count();
+      if (seconds > 0) {
+        const double rate = (content->completion_tokens - 1) / seconds;
+        session.observed_decode_tps =
+            session.observed_decode_tps > 0 ? 0.8 * session.observed_decode_tps + 0.2 * rate : rate;
+      }
+    }
     finish_attempt(
         session, complete->request_id,
-        provider_event::Complete{complete->prompt_tokens, complete->completion_tokens, complete->finish_reason});
+        provider_event::Complete{content->prompt_tokens, content->completion_tokens, content->finish_reason});
     return;
   }
   if (auto* error = std::get_if<proto::InferenceError>(&message)) {
-    finish_attempt(session, error->request_id, provider_event::Failed{error->status_code, error->message});
+    finish_attempt(session, error->request_id, provider_event::Failed{error->status_code, error->message, error->code});
     return;
   }
   if (auto* status = std::get_if<proto::LoadModelStatus>(&message)) {
@@ -174,6 +227,10 @@ void ProviderGateway::drop(ProviderSession& session, const std::string& reason) 
   session.in_flight.clear();
   for (auto& [request_id, attempt] : in_flight) attempt->events->push_here(provider_event::Gone{reason});
   registry_.remove(session.id);
+  // Waiters for its models re-check: some may have no provider left to wait for.
+  if (session.registered) {
+    for (const auto& model : session.info.models) router_.wake_all(model.id);
+  }
 }
 
 awaitable<void> ProviderGateway::eviction_loop() {

@@ -64,6 +64,12 @@ Result<SecureBytes> Channel::open(std::span<const uint8_t> sealed) const {
   return plain;
 }
 
+bool usable_public_key(const PublicKey& key) {
+  const KeyPair probe = KeyPair::generate();
+  SecureBytes shared(crypto_box_BEFORENMBYTES);
+  return crypto_box_beforenm(shared.data(), key.data(), probe.secret_key().data()) == 0;
+}
+
 Result<PublicKey> public_key_from(std::span<const uint8_t> bytes) {
   if (bytes.size() != kPublicKeyBytes) return make_error(Errc::bad_format, "an X25519 public key has 32 bytes");
   PublicKey key;

@@ -52,5 +52,8 @@ class Channel {
 };
 
 Result<PublicKey> public_key_from(std::span<const uint8_t> bytes);
+// False for keys X25519 cannot agree with (the all-zero key and other small-order points):
+// sealing to them fails, so such a key is refused when a provider registers it.
+bool usable_public_key(const PublicKey& key);
 
 }  // namespace darkbloom::crypto

@@ -14,6 +14,7 @@ WebSocket::WebSocket(Stream stream, WebSocketOptions options, std::string remote
       options_(options),
       remote_(std::move(remote)),
       wake_(stream_.get_executor()),
+      watchdog_(stream_.get_executor()),
       last_received_(Clock::now()) {
   stream_.read_message_max(options_.max_message_bytes);
   stream_.text(true);
@@ -36,15 +37,15 @@ awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string hos
     co_return make_error(Errc::unavailable, fmt::format("cannot resolve {}: {}", host, resolve_error.message()));
   }
   beast::tcp_stream tcp_stream(executor);
-  tcp_stream.expires_after(std::chrono::seconds(10));
+  tcp_stream.expires_after(options.connect_timeout);
   auto [connect_error, endpoint] = co_await tcp_stream.async_connect(endpoints, as_tuple_awaitable);
   if (connect_error) {
     co_return make_error(Errc::unavailable,
                          fmt::format("cannot connect to {}:{}: {}", host, port, connect_error.message()));
   }
-  tcp_stream.expires_never();
   error_code ignored;
   tcp_stream.socket().set_option(tcp::no_delay(true), ignored);  // chunks are small and latency-bound
+  tcp_stream.expires_after(options.connect_timeout);             // bounds the handshake below
   Stream stream(std::move(tcp_stream));
   stream.set_option(websocket::stream_base::decorator(
       [](websocket::request_type& request) { request.set(bhttp::field::user_agent, "darkbloom"); }));
@@ -55,6 +56,7 @@ awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string hos
     co_return make_error(Errc::unavailable, fmt::format("WebSocket handshake with {}{} failed: {}", host_header, path,
                                                         handshake_error.message()));
   }
+  stream.next_layer().expires_never();
   auto socket = std::make_shared<WebSocket>(std::move(stream), options,
                                             fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port()));
   co_return socket;
@@ -64,6 +66,7 @@ void WebSocket::start() {
   if (started_) return;
   started_ = true;
   net::co_spawn(stream_.get_executor(), writer_loop(), net::detached);
+  net::co_spawn(stream_.get_executor(), watchdog_loop(), net::detached);
 }
 
 awaitable<Result<std::string>> WebSocket::read() {
@@ -105,10 +108,11 @@ void WebSocket::send(std::string message) {
 
 void WebSocket::enqueue(std::string message) {
   if (!open_) return;
-  if (queue_.size() >= options_.max_queued_messages) {
-    close_now("peer is not reading (send queue full)");
+  if (queued_bytes_ + message.size() > options_.max_queued_bytes) {
+    abort("peer is not reading (send queue full)");
     return;
   }
+  queued_bytes_ += message.size();
   queue_.push_back(std::move(message));
   wake_.cancel();
 }
@@ -118,11 +122,20 @@ void WebSocket::close(std::string reason) {
             [self = shared_from_this(), reason = std::move(reason)]() mutable { self->close_now(std::move(reason)); });
 }
 
+void WebSocket::abort(std::string reason) {
+  close_now(std::move(reason));
+  error_code ignored;
+  stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream_.next_layer().close();
+}
+
 void WebSocket::close_now(std::string reason) {
   if (!open_.exchange(false)) return;
   close_reason_ = reason;
   queue_.clear();
+  queued_bytes_ = 0;
   wake_.cancel();
+  watchdog_.cancel();
   websocket::close_reason close_frame(websocket::close_code::policy_error, reason.substr(0, 120));
   if (reason.empty()) close_frame = websocket::close_reason(websocket::close_code::normal);
   stream_.async_close(close_frame, [self = shared_from_this()](error_code) {
@@ -139,36 +152,60 @@ std::string WebSocket::close_reason() const {
 
 awaitable<void> WebSocket::writer_loop() {
   auto self = shared_from_this();
-  auto next_ping = Clock::now() + options_.ping_interval;
   while (open_) {
     while (open_ && !queue_.empty()) {
       std::string message = std::move(queue_.front());
       queue_.pop_front();
+      queued_bytes_ -= message.size();
+      writing_ = true;
+      write_started_ = Clock::now();
       auto [error, bytes] = co_await stream_.async_write(net::buffer(message), as_tuple_awaitable);
+      writing_ = false;
       if (error) {
         close_now("write failed: " + error.message());
         co_return;
       }
     }
-    if (!open_) break;
-    const auto now = Clock::now();
-    if (now >= next_ping) {
-      if (now - last_received_ > options_.dead_after) {
-        log::warn("websocket {}: nothing received for {} ms, closing", remote_,
-                  std::chrono::duration_cast<std::chrono::milliseconds>(now - last_received_).count());
-        close_now("peer unresponsive");
-        co_return;
-      }
+    if (open_ && ping_due_) {
+      ping_due_ = false;
+      writing_ = true;
+      write_started_ = Clock::now();
       auto [error] = co_await stream_.async_ping({}, as_tuple_awaitable);
+      writing_ = false;
       if (error) {
         close_now("ping failed: " + error.message());
         co_return;
       }
-      next_ping = Clock::now() + options_.ping_interval;
       continue;
     }
-    wake_.expires_at(next_ping);
+    if (!open_) break;
+    wake_.expires_at(Clock::time_point::max());
     co_await wake_.async_wait(as_tuple_awaitable);
+  }
+}
+
+// Runs beside the writer, so a write that never completes cannot stop the verdict.
+awaitable<void> WebSocket::watchdog_loop() {
+  auto self = shared_from_this();
+  while (open_) {
+    watchdog_.expires_after(options_.ping_interval);
+    co_await watchdog_.async_wait(as_tuple_awaitable);
+    if (!open_) break;
+    const auto now = Clock::now();
+    if (now - last_received_ > options_.dead_after) {
+      log::warn("websocket {}: nothing received for {} ms, closing", remote_,
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - last_received_).count());
+      abort("peer unresponsive");
+      break;
+    }
+    if (writing_ && now - write_started_ > options_.write_timeout) {
+      log::warn("websocket {}: a write has been stuck for {} ms, closing", remote_,
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - write_started_).count());
+      abort("peer is not reading");
+      break;
+    }
+    ping_due_ = true;
+    wake_.cancel();
   }
 }
 

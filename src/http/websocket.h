@@ -1,6 +1,7 @@
 // A WebSocket connection (either side) carrying text messages: a read coroutine for the owner,
-// a queued, thread-safe send, keep-alive pings every `ping_interval` and a verdict of "dead"
-// after `dead_after` without any frame from the peer, and a frame size limit.
+// a queued, thread-safe send, keep-alive pings every `ping_interval`, and a watchdog that drops
+// the connection after `dead_after` without any frame from the peer or when one write is stuck
+// for `write_timeout`. Frames and the send queue are bounded.
 #pragma once
 
 #include <atomic>
@@ -17,8 +18,10 @@ namespace darkbloom::http {
 struct WebSocketOptions {
   size_t max_message_bytes = 10u << 20;
   std::chrono::milliseconds ping_interval{10000};
-  std::chrono::milliseconds dead_after{30000};
-  size_t max_queued_messages = 8192;  // a peer this far behind is dropped
+  std::chrono::milliseconds dead_after{30000};     // nothing received for this long: dead
+  std::chrono::milliseconds write_timeout{30000};  // one write stuck this long: dead
+  std::chrono::milliseconds connect_timeout{10000};
+  size_t max_queued_bytes = 64u << 20;  // a peer this far behind is dropped
 };
 
 class WebSocket : public std::enable_shared_from_this<WebSocket> {
@@ -49,16 +52,25 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
 
  private:
   awaitable<void> writer_loop();
+  awaitable<void> watchdog_loop();
   void enqueue(std::string message);
   void close_now(std::string reason);
+  // Closes the socket itself, ending every pending operation at once (for a peer that stopped
+  // reading, whose closing handshake would wait behind a stuck write).
+  void abort(std::string reason);
 
   Stream stream_;
   WebSocketOptions options_;
   std::string remote_;
   net::steady_timer wake_;
+  net::steady_timer watchdog_;
   std::deque<std::string> queue_;
+  size_t queued_bytes_ = 0;
   std::atomic<bool> open_{true};
   bool started_ = false;
+  bool ping_due_ = false;
+  bool writing_ = false;
+  std::chrono::steady_clock::time_point write_started_;
   std::chrono::steady_clock::time_point last_received_;
   std::string close_reason_;
 };

@@ -203,17 +203,16 @@ std::string encode(const InferenceChunk& m) {
 }
 
 std::string encode(const InferenceComplete& m) {
-  return dump({{"type", "inference_complete"},
-               {"request_id", m.request_id},
-               {"usage", bj::object{{"prompt_tokens", m.prompt_tokens}, {"completion_tokens", m.completion_tokens}}},
-               {"finish_reason", m.finish_reason}});
+  return dump({{"type", "inference_complete"}, {"request_id", m.request_id}, {"sealed", sealed_to_json(m.sealed)}});
 }
 
 std::string encode(const InferenceError& m) {
-  return dump({{"type", "inference_error"},
-               {"request_id", m.request_id},
-               {"status_code", m.status_code},
-               {"message", m.message}});
+  bj::object object{{"type", "inference_error"},
+                    {"request_id", m.request_id},
+                    {"status_code", m.status_code},
+                    {"message", m.message}};
+  if (!m.code.empty()) object["code"] = m.code;
+  return dump(object);
 }
 
 std::string encode(const LoadModelStatus& m) {
@@ -253,7 +252,14 @@ std::string encode(const SealedRequest& m) {
   return dump({{"endpoint", m.endpoint}, {"body", m.body}});
 }
 std::string encode(const ChunkContent& m) {
-  return dump({{"text", m.text}});
+  return dump({{"seq", m.seq}, {"text", m.text}});
+}
+
+std::string encode(const CompletionContent& m) {
+  return dump({{"seq", m.seq},
+               {"prompt_tokens", m.prompt_tokens},
+               {"completion_tokens", m.completion_tokens},
+               {"finish_reason", m.finish_reason}});
 }
 
 Result<ProviderMessage> decode_provider_message(std::string_view frame) {
@@ -275,17 +281,7 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
   if (type == "inference_complete") {
     InferenceComplete m;
     m.request_id = request_id(r);
-    const bj::object& usage = r.object("usage");
-    if (r.ok()) {
-      json::ObjectReader u(usage, "inference_complete.usage");
-      m.prompt_tokens = static_cast<int>(u.integer("prompt_tokens", 0, 1 << 30));
-      m.completion_tokens = static_cast<int>(u.integer("completion_tokens", 0, 1 << 30));
-      if (!u.ok()) r.fail("usage", u.error().message);
-    }
-    m.finish_reason = r.string("finish_reason", 16);
-    if (r.ok() && m.finish_reason != "stop" && m.finish_reason != "length") {
-      r.fail("finish_reason", "must be stop or length");
-    }
+    m.sealed = sealed_from(r, "sealed");
     return finish(r, std::move(m));
   }
   if (type == "inference_error") {
@@ -293,6 +289,7 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
     m.request_id = request_id(r);
     m.status_code = static_cast<int>(r.integer("status_code", 400, 599));
     m.message = r.string("message", kMaxTextBytes);
+    m.code = r.optional_string("code", 64).value_or("");
     return finish(r, std::move(m));
   }
   if (type == "load_model_status") {
@@ -360,7 +357,24 @@ Result<ChunkContent> decode_chunk_content(std::string_view plaintext) {
   if (!object) return object.error();
   json::ObjectReader r(*object, "chunk");
   ChunkContent m;
+  m.seq = static_cast<uint64_t>(r.integer("seq", 0, int64_t{1} << 40));
   m.text = r.string("text", kMaxFrameBytes);
+  if (!r.ok()) return r.error();
+  return m;
+}
+
+Result<CompletionContent> decode_completion_content(std::string_view plaintext) {
+  auto object = parse_object(plaintext, "completion");
+  if (!object) return object.error();
+  json::ObjectReader r(*object, "completion");
+  CompletionContent m;
+  m.seq = static_cast<uint64_t>(r.integer("seq", 0, int64_t{1} << 40));
+  m.prompt_tokens = static_cast<int>(r.integer("prompt_tokens", 0, 1 << 30));
+  m.completion_tokens = static_cast<int>(r.integer("completion_tokens", 0, 1 << 30));
+  m.finish_reason = r.string("finish_reason", 16);
+  if (r.ok() && m.finish_reason != "stop" && m.finish_reason != "length") {
+    r.fail("finish_reason", "must be stop or length");
+  }
   if (!r.ok()) return r.error();
   return m;
 }

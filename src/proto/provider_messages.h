@@ -82,15 +82,14 @@ struct InferenceChunk {
 
 struct InferenceComplete {
   std::string request_id;
-  int prompt_tokens = 0;
-  int completion_tokens = 0;
-  std::string finish_reason;  // "stop" | "length"
+  SealedPayload sealed;  // opens to CompletionContent: usage is sealed so the wire cannot forge it
 };
 
 struct InferenceError {
   std::string request_id;
   int status_code = 500;  // 400 bad body, 499 cancelled, 500 engine error, 503 unsafe posture
   std::string message;
+  std::string code;  // optional: "context_length_exceeded" marks a request no provider can serve
 };
 
 struct LoadModelStatus {
@@ -144,9 +143,19 @@ struct SealedRequest {
   json::bj::object body;
 };
 
-// What an inference_chunk opens to.
+// What an inference_chunk opens to. `seq` counts the attempt's chunks from 0, so a chunk that is
+// replayed, reordered or dropped on the way is detected.
 struct ChunkContent {
+  uint64_t seq = 0;
   std::string text;
+};
+
+// What an inference_complete opens to; `seq` is the number of chunks sent before it.
+struct CompletionContent {
+  uint64_t seq = 0;
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  std::string finish_reason;  // "stop" | "length"
 };
 
 std::string encode(const Register& message);
@@ -163,6 +172,7 @@ std::string encode(const LoadModel& message);
 std::string encode(const TrustStatus& message);
 std::string encode(const SealedRequest& content);
 std::string encode(const ChunkContent& content);
+std::string encode(const CompletionContent& content);
 
 // Strict decoding: malformed JSON, a missing or mistyped required field, a value out of range or
 // an unsupported protocol version is an error naming the field. Unknown fields are ignored.
@@ -170,6 +180,7 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame);
 Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame);
 Result<SealedRequest> decode_sealed_request(std::string_view plaintext);
 Result<ChunkContent> decode_chunk_content(std::string_view plaintext);
+Result<CompletionContent> decode_completion_content(std::string_view plaintext);
 
 // The "type" of a message, for logs.
 std::string_view message_type(const ProviderMessage& message);

@@ -176,15 +176,8 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
         if (engine_ && it->second.engine_id != 0) engine_->cancel(it->second.engine_id);
       }
     } else if (auto* load = std::get_if<proto::LoadModel>(&*message)) {
-      socket->send(proto::encode(proto::LoadModelStatus{load->model, "started", ""}));
-      if (load->model != facts_.info.id) {
-        socket->send(proto::encode(
-            proto::LoadModelStatus{load->model, "failed", "this provider serves only " + facts_.info.id}));
-      } else {
-        auto loaded = co_await ensure_engine();
-        socket->send(proto::encode(proto::LoadModelStatus{load->model, loaded ? "succeeded" : "failed",
-                                                          loaded ? "" : loaded.error().message}));
-      }
+      // Loading can take long; the session keeps reading (cancels, pings) meanwhile.
+      http::net::co_spawn(executor_, handle_load_model(socket, load->model), http::net::detached);
     } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {
       log::info("provider: trust level {}{}", trust->trust_level,
                 trust->reason.empty() ? "" : " (" + trust->reason + ")");
@@ -226,16 +219,42 @@ awaitable<void> ProviderAgent::idle_loop() {
   }
 }
 
+awaitable<void> ProviderAgent::handle_load_model(std::shared_ptr<http::WebSocket> socket, std::string model) {
+  auto self = shared_from_this();
+  socket->send(proto::encode(proto::LoadModelStatus{model, "started", ""}));
+  if (model != facts_.info.id) {
+    socket->send(proto::encode(proto::LoadModelStatus{model, "failed", "this provider serves only " + facts_.info.id}));
+    co_return;
+  }
+  auto loaded = co_await ensure_engine();
+  socket->send(proto::encode(
+      proto::LoadModelStatus{model, loaded ? "succeeded" : "failed", loaded ? "" : loaded.error().message}));
+}
+
 awaitable<Result<engine::Engine*>> ProviderAgent::ensure_engine() {
   last_activity_ = Clock::now();
   if (engine_) co_return engine_.get();
-  // Loading maps the file and allocates the cache; do it off the network thread.
-  auto done = std::make_shared<http::AsyncQueue<Result<std::unique_ptr<engine::Engine>>>>(executor_);
-  std::thread([done, options = options_.engine] { done->push(engine::Engine::load(options)); }).detach();
-  auto loaded = co_await done->pop();
-  if (!loaded) co_return loaded.error();
-  if (!engine_) engine_ = std::move(*loaded);  // a concurrent request may have loaded it first
-  log::info("provider: loaded '{}'", facts_.info.id);
+  // One load at a time: later callers wait for the load in progress instead of starting their own.
+  auto waiter = std::make_shared<http::AsyncQueue<Status>>(executor_);
+  load_waiters_.push_back(waiter);
+  if (load_waiters_.size() == 1) {
+    // Loading maps the file and allocates the cache; do it off the network thread.
+    auto done = std::make_shared<http::AsyncQueue<Result<std::unique_ptr<engine::Engine>>>>(executor_);
+    std::thread([done, options = options_.engine] { done->push(engine::Engine::load(options)); }).detach();
+    auto loaded = co_await done->pop();
+    Status status;
+    if (loaded) {
+      engine_ = std::move(*loaded);
+      log::info("provider: loaded '{}'", facts_.info.id);
+    } else {
+      status = loaded.error();
+    }
+    for (auto& other : load_waiters_) other->push_here(status);
+    load_waiters_.clear();
+  }
+  const Status status = co_await waiter->pop();
+  if (!status) co_return status.error();
+  if (!engine_) co_return make_error(Errc::unavailable, "the model was unloaded again");
   co_return engine_.get();
 }
 
@@ -286,7 +305,7 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   auto generation = to_generation_request(**engine, *request, &api_error);
   if (!generation) {
     in_flight_.erase(request_id);
-    fail(400, api_error.message);
+    socket->send(proto::encode(proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code}));
     co_return;
   }
   auto queue = std::make_shared<EngineEventQueue>(executor_);
@@ -302,10 +321,11 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   socket->send(proto::encode(proto::InferenceAccepted{request_id}));
 
   const crypto::Channel channel(*session_key, keys_);
+  uint64_t seq = 0;
   for (;;) {
     EngineEvent event = co_await queue->pop();
     if (auto* text = std::get_if<std::string>(&event)) {
-      std::string content = proto::encode(proto::ChunkContent{*text});
+      std::string content = proto::encode(proto::ChunkContent{seq++, *text});
       proto::InferenceChunk chunk;
       chunk.request_id = request_id;
       chunk.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
@@ -325,8 +345,14 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     } else if (finish.reason == engine::FinishReason::error) {
       fail(500, "engine error: " + finish.error);
     } else {
-      socket->send(proto::encode(proto::InferenceComplete{request_id, finish.prompt_tokens, finish.completion_tokens,
-                                                          openai_finish_reason(finish.reason)}));
+      // Usage travels sealed like the text: nobody on the way can change what will be billed.
+      std::string content = proto::encode(proto::CompletionContent{seq, finish.prompt_tokens, finish.completion_tokens,
+                                                                   openai_finish_reason(finish.reason)});
+      proto::InferenceComplete complete;
+      complete.request_id = request_id;
+      complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
+      complete.sealed.ciphertext = channel.seal(as_bytes(content));
+      socket->send(proto::encode(complete));
     }
     break;
   }

@@ -11,6 +11,7 @@
 
 #include "crypto/sealed_box.h"
 #include "engine/engine.h"
+#include "http/async_queue.h"
 #include "http/websocket.h"
 #include "proto/provider_messages.h"
 
@@ -49,6 +50,8 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // Runs until stop(): connect, register, serve, and reconnect after every disconnection.
   http::awaitable<void> run();
   void stop();
+  // Stops and frees the engine (finishing its requests); call after the io_context stopped.
+  void release_engine() { engine_.reset(); }
 
   const crypto::PublicKey& encryption_key() const { return keys_.public_key(); }
 
@@ -65,6 +68,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   proto::Register make_register() const;
   proto::Heartbeat make_heartbeat() const;
   http::awaitable<Result<engine::Engine*>> ensure_engine();
+  http::awaitable<void> handle_load_model(std::shared_ptr<http::WebSocket> socket, std::string model);
 
   http::net::any_io_executor executor_;
   AgentOptions options_;
@@ -75,6 +79,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;
   std::shared_ptr<http::WebSocket> current_;
+  std::vector<std::shared_ptr<http::AsyncQueue<Status>>> load_waiters_;  // non-empty while loading
   std::chrono::milliseconds heartbeat_interval_{5000};
   uint64_t requests_served_ = 0;
   uint64_t tokens_generated_ = 0;

@@ -220,16 +220,23 @@ class CoordinatorCli(unittest.TestCase):
         self.assertFalse(os.path.exists(self.path("from-env-2")))
 
     def test_bad_values_are_one_line_errors(self):
-        self.assertIn("HOST:PORT", self.fails("--listen", "nowhere", code=2))
-        self.assertIn("valid port", self.fails("--listen", "127.0.0.1:99999", code=2))
-        self.assertIn("DARKBLOOM_QUEUE_DEPTH", self.fails("--listen", "127.0.0.1:0", env={"DARKBLOOM_QUEUE_DEPTH": "many"}, code=2))
-        self.assertIn("min-trust", self.fails("--min-trust", "total", code=2))
+        data = ["--data-dir", self.path("data")]
+        self.assertIn("HOST:PORT", self.fails("--listen", "nowhere", *data, code=2))
+        self.assertIn("valid port", self.fails("--listen", "127.0.0.1:99999", *data, code=2))
+        self.assertIn("DARKBLOOM_QUEUE_DEPTH",
+                      self.fails("--listen", "127.0.0.1:0", *data, env={"DARKBLOOM_QUEUE_DEPTH": "many"}, code=2))
+        self.assertIn("min-trust", self.fails("--min-trust", "total", *data, code=2))
         with open(self.path("bad.toml"), "w") as f:
             f.write('listen = "127.0.0.1:0"\nqueue_deep = 3\n')
-        self.assertIn("unknown setting 'queue_deep'", self.fails("--config", self.path("bad.toml"), code=2))
+        self.assertIn("unknown setting 'queue_deep'", self.fails("--config", self.path("bad.toml"), *data, code=2))
         with open(self.path("broken.toml"), "w") as f:
             f.write("listen = [unclosed\n")
-        self.assertIn("broken.toml", self.fails("--config", self.path("broken.toml"), code=2))
+        self.assertIn("broken.toml", self.fails("--config", self.path("broken.toml"), *data, code=2))
+        self.assertIn("broken.toml", self.fails(*data, env={"DARKBLOOM_CONFIG": self.path("broken.toml")}, code=2))
+
+    def test_variables_for_actions_do_not_break_the_start(self):
+        _, line = self.start("--listen", "127.0.0.1:0", "--data-dir", self.path("v"), env={"DARKBLOOM_VERSION": "1"})
+        self.assertIn("listening on", line)
 
     def test_a_port_in_use_is_a_clear_error(self):
         _, line = self.start("--listen", "127.0.0.1:0", "--data-dir", self.path("a"))

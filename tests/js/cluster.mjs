@@ -8,6 +8,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
+import nacl from "tweetnacl";
 
 export const DARKBLOOM = process.env.DARKBLOOM_BIN;
 export const COORDINATOR = process.env.DARKBLOOM_COORDINATOR_BIN;
@@ -272,4 +273,65 @@ export function registerMessage(modelId) {
     encryption_key: crypto.randomBytes(32).toString("base64"),
     prefill_tps: 100, decode_tps: 100, max_concurrency: 1,
   });
+}
+
+// A provider written independently of the C++ one, on tweetnacl: it speaks the protocol
+// correctly by default, so a test can make it misbehave in exactly one way.
+export class FakeProvider {
+  static async connect(port, { model = "fake-model", decodeTps = 100, maxConcurrency = 1, encryptionKey } = {}) {
+    const provider = new FakeProvider(await RawWebSocket.connect(port));
+    provider.keys = nacl.box.keyPair();
+    const hello = JSON.parse(registerMessage(model));
+    hello.encryption_key = encryptionKey ?? Buffer.from(provider.keys.publicKey).toString("base64");
+    hello.decode_tps = decodeTps;
+    hello.max_concurrency = maxConcurrency;
+    provider.socket.send(JSON.stringify(hello));
+    provider.registered = JSON.parse(await provider.socket.next());
+    return provider;
+  }
+
+  constructor(socket) { this.socket = socket; }
+
+  // The next message of a type, skipping others (trust_status, ...).
+  async next(type, timeoutMs = 10000) {
+    for (;;) {
+      const text = await this.socket.next(timeoutMs);
+      if (text === null) return null;
+      const message = JSON.parse(text);
+      if (!type || message.type === type) return message;
+    }
+  }
+
+  // Opens an inference_request: the session key and the OpenAI body.
+  open(request) {
+    const sessionKey = Buffer.from(request.sealed_body.ephemeral_public_key, "base64");
+    const sealed = Buffer.from(request.sealed_body.ciphertext, "base64");
+    const plain = nacl.box.open(sealed.subarray(24), sealed.subarray(0, 24), sessionKey, this.keys.secretKey);
+    if (!plain) throw new Error("the sealed body does not open with this provider's key");
+    return { sessionKey, content: JSON.parse(Buffer.from(plain).toString()) };
+  }
+
+  seal(object, recipient, senderKeys = this.keys) {
+    const nonce = nacl.randomBytes(24);
+    const box = nacl.box(Buffer.from(JSON.stringify(object)), nonce, recipient, senderKeys.secretKey);
+    return { ephemeral_public_key: Buffer.from(senderKeys.publicKey).toString("base64"),
+             ciphertext: Buffer.concat([Buffer.from(nonce), Buffer.from(box)]).toString("base64") };
+  }
+
+  chunk(requestId, sessionKey, seq, text) {
+    return JSON.stringify({ type: "inference_chunk", request_id: requestId, sealed: this.seal({ seq, text }, sessionKey) });
+  }
+
+  complete(requestId, sessionKey, seq, completionTokens) {
+    return JSON.stringify({ type: "inference_complete", request_id: requestId,
+      sealed: this.seal({ seq, prompt_tokens: 5, completion_tokens: completionTokens, finish_reason: "stop" }, sessionKey) });
+  }
+
+  // Answers one request correctly with the given pieces of text.
+  async answer(request, pieces) {
+    const { sessionKey } = this.open(request);
+    this.socket.send(JSON.stringify({ type: "inference_accepted", request_id: request.request_id }));
+    pieces.forEach((text, seq) => this.socket.send(this.chunk(request.request_id, sessionKey, seq, text)));
+    this.socket.send(this.complete(request.request_id, sessionKey, pieces.length, pieces.length));
+  }
 }

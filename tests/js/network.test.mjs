@@ -3,9 +3,10 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import nacl from "tweetnacl";
 import {
   tempDir, synthModel, startCoordinator, createKey, startProvider, waitForProviders, readEvents, freePort,
-  RawWebSocket, registerMessage, waitForOutput, startServe,
+  RawWebSocket, registerMessage, waitForOutput, startServe, FakeProvider,
 } from "./cluster.mjs";
 
 const MODEL_ID = "e2e-model";
@@ -103,9 +104,11 @@ describe("coordinator with two providers", () => {
   it("greedy requests give the same answer on either provider", async () => {
     const ask = () => openai.chat.completions.create({
       model: MODEL_ID, messages: [{ role: "user", content: "Same question" }], max_tokens: 12, temperature: 0,
-    });
+    }).withResponse();
     const answers = await Promise.all([ask(), ask(), ask(), ask()]);
-    for (const answer of answers) assert.equal(answer.choices[0].message.content, answers[0].choices[0].message.content);
+    const providersUsed = new Set(answers.map(({ response }) => response.headers.get("x-provider-id")));
+    assert.equal(providersUsed.size, 2, "requests at once spread over both providers");
+    for (const { data } of answers) assert.equal(data.choices[0].message.content, answers[0].data.choices[0].message.content);
   });
 
   it("runs 20 concurrent streams over both providers", async () => {
@@ -184,27 +187,86 @@ describe("coordinator with two providers", () => {
     assert.ok(text.length > 0);
   });
 
-  it("drops a provider whose chunks are plaintext or sealed by another key", async () => {
-    for (const badChunk of [
-      (id) => ({ type: "inference_chunk", request_id: id, text: "plaintext leak" }),
-      (id) => ({ type: "inference_chunk", request_id: id,
-                 sealed: { ephemeral_public_key: Buffer.alloc(32, 7).toString("base64"), ciphertext: Buffer.alloc(48, 1).toString("base64") } }),
-    ]) {
-      const fake = await RawWebSocket.connect(coordinator.port);
-      fake.send(registerMessage("fake-only"));
-      await fake.next();  // registered
-      await fake.next();  // trust_status
-      const answer = rawChat(coordinator, apiKey, { model: "fake-only", messages: [{ role: "user", content: "secret" }], max_tokens: 4 });
-      const request = JSON.parse(await fake.next());
-      assert.equal(request.type, "inference_request");
-      assert.ok(request.sealed_body.ciphertext.length > 0);
+  it("relays an independently written provider's sealed answer exactly", async () => {
+    const fake = await FakeProvider.connect(coordinator.port, { model: "fake-honest" });
+    try {
+      const answer = rawChat(coordinator, apiKey, { model: "fake-honest", messages: [{ role: "user", content: "secret" }], stream: true });
+      const request = await fake.next("inference_request");
       assert.ok(!JSON.stringify(request).includes("secret"), "the prompt must not cross the wire in clear");
-      fake.send(JSON.stringify(badChunk(request.request_id)));
-      await fake.closed;
+      const { content } = fake.open(request);
+      assert.equal(content.endpoint, "chat.completions");
+      assert.equal(content.body.messages[0].content, "secret");
+      assert.equal(content.body.max_tokens, 8192, "a bound is injected when the client sets none");
+      await fake.answer(request, ["Hello", ", ", "wörld"]);
       const response = await answer;
-      assert.equal(response.status, 502);
+      assert.equal(response.status, 200);
+      const events = await readEvents(response);
+      const text = events.slice(0, -1).map((e) => JSON.parse(e)).map((c) => c.choices[0]?.delta?.content ?? "").join("");
+      assert.equal(text, "Hello, wörld");
+    } finally {
+      fake.socket.socket.destroy();
+    }
+  });
+
+  it("drops providers whose chunks are plaintext, foreign, misaddressed or out of sequence", async () => {
+    const misbehaviours = {
+      plaintext: (fake, request) => JSON.stringify({ type: "inference_chunk", request_id: request.request_id, text: "leak" }),
+      foreign_sender: (fake, request, sessionKey) => JSON.stringify({
+        type: "inference_chunk", request_id: request.request_id,
+        sealed: fake.seal({ seq: 0, text: "x" }, sessionKey, nacl.box.keyPair()) }),
+      wrong_recipient: (fake, request) => fake.chunk(request.request_id, fake.keys.publicKey, 0, "x"),
+      skipped_sequence: (fake, request, sessionKey) => fake.chunk(request.request_id, sessionKey, 1, "x"),
+    };
+    for (const [name, badFrame] of Object.entries(misbehaviours)) {
+      const fake = await FakeProvider.connect(coordinator.port, { model: "fake-only" });
+      const answer = rawChat(coordinator, apiKey, { model: "fake-only", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+      const request = await fake.next("inference_request");
+      const { sessionKey } = fake.open(request);
+      fake.socket.send(badFrame(fake, request, sessionKey));
+      assert.equal(await fake.next(), null, `${name}: the provider is dropped`);
+      const response = await answer;
+      assert.equal(response.status, 502, name);
       assert.equal((await response.json()).error.type, "provider_error");
     }
+  });
+
+  it("ends a stream with an in-band error when a chunk is replayed after the first", async () => {
+    const fake = await FakeProvider.connect(coordinator.port, { model: "fake-replay" });
+    const answer = rawChat(coordinator, apiKey, { model: "fake-replay", messages: [{ role: "user", content: "hi" }], stream: true });
+    const request = await fake.next("inference_request");
+    const { sessionKey } = fake.open(request);
+    const first = fake.chunk(request.request_id, sessionKey, 0, "once");
+    fake.socket.send(first);
+    fake.socket.send(first);
+    const response = await answer;
+    assert.equal(response.status, 200);
+    const events = await readEvents(response);
+    assert.equal(events.at(-1), "[DONE]");
+    assert.equal(JSON.parse(events.at(-2)).error.type, "provider_error");
+    assert.equal(await fake.next(), null);
+  });
+
+  it("drops a provider that floods more output than any request allows", async () => {
+    const fake = await FakeProvider.connect(coordinator.port, { model: "fake-flood" });
+    const answer = rawChat(coordinator, apiKey, { model: "fake-flood", messages: [{ role: "user", content: "hi" }] });
+    const request = await fake.next("inference_request");
+    const { sessionKey } = fake.open(request);
+    const megabyte = "x".repeat(1 << 20);
+    for (let seq = 0; seq < 70; seq++) fake.socket.send(fake.chunk(request.request_id, sessionKey, seq, megabyte));
+    const response = await answer;
+    assert.equal(response.status, 502);
+    assert.match((await response.json()).error.message, /larger than any request allows/);
+    assert.equal(await fake.next(), null);
+  });
+
+  it("refuses a provider that registers a weak encryption key", async () => {
+    const raw = await RawWebSocket.connect(coordinator.port);
+    const hello = JSON.parse(registerMessage("weak-key"));
+    hello.encryption_key = Buffer.alloc(32).toString("base64");
+    raw.send(JSON.stringify(hello));
+    assert.equal(await raw.next(), null, "closed without a registered message");
+    const response = await rawChat(coordinator, apiKey, { model: "weak-key", messages: [{ role: "user", content: "x" }] });
+    assert.equal(response.status, 404);
   });
 });
 
@@ -248,14 +310,12 @@ describe("failures and restarts", () => {
     const apiKey = await createKey(coordinator);
     const provider = await startProvider(coordinator, model, ["--ctx", "8192", "--max-concurrency", "1"]);
     try {
-      const controller = new AbortController();
       const response = await rawChat(coordinator, apiKey, {
         model: MODEL_ID, messages: [{ role: "user", content: "go on forever" }], stream: true, max_tokens: 8000, ignore_eos: true,
       });
       const reader = response.body.getReader();
       await reader.read();
       await reader.cancel();
-      controller.abort();
       // The provider reports the request cancelled well before its 8000 tokens, and is free again.
       const deadline = Date.now() + 20000;
       while (!/finished cancelled after (\d+) tokens/.test(provider.output.stderr) && Date.now() < deadline) {
@@ -318,14 +378,14 @@ describe("queueing, retries and eviction", () => {
       const reader = long.body.getReader();
       await reader.read();  // the provider's only slot is taken
       const queued = rawChat(coordinator, apiKey, { model: MODEL_ID, messages: [{ role: "user", content: "q" }], max_tokens: 2 });
-      await new Promise((r) => setTimeout(r, 100));
+      while ((await (await fetch(`${coordinator.url}/health`)).json()).queued !== 1) await new Promise((r) => setTimeout(r, 10));
       const rejected = await rawChat(coordinator, apiKey, { model: MODEL_ID, messages: [{ role: "user", content: "r" }], max_tokens: 2 });
       assert.equal(rejected.status, 429);
       assert.ok(rejected.headers.get("retry-after"));
       assert.equal((await rejected.json()).error.code, "rate_limit_exceeded");
       const expired = await queued;
       assert.equal(expired.status, 429);
-      assert.match((await expired.json()).error.message, /within 0 s|became free/);
+      assert.match((await expired.json()).error.message, /became free within 0\.5 s/);
       await reader.cancel();
     } finally {
       await provider.kill();
@@ -334,30 +394,69 @@ describe("queueing, retries and eviction", () => {
     }
   });
 
-  it("retries on another provider when the first one never starts answering", async () => {
-    coordinator = await startCoordinator({ dataDir: `${dir}/r`, args: ["--first-chunk-timeout", "3"] });
+  it("retries on another provider when the first fails or never starts answering", async () => {
+    coordinator = await startCoordinator({ dataDir: `${dir}/r`, args: ["--first-chunk-timeout", "0.5"] });
     apiKey = await createKey(coordinator);
-    // A provider that takes the request and then stays silent; it is the only one at first.
-    const fake = await RawWebSocket.connect(coordinator.port);
-    fake.send(registerMessage(MODEL_ID));
-    await fake.next();  // registered
-    await fake.next();  // trust_status
-    let real = null;
+    for (const misbehaviour of ["silent", "error"]) {
+      // The faster claim makes `bad` the first choice; `good` answers the retry.
+      const bad = await FakeProvider.connect(coordinator.port, { model: `retry-${misbehaviour}`, decodeTps: 500 });
+      const good = await FakeProvider.connect(coordinator.port, { model: `retry-${misbehaviour}`, decodeTps: 5 });
+      try {
+        const answer = rawChat(coordinator, apiKey, { model: `retry-${misbehaviour}`, messages: [{ role: "user", content: "?" }] });
+        const first = await bad.next("inference_request");
+        if (misbehaviour === "error") {
+          bad.socket.send(JSON.stringify({ type: "inference_error", request_id: first.request_id, status_code: 500, message: "boom" }));
+        }
+        const second = await good.next("inference_request");
+        assert.notEqual(second.request_id, first.request_id, "each attempt has its own request id");
+        await good.answer(second, ["retried"]);
+        const response = await answer;
+        assert.equal(response.status, 200);
+        assert.equal(response.headers.get("x-provider-id"), good.registered.provider_id);
+        assert.equal((await response.json()).choices[0].message.content, "retried");
+        if (misbehaviour === "silent") {
+          assert.deepEqual(await bad.next("cancel"), { type: "cancel", request_id: first.request_id });
+        }
+        // A late answer from the abandoned attempt is dropped, not relayed or double counted.
+        bad.socket.send(bad.chunk(first.request_id, bad.open(first).sessionKey, 0, "late"));
+      } finally {
+        bad.socket.socket.destroy();
+        good.socket.socket.destroy();
+      }
+    }
+    await coordinator.kill();
+    coordinator = null;
+  });
+
+  it("fails a stream that falls silent for the inference timeout", async () => {
+    coordinator = await startCoordinator({ dataDir: `${dir}/s`, args: ["--inference-timeout", "0.5"] });
+    apiKey = await createKey(coordinator);
+    const fake = await FakeProvider.connect(coordinator.port, { model: "stalls" });
     try {
-      const answer = client(coordinator, apiKey).chat.completions.create({
-        model: MODEL_ID, messages: [{ role: "user", content: "who answers?" }], max_tokens: 3, ignore_eos: true,
-      }).withResponse();
-      const request = JSON.parse(await fake.next());
-      assert.equal(request.type, "inference_request");
-      real = await startProvider(coordinator, model, ["--ctx", "8192"]);
-      const { data, response } = await answer;
-      assert.equal(data.usage.completion_tokens, 3);
-      assert.equal(response.headers.get("x-provider-id"), real.id);
-      const cancel = JSON.parse(await fake.next());
-      assert.deepEqual(cancel, { type: "cancel", request_id: request.request_id });
+      const answer = rawChat(coordinator, apiKey, { model: "stalls", messages: [{ role: "user", content: "?" }], stream: true });
+      const request = await fake.next("inference_request");
+      fake.socket.send(fake.chunk(request.request_id, fake.open(request).sessionKey, 0, "and then nothing"));
+      const events = await readEvents(await answer);
+      assert.equal(events.at(-1), "[DONE]");
+      assert.match(JSON.parse(events.at(-2)).error.message, /no output for too long/);
+      assert.equal((await fake.next("cancel")).request_id, request.request_id);
     } finally {
-      fake.socket.destroy();
-      if (real) await real.kill();
+      fake.socket.socket.destroy();
+      await coordinator.kill();
+      coordinator = null;
+    }
+  });
+
+  it("keeps providers registered with a short heartbeat timeout", async () => {
+    coordinator = await startCoordinator({ dataDir: `${dir}/h`, args: ["--heartbeat-timeout", "1"] });
+    const provider = await startProvider(coordinator, model, ["--ctx", "8192"]);
+    try {
+      await new Promise((r) => setTimeout(r, 2500));  // more than two eviction windows
+      const health = await (await fetch(`${coordinator.url}/health`)).json();
+      assert.equal(health.providers, 1);
+      assert.doesNotMatch(provider.output.stderr, /reconnecting/);
+    } finally {
+      await provider.kill();
       await coordinator.kill();
       coordinator = null;
     }

@@ -53,8 +53,10 @@ TEST(ProviderMessages, every_message_round_trips) {
   SealedPayload sealed{std::vector<uint8_t>(32, 1), std::vector<uint8_t>(60, 2)};
   for (const std::string& frame :
        {encode(Heartbeat{"serving", "m", 3, 40, 1, 2, 100, 900, 0.5, 0.25}), encode(InferenceAccepted{"r1"}),
-        encode(InferenceChunk{"r1", sealed}), encode(InferenceComplete{"r1", 10, 20, "stop"}),
-        encode(InferenceError{"r1", 499, "cancelled"}), encode(LoadModelStatus{"m", "succeeded", ""})}) {
+        encode(InferenceChunk{"r1", sealed}), encode(InferenceComplete{"r1", sealed}),
+        encode(InferenceError{"r1", 499, "cancelled", ""}),
+        encode(InferenceError{"r1", 400, "too long", "context_length_exceeded"}),
+        encode(LoadModelStatus{"m", "succeeded", ""})}) {
     auto decoded = decode_provider_message(frame);
     ASSERT_TRUE(decoded) << frame << ": " << decoded.error().message;
     EXPECT_EQ(encode_again(*decoded), frame);
@@ -88,8 +90,8 @@ TEST(ProviderMessages, malformed_frames_name_the_problem) {
       {R"({"type":"inference_chunk","request_id":"r","text":"plaintext"})", "sealed: is required"},
       {R"({"type":"inference_chunk","request_id":"r","sealed":{"ephemeral_public_key":"AAAA","ciphertext":"AAAA"}})",
        "ephemeral_public_key must be 32 bytes"},
-      {R"({"type":"inference_complete","request_id":"r","usage":{"prompt_tokens":1,"completion_tokens":2},"finish_reason":"maybe"})",
-       "finish_reason"},
+      {R"({"type":"inference_complete","request_id":"r","usage":{"prompt_tokens":1,"completion_tokens":2},"finish_reason":"stop"})",
+       "sealed: is required"},
       {R"({"type":"inference_error","request_id":"","status_code":500,"message":"x"})",
        "request_id: must not be empty"},
       {R"({"type":"heartbeat","status":"sleeping"})", "status: must be idle or serving"},
@@ -102,8 +104,13 @@ TEST(ProviderMessages, malformed_frames_name_the_problem) {
 }
 
 TEST(ProviderMessages, frames_over_the_limit_are_refused) {
-  std::string huge = R"({"type":"inference_accepted","request_id":")" + std::string(kMaxFrameBytes, 'x') + "\"}";
-  EXPECT_FALSE(decode_provider_message(huge));
+  // Valid in every field: only the frame's size is wrong.
+  const std::string padding(kMaxFrameBytes, 'x');
+  auto huge = decode_provider_message(R"({"type":"inference_accepted","request_id":"r","padding":")" + padding + "\"}");
+  ASSERT_FALSE(huge);
+  EXPECT_NE(huge.error().message.find("larger than 10 MiB"), std::string::npos);
+  EXPECT_TRUE(decode_provider_message(R"({"type":"inference_accepted","request_id":"r","padding":")" +
+                                      padding.substr(0, 1000) + "\"}"));
 }
 
 TEST(SealedContents, round_trip_and_validate) {
@@ -112,9 +119,17 @@ TEST(SealedContents, round_trip_and_validate) {
   ASSERT_TRUE(decoded);
   EXPECT_EQ(decoded->endpoint, "chat.completions");
   EXPECT_FALSE(decode_sealed_request(R"({"endpoint":"embeddings","body":{}})"));
-  auto chunk = decode_chunk_content(encode(ChunkContent{"héllo"}));
+  auto chunk = decode_chunk_content(encode(ChunkContent{7, "héllo"}));
   ASSERT_TRUE(chunk);
+  EXPECT_EQ(chunk->seq, 7u);
   EXPECT_EQ(chunk->text, "héllo");
+  EXPECT_FALSE(decode_chunk_content(R"({"text":"no sequence number"})"));
+  auto completion = decode_completion_content(encode(CompletionContent{3, 10, 20, "length"}));
+  ASSERT_TRUE(completion);
+  EXPECT_EQ(completion->seq, 3u);
+  EXPECT_EQ(completion->completion_tokens, 20);
+  EXPECT_FALSE(
+      decode_completion_content(R"({"seq":0,"prompt_tokens":1,"completion_tokens":1,"finish_reason":"maybe"})"));
 }
 
 }  // namespace

@@ -56,6 +56,12 @@ Status apply(CLI::Option* option, const std::string& value, const std::string& s
 
 }  // namespace
 
+std::string config_file_path(const std::string& flag_value, const std::string& fallback) {
+  if (!flag_value.empty()) return flag_value;
+  if (const char* env = std::getenv("DARKBLOOM_CONFIG"); env != nullptr && *env != '\0') return env;
+  return fallback;
+}
+
 std::string environment_name(const std::string& long_name) {
   std::string name = "DARKBLOOM_" + key_name(long_name);
   for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -74,7 +80,8 @@ Status apply_config_layers(CLI::App& command, const std::string& config_path) {
     if (option->get_lnames().empty()) continue;
     const std::string long_name = option->get_lnames().front();
     known[key_name(long_name)] = true;
-    if (option->count() > 0 || long_name == "help" || long_name == "config") continue;
+    // Options that act rather than set (help, version) and the config file itself are not layered.
+    if (option->count() > 0 || long_name == "help" || long_name == "version" || long_name == "config") continue;
     if (const char* env = std::getenv(environment_name(long_name).c_str()); env != nullptr && *env != '\0') {
       DARKBLOOM_RETURN_IF_ERROR(apply(option, env, environment_name(long_name)));
       continue;

@@ -16,6 +16,9 @@ namespace darkbloom::apps {
 // when given but unreadable or malformed, or when it names an unknown setting).
 Status apply_config_layers(CLI::App& command, const std::string& config_path);
 
+// The config file to read: the --config value, else DARKBLOOM_CONFIG, else `fallback`.
+std::string config_file_path(const std::string& flag_value, const std::string& fallback = {});
+
 // The environment variable for an option's long name: "min-trust" → "DARKBLOOM_MIN_TRUST".
 std::string environment_name(const std::string& long_name);
 

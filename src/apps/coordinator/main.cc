@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   std::string config_file;
   std::string log_level = "info";
   std::string min_trust = "none";
-  double queue_wait = 120, first_chunk_timeout = 10, heartbeat_timeout = 90;
+  double queue_wait = 120, first_chunk_timeout = 10, heartbeat_timeout = 90, inference_timeout = 600;
   coordinator::CoordinatorConfig config;
   config.data_dir = "darkbloom-data";
   app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free one)")->capture_default_str();
@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--first-chunk-timeout", first_chunk_timeout, "seconds a provider has to start answering")
       ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.add_option("--inference-timeout", inference_timeout, "seconds a streaming answer may fall silent before it fails")
+      ->check(CLI::Range(0.1, 86400.0))
       ->capture_default_str();
   app.add_option("--heartbeat-timeout", heartbeat_timeout, "seconds of silence after which a provider is evicted")
       ->check(CLI::Range(0.5, 86400.0))
@@ -80,7 +83,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "darkbloom-coordinator: error: %s (see --help)\n", e.what());
     return 2;
   }
-  if (auto layered = apps::apply_config_layers(app, config_file); !layered) {
+  if (auto layered = apps::apply_config_layers(app, apps::config_file_path(config_file)); !layered) {
     std::fprintf(stderr, "darkbloom-coordinator: error: %s\n", layered.error().message.c_str());
     return 2;
   }
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
   config.queue_wait = seconds_to_ms(queue_wait);
   config.first_chunk_timeout = seconds_to_ms(first_chunk_timeout);
   config.heartbeat_timeout = seconds_to_ms(heartbeat_timeout);
+  config.inference_timeout = seconds_to_ms(inference_timeout);
   config.eviction_interval = std::min(std::chrono::milliseconds(30000),
                                       std::max(std::chrono::milliseconds(100), config.heartbeat_timeout / 3));
 
@@ -111,6 +115,9 @@ int main(int argc, char** argv) {
     if (!coordinator) return fail(coordinator.error().message);
     auto port = (*coordinator)->start();
     if (!port) return fail(port.error().message);
+    if (config.min_trust == coordinator::TrustLevel::none) {
+      log::warn("open mode (--min-trust none): providers without a verified attestation receive requests");
+    }
     std::printf("darkbloom-coordinator listening on %s:%u\n", config.listen_host.c_str(), static_cast<unsigned>(*port));
     std::fflush(stdout);
     http::net::signal_set signals(io, SIGINT, SIGTERM);

@@ -67,7 +67,7 @@ std::string default_config_path() {
 }
 
 int run_start(CLI::App* command, StartArgs args) {
-  const std::string config_path = args.config_file.empty() ? default_config_path() : args.config_file;
+  const std::string config_path = config_file_path(args.config_file, default_config_path());
   if (auto layered = apply_config_layers(*command, config_path); !layered) return fail(layered.error().message);
   if (args.engine.model_path.empty()) return fail("--model is required (or model = \"...\" in the config file)");
   if (!std::filesystem::is_regular_file(args.engine.model_path)) return fail(args.engine.model_path + ": no such file");
@@ -113,15 +113,17 @@ int run_start(CLI::App* command, StartArgs args) {
     io.stop();
   });
   io.run();
+  agent->release_engine();  // while the io_context still exists for the engine's last reports
   return 0;
 }
 
 int run_serve(const ServeArgs& args) {
   crypto::initialize();
+  // The io_context outlives the engine: an engine stopped at exit still reports to queues on it.
+  http::net::io_context io;
   auto engine = engine::Engine::load(args.engine);
   if (!engine) return fail(engine.error().message);
   const std::string model_id = args.model_id.empty() ? default_model_id(args.engine.model_path) : args.model_id;
-  http::net::io_context io;
   provider::LocalServer server(io.get_executor(), **engine, model_id);
   auto port = server.listen(args.host, static_cast<uint16_t>(args.port));
   if (!port) return fail(port.error().message);

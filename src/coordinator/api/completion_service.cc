@@ -54,6 +54,22 @@ struct CompletionService::Request {
   ~Request() { crypto::wipe_memory(plaintext.data(), plaintext.size()); }
 };
 
+Result<CompletionService::SealedAttempt> CompletionService::seal_attempt(const Request& request,
+                                                                         const ProviderSession& provider) const {
+  try {
+    SealedAttempt sealed{crypto::KeyPair::generate(), std::make_shared<Attempt>(), {}};
+    sealed.attempt->request_id = new_id("att_");
+    sealed.attempt->model = request.parsed.model;
+    sealed.attempt->max_tokens = request.max_tokens;
+    sealed.attempt->events = std::make_shared<http::AsyncQueue<ProviderEvent>>(executor_);
+    sealed.attempt->channel = std::make_unique<crypto::Channel>(provider.encryption_key, sealed.session_keys);
+    sealed.ciphertext = crypto::seal(as_bytes(request.plaintext), provider.encryption_key, sealed.session_keys);
+    return sealed;
+  } catch (const std::exception& e) {
+    return make_error(Errc::invalid_argument, e.what());
+  }
+}
+
 CompletionService::CompletionService(http::net::any_io_executor executor, const CoordinatorConfig& config,
                                      ApiKeys& keys, Router& router, ProviderGateway& gateway)
     : executor_(executor), config_(config), keys_(keys), router_(router), gateway_(gateway) {}
@@ -129,16 +145,18 @@ awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpo
   proto::ApiError last_error = proto::provider_error("No provider could serve the request");
   for (int attempt_number = 0; attempt_number < config_.max_attempts; ++attempt_number) {
     if (request->client_gone) co_return;
+    // First in, first out: while others wait for this model, a new request waits behind them.
     auto route_started = Clock::now();
-    auto provider = router_.pick(model, request->max_tokens, excluded);
+    std::shared_ptr<ProviderSession> provider;
+    if (router_.queued(model) == 0) provider = router_.pick(model, request->max_tokens, excluded);
     request->timing.route_us += micros_since(route_started);
+    bool lost_turn = false;
     while (!provider) {
       // Waiting helps only if some provider of the model has not failed this request already.
       if (!router_.has_candidates(model, excluded)) break;
       const auto queue_started = Clock::now();
-      request->waiter = router_.make_waiter();
-      const QueueOutcome outcome = co_await router_.wait_for_capacity(model, request->waiter);
-      request->waiter.reset();
+      if (!request->waiter) request->waiter = router_.make_waiter();
+      const QueueOutcome outcome = co_await router_.wait_for_capacity(model, request->waiter, lost_turn);
       request->timing.queue_us += micros_since(queue_started);
       if (outcome == QueueOutcome::abandoned || request->client_gone) co_return;
       if (outcome == QueueOutcome::full) {
@@ -150,34 +168,35 @@ awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpo
       }
       if (outcome == QueueOutcome::expired) {
         co_await exchange.respond_error(
-            proto::rate_limited(fmt::format("No provider of '{}' became free within {} s; retry later", model,
-                                            config_.queue_wait.count() / 1000)),
+            proto::rate_limited(fmt::format("No provider of '{}' became free within {:.1f} s; retry later", model,
+                                            std::chrono::duration<double>(config_.queue_wait).count())),
             retry_after(5));
         co_return;
       }
       route_started = Clock::now();
       provider = router_.pick(model, request->max_tokens, excluded);
       request->timing.route_us += micros_since(route_started);
+      lost_turn = true;  // if another request took the slot first, wait again at the front
     }
+    request->waiter.reset();
     if (!provider) break;
 
     // Seal for this provider with a key pair made for this attempt alone.
     const auto encrypt_started = Clock::now();
-    const crypto::KeyPair session_keys = crypto::KeyPair::generate();
-    auto attempt = std::make_shared<Attempt>();
-    attempt->request_id = new_id("att_");
-    attempt->model = model;
-    attempt->max_tokens = request->max_tokens;
-    attempt->events = std::make_shared<http::AsyncQueue<ProviderEvent>>(executor_);
-    attempt->channel = std::make_unique<crypto::Channel>(provider->encryption_key, session_keys);
-    std::vector<uint8_t> ciphertext =
-        crypto::seal(as_bytes(request->plaintext), provider->encryption_key, session_keys);
+    auto sealed = seal_attempt(*request, *provider);
     request->timing.encrypt_us += micros_since(encrypt_started);
+    if (!sealed) {
+      excluded.insert(provider->id);
+      last_error = proto::provider_error("Sealing to the provider failed");
+      continue;
+    }
+    std::shared_ptr<Attempt> attempt = sealed->attempt;
 
     const auto dispatch_started = Clock::now();
     provider->in_flight[attempt->request_id] = attempt;
     request->attempt = attempt;
-    provider->socket->send(proto::encode(make_inference_request(*attempt, session_keys, std::move(ciphertext))));
+    provider->socket->send(
+        proto::encode(make_inference_request(*attempt, sealed->session_keys, std::move(sealed->ciphertext))));
     request->timing.dispatch_us += micros_since(dispatch_started);
     const auto dispatched = Clock::now();
 
@@ -201,10 +220,10 @@ awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpo
         co_return;
       }
       if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
-        if (failed->status_code >= 400 && failed->status_code < 499) {
-          // The provider found the request itself invalid (too long for its context, ...).
+        if (failed->code == "context_length_exceeded") {
+          // The request itself is too long for the model: no other provider would do better.
           proto::ApiError rejected = proto::invalid_request(failed->message);
-          if (failed->message.find("context") != std::string::npos) rejected.code = "context_length_exceeded";
+          rejected.code = failed->code;
           co_await exchange.respond_error(rejected);
           co_return;
         }
@@ -243,7 +262,13 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       pending.reset();
       co_return event;
     }
-    co_return co_await attempt->events->pop();
+    // An answer that falls silent for the inference timeout ends as a provider failure.
+    auto event = co_await attempt->events->pop_until(Clock::now() + config_.inference_timeout);
+    if (!event) {
+      cancel_at_provider();
+      co_return ProviderEvent{provider_event::Gone{"no output for too long"}};
+    }
+    co_return std::move(*event);
   };
 
   if (!request.parsed.stream) {

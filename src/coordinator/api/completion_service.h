@@ -30,6 +30,13 @@ class CompletionService {
                               std::shared_ptr<Attempt> attempt, ProviderEvent first_event);
   std::vector<std::pair<std::string, std::string>> response_headers(const Request& request,
                                                                     const ProviderSession& provider) const;
+  // A new attempt for `provider`: its session key pair and the request sealed with it.
+  struct SealedAttempt {
+    crypto::KeyPair session_keys;
+    std::shared_ptr<Attempt> attempt;
+    std::vector<uint8_t> ciphertext;
+  };
+  Result<SealedAttempt> seal_attempt(const Request& request, const ProviderSession& provider) const;
 
   http::net::any_io_executor executor_;
   const CoordinatorConfig& config_;

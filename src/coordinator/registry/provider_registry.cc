@@ -66,6 +66,12 @@ std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::serving(const st
   return out;
 }
 
+size_t ProviderRegistry::registered_count() const {
+  size_t n = 0;
+  for (const auto& [id, session] : sessions_) n += session->registered && !session->dropped ? 1 : 0;
+  return n;
+}
+
 std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::all() const {
   std::vector<std::shared_ptr<ProviderSession>> out;
   out.reserve(sessions_.size());

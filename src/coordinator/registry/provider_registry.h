@@ -37,6 +37,7 @@ struct Complete {
 struct Failed {
   int status_code = 500;
   std::string message;
+  std::string code;  // "context_length_exceeded": the request itself cannot be served anywhere
 };
 struct Gone {  // the provider disconnected or was dropped
   std::string reason;
@@ -54,7 +55,14 @@ struct Attempt {
   int max_tokens = 0;
   std::shared_ptr<http::AsyncQueue<ProviderEvent>> events;
   std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
+  uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
+  size_t bytes_received = 0;                 // plaintext bytes so far, against kMaxAttemptBytes
+  std::chrono::steady_clock::time_point first_chunk_at{};
 };
+
+// More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
+// coordinator's memory; it is dropped.
+inline constexpr size_t kMaxAttemptBytes = 64u << 20;
 
 struct ProviderSession {
   std::string id;
@@ -68,6 +76,7 @@ struct ProviderSession {
   proto::Heartbeat heartbeat;
   std::map<std::string, std::shared_ptr<Attempt>> in_flight;
   bool dropped = false;
+  double observed_decode_tps = 0;  // measured on this provider's own answers; 0 until one finished
 
   bool serves(const std::string& model) const;
   // Tokens the provider still has to produce for requests in flight (their max_tokens).
@@ -85,6 +94,7 @@ class ProviderRegistry {
   std::vector<std::shared_ptr<ProviderSession>> serving(const std::string& model, TrustLevel min_trust) const;
   std::vector<std::shared_ptr<ProviderSession>> all() const;
   size_t size() const { return sessions_.size(); }
+  size_t registered_count() const;
 
  private:
   std::unordered_map<std::string, std::shared_ptr<ProviderSession>> sessions_;

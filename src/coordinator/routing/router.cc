@@ -9,7 +9,8 @@ namespace {
 constexpr double kMemoryPressurePenaltyMs = 4000;  // a provider close to swapping is slow to start
 constexpr double kNearTieMs = 50;                  // below this, expected times count as equal
 constexpr double kNearTieFraction = 0.1;
-constexpr double kUnknownDecodeRate = 10;  // tokens/s assumed for a provider that measured nothing
+constexpr double kMaxClaimedDecodeRate = 500;  // tokens/s: a claim is believed only up to this
+constexpr double kUnknownDecodeRate = 10;      // tokens/s for a provider that claims nothing
 
 }  // namespace
 
@@ -17,7 +18,9 @@ Router::Router(http::net::any_io_executor executor, ProviderRegistry& registry, 
     : executor_(executor), registry_(registry), options_(options) {}
 
 double Router::expected_ms(const ProviderSession& session, int max_tokens) const {
-  const double rate = session.info.decode_tps > 0 ? session.info.decode_tps : kUnknownDecodeRate;
+  double rate = session.observed_decode_tps;
+  if (rate <= 0)
+    rate = session.info.decode_tps > 0 ? std::min(session.info.decode_tps, kMaxClaimedDecodeRate) : kUnknownDecodeRate;
   double ms = static_cast<double>(session.queued_tokens() + max_tokens) / rate * 1000.0;
   if (session.heartbeat.memory_pressure > 0.8) ms += kMemoryPressurePenaltyMs;
   return ms;
@@ -59,21 +62,29 @@ bool Router::has_candidates(const std::string& model, const std::set<std::string
 }
 
 std::shared_ptr<Router::Waiter> Router::make_waiter() {
-  return std::make_shared<Waiter>(executor_);
+  return std::make_shared<Waiter>(executor_, std::chrono::steady_clock::now() + options_.queue_wait);
 }
 
-http::awaitable<QueueOutcome> Router::wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter) {
+http::awaitable<QueueOutcome> Router::wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter,
+                                                        bool front) {
   auto& queue = queues_[model];
-  if (queue.size() >= options_.queue_depth) co_return QueueOutcome::full;
-  queue.push_back(waiter);
-  waiter->timer.expires_after(options_.queue_wait);
+  if (!front && queue.size() >= options_.queue_depth) co_return QueueOutcome::full;
+  if (std::chrono::steady_clock::now() >= waiter->deadline) co_return QueueOutcome::expired;
+  waiter->woken = false;
+  if (front) {
+    queue.push_front(waiter);
+  } else {
+    queue.push_back(waiter);
+  }
+  waiter->timer.expires_at(waiter->deadline);
   co_await waiter->timer.async_wait(http::as_tuple_awaitable);
+  // The waiter leaves the queue only now, so arrivals see it (and queue behind it) until it has
+  // had its turn at the freed capacity.
   auto& same = queues_[model];
   same.erase(std::remove(same.begin(), same.end(), waiter), same.end());
   if (waiter->abandoned) co_return QueueOutcome::abandoned;
   if (waiter->woken) co_return QueueOutcome::ready;
-  // The wait ran out; pass a possible wake-up on to the next in line.
-  capacity_changed(model);
+  capacity_changed(model);  // pass a wake-up that may have been meant for us to the next in line
   co_return QueueOutcome::expired;
 }
 
@@ -95,13 +106,20 @@ void Router::capacity_changed(const std::string& model, int slots) {
   }
 }
 
-void Router::capacity_changed_all() {
-  for (auto& [model, queue] : queues_) capacity_changed(model);
+void Router::wake_all(const std::string& model) {
+  auto it = queues_.find(model);
+  if (it != queues_.end()) capacity_changed(model, static_cast<int>(it->second.size()));
 }
 
 size_t Router::queued(const std::string& model) const {
   const auto it = queues_.find(model);
   return it == queues_.end() ? 0 : it->second.size();
+}
+
+size_t Router::queued_total() const {
+  size_t total = 0;
+  for (const auto& [model, queue] : queues_) total += queue.size();
+  return total;
 }
 
 }  // namespace darkbloom::coordinator

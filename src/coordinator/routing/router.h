@@ -1,8 +1,10 @@
 // Chooses the provider for a request and queues requests no provider can take yet. Among the
 // eligible providers (serving the model, trusted enough, below their concurrency, not excluded)
 // it picks the lowest expected completion time: the tokens already queued there plus this
-// request's, at the provider's measured decode rate, plus a penalty for memory pressure. Near
-// ties go to the provider with fewer requests in flight, then to chance.
+// request's, at the provider's observed decode rate (its own claim, capped, until it has answered),
+// plus a penalty for memory pressure. Near ties go to the provider with fewer requests in flight,
+// then to chance. The queue is first in, first out: while anyone waits for a model, new requests
+// for it wait too.
 #pragma once
 
 #include <chrono>
@@ -38,26 +40,31 @@ class Router {
   // True when some registered provider of the model, busy or not, is not in `excluded`.
   bool has_candidates(const std::string& model, const std::set<std::string>& excluded) const;
 
-  // Waits in the model's FIFO queue until capacity may be free (ready), the queue is full, the
-  // wait expires, or `abandon` fires (client gone).
-  struct Waiter;
+  struct Waiter {
+    Waiter(http::net::any_io_executor executor, std::chrono::steady_clock::time_point deadline)
+        : timer(executor), deadline(deadline) {}
+    http::net::steady_timer timer;
+    std::chrono::steady_clock::time_point deadline;  // fixed for the whole wait, across re-queues
+    bool woken = false;
+    bool abandoned = false;
+  };
   std::shared_ptr<Waiter> make_waiter();
-  http::awaitable<QueueOutcome> wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter);
+
+  // Waits in the model's queue until capacity may be free (ready), the queue is full, the
+  // waiter's deadline passes, or `abandon` fires (client gone). `front` puts back a waiter that
+  // was woken but lost the slot, ahead of later arrivals.
+  http::awaitable<QueueOutcome> wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter,
+                                                  bool front = false);
   void abandon(const std::shared_ptr<Waiter>& waiter);
 
   // Capacity may have freed up for a model: wake the first `slots` waiters of its queue.
   void capacity_changed(const std::string& model, int slots = 1);
-  void capacity_changed_all();
+  // Every waiter of the model re-checks (a provider left: some may have nobody left to wait for).
+  void wake_all(const std::string& model);
 
   size_t queued(const std::string& model) const;
+  size_t queued_total() const;
   const RoutingOptions& options() const { return options_; }
-
-  struct Waiter {
-    explicit Waiter(http::net::any_io_executor executor) : timer(executor) {}
-    http::net::steady_timer timer;
-    bool woken = false;
-    bool abandoned = false;
-  };
 
  private:
   double expected_ms(const ProviderSession& session, int max_tokens) const;
