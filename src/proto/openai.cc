@@ -195,6 +195,15 @@ Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::
   return request;
 }
 
+Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_view body, ApiError* error) {
+  auto value = json::parse(body, "request body");
+  if (!value) {
+    *error = invalid_request("The request body is not valid JSON: " + value.error().message);
+    return value.error();
+  }
+  return parse_completion_request(endpoint, *value, error);
+}
+
 size_t prompt_bytes(const CompletionRequest& request) {
   if (request.endpoint == Endpoint::completions) return request.prompt.size();
   size_t total = 0;

@@ -63,6 +63,8 @@ struct CompletionRequest {
 
 // Parses and validates a body for an endpoint. Errors are 400s naming the field in `param`.
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);
+// The same from the raw request body (malformed JSON is a 400 too).
+Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_view body, ApiError* error);
 
 // Bytes of prompt text, the basis of the coordinator's token estimate (bytes / 4, at least 1).
 size_t prompt_bytes(const CompletionRequest& request);

@@ -75,14 +75,8 @@ awaitable<void> LocalServer::handle_models(http::Exchange& exchange) {
 }
 
 awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::Endpoint endpoint) {
-  auto body = json::parse(exchange.request().body(), "request body");
-  if (!body) {
-    co_await exchange.respond_error(
-        proto::invalid_request("The request body is not valid JSON: " + body.error().message));
-    co_return;
-  }
   proto::ApiError error;
-  auto request = proto::parse_completion_request(endpoint, *body, &error);
+  auto request = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
   if (!request) {
     co_await exchange.respond_error(error);
     co_return;

@@ -7,6 +7,7 @@
 
 #include "apps/darkbloom/commands.h"
 #include "base/file.h"
+#include "engine/blocking_sink.h"
 
 namespace darkbloom::apps {
 namespace {
@@ -27,30 +28,13 @@ struct GenerateArgs {
   bool quiet = false;
 };
 
-// Writes deltas to stdout as they arrive and wakes the main thread at the end.
-class StdoutSink final : public engine::GenerationSink {
+// Writes deltas to stdout as they arrive.
+class StdoutSink final : public engine::BlockingSink {
  public:
   void on_text(std::string_view delta) override {
     std::fwrite(delta.data(), 1, delta.size(), stdout);
     std::fflush(stdout);
   }
-  void on_finish(const engine::FinishEvent& event) override {
-    std::lock_guard lock(mutex_);
-    event_ = event;
-    done_ = true;
-    finished_.notify_all();
-  }
-  engine::FinishEvent wait() {
-    std::unique_lock lock(mutex_);
-    finished_.wait(lock, [this] { return done_; });
-    return event_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable finished_;
-  bool done_ = false;
-  engine::FinishEvent event_;
 };
 
 int run_generate(const GenerateArgs& args) {

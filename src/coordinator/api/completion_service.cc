@@ -102,14 +102,8 @@ awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpo
         proto::authentication_error("Missing or unknown API key: send 'Authorization: Bearer db-...'"));
     co_return;
   }
-  auto body = json::parse(exchange.request().body(), "request body");
-  if (!body) {
-    co_await exchange.respond_error(
-        proto::invalid_request("The request body is not valid JSON: " + body.error().message));
-    co_return;
-  }
   proto::ApiError error;
-  auto parsed = proto::parse_completion_request(endpoint, *body, &error);
+  auto parsed = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
   if (!parsed) {
     co_await exchange.respond_error(error);
     co_return;

@@ -1,36 +1,14 @@
 #include "engine/evaluation/engine_bench.h"
 
+#include "engine/blocking_sink.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <random>
 
 namespace darkbloom::engine {
 namespace {
-
-class WaitingSink final : public GenerationSink {
- public:
-  void on_text(std::string_view) override {}
-  void on_finish(const FinishEvent& event) override {
-    std::lock_guard lock(mutex_);
-    event_ = event;
-    done_ = true;
-    finished_.notify_all();
-  }
-  FinishEvent wait() {
-    std::unique_lock lock(mutex_);
-    finished_.wait(lock, [this] { return done_; });
-    return event_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable finished_;
-  bool done_ = false;
-  FinishEvent event_;
-};
 
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
@@ -67,7 +45,7 @@ Result<EngineBenchResult> run_engine_bench(Engine& engine, const EngineBenchOpti
 
   std::vector<double> ttft, prefill, decode;
   for (int r = 0; r < options.repetitions; ++r) {
-    auto sink = std::make_shared<WaitingSink>();
+    auto sink = std::make_shared<BlockingSink>();
     auto id = engine.submit(request, sink);
     if (!id) return id.error();
     const FinishEvent event = sink->wait();

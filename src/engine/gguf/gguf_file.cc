@@ -94,70 +94,49 @@ bool valid_value_type(uint32_t raw) {
   return raw <= static_cast<uint32_t>(GgufValueType::f64);
 }
 
+// Reads one T and stores it widened to `Stored` (uint64_t, int64_t or double).
+template <class T, class Stored>
+Status read_scalar(Cursor& cursor, std::string_view what, GgufValue* value) {
+  auto v = cursor.read<T>(what);
+  if (!v) return v.error();
+  value->data = static_cast<Stored>(*v);
+  return {};
+}
+
 Result<GgufValue> read_value(Cursor& cursor, GgufValueType type, int depth, std::string_view what) {
   GgufValue value;
   value.type = type;
   switch (type) {
-    case GgufValueType::u8: {
-      auto v = cursor.read<uint8_t>(what);
-      if (!v) return v.error();
-      value.data = uint64_t{*v};
+    case GgufValueType::u8:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<uint8_t, uint64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::i8: {
-      auto v = cursor.read<int8_t>(what);
-      if (!v) return v.error();
-      value.data = int64_t{*v};
+    case GgufValueType::i8:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<int8_t, int64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::u16: {
-      auto v = cursor.read<uint16_t>(what);
-      if (!v) return v.error();
-      value.data = uint64_t{*v};
+    case GgufValueType::u16:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<uint16_t, uint64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::i16: {
-      auto v = cursor.read<int16_t>(what);
-      if (!v) return v.error();
-      value.data = int64_t{*v};
+    case GgufValueType::i16:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<int16_t, int64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::u32: {
-      auto v = cursor.read<uint32_t>(what);
-      if (!v) return v.error();
-      value.data = uint64_t{*v};
+    case GgufValueType::u32:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<uint32_t, uint64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::i32: {
-      auto v = cursor.read<int32_t>(what);
-      if (!v) return v.error();
-      value.data = int64_t{*v};
+    case GgufValueType::i32:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<int32_t, int64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::u64: {
-      auto v = cursor.read<uint64_t>(what);
-      if (!v) return v.error();
-      value.data = *v;
+    case GgufValueType::u64:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<uint64_t, uint64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::i64: {
-      auto v = cursor.read<int64_t>(what);
-      if (!v) return v.error();
-      value.data = *v;
+    case GgufValueType::i64:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<int64_t, int64_t>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::f32: {
-      auto v = cursor.read<float>(what);
-      if (!v) return v.error();
-      value.data = double{*v};
+    case GgufValueType::f32:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<float, double>(cursor, what, &value)));
       break;
-    }
-    case GgufValueType::f64: {
-      auto v = cursor.read<double>(what);
-      if (!v) return v.error();
-      value.data = *v;
+    case GgufValueType::f64:
+      DARKBLOOM_RETURN_IF_ERROR((read_scalar<double, double>(cursor, what, &value)));
       break;
-    }
     case GgufValueType::boolean: {
       auto v = cursor.read<uint8_t>(what);
       if (!v) return v.error();
