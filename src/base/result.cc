@@ -20,6 +20,8 @@ const char* errc_name(Errc code) {
       return "cancelled";
     case Errc::unavailable:
       return "unavailable";
+    case Errc::permission_denied:
+      return "permission_denied";
     case Errc::internal:
       return "internal";
   }

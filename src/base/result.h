@@ -18,7 +18,8 @@ enum class Errc {
   unsupported,       // well-formed but not something this build can handle
   out_of_range,      // a size or count beyond a limit (context, memory budget)
   cancelled,
-  unavailable,  // a device or peer that is absent or busy
+  unavailable,        // a device or peer that is absent or busy
+  permission_denied,  // the caller may not do this (a policy refused, a wrong PIN)
   internal,
 };
 

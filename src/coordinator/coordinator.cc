@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "base/encoding.h"
@@ -10,6 +11,7 @@
 #include "coordinator/api/completion_service.h"
 #include "coordinator/provider_gateway.h"
 #include "crypto/hash.h"
+#include "crypto/p256.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -34,7 +36,14 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(http::net::any_io_execu
                       fmt::format("cannot create data directory {}: {}", config.data_dir, error.message()));
   auto store = open_sqlite_store((std::filesystem::path(config.data_dir) / "coordinator.db").string());
   if (!store) return store.error();
-  return std::unique_ptr<Coordinator>(new Coordinator(executor, std::move(config), std::move(*store)));
+  auto releases = (*store)->list_releases();
+  if (!releases) return releases.error();
+  auto coordinator = std::unique_ptr<Coordinator>(new Coordinator(executor, std::move(config), std::move(*store)));
+  for (const auto& release : *releases) coordinator->releases_.insert(release.binary_hash);
+  if (!coordinator->releases_.empty()) {
+    log::info("release allow-list: {} approved provider binaries", coordinator->releases_.size());
+  }
+  return coordinator;
 }
 
 Coordinator::Coordinator(http::net::any_io_executor executor, CoordinatorConfig config, std::unique_ptr<Store> store)
@@ -43,7 +52,7 @@ Coordinator::Coordinator(http::net::any_io_executor executor, CoordinatorConfig 
       store_(std::move(store)),
       keys_(*store_),
       router_(executor, registry_, RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait}) {
-  gateway_ = std::make_unique<ProviderGateway>(executor, config_, registry_, router_);
+  gateway_ = std::make_unique<ProviderGateway>(executor, config_, registry_, router_, *store_, releases_);
   completions_ = std::make_unique<CompletionService>(executor, config_, keys_, router_, *gateway_);
   server_ = std::make_unique<http::Server>(executor, routes(), config_.limits);
 }
@@ -67,8 +76,13 @@ void Coordinator::stop() {
 http::Router Coordinator::routes() {
   http::Router router;
   router.add(http::bhttp::verb::get, "/health", [this](http::Exchange& exchange) -> awaitable<void> {
-    co_await exchange.respond_json(200, fmt::format(R"({{"status":"ok","providers":{},"queued":{}}})",
-                                                    registry_.registered_count(), router_.queued_total()));
+    size_t routable = 0;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& session : registry_.all()) {
+      routable += session->registered && !session->dropped && session->routable(config_.min_trust, now) ? 1 : 0;
+    }
+    co_await exchange.respond_json(200, fmt::format(R"({{"status":"ok","providers":{},"routable":{},"queued":{}}})",
+                                                    registry_.registered_count(), routable, router_.queued_total()));
   });
   router.add(http::bhttp::verb::post, "/v1/chat/completions", [this](http::Exchange& exchange) {
     return completions_->handle(exchange, proto::Endpoint::chat_completions);
@@ -79,6 +93,12 @@ http::Router Coordinator::routes() {
              [this](http::Exchange& exchange) { return handle_models(exchange); });
   router.add(http::bhttp::verb::post, "/v1/admin/keys",
              [this](http::Exchange& exchange) { return handle_admin_keys(exchange); });
+  router.add(http::bhttp::verb::post, "/v1/admin/releases",
+             [this](http::Exchange& exchange) { return handle_admin_releases(exchange); });
+  router.add(http::bhttp::verb::get, "/v1/admin/releases",
+             [this](http::Exchange& exchange) { return handle_admin_releases(exchange); });
+  router.add(http::bhttp::verb::get, "/v1/providers/attestation",
+             [this](http::Exchange& exchange) { return handle_attestations(exchange); });
   router.add(http::bhttp::verb::get, "/ws/provider",
              [this](http::Exchange& exchange) { return gateway_->handle(exchange); });
   return router;
@@ -133,16 +153,21 @@ awaitable<void> Coordinator::handle_models(http::Exchange& exchange) {
   co_await exchange.respond_json(200, models_json());
 }
 
-awaitable<void> Coordinator::handle_admin_keys(http::Exchange& exchange) {
+awaitable<bool> Coordinator::check_admin(http::Exchange& exchange) {
   if (config_.admin_token.empty()) {
     co_await exchange.respond_error(
         proto::authentication_error("The admin API is disabled: set an admin token (DARKBLOOM_ADMIN_TOKEN)"));
-    co_return;
+    co_return false;
   }
   if (!admin_authorized(exchange.header("Authorization"), config_.admin_token)) {
     co_await exchange.respond_error(proto::authentication_error("Missing or wrong admin token"));
-    co_return;
+    co_return false;
   }
+  co_return true;
+}
+
+awaitable<void> Coordinator::handle_admin_keys(http::Exchange& exchange) {
+  if (!co_await check_admin(exchange)) co_return;
   std::string name = "account";
   if (!exchange.request().body().empty()) {
     auto body = json::parse(exchange.request().body(), "request body");
@@ -167,6 +192,116 @@ awaitable<void> Coordinator::handle_admin_keys(http::Exchange& exchange) {
   answer["api_key"] = created->api_key;
   answer["account_id"] = created->account_id;
   co_await exchange.respond_json(200, bj::serialize(answer));
+}
+
+}  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+std::string releases_json(const std::vector<ReleaseRecord>& releases) {
+  bj::array data;
+  for (const auto& release : releases) {
+    bj::object entry;
+    entry["binary_hash"] = release.binary_hash;
+    entry["version"] = release.version;
+    entry["note"] = release.note;
+    entry["created_at"] = release.created_at;
+    data.push_back(std::move(entry));
+  }
+  bj::object list;
+  list["object"] = "list";
+  list["data"] = std::move(data);
+  return bj::serialize(list);
+}
+
+bool is_sha256_hex(std::string_view text) {
+  return text.size() == 64 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+bj::object attestation_entry(const ProviderSession& session) {
+  const TrustState& trust = session.trust_state;
+  bj::object entry;
+  entry["provider_id"] = session.id;
+  entry["trust_level"] = trust_level_name(session.trust);
+  entry["reason"] = trust.reason;
+  bj::array models;
+  for (const auto& model : session.info.models) models.push_back(bj::value(model.id));
+  entry["models"] = std::move(models);
+  if (!trust.public_key.empty()) {
+    entry["public_key"] = trust.document.public_key;
+    entry["public_key_pem"] = crypto::p256_public_key_pem(trust.public_key);
+    entry["key_backend"] = trust.document.key_backend;
+    if (!trust.document.degraded_reason.empty()) entry["degraded_reason"] = trust.document.degraded_reason;
+    if (!trust.document.binary_hash.empty()) entry["binary_hash"] = trust.document.binary_hash;
+    entry["attestation"] = trust.document_bytes;  // the exact signed bytes
+    entry["signature"] = trust.signature;
+  }
+  bj::object challenges;
+  challenges["passed"] = trust.passed;
+  challenges["failed"] = trust.failed;
+  challenges["consecutive_failures"] = trust.consecutive_failures;
+  if (!trust.last_pass_at.empty()) challenges["last_pass"] = trust.last_pass_at;
+  entry["challenges"] = std::move(challenges);
+  return entry;
+}
+
+}  // namespace
+
+awaitable<void> Coordinator::handle_admin_releases(http::Exchange& exchange) {
+  if (!co_await check_admin(exchange)) co_return;
+  if (exchange.request().method() == http::bhttp::verb::post) {
+    auto body = json::parse(exchange.request().body(), "request body");
+    if (!body || !body->is_object()) {
+      co_await exchange.respond_error(proto::invalid_request("The request body must be a JSON object"));
+      co_return;
+    }
+    json::ObjectReader reader(body->as_object(), "");
+    ReleaseRecord release;
+    release.binary_hash = reader.string("binary_hash", 64);
+    release.version = reader.optional_string("version", 64).value_or("");
+    release.note = reader.optional_string("note", 1024).value_or("");
+    if (!reader.ok()) {
+      co_await exchange.respond_error(proto::invalid_request(reader.error().message, reader.failed_field()));
+      co_return;
+    }
+    if (!is_sha256_hex(release.binary_hash)) {
+      co_await exchange.respond_error(
+          proto::invalid_request("binary_hash must be 64 lowercase hex digits (SHA-256)", "binary_hash"));
+      co_return;
+    }
+    release.created_at =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    if (auto added = store_->add_release(release); !added) {
+      log::error("adding a release failed: {}", added.error().message);
+      co_await exchange.respond_error(proto::server_error("Adding the release failed"));
+      co_return;
+    }
+    if (releases_.empty()) {
+      log::warn("release allow-list now active: providers running other binaries lose trust at their next challenge");
+    }
+    releases_.insert(release.binary_hash);
+    log::info("release approved: {} {}", release.binary_hash, release.version);
+  }
+  auto releases = store_->list_releases();
+  if (!releases) {
+    co_await exchange.respond_error(proto::server_error("Reading the releases failed"));
+    co_return;
+  }
+  co_await exchange.respond_json(200, releases_json(*releases));
+}
+
+awaitable<void> Coordinator::handle_attestations(http::Exchange& exchange) {
+  // Public on purpose: anyone holding a receipt can fetch the key to check it against.
+  bj::array data;
+  for (const auto& session : registry_.all()) {
+    if (session->registered && !session->dropped) data.push_back(attestation_entry(*session));
+  }
+  bj::object list;
+  list["object"] = "list";
+  list["data"] = std::move(data);
+  co_await exchange.respond_json(200, bj::serialize(list));
 }
 
 }  // namespace darkbloom::coordinator

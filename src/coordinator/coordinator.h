@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "coordinator/auth/api_keys.h"
@@ -20,7 +21,13 @@ struct CoordinatorConfig {
   uint16_t listen_port = 8080;
   std::string data_dir = ".";
   std::string admin_token;  // empty = admin API disabled
-  TrustLevel min_trust = TrustLevel::none;
+  TrustLevel min_trust = TrustLevel::self_signed;
+  std::chrono::milliseconds challenge_interval{300000};  // between challenges to each provider
+  std::chrono::milliseconds challenge_timeout{30000};    // to answer one
+  // A provider is routable above `none` until this long after its last passed challenge beyond
+  // the interval (5 min + 60 s = the 6 minutes of SPEC §4).
+  std::chrono::milliseconds challenge_grace{60000};
+  std::chrono::seconds attestation_max_skew{300};  // allowed distance of a document's timestamp
   size_t queue_depth = 10;
   std::chrono::milliseconds queue_wait{120000};
   int max_attempts = 3;
@@ -54,11 +61,16 @@ class Coordinator {
   http::Router routes();
   http::awaitable<void> handle_admin_keys(http::Exchange& exchange);
   http::awaitable<void> handle_models(http::Exchange& exchange);
+  http::awaitable<void> handle_admin_releases(http::Exchange& exchange);
+  http::awaitable<void> handle_attestations(http::Exchange& exchange);
+  // Answers 401 and returns false unless the request carries the admin token.
+  http::awaitable<bool> check_admin(http::Exchange& exchange);
   std::string models_json() const;
 
   http::net::any_io_executor executor_;
   CoordinatorConfig config_;
   std::unique_ptr<Store> store_;
+  std::set<std::string> releases_;  // approved binary hashes, loaded from the store
   ApiKeys keys_;
   ProviderRegistry registry_;
   Router router_;

@@ -19,8 +19,17 @@ std::vector<std::pair<std::string, std::string>> retry_after_header(int seconds)
 }  // namespace
 
 ProviderGateway::ProviderGateway(http::net::any_io_executor executor, const CoordinatorConfig& config,
-                                 ProviderRegistry& registry, Router& router)
-    : executor_(executor), config_(config), registry_(registry), router_(router) {}
+                                 ProviderRegistry& registry, Router& router, Store& store,
+                                 const std::set<std::string>& releases)
+    : executor_(executor), config_(config), registry_(registry), router_(router), store_(store), releases_(releases) {}
+
+VerificationPolicy ProviderGateway::verification_policy() const {
+  VerificationPolicy policy;
+  policy.allowed_binaries = releases_;
+  policy.max_clock_skew = config_.attestation_max_skew;
+  policy.now = std::chrono::system_clock::now();
+  return policy;
+}
 
 void ProviderGateway::start() {
   http::net::co_spawn(executor_, eviction_loop(), http::net::detached);
@@ -78,25 +87,7 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
       drop(session, "register sent twice");
       return;
     }
-    auto key = crypto::public_key_from(hello->encryption_key);
-    if (!key || !crypto::usable_public_key(*key)) {
-      drop(session, "encryption key is not a usable X25519 public key");
-      return;
-    }
-    session.info = std::move(*hello);
-    session.encryption_key = *key;
-    session.registered = true;
-    // Attestation is verified by the trust work; until then every provider is untrusted.
-    session.trust = TrustLevel::none;
-    // Several heartbeats fit in the eviction window, never more often than 10 per second.
-    const int heartbeat_ms = static_cast<int>(std::max<int64_t>(100, config_.heartbeat_timeout.count() / 18));
-    session.socket->send(proto::encode(proto::Registered{session.id, proto::kProtocolVersion, heartbeat_ms}));
-    session.socket->send(proto::encode(proto::TrustStatus{trust_level_name(session.trust), "no attestation verified"}));
-    std::string models;
-    for (const auto& model : session.info.models) models += (models.empty() ? "" : ", ") + model.id;
-    log::info("provider {} registered: {} (decode {:.1f} tok/s, concurrency {})", session.id, models,
-              session.info.decode_tps, session.info.max_concurrency);
-    for (const auto& model : session.info.models) router_.capacity_changed(model.id, session.info.max_concurrency);
+    on_register(session, std::move(*hello));
     return;
   }
   if (!session.registered) {
@@ -105,6 +96,10 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   }
   if (auto* heartbeat = std::get_if<proto::Heartbeat>(&message)) {
     session.heartbeat = std::move(*heartbeat);
+    return;
+  }
+  if (auto* answer = std::get_if<proto::AttestationResponse>(&message)) {
+    on_challenge_answer(session, *answer);
     return;
   }
   // Frames for an unknown or abandoned request id are dropped: this is what keeps a retried
@@ -149,6 +144,7 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
       return;
     }
     if (attempt->next_seq == 1) attempt->first_chunk_at = Clock::now();
+    if (!session.trust_state.public_key.empty()) attempt->text += content->text;  // for the receipt
     attempt->events->push_here(provider_event::Text{std::move(content->text)});
     return;
   }
@@ -180,9 +176,23 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
             session.observed_decode_tps > 0 ? 0.8 * session.observed_decode_tps + 0.2 * rate : rate;
       }
     }
-    finish_attempt(
-        session, complete->request_id,
-        provider_event::Complete{content->prompt_tokens, content->completion_tokens, content->finish_reason});
+    provider_event::Complete done{
+        content->prompt_tokens, content->completion_tokens, content->finish_reason, {}, {}, {}};
+    if (!content->response_hash.empty() && !session.trust_state.public_key.empty()) {
+      auto receipt = verify_receipt(attempt->request_id, content->completion_tokens, attempt->text,
+                                    content->response_hash, content->receipt_signature, session.trust_state.public_key);
+      if (receipt) {
+        done.receipt_request_id = attempt->request_id;
+        done.response_hash = content->response_hash;
+        done.receipt_signature = content->receipt_signature;
+      } else {
+        // The answer may still be right, but this provider signs what it did not send.
+        distrust(session, "receipt rejected: " + receipt.error().message);
+      }
+    }
+    crypto::wipe_memory(attempt->text.data(), attempt->text.size());
+    attempt->text.clear();
+    finish_attempt(session, complete->request_id, std::move(done));
     return;
   }
   if (auto* error = std::get_if<proto::InferenceError>(&message)) {
@@ -196,6 +206,164 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   }
   if (auto* unknown = std::get_if<proto::UnknownMessage>(&message)) {
     log::info("provider {}: ignoring message of unknown type '{}'", session.id, unknown->type);
+  }
+}
+
+void ProviderGateway::on_register(ProviderSession& session, proto::Register hello) {
+  auto key = crypto::public_key_from(hello.encryption_key);
+  if (!key || !crypto::usable_public_key(*key)) {
+    drop(session, "encryption key is not a usable X25519 public key");
+    return;
+  }
+  TrustState& trust = session.trust_state;
+  session.trust = TrustLevel::none;
+  trust.reason = "no attestation";
+  if (hello.attestation) {
+    // A provider whose attestation does not verify is dropped: it claims an identity it cannot show.
+    auto verified = verify_attestation(*hello.attestation, hello.encryption_key, verification_policy());
+    if (!verified) {
+      drop(session, "attestation rejected: " + verified.error().message);
+      return;
+    }
+    const std::string public_key = verified->document.public_key;
+    auto known = store_.find_provider_key(public_key);
+    if (known && *known && !(*known)->replaced_by.empty()) {
+      drop(session, "attestation rejected: this identity key was rotated out");
+      return;
+    }
+    std::string replaces;
+    if (verified->rotation) {
+      auto old_key = store_.find_provider_key(verified->rotation->old_public_key);
+      if (old_key && *old_key && !(*old_key)->replaced_by.empty() && (*old_key)->replaced_by != public_key) {
+        drop(session, "attestation rejected: the old key was already rotated to another key");
+        return;
+      }
+      replaces = verified->rotation->old_public_key;
+      log::info("provider {}: key rotation accepted ({} → {})", session.id, replaces.substr(0, 12),
+                public_key.substr(0, 12));
+    }
+    if (auto recorded = store_.record_provider_key(public_key, verified->document.key_backend, replaces); !recorded) {
+      log::error("provider {}: cannot record its key: {}", session.id, recorded.error().message);
+    }
+    trust.public_key = std::move(verified->public_key);
+    trust.document = std::move(verified->document);
+    trust.document_bytes = hello.attestation->document;
+    trust.signature = hello.attestation->signature;
+    // Valid attestation: self_signed. `hardware` needs the TPM to certify the key (an EK chain to a
+    // configured CA), which this coordinator does not verify yet; a claimed backend proves nothing.
+    session.trust = TrustLevel::self_signed;
+    trust.reason = "attestation verified (" + trust.document.key_backend +
+                   (trust.document.degraded_reason.empty() ? "" : ", degraded: " + trust.document.degraded_reason) +
+                   "); first challenge pending";
+  }
+  session.info = std::move(hello);
+  session.encryption_key = *key;
+  session.registered = true;
+  // Several heartbeats fit in the eviction window, never more often than 10 per second.
+  const int heartbeat_ms = static_cast<int>(std::max<int64_t>(100, config_.heartbeat_timeout.count() / 18));
+  session.socket->send(proto::encode(proto::Registered{session.id, proto::kProtocolVersion, heartbeat_ms}));
+  send_trust_status(session);
+  std::string models;
+  for (const auto& model : session.info.models) models += (models.empty() ? "" : ", ") + model.id;
+  log::info("provider {} registered: {} (decode {:.1f} tok/s, concurrency {}, trust {})", session.id, models,
+            session.info.decode_tps, session.info.max_concurrency, trust_level_name(session.trust));
+  if (!trust.public_key.empty()) {
+    // Routable above `none` only once the first challenge passes, moments from now.
+    http::net::co_spawn(executor_, challenge_loop(registry_.find(session.id)), http::net::detached);
+  }
+  if (session.routable(config_.min_trust, Clock::now())) {
+    for (const auto& model : session.info.models) router_.capacity_changed(model.id, session.info.max_concurrency);
+  }
+}
+
+awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession> session) {
+  auto running = running_;
+  http::net::steady_timer timer(executor_);
+  while (*running && session && !session->dropped && session->trust != TrustLevel::none) {
+    const auto issued_at = Clock::now();
+    const IssuedChallenge challenge = new_challenge(std::chrono::system_clock::now());
+    session->trust_state.open = challenge;
+    session->socket->send(proto::encode(proto::AttestationChallenge{challenge.nonce, challenge.timestamp}));
+    // Woken early by the answer; the next challenge still waits for the interval.
+    session->trust_state.answer_wait = &timer;
+    timer.expires_at(issued_at + config_.challenge_timeout);
+    co_await timer.async_wait(http::as_tuple_awaitable);
+    session->trust_state.answer_wait = nullptr;
+    if (!*running || session->dropped) co_return;
+    if (session->trust_state.open.nonce == challenge.nonce) {
+      session->trust_state.open = {};
+      challenge_failed(*session, fmt::format("no answer within {:.1f} s",
+                                             std::chrono::duration<double>(config_.challenge_timeout).count()));
+    }
+    timer.expires_at(issued_at + config_.challenge_interval);
+    co_await timer.async_wait(http::as_tuple_awaitable);
+  }
+}
+
+void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer) {
+  TrustState& trust = session.trust_state;
+  if (trust.public_key.empty()) {
+    drop(session, "a challenge answer from a provider that did not attest");
+    return;
+  }
+  if (session.trust == TrustLevel::none) return;  // distrusted for this session; answers change nothing
+  // Single use: whatever this answer is worth, the open nonce is spent.
+  const IssuedChallenge issued = trust.open;
+  trust.open = {};
+  if (trust.answer_wait != nullptr) trust.answer_wait->cancel();
+  auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
+  if (!result) {
+    // A forged signature or a changed binary is not a flaky network: distrust at once.
+    if (result.error().code == Errc::permission_denied) {
+      distrust(session, "challenge answer rejected: " + result.error().message);
+    } else {
+      challenge_failed(session, result.error().message);
+    }
+    return;
+  }
+  if (!result->regressions.empty()) {
+    distrust(session, "posture regressed since registration: " + result->regressions);
+    return;
+  }
+  const bool was_routable = session.routable(config_.min_trust, Clock::now());
+  trust.consecutive_failures = 0;
+  trust.passed += 1;
+  trust.last_pass_at = attest::rfc3339(std::chrono::system_clock::now());
+  trust.fresh_until = Clock::now() + config_.challenge_interval + config_.challenge_grace;
+  trust.reason = "challenge passed";
+  send_trust_status(session);
+  if (!was_routable && session.routable(config_.min_trust, Clock::now())) {
+    for (const auto& model : session.info.models) router_.capacity_changed(model.id, session.info.max_concurrency);
+  }
+}
+
+void ProviderGateway::challenge_failed(ProviderSession& session, const std::string& reason) {
+  TrustState& trust = session.trust_state;
+  trust.failed += 1;
+  trust.consecutive_failures += 1;
+  log::warn("provider {}: challenge failed ({} in a row): {}", session.id, trust.consecutive_failures, reason);
+  if (trust.consecutive_failures >= 3) {
+    distrust(session, "three challenges in a row failed; last: " + reason);
+    return;
+  }
+  trust.reason = "challenge failed: " + reason;
+  send_trust_status(session);
+}
+
+void ProviderGateway::distrust(ProviderSession& session, const std::string& reason) {
+  if (session.trust == TrustLevel::none && session.trust_state.fresh_until == Clock::time_point{}) return;
+  log::warn("provider {} untrusted: {}", session.id, reason);
+  session.trust = TrustLevel::none;
+  session.trust_state.fresh_until = {};
+  session.trust_state.open = {};
+  session.trust_state.reason = reason;
+  send_trust_status(session);
+}
+
+void ProviderGateway::send_trust_status(ProviderSession& session) {
+  if (session.socket->is_open()) {
+    session.socket->send(
+        proto::encode(proto::TrustStatus{trust_level_name(session.trust), session.trust_state.reason}));
   }
 }
 

@@ -263,6 +263,19 @@ std::string ChunkFormatter::usage_chunk(const Usage& usage) const {
   return bj::serialize(chunk);
 }
 
+std::string ChunkFormatter::receipt_chunk(const Receipt& receipt) const {
+  bj::object chunk = base(endpoint_ == Endpoint::chat_completions ? "chat.completion.chunk" : "text_completion");
+  chunk["choices"] = bj::array{};
+  bj::object body;
+  body["request_id"] = receipt.request_id;
+  body["completion_tokens"] = receipt.completion_tokens;
+  body["response_hash"] = receipt.response_hash;
+  body["signature"] = receipt.signature;
+  body["public_key"] = receipt.public_key;
+  chunk["darkbloom_receipt"] = std::move(body);
+  return bj::serialize(chunk);
+}
+
 std::string ChunkFormatter::complete_response(std::string_view text, std::string_view finish_reason,
                                               const Usage& usage) const {
   bj::object response;

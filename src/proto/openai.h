@@ -77,6 +77,16 @@ struct Usage {
 };
 
 // Streams one response as OpenAI chunks; ids and timestamps are fixed at construction.
+// A provider's signed receipt for an answer: `signature` (base64 DER ECDSA by `public_key`) over
+// `response_hash` = hex SHA-256 of "<request_id>:<completion_tokens>:<text>".
+struct Receipt {
+  std::string request_id;  // the id the provider answered under (the attempt), not X-Request-Id
+  int completion_tokens = 0;
+  std::string response_hash;
+  std::string signature;
+  std::string public_key;  // base64 P-256 X ‖ Y
+};
+
 class ChunkFormatter {
  public:
   ChunkFormatter(Endpoint endpoint, std::string id, std::string model, int64_t created);
@@ -86,6 +96,9 @@ class ChunkFormatter {
   std::string content_chunk(std::string_view text) const;
   std::string finish_chunk(std::string_view finish_reason) const;
   std::string usage_chunk(const Usage& usage) const;
+  // The last event before [DONE] when the provider signed its answer: `choices` is empty and the
+  // receipt sits in `darkbloom_receipt`.
+  std::string receipt_chunk(const Receipt& receipt) const;
   // The non-streaming response object.
   std::string complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage) const;
 

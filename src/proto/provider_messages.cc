@@ -124,7 +124,17 @@ Register decode_register(json::ObjectReader& r) {
     if (!attestation->is_object()) {
       r.fail("attestation", "must be an object");
     } else {
-      m.attestation = bj::serialize(*attestation);
+      json::ObjectReader a(attestation->as_object(), "register.attestation");
+      AttestationBundle bundle;
+      bundle.document = a.string("document", 64 * 1024);
+      bundle.signature = a.string("signature", 256);
+      bundle.rotation_statement = a.optional_string("rotation_statement", 4096).value_or("");
+      bundle.rotation_signature = a.optional_string("rotation_signature", 256).value_or("");
+      if (!a.ok()) {
+        r.fail("attestation", a.error().message);
+      } else {
+        m.attestation = std::move(bundle);
+      }
     }
   }
   m.prefill_tps = r.number("prefill_tps", 0, 1e7);
@@ -173,8 +183,12 @@ std::string encode(const Register& m) {
                     {"decode_tps", m.decode_tps},
                     {"max_concurrency", m.max_concurrency}};
   if (m.attestation) {
-    auto parsed = json::parse(*m.attestation, "attestation");
-    if (parsed) object["attestation"] = std::move(*parsed);
+    bj::object attestation{{"document", m.attestation->document}, {"signature", m.attestation->signature}};
+    if (!m.attestation->rotation_statement.empty()) {
+      attestation["rotation_statement"] = m.attestation->rotation_statement;
+      attestation["rotation_signature"] = m.attestation->rotation_signature;
+    }
+    object["attestation"] = std::move(attestation);
   }
   return dump(object);
 }
@@ -248,6 +262,19 @@ std::string encode(const TrustStatus& m) {
   return dump(object);
 }
 
+std::string encode(const AttestationResponse& m) {
+  return dump({{"type", "attestation_response"},
+               {"nonce", m.nonce},
+               {"timestamp", m.timestamp},
+               {"signature", m.signature},
+               {"status", m.status},
+               {"status_signature", m.status_signature}});
+}
+
+std::string encode(const AttestationChallenge& m) {
+  return dump({{"type", "attestation_challenge"}, {"nonce", m.nonce}, {"timestamp", m.timestamp}});
+}
+
 std::string encode(const SealedRequest& m) {
   return dump({{"endpoint", m.endpoint}, {"body", m.body}});
 }
@@ -256,10 +283,15 @@ std::string encode(const ChunkContent& m) {
 }
 
 std::string encode(const CompletionContent& m) {
-  return dump({{"seq", m.seq},
-               {"prompt_tokens", m.prompt_tokens},
-               {"completion_tokens", m.completion_tokens},
-               {"finish_reason", m.finish_reason}});
+  bj::object object{{"seq", m.seq},
+                    {"prompt_tokens", m.prompt_tokens},
+                    {"completion_tokens", m.completion_tokens},
+                    {"finish_reason", m.finish_reason}};
+  if (!m.response_hash.empty()) {
+    object["response_hash"] = m.response_hash;
+    object["receipt_signature"] = m.receipt_signature;
+  }
+  return dump(object);
 }
 
 Result<ProviderMessage> decode_provider_message(std::string_view frame) {
@@ -302,6 +334,15 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
     m.message = r.optional_string("message", kMaxTextBytes).value_or("");
     return finish(r, std::move(m));
   }
+  if (type == "attestation_response") {
+    AttestationResponse m;
+    m.nonce = r.string("nonce", 128);
+    m.timestamp = r.string("timestamp", 64);
+    m.signature = r.string("signature", 256);
+    m.status = r.string("status", 64 * 1024);
+    m.status_signature = r.string("status_signature", 256);
+    return finish(r, std::move(m));
+  }
   return ProviderMessage{UnknownMessage{type}};
 }
 
@@ -328,6 +369,12 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
     return finish_coordinator(r, std::move(m));
   }
   if (type == "cancel") return finish_coordinator(r, Cancel{request_id(r)});
+  if (type == "attestation_challenge") {
+    AttestationChallenge m;
+    m.nonce = r.string("nonce", 128);
+    m.timestamp = r.string("timestamp", 64);
+    return finish_coordinator(r, std::move(m));
+  }
   if (type == "load_model") return finish_coordinator(r, LoadModel{r.string("model", kMaxModelIdBytes)});
   if (type == "trust_status") {
     TrustStatus m;
@@ -375,6 +422,8 @@ Result<CompletionContent> decode_completion_content(std::string_view plaintext) 
   if (r.ok() && m.finish_reason != "stop" && m.finish_reason != "length") {
     r.fail("finish_reason", "must be stop or length");
   }
+  m.response_hash = r.optional_string("response_hash", 64).value_or("");
+  m.receipt_signature = r.optional_string("receipt_signature", 256).value_or("");
   if (!r.ok()) return r.error();
   return m;
 }
@@ -390,6 +439,7 @@ std::string_view message_type(const ProviderMessage& message) {
         if constexpr (std::is_same_v<T, InferenceComplete>) return "inference_complete";
         if constexpr (std::is_same_v<T, InferenceError>) return "inference_error";
         if constexpr (std::is_same_v<T, LoadModelStatus>) return "load_model_status";
+        if constexpr (std::is_same_v<T, AttestationResponse>) return "attestation_response";
         if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
       },
       message);
@@ -404,6 +454,7 @@ std::string_view message_type(const CoordinatorMessage& message) {
         if constexpr (std::is_same_v<T, Cancel>) return "cancel";
         if constexpr (std::is_same_v<T, LoadModel>) return "load_model";
         if constexpr (std::is_same_v<T, TrustStatus>) return "trust_status";
+        if constexpr (std::is_same_v<T, AttestationChallenge>) return "attestation_challenge";
         if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
       },
       message);

@@ -45,14 +45,23 @@ struct ModelInfo {
 
 // ---- provider → coordinator ----
 
+// The signed attestation a provider registers with: the canonical document as the exact string
+// that was signed, and, after a key rotation, the old key's statement vouching for the new one.
+struct AttestationBundle {
+  std::string document;            // canonical JSON, verified byte for byte
+  std::string signature;           // base64 DER ECDSA over `document`
+  std::string rotation_statement;  // optional canonical JSON
+  std::string rotation_signature;  // base64, by the old key
+};
+
 struct Register {
   int protocol_version = kProtocolVersion;
   std::string provider_version;
   std::string backend;  // "darkbloom-cpu"
   HardwareInfo hardware;
   std::vector<ModelInfo> models;
-  std::vector<uint8_t> encryption_key;     // X25519 public key, 32 bytes
-  std::optional<std::string> attestation;  // the signed document as received (verified by the trust work)
+  std::vector<uint8_t> encryption_key;  // X25519 public key, 32 bytes
+  std::optional<AttestationBundle> attestation;
   double prefill_tps = 0;
   double decode_tps = 0;
   int max_concurrency = 1;
@@ -92,6 +101,16 @@ struct InferenceError {
   std::string code;  // optional: "context_length_exceeded" marks a request no provider can serve
 };
 
+// Answer to a challenge: `signature` covers nonce + timestamp; `status` is a canonical status
+// document (fresh posture and hashes) with its own signature.
+struct AttestationResponse {
+  std::string nonce;
+  std::string timestamp;
+  std::string signature;
+  std::string status;
+  std::string status_signature;
+};
+
 struct LoadModelStatus {
   std::string model;
   std::string status;  // "started" | "succeeded" | "failed"
@@ -104,7 +123,7 @@ struct UnknownMessage {
 };
 
 using ProviderMessage = std::variant<Register, Heartbeat, InferenceAccepted, InferenceChunk, InferenceComplete,
-                                     InferenceError, LoadModelStatus, UnknownMessage>;
+                                     InferenceError, LoadModelStatus, AttestationResponse, UnknownMessage>;
 
 // ---- coordinator → provider ----
 
@@ -124,6 +143,11 @@ struct Cancel {
   std::string request_id;
 };
 
+struct AttestationChallenge {
+  std::string nonce;      // base64 of 32 random bytes, single use
+  std::string timestamp;  // RFC 3339 UTC
+};
+
 struct LoadModel {
   std::string model;
 };
@@ -133,7 +157,8 @@ struct TrustStatus {
   std::string reason;
 };
 
-using CoordinatorMessage = std::variant<Registered, InferenceRequest, Cancel, LoadModel, TrustStatus, UnknownMessage>;
+using CoordinatorMessage =
+    std::variant<Registered, InferenceRequest, Cancel, LoadModel, TrustStatus, AttestationChallenge, UnknownMessage>;
 
 // ---- sealed contents ----
 
@@ -150,12 +175,15 @@ struct ChunkContent {
   std::string text;
 };
 
-// What an inference_complete opens to; `seq` is the number of chunks sent before it.
+// What an inference_complete opens to; `seq` is the number of chunks sent before it. The
+// receipt is the attestation key's signature over response_hash (see attest::response_hash).
 struct CompletionContent {
   uint64_t seq = 0;
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  std::string finish_reason;  // "stop" | "length"
+  std::string finish_reason;      // "stop" | "length"
+  std::string response_hash;      // optional: hex SHA-256 of "<request_id>:<completion_tokens>:<text>"
+  std::string receipt_signature;  // optional: base64 DER ECDSA over response_hash
 };
 
 std::string encode(const Register& message);
@@ -165,11 +193,13 @@ std::string encode(const InferenceChunk& message);
 std::string encode(const InferenceComplete& message);
 std::string encode(const InferenceError& message);
 std::string encode(const LoadModelStatus& message);
+std::string encode(const AttestationResponse& message);
 std::string encode(const Registered& message);
 std::string encode(const InferenceRequest& message);
 std::string encode(const Cancel& message);
 std::string encode(const LoadModel& message);
 std::string encode(const TrustStatus& message);
+std::string encode(const AttestationChallenge& message);
 std::string encode(const SealedRequest& content);
 std::string encode(const ChunkContent& content);
 std::string encode(const CompletionContent& content);

@@ -6,8 +6,12 @@
 #include <random>
 #include <thread>
 
+#include "attest/attestation_document.h"
+#include "attest/posture.h"
 #include "base/cpu_features.h"
 #include "base/encoding.h"
+#include "base/file.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/system_info.h"
 #include "base/thread_pool.h"
@@ -70,22 +74,40 @@ Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& mode
 }
 
 ProviderAgent::ProviderAgent(http::net::any_io_executor executor, AgentOptions options,
-                             std::unique_ptr<engine::Engine> engine, ModelFacts facts)
+                             std::unique_ptr<engine::Engine> engine, ModelFacts facts,
+                             std::shared_ptr<attest::AttestationSigner> signer)
     : executor_(executor),
       options_(std::move(options)),
       engine_(std::move(engine)),
       facts_(std::move(facts)),
       keys_(crypto::KeyPair::generate()),
-      last_activity_(Clock::now()) {}
+      signer_(std::move(signer)),
+      last_activity_(Clock::now()) {
+  auto hash = attest::self_binary_hash();
+  if (hash) {
+    binary_hash_ = std::move(*hash);
+  } else {
+    // Without a hash a coordinator with a release allow-list refuses us: say why here.
+    log::warn("provider: cannot hash the running binary: {}", hash.error().message);
+  }
+}
 
 void ProviderAgent::stop() {
   stopping_ = true;
   if (current_) current_->close("provider shutting down");
 }
 
-proto::Register ProviderAgent::make_register() const {
+awaitable<Result<std::string>> ProviderAgent::sign(std::string message) {
+  // A named function object: GCC 12 destroys a lambda temporary inside a co_await operand twice.
+  auto work = [signer = signer_, message = std::move(message)] { return signer->sign(as_bytes(message)); };
+  auto signature = co_await http::run_blocking(signing_pool_, std::move(work));
+  if (!signature) co_return signature.error();
+  co_return base64_encode(*signature);
+}
+
+awaitable<Result<proto::Register>> ProviderAgent::make_register() {
   proto::Register message;
-  message.provider_version = "0.1.0";
+  message.provider_version = options_.version;
   message.backend = "darkbloom-cpu";
   const CpuFeatures& cpu = cpu_features();
   message.hardware.cpu = cpu.brand.empty() ? "unknown" : cpu.brand;
@@ -96,7 +118,74 @@ proto::Register ProviderAgent::make_register() const {
   message.prefill_tps = facts_.prefill_tps;
   message.decode_tps = facts_.decode_tps;
   message.max_concurrency = options_.max_concurrency;
-  return message;
+
+  // The attestation document binds the identity key to this process's X25519 key, binary and
+  // posture at this moment; it is signed over exactly the bytes sent.
+  const attest::SignerInfo info = signer_->info();
+  attest::AttestationDocument document;
+  document.public_key = base64_encode(signer_->public_key());
+  document.key_backend = info.backend;
+  document.degraded_reason = info.degraded_reason;
+  document.encryption_key = base64_encode(keys_.public_key());
+  document.binary_hash = binary_hash_;
+  document.version = options_.version;
+  document.hardware_cpu = message.hardware.cpu;
+  document.hardware_memory_gb = static_cast<int64_t>(message.hardware.memory_gb + 0.5);
+  document.os = attest::kernel_release();
+  document.posture = attest::probe_posture();
+  document.timestamp = attest::rfc3339(std::chrono::system_clock::now());
+  proto::AttestationBundle bundle;
+  bundle.document = attest::canonical_json(document);
+  auto signature = co_await sign(bundle.document);
+  if (!signature) co_return signature.error();
+  bundle.signature = *signature;
+  if (!options_.rotation_file.empty()) {
+    // Sent until the coordinator has seen it; it only vouches for the key we now hold.
+    auto rotation = read_file(options_.rotation_file);
+    if (rotation) {
+      auto parsed = json::parse(*rotation, options_.rotation_file);
+      const auto* object = parsed && parsed->is_object() ? &parsed->as_object() : nullptr;
+      const auto* statement = object ? object->if_contains("statement") : nullptr;
+      const auto* statement_signature = object ? object->if_contains("signature") : nullptr;
+      if (statement && statement->is_string() && statement_signature && statement_signature->is_string()) {
+        auto parsed_statement = attest::parse_rotation_statement(statement->as_string());
+        if (parsed_statement && parsed_statement->new_public_key == document.public_key) {
+          bundle.rotation_statement = std::string(statement->as_string());
+          bundle.rotation_signature = std::string(statement_signature->as_string());
+        }
+      }
+    }
+  }
+  message.attestation = std::move(bundle);
+  co_return message;
+}
+
+awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket> socket,
+                                                proto::AttestationChallenge challenge) {
+  auto self = shared_from_this();
+  attest::StatusDocument status;
+  status.nonce = challenge.nonce;
+  status.timestamp = challenge.timestamp;
+  // Fresh facts, not the ones from registration: a changed binary or posture shows here.
+  auto hash_work = [] { return attest::self_binary_hash(); };
+  auto hash = co_await http::run_blocking(signing_pool_, std::move(hash_work));
+  status.binary_hash = hash ? *hash : std::string();
+  status.posture = attest::probe_posture();
+  status.model_hashes[facts_.info.id] = facts_.info.weight_hash;
+  proto::AttestationResponse response;
+  response.nonce = challenge.nonce;
+  response.timestamp = challenge.timestamp;
+  response.status = attest::canonical_json(status);
+  auto signature = co_await sign(challenge.nonce + challenge.timestamp);
+  auto status_signature = co_await sign(response.status);
+  if (!signature || !status_signature) {
+    log::error("provider: cannot sign a challenge answer: {}",
+               signature ? status_signature.error().message : signature.error().message);
+    co_return;
+  }
+  response.signature = *signature;
+  response.status_signature = *status_signature;
+  socket->send(proto::encode(response));
 }
 
 proto::Heartbeat ProviderAgent::make_heartbeat() const {
@@ -143,7 +232,14 @@ awaitable<void> ProviderAgent::run() {
 awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> socket) {
   current_ = socket;
   socket->start();
-  socket->send(proto::encode(make_register()));
+  auto hello = co_await make_register();
+  if (!hello) {
+    log::error("provider: cannot build the registration: {}", hello.error().message);
+    socket->close("cannot attest");
+    current_.reset();
+    co_return false;
+  }
+  socket->send(proto::encode(*hello));
   Clock::time_point registered_at{};
   bool registered = false;
   for (;;) {
@@ -178,6 +274,8 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
     } else if (auto* load = std::get_if<proto::LoadModel>(&*message)) {
       // Loading can take long; the session keeps reading (cancels, pings) meanwhile.
       http::net::co_spawn(executor_, handle_load_model(socket, load->model), http::net::detached);
+    } else if (auto* challenge = std::get_if<proto::AttestationChallenge>(&*message)) {
+      http::net::co_spawn(executor_, answer_challenge(socket, std::move(*challenge)), http::net::detached);
     } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {
       log::info("provider: trust level {}{}", trust->trust_level,
                 trust->reason.empty() ? "" : " (" + trust->reason + ")");
@@ -266,6 +364,12 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
   };
   if (in_flight_.count(request_id) != 0) co_return;  // a duplicate id: the first one stands
+  // A debugger attached or the loader environment tampered with since start: refuse plaintext.
+  const attest::Posture posture = attest::probe_posture();
+  if (!posture.not_traced || !posture.env_clean) {
+    fail(503, "unsafe posture: " + attest::describe(posture));
+    co_return;
+  }
   auto session_key = crypto::public_key_from(message.sealed_body.sender_public_key);
   if (!session_key) {
     fail(400, "sealed_body has no valid session key");
@@ -322,9 +426,11 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
 
   const crypto::Channel channel(*session_key, keys_);
   uint64_t seq = 0;
+  std::string answer;  // for the receipt; wiped below
   for (;;) {
     EngineEvent event = co_await queue->pop();
     if (auto* text = std::get_if<std::string>(&event)) {
+      answer += *text;
       std::string content = proto::encode(proto::ChunkContent{seq++, *text});
       proto::InferenceChunk chunk;
       chunk.request_id = request_id;
@@ -345,9 +451,18 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     } else if (finish.reason == engine::FinishReason::error) {
       fail(500, "engine error: " + finish.error);
     } else {
-      // Usage travels sealed like the text: nobody on the way can change what will be billed.
-      std::string content = proto::encode(proto::CompletionContent{seq, finish.prompt_tokens, finish.completion_tokens,
-                                                                   openai_finish_reason(finish.reason)});
+      // Usage travels sealed like the text: nobody on the way can change what will be billed. The
+      // receipt lets anyone check later which key produced this answer.
+      proto::CompletionContent completion{
+          seq, finish.prompt_tokens, finish.completion_tokens, openai_finish_reason(finish.reason), {}, {}};
+      completion.response_hash = attest::response_hash(request_id, finish.completion_tokens, answer);
+      auto receipt = co_await sign(completion.response_hash);
+      if (receipt) completion.receipt_signature = *receipt;
+      if (!receipt) {
+        completion.response_hash.clear();
+        log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
+      }
+      std::string content = proto::encode(completion);
       proto::InferenceComplete complete;
       complete.request_id = request_id;
       complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
@@ -356,6 +471,7 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     }
     break;
   }
+  crypto::wipe_memory(answer.data(), answer.size());
   in_flight_.erase(request_id);
   last_activity_ = Clock::now();
 }

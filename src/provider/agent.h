@@ -9,9 +9,11 @@
 #include <string>
 #include <unordered_map>
 
+#include "attest/signer.h"
 #include "crypto/sealed_box.h"
 #include "engine/engine.h"
 #include "http/async_queue.h"
+#include "http/blocking.h"
 #include "http/websocket.h"
 #include "proto/provider_messages.h"
 
@@ -30,6 +32,9 @@ struct AgentOptions {
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds healthy_session{30000};  // a session this long resets the backoff
   http::WebSocketOptions websocket;
+  std::string version = "0.1.0";
+  // A key-rotation statement from `darkbloom keys rotate`, sent once with the next registration.
+  std::string rotation_file;
 };
 
 // Facts measured once at start and announced in `register`.
@@ -45,7 +50,7 @@ Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& mode
 class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
  public:
   ProviderAgent(http::net::any_io_executor executor, AgentOptions options, std::unique_ptr<engine::Engine> engine,
-                ModelFacts facts);
+                ModelFacts facts, std::shared_ptr<attest::AttestationSigner> signer);
 
   // Runs until stop(): connect, register, serve, and reconnect after every disconnection.
   http::awaitable<void> run();
@@ -65,7 +70,11 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   http::awaitable<void> heartbeat_loop(std::shared_ptr<http::WebSocket> socket);
   http::awaitable<void> idle_loop();
   http::awaitable<void> handle_request(std::shared_ptr<http::WebSocket> socket, proto::InferenceRequest request);
-  proto::Register make_register() const;
+  http::awaitable<Result<proto::Register>> make_register();
+  http::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket,
+                                         proto::AttestationChallenge challenge);
+  // Signs on the signing thread (a TPM takes milliseconds); base64 DER.
+  http::awaitable<Result<std::string>> sign(std::string message);
   proto::Heartbeat make_heartbeat() const;
   http::awaitable<Result<engine::Engine*>> ensure_engine();
   http::awaitable<void> handle_load_model(std::shared_ptr<http::WebSocket> socket, std::string model);
@@ -75,6 +84,9 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   std::unique_ptr<engine::Engine> engine_;  // null while unloaded
   ModelFacts facts_;
   crypto::KeyPair keys_;
+  std::shared_ptr<attest::AttestationSigner> signer_;
+  std::string binary_hash_;
+  http::net::thread_pool signing_pool_{1};
   std::unordered_map<std::string, InFlight> in_flight_;
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;

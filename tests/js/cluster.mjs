@@ -247,6 +247,7 @@ export class RawWebSocket {
       this.buffer = this.buffer.subarray(offset + length);
       if (opcode === 0x1) {
         const text = payload.toString();
+        if (this.intercept && this.intercept(text)) continue;  // handled in the background
         const waiter = this.waiters.shift();
         if (waiter) waiter(text); else this.messages.push(text);
       } else if (opcode === 0x9) {
@@ -275,19 +276,110 @@ export function registerMessage(modelId) {
   });
 }
 
+// Compact JSON with keys sorted at every level: the canonical form documents are signed in.
+export function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function rfc3339(date = new Date()) {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+// A P-256 identity key made with Node's own crypto: raw X ‖ Y in base64, DER signatures.
+export class IdentityKey {
+  constructor() {
+    const { privateKey, publicKey } = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+    this.privateKey = privateKey;
+    this.publicKeyObject = publicKey;
+    const jwk = publicKey.export({ format: "jwk" });
+    this.publicKey = Buffer.concat([Buffer.from(jwk.x, "base64url"), Buffer.from(jwk.y, "base64url")]).toString("base64");
+  }
+  sign(text) { return crypto.sign("sha256", Buffer.from(text), this.privateKey).toString("base64"); }
+}
+
+export const GOOD_POSTURE = { secure_boot: false, kernel_lockdown: false, ptrace_restricted: false,
+  core_dumps_disabled: true, not_traced: true, env_clean: true };
+
 // A provider written independently of the C++ one, on tweetnacl: it speaks the protocol
 // correctly by default, so a test can make it misbehave in exactly one way.
 export class FakeProvider {
-  static async connect(port, { model = "fake-model", decodeTps = 100, maxConcurrency = 1, encryptionKey } = {}) {
+  // Registers and, unless `attest` is false, attests with its own P-256 key and answers
+  // challenges in the background (`answerChallenges`), so it becomes routable like a real one.
+  // `document` overrides fields of the attestation document; `sign` replaces how it is signed.
+  static async connect(port, { model = "fake-model", decodeTps = 100, maxConcurrency = 1, encryptionKey,
+    attest = true, answerChallenges = true, identity = new IdentityKey(), document = {}, signDocument,
+    rotation, waitForTrust = attest } = {}) {
     const provider = new FakeProvider(await RawWebSocket.connect(port));
     provider.keys = nacl.box.keyPair();
+    provider.identity = identity;
+    provider.answerChallenges = answerChallenges;
+    provider.challenges = [];
+    provider.trust = [];
     const hello = JSON.parse(registerMessage(model));
     hello.encryption_key = encryptionKey ?? Buffer.from(provider.keys.publicKey).toString("base64");
     hello.decode_tps = decodeTps;
     hello.max_concurrency = maxConcurrency;
+    if (attest) {
+      provider.document = {
+        public_key: identity.publicKey, key_backend: "ephemeral",
+        encryption_key: Buffer.from(provider.keys.publicKey).toString("base64"),
+        binary_hash: "ab".repeat(32), version: "fake", hardware: { cpu: "fake", memory_gb: 1 }, os: "Linux fake",
+        ...GOOD_POSTURE, timestamp: rfc3339(), ...document,
+      };
+      const bytes = canonicalJson(provider.document);
+      hello.attestation = { document: bytes, signature: signDocument ? signDocument(bytes) : identity.sign(bytes) };
+      if (rotation) Object.assign(hello.attestation, rotation);
+    }
+    provider.socket.intercept = (text) => provider.#background(text);
     provider.socket.send(JSON.stringify(hello));
-    provider.registered = JSON.parse(await provider.socket.next());
+    provider.registered = await provider.next("registered");
+    if (waitForTrust) await provider.waitForTrust(/challenge passed/);
     return provider;
+  }
+
+  // Challenges are answered (or kept, when answering is off) and trust_status messages recorded
+  // as they arrive, whatever the test is waiting for.
+  #background(text) {
+    let message;
+    try { message = JSON.parse(text); } catch { return false; }
+    if (message.type === "attestation_challenge") {
+      this.challenges.push(message);
+      if (this.answerChallenges) this.socket.send(JSON.stringify(this.challengeAnswer(message)));
+      return true;
+    }
+    if (message.type === "trust_status") {
+      this.trust.push(message);
+      for (const waiter of this.trustWaiters ?? []) waiter();
+      return true;
+    }
+    return false;
+  }
+
+  // A correct answer to a challenge, with fields overridden as given.
+  challengeAnswer(challenge, { posture = {}, status = {}, nonce = challenge.nonce, timestamp = challenge.timestamp } = {}) {
+    const statusDocument = canonicalJson({ nonce, timestamp, binary_hash: this.document?.binary_hash ?? "ab".repeat(32),
+      ...GOOD_POSTURE, ...posture, ...status });
+    return { type: "attestation_response", nonce, timestamp, signature: this.identity.sign(nonce + timestamp),
+      status: statusDocument, status_signature: this.identity.sign(statusDocument) };
+  }
+
+  // Resolves with the first trust_status whose reason matches.
+  async waitForTrust(pattern, timeoutMs = 10000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.trust.find((m) => pattern.test(`${m.trust_level} ${m.reason}`));
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`no trust_status matching ${pattern}: ${JSON.stringify(this.trust)}`);
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, 50);
+        (this.trustWaiters ??= []).push(() => { clearTimeout(timer); resolve(); });
+      });
+      this.trustWaiters = [];
+    }
   }
 
   constructor(socket) { this.socket = socket; }
@@ -322,9 +414,15 @@ export class FakeProvider {
     return JSON.stringify({ type: "inference_chunk", request_id: requestId, sealed: this.seal({ seq, text }, sessionKey) });
   }
 
-  complete(requestId, sessionKey, seq, completionTokens) {
-    return JSON.stringify({ type: "inference_complete", request_id: requestId,
-      sealed: this.seal({ seq, prompt_tokens: 5, completion_tokens: completionTokens, finish_reason: "stop" }, sessionKey) });
+  // `text` (the whole answer) adds a signed receipt; `receipt` overrides its fields.
+  complete(requestId, sessionKey, seq, completionTokens, { text, receipt = {} } = {}) {
+    const content = { seq, prompt_tokens: 5, completion_tokens: completionTokens, finish_reason: "stop" };
+    if (text !== undefined && this.identity) {
+      content.response_hash = crypto.createHash("sha256").update(`${requestId}:${completionTokens}:${text}`).digest("hex");
+      content.receipt_signature = this.identity.sign(content.response_hash);
+      Object.assign(content, receipt);
+    }
+    return JSON.stringify({ type: "inference_complete", request_id: requestId, sealed: this.seal(content, sessionKey) });
   }
 
   // Answers one request correctly with the given pieces of text.
@@ -332,6 +430,7 @@ export class FakeProvider {
     const { sessionKey } = this.open(request);
     this.socket.send(JSON.stringify({ type: "inference_accepted", request_id: request.request_id }));
     pieces.forEach((text, seq) => this.socket.send(this.chunk(request.request_id, sessionKey, seq, text)));
-    this.socket.send(this.complete(request.request_id, sessionKey, pieces.length, pieces.length));
+    this.socket.send(this.complete(request.request_id, sessionKey, pieces.length, pieces.length,
+      { text: pieces.join("") }));
   }
 }

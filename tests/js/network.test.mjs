@@ -2,6 +2,7 @@
 // darkbloom-coordinator, which routes sealed requests to `darkbloom start` providers.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import OpenAI from "openai";
 import nacl from "tweetnacl";
 import {
@@ -49,7 +50,8 @@ describe("coordinator with two providers", () => {
     assert.match(response.headers.get("content-type"), /text\/event-stream/);
     assert.match(response.headers.get("x-provider-id"), /^prov_/);
     assert.equal(response.headers.get("x-provider-encrypted"), "true");
-    assert.equal(response.headers.get("x-provider-trust-level"), "none");
+    assert.equal(response.headers.get("x-provider-trust-level"), "self_signed");
+    assert.equal(response.headers.get("x-provider-key-backend"), "ephemeral");
     const timing = JSON.parse(response.headers.get("x-timing"));
     for (const key of ["parse_us", "reserve_us", "route_us", "queue_us", "encrypt_us", "dispatch_us", "provider_us"]) {
       assert.equal(typeof timing[key], "number", key);
@@ -57,9 +59,18 @@ describe("coordinator with two providers", () => {
     const events = await readEvents(response);
     assert.equal(events.filter((e) => e === "[DONE]").length, 1);
     assert.equal(events.at(-1), "[DONE]");
-    const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+    const all = events.slice(0, -1).map((e) => JSON.parse(e));
+    // The provider's signed receipt comes last, with no choices; it covers the text streamed.
+    const receipt = all.at(-1).darkbloom_receipt;
+    assert.deepEqual(all.at(-1).choices, []);
+    const chunks = all.slice(0, -1);
     assert.equal(chunks[0].choices[0].delta.role, "assistant");
     assert.equal(chunks.at(-1).choices[0].finish_reason, "length");
+    const text = chunks.map((c) => c.choices[0].delta.content).join("");
+    assert.equal(receipt.completion_tokens, 16);
+    assert.equal(receipt.response_hash,
+      crypto.createHash("sha256").update(`${receipt.request_id}:16:${text}`).digest("hex"));
+    assert.equal(receipt.public_key, response.headers.get("x-provider-public-key"));
     for (const chunk of chunks) {
       assert.equal(chunk.object, "chat.completion.chunk");
       assert.equal(typeof chunk.choices[0].delta.content, "string");

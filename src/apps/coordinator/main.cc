@@ -35,15 +35,31 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   std::string config_file;
   std::string log_level = "info";
-  std::string min_trust = "none";
+  std::string min_trust = "self_signed";
   double queue_wait = 120, first_chunk_timeout = 10, heartbeat_timeout = 90, inference_timeout = 600;
+  double challenge_interval = 300, challenge_timeout = 30, challenge_grace = 60, attestation_max_skew = 300;
   coordinator::CoordinatorConfig config;
   config.data_dir = "darkbloom-data";
   app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free one)")->capture_default_str();
   app.add_option("--data-dir", config.data_dir, "directory for the database (coordinator.db)")->capture_default_str();
   app.add_option("--admin-token", config.admin_token, "token for /v1/admin/* (empty disables the admin API)");
-  app.add_option("--min-trust", min_trust, "lowest provider trust level that receives requests")
+  app.add_option("--min-trust", min_trust,
+                 "lowest provider trust level that receives requests (none = open mode: unattested providers too)")
       ->check(CLI::IsMember({"none", "self_signed", "hardware"}))
+      ->capture_default_str();
+  app.add_option("--challenge-interval", challenge_interval, "seconds between attestation challenges to a provider")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str();
+  app.add_option("--challenge-timeout", challenge_timeout, "seconds a provider has to answer a challenge")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.add_option("--challenge-grace", challenge_grace,
+                 "seconds beyond the interval a passed challenge keeps a provider routable")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  app.add_option("--attestation-max-skew", attestation_max_skew,
+                 "seconds an attestation's timestamp may be from the coordinator's clock")
+      ->check(CLI::Range(1.0, 86400.0))
       ->capture_default_str();
   app.add_option("--queue-depth", config.queue_depth, "requests that may wait per model when all providers are busy")
       ->check(CLI::Range(0, 100000))
@@ -102,6 +118,10 @@ int main(int argc, char** argv) {
   config.listen_port = address->second;
   config.min_trust = *coordinator::parse_trust_level(min_trust);
   config.queue_wait = seconds_to_ms(queue_wait);
+  config.challenge_interval = seconds_to_ms(challenge_interval);
+  config.challenge_timeout = seconds_to_ms(challenge_timeout);
+  config.challenge_grace = seconds_to_ms(challenge_grace);
+  config.attestation_max_skew = std::chrono::seconds(static_cast<int64_t>(attestation_max_skew));
   config.first_chunk_timeout = seconds_to_ms(first_chunk_timeout);
   config.heartbeat_timeout = seconds_to_ms(heartbeat_timeout);
   config.inference_timeout = seconds_to_ms(inference_timeout);

@@ -9,6 +9,8 @@
 
 #include "apps/common/config_layers.h"
 #include "apps/darkbloom/commands.h"
+#include "apps/darkbloom/key_options.h"
+#include "attest/posture.h"
 #include "base/log.h"
 #include "crypto/sealed_box.h"
 #include "http/server.h"
@@ -25,6 +27,8 @@ struct StartArgs {
   int max_concurrency = 8;
   double idle_timeout_mins = 60;
   std::string config_file;
+  KeyArgs key;
+  std::string rotation_file;
 };
 
 struct ServeArgs {
@@ -73,7 +77,17 @@ int run_start(CLI::App* command, StartArgs args) {
   if (!std::filesystem::is_regular_file(args.engine.model_path)) return fail(args.engine.model_path + ": no such file");
   auto url = parse_coordinator_url(args.coordinator);
   if (!url) return fail(url.error().message);
+  auto key_config = signer_config(args.key);
+  if (!key_config) return fail(key_config.error().message);
   crypto::initialize();
+
+  // The identity key first: a TPM policy failure or a locked token is reported before the long load.
+  auto signer = attest::make_signer(*key_config);
+  if (!signer) return fail(signer.error().message);
+  const attest::SignerInfo key_info = (*signer)->info();
+  std::fprintf(stderr, "identity key: %s%s\n", key_info.key_ref.c_str(),
+               key_info.degraded_reason.empty() ? "" : (" (degraded: " + key_info.degraded_reason + ")").c_str());
+  std::fprintf(stderr, "posture: %s\n", attest::describe(attest::probe_posture()).c_str());
 
   std::fprintf(stderr, "loading %s...\n", args.engine.model_path.c_str());
   auto engine = engine::Engine::load(args.engine);
@@ -93,10 +107,12 @@ int run_start(CLI::App* command, StartArgs args) {
   options.model_id = model_id;
   options.max_concurrency = args.max_concurrency;
   options.idle_unload_after = std::chrono::milliseconds(static_cast<int64_t>(args.idle_timeout_mins * 60000.0));
+  options.rotation_file = args.rotation_file.empty() ? default_rotation_file() : args.rotation_file;
 
   http::net::io_context io;
   auto agent =
-      std::make_shared<provider::ProviderAgent>(io.get_executor(), options, std::move(*engine), std::move(*facts));
+      std::make_shared<provider::ProviderAgent>(io.get_executor(), options, std::move(*engine), std::move(*facts),
+                                                std::shared_ptr<attest::AttestationSigner>(std::move(*signer)));
   http::net::co_spawn(io, agent->run(), [&](std::exception_ptr failure) {
     if (failure) {
       try {
@@ -167,6 +183,10 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
   start_cmd
       ->add_option("--config", start->config_file, "TOML settings file (default ~/.config/darkbloom/provider.toml)")
       ->check(CLI::ExistingFile);
+  start_cmd->add_option(
+      "--rotation-file", start->rotation_file,
+      "key-rotation statement from `darkbloom keys rotate` (default ~/.config/darkbloom/rotation.json)");
+  add_key_options(start_cmd, &start->key);
   start_cmd->callback(
       [runner, start, start_cmd] { *runner = [start, start_cmd] { return run_start(start_cmd, *start); }; });
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "apps/darkbloom/commands.h"
+#include "attest/posture.h"
 #include "base/log.h"
 
 namespace darkbloom::apps {
@@ -19,6 +20,9 @@ int fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   using namespace darkbloom;
+  // Before anything else reads memory worth protecting: not dumpable, no core files, loader
+  // variables (LD_PRELOAD and friends) gone from the environment.
+  attest::harden_process();
   CLI::App app{"darkbloom: sell LLM inference from your machine (start), or run models locally (serve, generate, ...)",
                "darkbloom"};
   app.require_subcommand(1);
@@ -33,6 +37,7 @@ int main(int argc, char** argv) {
   apps::register_bench(app, &runner);
   apps::register_tokenize(app, &runner);
   apps::register_provider_commands(app, &runner);
+  apps::register_keys(app, &runner);
 
   try {
     app.parse(argc, argv);

@@ -38,6 +38,18 @@ proto::InferenceRequest make_inference_request(const Attempt& attempt, const cry
   return message;
 }
 
+// Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
+std::string receipt_event(const proto::ChunkFormatter& format, const provider_event::Complete& complete,
+                          const ProviderSession& provider) {
+  proto::Receipt receipt;
+  receipt.request_id = complete.receipt_request_id;
+  receipt.completion_tokens = complete.completion_tokens;
+  receipt.response_hash = complete.response_hash;
+  receipt.signature = complete.receipt_signature;
+  receipt.public_key = provider.trust_state.document.public_key;
+  return format.receipt_chunk(receipt);
+}
+
 }  // namespace
 
 struct CompletionService::Request {
@@ -81,6 +93,10 @@ Headers CompletionService::response_headers(const Request& request, const Provid
   headers.emplace_back("X-Provider-Trust-Level", trust_level_name(provider.trust));
   headers.emplace_back("X-Provider-Attested", provider.trust == TrustLevel::none ? "false" : "true");
   headers.emplace_back("X-Provider-Encrypted", "true");
+  if (!provider.trust_state.public_key.empty()) {
+    headers.emplace_back("X-Provider-Key-Backend", provider.trust_state.document.key_backend);
+    headers.emplace_back("X-Provider-Public-Key", provider.trust_state.document.public_key);
+  }
   headers.emplace_back("X-Timing", request.timing.header());
   return headers;
 }
@@ -120,7 +136,14 @@ awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpo
 
   const std::string& model = request->parsed.model;
   if (!router_.model_known(model)) {
-    co_await exchange.respond_error(proto::model_not_found(model));
+    if (router_.model_served(model)) {
+      co_await exchange.respond_error(proto::provider_error(
+          fmt::format("No provider of '{}' is trusted enough: this coordinator requires trust level {} (see "
+                      "/v1/providers/attestation)",
+                      model, trust_level_name(config_.min_trust))));
+    } else {
+      co_await exchange.respond_error(proto::model_not_found(model));
+    }
     co_return;
   }
   {
@@ -273,7 +296,15 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
         text += chunk->text;
       } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
         const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
-        co_await exchange.respond_json(200, format.complete_response(text, complete->finish_reason, usage), headers);
+        Headers with_receipt = headers;
+        if (!complete->response_hash.empty()) {
+          // The receipt covers the content text and the completion token count of this answer.
+          with_receipt.emplace_back("X-Response-Hash", complete->response_hash);
+          with_receipt.emplace_back("X-Response-Signature", complete->receipt_signature);
+          with_receipt.emplace_back("X-Receipt-Request-Id", complete->receipt_request_id);
+        }
+        co_await exchange.respond_json(200, format.complete_response(text, complete->finish_reason, usage),
+                                       with_receipt);
         break;
       } else if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
         co_await exchange.respond_error(proto::provider_error("The provider failed: " + failed->message), headers);
@@ -307,6 +338,9 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       co_await exchange.send_event(format.finish_chunk(complete->finish_reason));
       if (request.parsed.include_usage) {
         co_await exchange.send_event(format.usage_chunk({complete->prompt_tokens, complete->completion_tokens}));
+      }
+      if (!complete->response_hash.empty()) {
+        co_await exchange.send_event(receipt_event(format, *complete, *provider));
       }
       co_await exchange.send_event("[DONE]");
       co_await exchange.end_events();

@@ -57,6 +57,18 @@ std::shared_ptr<ProviderSession> ProviderRegistry::find(const std::string& id) c
 
 std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::serving(const std::string& model,
                                                                         TrustLevel min_trust) const {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<ProviderSession>> out;
+  for (const auto& [id, session] : sessions_) {
+    if (session->registered && !session->dropped && session->routable(min_trust, now) && session->serves(model)) {
+      out.push_back(session);
+    }
+  }
+  return out;
+}
+
+std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::trusted(const std::string& model,
+                                                                        TrustLevel min_trust) const {
   std::vector<std::shared_ptr<ProviderSession>> out;
   for (const auto& [id, session] : sessions_) {
     if (session->registered && !session->dropped && session->trust >= min_trust && session->serves(model)) {
@@ -64,6 +76,13 @@ std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::serving(const st
     }
   }
   return out;
+}
+
+bool ProviderRegistry::any_serving(const std::string& model) const {
+  for (const auto& [id, session] : sessions_) {
+    if (session->registered && !session->dropped && session->serves(model)) return true;
+  }
+  return false;
 }
 
 size_t ProviderRegistry::registered_count() const {

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "coordinator/trust/attestation_verifier.h"
 #include "crypto/sealed_box.h"
 #include "http/async_queue.h"
 #include "http/websocket.h"
@@ -33,6 +34,10 @@ struct Complete {
   int prompt_tokens = 0;
   int completion_tokens = 0;
   std::string finish_reason;
+  // The provider's receipt, verified against the relayed text; empty when it sent none.
+  std::string receipt_request_id;
+  std::string response_hash;
+  std::string receipt_signature;
 };
 struct Failed {
   int status_code = 500;
@@ -58,11 +63,28 @@ struct Attempt {
   uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
   size_t bytes_received = 0;                 // plaintext bytes so far, against kMaxAttemptBytes
   std::chrono::steady_clock::time_point first_chunk_at{};
+  std::string text;  // the answer so far, to check the receipt against; wiped when it finishes
 };
 
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
 // coordinator's memory; it is dropped.
 inline constexpr size_t kMaxAttemptBytes = 64u << 20;
+
+// What the coordinator knows of a provider's identity and how its challenges went.
+struct TrustState {
+  std::vector<uint8_t> public_key;       // P-256 X ‖ Y; empty without a verified attestation
+  attest::AttestationDocument document;  // as verified at registration
+  std::string document_bytes;            // exactly as received and signed
+  std::string signature;
+  IssuedChallenge open;                            // the challenge awaiting an answer; nonce empty when none
+  http::net::steady_timer* answer_wait = nullptr;  // the challenge loop's timer while it waits
+  int consecutive_failures = 0;
+  uint64_t passed = 0;
+  uint64_t failed = 0;
+  std::string last_pass_at;                             // RFC 3339, for the attestation endpoint
+  std::chrono::steady_clock::time_point fresh_until{};  // routable above `none` until then
+  std::string reason;                                   // why the level is what it is
+};
 
 struct ProviderSession {
   std::string id;
@@ -71,6 +93,7 @@ struct ProviderSession {
   proto::Register info;
   crypto::PublicKey encryption_key{};
   TrustLevel trust = TrustLevel::none;
+  TrustState trust_state;
   std::chrono::steady_clock::time_point connected_at;
   std::chrono::steady_clock::time_point last_seen;
   proto::Heartbeat heartbeat;
@@ -82,6 +105,11 @@ struct ProviderSession {
   // Tokens the provider still has to produce for requests in flight (their max_tokens).
   int64_t queued_tokens() const;
   bool has_capacity() const { return static_cast<int>(in_flight.size()) < info.max_concurrency; }
+  // Trusted enough for requests now: at or above `min_trust`, and above `none` only with a
+  // recently passed challenge.
+  bool routable(TrustLevel min_trust, std::chrono::steady_clock::time_point now) const {
+    return trust >= min_trust && (min_trust == TrustLevel::none || now < trust_state.fresh_until);
+  }
 };
 
 class ProviderRegistry {
@@ -90,8 +118,13 @@ class ProviderRegistry {
   void remove(const std::string& id);
   std::shared_ptr<ProviderSession> find(const std::string& id) const;
 
-  // Registered providers serving `model` at or above `min_trust`.
+  // Registered providers serving `model` that are routable at `min_trust` now.
   std::vector<std::shared_ptr<ProviderSession>> serving(const std::string& model, TrustLevel min_trust) const;
+  // Registered providers serving `model` at or above `min_trust`, routable now or once their
+  // next challenge passes (worth waiting for).
+  std::vector<std::shared_ptr<ProviderSession>> trusted(const std::string& model, TrustLevel min_trust) const;
+  // True when any registered provider, trusted or not, serves `model`.
+  bool any_serving(const std::string& model) const;
   std::vector<std::shared_ptr<ProviderSession>> all() const;
   size_t size() const { return sessions_.size(); }
   size_t registered_count() const;

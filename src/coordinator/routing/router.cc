@@ -51,11 +51,11 @@ std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_
 }
 
 bool Router::model_known(const std::string& model) const {
-  return !registry_.serving(model, options_.min_trust).empty();
+  return !registry_.trusted(model, options_.min_trust).empty();
 }
 
 bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded) const {
-  for (const auto& session : registry_.serving(model, options_.min_trust)) {
+  for (const auto& session : registry_.trusted(model, options_.min_trust)) {
     if (!excluded.count(session->id)) return true;
   }
   return false;

@@ -35,9 +35,12 @@ class Router {
   // The best provider for the request now, or nullptr.
   std::shared_ptr<ProviderSession> pick(const std::string& model, int max_tokens,
                                         const std::set<std::string>& excluded);
-  // True when some registered provider serves the model (busy or not).
+  // True when some registered provider trusted enough serves the model (busy, or waiting for
+  // its next challenge, or not).
   bool model_known(const std::string& model) const;
-  // True when some registered provider of the model, busy or not, is not in `excluded`.
+  // True when some registered provider serves the model, trusted or not.
+  bool model_served(const std::string& model) const { return registry_.any_serving(model); }
+  // True when some such provider of the model is not in `excluded`.
   bool has_candidates(const std::string& model, const std::set<std::string>& excluded) const;
 
   struct Waiter {

@@ -26,6 +26,21 @@ constexpr const char* kMigrations[] = {
       );
       CREATE INDEX api_keys_account ON api_keys(account_id);
     )sql",
+    R"sql(
+      CREATE TABLE releases (
+        binary_hash TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE TABLE provider_keys (
+        public_key TEXT PRIMARY KEY,
+        key_backend TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        replaced_by TEXT
+      );
+    )sql",
 };
 
 struct DatabaseCloser {
@@ -111,6 +126,78 @@ class SqliteStore final : public Store {
     return std::optional<ApiKeyRecord>{std::move(record)};
   }
 
+  Status add_release(const ReleaseRecord& release) override {
+    auto statement = prepare(
+        "INSERT INTO releases (binary_hash, version, note, created_at) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(binary_hash) DO UPDATE SET version = excluded.version, note = excluded.note");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, release.binary_hash);
+    bind_text(statement->get(), 2, release.version);
+    bind_text(statement->get(), 3, release.note);
+    sqlite3_bind_int64(statement->get(), 4, release.created_at);
+    return step_done(statement->get());
+  }
+
+  Result<std::vector<ReleaseRecord>> list_releases() override {
+    auto statement =
+        prepare("SELECT binary_hash, version, note, created_at FROM releases ORDER BY created_at, binary_hash");
+    if (!statement) return statement.error();
+    std::vector<ReleaseRecord> releases;
+    int rc;
+    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
+      ReleaseRecord release;
+      release.binary_hash = column_text(statement->get(), 0);
+      release.version = column_text(statement->get(), 1);
+      release.note = column_text(statement->get(), 2);
+      release.created_at = sqlite3_column_int64(statement->get(), 3);
+      releases.push_back(std::move(release));
+    }
+    if (rc != SQLITE_DONE) return failure("list_releases");
+    return releases;
+  }
+
+  Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) override {
+    auto statement = prepare(
+        "SELECT public_key, key_backend, first_seen, last_seen, replaced_by FROM provider_keys WHERE public_key = ?1");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, public_key);
+    const int rc = sqlite3_step(statement->get());
+    if (rc == SQLITE_DONE) return std::optional<ProviderKeyRecord>{};
+    if (rc != SQLITE_ROW) return failure("find_provider_key");
+    ProviderKeyRecord record;
+    record.public_key = column_text(statement->get(), 0);
+    record.key_backend = column_text(statement->get(), 1);
+    record.first_seen = sqlite3_column_int64(statement->get(), 2);
+    record.last_seen = sqlite3_column_int64(statement->get(), 3);
+    record.replaced_by = column_text(statement->get(), 4);
+    return std::optional<ProviderKeyRecord>{std::move(record)};
+  }
+
+  Status record_provider_key(std::string_view public_key, std::string_view key_backend,
+                             std::string_view replaces) override {
+    DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
+    Status done = upsert_key(public_key, key_backend);
+    if (done && !replaces.empty()) {
+      // The old key is retired: a rotation is one-way, so it can never register again.
+      auto statement = prepare(
+          "INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen, replaced_by) "
+          "VALUES (?1, '', ?3, ?3, ?2) ON CONFLICT(public_key) DO UPDATE SET replaced_by = excluded.replaced_by");
+      if (!statement) {
+        done = statement.error();
+      } else {
+        bind_text(statement->get(), 1, replaces);
+        bind_text(statement->get(), 2, public_key);
+        sqlite3_bind_int64(statement->get(), 3, unix_now());
+        done = step_done(statement->get());
+      }
+    }
+    if (!done) {
+      (void)exec("ROLLBACK");
+      return done;
+    }
+    return exec("COMMIT");
+  }
+
  private:
   Error failure(std::string_view what) const {
     return make_error(Errc::io_error, fmt::format("database error in {}: {}", what, sqlite3_errmsg(db_.get())));
@@ -141,6 +228,17 @@ class SqliteStore final : public Store {
     return text ? std::string(reinterpret_cast<const char*>(text),
                               static_cast<size_t>(sqlite3_column_bytes(statement, column)))
                 : std::string();
+  }
+
+  Status upsert_key(std::string_view public_key, std::string_view key_backend) {
+    auto statement = prepare(
+        "INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3) "
+        "ON CONFLICT(public_key) DO UPDATE SET last_seen = excluded.last_seen, key_backend = excluded.key_backend");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, public_key);
+    bind_text(statement->get(), 2, key_backend);
+    sqlite3_bind_int64(statement->get(), 3, unix_now());
+    return step_done(statement->get());
   }
 
   Status step_done(sqlite3_stmt* statement) {

@@ -1,0 +1,34 @@
+// TPM 2.0 policy arithmetic done in software, so a release pipeline can approve a platform state
+// without a TPM: PolicyPCR and PolicyAuthorize digests, the Name of a P-256 release key as the
+// TPM computes it after LoadExternal, and the approval a release key signs.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace darkbloom::attest {
+
+using Digest = std::array<uint8_t, 32>;
+
+// The PCR value after extending a freshly reset (all-zero) SHA-256 PCR with `measurement`:
+// SHA256(0³² ‖ measurement).
+Digest pcr_after_extend(const Digest& measurement);
+
+// PolicyPCR over one SHA-256 PCR holding `pcr_value`:
+// SHA256(0³² ‖ TPM_CC_PolicyPCR ‖ TPML_PCR_SELECTION ‖ SHA256(pcr_value)).
+Digest policy_pcr_digest(uint32_t pcr_index, const Digest& pcr_value);
+
+// The Name of an external P-256 public key (X ‖ Y) loaded with the template this code uses:
+// 0x000B ‖ SHA256(TPMT_PUBLIC).
+std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy);
+
+// PolicyAuthorize(keySign = name, policyRef = empty) starting from an empty policy:
+// SHA256(SHA256(0³² ‖ TPM_CC_PolicyAuthorize ‖ name)).
+Digest policy_authorize_digest(std::span<const uint8_t> release_key_name);
+
+}  // namespace darkbloom::attest

@@ -1,0 +1,64 @@
+// ECDSA on P-256 with SHA-256 (OpenSSL 3): verification for the coordinator, a software key for
+// the ephemeral backend and release signing, and the encodings the backends convert between.
+// Public keys travel as raw X‖Y (64 bytes); signatures as DER SEQUENCE{r, s}.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/result.h"
+
+namespace darkbloom::crypto {
+
+inline constexpr size_t kP256PublicKeyBytes = 64;  // X ‖ Y
+
+// Verifies a DER signature over SHA-256(message). A malformed key or signature is an error, a
+// signature that does not match is `false`.
+Result<bool> p256_verify(std::span<const uint8_t> public_key_xy, std::span<const uint8_t> message,
+                         std::span<const uint8_t> der_signature);
+
+// DER SEQUENCE{INTEGER r, INTEGER s} from 32-byte big-endian r and s (TPM and PKCS#11 output).
+std::vector<uint8_t> der_signature_from_rs(std::span<const uint8_t> r, std::span<const uint8_t> s);
+
+// 32-byte big-endian r and s of a DER signature (what a TPM's VerifySignature takes).
+Result<std::pair<std::array<uint8_t, 32>, std::array<uint8_t, 32>>> rs_from_der_signature(std::span<const uint8_t> der);
+
+// Raw X‖Y of a PEM SubjectPublicKeyInfo holding a P-256 key.
+Result<std::vector<uint8_t>> p256_public_key_from_pem(std::string_view pem);
+
+// Raw X‖Y from 04‖X‖Y (65 bytes) or X‖Y (64 bytes).
+Result<std::vector<uint8_t>> p256_raw_public_key(std::span<const uint8_t> point);
+
+// A PEM SubjectPublicKeyInfo for a raw key (what `openssl dgst -verify` takes).
+std::string p256_public_key_pem(std::span<const uint8_t> public_key_xy);
+
+// A P-256 private key held by OpenSSL in process memory.
+class P256Key {
+ public:
+  static P256Key generate();
+  // Reads a PEM private key file (EC P-256 only).
+  static Result<P256Key> load_pem(const std::string& path);
+  ~P256Key();
+  P256Key(P256Key&& other) noexcept;
+  P256Key& operator=(P256Key&& other) noexcept;
+  P256Key(const P256Key&) = delete;
+  P256Key& operator=(const P256Key&) = delete;
+
+  const std::vector<uint8_t>& public_key() const { return public_key_; }  // X ‖ Y
+  // DER ECDSA signature over SHA-256(message).
+  std::vector<uint8_t> sign(std::span<const uint8_t> message) const;
+  std::string private_key_pem() const;
+
+ private:
+  explicit P256Key(void* pkey);
+  void* pkey_ = nullptr;  // EVP_PKEY*
+  std::vector<uint8_t> public_key_;
+};
+
+}  // namespace darkbloom::crypto
