@@ -166,10 +166,9 @@ awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket>
   attest::StatusDocument status;
   status.nonce = challenge.nonce;
   status.timestamp = challenge.timestamp;
-  // Fresh facts, not the ones from registration: a changed binary or posture shows here.
-  auto hash_work = [] { return attest::self_binary_hash(); };
-  auto hash = co_await http::run_blocking(signing_pool_, std::move(hash_work));
-  status.binary_hash = hash ? *hash : std::string();
+  // Fresh posture. The binary hash is the one taken at start: the executable of a running process
+  // cannot be rewritten (ETXTBSY), so hashing it again would only cost ~10 ms per challenge.
+  status.binary_hash = binary_hash_;
   status.posture = attest::probe_posture();
   status.model_hashes[facts_.info.id] = facts_.info.weight_hash;
   proto::AttestationResponse response;

@@ -117,8 +117,34 @@ class Cli(unittest.TestCase):
 
     def test_help_tells_the_commands(self):
         result = run("--help")
-        for command in ("start", "serve", "generate", "perplexity", "models", "bench", "tokenize"):
+        for command in ("start", "serve", "generate", "perplexity", "models", "bench", "tokenize", "keys", "doctor"):
             self.assertIn(command, result.stdout)
+
+    def test_keys_reject_bad_input_in_one_line(self):
+        release = self.path("release.pem")
+        subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", release], check=True)
+        self.assert_one_line_error(run("keys", "approve", "--release-key", release, "--out", self.path("a"), expect_ok=False),
+                                   "exactly one of --pcr-value")
+        self.assert_one_line_error(run("keys", "approve", "--release-key", release, "--pcr-value", "abcd",
+                                       "--out", self.path("a"), expect_ok=False), "64 hex digits")
+        self.assert_one_line_error(run("keys", "approve", "--release-key", self.model, "--pcr-value", "00" * 32,
+                                       "--out", self.path("a"), expect_ok=False), self.model)
+        self.assert_one_line_error(run("keys", "show", "--tpm-handle", "0x1234", expect_ok=False), "--tpm-handle")
+        self.assert_one_line_error(run("keys", "rotate", expect_ok=False), "--key-backend tpm2 or pkcs11")
+        self.assert_one_line_error(run("keys", "rotate", "--key-backend", "ephemeral", expect_ok=False), "nothing to rotate")
+        self.assert_one_line_error(run("keys", "delete", "--key-backend", "tpm2", expect_ok=False), "--yes")
+        self.assert_one_line_error(run("keys", "show", "--pkcs11-pin-file", self.path("absent-pin"), expect_ok=False),
+                                   "--pkcs11-pin-file")
+        approved = run("keys", "approve", "--release-key", release, "--pcr-value", "00" * 32, "--out", self.path("ok"))
+        self.assertIn("approved policy:", approved.stdout)
+        self.assertEqual(os.path.getsize(self.path("ok.policy")), 32)
+
+    def test_doctor_reports_posture_and_key_without_creating_one(self):
+        result = run("doctor", "--key-backend", "tpm2", "--tpm-tcti", "swtpm:path=" + self.path("no-tpm.sock"),
+                     "--model", self.model)
+        for needle in ("core_dumps_disabled: true", "env_clean: true", "backend: ephemeral",
+                       "degraded_reason: tpm2:", "fits in memory", "binary_hash: "):
+            self.assertIn(needle, result.stdout)
 
     def test_models_inspect(self):
         out = run("models", "inspect", self.model).stdout

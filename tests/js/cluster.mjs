@@ -23,6 +23,13 @@ function killAll() {
   }
 }
 process.on("exit", killAll);
+
+// Kills `child` when the test process exits, like every process started here.
+export function track(child) {
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  return child;
+}
 process.on("SIGINT", () => { killAll(); process.exit(130); });
 
 export function tempDir(prefix = "darkbloom-e2e-") {

@@ -1,5 +1,7 @@
 #include "engine/scheduler/scheduler.h"
 
+#include <string.h>  // explicit_bzero
+
 #include <algorithm>
 #include <exception>
 #include <optional>
@@ -212,6 +214,9 @@ void Scheduler::run_request(Pending& pending) {
     }
   }
   sink.on_finish(event);
+  // The prompt is someone's plaintext: zero it before the memory goes back to the allocator.
+  auto& prompt_tokens = pending.request.prompt_tokens;
+  explicit_bzero(prompt_tokens.data(), prompt_tokens.size() * sizeof(prompt_tokens[0]));
 }
 
 }  // namespace darkbloom::engine
