@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "attest/signer.h"
+#include "base/encoding.h"
 #include "crypto/hash.h"
 #include "crypto/p256.h"
 
@@ -153,18 +154,22 @@ Result<std::vector<uint8_t>> public_key_of(const Session& session, CK_OBJECT_HAN
   return crypto::p256_raw_public_key(*point);
 }
 
-// A token key must be private, sensitive and never extractable.
+// A token key must have been made inside the token and never left it: sensitive since creation,
+// never extractable, generated on the token (an imported key was outside it once).
 Status check_private_key(const Session& session, CK_OBJECT_HANDLE key, const std::string& label) {
   auto sensitive = session.flag(key, CKA_SENSITIVE);
+  auto always_sensitive = session.flag(key, CKA_ALWAYS_SENSITIVE);
   auto extractable = session.flag(key, CKA_EXTRACTABLE);
   auto never_extractable = session.flag(key, CKA_NEVER_EXTRACTABLE);
-  if (!sensitive || !extractable || !never_extractable)
+  auto local = session.flag(key, CKA_LOCAL);
+  if (!sensitive || !always_sensitive || !extractable || !never_extractable || !local) {
     return make_error(Errc::bad_format, "cannot read the key's attributes");
-  if (!*sensitive || *extractable || !*never_extractable) {
-    return make_error(
-        Errc::bad_format,
-        fmt::format("the token key '{}' can be exported (sensitive={}, extractable={}, never_extractable={})", label,
-                    *sensitive, *extractable, *never_extractable));
+  }
+  if (!*sensitive || !*always_sensitive || *extractable || !*never_extractable || !*local) {
+    return make_error(Errc::bad_format,
+                      fmt::format("the token key '{}' can be or has been exported (sensitive={}, always_sensitive={}, "
+                                  "extractable={}, never_extractable={}, local={})",
+                                  label, *sensitive, *always_sensitive, *extractable, *never_extractable, *local));
   }
   return {};
 }
@@ -267,6 +272,14 @@ Result<std::unique_ptr<AttestationSigner>> make_pkcs11_signer(const Pkcs11Config
   }
   auto raw = public_key_of(s, pair.public_key);
   if (!raw) return raw.error();
+  // The two halves are found by label only: prove they belong together before announcing the key.
+  auto probe = sign_with(s, pair.private_key, as_bytes("darkbloom-pkcs11-probe"));
+  if (!probe) return probe.error();
+  auto matches = crypto::p256_verify(*raw, as_bytes("darkbloom-pkcs11-probe"), *probe);
+  if (!matches || !*matches) {
+    return make_error(Errc::bad_format,
+                      fmt::format("the public key labelled '{}' does not belong to the private key", config.label));
+  }
   const std::string ref = fmt::format("pkcs11:token={};object={}", config.token, config.label);
   return std::unique_ptr<AttestationSigner>(
       std::make_unique<Pkcs11Signer>(std::move(*session), pair.private_key, std::move(*raw), ref));

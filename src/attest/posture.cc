@@ -18,6 +18,10 @@ constexpr const char* kLoaderVariables[] = {"LD_PRELOAD", "LD_LIBRARY_PATH", "LD
                                             "LD_PROFILE", "LD_ORIGIN_PATH",  "LD_DYNAMIC_WEAK", "LD_BIND_NOT",
                                             "GCONV_PATH", "MALLOC_TRACE",    "LD_SHOW_AUXV"};
 
+// Set by harden_process: the variables are gone from the environment by the time anyone probes,
+// but whatever they loaded is still in the process.
+bool loader_variables_at_start = false;
+
 std::string read_small_file(const char* path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {};
@@ -56,7 +60,10 @@ void harden_process() {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   const rlimit no_core{0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
-  for (const char* name : kLoaderVariables) unsetenv(name);
+  for (const char* name : kLoaderVariables) {
+    if (std::getenv(name) != nullptr) loader_variables_at_start = true;
+    unsetenv(name);
+  }
 }
 
 Posture probe_posture() {
@@ -68,7 +75,7 @@ Posture probe_posture() {
   posture.core_dumps_disabled = getrlimit(RLIMIT_CORE, &core) == 0 && core.rlim_cur == 0 && core.rlim_max == 0 &&
                                 prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0;
   posture.not_traced = not_traced();
-  posture.env_clean = true;
+  posture.env_clean = !loader_variables_at_start;
   for (const char* name : kLoaderVariables) {
     if (std::getenv(name) != nullptr) posture.env_clean = false;
   }

@@ -14,7 +14,7 @@ struct Posture {
   bool ptrace_restricted = false;    // Yama ptrace_scope >= 1
   bool core_dumps_disabled = false;  // RLIMIT_CORE is 0 and the process is not dumpable
   bool not_traced = false;           // TracerPid is 0
-  bool env_clean = false;            // no LD_PRELOAD and friends in the environment
+  bool env_clean = false;            // no LD_PRELOAD and friends in the environment, now or at start
 };
 
 // Applies what a process can do for itself: PR_SET_DUMPABLE 0, RLIMIT_CORE 0, and removes

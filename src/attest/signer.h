@@ -56,6 +56,9 @@ struct Tpm2Config {
   // "pcr": PolicyPCR on `pcr` at creation time; "none": usable with an empty password (tests).
   std::string policy = "authorize";
   uint32_t pcr = 16;
+  // PCRs 16 and 23 can be reset and extended by any local process, so a policy on them binds
+  // nothing; refused unless this is set (tests stand them in for a real measurement).
+  bool allow_resettable_pcr = false;
   std::string release_key;        // PEM public key of the release key (policy authorize)
   std::string approval;           // approval files PREFIX.policy and PREFIX.sig from `darkbloom keys approve`
   bool create_if_missing = true;  // false: "not found" is an error (keys show, rotate)

@@ -260,6 +260,13 @@ Result<PolicyMaterial> policy_material(const Tpm2Config& config) {
   if (config.policy == "none") return material;
   if (config.policy != "authorize") return make_error(Errc::invalid_argument, "TPM policy must be authorize or none");
   if (config.pcr > 23) return make_error(Errc::invalid_argument, "PCR index must be 0-23");
+  if ((config.pcr == 16 || config.pcr == 23) && !config.allow_resettable_pcr) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("PCR {} can be reset and extended by any local process, so a policy on it binds "
+                                  "nothing; name the PCR your measured launcher extends (--tpm-pcr), or pass "
+                                  "--tpm-allow-resettable-pcr for tests",
+                                  config.pcr));
+  }
   if (config.release_key.empty() || config.approval.empty()) {
     return make_error(Errc::invalid_argument, "the authorize policy needs --tpm-release-key and --tpm-approval");
   }
@@ -294,6 +301,8 @@ Status check_key(const TPMT_PUBLIC& area, const PolicyMaterial& material, const 
     problems.push_back("restricted or decrypting");
   const bool password = (area.objectAttributes & TPMA_OBJECT_USERWITHAUTH) != 0;
   if (password != (config.policy == "none")) problems.push_back(password ? "usable with a password" : "needs a policy");
+  const bool admin_policy = (area.objectAttributes & TPMA_OBJECT_ADMINWITHPOLICY) != 0;
+  if (config.policy != "none" && !admin_policy) problems.push_back("administrable without the policy");
   if (area.authPolicy.size != material.auth_policy.size ||
       std::memcmp(area.authPolicy.buffer, material.auth_policy.buffer, area.authPolicy.size) != 0) {
     problems.push_back("a different policy");
@@ -351,7 +360,9 @@ Result<KeyBlobs> create_blobs(Connection& connection, const PolicyMaterial& mate
   TPMT_PUBLIC& key = key_template.publicArea;
   key.type = TPM2_ALG_ECC;
   key.nameAlg = TPM2_ALG_SHA256;
-  key.objectAttributes = kKeyAttributes | (config.policy == "none" ? TPMA_OBJECT_USERWITHAUTH : 0);
+  // With a policy, the admin role (certify, change auth, duplicate) needs the policy too.
+  key.objectAttributes =
+      kKeyAttributes | (config.policy == "none" ? TPMA_OBJECT_USERWITHAUTH : TPMA_OBJECT_ADMINWITHPOLICY);
   key.authPolicy = material.auth_policy;
   key.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
   key.parameters.eccDetail.scheme.scheme = TPM2_ALG_ECDSA;
@@ -452,11 +463,27 @@ Result<std::unique_ptr<AttestationSigner>> make_tpm2_signer(const Tpm2Config& re
 }
 
 Status delete_tpm2_key(const Tpm2Config& requested) {
-  auto tcti = resolve_tcti(requested);
+  Tpm2Config config = requested;
+  auto tcti = resolve_tcti(config);
   if (!tcti) return tcti.error();
-  auto connection = Connection::open(*tcti);
+  config.tcti = *tcti;
+  auto material = policy_material(config);
+  if (!material) return material.error();
+  auto connection = Connection::open(config.tcti);
   if (!connection) return connection.error();
-  return evict(**connection, requested.handle);
+  ESYS_CONTEXT* ctx = (*connection)->get();
+  // Only our own key goes: the handle might hold an endorsement key or someone else's object.
+  ESYS_TR key = ESYS_TR_NONE;
+  TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
+  if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config.handle));
+  TPM2B_PUBLIC* raw_public = nullptr;
+  rc = Esys_ReadPublic(ctx, key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public, nullptr, nullptr);
+  EsysPtr<TPM2B_PUBLIC> out_public(raw_public);
+  if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "ReadPublic");
+  if (auto ours = check_key(out_public->publicArea, *material, config); !ours) {
+    return ours.error().with_context("refusing to delete");
+  }
+  return evict(**connection, config.handle);
 }
 
 Result<Rotation> rotate_tpm2_key(const Tpm2Config& requested) {

@@ -178,7 +178,10 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
     }
     provider_event::Complete done{
         content->prompt_tokens, content->completion_tokens, content->finish_reason, {}, {}, {}};
-    if (!content->response_hash.empty() && !session.trust_state.public_key.empty()) {
+    if (content->response_hash.empty() && !session.trust_state.public_key.empty()) {
+      // An attested provider signs every answer; one it will not vouch for is not vouched for here.
+      distrust(session, "an answer came without its receipt");
+    } else if (!session.trust_state.public_key.empty()) {
       auto receipt = verify_receipt(attempt->request_id, content->completion_tokens, attempt->text,
                                     content->response_hash, content->receipt_signature, session.trust_state.public_key);
       if (receipt) {
@@ -226,15 +229,26 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
       return;
     }
     const std::string public_key = verified->document.public_key;
+    // Without the key's history a retired key could pass: no store, no registration.
     auto known = store_.find_provider_key(public_key);
-    if (known && *known && !(*known)->replaced_by.empty()) {
+    if (!known) {
+      log::error("provider {}: cannot read key history: {}", session.id, known.error().message);
+      drop(session, "the coordinator cannot check this key now; try again later");
+      return;
+    }
+    if (*known && !(*known)->replaced_by.empty()) {
       drop(session, "attestation rejected: this identity key was rotated out");
       return;
     }
     std::string replaces;
     if (verified->rotation) {
       auto old_key = store_.find_provider_key(verified->rotation->old_public_key);
-      if (old_key && *old_key && !(*old_key)->replaced_by.empty() && (*old_key)->replaced_by != public_key) {
+      if (!old_key) {
+        log::error("provider {}: cannot read key history: {}", session.id, old_key.error().message);
+        drop(session, "the coordinator cannot check this key now; try again later");
+        return;
+      }
+      if (*old_key && !(*old_key)->replaced_by.empty() && (*old_key)->replaced_by != public_key) {
         drop(session, "attestation rejected: the old key was already rotated to another key");
         return;
       }
@@ -244,6 +258,16 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
     }
     if (auto recorded = store_.record_provider_key(public_key, verified->document.key_backend, replaces); !recorded) {
       log::error("provider {}: cannot record its key: {}", session.id, recorded.error().message);
+      drop(session, "the coordinator cannot record this key now; try again later");
+      return;
+    }
+    if (!replaces.empty()) {
+      // The old key is retired everywhere at once, not only at its next registration.
+      for (auto& other : registry_.all()) {
+        if (other.get() != &session && other->trust_state.document.public_key == replaces) {
+          distrust(*other, "its identity key was rotated out");
+        }
+      }
     }
     trust.public_key = std::move(verified->public_key);
     trust.document = std::move(verified->document);
@@ -278,26 +302,27 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
 
 awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession> session) {
   auto running = running_;
-  http::net::steady_timer timer(executor_);
-  while (*running && session && !session->dropped && session->trust != TrustLevel::none) {
+  auto timer = std::make_shared<http::net::steady_timer>(executor_);
+  session->trust_state.challenge_timer = timer;
+  while (*running && !session->dropped && session->trust != TrustLevel::none) {
     const auto issued_at = Clock::now();
     const IssuedChallenge challenge = new_challenge(std::chrono::system_clock::now());
     session->trust_state.open = challenge;
     session->socket->send(proto::encode(proto::AttestationChallenge{challenge.nonce, challenge.timestamp}));
     // Woken early by the answer; the next challenge still waits for the interval.
-    session->trust_state.answer_wait = &timer;
-    timer.expires_at(issued_at + config_.challenge_timeout);
-    co_await timer.async_wait(http::as_tuple_awaitable);
-    session->trust_state.answer_wait = nullptr;
-    if (!*running || session->dropped) co_return;
+    timer->expires_at(issued_at + config_.challenge_timeout);
+    co_await timer->async_wait(http::as_tuple_awaitable);
+    if (!*running || session->dropped) break;
     if (session->trust_state.open.nonce == challenge.nonce) {
       session->trust_state.open = {};
       challenge_failed(*session, fmt::format("no answer within {:.1f} s",
                                              std::chrono::duration<double>(config_.challenge_timeout).count()));
     }
-    timer.expires_at(issued_at + config_.challenge_interval);
-    co_await timer.async_wait(http::as_tuple_awaitable);
+    // The rest of the interval; a cancel here means the session was dropped or distrusted.
+    timer->expires_at(issued_at + config_.challenge_interval);
+    co_await timer->async_wait(http::as_tuple_awaitable);
   }
+  session->trust_state.challenge_timer.reset();
 }
 
 void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer) {
@@ -310,7 +335,7 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
   // Single use: whatever this answer is worth, the open nonce is spent.
   const IssuedChallenge issued = trust.open;
   trust.open = {};
-  if (trust.answer_wait != nullptr) trust.answer_wait->cancel();
+  if (!issued.nonce.empty() && trust.challenge_timer) trust.challenge_timer->cancel();
   auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
   if (!result) {
     // A forged signature or a changed binary is not a flaky network: distrust at once.
@@ -357,6 +382,7 @@ void ProviderGateway::distrust(ProviderSession& session, const std::string& reas
   session.trust_state.fresh_until = {};
   session.trust_state.open = {};
   session.trust_state.reason = reason;
+  if (session.trust_state.challenge_timer) session.trust_state.challenge_timer->cancel();
   send_trust_status(session);
 }
 
@@ -390,6 +416,7 @@ void ProviderGateway::drop(ProviderSession& session, const std::string& reason) 
   if (session.dropped) return;
   session.dropped = true;
   log::warn("provider {} dropped: {}", session.id, reason);
+  if (session.trust_state.challenge_timer) session.trust_state.challenge_timer->cancel();
   session.socket->close(reason);
   auto in_flight = std::move(session.in_flight);
   session.in_flight.clear();

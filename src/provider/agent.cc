@@ -163,6 +163,16 @@ awaitable<Result<proto::Register>> ProviderAgent::make_register() {
 awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket> socket,
                                                 proto::AttestationChallenge challenge) {
   auto self = shared_from_this();
+  // Only what a challenge looks like gets signed: 32 random bytes and a current time. Anything
+  // else could be a receipt hash or a document someone wants our key on.
+  auto nonce = base64_decode(challenge.nonce);
+  auto issued = attest::parse_rfc3339(challenge.timestamp);
+  const auto skew = issued ? std::chrono::abs(std::chrono::system_clock::now() - *issued) : std::chrono::hours(1);
+  if (!nonce || nonce->size() != 32 || !issued || skew > std::chrono::minutes(5)) {
+    log::warn("provider: refusing to sign a malformed or stale challenge (nonce '{}', timestamp '{}')", challenge.nonce,
+              challenge.timestamp);
+    co_return;
+  }
   attest::StatusDocument status;
   status.nonce = challenge.nonce;
   status.timestamp = challenge.timestamp;
@@ -363,9 +373,9 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
   };
   if (in_flight_.count(request_id) != 0) co_return;  // a duplicate id: the first one stands
-  // A debugger attached or the loader environment tampered with since start: refuse plaintext.
+  // A debugger attached: refuse to open plaintext while it watches.
   const attest::Posture posture = attest::probe_posture();
-  if (!posture.not_traced || !posture.env_clean) {
+  if (!posture.not_traced) {
     fail(503, "unsafe posture: " + attest::describe(posture));
     co_return;
   }
@@ -452,21 +462,26 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     } else {
       // Usage travels sealed like the text: nobody on the way can change what will be billed. The
       // receipt lets anyone check later which key produced this answer.
-      proto::CompletionContent completion{
-          seq, finish.prompt_tokens, finish.completion_tokens, openai_finish_reason(finish.reason), {}, {}};
+      proto::CompletionContent completion;
+      completion.seq = seq;
+      completion.prompt_tokens = finish.prompt_tokens;
+      completion.completion_tokens = finish.completion_tokens;
+      completion.finish_reason = openai_finish_reason(finish.reason);
       completion.response_hash = attest::response_hash(request_id, finish.completion_tokens, answer);
       auto receipt = co_await sign(completion.response_hash);
-      if (receipt) completion.receipt_signature = *receipt;
       if (!receipt) {
-        completion.response_hash.clear();
+        // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
         log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
+        fail(500, "cannot sign the receipt: " + receipt.error().message);
+      } else {
+        completion.receipt_signature = *receipt;
+        std::string content = proto::encode(completion);
+        proto::InferenceComplete complete;
+        complete.request_id = request_id;
+        complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
+        complete.sealed.ciphertext = channel.seal(as_bytes(content));
+        socket->send(proto::encode(complete));
       }
-      std::string content = proto::encode(completion);
-      proto::InferenceComplete complete;
-      complete.request_id = request_id;
-      complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
-      complete.sealed.ciphertext = channel.seal(as_bytes(content));
-      socket->send(proto::encode(complete));
     }
     break;
   }

@@ -8,12 +8,14 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  DARKBLOOM, FakeProvider, IdentityKey, canonicalJson, createKey, rfc3339, startCoordinator, startProvider,
+  DARKBLOOM, FakeProvider, IdentityKey, RawWebSocket, canonicalJson, createKey, rfc3339, startCoordinator, startProvider,
   synthModel, tempDir, waitForOutput,
 } from "./cluster.mjs";
 import { Swtpm, SoftHsmToken, SOFTHSM_MODULE, check, fields, opensslVerifies, pemOf, run } from "./devices.mjs";
 
 const darkbloom = (args, env) => run(DARKBLOOM, args, { env });
+// What `darkbloom keys sign` signs: a fixed prefix, then the file.
+const manual = (text) => `darkbloom keys sign v1\n${text}`;
 
 describe("identity key in a software TPM", () => {
   let dir;
@@ -41,8 +43,8 @@ describe("identity key in a software TPM", () => {
     const key = fields(signed.stdout);
     assert.equal(key.backend, "tpm2");
     assert.equal(key.persistent, "yes");
-    assert.ok(opensslVerifies(dir, pemOf(key.public_key), "signed inside the TPM", fs.readFileSync(path.join(dir, "sig.der"))));
-    assert.ok(!opensslVerifies(dir, pemOf(key.public_key), "something else", fs.readFileSync(path.join(dir, "sig.der"))));
+    assert.ok(opensslVerifies(dir, pemOf(key.public_key), manual("signed inside the TPM"), fs.readFileSync(path.join(dir, "sig.der"))));
+    assert.ok(!opensslVerifies(dir, pemOf(key.public_key), "signed inside the TPM", fs.readFileSync(path.join(dir, "sig.der"))));
 
     // tpm2-tools sees a key fixed to this TPM, generated inside it, for signing only.
     const attributes = tpm.tools("tpm2_readpublic", ["-c", handle]);
@@ -66,7 +68,8 @@ describe("identity key in a software TPM", () => {
     check("openssl", ["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", release]);
     check("openssl", ["ec", "-in", release, "-pubout", "-out", releasePublic]);
     const approval = path.join(dir, "v1");
-    const authorize = (approvalPrefix) => tpmArgs(["--tpm-release-key", releasePublic, "--tpm-approval", approvalPrefix]);
+    const authorize = (approvalPrefix) => tpmArgs(["--tpm-release-key", releasePublic, "--tpm-approval", approvalPrefix,
+      "--tpm-allow-resettable-pcr"]);
 
     // Boot-time measurement stand-in: PCR 16 holds the provider binary's hash.
     tpm.measure(16, DARKBLOOM);
@@ -84,12 +87,17 @@ describe("identity key in a software TPM", () => {
 
     const message = path.join(dir, "m2");
     fs.writeFileSync(message, "approved");
+    // PCR 16 binds nothing unless the operator says it is a test: any process can reset it.
+    const unsafe = fields(darkbloom(["keys", "show", ...tpmArgs(["--tpm-release-key", releasePublic,
+      "--tpm-approval", approval])]).stdout);
+    assert.equal(unsafe.backend, "ephemeral");
+    assert.match(unsafe.degraded_reason, /PCR 16 can be reset and extended by any local process/);
     const signed = darkbloom(["keys", "sign", ...authorize(approval), "--in", message, "--out", path.join(dir, "s2.der")]);
     assert.equal(signed.status, 0, signed.stderr);
     const key = fields(signed.stdout);
     assert.equal(key.backend, "tpm2");
     assert.match(key.key, /authorize policy/);
-    assert.ok(opensslVerifies(dir, pemOf(key.public_key), "approved", fs.readFileSync(path.join(dir, "s2.der"))));
+    assert.ok(opensslVerifies(dir, pemOf(key.public_key), manual("approved"), fs.readFileSync(path.join(dir, "s2.der"))));
 
     // A different binary measured: the TPM refuses the key; the cause is named and we fall back.
     const other = path.join(dir, "other-binary");
@@ -112,9 +120,13 @@ describe("identity key in a software TPM", () => {
       "--out", path.join(dir, "s4.der")]));
     assert.equal(plain.backend, "tpm2");
     const foreign = fields(darkbloom(["keys", "show", ...plainHandle, "--tpm-release-key", releasePublic,
-      "--tpm-approval", v2]).stdout);
+      "--tpm-approval", v2, "--tpm-allow-resettable-pcr"]).stdout);
     assert.equal(foreign.backend, "ephemeral");
-    assert.match(foreign.degraded_reason, /the object at 0x81010102 is not this provider's key \(usable with a password, a different policy\)/);
+    assert.match(foreign.degraded_reason, /the object at 0x81010102 is not this provider's key \(usable with a password, administrable without the policy, a different policy\)/);
+    const notDeleted = darkbloom(["keys", "delete", ...plainHandle, "--tpm-release-key", releasePublic,
+      "--tpm-approval", v2, "--tpm-allow-resettable-pcr", "--yes"]);
+    assert.notEqual(notDeleted.status, 0);
+    assert.match(notDeleted.stderr, /refusing to delete: the object at 0x81010102 is not this provider's key/);
     assert.equal(fields(darkbloom(["keys", "show", ...plainHandle, "--tpm-policy", "none"]).stdout).public_key, plain.public_key,
       "and it is still there, untouched");
 
@@ -165,7 +177,7 @@ describe("identity key in a PKCS#11 token (SoftHSM2)", () => {
     assert.equal(signed.status, 0, signed.stderr);
     const key = fields(signed.stdout);
     assert.equal(key.backend, "pkcs11");
-    assert.ok(opensslVerifies(dir, pemOf(key.public_key), "signed in the token", fs.readFileSync(path.join(dir, "sig.der"))));
+    assert.ok(opensslVerifies(dir, pemOf(key.public_key), manual("signed in the token"), fs.readFileSync(path.join(dir, "sig.der"))));
     // OpenSC, not darkbloom, reads the key's attributes.
     const listed = token.privateKeys();
     assert.match(listed, /label:\s+darkbloom-provider-v1/);
@@ -191,7 +203,7 @@ describe("identity key in a PKCS#11 token (SoftHSM2)", () => {
       "--pin", token.pin], { env: token.env });
     const exportable = fields(darkbloom(["keys", "show", ...args({ "--pkcs11-label": "imported-v1" })], token.env).stdout);
     assert.equal(exportable.backend, "ephemeral");
-    assert.match(exportable.degraded_reason, /can be exported/);
+    assert.match(exportable.degraded_reason, /can be or has been exported .*local=false/);
 
     // An unusable PIN never makes `start` crash or pretend: doctor names it too.
     const doctor = darkbloom(["doctor", ...args({ "--pkcs11-pin-file": wrongPin })], token.env);
@@ -288,7 +300,7 @@ describe("coordinator trust", () => {
       tpm.measure(16, other);
       check(DARKBLOOM, ["keys", "approve", "--release-key", release, "--binary", other, "--out", path.join(dir, "ok")]);
       const args = ["--key-backend", "tpm2", "--tpm-tcti", tpm.tcti, "--tpm-handle", "0x81010201",
-        "--tpm-release-key", releasePublic, "--tpm-approval", path.join(dir, "ok")];
+        "--tpm-release-key", releasePublic, "--tpm-approval", path.join(dir, "ok"), "--tpm-allow-resettable-pcr"];
       const message = path.join(dir, "m");
       fs.writeFileSync(message, "m");
       assert.equal(fields(check(DARKBLOOM, ["keys", "sign", ...args, "--in", message, "--out", path.join(dir, "s")])).backend, "tpm2");
@@ -341,7 +353,6 @@ describe("coordinator trust", () => {
     try {
       const oldKey = new IdentityKey();
       const first = await FakeProvider.connect(coordinator.port, { identity: oldKey });
-      first.socket.socket.destroy();
       const newKey = new IdentityKey();
       const statement = canonicalJson({ old_public_key: oldKey.publicKey, new_public_key: newKey.publicKey, timestamp: rfc3339() });
       // Signed by the new key itself: no proof at all.
@@ -352,6 +363,7 @@ describe("coordinator trust", () => {
         rotation: { rotation_statement: statement, rotation_signature: oldKey.sign(statement) } });
       assert.equal(rotated.trust.at(-1).trust_level, "self_signed");
       await waitForOutput(coordinator, /key rotation accepted/);
+      await first.waitForTrust(/^none its identity key was rotated out/);  // the live old session too
       await FakeProvider.connect(coordinator.port, { identity: oldKey, waitForTrust: false }).catch(() => null);
       await waitForOutput(coordinator, /this identity key was rotated out/);
     } finally {
@@ -433,8 +445,50 @@ describe("coordinator trust", () => {
       assert.equal((await response.json()).choices[0].message.content, "real answer");
       assert.equal(response.headers.get("x-response-hash"), null, "a receipt that does not verify is not passed on");
       await fake.waitForTrust(/^none receipt rejected/);
+
+      // An attested provider that answers without any receipt is distrusted as well.
+      const quiet = await FakeProvider.connect(coordinator.port, { model: "fake-unsigned" });
+      const pending = chat(coordinator, apiKey, { model: "fake-unsigned", messages: [{ role: "user", content: "x" }] });
+      const unsigned = await quiet.next("inference_request");
+      const opened = quiet.open(unsigned);
+      quiet.socket.send(quiet.chunk(unsigned.request_id, opened.sessionKey, 0, "unsigned"));
+      quiet.socket.send(quiet.complete(unsigned.request_id, opened.sessionKey, 1, 1));
+      assert.equal((await pending).status, 200);
+      await quiet.waitForTrust(/^none an answer came without its receipt/);
     } finally {
       await coordinator.kill();
+    }
+  });
+
+  it("has the provider sign only what a challenge looks like", async () => {
+    // A fake coordinator asks the real provider to sign a receipt-shaped string as a "challenge".
+    const fakeCoordinator = await RawWebSocket.listen();
+    const provider = await startProvider({ port: fakeCoordinator.port }, model, [], /serving/);
+    try {
+      const socket = await fakeCoordinator.accepted;
+      const hello = JSON.parse(await socket.next());
+      assert.equal(hello.type, "register");
+      socket.send(JSON.stringify({ type: "registered", provider_id: "prov_fake", protocol_version: 1, heartbeat_interval_ms: 60000 }));
+      const hash = crypto.createHash("sha256").update("att_x:1:forged").digest("hex");
+      socket.send(JSON.stringify({ type: "attestation_challenge", nonce: hash.slice(0, 44), timestamp: hash.slice(44) }));
+      await waitForOutput(provider, /refusing to sign a malformed or stale challenge/);
+      const stale = { type: "attestation_challenge", nonce: crypto.randomBytes(32).toString("base64"),
+        timestamp: rfc3339(new Date(Date.now() - 60 * 60 * 1000)) };
+      socket.send(JSON.stringify(stale));
+      const good = { type: "attestation_challenge", nonce: crypto.randomBytes(32).toString("base64"), timestamp: rfc3339() };
+      socket.send(JSON.stringify(good));
+      let answer;
+      for (;;) {
+        answer = JSON.parse(await socket.next());
+        if (answer.type === "attestation_response") break;
+      }
+      assert.equal(answer.nonce, good.nonce, "only the well-formed, current challenge is answered");
+      const document = JSON.parse(hello.attestation.document);
+      assert.ok(opensslVerifies(dir, pemOf(document.public_key), good.nonce + good.timestamp, Buffer.from(answer.signature, "base64")));
+      assert.ok(opensslVerifies(dir, pemOf(document.public_key), answer.status, Buffer.from(answer.status_signature, "base64")));
+      assert.equal(JSON.parse(answer.status).nonce, good.nonce);
+    } finally {
+      await provider.kill();
     }
   });
 

@@ -25,6 +25,8 @@
 namespace darkbloom::apps {
 namespace {
 
+constexpr std::string_view kManualSignaturePrefix = "darkbloom keys sign v1\n";
+
 struct KeysArgs {
   KeyArgs key;
   std::string out;
@@ -68,8 +70,9 @@ int run_show(const KeysArgs& args) {
   return 0;
 }
 
-// Signs a file with the identity key, creating the key like `start` would: for checking keys with
-// other tools (`openssl dgst -sha256 -verify`) and for signing statements by hand.
+// Signs "darkbloom keys sign v1\n" + a file with the identity key, creating the key like `start`
+// would: for checking a key with other tools (`openssl dgst -sha256 -verify` over the prefixed
+// file). The prefix keeps it from ever signing an attestation, a challenge answer or a receipt.
 int run_sign(const KeysArgs& args) {
   auto config = signer_config(args.key);
   if (!config) return fail(config.error().message);
@@ -77,13 +80,14 @@ int run_sign(const KeysArgs& args) {
   if (!message) return fail(message.error().message);
   auto signer = attest::make_signer(*config);
   if (!signer) return fail(signer.error().message);
-  auto signature = (*signer)->sign(as_bytes(*message));
+  const std::string prefixed = std::string(kManualSignaturePrefix) + *message;
+  auto signature = (*signer)->sign(as_bytes(prefixed));
   if (!signature) return fail(signature.error().message);
   if (auto written = write_file(args.out, std::string(signature->begin(), signature->end())); !written) {
     return fail(written.error().message);
   }
   print_signer(**signer);
-  std::printf("signature: %s (DER ECDSA over SHA-256)\n", args.out.c_str());
+  std::printf("signature: %s (DER ECDSA over SHA-256 of 'darkbloom keys sign v1\\n' + the file)\n", args.out.c_str());
   return 0;
 }
 
@@ -270,8 +274,8 @@ void register_keys(CLI::App& app, CommandRunner* runner) {
   show_cmd->callback([runner, show] { *runner = [show] { return run_show(*show); }; });
 
   auto sign = std::make_shared<KeysArgs>();
-  CLI::App* sign_cmd =
-      keys->add_subcommand("sign", "Sign a file with the key `start` would use (creating it like start)");
+  CLI::App* sign_cmd = keys->add_subcommand(
+      "sign", "Sign 'darkbloom keys sign v1\\n' + a file with the key `start` would use (creating it like start)");
   add_key_options(sign_cmd, &sign->key);
   sign_cmd->add_option("--in", sign->in, "file to sign")->required()->check(CLI::ExistingFile);
   sign_cmd->add_option("--out", sign->out, "where to write the DER signature")->required();

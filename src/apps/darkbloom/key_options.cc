@@ -31,6 +31,10 @@ void add_key_options(CLI::App* command, KeyArgs* args) {
       ->check(CLI::Range(0, 23))
       ->capture_default_str()
       ->group(group);
+  command
+      ->add_flag("--tpm-allow-resettable-pcr", args->tpm_allow_resettable_pcr,
+                 "allow PCR 16 or 23, which any local process can reset (tests and demos only)")
+      ->group(group);
   command->add_option("--tpm-release-key", args->tpm_release_key, "PEM public key that approves releases")
       ->group(group);
   command
@@ -65,6 +69,7 @@ Result<attest::SignerConfig> signer_config(const KeyArgs& args) {
   }
   config.tpm2.policy = args.tpm_policy;
   config.tpm2.pcr = static_cast<uint32_t>(args.tpm_pcr);
+  config.tpm2.allow_resettable_pcr = args.tpm_allow_resettable_pcr;
   config.tpm2.release_key = args.tpm_release_key;
   config.tpm2.approval = args.tpm_approval;
   config.pkcs11.module = args.pkcs11_module;

@@ -17,6 +17,7 @@ struct KeyArgs {
   std::string tpm_handle = "0x8101D000";
   std::string tpm_policy = "authorize";
   int tpm_pcr = 16;
+  bool tpm_allow_resettable_pcr = false;
   std::string tpm_release_key;
   std::string tpm_approval;
   std::string pkcs11_module;

@@ -76,8 +76,9 @@ struct TrustState {
   attest::AttestationDocument document;  // as verified at registration
   std::string document_bytes;            // exactly as received and signed
   std::string signature;
-  IssuedChallenge open;                            // the challenge awaiting an answer; nonce empty when none
-  http::net::steady_timer* answer_wait = nullptr;  // the challenge loop's timer while it waits
+  IssuedChallenge open;  // the challenge awaiting an answer; nonce empty when none
+  // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
+  std::shared_ptr<http::net::steady_timer> challenge_timer;
   int consecutive_failures = 0;
   uint64_t passed = 0;
   uint64_t failed = 0;

@@ -20,10 +20,13 @@ Result<std::vector<uint8_t>> decode_public_key(std::string_view base64, std::str
 // A DER ECDSA signature in base64 over `message` by `public_key`.
 Status check_signature(std::span<const uint8_t> public_key, std::string_view message, std::string_view signature,
                        std::string_view what) {
+  // A signature that does not even decode is as bad as one that does not verify.
   auto der = base64_decode(signature);
-  if (!der || der->empty()) return make_error(Errc::bad_format, fmt::format("{}: the signature is not base64", what));
+  if (!der || der->empty()) {
+    return make_error(Errc::permission_denied, fmt::format("{}: the signature is not base64", what));
+  }
   auto valid = crypto::p256_verify(public_key, as_bytes(message), *der);
-  if (!valid) return valid.error().with_context(std::string(what));
+  if (!valid) return make_error(Errc::permission_denied, std::string(what) + ": " + valid.error().message);
   if (!*valid) return make_error(Errc::permission_denied, fmt::format("{}: the signature does not verify", what));
   return {};
 }
