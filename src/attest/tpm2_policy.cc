@@ -43,7 +43,7 @@ Digest policy_pcr_digest(uint32_t pcr_index, const Digest& pcr_value) {
   return sha256(bytes);
 }
 
-std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy) {
+TPMT_PUBLIC release_key_area(std::span<const uint8_t> public_key_xy) {
   if (public_key_xy.size() != 64) throw std::invalid_argument("a P-256 public key has 64 bytes");
   TPMT_PUBLIC area{};
   area.type = TPM2_ALG_ECC;
@@ -58,6 +58,11 @@ std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy) {
   std::memcpy(area.unique.ecc.x.buffer, public_key_xy.data(), 32);
   area.unique.ecc.y.size = 32;
   std::memcpy(area.unique.ecc.y.buffer, public_key_xy.data() + 32, 32);
+  return area;
+}
+
+std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy) {
+  const TPMT_PUBLIC area = release_key_area(public_key_xy);
   uint8_t buffer[sizeof(TPMT_PUBLIC)];
   size_t offset = 0;
   if (Tss2_MU_TPMT_PUBLIC_Marshal(&area, buffer, sizeof buffer, &offset) != TSS2_RC_SUCCESS) {

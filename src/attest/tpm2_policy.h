@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <tss2/tss2_tpm2_types.h>
+
 #include "base/result.h"
 
 namespace darkbloom::attest {
@@ -23,8 +25,11 @@ Digest pcr_after_extend(const Digest& measurement);
 // SHA256(0³² ‖ TPM_CC_PolicyPCR ‖ TPML_PCR_SELECTION ‖ SHA256(pcr_value)).
 Digest policy_pcr_digest(uint32_t pcr_index, const Digest& pcr_value);
 
-// The Name of an external P-256 public key (X ‖ Y) loaded with the template this code uses:
-// 0x000B ‖ SHA256(TPMT_PUBLIC).
+// How a P-256 release key (X ‖ Y) is loaded into the TPM (LoadExternal); its Name depends on
+// exactly these fields, so the signer and release_key_name must both use this.
+TPMT_PUBLIC release_key_area(std::span<const uint8_t> public_key_xy);
+
+// The Name of that loaded key: 0x000B ‖ SHA256(marshalled TPMT_PUBLIC).
 std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy);
 
 // PolicyAuthorize(keySign = name, policyRef = empty) starting from an empty policy:

@@ -95,18 +95,7 @@ using EsysPtr = std::unique_ptr<T, EsysFree<T>>;
 
 TPM2B_PUBLIC release_key_public(std::span<const uint8_t> xy) {
   TPM2B_PUBLIC in{};
-  TPMT_PUBLIC& area = in.publicArea;
-  area.type = TPM2_ALG_ECC;
-  area.nameAlg = TPM2_ALG_SHA256;
-  area.objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_DECRYPT | TPMA_OBJECT_SIGN_ENCRYPT;
-  area.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
-  area.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
-  area.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
-  area.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-  area.unique.ecc.x.size = 32;
-  std::memcpy(area.unique.ecc.x.buffer, xy.data(), 32);
-  area.unique.ecc.y.size = 32;
-  std::memcpy(area.unique.ecc.y.buffer, xy.data() + 32, 32);
+  in.publicArea = release_key_area(xy);
   return in;
 }
 
