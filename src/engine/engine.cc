@@ -19,13 +19,13 @@ constexpr size_t kMaxStopStrings = 16;
 class LocalEngine final : public Engine {
  public:
   LocalEngine(std::unique_ptr<Model> model, Tokenizer tokenizer, int threads, const kernels::KernelSet& kernels,
-              int context)
+              const SchedulerOptions& options)
       : model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
         pool_(threads),
         kernels_(kernels),
-        context_(context),
-        scheduler_(*model_, tokenizer_, pool_, kernels_, context) {
+        context_(options.context),
+        scheduler_(*model_, tokenizer_, pool_, kernels_, options) {
     if (const GgufValue* value = model_->file().find("tokenizer.chat_template"); value && value->as_string()) {
       chat_template_ = *value->as_string();
     }
@@ -119,6 +119,45 @@ Status check_inference_fit(const Model& model, const Tokenizer& tokenizer, int c
   return {};
 }
 
+namespace {
+
+// Blocks of the KV cache: the budget given, or enough for max_batch full contexts (at most a
+// quarter of RAM, at least one context), refusing what cannot hold one request or fit in memory.
+Result<int64_t> kv_cache_blocks(const ModelConfig& config, KvType type, int context, int max_batch,
+                                int64_t kv_memory_mb) {
+  if (type == KvType::q8_0 && config.head_dim % 32 != 0) {
+    return make_error(
+        Errc::unsupported,
+        fmt::format("a q8_0 KV cache needs heads a multiple of 32 wide (this model's are {})", config.head_dim));
+  }
+  const uint64_t block = KvCache::block_bytes(type, config.n_layer, config.kv_width());
+  const uint64_t one_context =
+      block * static_cast<uint64_t>((context + KvCache::kBlockTokens - 1) / KvCache::kBlockTokens);
+  const uint64_t memory = physical_memory_bytes();
+  uint64_t budget;
+  if (kv_memory_mb > 0) {
+    budget = static_cast<uint64_t>(kv_memory_mb) << 20;
+    if (budget < one_context) {
+      return make_error(Errc::out_of_range,
+                        fmt::format("{} MiB of KV cache cannot hold one request of the {}-token context (it needs "
+                                    "{} MiB); raise --kv-memory or lower --ctx",
+                                    kv_memory_mb, context, (one_context + (1 << 20) - 1) >> 20));
+    }
+  } else {
+    budget = one_context * static_cast<uint64_t>(max_batch);
+    if (memory > 0) budget = std::max(one_context, std::min(budget, memory / 4));
+  }
+  if (memory > 0 && budget > memory / 2) {
+    return make_error(Errc::out_of_range,
+                      fmt::format("the KV cache would take {:.1f} GiB, more than half of this machine's {:.1f} GiB; "
+                                  "lower --kv-memory or --ctx",
+                                  static_cast<double>(budget) / (1 << 30), static_cast<double>(memory) / (1 << 30)));
+  }
+  return static_cast<int64_t>(budget / block);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
   if (options.threads < 0 || options.threads > 1024) {
     return make_error(
@@ -141,8 +180,31 @@ Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
     log::warn("context {} is longer than the {} tokens the model was trained on; quality may drop", context, trained);
   }
   DARKBLOOM_RETURN_IF_ERROR(check_inference_fit(**model, *tokenizer, context));
+  if (options.max_batch < 1 || options.max_batch > 1024) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("max batch must be between 1 and 1024 (got {})", options.max_batch));
+  }
+  if (options.step_tokens < 1 || options.step_tokens > 65536) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("step tokens must be between 1 and 65536 (got {})", options.step_tokens));
+  }
+  const auto kv_type = parse_kv_type(options.kv_type);
+  if (!kv_type) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("KV type must be f16, q8_0 or f32 (got '{}')", options.kv_type));
+  }
+  auto blocks = kv_cache_blocks((*model)->config(), *kv_type, context, options.max_batch, options.kv_memory_mb);
+  if (!blocks) return blocks.error();
+  SchedulerOptions scheduler;
+  scheduler.context = context;
+  scheduler.max_running = options.max_batch;
+  scheduler.step_tokens = options.step_tokens;
+  scheduler.kv_type = *kv_type;
+  scheduler.kv_blocks = *blocks;
+  scheduler.prefix_reuse = options.prefix_reuse;
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
-  return std::unique_ptr<Engine>(new LocalEngine(std::move(*model), std::move(*tokenizer), threads, *kernels, context));
+  return std::unique_ptr<Engine>(
+      new LocalEngine(std::move(*model), std::move(*tokenizer), threads, *kernels, scheduler));
 }
 
 }  // namespace darkbloom::engine

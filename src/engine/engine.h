@@ -21,6 +21,11 @@ struct EngineOptions {
   int threads = 0;               // 0 = one per hardware thread
   int context = 0;               // tokens per sequence; 0 = min(model's training context, 4096)
   std::string kernels = "auto";  // "auto", "scalar", "avx2"
+  int max_batch = 8;             // requests decoding together
+  int step_tokens = 512;         // tokens per forward step (decoding rows, then prompt chunks)
+  int64_t kv_memory_mb = 0;      // KV cache size; 0 = max_batch full contexts, at most a quarter of RAM
+  std::string kv_type = "f16";   // "f16", "q8_0" or "f32"
+  bool prefix_reuse = true;      // reuse cached keys and values of equal prompt beginnings
 };
 
 struct GenerationRequest {
@@ -58,8 +63,14 @@ class GenerationSink {
 struct EngineStats {
   int running = 0;
   int waiting = 0;
-  int64_t kv_tokens_used = 0;
-  int64_t kv_tokens_total = 0;
+  int64_t kv_tokens_used = 0;   // positions held by running requests
+  int64_t kv_tokens_total = 0;  // positions the cache holds
+  int64_t kv_blocks_used = 0;
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_cached = 0;         // published blocks, findable for prefix reuse
+  uint64_t prefix_tokens_reused = 0;    // prompt positions taken from the cache instead of computed
+  uint64_t prompt_tokens_computed = 0;  // prompt positions computed (including recomputation)
+  uint64_t preemptions = 0;
   double last_prefill_tokens_per_second = 0;
   double last_decode_tokens_per_second = 0;
   uint64_t requests_finished = 0;

@@ -68,8 +68,8 @@ Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& mode
   bench.repetitions = 1;
   auto speed = engine::run_engine_bench(engine, bench);
   if (!speed) return speed.error();
-  facts.prefill_tps = speed->prefill_tokens_per_second;
-  facts.decode_tps = speed->decode_tokens_per_second;
+  facts.prefill_tps = speed->front().prefill_tokens_per_second;
+  facts.decode_tps = speed->front().decode_tokens_per_second;
   return facts;
 }
 

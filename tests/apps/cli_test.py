@@ -170,12 +170,26 @@ class Cli(unittest.TestCase):
 
     def test_bench_engine_prints_a_table_and_json(self):
         out = run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1", "--threads", "1,2").stdout
-        self.assertIn("decode t/s", out)
-        self.assertEqual(len(out.strip().splitlines()), 3)
+        lines = out.strip().splitlines()
+        self.assertIn("decode t/s", lines[0])
+        self.assertIn("aggregate", lines[0])
+        rows = [line.split("|") for line in lines[1:] if line.strip()[0].isdigit()]
+        self.assertEqual([(int(r[0]), int(r[1])) for r in rows], [(1, 1), (2, 1)])
+        summaries = [line for line in lines if "memory bandwidth" in line]
+        self.assertEqual(len(summaries), 2)
+        self.assertIn("fp32 FMA peak", summaries[0])
         data = json.loads(run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1",
-                              "--json").stdout)
-        self.assertGreater(data[0]["decode_tokens_per_second"], 0)
-        self.assertGreater(data[0]["prefill_tokens_per_second"], 0)
+                              "--batch", "1,3", "--json").stdout)
+        self.assertEqual([d["batch"] for d in data], [1, 3])
+        for d in data:
+            self.assertGreater(d["decode_tokens_per_second"], 0)
+            self.assertGreater(d["prefill_tokens_per_second"], 0)
+            self.assertGreater(d["memory_bandwidth_gb_per_second"], 0)
+            self.assertGreater(d["fma_peak_gflops"], 0)
+        # Aggregate decode is the per-row rate times the rows decoding together.
+        self.assertAlmostEqual(data[0]["aggregate_decode_tokens_per_second"], data[0]["decode_tokens_per_second"])
+        self.assertGreater(data[1]["aggregate_decode_tokens_per_second"], data[1]["decode_tokens_per_second"])
+        self.assert_one_line_error(run("bench", "engine", "-m", self.model, "--batch", "0", expect_ok=False), "batch")
 
     def test_perplexity_needs_enough_text(self):
         with open(self.path("short.txt"), "w") as f:

@@ -143,7 +143,8 @@ TEST_F(EngineTest, incremental_decoding_matches_full_recomputation) {
   auto model = Model::load(model_path_);
   ASSERT_TRUE(model);
   ThreadPool pool(2);
-  LogitEvaluator evaluator(**model, pool, kernels::best_kernels(), 256);
+  // The same arithmetic as the engine (its default f16 cache), without the scheduler or batching.
+  LogitEvaluator evaluator(**model, pool, kernels::best_kernels(), 256, KvType::f16);
   std::vector<int32_t> tokens = engine_->tokenizer().encode("Engineers checked the machines");
   StreamingDetokenizer detokenizer(engine_->tokenizer());
   std::string expected;
@@ -257,7 +258,11 @@ TEST_F(EngineTest, stats_count_finished_requests_and_tokens) {
   EXPECT_EQ(stats.tokens_generated, 12u);
   EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.waiting, 0);
-  EXPECT_EQ(stats.kv_tokens_total, 256);
+  // A cache for max_batch (8) full contexts of 256, in blocks of 16 positions.
+  EXPECT_EQ(stats.kv_blocks_total, 8 * 256 / KvCache::kBlockTokens);
+  EXPECT_EQ(stats.kv_tokens_total, 8 * 256);
+  EXPECT_EQ(stats.kv_blocks_used, 0);
+  EXPECT_EQ(stats.kv_tokens_used, 0);
 }
 
 TEST(EngineLoad, bad_options_and_files_are_errors) {

@@ -1,10 +1,12 @@
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
 #include "apps/darkbloom/commands.h"
 #include "engine/evaluation/engine_bench.h"
+#include "engine/evaluation/machine_speed.h"
 
 namespace darkbloom::apps {
 namespace {
@@ -12,11 +14,12 @@ namespace {
 struct BenchArgs {
   engine::EngineOptions engine;
   std::string threads = "0";
+  std::string batches = "1";
   engine::EngineBenchOptions bench;
   bool json = false;
 };
 
-Result<std::vector<int>> parse_thread_list(const std::string& text) {
+Result<std::vector<int>> parse_list(const std::string& text, const char* flag, int low, int high) {
   std::vector<int> values;
   std::stringstream stream(text);
   std::string item;
@@ -24,60 +27,116 @@ Result<std::vector<int>> parse_thread_list(const std::string& text) {
     try {
       size_t used = 0;
       const int value = std::stoi(item, &used);
-      if (used != item.size() || value < 0 || value > 1024) throw std::invalid_argument(item);
+      if (used != item.size() || value < low || value > high) throw std::invalid_argument(item);
       values.push_back(value);
     } catch (const std::exception&) {
-      return make_error(Errc::invalid_argument, "--threads takes a comma-separated list of numbers, e.g. 1,2");
+      return make_error(
+          Errc::invalid_argument,
+          fmt::format("{} takes a comma-separated list of numbers from {} to {}, e.g. 1,2", flag, low, high));
     }
   }
-  if (values.empty()) return make_error(Errc::invalid_argument, "--threads is empty");
+  if (values.empty()) return make_error(Errc::invalid_argument, fmt::format("{} is empty", flag));
   return values;
 }
 
+struct Measured {
+  engine::EngineBenchResult result;
+  double bandwidth_gb_per_s = 0;  // measured right before this thread count's runs
+  double fma_gflops = 0;
+  uint64_t matmul_parameters = 0;
+  // Shares of the machine's limits: batch-1 decode against the bandwidth, prefill against fp32 FMA.
+  double bandwidth_share() const {
+    return bandwidth_gb_per_s > 0 ? result.decode_weight_gigabytes_per_second / bandwidth_gb_per_s : 0;
+  }
+  double prefill_gflops() const {
+    return result.prefill_tokens_per_second * 2.0 * static_cast<double>(matmul_parameters) / 1e9;
+  }
+  double fma_share() const { return fma_gflops > 0 ? prefill_gflops() / fma_gflops : 0; }
+};
+
+std::string to_json(const std::vector<Measured>& rows) {
+  std::string out = "[";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& m = rows[i];
+    const auto& r = m.result;
+    out += fmt::format(
+        "{}{{\"threads\":{},\"batch\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"ttft_ms\":{:.3f},"
+        "\"busy_ttft_ms\":{:.3f},\"prefill_tokens_per_second\":{:.3f},\"decode_tokens_per_second\":{:.3f},"
+        "\"aggregate_decode_tokens_per_second\":{:.3f},\"weight_bytes_per_token\":{},"
+        "\"decode_weight_gb_per_second\":{:.3f},\"memory_bandwidth_gb_per_second\":{:.3f},\"bandwidth_share\":{:.4f},"
+        "\"matmul_parameters\":{},\"prefill_gflops\":{:.3f},\"fma_peak_gflops\":{:.3f},\"fma_share\":{:.4f}}}",
+        i ? "," : "", r.threads, r.batch, r.prompt_tokens, r.gen_tokens, r.time_to_first_token_ms, r.busy_ttft_ms,
+        r.prefill_tokens_per_second, r.decode_tokens_per_second, r.aggregate_decode_tokens_per_second,
+        r.weight_bytes_per_token, r.decode_weight_gigabytes_per_second, m.bandwidth_gb_per_s, m.bandwidth_share(),
+        m.matmul_parameters, m.prefill_gflops(), m.fma_gflops, m.fma_share());
+  }
+  return out + "]";
+}
+
 int run_bench(const BenchArgs& args) {
-  auto thread_counts = parse_thread_list(args.threads);
+  auto thread_counts = parse_list(args.threads, "--threads", 0, 1024);
   if (!thread_counts) return fail(thread_counts.error().message);
-  std::vector<engine::EngineBenchResult> results;
+  auto batches = parse_list(args.batches, "--batch", 1, 256);
+  if (!batches) return fail(batches.error().message);
+  engine::EngineBenchOptions bench = args.bench;
+  bench.batch_sizes = *batches;
+  const int largest = *std::max_element(batches->begin(), batches->end());
+  std::vector<Measured> rows;
   for (int threads : *thread_counts) {
     engine::EngineOptions options = args.engine;
     options.threads = threads;
-    if (options.context == 0) options.context = args.bench.prompt_tokens + args.bench.gen_tokens;
+    if (options.context == 0) options.context = bench.prompt_tokens + bench.gen_tokens;
+    options.max_batch = std::max(options.max_batch, largest);
     auto loaded = engine::Engine::load(options);
     if (!loaded) return fail(loaded.error().message);
+    engine::Engine& engine = **loaded;
     if (!args.json) {
-      std::fprintf(
-          stderr, "%s",
-          fmt::format("benchmarking with {} threads ({} kernels)...\n", (*loaded)->threads(), (*loaded)->kernels_name())
-              .c_str());
+      std::fprintf(stderr, "%s",
+                   fmt::format("benchmarking with {} threads ({} kernels, {} KV)...\n", engine.threads(),
+                               engine.kernels_name(), args.engine.kv_type)
+                       .c_str());
     }
-    auto result = engine::run_engine_bench(**loaded, args.bench, [&](int done, int total) {
-      if (!args.json) std::fprintf(stderr, "  run %d/%d done\n", done, total);
+    // The machine's limits, measured now with as many threads (it is shared and drifts).
+    ThreadPool pool(engine.threads());
+    const double fma = engine::measure_fma_gflops(pool);
+    double bandwidth = engine::measure_read_bandwidth(pool);
+    auto results = engine::run_engine_bench(engine, bench, [&](int done, int total) {
+      if (!args.json) std::fprintf(stderr, "  %d/%d\n", done, total);
     });
-    if (!result) return fail(result.error().message);
-    results.push_back(*result);
+    if (!results) return fail(results.error().message);
+    // Again after the runs; the median of the two stands for the decode's conditions.
+    bandwidth = (bandwidth + engine::measure_read_bandwidth(pool)) / 2.0;
+    for (const auto& result : *results) {
+      rows.push_back({result, bandwidth, fma, engine::matmul_parameters(engine.model_config())});
+    }
   }
   if (args.json) {
-    std::string out = "[";
-    for (size_t i = 0; i < results.size(); ++i) {
-      const auto& r = results[i];
-      out += fmt::format(
-          "{}{{\"threads\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"ttft_ms\":{:.3f},"
-          "\"prefill_tokens_per_second\":{:.3f},\"decode_tokens_per_second\":{:.3f},"
-          "\"weight_bytes_per_token\":{},\"decode_weight_gb_per_second\":{:.3f}}}",
-          i ? "," : "", r.threads, r.prompt_tokens, r.gen_tokens, r.time_to_first_token_ms, r.prefill_tokens_per_second,
-          r.decode_tokens_per_second, r.weight_bytes_per_token, r.decode_weight_gigabytes_per_second);
-    }
-    std::printf("%s]\n", out.c_str());
+    std::printf("%s\n", to_json(rows).c_str());
     return 0;
   }
-  std::printf("%s", fmt::format("{:>7} | {:>6} | {:>4} | {:>9} | {:>12} | {:>11} | {:>14}\n", "threads", "prompt",
-                                "gen", "TTFT ms", "prefill t/s", "decode t/s", "weights GB/s")
+  std::printf("%s", fmt::format("{:>7} | {:>5} | {:>6} | {:>4} | {:>9} | {:>10} | {:>11} | {:>10} | {:>10} | {:>12}\n",
+                                "threads", "batch", "prompt", "gen", "TTFT ms", "busy TTFT", "prefill t/s",
+                                "decode t/s", "aggregate", "weights GB/s")
                         .c_str());
-  for (const auto& r : results) {
-    std::printf("%s", fmt::format("{:>7} | {:>6} | {:>4} | {:>9.1f} | {:>12.1f} | {:>11.2f} | {:>14.2f}\n", r.threads,
-                                  r.prompt_tokens, r.gen_tokens, r.time_to_first_token_ms, r.prefill_tokens_per_second,
-                                  r.decode_tokens_per_second, r.decode_weight_gigabytes_per_second)
+  for (const auto& m : rows) {
+    const auto& r = m.result;
+    std::printf("%s", fmt::format("{:>7} | {:>5} | {:>6} | {:>4} | {:>9.1f} | {:>10.1f} | {:>11.1f} | {:>10.2f} | "
+                                  "{:>10.2f} | {:>12.2f}\n",
+                                  r.threads, r.batch, r.prompt_tokens, r.gen_tokens, r.time_to_first_token_ms,
+                                  r.busy_ttft_ms, r.prefill_tokens_per_second, r.decode_tokens_per_second,
+                                  r.aggregate_decode_tokens_per_second, r.decode_weight_gigabytes_per_second)
                           .c_str());
+  }
+  for (const auto& m : rows) {
+    if (m.result.batch != rows.front().result.batch) continue;
+    std::printf(
+        "%s", fmt::format("threads {}: {:.1f} MB of weights per decode step; memory bandwidth {:.1f} GB/s, batch-{} "
+                          "decode at {:.0f}% of it; fp32 FMA peak {:.1f} GFLOP/s, prefill at {:.1f} GFLOP/s "
+                          "({:.0f}%, 2 x {:.1f}M matrix parameters per token)\n",
+                          m.result.threads, m.result.weight_bytes_per_token / 1e6, m.bandwidth_gb_per_s, m.result.batch,
+                          100 * m.bandwidth_share(), m.fma_gflops, m.prefill_gflops(), 100 * m.fma_share(),
+                          m.matmul_parameters / 1e6)
+                  .c_str());
   }
   return 0;
 }
@@ -88,23 +147,28 @@ void register_bench(CLI::App& app, CommandRunner* runner) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks that print numbers");
   bench->require_subcommand(1);
-  CLI::App* cmd = bench->add_subcommand("engine", "Prefill and decode tokens/s of a model (batch 1, greedy, medians)");
+  CLI::App* cmd = bench->add_subcommand(
+      "engine",
+      "Time to first token, prefill and decode tokens/s of a model per batch size (greedy, medians), with the\n"
+      "machine's memory bandwidth and fp32 FMA peak measured in the same run");
   cmd->add_option("-m,--model", args->engine.model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
   cmd->add_option("-t,--threads", args->threads,
                   "comma-separated thread counts to measure, e.g. 1,2 (0 = one per core)")
       ->capture_default_str();
+  cmd->add_option("-b,--batch", args->batches, "comma-separated batch sizes, e.g. 1,2,4,8,16")->capture_default_str();
   cmd->add_option("-c,--ctx", args->engine.context, "context length (0 = prompt + gen)")->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--kernels", args->engine.kernels,
                   "compute kernels: auto, avx2, scalar, or float (no activation rounding; slow, for checking)")
       ->check(CLI::IsMember({"auto", "scalar", "avx2", "float"}))
       ->capture_default_str();
+  add_batching_options(cmd, &args->engine);
   cmd->add_option("--prompt", args->bench.prompt_tokens, "prompt length in tokens")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--gen", args->bench.gen_tokens, "tokens to generate")
       ->check(CLI::Range(2, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--repeat", args->bench.repetitions, "runs per thread count (median reported)")
+  cmd->add_option("--repeat", args->bench.repetitions, "runs per batch size (median reported)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "print JSON instead of a table");

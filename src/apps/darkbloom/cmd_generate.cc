@@ -100,6 +100,28 @@ void add_engine_options(CLI::App* command, engine::EngineOptions* options) {
                    "compute kernels: auto, avx2, scalar, or float (no activation rounding; slow, for checking)")
       ->check(CLI::IsMember({"auto", "scalar", "avx2", "float"}))
       ->capture_default_str();
+  add_batching_options(command, options);
+}
+
+void add_batching_options(CLI::App* command, engine::EngineOptions* options) {
+  command->add_option("--max-batch", options->max_batch, "requests decoding together")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  command
+      ->add_option("--step-tokens", options->step_tokens,
+                   "tokens per forward step: every decoding request's next token, then prompt chunks")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  command
+      ->add_option("--kv-memory", options->kv_memory_mb,
+                   "KV cache size in MiB (0 = max-batch full contexts, at most a quarter of RAM)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  command->add_option("--kv-type", options->kv_type, "KV cache element type: f16, q8_0 (half the memory) or f32")
+      ->check(CLI::IsMember({"f16", "q8_0", "f32"}))
+      ->capture_default_str();
+  command->add_flag("!--no-prefix-reuse", options->prefix_reuse,
+                    "recompute every prompt instead of reusing cached keys and values of equal beginnings");
 }
 
 void register_generate(CLI::App& app, CommandRunner* runner) {

@@ -186,6 +186,7 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
   start_cmd->add_option(
       "--rotation-file", start->rotation_file,
       "key-rotation statement from `darkbloom keys rotate` (default ~/.config/darkbloom/rotation.json)");
+  add_batching_options(start_cmd, &start->engine);
   add_key_options(start_cmd, &start->key);
   start_cmd->callback(
       [runner, start, start_cmd] { *runner = [start, start_cmd] { return run_start(start_cmd, *start); }; });

@@ -25,8 +25,11 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner);
 // `keys show|rotate|delete|approve` and `doctor`.
 void register_keys(CLI::App& app, CommandRunner* runner);
 
-// --model, --threads, --ctx and --kernels, shared by every command that loads a model.
+// --model, --threads, --ctx, --kernels and the batching options, shared by every command that
+// loads a model.
 void add_engine_options(CLI::App* command, engine::EngineOptions* options);
+// --max-batch, --step-tokens, --kv-memory, --kv-type, --no-prefix-reuse.
+void add_batching_options(CLI::App* command, engine::EngineOptions* options);
 
 // Prints "darkbloom: error: <message>" on one line and returns the exit code for failures.
 int fail(const std::string& message);

@@ -1,26 +1,93 @@
 #include "engine/evaluation/engine_bench.h"
 
-#include "engine/blocking_sink.h"
-
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <random>
 
 namespace darkbloom::engine {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 double median(std::vector<double> values) {
+  if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
   return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2.0;
 }
 
+// Records when the first text arrived and waits for the end.
+class TimedSink final : public GenerationSink {
+ public:
+  void on_text(std::string_view) override {
+    std::lock_guard lock(mutex_);
+    if (!first_text_) first_text_ = Clock::now();
+    cv_.notify_all();
+  }
+  // Until the first text (or the end): the request is past its prompt.
+  void wait_first_text() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return first_text_.has_value() || done_; });
+  }
+  void on_finish(const FinishEvent& event) override {
+    std::lock_guard lock(mutex_);
+    event_ = event;
+    done_ = true;
+    cv_.notify_all();
+  }
+  FinishEvent wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return done_; });
+    return event_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  FinishEvent event_;
+  std::optional<Clock::time_point> first_text_;
+};
+
+struct Prompts {
+  std::vector<int32_t> ordinary;
+  std::mt19937_64 rng;
+  GenerationRequest make(int prompt_tokens, int gen_tokens) {
+    GenerationRequest request;
+    for (int i = 0; i < prompt_tokens; ++i) request.prompt_tokens.push_back(ordinary[rng() % ordinary.size()]);
+    request.max_tokens = gen_tokens;
+    request.ignore_eos = true;
+    request.sampling.temperature = 0.0f;
+    return request;
+  }
+};
+
+Status check_event(const FinishEvent& event, int expected_tokens) {
+  if (event.reason == FinishReason::error) return make_error(Errc::internal, "engine error: " + event.error);
+  if (event.completion_tokens != expected_tokens) {
+    return make_error(Errc::internal,
+                      fmt::format("expected {} tokens, got {}", expected_tokens, event.completion_tokens));
+  }
+  return {};
+}
+
 }  // namespace
 
-Result<EngineBenchResult> run_engine_bench(Engine& engine, const EngineBenchOptions& options,
-                                           const std::function<void(int, int)>& progress) {
-  if (options.prompt_tokens < 1 || options.gen_tokens < 2 || options.repetitions < 1) {
+uint64_t matmul_parameters(const ModelConfig& c) {
+  const uint64_t attention = static_cast<uint64_t>(c.n_embd) * (c.q_width() + 2 * c.kv_width()) +
+                             static_cast<uint64_t>(c.n_head) * c.value_dim * c.n_embd;
+  const uint64_t ffn = 3ull * c.n_embd * c.n_ff;
+  return (attention + ffn) * static_cast<uint64_t>(c.n_layer);
+}
+
+Result<std::vector<EngineBenchResult>> run_engine_bench(Engine& engine, const EngineBenchOptions& options,
+                                                        const std::function<void(int, int)>& progress) {
+  if (options.prompt_tokens < 1 || options.gen_tokens < 2 || options.repetitions < 1 || options.batch_sizes.empty()) {
     return make_error(Errc::invalid_argument,
                       "bench needs a prompt of at least 1 token, at least 2 generated tokens and 1 repetition");
   }
@@ -29,47 +96,83 @@ Result<EngineBenchResult> run_engine_bench(Engine& engine, const EngineBenchOpti
                       fmt::format("prompt {} + generated {} tokens exceed the context of {} (raise --ctx)",
                                   options.prompt_tokens, options.gen_tokens, engine.context()));
   }
-  // A prompt of ordinary vocabulary tokens, the same for every run.
+  Prompts prompts{{}, std::mt19937_64(options.seed)};
   const Tokenizer& tokenizer = engine.tokenizer();
-  std::vector<int32_t> ordinary;
   for (int32_t id = 0; id < tokenizer.n_vocab(); ++id) {
-    if (tokenizer.token_type(id) == TokenType::normal) ordinary.push_back(id);
+    if (tokenizer.token_type(id) == TokenType::normal) prompts.ordinary.push_back(id);
   }
-  if (ordinary.empty()) return make_error(Errc::bad_format, "the vocabulary has no ordinary tokens");
-  std::mt19937_64 rng(options.seed);
-  GenerationRequest request;
-  for (int i = 0; i < options.prompt_tokens; ++i) request.prompt_tokens.push_back(ordinary[rng() % ordinary.size()]);
-  request.max_tokens = options.gen_tokens;
-  request.ignore_eos = true;
-  request.sampling.temperature = 0.0f;
+  if (prompts.ordinary.empty()) return make_error(Errc::bad_format, "the vocabulary has no ordinary tokens");
 
-  std::vector<double> ttft, prefill, decode;
-  for (int r = 0; r < options.repetitions; ++r) {
-    auto sink = std::make_shared<BlockingSink>();
-    auto id = engine.submit(request, sink);
-    if (!id) return id.error();
-    const FinishEvent event = sink->wait();
-    if (event.reason == FinishReason::error) return make_error(Errc::internal, "engine error: " + event.error);
-    if (event.completion_tokens != options.gen_tokens) {
-      return make_error(Errc::internal,
-                        fmt::format("expected {} tokens, got {}", options.gen_tokens, event.completion_tokens));
+  std::vector<EngineBenchResult> results;
+  const int total_steps = static_cast<int>(options.batch_sizes.size()) * options.repetitions;
+  int steps_done = 0;
+  for (int batch : options.batch_sizes) {
+    if (batch < 1) return make_error(Errc::invalid_argument, "batch sizes must be at least 1");
+    std::vector<double> ttft, busy_ttft, prefill, decode;
+    for (int r = 0; r < options.repetitions; ++r) {
+      // B requests together.
+      std::vector<std::shared_ptr<TimedSink>> sinks;
+      for (int b = 0; b < batch; ++b) {
+        auto sink = std::make_shared<TimedSink>();
+        auto id = engine.submit(prompts.make(options.prompt_tokens, options.gen_tokens), sink);
+        if (!id) return id.error();
+        sinks.push_back(sink);
+      }
+      double last_first_token_ms = 0;
+      std::vector<double> row_decode;
+      for (auto& sink : sinks) {
+        const FinishEvent event = sink->wait();
+        DARKBLOOM_RETURN_IF_ERROR(check_event(event, options.gen_tokens));
+        const double first_token_ms = event.queue_ms + event.prefill_ms;
+        ttft.push_back(first_token_ms);
+        last_first_token_ms = std::max(last_first_token_ms, first_token_ms);
+        row_decode.push_back((options.gen_tokens - 1) / (event.decode_ms / 1000.0));
+      }
+      prefill.push_back(static_cast<double>(batch) * options.prompt_tokens / (last_first_token_ms / 1000.0));
+      decode.push_back(median(row_decode));
+
+      // One more request arriving while batch - 1 rows decode (long enough to outlast it).
+      if (batch == 1) {
+        busy_ttft.push_back(ttft.back());
+      } else {
+        std::vector<std::shared_ptr<TimedSink>> background;
+        std::vector<RequestId> ids;
+        for (int b = 0; b < batch - 1; ++b) {
+          auto sink = std::make_shared<TimedSink>();
+          auto id =
+              engine.submit(prompts.make(options.prompt_tokens, engine.context() - options.prompt_tokens - 1), sink);
+          if (!id) return id.error();
+          background.push_back(sink);
+          ids.push_back(*id);
+        }
+        for (auto& sink : background) sink->wait_first_text();  // all are decoding now
+        auto probe = std::make_shared<TimedSink>();
+        auto id = engine.submit(prompts.make(options.prompt_tokens, 2), probe);
+        if (!id) return id.error();
+        const FinishEvent event = probe->wait();
+        DARKBLOOM_RETURN_IF_ERROR(check_event(event, 2));
+        busy_ttft.push_back(event.queue_ms + event.prefill_ms);
+        for (RequestId background_id : ids) engine.cancel(background_id);
+        for (auto& sink : background) sink->wait();
+      }
+      if (progress) progress(++steps_done, total_steps);
     }
-    ttft.push_back(event.prefill_ms);
-    prefill.push_back(options.prompt_tokens / (event.prefill_ms / 1000.0));
-    decode.push_back((options.gen_tokens - 1) / (event.decode_ms / 1000.0));
-    if (progress) progress(r + 1, options.repetitions);
+    EngineBenchResult result;
+    result.threads = engine.threads();
+    result.batch = batch;
+    result.prompt_tokens = options.prompt_tokens;
+    result.gen_tokens = options.gen_tokens;
+    result.time_to_first_token_ms = median(ttft);
+    result.busy_ttft_ms = median(busy_ttft);
+    result.prefill_tokens_per_second = median(prefill);
+    result.decode_tokens_per_second = median(decode);
+    result.aggregate_decode_tokens_per_second = result.decode_tokens_per_second * batch;
+    result.weight_bytes_per_token = engine.weight_bytes_per_token();
+    result.decode_weight_gigabytes_per_second =
+        static_cast<double>(result.weight_bytes_per_token) * result.decode_tokens_per_second / 1e9;
+    results.push_back(result);
   }
-  EngineBenchResult result;
-  result.threads = engine.threads();
-  result.prompt_tokens = options.prompt_tokens;
-  result.gen_tokens = options.gen_tokens;
-  result.time_to_first_token_ms = median(ttft);
-  result.prefill_tokens_per_second = median(prefill);
-  result.decode_tokens_per_second = median(decode);
-  result.weight_bytes_per_token = engine.weight_bytes_per_token();
-  result.decode_weight_gigabytes_per_second =
-      static_cast<double>(result.weight_bytes_per_token) * result.decode_tokens_per_second / 1e9;
-  return result;
+  return results;
 }
 
 }  // namespace darkbloom::engine

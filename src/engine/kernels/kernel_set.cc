@@ -32,6 +32,27 @@ VecDotFn KernelSet::dot_for(GgmlType weight_type) const {
   }
 }
 
+DotRowsFn KernelSet::rows_for(GgmlType weight_type) const {
+  switch (weight_type) {
+    case GgmlType::f32:
+      return rows_f32;
+    case GgmlType::f16:
+      return rows_f16;
+    case GgmlType::bf16:
+      return rows_bf16;
+    case GgmlType::q8_0:
+      return rows_q8_0;
+    case GgmlType::q4_0:
+      return rows_q4_0;
+    case GgmlType::q4_k:
+      return rows_q4_k;
+    case GgmlType::q6_k:
+      return rows_q6_k;
+    default:
+      throw std::invalid_argument("no dot product for tensor type " + std::string(ggml_type_name(weight_type)));
+  }
+}
+
 void KernelSet::quantize_activation(ActivationFormat format, const float* src, void* dst, int64_t n) const {
   switch (format) {
     case ActivationFormat::f32:

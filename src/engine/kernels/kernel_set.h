@@ -16,6 +16,22 @@ namespace darkbloom::engine::kernels {
 // ActivationFormat.
 using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* activation);
 using QuantizeActivationFn = void (*)(const float* src, void* dst, int64_t n);
+// Dot products of one weight row with `count` activation rows `stride` bytes apart (count in
+// [1, kMaxDotRows]), into out[0..count). Each result is bit for bit what VecDotFn gives for that
+// activation row alone: a request's numbers never depend on what it is batched with.
+using DotRowsFn = void (*)(int64_t n, const void* weight_row, const void* activations, size_t stride, int count,
+                           float* out);
+inline constexpr int kMaxDotRows = 4;
+using F16ToF32Fn = void (*)(const uint16_t* src, float* dst, int64_t n);
+// Attention over `n` cache rows (f32 or f16 elements), `stride` elements apart, head_dim wide,
+// for `n_q` query heads that share them (grouped-query attention):
+//   scores: scores[g * scores_stride + p] = scale * <q + g * head_dim, row p>
+//   accumulate: out + g * head_dim += sum over p of weights[g * weights_stride + p] * row p
+using KvScoresFn = void (*)(const void* rows, size_t stride, int n, const float* q, int n_q, int head_dim, float scale,
+                            float* scores, size_t scores_stride);
+using KvAccumulateFn = void (*)(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride,
+                                int n_q, int head_dim, float* out);
+using F32ToF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
 
 struct KernelSet {
   std::string_view name;  // "scalar", "avx2", "float"
@@ -31,8 +47,23 @@ struct KernelSet {
   // The "float" set keeps activations in f32 and dequantizes weights instead: slow, but free of
   // activation rounding, so it checks the weight formats and the forward pass exactly.
   bool float_activations = false;
+  DotRowsFn rows_f32 = nullptr;
+  DotRowsFn rows_f16 = nullptr;
+  DotRowsFn rows_bf16 = nullptr;
+  DotRowsFn rows_q8_0 = nullptr;
+  DotRowsFn rows_q4_0 = nullptr;
+  DotRowsFn rows_q4_k = nullptr;
+  DotRowsFn rows_q6_k = nullptr;
+  // The KV cache's F16 rows.
+  F16ToF32Fn f16_to_f32 = nullptr;
+  F32ToF16Fn f32_to_f16 = nullptr;
+  KvScoresFn scores_f32 = nullptr;
+  KvScoresFn scores_f16 = nullptr;
+  KvAccumulateFn accumulate_f32 = nullptr;
+  KvAccumulateFn accumulate_f16 = nullptr;
 
   VecDotFn dot_for(GgmlType weight_type) const;
+  DotRowsFn rows_for(GgmlType weight_type) const;
   ActivationFormat activation_format_for(GgmlType weight_type) const {
     return float_activations ? ActivationFormat::f32 : activation_format(weight_type);
   }

@@ -98,73 +98,101 @@ float dot_bf16(int64_t n, const void* w, const void* a) {
   return sum;
 }
 
-float dot_q8_0(int64_t n, const void* w, const void* a) {
+// The quantized dot products run on up to kMaxDotRows activation rows per pass over a weight
+// row: the weight block is loaded and unpacked once, then each activation row gets exactly the
+// operations a single-row call would give it, so results never depend on the batch. The
+// single-row entry points are the T = 1 instances.
+template <int T>
+void rows_q8_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
   const auto* x = static_cast<const BlockQ8_0*>(w);
-  const auto* y = static_cast<const ActQ8_0*>(a);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / 32; ++b) {
     const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].qs));
-    const __m256 scale = _mm256_set1_ps(load_fp16(x[b].d) * y[b].d);
-    acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot_i8_pairs(qx, qy)), acc);
+    const __m256i abs_x = _mm256_sign_epi8(qx, qx);
+    const float dx = load_fp16(x[b].d);
+    for (int t = 0; t < T; ++t) {
+      const auto* y = reinterpret_cast<const ActQ8_0*>(a + stride * static_cast<size_t>(t)) + b;
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs));
+      const __m256i pairs16 = _mm256_maddubs_epi16(abs_x, _mm256_sign_epi8(qy, qx));
+      const __m256i sums = _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
+    }
   }
-  return horizontal_sum(acc);
+  for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
 }
 
-float dot_q4_0(int64_t n, const void* w, const void* a) {
+template <int T>
+void rows_q4_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
   const auto* x = static_cast<const BlockQ4_0*>(w);
-  const auto* y = static_cast<const ActQ8_0*>(a);
   const __m256i low_mask = _mm256_set1_epi8(0x0F);
   const __m256i eight = _mm256_set1_epi8(8);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / 32; ++b) {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
     // Low nibbles are elements 0-15 (lower lane), high nibbles 16-31 (upper lane).
     __m256i qx = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
     qx = _mm256_sub_epi8(_mm256_and_si256(qx, low_mask), eight);
-    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].qs));
-    const __m256 scale = _mm256_set1_ps(load_fp16(x[b].d) * y[b].d);
-    acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot_i8_pairs(qx, qy)), acc);
+    const __m256i abs_x = _mm256_sign_epi8(qx, qx);
+    const float dx = load_fp16(x[b].d);
+    for (int t = 0; t < T; ++t) {
+      const auto* y = reinterpret_cast<const ActQ8_0*>(a + stride * static_cast<size_t>(t)) + b;
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs));
+      const __m256i pairs16 = _mm256_maddubs_epi16(abs_x, _mm256_sign_epi8(qy, qx));
+      const __m256i sums = _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
+    }
   }
-  return horizontal_sum(acc);
+  for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
 }
 
-float dot_q4_k(int64_t n, const void* w, const void* a) {
+template <int T>
+void rows_q4_k_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
   const auto* x = static_cast<const BlockQ4_K*>(w);
-  const auto* y = static_cast<const ActQ8_K*>(a);
   const __m256i low_mask = _mm256_set1_epi8(0x0F);
-  float sum = 0.0f;
+  float sum[T] = {};
   for (int64_t b = 0; b < n / 256; ++b) {
     uint8_t scales[8], mins[8];
     unpack_q4_k_scales(x[b].scales, scales, mins);
-    __m256i sum_q = _mm256_setzero_si256();
+    __m256i sum_q[T];
+    for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 32 * c));
       const __m256i lo = _mm256_and_si256(packed, low_mask);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
-      const __m256i act_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].qs + 64 * c));
-      const __m256i act_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].qs + 64 * c + 32));
-      // Nibbles are unsigned, so maddubs takes them directly (at most 15 * 127 * 2 per pair).
-      const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, act_lo), _mm256_set1_epi16(scales[2 * c]));
-      const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, act_hi), _mm256_set1_epi16(scales[2 * c + 1]));
-      sum_q = _mm256_add_epi32(sum_q, _mm256_add_epi32(p_lo, p_hi));
+      const __m256i scale_lo = _mm256_set1_epi16(scales[2 * c]);
+      const __m256i scale_hi = _mm256_set1_epi16(scales[2 * c + 1]);
+      for (int t = 0; t < T; ++t) {
+        const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+        const __m256i act_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs + 64 * c));
+        const __m256i act_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs + 64 * c + 32));
+        // Nibbles are unsigned, so maddubs takes them directly (at most 15 * 127 * 2 per pair).
+        const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, act_lo), scale_lo);
+        const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, act_hi), scale_hi);
+        sum_q[t] = _mm256_add_epi32(sum_q[t], _mm256_add_epi32(p_lo, p_hi));
+      }
     }
-    int sum_mins = 0;
-    for (int j = 0; j < 8; ++j) sum_mins += mins[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-    sum += y[b].d * (load_fp16(x[b].d) * static_cast<float>(horizontal_sum_i32(sum_q)) -
-                     load_fp16(x[b].dmin) * static_cast<float>(sum_mins));
+    const float d = load_fp16(x[b].d), dmin = load_fp16(x[b].dmin);
+    for (int t = 0; t < T; ++t) {
+      const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+      int sum_mins = 0;
+      for (int j = 0; j < 8; ++j) sum_mins += mins[j] * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+      sum[t] += y->d * (d * static_cast<float>(horizontal_sum_i32(sum_q[t])) - dmin * static_cast<float>(sum_mins));
+    }
   }
-  return sum;
+  for (int t = 0; t < T; ++t) out[t] = sum[t];
 }
 
-float dot_q6_k(int64_t n, const void* w, const void* a) {
+template <int T>
+void rows_q6_k_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
   const auto* x = static_cast<const BlockQ6_K*>(w);
-  const auto* y = static_cast<const ActQ8_K*>(a);
   const __m256i low_mask = _mm256_set1_epi8(0x0F);
   const __m256i two_bits = _mm256_set1_epi8(3);
-  float sum = 0.0f;
+  float sum[T] = {};
   for (int64_t b = 0; b < n / 256; ++b) {
-    __m256i sum_q = _mm256_setzero_si256();
+    __m256i sum_q[T];
+    for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].ql + 64 * h));
       const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].ql + 64 * h + 32));
@@ -179,18 +207,86 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4)),
       };
       for (int g = 0; g < 4; ++g) {
-        const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].qs + 128 * h + 32 * g));
         const int8_t* sc = x[b].scales + 8 * h + 2 * g;
         // Lower lane: elements 0-15 of the group (scale sc[0]); upper lane: 16-31 (scale sc[1]).
         const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
-        sum_q = _mm256_add_epi32(sum_q, _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], act), scale));
+        for (int t = 0; t < T; ++t) {
+          const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+          const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs + 128 * h + 32 * g));
+          sum_q[t] = _mm256_add_epi32(sum_q[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], act), scale));
+        }
       }
     }
-    int offset = 0;  // the stored q is value + 32
-    for (int g = 0; g < 16; ++g) offset += x[b].scales[g] * y[b].bsums[g];
-    sum += load_fp16(x[b].d) * y[b].d * static_cast<float>(horizontal_sum_i32(sum_q) - 32 * offset);
+    const float d = load_fp16(x[b].d);
+    for (int t = 0; t < T; ++t) {
+      const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+      int offset = 0;  // the stored q is value + 32
+      for (int g = 0; g < 16; ++g) offset += x[b].scales[g] * y->bsums[g];
+      sum[t] += d * y->d * static_cast<float>(horizontal_sum_i32(sum_q[t]) - 32 * offset);
+    }
   }
-  return sum;
+  for (int t = 0; t < T; ++t) out[t] = sum[t];
+}
+
+// count in [1, kMaxDotRows] → the matching instance.
+template <template <int> class Kernel>
+void dispatch_rows(int64_t n, const void* w, const void* a, size_t stride, int count, float* out) {
+  const auto* bytes = static_cast<const uint8_t*>(a);
+  switch (count) {
+    case 1:
+      return Kernel<1>::run(n, w, bytes, stride, out);
+    case 2:
+      return Kernel<2>::run(n, w, bytes, stride, out);
+    case 3:
+      return Kernel<3>::run(n, w, bytes, stride, out);
+    default:
+      return Kernel<4>::run(n, w, bytes, stride, out);
+  }
+}
+
+#define DARKBLOOM_ROWS_KERNEL(name)                                                      \
+  template <int T>                                                                       \
+  struct name##_kernel {                                                                 \
+    static void run(int64_t n, const void* w, const uint8_t* a, size_t s, float* o) {    \
+      rows_##name##_t<T>(n, w, a, s, o);                                                 \
+    }                                                                                    \
+  };                                                                                     \
+  void rows_##name(int64_t n, const void* w, const void* a, size_t s, int c, float* o) { \
+    dispatch_rows<name##_kernel>(n, w, a, s, c, o);                                      \
+  }                                                                                      \
+  float dot_##name(int64_t n, const void* w, const void* a) {                            \
+    float out;                                                                           \
+    rows_##name##_t<1>(n, w, static_cast<const uint8_t*>(a), 0, &out);                   \
+    return out;                                                                          \
+  }
+
+DARKBLOOM_ROWS_KERNEL(q8_0)
+DARKBLOOM_ROWS_KERNEL(q4_0)
+DARKBLOOM_ROWS_KERNEL(q4_k)
+DARKBLOOM_ROWS_KERNEL(q6_k)
+#undef DARKBLOOM_ROWS_KERNEL
+
+// Float-activation types: one pass per activation row (weights stay in L1 between them).
+template <VecDotFn Dot>
+void rows_by_dot(int64_t n, const void* w, const void* a, size_t stride, int count, float* out) {
+  for (int t = 0; t < count; ++t) out[t] = Dot(n, w, static_cast<const uint8_t*>(a) + stride * static_cast<size_t>(t));
+}
+
+void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+  for (; i < n; ++i) dst[i] = load_fp16(src[i]);
+}
+
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
 // Same bytes as quantize_activation_row: scale = amax / 127, round half to even.
@@ -252,8 +348,79 @@ void quantize_q8_k(const float* src, void* dst, int64_t n) {
   }
 }
 
+// Attention kernels. Rows are loaded once and used for every query head of the group.
+inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline float load1(float x) {
+  return x;
+}
+inline float load1(uint16_t x) {
+  return load_fp16(x);
+}
+
+template <class Element>
+void scores_rows(const void* rows, size_t stride, int n, const float* q, int n_q, int head_dim, float scale,
+                 float* scores, size_t scores_stride) {
+  for (int p = 0; p < n; ++p) {
+    const Element* row = static_cast<const Element*>(rows) + stride * static_cast<size_t>(p);
+    for (int g = 0; g < n_q; ++g) {
+      const float* qg = q + static_cast<size_t>(g) * head_dim;
+      __m256 acc = _mm256_setzero_ps();
+      int i = 0;
+      for (; i + 8 <= head_dim; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), load8(row + i), acc);
+      float sum = horizontal_sum(acc);
+      for (; i < head_dim; ++i) sum += qg[i] * load1(row[i]);
+      scores[static_cast<size_t>(g) * scores_stride + p] = sum * scale;
+    }
+  }
+}
+
+template <class Element>
+void accumulate_rows(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride, int n_q,
+                     int head_dim, float* out) {
+  for (int p = 0; p < n; ++p) {
+    const Element* row = static_cast<const Element*>(rows) + stride * static_cast<size_t>(p);
+    for (int g = 0; g < n_q; ++g) {
+      const float w = weights[static_cast<size_t>(g) * weights_stride + p];
+      const __m256 wv = _mm256_set1_ps(w);
+      float* og = out + static_cast<size_t>(g) * head_dim;
+      int i = 0;
+      for (; i + 8 <= head_dim; i += 8) {
+        _mm256_storeu_ps(og + i, _mm256_fmadd_ps(wv, load8(row + i), _mm256_loadu_ps(og + i)));
+      }
+      for (; i < head_dim; ++i) og[i] += w * load1(row[i]);
+    }
+  }
+}
+
 const KernelSet kAvx2 = {
-    "avx2", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k, quantize_q8_0, quantize_q8_k,
+    .name = "avx2",
+    .dot_f32 = dot_f32,
+    .dot_f16 = dot_f16,
+    .dot_bf16 = dot_bf16,
+    .dot_q8_0 = dot_q8_0,
+    .dot_q4_0 = dot_q4_0,
+    .dot_q4_k = dot_q4_k,
+    .dot_q6_k = dot_q6_k,
+    .quantize_q8_0 = quantize_q8_0,
+    .quantize_q8_k = quantize_q8_k,
+    .rows_f32 = rows_by_dot<dot_f32>,
+    .rows_f16 = rows_by_dot<dot_f16>,
+    .rows_bf16 = rows_by_dot<dot_bf16>,
+    .rows_q8_0 = rows_q8_0,
+    .rows_q4_0 = rows_q4_0,
+    .rows_q4_k = rows_q4_k,
+    .rows_q6_k = rows_q6_k,
+    .f16_to_f32 = f16_to_f32,
+    .f32_to_f16 = f32_to_f16,
+    .scores_f32 = scores_rows<float>,
+    .scores_f16 = scores_rows<uint16_t>,
+    .accumulate_f32 = accumulate_rows<float>,
+    .accumulate_f16 = accumulate_rows<uint16_t>,
 };
 
 }  // namespace

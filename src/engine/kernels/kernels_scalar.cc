@@ -140,22 +140,105 @@ float dot_q6_k_float(int64_t n, const void* w, const void* a) {
   return dot_dequantized(GgmlType::q6_k, n, w, a);
 }
 
+// Several activation rows: one call of the single-row dot each, so identical by construction.
+template <VecDotFn Dot>
+void rows_by_dot(int64_t n, const void* w, const void* a, size_t stride, int count, float* out) {
+  for (int t = 0; t < count; ++t) out[t] = Dot(n, w, static_cast<const uint8_t*>(a) + stride * static_cast<size_t>(t));
+}
+
+void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+}
+
+template <class Element, float (*Load)(Element)>
+void scores_rows(const void* rows, size_t stride, int n, const float* q, int n_q, int head_dim, float scale,
+                 float* scores, size_t scores_stride) {
+  for (int p = 0; p < n; ++p) {
+    const Element* row = static_cast<const Element*>(rows) + stride * static_cast<size_t>(p);
+    for (int g = 0; g < n_q; ++g) {
+      const float* qg = q + static_cast<size_t>(g) * head_dim;
+      float sum = 0.0f;
+      for (int i = 0; i < head_dim; ++i) sum += qg[i] * Load(row[i]);
+      scores[static_cast<size_t>(g) * scores_stride + p] = sum * scale;
+    }
+  }
+}
+
+template <class Element, float (*Load)(Element)>
+void accumulate_rows(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride, int n_q,
+                     int head_dim, float* out) {
+  for (int p = 0; p < n; ++p) {
+    const Element* row = static_cast<const Element*>(rows) + stride * static_cast<size_t>(p);
+    for (int g = 0; g < n_q; ++g) {
+      const float w = weights[static_cast<size_t>(g) * weights_stride + p];
+      float* og = out + static_cast<size_t>(g) * head_dim;
+      for (int i = 0; i < head_dim; ++i) og[i] += w * Load(row[i]);
+    }
+  }
+}
+
+float load_f32(float x) {
+  return x;
+}
+float load_f16(uint16_t x) {
+  return fp16_to_fp32(x);
+}
+
 const KernelSet kFloat = {
-    "float",
-    dot_f32,
-    dot_f16,
-    dot_bf16,
-    dot_q8_0_float,
-    dot_q4_0_float,
-    dot_q4_k_float,
-    dot_q6_k_float,
-    quantize_q8_0,
-    quantize_q8_k,
-    /*float_activations=*/true,
+    .name = "float",
+    .dot_f32 = dot_f32,
+    .dot_f16 = dot_f16,
+    .dot_bf16 = dot_bf16,
+    .dot_q8_0 = dot_q8_0_float,
+    .dot_q4_0 = dot_q4_0_float,
+    .dot_q4_k = dot_q4_k_float,
+    .dot_q6_k = dot_q6_k_float,
+    .quantize_q8_0 = quantize_q8_0,
+    .quantize_q8_k = quantize_q8_k,
+    .float_activations = true,
+    .rows_f32 = rows_by_dot<dot_f32>,
+    .rows_f16 = rows_by_dot<dot_f16>,
+    .rows_bf16 = rows_by_dot<dot_bf16>,
+    .rows_q8_0 = rows_by_dot<dot_q8_0_float>,
+    .rows_q4_0 = rows_by_dot<dot_q4_0_float>,
+    .rows_q4_k = rows_by_dot<dot_q4_k_float>,
+    .rows_q6_k = rows_by_dot<dot_q6_k_float>,
+    .f16_to_f32 = f16_to_f32,
+    .f32_to_f16 = f32_to_f16,
+    .scores_f32 = scores_rows<float, load_f32>,
+    .scores_f16 = scores_rows<uint16_t, load_f16>,
+    .accumulate_f32 = accumulate_rows<float, load_f32>,
+    .accumulate_f16 = accumulate_rows<uint16_t, load_f16>,
 };
 
 const KernelSet kScalar = {
-    "scalar", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k, quantize_q8_0, quantize_q8_k,
+    .name = "scalar",
+    .dot_f32 = dot_f32,
+    .dot_f16 = dot_f16,
+    .dot_bf16 = dot_bf16,
+    .dot_q8_0 = dot_q8_0,
+    .dot_q4_0 = dot_q4_0,
+    .dot_q4_k = dot_q4_k,
+    .dot_q6_k = dot_q6_k,
+    .quantize_q8_0 = quantize_q8_0,
+    .quantize_q8_k = quantize_q8_k,
+    .rows_f32 = rows_by_dot<dot_f32>,
+    .rows_f16 = rows_by_dot<dot_f16>,
+    .rows_bf16 = rows_by_dot<dot_bf16>,
+    .rows_q8_0 = rows_by_dot<dot_q8_0>,
+    .rows_q4_0 = rows_by_dot<dot_q4_0>,
+    .rows_q4_k = rows_by_dot<dot_q4_k>,
+    .rows_q6_k = rows_by_dot<dot_q6_k>,
+    .f16_to_f32 = f16_to_f32,
+    .f32_to_f16 = f32_to_f16,
+    .scores_f32 = scores_rows<float, load_f32>,
+    .scores_f16 = scores_rows<uint16_t, load_f16>,
+    .accumulate_f32 = accumulate_rows<float, load_f32>,
+    .accumulate_f16 = accumulate_rows<uint16_t, load_f16>,
 };
 
 }  // namespace

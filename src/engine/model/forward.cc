@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/kernels/quant_blocks.h"
 #include "engine/kernels/quantize.h"
 
 namespace darkbloom::engine {
@@ -34,6 +35,7 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const kernels::Ke
     inverse_frequencies_[static_cast<size_t>(j)] = static_cast<float>(inverse);
   }
   scores_.resize(static_cast<size_t>(pool.size()));
+  kv_rows_.resize(static_cast<size_t>(pool.size()));
 }
 
 void ForwardPass::matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out) {
@@ -67,43 +69,100 @@ void ForwardPass::apply_rope(float* rows, int n_rows, int row_width, int n_heads
   }
 }
 
+void ForwardPass::store_kv(std::span<const BatchToken> batch, KvCache& cache, int layer) {
+  const ModelConfig& c = model_.config();
+  const int width = c.kv_width();
+  pool_.run(static_cast<int>(batch.size()), [&](int t, int) {
+    const BatchToken& token = batch[static_cast<size_t>(t)];
+    const int32_t block = token.blocks[token.position / KvCache::kBlockTokens];
+    const int offset = token.position % KvCache::kBlockTokens;
+    const float* k = k_.data() + static_cast<size_t>(t) * width;
+    const float* v = v_.data() + static_cast<size_t>(t) * width;
+    uint8_t* key_row = cache.key_row(block, layer, offset);
+    uint8_t* value_row = cache.value_row(block, layer, offset);
+    switch (cache.type()) {
+      case KvType::f32:
+        std::copy_n(k, width, reinterpret_cast<float*>(key_row));
+        std::copy_n(v, width, reinterpret_cast<float*>(value_row));
+        break;
+      case KvType::f16:
+        kernels_.f32_to_f16(k, reinterpret_cast<uint16_t*>(key_row), width);
+        kernels_.f32_to_f16(v, reinterpret_cast<uint16_t*>(value_row), width);
+        break;
+      case KvType::q8_0:
+        kernels::quantize_row(GgmlType::q8_0, k, key_row, width);
+        kernels::quantize_row(GgmlType::q8_0, v, value_row, width);
+        break;
+    }
+  });
+}
+
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& cache, int layer) {
   const ModelConfig& c = model_.config();
   const int n_rows = static_cast<int>(batch.size());
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  const int kv_width = c.kv_width();
-  pool_.run(n_rows * c.n_head, [&](int task, int thread) {
-    const int t = task / c.n_head;
-    const int h = task % c.n_head;
+  const size_t row_bytes = cache.row_bytes();
+  const KvType type = cache.type();
+  constexpr int kBlock = KvCache::kBlockTokens;
+  // f32 and f16 rows are read in place; q8_0 rows are expanded to f32 one block at a time.
+  const bool in_place = type != KvType::q8_0;
+  const kernels::KvScoresFn scores_fn = type == KvType::f16 ? kernels_.scores_f16 : kernels_.scores_f32;
+  const kernels::KvAccumulateFn accumulate_fn = type == KvType::f16 ? kernels_.accumulate_f16 : kernels_.accumulate_f32;
+  const size_t element_bytes = type == KvType::f16 ? 2 : 4;
+  const size_t stride = in_place ? row_bytes / element_bytes : static_cast<size_t>(c.head_dim);
+  // One task per token and KV head: the head's keys and values are read once for all the query
+  // heads that share them.
+  pool_.run(n_rows * c.n_head_kv, [&](int task, int thread) {
+    const int t = task / c.n_head_kv;
+    const int kv_head = task % c.n_head_kv;
     const BatchToken& token = batch[static_cast<size_t>(t)];
     const int n_positions = token.position + 1;
-    const float* q = q_.data() + static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(h) * c.head_dim;
-    const int kv_head = h / group;
-    const float* keys = cache.keys(token.slot, layer) + static_cast<size_t>(kv_head) * c.head_dim;
-    const float* values = cache.values(token.slot, layer) + static_cast<size_t>(kv_head) * c.head_dim;
+    const int n_blocks = (n_positions + kBlock - 1) / kBlock;
     std::vector<float>& scores = scores_[static_cast<size_t>(thread)];
-    if (scores.size() < static_cast<size_t>(n_positions)) scores.resize(static_cast<size_t>(cache.context()));
+    if (scores.size() < static_cast<size_t>(group) * n_positions)
+      scores.resize(static_cast<size_t>(group) * n_positions);
+    std::vector<float>& expanded = kv_rows_[static_cast<size_t>(thread)];
+    expanded.resize(static_cast<size_t>(c.head_dim) * kBlock);
+    const int first = kv_head * c.head_dim;
+    const size_t q_offset = static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(kv_head * group) * c.head_dim;
+    // The rows of one block, from this head's first element on.
+    auto head_rows = [&](const uint8_t* block_rows, int count) -> const void* {
+      if (in_place) return block_rows + static_cast<size_t>(first) * element_bytes;
+      for (int p = 0; p < count; ++p) {
+        kernels::dequantize_row(GgmlType::q8_0,
+                                block_rows + row_bytes * static_cast<size_t>(p) +
+                                    sizeof(kernels::BlockQ8_0) * static_cast<size_t>(first / 32),
+                                expanded.data() + static_cast<size_t>(p) * c.head_dim, c.head_dim);
+      }
+      return expanded.data();
+    };
 
-    float max_score = -INFINITY;
-    for (int p = 0; p < n_positions; ++p) {
-      const float s = kernels_.dot_f32(c.head_dim, q, keys + static_cast<size_t>(p) * kv_width) * scale;
-      scores[static_cast<size_t>(p)] = s;
-      max_score = std::max(max_score, s);
+    for (int b = 0; b < n_blocks; ++b) {
+      const int count = std::min(kBlock, n_positions - b * kBlock);
+      const void* keys = head_rows(cache.key_rows(token.blocks[b], layer), count);
+      scores_fn(keys, stride, count, q_.data() + q_offset, group, c.head_dim, scale, scores.data() + b * kBlock,
+                static_cast<size_t>(n_positions));
     }
-    float total = 0.0f;
-    for (int p = 0; p < n_positions; ++p) {
-      const float e = std::exp(scores[static_cast<size_t>(p)] - max_score);
-      scores[static_cast<size_t>(p)] = e;
-      total += e;
+    float* out = attn_.data() + q_offset;
+    for (int g = 0; g < group; ++g) {
+      float* s = scores.data() + static_cast<size_t>(g) * n_positions;
+      float max_score = -INFINITY;
+      for (int p = 0; p < n_positions; ++p) max_score = std::max(max_score, s[p]);
+      float total = 0.0f;
+      for (int p = 0; p < n_positions; ++p) {
+        s[p] = std::exp(s[p] - max_score);
+        total += s[p];
+      }
+      const float inverse_total = 1.0f / total;
+      for (int p = 0; p < n_positions; ++p) s[p] *= inverse_total;
     }
-    const float inverse_total = 1.0f / total;
-    float* out = attn_.data() + static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(h) * c.head_dim;
-    std::fill(out, out + c.head_dim, 0.0f);
-    for (int p = 0; p < n_positions; ++p) {
-      const float weight = scores[static_cast<size_t>(p)] * inverse_total;
-      const float* v = values + static_cast<size_t>(p) * kv_width;
-      for (int i = 0; i < c.head_dim; ++i) out[i] += weight * v[i];
+    std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);
+    for (int b = 0; b < n_blocks; ++b) {
+      const int count = std::min(kBlock, n_positions - b * kBlock);
+      const void* values = head_rows(cache.value_rows(token.blocks[b], layer), count);
+      accumulate_fn(values, stride, count, scores.data() + b * kBlock, static_cast<size_t>(n_positions), group,
+                    c.head_dim, out);
     }
   });
 }
@@ -114,11 +173,14 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
   if (n == 0) return;
   for (const BatchToken& token : batch) {
     if (token.token < 0 || token.token >= c.n_vocab) throw std::out_of_range("token id " + std::to_string(token.token));
-    if (token.position < 0 || token.position >= cache.context()) {
-      throw std::out_of_range("position " + std::to_string(token.position) + " outside the context");
+    if (token.position < 0 || token.blocks == nullptr || token.position / KvCache::kBlockTokens >= token.n_blocks) {
+      throw std::out_of_range("position " + std::to_string(token.position) + " outside its sequence's blocks");
     }
-    if (token.slot < 0 || token.slot >= cache.n_slots())
-      throw std::out_of_range("KV slot " + std::to_string(token.slot));
+    for (int b = 0; b <= token.position / KvCache::kBlockTokens; ++b) {
+      if (token.blocks[b] < 0 || token.blocks[b] >= cache.n_blocks()) {
+        throw std::out_of_range("KV block " + std::to_string(token.blocks[b]));
+      }
+    }
   }
   const size_t rows = static_cast<size_t>(n);
   x_.resize(rows * c.n_embd);
@@ -180,13 +242,7 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
     }
     apply_rope(q_.data(), n, c.q_width(), c.n_head);
     apply_rope(k_.data(), n, c.kv_width(), c.n_head_kv);
-    for (int t = 0; t < n; ++t) {
-      const BatchToken& token = batch[static_cast<size_t>(t)];
-      std::copy_n(k_.data() + static_cast<size_t>(t) * c.kv_width(), c.kv_width(),
-                  cache.key(token.slot, l, token.position));
-      std::copy_n(v_.data() + static_cast<size_t>(t) * c.v_width(), c.v_width(),
-                  cache.value(token.slot, l, token.position));
-    }
+    store_kv(batch, cache, l);
     attention(batch, cache, l);
     matmul(layer.wo, attn_.data(), n, tmp_.data());
     add_in_place(x_.data(), tmp_.data(), rows * c.n_embd);

@@ -1,6 +1,7 @@
-// The transformer forward pass for llama-family models: one call runs every layer for a batch of
-// tokens (several positions of one or more sequences), writing their keys and values into the
-// cache and producing logits where asked.
+// The transformer forward pass for llama-family models: one call runs every layer for a ragged
+// batch of tokens (several positions of one or more sequences), writing their keys and values
+// into the paged cache and producing logits where asked. Every token's numbers depend only on its
+// own sequence: the same token gives the same logits alone or in any batch.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +18,9 @@ namespace darkbloom::engine {
 
 struct BatchToken {
   int32_t token = 0;
-  int32_t position = 0;  // position in its sequence; earlier positions must already be cached
-  int32_t slot = 0;      // KV cache slot of its sequence
+  int32_t position = 0;             // in its sequence; earlier positions must already be cached
+  const int32_t* blocks = nullptr;  // its sequence's block table: position p is in blocks[p / kBlockTokens]
+  int32_t n_blocks = 0;             // entries in the table
   bool want_logits = false;
 };
 
@@ -36,6 +38,7 @@ class ForwardPass {
  private:
   void rms_norm_rows(const float* in, const std::vector<float>& weight, float* out, int n_rows, int width);
   void apply_rope(float* rows, int n_rows, int row_width, int n_heads);
+  void store_kv(std::span<const BatchToken> batch, KvCache& cache, int layer);
   void attention(std::span<const BatchToken> batch, const KvCache& cache, int layer);
   void matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out);
 
@@ -47,7 +50,9 @@ class ForwardPass {
   // Scratch, grown to the largest batch seen.
   std::vector<float> x_, norm_, q_, k_, v_, attn_, tmp_, gate_, up_;
   std::vector<float> rope_cos_, rope_sin_;  // [token][rope_dims / 2]
-  std::vector<std::vector<float>> scores_;  // per thread
+  // Per thread: attention scores, and one block of keys or values as floats.
+  std::vector<std::vector<float>> scores_;
+  std::vector<std::vector<float>> kv_rows_;
   kernels::MatmulScratch matmul_scratch_;
 };
 

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <exception>
-#include <optional>
 
 #include "base/log.h"
 #include "engine/sampling/sampler.h"
@@ -14,23 +13,56 @@
 namespace darkbloom::engine {
 namespace {
 
-// Prompt tokens per forward call: large enough for matrix-matrix efficiency, small enough that a
-// cancellation is noticed quickly.
-constexpr int kPrefillChunk = 256;
+constexpr int kBlock = KvCache::kBlockTokens;
 
 double milliseconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+void wipe(std::vector<int32_t>& tokens) {
+  if (!tokens.empty()) explicit_bzero(tokens.data(), tokens.size() * sizeof(int32_t));
+}
+
+int64_t blocks_for(int64_t positions) {
+  return (positions + kBlock - 1) / kBlock;
+}
+
 }  // namespace
 
+struct Scheduler::Row {
+  RequestId id = 0;
+  GenerationRequest request;
+  std::shared_ptr<GenerationSink> sink;
+  Clock::time_point submitted;
+  Clock::time_point admitted;
+  Clock::time_point first_token;
+  bool started = false;     // admitted at least once
+  bool has_output = false;  // the first token was sampled
+  uint64_t admission = 0;   // order of the latest admission: the largest is the newest row
+  // The sequence: prompt, then output; the last output token is not in the cache yet.
+  std::vector<int32_t> tokens;
+  int n_cached = 0;                    // leading positions whose keys and values are in `blocks`
+  std::vector<int32_t> blocks;         // block table
+  std::vector<uint64_t> block_hashes;  // chain hashes of the leading published (or reused) blocks
+  std::optional<Sampler> sampler;
+  std::optional<StreamingDetokenizer> detokenizer;
+  std::optional<StopMatcher> stop_matcher;
+  FinishEvent event;
+  bool done = false;
+
+  int pending() const { return static_cast<int>(tokens.size()) - n_cached; }
+};
+
 Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
-                     const kernels::KernelSet& kernels, int context)
-    : tokenizer_(tokenizer),
-      cache_(model.config().n_layer, model.config().kv_width(), context, 1),
-      forward_(model, pool, kernels),
-      logits_(static_cast<size_t>(model.config().n_vocab)) {
-  stats_.kv_tokens_total = context;
+                     const kernels::KernelSet& kernels, const SchedulerOptions& options)
+    : model_(model),
+      tokenizer_(tokenizer),
+      pool_(pool),
+      options_(options),
+      cache_(model.config().n_layer, model.config().kv_width(), options.kv_type, options.kv_blocks),
+      forward_(model, pool, kernels) {
+  stats_.kv_tokens_total = cache_.n_blocks() * kBlock;
+  stats_.kv_blocks_total = cache_.n_blocks();
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -44,179 +76,345 @@ Scheduler::~Scheduler() {
 }
 
 RequestId Scheduler::enqueue(GenerationRequest request, std::shared_ptr<GenerationSink> sink) {
+  auto row = std::make_unique<Row>();
+  row->request = std::move(request);
+  row->sink = std::move(sink);
+  row->submitted = Clock::now();
   RequestId id;
   {
     std::lock_guard lock(mutex_);
     id = next_id_++;
-    queue_.push_back({id, std::move(request), std::move(sink), Clock::now()});
+    row->id = id;
+    live_.insert(id);
+    incoming_.push_back(std::move(row));
   }
   wake_.notify_all();
   return id;
 }
 
 void Scheduler::cancel(RequestId id) {
-  std::lock_guard lock(mutex_);
-  const bool known =
-      id == running_id_ || std::any_of(queue_.begin(), queue_.end(), [id](const Pending& p) { return p.id == id; });
-  if (known) cancelled_.insert(id);
+  {
+    std::lock_guard lock(mutex_);
+    if (!live_.count(id)) return;
+    cancelled_.insert(id);
+  }
+  wake_.notify_all();
 }
 
 EngineStats Scheduler::stats() const {
   std::lock_guard lock(mutex_);
-  EngineStats copy = stats_;
-  copy.waiting = static_cast<int>(queue_.size());
-  copy.running = running_id_ != 0 ? 1 : 0;
-  return copy;
-}
-
-bool Scheduler::check_cancelled(RequestId running) {
-  std::vector<Pending> dropped;
-  bool running_cancelled = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (cancelled_.empty() && !stopping_) return false;
-    for (auto it = queue_.begin(); it != queue_.end();) {
-      if (stopping_ || cancelled_.count(it->id)) {
-        cancelled_.erase(it->id);
-        dropped.push_back(std::move(*it));
-        it = queue_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    running_cancelled = stopping_ || cancelled_.erase(running) > 0;
-  }
-  for (Pending& p : dropped) {
-    FinishEvent event;
-    event.reason = FinishReason::cancelled;
-    event.prompt_tokens = static_cast<int>(p.request.prompt_tokens.size());
-    event.queue_ms = milliseconds_between(p.submitted, Clock::now());
-    p.sink->on_finish(event);
-  }
-  return running_cancelled;
+  return stats_;
 }
 
 void Scheduler::loop() {
-  for (;;) {
-    Pending pending;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_ && queue_.empty()) return;
-    }
-    if (check_cancelled(0)) {
-      // Stopping: every queued request was finished as cancelled.
-      return;
-    }
-    {
-      std::lock_guard lock(mutex_);
-      if (queue_.empty()) continue;
-      pending = std::move(queue_.front());
-      queue_.pop_front();
-      running_id_ = pending.id;
-    }
-    run_request(pending);
+  while (take_requests()) {
+    admit();
+    if (!running_.empty()) step();
+    update_stats();
   }
 }
 
-void Scheduler::run_request(Pending& pending) {
-  const GenerationRequest& request = pending.request;
-  GenerationSink& sink = *pending.sink;
-  FinishEvent event;
-  event.prompt_tokens = static_cast<int>(request.prompt_tokens.size());
-  const auto started = Clock::now();
-  event.queue_ms = milliseconds_between(pending.submitted, started);
-
-  std::optional<Sampler> sampler;  // made inside the try: seeding can throw
-  StreamingDetokenizer detokenizer(tokenizer_);
-  StopMatcher stop_matcher(request.stop);
-  FinishReason reason = FinishReason::stop;
-  auto prefill_done = started;
-  bool prefilled = false;
-
-  try {
-    sampler.emplace(request.sampling, request.prompt_tokens);
-    // Prompt, in chunks; only the last position's logits are needed.
-    const auto& prompt = request.prompt_tokens;
-    std::vector<BatchToken> batch;
-    for (size_t start = 0; start < prompt.size(); start += kPrefillChunk) {
-      if (check_cancelled(pending.id)) break;
-      const size_t end = std::min(prompt.size(), start + kPrefillChunk);
-      batch.clear();
-      for (size_t i = start; i < end; ++i) {
-        batch.push_back({prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size()});
-      }
-      forward_.run(batch, cache_, logits_.data());
-      prefilled = end == prompt.size();
-      std::lock_guard lock(mutex_);
-      stats_.kv_tokens_used = static_cast<int64_t>(end);
+bool Scheduler::take_requests() {
+  std::unordered_set<RequestId> cancelled;
+  bool stopping;
+  {
+    std::unique_lock lock(mutex_);
+    // Sleep only when there is nothing to do at all.
+    wake_.wait(lock, [this] {
+      return stopping_ || !incoming_.empty() || !cancelled_.empty() || !running_.empty() ||
+             (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running);
+    });
+    while (!incoming_.empty()) {
+      waiting_.push_back(std::move(incoming_.front()));
+      incoming_.pop_front();
     }
-    prefill_done = Clock::now();
-    event.prefill_ms = milliseconds_between(started, prefill_done);
-    if (!prefilled) reason = FinishReason::cancelled;
-
-    int position = static_cast<int>(prompt.size());
-    while (prefilled) {
-      const int32_t token = sampler->sample(logits_);
-      sampler->accept(token);
-      event.completion_tokens += 1;
-      if (!request.ignore_eos && tokenizer_.is_end_of_generation(token)) {
-        reason = FinishReason::stop;
-        break;
-      }
-      const std::string text = stop_matcher.push(detokenizer.push(token));
-      if (!text.empty()) sink.on_text(text);
-      if (stop_matcher.stopped()) {
-        reason = FinishReason::stop;
-        break;
-      }
-      if (event.completion_tokens >= request.max_tokens || position >= cache_.context()) {
-        reason = FinishReason::length;
-        break;
-      }
-      if (check_cancelled(pending.id)) {
-        reason = FinishReason::cancelled;
-        break;
-      }
-      const BatchToken next{token, position, 0, true};
-      forward_.run({&next, 1}, cache_, logits_.data());
-      ++position;
-      std::lock_guard lock(mutex_);
-      stats_.kv_tokens_used = position;
-    }
-  } catch (const std::exception& e) {
-    log::error("request {} failed in the engine: {}", pending.id, e.what());
-    event.error = e.what();
-    reason = FinishReason::error;
+    cancelled.swap(cancelled_);
+    stopping = stopping_;
   }
-  if (prefilled) event.decode_ms = milliseconds_between(prefill_done, Clock::now());
+  auto stop_if_cancelled = [&](std::unique_ptr<Row>& row) {
+    if (stopping || cancelled.count(row->id)) finish(*row, FinishReason::cancelled);
+  };
+  for (auto& row : running_) stop_if_cancelled(row);
+  for (auto& row : waiting_) stop_if_cancelled(row);
+  std::erase_if(running_, [](const std::unique_ptr<Row>& row) { return row->done; });
+  std::erase_if(waiting_, [](const std::unique_ptr<Row>& row) { return row->done; });
+  return !stopping;
+}
 
+void Scheduler::admit() {
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
+    Row& row = *waiting_.front();
+    if (!row.started) {
+      row.tokens = row.request.prompt_tokens;
+      row.sampler.emplace(row.request.sampling, row.request.prompt_tokens);
+      row.detokenizer.emplace(tokenizer_);
+      row.stop_matcher.emplace(row.request.stop);
+      row.event.prompt_tokens = static_cast<int>(row.tokens.size());
+    }
+    // Reuse published blocks of the same beginning, leaving at least the last token to compute
+    // (its logits are what the step needs).
+    std::vector<int32_t> reused;
+    std::vector<uint64_t> hashes;
+    if (options_.prefix_reuse) {
+      const int64_t reusable = static_cast<int64_t>(row.tokens.size() - 1) / kBlock;
+      uint64_t parent = 0;
+      for (int64_t b = 0; b < reusable; ++b) {
+        const std::span<const int32_t> tokens(row.tokens.data() + b * kBlock, kBlock);
+        const uint64_t hash = KvCache::chain_hash(parent, tokens);
+        auto block = cache_.find(hash, parent, tokens);
+        if (!block) break;
+        reused.push_back(*block);
+        hashes.push_back(hash);
+        parent = hash;
+      }
+    }
+    // Blocks for the whole sequence so far plus the next token (within the context), so its
+    // prompt can always finish.
+    const int64_t positions = std::min<int64_t>(static_cast<int64_t>(row.tokens.size()) + 1, options_.context);
+    const int64_t needed = blocks_for(positions) - static_cast<int64_t>(reused.size());
+    if (needed > cache_.free_blocks()) {
+      for (int32_t block : reused) cache_.release(block);
+      if (running_.empty()) {
+        // Nothing will ever free more: the cache is smaller than this one request.
+        finish(row, FinishReason::error, "the KV cache is too small for this request (raise the KV memory)");
+        waiting_.pop_front();
+        continue;
+      }
+      break;  // first in, first out: nobody overtakes a request that waits for memory
+    }
+    row.blocks = std::move(reused);
+    row.block_hashes = std::move(hashes);
+    for (int64_t i = 0; i < needed; ++i) row.blocks.push_back(*cache_.allocate());
+    row.n_cached = static_cast<int>(row.block_hashes.size()) * kBlock;
+    const auto now = Clock::now();
+    if (!row.started) {
+      row.started = true;
+      row.admitted = now;
+      row.event.queue_ms = milliseconds_between(row.submitted, now);
+    }
+    row.admission = next_admission_++;
+    {
+      std::lock_guard lock(mutex_);
+      stats_.prefix_tokens_reused += static_cast<uint64_t>(row.n_cached);
+    }
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+void Scheduler::reserve_decode_blocks() {
+  // Oldest first: when memory runs out, the newest row gives way.
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Row& row = *running_[i];
+    if (row.done || row.blocks.empty() || row.pending() != 1) continue;  // empty: preempted just now
+    while (static_cast<int64_t>(row.blocks.size()) * kBlock < static_cast<int64_t>(row.tokens.size())) {
+      if (auto block = cache_.allocate()) {
+        row.blocks.push_back(*block);
+        continue;
+      }
+      // The newest row that still holds blocks gives them up (possibly this one).
+      Row* newest = nullptr;
+      for (auto& other : running_) {
+        if (!other->done && !other->blocks.empty() && (newest == nullptr || other->admission > newest->admission)) {
+          newest = other.get();
+        }
+      }
+      preempt(*newest);
+      if (newest == &row) break;
+    }
+  }
+  // Preempted rows go back to the front of the queue, oldest first.
+  std::vector<std::unique_ptr<Row>> preempted;
+  for (auto& row : running_) {
+    if (!row->done && row->blocks.empty()) preempted.push_back(std::move(row));
+  }
+  std::erase_if(running_, [](const std::unique_ptr<Row>& row) { return row == nullptr; });
+  std::sort(preempted.begin(), preempted.end(),
+            [](const auto& a, const auto& b) { return a->admission < b->admission; });
+  for (auto it = preempted.rbegin(); it != preempted.rend(); ++it) waiting_.push_front(std::move(*it));
+}
+
+void Scheduler::preempt(Row& row) {
+  // Its keys and values are given back (published blocks stay findable, so the recompute may
+  // find them again); tokens, sampler and text state stay, so its output does not change.
+  release_blocks(row);
+  row.n_cached = 0;
+  std::lock_guard lock(mutex_);
+  stats_.preemptions += 1;
+}
+
+void Scheduler::step() {
+  reserve_decode_blocks();
+  batch_.clear();
+  std::vector<Row*> with_logits;
+  int budget = options_.step_tokens;
+  // Decoding rows first: one token each keeps every answer moving.
+  for (auto& row : running_) {
+    if (row->pending() != 1) continue;
+    batch_.push_back(
+        {row->tokens.back(), row->n_cached, row->blocks.data(), static_cast<int32_t>(row->blocks.size()), true});
+    with_logits.push_back(row.get());
+    budget -= 1;
+  }
+  // Then prompt chunks, oldest row first, within what is left of the budget (at least one
+  // token, so a step never stalls).
+  std::vector<std::pair<Row*, int>> chunks;
+  for (auto& row : running_) {
+    if (row->pending() <= 1) continue;
+    const int take = std::min(row->pending(), std::max(budget, batch_.empty() && chunks.empty() ? 1 : 0));
+    if (take <= 0) break;
+    for (int i = 0; i < take; ++i) {
+      const int position = row->n_cached + i;
+      const bool last = position + 1 == static_cast<int>(row->tokens.size());
+      batch_.push_back({row->tokens[static_cast<size_t>(position)], position, row->blocks.data(),
+                        static_cast<int32_t>(row->blocks.size()), last});
+      if (last) with_logits.push_back(row.get());
+    }
+    chunks.emplace_back(row.get(), take);
+    budget -= take;
+  }
+  if (batch_.empty()) return;
+
+  const size_t n_vocab = static_cast<size_t>(model_.config().n_vocab);
+  logits_.resize(with_logits.size() * n_vocab);
+  // Logits come out in batch order of the tokens that want them: decode rows, then prompts that
+  // finish in this step, the order of `with_logits`.
+  try {
+    forward_.run(batch_, cache_, logits_.data());
+  } catch (const std::exception& e) {
+    log::error("engine step failed: {}", e.what());
+    for (auto& row : running_) {
+      if (!row->done) finish(*row, FinishReason::error, e.what());
+    }
+    std::erase_if(running_, [](const std::unique_ptr<Row>& row) { return row->done; });
+    return;
+  }
+  for (Row* row : with_logits) {
+    if (row->pending() == 1) row->n_cached += 1;  // a decode row fed its token
+  }
+  for (auto& [row, take] : chunks) {
+    row->n_cached += take;
+    publish_full_blocks(*row);
+    std::lock_guard lock(mutex_);
+    stats_.prompt_tokens_computed += static_cast<uint64_t>(take);
+  }
+  for (size_t i = 0; i < with_logits.size(); ++i) {
+    Row& row = *with_logits[i];
+    publish_full_blocks(row);
+    try {
+      advance(row, std::span<float>(logits_.data() + i * n_vocab, n_vocab));
+    } catch (const std::exception& e) {
+      log::error("request {} failed: {}", row.id, e.what());
+      finish(row, FinishReason::error, e.what());
+    }
+  }
+  // Finished rows go now; nothing may touch `with_logits` or `chunks` after this.
+  std::erase_if(running_, [](const std::unique_ptr<Row>& row) { return row->done; });
+}
+
+void Scheduler::publish_full_blocks(Row& row) {
+  if (!options_.prefix_reuse || row.done) return;
+  const int64_t full = row.n_cached / kBlock;
+  while (static_cast<int64_t>(row.block_hashes.size()) < full) {
+    const size_t b = row.block_hashes.size();
+    const uint64_t parent = b == 0 ? 0 : row.block_hashes[b - 1];
+    const std::span<const int32_t> tokens(row.tokens.data() + b * kBlock, kBlock);
+    const uint64_t hash = KvCache::chain_hash(parent, tokens);
+    cache_.publish(row.blocks[b], hash, parent, tokens);
+    row.block_hashes.push_back(hash);
+  }
+}
+
+void Scheduler::advance(Row& row, std::span<float> logits) {
+  const auto now = Clock::now();
+  if (!row.has_output) {
+    row.has_output = true;
+    row.first_token = now;
+    row.event.prefill_ms = milliseconds_between(row.admitted, now);
+  }
+  const int32_t token = row.sampler->sample(logits);
+  row.sampler->accept(token);
+  row.event.completion_tokens += 1;
+  if (!row.request.ignore_eos && tokenizer_.is_end_of_generation(token)) {
+    finish(row, FinishReason::stop);
+    return;
+  }
+  const std::string text = row.stop_matcher->push(row.detokenizer->push(token));
+  if (!text.empty()) row.sink->on_text(text);
+  if (row.stop_matcher->stopped()) {
+    finish(row, FinishReason::stop);
+    return;
+  }
+  // The token is fed at position n_cached next step: it needs room in the context.
+  if (row.event.completion_tokens >= row.request.max_tokens || row.n_cached >= options_.context) {
+    finish(row, FinishReason::length);
+    return;
+  }
+  row.tokens.push_back(token);
+}
+
+void Scheduler::finish(Row& row, FinishReason reason, const std::string& error) {
+  if (row.done) return;
+  row.done = true;
   // Text held for a possible stop string or an unfinished character belongs to the answer when
   // generation ended for any other reason than a stop string, a cancellation or an error.
-  if ((reason == FinishReason::stop || reason == FinishReason::length) && !stop_matcher.stopped()) {
-    std::string tail = stop_matcher.push(detokenizer.finish());
-    if (!stop_matcher.stopped()) tail += stop_matcher.flush();
-    if (!tail.empty()) sink.on_text(tail);
+  if ((reason == FinishReason::stop || reason == FinishReason::length) && row.stop_matcher &&
+      !row.stop_matcher->stopped()) {
+    std::string tail = row.stop_matcher->push(row.detokenizer->finish());
+    if (!row.stop_matcher->stopped()) tail += row.stop_matcher->flush();
+    if (!tail.empty()) row.sink->on_text(tail);
   }
-  event.reason = stop_matcher.stopped() ? FinishReason::stop : reason;
+  row.event.reason = row.stop_matcher && row.stop_matcher->stopped() ? FinishReason::stop : reason;
+  row.event.error = error;
+  const auto now = Clock::now();
+  if (!row.started) {
+    row.event.queue_ms = milliseconds_between(row.submitted, now);
+    row.event.prompt_tokens = static_cast<int>(row.request.prompt_tokens.size());
+  }
+  if (row.has_output) row.event.decode_ms = milliseconds_between(row.first_token, now);
+  release_blocks(row);
+  update_stats();  // before the sink hears of it, so a caller that then asks sees this row gone
   {
     std::lock_guard lock(mutex_);
-    running_id_ = 0;
-    cancelled_.erase(pending.id);
+    live_.erase(row.id);
+    cancelled_.erase(row.id);
     stats_.requests_finished += 1;
-    stats_.tokens_generated += static_cast<uint64_t>(event.completion_tokens);
-    stats_.kv_tokens_used = 0;
-    if (event.prefill_ms > 0 && prefilled) {
-      stats_.last_prefill_tokens_per_second = event.prompt_tokens / (event.prefill_ms / 1000.0);
+    stats_.tokens_generated += static_cast<uint64_t>(row.event.completion_tokens);
+    if (row.event.prefill_ms > 0 && reason != FinishReason::cancelled) {
+      stats_.last_prefill_tokens_per_second = row.event.prompt_tokens / (row.event.prefill_ms / 1000.0);
     }
-    if (event.decode_ms > 0 && event.completion_tokens > 1) {
-      stats_.last_decode_tokens_per_second = (event.completion_tokens - 1) / (event.decode_ms / 1000.0);
+    if (row.event.decode_ms > 0 && row.event.completion_tokens > 1) {
+      stats_.last_decode_tokens_per_second = (row.event.completion_tokens - 1) / (row.event.decode_ms / 1000.0);
     }
   }
-  sink.on_finish(event);
-  // The prompt is someone's plaintext: zero it before the memory goes back to the allocator.
-  auto& prompt_tokens = pending.request.prompt_tokens;
-  explicit_bzero(prompt_tokens.data(), prompt_tokens.size() * sizeof(prompt_tokens[0]));
+  row.sink->on_finish(row.event);
+  // The prompt and the answer's tokens are someone's plaintext: zero them before they are freed.
+  wipe(row.tokens);
+  wipe(row.request.prompt_tokens);
+}
+
+void Scheduler::release_blocks(Row& row) {
+  for (int32_t block : row.blocks) cache_.release(block);
+  row.blocks.clear();
+  row.block_hashes.clear();
+}
+
+void Scheduler::update_stats() {
+  int64_t used_tokens = 0;
+  int running = 0;
+  int waiting = 0;
+  for (const auto& row : running_) {
+    if (row == nullptr || row->done) continue;
+    used_tokens += row->n_cached;
+    running += 1;
+  }
+  for (const auto& row : waiting_) waiting += row != nullptr && !row->done ? 1 : 0;
+  std::lock_guard lock(mutex_);
+  stats_.running = running;
+  stats_.waiting = waiting + static_cast<int>(incoming_.size());
+  stats_.kv_tokens_used = used_tokens;
+  stats_.kv_blocks_used = cache_.used_blocks();
+  stats_.kv_blocks_cached = cache_.published_blocks();
 }
 
 }  // namespace darkbloom::engine
