@@ -30,6 +30,7 @@ CpuFeatures detect() {
     f.avx2 = f.avx && (ebx & (1u << 5)) != 0;
     f.avx512f = zmm_state && (ebx & (1u << 16)) != 0;
     f.avx512bw = f.avx512f && (ebx & (1u << 30)) != 0;
+    f.avx512vl = f.avx512f && (ebx & (1u << 31)) != 0;
     f.avx512vnni = f.avx512f && (ecx & (1u << 11)) != 0;
   }
   unsigned max_extended = __get_cpuid_max(0x80000000, nullptr);

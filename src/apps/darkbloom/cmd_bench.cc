@@ -157,10 +157,7 @@ void register_bench(CLI::App& app, CommandRunner* runner) {
       ->capture_default_str();
   cmd->add_option("-b,--batch", args->batches, "comma-separated batch sizes, e.g. 1,2,4,8,16")->capture_default_str();
   cmd->add_option("-c,--ctx", args->engine.context, "context length (0 = prompt + gen)")->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--kernels", args->engine.kernels,
-                  "compute kernels: auto, avx2, scalar, or float (no activation rounding; slow, for checking)")
-      ->check(CLI::IsMember({"auto", "scalar", "avx2", "float"}))
-      ->capture_default_str();
+  add_kernels_option(cmd, &args->engine.kernels);
   add_batching_options(cmd, &args->engine);
   cmd->add_option("--prompt", args->bench.prompt_tokens, "prompt length in tokens")
       ->check(CLI::Range(1, 1 << 20))

@@ -95,12 +95,17 @@ void add_engine_options(CLI::App* command, engine::EngineOptions* options) {
   command->add_option("-c,--ctx", options->context, "context length in tokens (0 = model's, capped at 4096)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
-  command
-      ->add_option("--kernels", options->kernels,
-                   "compute kernels: auto, avx2, scalar, or float (no activation rounding; slow, for checking)")
-      ->check(CLI::IsMember({"auto", "scalar", "avx2", "float"}))
-      ->capture_default_str();
+  add_kernels_option(command, &options->kernels);
   add_batching_options(command, options);
+}
+
+void add_kernels_option(CLI::App* command, std::string* kernels) {
+  command
+      ->add_option("--kernels", *kernels,
+                   "compute kernels: auto (the fastest this CPU runs), avx512, avx2, scalar, or float (no "
+                   "activation rounding; slow, for checking)")
+      ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512", "float"}))
+      ->capture_default_str();
 }
 
 void add_batching_options(CLI::App* command, engine::EngineOptions* options) {

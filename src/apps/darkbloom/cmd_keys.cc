@@ -21,6 +21,7 @@
 #include "base/thread_pool.h"
 #include "crypto/hash.h"
 #include "crypto/p256.h"
+#include "engine/kernels/kernel_set.h"
 
 namespace darkbloom::apps {
 namespace {
@@ -165,9 +166,9 @@ int run_doctor(const DoctorArgs& args) {
   const CpuFeatures& cpu = cpu_features();
   std::printf("cpu: %s, %d hardware threads\n", cpu.brand.empty() ? "unknown" : cpu.brand.c_str(),
               ThreadPool::hardware_threads());
-  std::printf("simd: avx2=%s fma=%s f16c=%s avx512f=%s (kernels: %s)\n", cpu.avx2 ? "yes" : "no",
+  std::printf("simd: avx2=%s fma=%s f16c=%s avx512f=%s avx512vnni=%s (kernels: %s)\n", cpu.avx2 ? "yes" : "no",
               cpu.fma ? "yes" : "no", cpu.f16c ? "yes" : "no", cpu.avx512f ? "yes" : "no",
-              cpu.avx2 && cpu.fma ? "avx2" : "scalar");
+              cpu.avx512vnni ? "yes" : "no", std::string(engine::kernels::best_kernels().name).c_str());
   const double memory_gib = static_cast<double>(physical_memory_bytes()) / (1ull << 30);
   std::printf("memory: %.1f GiB\n", memory_gib);
   std::printf("kernel: %s\n", attest::kernel_release().c_str());

@@ -30,6 +30,8 @@ void register_keys(CLI::App& app, CommandRunner* runner);
 void add_engine_options(CLI::App* command, engine::EngineOptions* options);
 // --max-batch, --step-tokens, --kv-memory, --kv-type, --no-prefix-reuse.
 void add_batching_options(CLI::App* command, engine::EngineOptions* options);
+// --kernels with the names kernels_by_name() knows.
+void add_kernels_option(CLI::App* command, std::string* kernels);
 
 // Prints "darkbloom: error: <message>" on one line and returns the exit code for failures.
 int fail(const std::string& message);

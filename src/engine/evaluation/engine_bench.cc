@@ -6,7 +6,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <optional>
 #include <random>
 
 namespace darkbloom::engine {
@@ -21,19 +20,22 @@ double median(std::vector<double> values) {
   return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2.0;
 }
 
-// Records when the first text arrived and waits for the end.
+// Records when each piece of text arrived (one per generated token for the bench's ordinary
+// tokens) and waits for the end.
 class TimedSink final : public GenerationSink {
  public:
   void on_text(std::string_view) override {
     std::lock_guard lock(mutex_);
-    if (!first_text_) first_text_ = Clock::now();
+    texts_.push_back(Clock::now());
     cv_.notify_all();
   }
   // Until the first text (or the end): the request is past its prompt.
   void wait_first_text() {
     std::unique_lock lock(mutex_);
-    cv_.wait(lock, [this] { return first_text_.has_value() || done_; });
+    cv_.wait(lock, [this] { return !texts_.empty() || done_; });
   }
+  // After wait(): the arrival times.
+  const std::vector<Clock::time_point>& texts() const { return texts_; }
   void on_finish(const FinishEvent& event) override {
     std::lock_guard lock(mutex_);
     event_ = event;
@@ -51,8 +53,26 @@ class TimedSink final : public GenerationSink {
   std::condition_variable cv_;
   bool done_ = false;
   FinishEvent event_;
-  std::optional<Clock::time_point> first_text_;
+  std::vector<Clock::time_point> texts_;
 };
+
+// Tokens per second of all rows together while every one of them was decoding: from the moment
+// the last row got its first token to the moment the first row got its last. Rows that finish
+// their prompt early would otherwise count the other rows' prefill steps as slow decoding.
+double aggregate_decode_rate(const std::vector<std::shared_ptr<TimedSink>>& sinks) {
+  Clock::time_point all_decoding = Clock::time_point::min(), first_done = Clock::time_point::max();
+  for (const auto& sink : sinks) {
+    if (sink->texts().size() < 2) return 0;
+    all_decoding = std::max(all_decoding, sink->texts().front());
+    first_done = std::min(first_done, sink->texts().back());
+  }
+  if (first_done <= all_decoding) return 0;
+  size_t tokens = 0;
+  for (const auto& sink : sinks) {
+    for (const auto& at : sink->texts()) tokens += at > all_decoding && at <= first_done ? 1 : 0;
+  }
+  return static_cast<double>(tokens) / std::chrono::duration<double>(first_done - all_decoding).count();
+}
 
 struct Prompts {
   std::vector<int32_t> ordinary;
@@ -129,7 +149,8 @@ Result<std::vector<EngineBenchResult>> run_engine_bench(Engine& engine, const En
         row_decode.push_back((options.gen_tokens - 1) / (event.decode_ms / 1000.0));
       }
       prefill.push_back(static_cast<double>(batch) * options.prompt_tokens / (last_first_token_ms / 1000.0));
-      decode.push_back(median(row_decode));
+      const double aggregate = aggregate_decode_rate(sinks);
+      decode.push_back(batch > 1 && aggregate > 0 ? aggregate / batch : median(row_decode));
 
       // One more request arriving while batch - 1 rows decode (long enough to outlast it).
       if (batch == 1) {

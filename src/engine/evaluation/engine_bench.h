@@ -33,7 +33,7 @@ struct EngineBenchResult {
   double time_to_first_token_ms = 0;     // median over requests and repetitions
   double busy_ttft_ms = 0;               // median; one request joining batch - 1 decoding rows
   double prefill_tokens_per_second = 0;  // all prompts of the batch / time until the last first token
-  double decode_tokens_per_second = 0;   // per row, median
+  double decode_tokens_per_second = 0;   // per row, while all rows of the batch decode
   double aggregate_decode_tokens_per_second = 0;
   uint64_t weight_bytes_per_token = 0;  // weights streamed per decode step
   double decode_weight_gigabytes_per_second = 0;

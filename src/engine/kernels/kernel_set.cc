@@ -10,6 +10,8 @@ namespace darkbloom::engine::kernels {
 // Defined in kernels_avx2.cc, which is compiled with AVX2/FMA/F16C enabled; calling into it is
 // only safe after the CPU check below.
 const KernelSet* avx2_kernel_set_unchecked();
+// Defined in kernels_avx512.cc (AVX-512 F/BW/VL/VNNI enabled there).
+const KernelSet* avx512_kernel_set_unchecked();
 
 VecDotFn KernelSet::dot_for(GgmlType weight_type) const {
   switch (weight_type) {
@@ -76,7 +78,18 @@ const KernelSet* avx2_kernels() {
 #endif
 }
 
+const KernelSet* avx512_kernels() {
+#if defined(__x86_64__)
+  const CpuFeatures& cpu = cpu_features();
+  const bool avx512 = cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512vnni;
+  return avx512 && avx2_kernels() != nullptr ? avx512_kernel_set_unchecked() : nullptr;
+#else
+  return nullptr;
+#endif
+}
+
 const KernelSet& best_kernels() {
+  if (const KernelSet* set = avx512_kernels()) return *set;
   if (const KernelSet* set = avx2_kernels()) return *set;
   return scalar_kernels();
 }
@@ -85,6 +98,7 @@ const KernelSet* kernels_by_name(std::string_view name) {
   if (name == "auto") return &best_kernels();
   if (name == "scalar") return &scalar_kernels();
   if (name == "avx2") return avx2_kernels();
+  if (name == "avx512") return avx512_kernels();
   if (name == "float") return &float_kernels();
   return nullptr;
 }
@@ -92,6 +106,7 @@ const KernelSet* kernels_by_name(std::string_view name) {
 std::vector<std::string_view> available_kernel_names() {
   std::vector<std::string_view> names{"scalar"};
   if (avx2_kernels() != nullptr) names.push_back("avx2");
+  if (avx512_kernels() != nullptr) names.push_back("avx512");
   return names;
 }
 

@@ -34,7 +34,7 @@ using KvAccumulateFn = void (*)(const void* rows, size_t stride, int n, const fl
 using F32ToF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
 
 struct KernelSet {
-  std::string_view name;  // "scalar", "avx2", "float"
+  std::string_view name;  // "scalar", "avx2", "avx512", "float"
   VecDotFn dot_f32 = nullptr;
   VecDotFn dot_f16 = nullptr;
   VecDotFn dot_bf16 = nullptr;
@@ -74,10 +74,12 @@ const KernelSet& scalar_kernels();
 const KernelSet& float_kernels();
 // nullptr when this build or this CPU lacks the instructions.
 const KernelSet* avx2_kernels();
+// AVX2 plus AVX-512 F/BW/VL/VNNI (Q8_0 and Q4_0 dot products); nullptr when absent.
+const KernelSet* avx512_kernels();
 
 // The fastest set this CPU runs.
 const KernelSet& best_kernels();
-// "auto", "scalar", "avx2" or "float"; nullptr if unknown or not runnable here.
+// "auto", "scalar", "avx2", "avx512" or "float"; nullptr if unknown or not runnable here.
 const KernelSet* kernels_by_name(std::string_view name);
 // Names of the sets this CPU can run, fastest last.
 std::vector<std::string_view> available_kernel_names();

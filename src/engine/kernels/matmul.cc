@@ -7,6 +7,8 @@ namespace {
 
 // Tokens per tile: a tile's activations stay in L2 while a chunk of weight rows sweeps them.
 constexpr int64_t kTokenTile = 16;
+// Weight rows are requested this far ahead of their use so DRAM latency hides behind compute.
+constexpr int64_t kPrefetchRows = 4;
 
 }  // namespace
 
@@ -40,6 +42,10 @@ void matmul(ThreadPool& pool, const KernelSet& kernels, const WeightMatrix& w, c
       const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
       for (int64_t r = r_begin; r < r_end; ++r) {
         const uint8_t* weight_row = w.row(r);
+        if (t0 == 0 && r + kPrefetchRows < r_end) {
+          const uint8_t* ahead = w.row(r + kPrefetchRows);
+          for (size_t offset = 0; offset < w.row_bytes; offset += 64) __builtin_prefetch(ahead + offset);
+        }
         for (int64_t t = t0; t < t1; t += kMaxDotRows) {
           const int count = static_cast<int>(std::min<int64_t>(kMaxDotRows, t1 - t));
           dot_rows(w.cols, weight_row, act_bytes + act_row_bytes * static_cast<size_t>(t), act_row_bytes, count, out);

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -162,20 +163,63 @@ TEST(Kernels, every_dot_product_approximates_the_exact_one) {
   }
 }
 
+// The SIMD sets this CPU runs.
+std::vector<const KernelSet*> simd_sets() {
+  std::vector<const KernelSet*> sets;
+  for (const KernelSet* set : {avx2_kernels(), avx512_kernels()}) {
+    if (set != nullptr) sets.push_back(set);
+  }
+  return sets;
+}
+
 TEST(Kernels, simd_matches_scalar_for_every_weight_type) {
-  const KernelSet* simd = avx2_kernels();
-  if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";
-  for (GgmlType type : kWeightTypes) {
-    for (int64_t n : {256, 512, 2048, 4096}) {
-      for (uint64_t seed = 0; seed < 5; ++seed) {
-        const std::vector<float> w = random_row(n, seed * 2 + 100, 0.1f + static_cast<float>(seed));
-        const std::vector<float> x = random_row(n, seed * 2 + 101, 1.0f + static_cast<float>(seed));
-        const auto bytes = quantized(type, w);
-        const float scalar = dot(scalar_kernels(), type, bytes, x);
-        const float vector = dot(*simd, type, bytes, x);
-        // Same integer sums; only float summation order differs.
-        EXPECT_NEAR(vector, scalar, 1e-4 * (std::fabs(scalar) + std::sqrt(static_cast<double>(n))))
-            << ggml_type_name(type) << " n=" << n << " seed=" << seed;
+  if (simd_sets().empty()) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (const KernelSet* simd : simd_sets()) {
+    SCOPED_TRACE(simd->name);
+    for (GgmlType type : kWeightTypes) {
+      for (int64_t n : {256, 512, 2048, 4096}) {
+        for (uint64_t seed = 0; seed < 5; ++seed) {
+          const std::vector<float> w = random_row(n, seed * 2 + 100, 0.1f + static_cast<float>(seed));
+          const std::vector<float> x = random_row(n, seed * 2 + 101, 1.0f + static_cast<float>(seed));
+          const auto bytes = quantized(type, w);
+          const float scalar = dot(scalar_kernels(), type, bytes, x);
+          const float vector = dot(*simd, type, bytes, x);
+          // Same integer sums; only float summation order differs.
+          EXPECT_NEAR(vector, scalar, 1e-4 * (std::fabs(scalar) + std::sqrt(static_cast<double>(n))))
+              << ggml_type_name(type) << " n=" << n << " seed=" << seed;
+        }
+      }
+    }
+  }
+}
+
+// A row's result must not depend on the rows it is computed with: every multi-row call gives bit
+// for bit the single-row dot product of each row (row lengths with and without partial groups).
+TEST(Kernels, multi_row_dot_products_equal_single_row_ones_bit_for_bit) {
+  std::vector<const KernelSet*> sets = simd_sets();
+  sets.push_back(&scalar_kernels());
+  for (const KernelSet* set : sets) {
+    SCOPED_TRACE(set->name);
+    for (GgmlType type : kWeightTypes) {
+      for (int64_t n : {256, 288, 768, 2816}) {
+        if (n % ggml_type_info(static_cast<uint32_t>(type))->block_elements != 0) continue;
+        const auto weights = quantized(type, random_row(n, 600 + static_cast<uint64_t>(n)));
+        const ActivationFormat format = set->activation_format_for(type);
+        const size_t stride = activation_row_bytes(format, n);
+        std::vector<uint8_t> activations(stride * kMaxDotRows);
+        for (int t = 0; t < kMaxDotRows; ++t) {
+          const auto x = random_row(n, 700 + static_cast<uint64_t>(t), 1.0f + static_cast<float>(t));
+          set->quantize_activation(format, x.data(), activations.data() + stride * static_cast<size_t>(t), n);
+        }
+        for (int count = 1; count <= kMaxDotRows; ++count) {
+          float out[kMaxDotRows];
+          set->rows_for(type)(n, weights.data(), activations.data(), stride, count, out);
+          for (int t = 0; t < count; ++t) {
+            const float single = set->dot_for(type)(n, weights.data(), activations.data() + stride * t);
+            EXPECT_EQ(float_to_bits(out[t]), float_to_bits(single))
+                << ggml_type_name(type) << " n=" << n << " count=" << count << " row " << t;
+          }
+        }
       }
     }
   }
@@ -183,24 +227,64 @@ TEST(Kernels, simd_matches_scalar_for_every_weight_type) {
 
 // Float rows may have any length: the vector loops' tails must agree with the scalar path too.
 TEST(Kernels, simd_matches_scalar_for_float_rows_of_any_length) {
-  const KernelSet* simd = avx2_kernels();
-  if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";
-  for (GgmlType type : {GgmlType::f32, GgmlType::f16, GgmlType::bf16}) {
-    for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 100, 129}) {
-      const std::vector<float> w = random_row(n, 300 + static_cast<uint64_t>(n));
-      const std::vector<float> x = random_row(n, 400 + static_cast<uint64_t>(n));
-      const auto bytes = quantized(type, w);
-      EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
-          << ggml_type_name(type) << " n=" << n;
+  if (simd_sets().empty()) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (const KernelSet* simd : simd_sets()) {
+    SCOPED_TRACE(simd->name);
+    for (GgmlType type : {GgmlType::f32, GgmlType::f16, GgmlType::bf16}) {
+      for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 100, 129}) {
+        const std::vector<float> w = random_row(n, 300 + static_cast<uint64_t>(n));
+        const std::vector<float> x = random_row(n, 400 + static_cast<uint64_t>(n));
+        const auto bytes = quantized(type, w);
+        EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
+            << ggml_type_name(type) << " n=" << n;
+      }
+    }
+    for (GgmlType type : {GgmlType::q8_0, GgmlType::q4_0}) {
+      for (int64_t n : {32, 96, 256 + 96, 512}) {
+        const std::vector<float> w = random_row(n, 500);
+        const std::vector<float> x = random_row(n, 501);
+        const auto bytes = quantized(type, w);
+        EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
+            << ggml_type_name(type) << " n=" << n;
+      }
     }
   }
-  for (GgmlType type : {GgmlType::q8_0, GgmlType::q4_0}) {
-    for (int64_t n : {32, 96}) {
-      const std::vector<float> w = random_row(n, 500);
-      const std::vector<float> x = random_row(n, 501);
-      const auto bytes = quantized(type, w);
-      EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
-          << ggml_type_name(type) << " n=" << n;
+}
+
+// The AVX-512 set's Q8_0 activation layout (kernels_avx512.cc): runs of 8 blocks as 8 scales then
+// 8 x 32 quants stored + 128, the rest as ActQ8_0 with quants + 128. Back to plain ActQ8_0 rows.
+std::vector<uint8_t> plain_q8_0_from_avx512(const std::vector<uint8_t>& grouped, int64_t n) {
+  std::vector<uint8_t> plain(grouped.size());
+  const int64_t blocks = n / 32, groups = blocks / 8;
+  for (int64_t b = 0; b < blocks; ++b) {
+    ActQ8_0 block;
+    const uint8_t* quants;
+    if (b < groups * 8) {
+      const uint8_t* group = grouped.data() + 288 * (b / 8);
+      std::memcpy(&block.d, group + 4 * (b % 8), 4);
+      quants = group + 32 + 32 * (b % 8);
+    } else {
+      const uint8_t* tail = grouped.data() + 288 * groups + 36 * (b - groups * 8);
+      std::memcpy(&block.d, tail, 4);
+      quants = tail + 4;
+    }
+    for (int i = 0; i < 32; ++i) block.qs[i] = static_cast<int8_t>(quants[i] ^ 0x80);
+    std::memcpy(plain.data() + 36 * b, &block, 36);
+  }
+  return plain;
+}
+
+TEST(Kernels, avx512_activation_quantization_has_the_scalar_numbers_in_its_layout) {
+  const KernelSet* avx512 = avx512_kernels();
+  if (avx512 == nullptr) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  for (int64_t n : {1024, 256 + 96, 64}) {
+    for (uint64_t seed = 0; seed < 10; ++seed) {
+      std::vector<float> x = random_row(n, seed, 0.01f + static_cast<float>(seed));
+      if (seed == 3) std::fill(x.begin(), x.begin() + 32, 0.0f);  // an all-zero block
+      std::vector<uint8_t> a(activation_row_bytes(ActivationFormat::q8_0, n)), b(a.size());
+      scalar_kernels().quantize_activation(ActivationFormat::q8_0, x.data(), a.data(), n);
+      avx512->quantize_activation(ActivationFormat::q8_0, x.data(), b.data(), n);
+      EXPECT_EQ(plain_q8_0_from_avx512(b, n), a) << "n " << n << " seed " << seed;
     }
   }
 }
@@ -236,6 +320,10 @@ TEST(Kernels, names_select_sets_and_unknown_names_are_rejected) {
   EXPECT_EQ(kernels_by_name("float"), &float_kernels());
   EXPECT_EQ(kernels_by_name("auto"), &best_kernels());
   EXPECT_EQ(kernels_by_name("neon"), nullptr);
+  EXPECT_EQ(kernels_by_name("avx512"), avx512_kernels());
+  if (avx512_kernels() != nullptr) {
+    EXPECT_EQ(&best_kernels(), avx512_kernels());
+  }
 }
 
 }  // namespace

@@ -1,0 +1,203 @@
+// AVX-512 VNNI kernels for Q8_0 and Q4_0 weights, on 256-bit registers (AVX512VL): one
+// VPDPBUSD does what VPSIGNB + VPMADDUBSW + VPMADDWD do in the AVX2 set, and the per-block scaling is done eight blocks
+// at a time instead of once per block. Every other kernel is the AVX2 set's. This file alone is compiled with these
+// instructions enabled; nothing here may run before kernel_set.cc has checked the CPU.
+//
+// Activations in this set (ActivationFormat::q8_0, same size as ActQ8_0 rows): each run of eight
+// blocks is stored as a Q8Group (eight scales, then eight blocks of 32 quants), so the scales of
+// a group load as one vector; the remaining (n / 32) % 8 blocks follow as ActQ8_0. Quants are
+// stored plus 128 (as unsigned bytes) for VPDPBUSD.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "engine/kernels/kernel_set.h"
+#include "engine/kernels/quant_blocks.h"
+
+namespace darkbloom::engine::kernels {
+
+const KernelSet* avx2_kernel_set_unchecked();
+
+namespace {
+
+constexpr int kGroupBlocks = 8;
+
+struct Q8Group {
+  float d[kGroupBlocks];
+  uint8_t qs[kGroupBlocks][32];  // q + 128
+};
+static_assert(sizeof(Q8Group) == kGroupBlocks * sizeof(ActQ8_0));
+
+inline float horizontal_sum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+// The scalar quantizer's numbers (scale = amax / 127, round half to even), quants stored + 128.
+inline void quantize_block(const float* src, float* d, uint8_t* qs) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  __m256 v[4];
+  __m256 amax = _mm256_setzero_ps();
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_loadu_ps(src + 8 * k);
+    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  const float max_abs = _mm_cvtss_f32(m);
+  *d = max_abs / 127.0f;
+  const __m256 inverse = _mm256_set1_ps(max_abs != 0.0f ? 127.0f / max_abs : 0.0f);
+  __m256i i32[4];
+  for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inverse));
+  const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
+  const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
+  __m256i i8 = _mm256_packs_epi16(i16a, i16b);
+  i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  // Stored biased by 128 (see SignedWeights); |q| <= 127, so q + 128 fits a byte.
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), _mm256_xor_si256(i8, _mm256_set1_epi8(-128)));
+}
+
+void quantize_q8_0_grouped(const float* src, void* dst, int64_t n) {
+  const int64_t blocks = n / 32, groups = blocks / kGroupBlocks;
+  auto* group = static_cast<Q8Group*>(dst);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int j = 0; j < kGroupBlocks; ++j, src += 32) quantize_block(src, &group[g].d[j], group[g].qs[j]);
+  }
+  auto* tail = reinterpret_cast<ActQ8_0*>(group + groups);
+  for (int64_t b = groups * kGroupBlocks; b < blocks; ++b, ++tail, src += 32) {
+    quantize_block(src, &tail->d, reinterpret_cast<uint8_t*>(tail->qs));
+  }
+}
+
+// Weight blocks as 32 signed bytes.
+inline __m256i unpack(const BlockQ8_0& block) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs));
+}
+inline __m256i unpack(const BlockQ4_0& block) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs));
+  // Low nibbles are elements 0-15 (lower lane), high nibbles 16-31 (upper lane).
+  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
+  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+}
+
+// VPDPBUSD multiplies unsigned by signed bytes, so activations are stored as q + 128 and each
+// weight block carries the correction -128 * (sum of its bytes) per lane, computed once and used
+// for every activation row: sum((q + 128) * x) - 128 * sum(x) = sum(q * x), exactly.
+struct SignedWeights {
+  __m256i x;
+  __m256i correction;
+  explicit SignedWeights(__m256i weights)
+      : x(weights),
+        correction(_mm256_sub_epi32(_mm256_setzero_si256(),
+                                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), weights))) {}
+  // 8 lanes, each the sum of 4 products.
+  __m256i dot(__m256i biased_activations) const { return _mm256_dpbusd_epi32(correction, biased_activations, x); }
+};
+
+inline __m256i load_i8x32(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// The eight fp16 scales of a weight group, 34 or 18 bytes apart.
+template <class Block>
+inline __m256 group_scales(const Block* x) {
+  const __m128i halves =
+      _mm_setr_epi16(static_cast<int16_t>(x[0].d), static_cast<int16_t>(x[1].d), static_cast<int16_t>(x[2].d),
+                     static_cast<int16_t>(x[3].d), static_cast<int16_t>(x[4].d), static_cast<int16_t>(x[5].d),
+                     static_cast<int16_t>(x[6].d), static_cast<int16_t>(x[7].d));
+  return _mm256_cvtph_ps(halves);
+}
+
+// One weight row against T activation rows. Per group of eight blocks each row's eight integer
+// block sums are reduced into one vector (lane j = block j), converted once and scaled by the
+// eight products of scales with one multiply-add. Each row gets the same operations whatever T
+// is, so a result never depends on what it is batched with.
+template <class Block, int T>
+void rows_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
+  const auto* x = static_cast<const Block*>(w);
+  const int64_t blocks = n / 32, groups = blocks / kGroupBlocks;
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const Block* xg = x + g * kGroupBlocks;
+    __m256i quarter[2][T];  // blocks 0-3 and 4-7, pairwise reduced
+    for (int half = 0; half < 2; ++half) {
+      __m256i pair[2][T];
+      for (int p = 0; p < 2; ++p) {
+        const int j = 4 * half + 2 * p;
+        const SignedWeights w0(unpack(xg[j])), w1(unpack(xg[j + 1]));
+        for (int t = 0; t < T; ++t) {
+          const auto* y = reinterpret_cast<const Q8Group*>(a + stride * static_cast<size_t>(t)) + g;
+          pair[p][t] = _mm256_hadd_epi32(w0.dot(load_i8x32(y->qs[j])), w1.dot(load_i8x32(y->qs[j + 1])));
+        }
+      }
+      for (int t = 0; t < T; ++t) quarter[half][t] = _mm256_hadd_epi32(pair[0][t], pair[1][t]);
+    }
+    const __m256 dx = group_scales(xg);
+    for (int t = 0; t < T; ++t) {
+      // Each 128-bit half of quarter[h] holds half of the lanes of blocks 4h..4h+3: add the halves.
+      const __m256i low = _mm256_permute2x128_si256(quarter[0][t], quarter[1][t], 0x20);
+      const __m256i high = _mm256_permute2x128_si256(quarter[0][t], quarter[1][t], 0x31);
+      const __m256 sums = _mm256_cvtepi32_ps(_mm256_add_epi32(low, high));
+      const auto* y = reinterpret_cast<const Q8Group*>(a + stride * static_cast<size_t>(t)) + g;
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_loadu_ps(y->d)), sums, acc[t]);
+    }
+  }
+  for (int64_t b = groups * kGroupBlocks; b < blocks; ++b) {
+    const SignedWeights wb(unpack(x[b]));
+    const float dx = _cvtsh_ss(x[b].d);
+    for (int t = 0; t < T; ++t) {
+      const auto* tail = reinterpret_cast<const ActQ8_0*>(
+                             reinterpret_cast<const Q8Group*>(a + stride * static_cast<size_t>(t)) + groups) +
+                         (b - groups * kGroupBlocks);
+      const __m256 sums = _mm256_cvtepi32_ps(wb.dot(load_i8x32(tail->qs)));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * tail->d), sums, acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
+}
+
+template <class Block>
+void rows(int64_t n, const void* w, const void* a, size_t stride, int count, float* out) {
+  const auto* bytes = static_cast<const uint8_t*>(a);
+  switch (count) {
+    case 1:
+      return rows_t<Block, 1>(n, w, bytes, stride, out);
+    case 2:
+      return rows_t<Block, 2>(n, w, bytes, stride, out);
+    case 3:
+      return rows_t<Block, 3>(n, w, bytes, stride, out);
+    default:
+      return rows_t<Block, 4>(n, w, bytes, stride, out);
+  }
+}
+
+template <class Block>
+float dot(int64_t n, const void* w, const void* a) {
+  float out;
+  rows_t<Block, 1>(n, w, static_cast<const uint8_t*>(a), 0, &out);
+  return out;
+}
+
+KernelSet make_set() {
+  KernelSet set = *avx2_kernel_set_unchecked();
+  set.name = "avx512";
+  set.quantize_q8_0 = quantize_q8_0_grouped;
+  set.dot_q8_0 = dot<BlockQ8_0>;
+  set.dot_q4_0 = dot<BlockQ4_0>;
+  set.rows_q8_0 = rows<BlockQ8_0>;
+  set.rows_q4_0 = rows<BlockQ4_0>;
+  return set;
+}
+
+}  // namespace
+
+const KernelSet* avx512_kernel_set_unchecked() {
+  static const KernelSet set = make_set();
+  return &set;
+}
+
+}  // namespace darkbloom::engine::kernels
