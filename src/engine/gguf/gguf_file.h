@@ -97,6 +97,8 @@ class GgufFile {
   uint64_t data_offset() const { return data_offset_; }
   const std::string& name() const { return name_; }
   size_t file_size() const { return bytes_.size(); }
+  // True when the bytes are this object's read-only mapping of a file (not borrowed memory).
+  bool mapped() const { return mapping_.data() != nullptr; }
 
   const std::vector<GgufKeyValue>& metadata() const { return metadata_; }
   const GgufValue* find(std::string_view key) const;

@@ -55,6 +55,28 @@ DotRowsFn KernelSet::rows_for(GgmlType weight_type) const {
   }
 }
 
+PackRowsFn KernelSet::pack_for(GgmlType weight_type) const {
+  switch (weight_type) {
+    case GgmlType::q8_0:
+      return pack_q8_0;
+    case GgmlType::q4_0:
+      return pack_q4_0;
+    default:
+      return nullptr;
+  }
+}
+
+PackedDotFn KernelSet::packed_for(GgmlType weight_type) const {
+  switch (weight_type) {
+    case GgmlType::q8_0:
+      return packed_q8_0;
+    case GgmlType::q4_0:
+      return packed_q4_0;
+    default:
+      return nullptr;
+  }
+}
+
 void KernelSet::quantize_activation(ActivationFormat format, const float* src, void* dst, int64_t n) const {
   switch (format) {
     case ActivationFormat::f32:

@@ -32,6 +32,16 @@ using KvScoresFn = void (*)(const void* rows, size_t stride, int n, const float*
 using KvAccumulateFn = void (*)(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride,
                                 int n_q, int head_dim, float* out);
 using F32ToF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
+// Some sets also read weights repacked into their own layout: kPackRows rows of `n` elements
+// interleaved into one group of the same total size (rows `row_bytes` apart in, contiguous out),
+// so that one instruction works on all of the group's rows at once.
+inline constexpr int kPackRows = 8;
+using PackRowsFn = void (*)(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group);
+// The kPackRows rows of a packed group against `count` activation rows (count in
+// [1, kMaxDotRows]), into out[t * kPackRows + i]. As with DotRowsFn, each activation row's
+// results are bit for bit what a call with that row alone gives.
+using PackedDotFn = void (*)(int64_t n, const void* group, const void* activations, size_t stride, int count,
+                             float* out);
 
 struct KernelSet {
   std::string_view name;  // "scalar", "avx2", "avx512", "float"
@@ -61,9 +71,16 @@ struct KernelSet {
   KvScoresFn scores_f16 = nullptr;
   KvAccumulateFn accumulate_f32 = nullptr;
   KvAccumulateFn accumulate_f16 = nullptr;
+  // Packed layouts (nullptr when the set has none for a type).
+  PackRowsFn pack_q8_0 = nullptr;
+  PackRowsFn pack_q4_0 = nullptr;
+  PackedDotFn packed_q8_0 = nullptr;
+  PackedDotFn packed_q4_0 = nullptr;
 
   VecDotFn dot_for(GgmlType weight_type) const;
   DotRowsFn rows_for(GgmlType weight_type) const;
+  PackRowsFn pack_for(GgmlType weight_type) const;
+  PackedDotFn packed_for(GgmlType weight_type) const;
   ActivationFormat activation_format_for(GgmlType weight_type) const {
     return float_activations ? ActivationFormat::f32 : activation_format(weight_type);
   }

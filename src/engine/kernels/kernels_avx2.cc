@@ -362,37 +362,111 @@ inline float load1(uint16_t x) {
   return load_fp16(x);
 }
 
+// Scores for 4 positions and up to 2 query heads at a time: each key element is converted once
+// for both heads, and the 4 x 8-lane sums are reduced together.
+template <class Element, int G>
+void scores_4(const Element* const rows[4], const float* q, int head_dim, float scale, float* scores,
+              size_t scores_stride, int count) {
+  __m256 acc[G][4];
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < 4; ++j) acc[g][j] = _mm256_setzero_ps();
+  }
+  for (int i = 0; i < head_dim; i += 8) {
+    __m256 r[4];
+    for (int j = 0; j < 4; ++j) r[j] = load8(rows[j] + i);
+    for (int g = 0; g < G; ++g) {
+      const __m256 qv = _mm256_loadu_ps(q + static_cast<size_t>(g) * head_dim + i);
+      for (int j = 0; j < 4; ++j) acc[g][j] = _mm256_fmadd_ps(qv, r[j], acc[g][j]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[g][0], acc[g][1]), _mm256_hadd_ps(acc[g][2], acc[g][3]));
+    const __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    float out[4];
+    _mm_storeu_ps(out, _mm_mul_ps(sums, _mm_set1_ps(scale)));
+    for (int j = 0; j < count; ++j) scores[static_cast<size_t>(g) * scores_stride + j] = out[j];
+  }
+}
+
 template <class Element>
 void scores_rows(const void* rows, size_t stride, int n, const float* q, int n_q, int head_dim, float scale,
                  float* scores, size_t scores_stride) {
-  for (int p = 0; p < n; ++p) {
-    const Element* row = static_cast<const Element*>(rows) + stride * static_cast<size_t>(p);
-    for (int g = 0; g < n_q; ++g) {
-      const float* qg = q + static_cast<size_t>(g) * head_dim;
-      __m256 acc = _mm256_setzero_ps();
-      int i = 0;
-      for (; i + 8 <= head_dim; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), load8(row + i), acc);
-      float sum = horizontal_sum(acc);
-      for (; i < head_dim; ++i) sum += qg[i] * load1(row[i]);
-      scores[static_cast<size_t>(g) * scores_stride + p] = sum * scale;
+  const auto* base = static_cast<const Element*>(rows);
+  if (head_dim % 8 != 0) {
+    for (int p = 0; p < n; ++p) {
+      const Element* row = base + stride * static_cast<size_t>(p);
+      for (int g = 0; g < n_q; ++g) {
+        const float* qg = q + static_cast<size_t>(g) * head_dim;
+        float sum = 0;
+        for (int i = 0; i < head_dim; ++i) sum += qg[i] * load1(row[i]);
+        scores[static_cast<size_t>(g) * scores_stride + p] = sum * scale;
+      }
     }
+    return;
+  }
+  for (int p = 0; p < n; p += 4) {
+    const int count = n - p < 4 ? n - p : 4;
+    const Element* four[4];
+    for (int j = 0; j < 4; ++j) four[j] = base + stride * static_cast<size_t>(p + (j < count ? j : 0));
+    int g = 0;
+    for (; g + 2 <= n_q; g += 2) {
+      scores_4<Element, 2>(four, q + static_cast<size_t>(g) * head_dim, head_dim, scale,
+                           scores + static_cast<size_t>(g) * scores_stride + p, scores_stride, count);
+    }
+    if (g < n_q) {
+      scores_4<Element, 1>(four, q + static_cast<size_t>(g) * head_dim, head_dim, scale,
+                           scores + static_cast<size_t>(g) * scores_stride + p, scores_stride, count);
+    }
+  }
+}
+
+// out += weights x rows for 32 dimensions and up to 2 query heads at a time, accumulated in
+// registers across all positions; each value element is converted once for all heads.
+template <class Element, int G>
+void accumulate_32(const Element* rows, size_t stride, int n, const float* weights, size_t weights_stride, float* out,
+                   int head_dim) {
+  __m256 acc[G][4];
+  for (int g = 0; g < G; ++g) {
+    for (int c = 0; c < 4; ++c) acc[g][c] = _mm256_loadu_ps(out + static_cast<size_t>(g) * head_dim + 8 * c);
+  }
+  for (int p = 0; p < n; ++p) {
+    const Element* row = rows + stride * static_cast<size_t>(p);
+    __m256 r[4];
+    for (int c = 0; c < 4; ++c) r[c] = load8(row + 8 * c);
+    for (int g = 0; g < G; ++g) {
+      const __m256 w = _mm256_set1_ps(weights[static_cast<size_t>(g) * weights_stride + p]);
+      for (int c = 0; c < 4; ++c) acc[g][c] = _mm256_fmadd_ps(w, r[c], acc[g][c]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + static_cast<size_t>(g) * head_dim + 8 * c, acc[g][c]);
   }
 }
 
 template <class Element>
 void accumulate_rows(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride, int n_q,
                      int head_dim, float* out) {
-  for (int p = 0; p < n; ++p) {
-    const Element* row = static_cast<const Element*>(rows) + stride * static_cast<size_t>(p);
-    for (int g = 0; g < n_q; ++g) {
-      const float w = weights[static_cast<size_t>(g) * weights_stride + p];
-      const __m256 wv = _mm256_set1_ps(w);
-      float* og = out + static_cast<size_t>(g) * head_dim;
-      int i = 0;
-      for (; i + 8 <= head_dim; i += 8) {
-        _mm256_storeu_ps(og + i, _mm256_fmadd_ps(wv, load8(row + i), _mm256_loadu_ps(og + i)));
+  const auto* base = static_cast<const Element*>(rows);
+  if (head_dim % 32 != 0) {
+    for (int p = 0; p < n; ++p) {
+      const Element* row = base + stride * static_cast<size_t>(p);
+      for (int g = 0; g < n_q; ++g) {
+        const float w = weights[static_cast<size_t>(g) * weights_stride + p];
+        float* og = out + static_cast<size_t>(g) * head_dim;
+        for (int i = 0; i < head_dim; ++i) og[i] += w * load1(row[i]);
       }
-      for (; i < head_dim; ++i) og[i] += w * load1(row[i]);
+    }
+    return;
+  }
+  for (int d = 0; d < head_dim; d += 32) {
+    int g = 0;
+    for (; g + 2 <= n_q; g += 2) {
+      accumulate_32<Element, 2>(base + d, stride, n, weights + static_cast<size_t>(g) * weights_stride, weights_stride,
+                                out + static_cast<size_t>(g) * head_dim + d, head_dim);
+    }
+    for (; g < n_q; ++g) {
+      accumulate_32<Element, 1>(base + d, stride, n, weights + static_cast<size_t>(g) * weights_stride, weights_stride,
+                                out + static_cast<size_t>(g) * head_dim + d, head_dim);
     }
   }
 }

@@ -50,7 +50,7 @@ KvCache::KvCache(int n_layer, int kv_width, KvType type, int64_t n_blocks)
       n_blocks_(n_blocks),
       row_bytes_(row_bytes(type, kv_width)),
       block_bytes_(block_bytes(type, n_layer, kv_width)),
-      storage_(block_bytes_ * static_cast<size_t>(n_blocks)),
+      storage_(new uint8_t[block_bytes_ * static_cast<size_t>(n_blocks)]),
       owners_(static_cast<size_t>(n_blocks), 0),
       idle_position_(static_cast<size_t>(n_blocks)),
       published_(static_cast<size_t>(n_blocks)) {
@@ -63,10 +63,10 @@ KvCache::KvCache(int n_layer, int kv_width, KvType type, int64_t n_blocks)
 }
 
 uint8_t* KvCache::row(int32_t block, int layer, int kind, int offset) const {
-  // Block layout: [layer][keys | values][position][row].
+  // Block layout: [layer][keys | values][kBlockTokens rows' bytes, arranged by the forward pass].
   const size_t index =
       ((static_cast<size_t>(layer) * 2 + static_cast<size_t>(kind)) * kBlockTokens + static_cast<size_t>(offset));
-  return storage_.data() + block_bytes_ * static_cast<size_t>(block) + index * row_bytes_;
+  return storage_.get() + block_bytes_ * static_cast<size_t>(block) + index * row_bytes_;
 }
 
 std::optional<int32_t> KvCache::allocate() {

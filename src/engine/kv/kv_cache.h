@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -41,7 +42,7 @@ class KvCache {
   // Blocks allocate() can hand out: never used, or released (published ones are then evicted).
   int64_t free_blocks() const { return static_cast<int64_t>(free_.size() + idle_.size()); }
   int64_t used_blocks() const { return n_blocks_ - free_blocks(); }
-  size_t bytes() const { return storage_.size(); }
+  size_t bytes() const { return block_bytes_ * static_cast<size_t>(n_blocks_); }
 
   // A block for one owner, or nullopt when every block is in use.
   std::optional<int32_t> allocate();
@@ -50,11 +51,12 @@ class KvCache {
   void release(int32_t block);
   int owners(int32_t block) const { return owners_[static_cast<size_t>(block)]; }
 
-  // Rows of a block: position `offset` (< kBlockTokens) of `layer`.
-  uint8_t* key_row(int32_t block, int layer, int offset) { return row(block, layer, 0, offset); }
-  uint8_t* value_row(int32_t block, int layer, int offset) { return row(block, layer, 1, offset); }
-  const uint8_t* key_rows(int32_t block, int layer) const { return row(block, layer, 0, 0); }
-  const uint8_t* value_rows(int32_t block, int layer) const { return row(block, layer, 1, 0); }
+  // A block's keys (or values) of one layer: kBlockTokens * row_bytes() bytes, laid out by the
+  // forward pass (head-major: every position of KV head 0, then of head 1, ...).
+  uint8_t* keys(int32_t block, int layer) { return row(block, layer, 0, 0); }
+  uint8_t* values(int32_t block, int layer) { return row(block, layer, 1, 0); }
+  const uint8_t* keys(int32_t block, int layer) const { return row(block, layer, 0, 0); }
+  const uint8_t* values(int32_t block, int layer) const { return row(block, layer, 1, 0); }
 
   // Prefix reuse. `hash` identifies the block's tokens and everything before them; `parent` is
   // the hash of the block before it (0 for the first) and `tokens` its kBlockTokens tokens, both
@@ -80,7 +82,9 @@ class KvCache {
   int64_t n_blocks_;
   size_t row_bytes_;
   size_t block_bytes_;
-  mutable std::vector<uint8_t> storage_;
+  // Not initialised: pages of blocks never used are never touched, so a large budget costs
+  // address space, not memory, until requests fill it.
+  std::unique_ptr<uint8_t[]> storage_;
   std::vector<int32_t> owners_;
   std::vector<int32_t> free_;  // unused, nothing published
   std::list<int32_t> idle_;    // released but published, least recently released first

@@ -1,5 +1,8 @@
 #include "engine/model/forward.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -22,6 +25,16 @@ void rms_norm(const float* in, const float* weight, float* out, int width, float
   for (int i = 0; i < width; ++i) out[i] = in[i] * scale * weight[i];
 }
 
+// A packed copy replaces the file's bytes of a matrix for this pass: let the kernel drop the
+// mapped pages (they are clean file pages and come back from the file if anything reads them), so
+// the copy does not double the memory the weights take.
+void drop_mapped_pages(const kernels::WeightMatrix& w) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(w.data) + w.row_bytes * static_cast<size_t>(w.rows)) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace
 
 ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const kernels::KernelSet& kernels)
@@ -36,6 +49,17 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const kernels::Ke
   }
   scores_.resize(static_cast<size_t>(pool.size()));
   kv_rows_.resize(static_cast<size_t>(pool.size()));
+  for (const LayerWeights& layer : model.layers()) {
+    auto pack = [&](const kernels::WeightMatrix& w) {
+      kernels::WeightMatrix packed = packed_.pack(pool, kernels, w);
+      if (packed.data != w.data && model.file().mapped()) drop_mapped_pages(w);
+      return packed;
+    };
+    matrices_.push_back({pack(layer.wq), pack(layer.wk), pack(layer.wv), pack(layer.wo), pack(layer.w_gate),
+                         pack(layer.w_up), pack(layer.w_down)});
+  }
+  output_ = packed_.pack(pool, kernels, model.output());
+  if (output_.data != model.output().data && model.file().mapped()) drop_mapped_pages(model.output());
 }
 
 void ForwardPass::matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out) {
@@ -69,30 +93,36 @@ void ForwardPass::apply_rope(float* rows, int n_rows, int row_width, int n_heads
   }
 }
 
+// Within a block, a layer's keys (and values) are stored head-major: head h's rows for positions
+// 0..kBlockTokens-1, each head_bytes long, so attention reads one contiguous run per head.
 void ForwardPass::store_kv(std::span<const BatchToken> batch, KvCache& cache, int layer) {
   const ModelConfig& c = model_.config();
-  const int width = c.kv_width();
+  const size_t head_bytes = cache.row_bytes() / static_cast<size_t>(c.n_head_kv);
   pool_.run(static_cast<int>(batch.size()), [&](int t, int) {
     const BatchToken& token = batch[static_cast<size_t>(t)];
     const int32_t block = token.blocks[token.position / KvCache::kBlockTokens];
     const int offset = token.position % KvCache::kBlockTokens;
-    const float* k = k_.data() + static_cast<size_t>(t) * width;
-    const float* v = v_.data() + static_cast<size_t>(t) * width;
-    uint8_t* key_row = cache.key_row(block, layer, offset);
-    uint8_t* value_row = cache.value_row(block, layer, offset);
-    switch (cache.type()) {
-      case KvType::f32:
-        std::copy_n(k, width, reinterpret_cast<float*>(key_row));
-        std::copy_n(v, width, reinterpret_cast<float*>(value_row));
-        break;
-      case KvType::f16:
-        kernels_.f32_to_f16(k, reinterpret_cast<uint16_t*>(key_row), width);
-        kernels_.f32_to_f16(v, reinterpret_cast<uint16_t*>(value_row), width);
-        break;
-      case KvType::q8_0:
-        kernels::quantize_row(GgmlType::q8_0, k, key_row, width);
-        kernels::quantize_row(GgmlType::q8_0, v, value_row, width);
-        break;
+    for (int h = 0; h < c.n_head_kv; ++h) {
+      const size_t source = static_cast<size_t>(t) * c.kv_width() + static_cast<size_t>(h) * c.head_dim;
+      const size_t target = head_bytes * (static_cast<size_t>(h) * KvCache::kBlockTokens + offset);
+      const float* k = k_.data() + source;
+      const float* v = v_.data() + source;
+      uint8_t* key_row = cache.keys(block, layer) + target;
+      uint8_t* value_row = cache.values(block, layer) + target;
+      switch (cache.type()) {
+        case KvType::f32:
+          std::copy_n(k, c.head_dim, reinterpret_cast<float*>(key_row));
+          std::copy_n(v, c.head_dim, reinterpret_cast<float*>(value_row));
+          break;
+        case KvType::f16:
+          kernels_.f32_to_f16(k, reinterpret_cast<uint16_t*>(key_row), c.head_dim);
+          kernels_.f32_to_f16(v, reinterpret_cast<uint16_t*>(value_row), c.head_dim);
+          break;
+        case KvType::q8_0:
+          kernels::quantize_row(GgmlType::q8_0, k, key_row, c.head_dim);
+          kernels::quantize_row(GgmlType::q8_0, v, value_row, c.head_dim);
+          break;
+      }
     }
   });
 }
@@ -109,8 +139,8 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
   const bool in_place = type != KvType::q8_0;
   const kernels::KvScoresFn scores_fn = type == KvType::f16 ? kernels_.scores_f16 : kernels_.scores_f32;
   const kernels::KvAccumulateFn accumulate_fn = type == KvType::f16 ? kernels_.accumulate_f16 : kernels_.accumulate_f32;
-  const size_t element_bytes = type == KvType::f16 ? 2 : 4;
-  const size_t stride = in_place ? row_bytes / element_bytes : static_cast<size_t>(c.head_dim);
+  const size_t head_bytes = row_bytes / static_cast<size_t>(c.n_head_kv);
+  const size_t stride = static_cast<size_t>(c.head_dim);  // elements from one position's row to the next
   // One task per token and KV head: the head's keys and values are read once for all the query
   // heads that share them.
   pool_.run(n_rows * c.n_head_kv, [&](int task, int thread) {
@@ -124,23 +154,18 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
       scores.resize(static_cast<size_t>(group) * n_positions);
     std::vector<float>& expanded = kv_rows_[static_cast<size_t>(thread)];
     expanded.resize(static_cast<size_t>(c.head_dim) * kBlock);
-    const int first = kv_head * c.head_dim;
     const size_t q_offset = static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(kv_head * group) * c.head_dim;
-    // The rows of one block, from this head's first element on.
+    // This head's rows of one block (see store_kv).
     auto head_rows = [&](const uint8_t* block_rows, int count) -> const void* {
-      if (in_place) return block_rows + static_cast<size_t>(first) * element_bytes;
-      for (int p = 0; p < count; ++p) {
-        kernels::dequantize_row(GgmlType::q8_0,
-                                block_rows + row_bytes * static_cast<size_t>(p) +
-                                    sizeof(kernels::BlockQ8_0) * static_cast<size_t>(first / 32),
-                                expanded.data() + static_cast<size_t>(p) * c.head_dim, c.head_dim);
-      }
+      const uint8_t* rows = block_rows + head_bytes * static_cast<size_t>(kv_head) * kBlock;
+      if (in_place) return rows;
+      kernels::dequantize_row(GgmlType::q8_0, rows, expanded.data(), static_cast<int64_t>(count) * c.head_dim);
       return expanded.data();
     };
 
     for (int b = 0; b < n_blocks; ++b) {
       const int count = std::min(kBlock, n_positions - b * kBlock);
-      const void* keys = head_rows(cache.key_rows(token.blocks[b], layer), count);
+      const void* keys = head_rows(cache.keys(token.blocks[b], layer), count);
       scores_fn(keys, stride, count, q_.data() + q_offset, group, c.head_dim, scale, scores.data() + b * kBlock,
                 static_cast<size_t>(n_positions));
     }
@@ -160,7 +185,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);
     for (int b = 0; b < n_blocks; ++b) {
       const int count = std::min(kBlock, n_positions - b * kBlock);
-      const void* values = head_rows(cache.value_rows(token.blocks[b], layer), count);
+      const void* values = head_rows(cache.values(token.blocks[b], layer), count);
       accumulate_fn(values, stride, count, scores.data() + b * kBlock, static_cast<size_t>(n_positions), group,
                     c.head_dim, out);
     }
@@ -213,10 +238,11 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
 
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& layer = model_.layers()[static_cast<size_t>(l)];
+    const Matrices& m = matrices_[static_cast<size_t>(l)];
     rms_norm_rows(x_.data(), layer.attn_norm, norm_.data(), n, c.n_embd);
-    matmul(layer.wq, norm_.data(), n, q_.data());
-    matmul(layer.wk, norm_.data(), n, k_.data());
-    matmul(layer.wv, norm_.data(), n, v_.data());
+    matmul(m.wq, norm_.data(), n, q_.data());
+    matmul(m.wk, norm_.data(), n, k_.data());
+    matmul(m.wv, norm_.data(), n, v_.data());
     if (c.has_qkv_bias) {
       for (int t = 0; t < n; ++t) {
         add_in_place(q_.data() + static_cast<size_t>(t) * c.q_width(), layer.q_bias.data(),
@@ -244,18 +270,18 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
     apply_rope(k_.data(), n, c.kv_width(), c.n_head_kv);
     store_kv(batch, cache, l);
     attention(batch, cache, l);
-    matmul(layer.wo, attn_.data(), n, tmp_.data());
+    matmul(m.wo, attn_.data(), n, tmp_.data());
     add_in_place(x_.data(), tmp_.data(), rows * c.n_embd);
 
     rms_norm_rows(x_.data(), layer.ffn_norm, norm_.data(), n, c.n_embd);
-    matmul(layer.w_gate, norm_.data(), n, gate_.data());
-    matmul(layer.w_up, norm_.data(), n, up_.data());
+    matmul(m.w_gate, norm_.data(), n, gate_.data());
+    matmul(m.w_up, norm_.data(), n, up_.data());
     pool_.run(n, [&](int t, int) {
       float* g = gate_.data() + static_cast<size_t>(t) * c.n_ff;
       const float* u = up_.data() + static_cast<size_t>(t) * c.n_ff;
       for (int i = 0; i < c.n_ff; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];  // SiLU(gate) * up
     });
-    matmul(layer.w_down, gate_.data(), n, tmp_.data());
+    matmul(m.w_down, gate_.data(), n, tmp_.data());
     add_in_place(x_.data(), tmp_.data(), rows * c.n_embd);
   }
 
@@ -267,7 +293,7 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
              norm_.data() + static_cast<size_t>(n_out) * c.n_embd, c.n_embd, c.rms_epsilon);
     ++n_out;
   }
-  if (n_out > 0) matmul(model_.output(), norm_.data(), n_out, logits);
+  if (n_out > 0) matmul(output_, norm_.data(), n_out, logits);
 }
 
 }  // namespace darkbloom::engine

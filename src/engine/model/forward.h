@@ -34,6 +34,8 @@ class ForwardPass {
   void run(std::span<const BatchToken> batch, KvCache& cache, float* logits);
 
   const Model& model() const { return model_; }
+  // Bytes of packed weight copies this pass holds (0 when the kernels read the file's layout).
+  size_t packed_bytes() const { return packed_.bytes(); }
 
  private:
   void rms_norm_rows(const float* in, const std::vector<float>& weight, float* out, int n_rows, int width);
@@ -42,9 +44,18 @@ class ForwardPass {
   void attention(std::span<const BatchToken> batch, const KvCache& cache, int layer);
   void matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out);
 
+  // The layers' matrices and the output projection as the kernels read them: packed copies
+  // where the kernel set has a packed layout, else views of the model's.
+  struct Matrices {
+    kernels::WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+  };
+
   const Model& model_;
   ThreadPool& pool_;
   const kernels::KernelSet& kernels_;
+  kernels::PackedWeights packed_;
+  std::vector<Matrices> matrices_;
+  kernels::WeightMatrix output_;
   std::vector<float> inverse_frequencies_;
 
   // Scratch, grown to the largest batch seen.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/kernels/fp16.h"
@@ -246,6 +247,51 @@ TEST(Kernels, simd_matches_scalar_for_float_rows_of_any_length) {
         const auto bytes = quantized(type, w);
         EXPECT_NEAR(dot(*simd, type, bytes, x), dot(scalar_kernels(), type, bytes, x), 1e-4 * std::sqrt(n))
             << ggml_type_name(type) << " n=" << n;
+      }
+    }
+  }
+}
+
+// Attention over cache rows: scores and weighted sums of value rows, for f32 and f16 rows, head
+// sizes with and without the vector paths, grouped query heads, partial blocks.
+TEST(Kernels, simd_attention_matches_scalar) {
+  for (const KernelSet* simd : simd_sets()) {
+    SCOPED_TRACE(simd->name);
+    for (int head_dim : {64, 128, 40}) {
+      for (int n_q : {1, 2, 3, 5}) {
+        for (int n : {1, 3, 4, 16}) {
+          const size_t stride = static_cast<size_t>(head_dim) + 8;  // rows are padded in the cache
+          const std::vector<float> rows = random_row(static_cast<int64_t>(stride) * n, 800 + n);
+          std::vector<uint16_t> rows16(rows.size());
+          for (size_t i = 0; i < rows.size(); ++i) rows16[i] = fp32_to_fp16(rows[i]);
+          const std::vector<float> q = random_row(int64_t{n_q} * head_dim, 900 + n_q);
+          const std::vector<float> weights = random_row(int64_t{n_q} * 16, 950);
+          std::vector<float> expected_scores(static_cast<size_t>(n_q) * 16), scores(expected_scores.size());
+          std::vector<float> expected_out = random_row(int64_t{n_q} * head_dim, 990), out = expected_out;
+          const std::vector<float> start = expected_out;
+          const std::string what =
+              "head_dim " + std::to_string(head_dim) + " n_q " + std::to_string(n_q) + " n " + std::to_string(n);
+          for (bool half : {false, true}) {
+            const void* data = half ? static_cast<const void*>(rows16.data()) : rows.data();
+            const auto score = half ? &KernelSet::scores_f16 : &KernelSet::scores_f32;
+            const auto accumulate = half ? &KernelSet::accumulate_f16 : &KernelSet::accumulate_f32;
+            (scalar_kernels().*score)(data, stride, n, q.data(), n_q, head_dim, 0.125f, expected_scores.data(), 16);
+            (simd->*score)(data, stride, n, q.data(), n_q, head_dim, 0.125f, scores.data(), 16);
+            for (int g = 0; g < n_q; ++g) {
+              for (int p = 0; p < n; ++p) {
+                const size_t i = static_cast<size_t>(g) * 16 + p;
+                EXPECT_NEAR(scores[i], expected_scores[i], 1e-5 * head_dim) << what << " half " << half;
+              }
+            }
+            expected_out = start;
+            out = start;
+            (scalar_kernels().*accumulate)(data, stride, n, weights.data(), 16, n_q, head_dim, expected_out.data());
+            (simd->*accumulate)(data, stride, n, weights.data(), 16, n_q, head_dim, out.data());
+            for (size_t i = 0; i < out.size(); ++i) {
+              EXPECT_NEAR(out[i], expected_out[i], 1e-5 * n) << what << " half " << half << " at " << i;
+            }
+          }
+        }
       }
     }
   }
