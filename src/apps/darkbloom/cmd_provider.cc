@@ -24,7 +24,7 @@ struct StartArgs {
   engine::EngineOptions engine;
   std::string coordinator = "ws://127.0.0.1:8080";
   std::string model_id;
-  int max_concurrency = 8;
+  int max_concurrency = 0;  // 0: the engine's --max-batch
   double idle_timeout_mins = 60;
   std::string config_file;
   KeyArgs key;
@@ -105,7 +105,7 @@ int run_start(CLI::App* command, StartArgs args) {
   options.coordinator_path = std::get<2>(*url);
   options.engine = args.engine;
   options.model_id = model_id;
-  options.max_concurrency = args.max_concurrency;
+  options.max_concurrency = args.max_concurrency > 0 ? args.max_concurrency : args.engine.max_batch;
   options.idle_unload_after = std::chrono::milliseconds(static_cast<int64_t>(args.idle_timeout_mins * 60000.0));
   options.rotation_file = args.rotation_file.empty() ? default_rotation_file() : args.rotation_file;
 
@@ -172,8 +172,9 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
       ->check(CLI::Range(0, 1 << 20));
   start_cmd
       ->add_option("--max-concurrency", start->max_concurrency,
-                   "requests accepted at once (more wait at the coordinator)")
-      ->check(CLI::Range(1, 1024))
+                   "requests accepted at once, more wait at the coordinator (0 = --max-batch, the rows the "
+                   "engine runs together)")
+      ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   start_cmd
       ->add_option("--idle-timeout-mins", start->idle_timeout_mins,

@@ -32,6 +32,8 @@ using KvScoresFn = void (*)(const void* rows, size_t stride, int n, const float*
 using KvAccumulateFn = void (*)(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride,
                                 int n_q, int head_dim, float* out);
 using F32ToF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
+// Softmax's middle: x[i] = exp(x[i] - shift) for i < n, returning their sum.
+using ExpSumFn = float (*)(float* x, int64_t n, float shift);
 // Some sets also read weights repacked into their own layout: kPackRows rows of `n` elements
 // interleaved into one group of the same total size (rows `row_bytes` apart in, contiguous out),
 // so that one instruction works on all of the group's rows at once.
@@ -71,6 +73,7 @@ struct KernelSet {
   KvScoresFn scores_f16 = nullptr;
   KvAccumulateFn accumulate_f32 = nullptr;
   KvAccumulateFn accumulate_f16 = nullptr;
+  ExpSumFn exp_sum = nullptr;
   // Packed layouts (nullptr when the set has none for a type).
   PackRowsFn pack_q8_0 = nullptr;
   PackRowsFn pack_q4_0 = nullptr;

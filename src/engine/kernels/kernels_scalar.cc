@@ -1,5 +1,6 @@
 // Portable kernels: the reference every SIMD set is tested against, and the fallback for CPUs
 // without AVX2.
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -188,6 +189,15 @@ float load_f16(uint16_t x) {
   return fp16_to_fp32(x);
 }
 
+float exp_sum(float* x, int64_t n, float shift) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
 const KernelSet kFloat = {
     .name = "float",
     .dot_f32 = dot_f32,
@@ -213,6 +223,7 @@ const KernelSet kFloat = {
     .scores_f16 = scores_rows<uint16_t, load_f16>,
     .accumulate_f32 = accumulate_rows<float, load_f32>,
     .accumulate_f16 = accumulate_rows<uint16_t, load_f16>,
+    .exp_sum = exp_sum,
 };
 
 const KernelSet kScalar = {
@@ -239,6 +250,7 @@ const KernelSet kScalar = {
     .scores_f16 = scores_rows<uint16_t, load_f16>,
     .accumulate_f32 = accumulate_rows<float, load_f32>,
     .accumulate_f16 = accumulate_rows<uint16_t, load_f16>,
+    .exp_sum = exp_sum,
 };
 
 }  // namespace

@@ -155,6 +155,11 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     std::vector<float>& expanded = kv_rows_[static_cast<size_t>(thread)];
     expanded.resize(static_cast<size_t>(c.head_dim) * kBlock);
     const size_t q_offset = static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(kv_head * group) * c.head_dim;
+    // Blocks lie anywhere in the cache: ask for the next one's rows while this one is computed.
+    auto prefetch_head = [&](const uint8_t* block_rows) {
+      const uint8_t* rows = block_rows + head_bytes * static_cast<size_t>(kv_head) * kBlock;
+      for (size_t offset = 0; offset < head_bytes * kBlock; offset += 64) __builtin_prefetch(rows + offset);
+    };
     // This head's rows of one block (see store_kv).
     auto head_rows = [&](const uint8_t* block_rows, int count) -> const void* {
       const uint8_t* rows = block_rows + head_bytes * static_cast<size_t>(kv_head) * kBlock;
@@ -165,6 +170,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
 
     for (int b = 0; b < n_blocks; ++b) {
       const int count = std::min(kBlock, n_positions - b * kBlock);
+      if (b + 1 < n_blocks) prefetch_head(cache.keys(token.blocks[b + 1], layer));
       const void* keys = head_rows(cache.keys(token.blocks[b], layer), count);
       scores_fn(keys, stride, count, q_.data() + q_offset, group, c.head_dim, scale, scores.data() + b * kBlock,
                 static_cast<size_t>(n_positions));
@@ -174,17 +180,14 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
       float* s = scores.data() + static_cast<size_t>(g) * n_positions;
       float max_score = -INFINITY;
       for (int p = 0; p < n_positions; ++p) max_score = std::max(max_score, s[p]);
-      float total = 0.0f;
-      for (int p = 0; p < n_positions; ++p) {
-        s[p] = std::exp(s[p] - max_score);
-        total += s[p];
-      }
-      const float inverse_total = 1.0f / total;
+      const float inverse_total = 1.0f / kernels_.exp_sum(s, n_positions, max_score);
       for (int p = 0; p < n_positions; ++p) s[p] *= inverse_total;
     }
     std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);
+    if (n_blocks > 0) prefetch_head(cache.values(token.blocks[0], layer));
     for (int b = 0; b < n_blocks; ++b) {
       const int count = std::min(kBlock, n_positions - b * kBlock);
+      if (b + 1 < n_blocks) prefetch_head(cache.values(token.blocks[b + 1], layer));
       const void* values = head_rows(cache.values(token.blocks[b], layer), count);
       accumulate_fn(values, stride, count, scores.data() + b * kBlock, static_cast<size_t>(n_positions), group,
                     c.head_dim, out);

@@ -297,6 +297,24 @@ TEST(Kernels, simd_attention_matches_scalar) {
   }
 }
 
+// Softmax's exponentials: every element (tails too) within 1e-6 relative of std::exp, 0 far below.
+TEST(Kernels, simd_exp_sum_matches_std_exp) {
+  for (const KernelSet* simd : simd_sets()) {
+    SCOPED_TRACE(simd->name);
+    for (int64_t n : {1, 7, 8, 13, 64, 1000}) {
+      std::vector<float> x = random_row(n, 1234 + static_cast<uint64_t>(n), 20.0f);
+      x[0] = -200.0f;  // underflows
+      const float shift = 3.0f;
+      std::vector<float> expected = x, got = x;
+      const float expected_sum = scalar_kernels().exp_sum(expected.data(), n, shift);
+      const float sum = simd->exp_sum(got.data(), n, shift);
+      EXPECT_EQ(got[0], 0.0f);
+      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(got[i], expected[i], 1e-6 * expected[i] + 1e-37) << i;
+      EXPECT_NEAR(sum, expected_sum, 1e-6 * expected_sum) << n;
+    }
+  }
+}
+
 // The AVX-512 set's Q8_0 activation layout (kernels_avx512.cc): runs of 8 blocks as 8 scales then
 // 8 x 32 quants stored + 128, the rest as ActQ8_0 with quants + 128. Back to plain ActQ8_0 rows.
 std::vector<uint8_t> plain_q8_0_from_avx512(const std::vector<uint8_t>& grouped, int64_t n) {
