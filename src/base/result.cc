@@ -22,6 +22,10 @@ const char* errc_name(Errc code) {
       return "unavailable";
     case Errc::permission_denied:
       return "permission_denied";
+    case Errc::resource_exhausted:
+      return "resource_exhausted";
+    case Errc::already_exists:
+      return "already_exists";
     case Errc::internal:
       return "internal";
   }

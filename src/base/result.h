@@ -20,6 +20,8 @@ enum class Errc {
   cancelled,
   unavailable,        // a device or peer that is absent or busy
   permission_denied,  // the caller may not do this (a policy refused, a wrong PIN)
+  resource_exhausted,  // not enough of something to spend (a balance, a quota)
+  already_exists,      // a record that may be written once is already there
   internal,
 };
 

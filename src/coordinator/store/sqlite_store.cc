@@ -2,6 +2,7 @@
 #include <sqlite3.h>
 
 #include <chrono>
+#include <mutex>
 
 #include "base/encoding.h"
 #include "coordinator/store/store.h"
@@ -41,6 +42,26 @@ constexpr const char* kMigrations[] = {
         replaced_by TEXT
       );
     )sql",
+    R"sql(
+      ALTER TABLE accounts ADD COLUMN balance INTEGER NOT NULL DEFAULT 0
+        CHECK (balance BETWEEN 0 AND 1000000000000000000);
+      ALTER TABLE accounts ADD COLUMN referrer TEXT REFERENCES accounts(id);
+      CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (request_id, account_id, kind)
+      );
+      CREATE INDEX ledger_account ON ledger(account_id, id);
+      CREATE TABLE prices (
+        model TEXT PRIMARY KEY,
+        input_per_million INTEGER NOT NULL CHECK (input_per_million >= 0),
+        output_per_million INTEGER NOT NULL CHECK (output_per_million >= 0)
+      );
+    )sql",
 };
 
 struct DatabaseCloser {
@@ -59,6 +80,8 @@ int64_t unix_now() {
 class SqliteStore final : public Store {
  public:
   explicit SqliteStore(Database db) : db_(std::move(db)) {}
+
+  std::string_view kind() const override { return "sqlite"; }
 
   Status migrate() {
     DARKBLOOM_RETURN_IF_ERROR(exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
@@ -90,6 +113,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::string> create_account(std::string_view name) override {
+    std::lock_guard lock(mutex_);
     const std::string id = "acct_" + hex_encode(crypto::random_bytes(12));
     auto statement = prepare("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)");
     if (!statement) return statement.error();
@@ -101,6 +125,7 @@ class SqliteStore final : public Store {
   }
 
   Status add_api_key(const ApiKeyRecord& key) override {
+    std::lock_guard lock(mutex_);
     auto statement =
         prepare("INSERT INTO api_keys (key_hash, key_prefix, account_id, created_at) VALUES (?1, ?2, ?3, ?4)");
     if (!statement) return statement.error();
@@ -112,6 +137,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::optional<ApiKeyRecord>> find_api_key(std::string_view key_hash) override {
+    std::lock_guard lock(mutex_);
     auto statement = prepare("SELECT key_hash, key_prefix, account_id, created_at FROM api_keys WHERE key_hash = ?1");
     if (!statement) return statement.error();
     bind_text(statement->get(), 1, key_hash);
@@ -126,7 +152,139 @@ class SqliteStore final : public Store {
     return std::optional<ApiKeyRecord>{std::move(record)};
   }
 
+  Result<std::optional<int64_t>> balance(std::string_view account_id) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare("SELECT balance FROM accounts WHERE id = ?1");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, account_id);
+    const int rc = sqlite3_step(statement->get());
+    if (rc == SQLITE_DONE) return std::optional<int64_t>{};
+    if (rc != SQLITE_ROW) return failure("balance");
+    return std::optional<int64_t>{sqlite3_column_int64(statement->get(), 0)};
+  }
+
+  Result<int> apply(const std::vector<LedgerEntry>& entries) override {
+    DARKBLOOM_RETURN_IF_ERROR(validate_entries(entries));
+    std::lock_guard lock(mutex_);
+    DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
+    int added = 0;
+    Status done;
+    for (const LedgerEntry& entry : entries) {
+      auto statement = prepare(
+          "INSERT INTO ledger (request_id, account_id, kind, amount, created_at) VALUES (?1, ?2, ?3, ?4, ?5) "
+          "ON CONFLICT(request_id, account_id, kind) DO NOTHING");
+      if (!statement) {
+        done = statement.error();
+        break;
+      }
+      bind_text(statement->get(), 1, entry.request_id);
+      bind_text(statement->get(), 2, entry.account_id);
+      bind_text(statement->get(), 3, ledger_kind_name(entry.kind));
+      sqlite3_bind_int64(statement->get(), 4, entry.amount);
+      sqlite3_bind_int64(statement->get(), 5, unix_now());
+      done = step_entry(statement->get(), entry);
+      if (!done) break;
+      if (sqlite3_changes(db_.get()) == 0) continue;  // recorded before: already applied
+      auto update = prepare("UPDATE accounts SET balance = balance + ?2 WHERE id = ?1");
+      if (!update) {
+        done = update.error();
+        break;
+      }
+      bind_text(update->get(), 1, entry.account_id);
+      sqlite3_bind_int64(update->get(), 2, entry.amount);
+      done = step_entry(update->get(), entry);
+      if (!done) break;
+      ++added;
+    }
+    if (!done) {
+      (void)exec("ROLLBACK");
+      return done.error();
+    }
+    DARKBLOOM_RETURN_IF_ERROR(exec("COMMIT"));
+    return added;
+  }
+
+  Result<std::vector<LedgerEntry>> ledger(std::string_view account_id, int limit) override {
+    std::lock_guard lock(mutex_);
+    auto statement =
+        prepare(account_id.empty()
+                    ? "SELECT request_id, account_id, kind, amount, created_at FROM ledger ORDER BY id DESC LIMIT ?2"
+                    : "SELECT request_id, account_id, kind, amount, created_at FROM ledger WHERE account_id = ?1 "
+                      "ORDER BY id DESC LIMIT ?2");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, account_id);
+    sqlite3_bind_int(statement->get(), 2, limit);
+    std::vector<LedgerEntry> entries;
+    int rc;
+    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
+      LedgerEntry entry;
+      entry.request_id = column_text(statement->get(), 0);
+      entry.account_id = column_text(statement->get(), 1);
+      auto kind = parse_ledger_kind(column_text(statement->get(), 2));
+      if (!kind)
+        return make_error(Errc::bad_format, "ledger row with unknown kind " + column_text(statement->get(), 2));
+      entry.kind = *kind;
+      entry.amount = sqlite3_column_int64(statement->get(), 3);
+      entry.created_at = sqlite3_column_int64(statement->get(), 4);
+      entries.push_back(std::move(entry));
+    }
+    if (rc != SQLITE_DONE) return failure("ledger");
+    return entries;
+  }
+
+  Status set_price(const Price& price) override {
+    DARKBLOOM_RETURN_IF_ERROR(validate_price(price));
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "INSERT INTO prices (model, input_per_million, output_per_million) VALUES (?1, ?2, ?3) ON CONFLICT(model) "
+        "DO UPDATE SET input_per_million = excluded.input_per_million, "
+        "output_per_million = excluded.output_per_million");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, price.model);
+    sqlite3_bind_int64(statement->get(), 2, price.input_per_million);
+    sqlite3_bind_int64(statement->get(), 3, price.output_per_million);
+    return step_done(statement->get());
+  }
+
+  Result<std::vector<Price>> prices() override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare("SELECT model, input_per_million, output_per_million FROM prices ORDER BY model");
+    if (!statement) return statement.error();
+    std::vector<Price> prices;
+    int rc;
+    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
+      prices.push_back({column_text(statement->get(), 0), sqlite3_column_int64(statement->get(), 1),
+                        sqlite3_column_int64(statement->get(), 2)});
+    }
+    if (rc != SQLITE_DONE) return failure("prices");
+    return prices;
+  }
+
+  Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
+    if (account_id == referrer_id) return make_error(Errc::invalid_argument, "an account cannot refer itself");
+    std::lock_guard lock(mutex_);
+    DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
+    Status done = set_referrer_locked(account_id, referrer_id);
+    if (!done) {
+      (void)exec("ROLLBACK");
+      return done;
+    }
+    return exec("COMMIT");
+  }
+
+  Result<std::optional<std::string>> referrer(std::string_view account_id) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare("SELECT referrer FROM accounts WHERE id = ?1 AND referrer IS NOT NULL");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, account_id);
+    const int rc = sqlite3_step(statement->get());
+    if (rc == SQLITE_DONE) return std::optional<std::string>{};
+    if (rc != SQLITE_ROW) return failure("referrer");
+    return std::optional<std::string>{column_text(statement->get(), 0)};
+  }
+
   Status add_release(const ReleaseRecord& release) override {
+    std::lock_guard lock(mutex_);
     auto statement = prepare(
         "INSERT INTO releases (binary_hash, version, note, created_at) VALUES (?1, ?2, ?3, ?4) "
         "ON CONFLICT(binary_hash) DO UPDATE SET version = excluded.version, note = excluded.note");
@@ -139,6 +297,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::vector<ReleaseRecord>> list_releases() override {
+    std::lock_guard lock(mutex_);
     auto statement =
         prepare("SELECT binary_hash, version, note, created_at FROM releases ORDER BY created_at, binary_hash");
     if (!statement) return statement.error();
@@ -157,6 +316,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) override {
+    std::lock_guard lock(mutex_);
     auto statement = prepare(
         "SELECT public_key, key_backend, first_seen, last_seen, replaced_by FROM provider_keys WHERE public_key = ?1");
     if (!statement) return statement.error();
@@ -175,6 +335,7 @@ class SqliteStore final : public Store {
 
   Status record_provider_key(std::string_view public_key, std::string_view key_backend,
                              std::string_view replaces) override {
+    std::lock_guard lock(mutex_);
     DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
     Status done = upsert_key(public_key, key_backend);
     if (done && !replaces.empty()) {
@@ -199,6 +360,38 @@ class SqliteStore final : public Store {
   }
 
  private:
+  Status set_referrer_locked(std::string_view account_id, std::string_view referrer_id) {
+    for (std::string_view id : {account_id, referrer_id}) {
+      auto exists = prepare("SELECT referrer FROM accounts WHERE id = ?1");
+      if (!exists) return exists.error();
+      bind_text(exists->get(), 1, id);
+      const int rc = sqlite3_step(exists->get());
+      if (rc == SQLITE_DONE) return make_error(Errc::not_found, fmt::format("no account {}", id));
+      if (rc != SQLITE_ROW) return failure("set_referrer");
+      if (id == account_id && sqlite3_column_type(exists->get(), 0) != SQLITE_NULL) {
+        return make_error(Errc::already_exists, fmt::format("account {} already has a referrer", id));
+      }
+    }
+    auto statement = prepare("UPDATE accounts SET referrer = ?2 WHERE id = ?1");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, account_id);
+    bind_text(statement->get(), 2, referrer_id);
+    return step_done(statement->get());
+  }
+
+  // A ledger statement's step, with constraint failures named for the entry.
+  Status step_entry(sqlite3_stmt* statement, const LedgerEntry& entry) {
+    if (sqlite3_step(statement) == SQLITE_DONE) return {};
+    switch (sqlite3_extended_errcode(db_.get())) {
+      case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return make_error(Errc::not_found, fmt::format("no account {}", entry.account_id));
+      case SQLITE_CONSTRAINT_CHECK:
+        return balance_refused(entry);
+      default:
+        return failure("apply");
+    }
+  }
+
   Error failure(std::string_view what) const {
     return make_error(Errc::io_error, fmt::format("database error in {}: {}", what, sqlite3_errmsg(db_.get())));
   }
@@ -247,6 +440,7 @@ class SqliteStore final : public Store {
   }
 
   Database db_;
+  std::mutex mutex_;  // one transaction at a time on the connection
 };
 
 }  // namespace

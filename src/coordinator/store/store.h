@@ -1,6 +1,7 @@
-// The coordinator's durable state behind one interface: accounts and API keys, the release
-// allow-list and the provider keys seen (the ledger joins with the billing work). SQLite is the
-// embedded default; a PostgreSQL implementation will pass the same tests.
+// The coordinator's durable state behind one interface: accounts, API keys, the ledger, prices,
+// referrals, the release allow-list and the provider keys seen. SQLite is the embedded default;
+// PostgreSQL (libpq) serves several coordinators. Both pass one test suite
+// (tests/coordinator/store_test.cc). Every method is safe to call from any thread.
 #pragma once
 
 #include <cstdint>
@@ -38,14 +39,58 @@ struct ProviderKeyRecord {
   std::string replaced_by;  // set once the key was rotated out; it may not register again
 };
 
+// Kinds of ledger movements (SPEC §6).
+enum class LedgerKind { deposit, charge, refund, payout, platform_fee, referral_reward, admin_credit };
+std::string_view ledger_kind_name(LedgerKind kind);
+std::optional<LedgerKind> parse_ledger_kind(std::string_view name);
+
+// One movement of money: `amount` micro-USD added to the account's balance (negative for a
+// charge). Every movement carries the request it belongs to (admin credits get their own id).
+struct LedgerEntry {
+  std::string request_id;
+  std::string account_id;
+  LedgerKind kind = LedgerKind::charge;
+  int64_t amount = 0;
+  int64_t created_at = 0;  // unix seconds; set by the store
+};
+
+// Micro-USD per million tokens. The model "" is the default for models without their own price.
+struct Price {
+  std::string model;
+  int64_t input_per_million = 0;
+  int64_t output_per_million = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
+
+  // "sqlite" or "postgres", for messages.
+  virtual std::string_view kind() const = 0;
 
   // A new account; returns its id ("acct_...").
   virtual Result<std::string> create_account(std::string_view name) = 0;
   virtual Status add_api_key(const ApiKeyRecord& key) = 0;
   virtual Result<std::optional<ApiKeyRecord>> find_api_key(std::string_view key_hash) = 0;
+  // nullopt for an unknown account.
+  virtual Result<std::optional<int64_t>> balance(std::string_view account_id) = 0;
+
+  // Applies the entries as one transaction. Each entry is recorded once per (request id,
+  // account, kind): an entry already recorded is skipped, so applying a settlement twice changes
+  // nothing. Fails, changing nothing, when an account is unknown (Errc::not_found) or a balance
+  // would go below zero (Errc::resource_exhausted). Returns how many entries were new.
+  virtual Result<int> apply(const std::vector<LedgerEntry>& entries) = 0;
+  // An account's entries, newest first (at most `limit`); the empty id lists every account's.
+  virtual Result<std::vector<LedgerEntry>> ledger(std::string_view account_id, int limit) = 0;
+
+  // Sets (or replaces) a model's price.
+  virtual Status set_price(const Price& price) = 0;
+  virtual Result<std::vector<Price>> prices() = 0;
+
+  // Records who referred an account. Once set it does not change (Errc::already_exists); an
+  // account cannot refer itself and both must exist (Errc::not_found).
+  virtual Status set_referrer(std::string_view account_id, std::string_view referrer_id) = 0;
+  virtual Result<std::optional<std::string>> referrer(std::string_view account_id) = 0;
 
   // The release allow-list (empty: no list, any binary).
   virtual Status add_release(const ReleaseRecord& release) = 0;
@@ -57,7 +102,22 @@ class Store {
                                      std::string_view replaces) = 0;
 };
 
+// Largest single movement: a billion USD. Balances stay within [0, 10^18] micro-USD, so sums of
+// a balance and an entry never overflow.
+inline constexpr int64_t kMaxEntryAmount = 1'000'000'000'000'000;
+inline constexpr int64_t kMaxBalance = 1'000'000'000'000'000'000;
+// Shared by the implementations: ids present, amounts non-zero, within kMaxEntryAmount, and
+// signed as their kind says (charges negative, every other kind positive).
+Status validate_entries(const std::vector<LedgerEntry>& entries);
+// Rates within [0, kMaxEntryAmount] per million tokens.
+Status validate_price(const Price& price);
+// The error for an entry a balance constraint refused.
+Error balance_refused(const LedgerEntry& entry);
+
 // Opens (creating if needed) a SQLite database in WAL mode and applies pending migrations.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path);
+// Connects to PostgreSQL (a libpq URL, "postgresql://user@host:port/db") and applies pending
+// migrations (one coordinator at a time, under an advisory lock).
+Result<std::unique_ptr<Store>> open_postgres_store(const std::string& url);
 
 }  // namespace darkbloom::coordinator

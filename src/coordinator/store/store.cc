@@ -1,0 +1,76 @@
+#include "coordinator/store/store.h"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <utility>
+
+namespace darkbloom::coordinator {
+namespace {
+
+constexpr std::array<std::pair<LedgerKind, std::string_view>, 7> kKindNames = {{
+    {LedgerKind::deposit, "deposit"},
+    {LedgerKind::charge, "charge"},
+    {LedgerKind::refund, "refund"},
+    {LedgerKind::payout, "payout"},
+    {LedgerKind::platform_fee, "platform_fee"},
+    {LedgerKind::referral_reward, "referral_reward"},
+    {LedgerKind::admin_credit, "admin_credit"},
+}};
+
+constexpr size_t kMaxIdBytes = 128;
+
+}  // namespace
+
+std::string_view ledger_kind_name(LedgerKind kind) {
+  for (const auto& [k, name] : kKindNames) {
+    if (k == kind) return name;
+  }
+  return "unknown";
+}
+
+std::optional<LedgerKind> parse_ledger_kind(std::string_view name) {
+  for (const auto& [kind, n] : kKindNames) {
+    if (n == name) return kind;
+  }
+  return std::nullopt;
+}
+
+Status validate_entries(const std::vector<LedgerEntry>& entries) {
+  for (const LedgerEntry& entry : entries) {
+    if (entry.request_id.empty() || entry.request_id.size() > kMaxIdBytes || entry.account_id.empty() ||
+        entry.account_id.size() > kMaxIdBytes) {
+      return make_error(Errc::invalid_argument, "a ledger entry needs a request id and an account id");
+    }
+    if (entry.amount == 0 || entry.amount > kMaxEntryAmount || entry.amount < -kMaxEntryAmount) {
+      return make_error(Errc::invalid_argument, fmt::format("ledger amount {} is outside ±{} micro-USD or zero",
+                                                            entry.amount, kMaxEntryAmount));
+    }
+    if ((entry.kind == LedgerKind::charge) != (entry.amount < 0)) {
+      return make_error(Errc::invalid_argument,
+                        fmt::format("a {} of {} has the wrong sign", ledger_kind_name(entry.kind), entry.amount));
+    }
+  }
+  return {};
+}
+
+Status validate_price(const Price& price) {
+  if (price.model.size() > kMaxIdBytes) return make_error(Errc::invalid_argument, "model name too long");
+  for (int64_t rate : {price.input_per_million, price.output_per_million}) {
+    if (rate < 0 || rate > kMaxEntryAmount) {
+      return make_error(Errc::invalid_argument,
+                        fmt::format("price {} micro-USD per million tokens is outside [0, {}]", rate, kMaxEntryAmount));
+    }
+  }
+  return {};
+}
+
+Error balance_refused(const LedgerEntry& entry) {
+  if (entry.amount < 0) {
+    return {Errc::resource_exhausted, fmt::format("insufficient balance on account {}", entry.account_id)};
+  }
+  return {Errc::invalid_argument,
+          fmt::format("the balance of account {} would exceed {}", entry.account_id, kMaxBalance)};
+}
+
+}  // namespace darkbloom::coordinator
