@@ -10,41 +10,12 @@
 #include <vector>
 
 #include "coordinator/store/store.h"
-#include "support/postgres_server.h"
-#include "support/temp_dir.h"
+#include "coordinator/store_fixture.h"
 
 namespace darkbloom::coordinator {
 namespace {
 
-using testing::PostgresServer;
-using testing::TempDir;
-
-// One server per test process, started on first use and stopped at exit.
-PostgresServer& postgres() {
-  static PostgresServer server;
-  return server;
-}
-
-class StoreTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    location_ = GetParam() == "sqlite" ? dir_.file("coordinator.db") : postgres().create_database();
-  }
-
-  // A new connection to this test's database (call it again for a second coordinator's view).
-  std::unique_ptr<Store> open() {
-    auto store = GetParam() == "sqlite" ? open_sqlite_store(location_) : open_postgres_store(location_);
-    if (!store) throw std::runtime_error(store.error().message);
-    return std::move(*store);
-  }
-
-  static LedgerEntry entry(std::string request, std::string account, LedgerKind kind, int64_t amount) {
-    return LedgerEntry{std::move(request), std::move(account), kind, amount, 0};
-  }
-
-  TempDir dir_;
-  std::string location_;
-};
+class StoreTest : public StoreParamTest {};
 
 TEST_P(StoreTest, accounts_and_api_keys_round_trip) {
   auto store = open();
@@ -201,6 +172,43 @@ TEST_P(StoreTest, concurrent_charges_from_two_connections_never_overdraw) {
   const int64_t sum = std::accumulate(entries->begin(), entries->end(), int64_t{0},
                                       [](int64_t total, const LedgerEntry& e) { return total + e.amount; });
   EXPECT_EQ(sum, 0);  // the ledger explains the balance
+}
+
+// Escrow accounts: a hold moves money in, a charge pays from it, a release moves the rest back.
+TEST_P(StoreTest, escrow_accounts_hold_charge_and_release) {
+  auto store = open();
+  const std::string alice = *store->create_account("alice");
+  const std::string provider = *store->create_account("provider");
+  const std::string escrow = "escrow_c1_" + alice;
+  ASSERT_TRUE(store->ensure_account(escrow, "escrow", alice));
+  ASSERT_TRUE(store->ensure_account(escrow, "escrow", alice));  // kept as it is
+  ASSERT_TRUE(store->ensure_account("acct_platform", "platform", ""));
+  EXPECT_EQ(**store->balance("acct_platform"), 0);
+  auto missing = store->ensure_account("escrow_c1_x", "escrow", "acct_missing");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+  ASSERT_TRUE(store->apply({entry("credit_1", alice, LedgerKind::admin_credit, 1'000)}));
+  ASSERT_TRUE(
+      store->apply({entry("hold_1", alice, LedgerKind::hold, -600), entry("hold_1", escrow, LedgerKind::hold, 600)}));
+  ASSERT_TRUE(store->apply(
+      {entry("req_1", escrow, LedgerKind::charge, -200), entry("req_1", provider, LedgerKind::payout, 200)}));
+  auto held = store->escrows("escrow_c1_");
+  ASSERT_TRUE(held);
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ((*held)[0].id, escrow);
+  EXPECT_EQ((*held)[0].owner, alice);
+  EXPECT_EQ((*held)[0].balance, 400);
+  EXPECT_TRUE(store->escrows("escrow_c2_")->empty());
+  auto charges = store->charges(alice, 10);
+  ASSERT_TRUE(charges);
+  ASSERT_EQ(charges->size(), 1u);
+  EXPECT_EQ((*charges)[0].request_id, "req_1");
+  EXPECT_EQ((*charges)[0].amount, -200);
+  ASSERT_TRUE(store->apply(
+      {entry("release_1", escrow, LedgerKind::release, -400), entry("release_1", alice, LedgerKind::release, 400)}));
+  EXPECT_TRUE(store->escrows("escrow_c1_")->empty());
+  EXPECT_EQ(**store->balance(alice), 800);
+  EXPECT_EQ(**store->balance(provider), 200);
 }
 
 TEST_P(StoreTest, prices_are_set_replaced_and_checked) {

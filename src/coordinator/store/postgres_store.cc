@@ -51,6 +51,7 @@ constexpr const char* kMigrations[] = {
       ALTER TABLE accounts ADD COLUMN balance BIGINT NOT NULL DEFAULT 0
         CHECK (balance BETWEEN 0 AND 1000000000000000000);
       ALTER TABLE accounts ADD COLUMN referrer TEXT REFERENCES accounts(id);
+      ALTER TABLE accounts ADD COLUMN owner TEXT REFERENCES accounts(id);
       CREATE TABLE ledger (
         id BIGSERIAL PRIMARY KEY,
         request_id TEXT NOT NULL,
@@ -61,6 +62,7 @@ constexpr const char* kMigrations[] = {
         UNIQUE (request_id, account_id, kind)
       );
       CREATE INDEX ledger_account ON ledger(account_id, id);
+      CREATE INDEX accounts_owner ON accounts(owner);
       CREATE TABLE prices (
         model TEXT PRIMARY KEY,
         input_per_million BIGINT NOT NULL CHECK (input_per_million >= 0),
@@ -195,19 +197,7 @@ class PostgresStore final : public Store {
                   "ORDER BY id DESC LIMIT $2",
                   {account_id, limit_text});
     if (!result) return result.error();
-    std::vector<LedgerEntry> entries;
-    for (int row = 0; row < PQntuples(result->get()); ++row) {
-      LedgerEntry entry;
-      entry.request_id = text(*result, row, 0);
-      entry.account_id = text(*result, row, 1);
-      auto kind = parse_ledger_kind(text(*result, row, 2));
-      if (!kind) return make_error(Errc::bad_format, "ledger row with unknown kind " + text(*result, row, 2));
-      entry.kind = *kind;
-      entry.amount = integer(*result, row, 3);
-      entry.created_at = integer(*result, row, 4);
-      entries.push_back(std::move(entry));
-    }
-    return entries;
+    return read_entries(*result);
   }
 
   Status set_price(const Price& price) override {
@@ -231,6 +221,41 @@ class PostgresStore final : public Store {
       prices.push_back({text(*result, row, 0), integer(*result, row, 1), integer(*result, row, 2)});
     }
     return prices;
+  }
+
+  Status ensure_account(std::string_view id, std::string_view name, std::string_view owner) override {
+    std::lock_guard lock(mutex_);
+    auto result = run(
+        "INSERT INTO accounts (id, name, created_at, owner) VALUES ($1, $4, $3, NULLIF($2, '')) "
+        "ON CONFLICT (id) DO NOTHING",
+        {id, owner, std::to_string(unix_now()), name});
+    if (result) return {};
+    if (last_state_ == "23503") return make_error(Errc::not_found, fmt::format("no account {}", owner));
+    return result.error();
+  }
+
+  Result<std::vector<Escrow>> escrows(std::string_view prefix) override {
+    std::lock_guard lock(mutex_);
+    auto result =
+        run("SELECT id, owner, balance FROM accounts WHERE owner IS NOT NULL AND left(id, length($1)) = $1 "
+            "AND balance > 0 ORDER BY id",
+            {prefix});
+    if (!result) return result.error();
+    std::vector<Escrow> escrows;
+    for (int row = 0; row < PQntuples(result->get()); ++row) {
+      escrows.push_back({text(*result, row, 0), text(*result, row, 1), integer(*result, row, 2)});
+    }
+    return escrows;
+  }
+
+  Result<std::vector<LedgerEntry>> charges(std::string_view owner, int limit) override {
+    std::lock_guard lock(mutex_);
+    auto result = run(
+        "SELECT l.request_id, l.account_id, l.kind, l.amount, l.created_at FROM ledger l "
+        "JOIN accounts a ON a.id = l.account_id WHERE a.owner = $1 AND l.kind = 'charge' ORDER BY l.id DESC LIMIT $2",
+        {owner, std::to_string(limit)});
+    if (!result) return result.error();
+    return read_entries(*result);
   }
 
   Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
@@ -320,6 +345,23 @@ class PostgresStore final : public Store {
   }
 
  private:
+  // Rows of (request_id, account_id, kind, amount, created_at).
+  static Result<std::vector<LedgerEntry>> read_entries(const PgResult& result) {
+    std::vector<LedgerEntry> entries;
+    for (int row = 0; row < PQntuples(result.get()); ++row) {
+      LedgerEntry entry;
+      entry.request_id = text(result, row, 0);
+      entry.account_id = text(result, row, 1);
+      auto kind = parse_ledger_kind(text(result, row, 2));
+      if (!kind) return make_error(Errc::bad_format, "ledger row with unknown kind " + text(result, row, 2));
+      entry.kind = *kind;
+      entry.amount = integer(result, row, 3);
+      entry.created_at = integer(result, row, 4);
+      entries.push_back(std::move(entry));
+    }
+    return entries;
+  }
+
   Status migrate_locked() {
     DARKBLOOM_RETURN_IF_ERROR(status_of(run("SELECT pg_advisory_xact_lock($1)", {std::to_string(kMigrationLock)})));
     DARKBLOOM_RETURN_IF_ERROR(command("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"));
@@ -412,7 +454,8 @@ Result<std::unique_ptr<Store>> open_postgres_store(const std::string& url) {
                                              one_line(connection ? PQerrorMessage(connection.get()) : "out of memory"));
   }
   // Notices ("relation already exists, skipping") are not errors; keep them off stderr.
-  PQsetNoticeProcessor(connection.get(), [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      connection.get(), [](void*, const char*) {}, nullptr);
   auto store = std::make_unique<PostgresStore>(std::move(connection));
   DARKBLOOM_RETURN_IF_ERROR(store->migrate());
   return std::unique_ptr<Store>(std::move(store));

@@ -46,6 +46,7 @@ constexpr const char* kMigrations[] = {
       ALTER TABLE accounts ADD COLUMN balance INTEGER NOT NULL DEFAULT 0
         CHECK (balance BETWEEN 0 AND 1000000000000000000);
       ALTER TABLE accounts ADD COLUMN referrer TEXT REFERENCES accounts(id);
+      ALTER TABLE accounts ADD COLUMN owner TEXT REFERENCES accounts(id);
       CREATE TABLE ledger (
         id INTEGER PRIMARY KEY,
         request_id TEXT NOT NULL,
@@ -56,6 +57,7 @@ constexpr const char* kMigrations[] = {
         UNIQUE (request_id, account_id, kind)
       );
       CREATE INDEX ledger_account ON ledger(account_id, id);
+      CREATE INDEX accounts_owner ON accounts(owner);
       CREATE TABLE prices (
         model TEXT PRIMARY KEY,
         input_per_million INTEGER NOT NULL CHECK (input_per_million >= 0),
@@ -214,22 +216,7 @@ class SqliteStore final : public Store {
     if (!statement) return statement.error();
     bind_text(statement->get(), 1, account_id);
     sqlite3_bind_int(statement->get(), 2, limit);
-    std::vector<LedgerEntry> entries;
-    int rc;
-    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
-      LedgerEntry entry;
-      entry.request_id = column_text(statement->get(), 0);
-      entry.account_id = column_text(statement->get(), 1);
-      auto kind = parse_ledger_kind(column_text(statement->get(), 2));
-      if (!kind)
-        return make_error(Errc::bad_format, "ledger row with unknown kind " + column_text(statement->get(), 2));
-      entry.kind = *kind;
-      entry.amount = sqlite3_column_int64(statement->get(), 3);
-      entry.created_at = sqlite3_column_int64(statement->get(), 4);
-      entries.push_back(std::move(entry));
-    }
-    if (rc != SQLITE_DONE) return failure("ledger");
-    return entries;
+    return read_entries(statement->get(), "ledger");
   }
 
   Status set_price(const Price& price) override {
@@ -258,6 +245,51 @@ class SqliteStore final : public Store {
     }
     if (rc != SQLITE_DONE) return failure("prices");
     return prices;
+  }
+
+  Status ensure_account(std::string_view id, std::string_view name, std::string_view owner) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "INSERT INTO accounts (id, name, created_at, owner) VALUES (?1, ?4, ?3, NULLIF(?2, '')) "
+        "ON CONFLICT(id) DO NOTHING");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, id);
+    bind_text(statement->get(), 2, owner);
+    sqlite3_bind_int64(statement->get(), 3, unix_now());
+    bind_text(statement->get(), 4, name);
+    if (sqlite3_step(statement->get()) == SQLITE_DONE) return {};
+    if (sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+      return make_error(Errc::not_found, fmt::format("no account {}", owner));
+    }
+    return failure("ensure_account");
+  }
+
+  Result<std::vector<Escrow>> escrows(std::string_view prefix) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "SELECT id, owner, balance FROM accounts WHERE owner IS NOT NULL AND substr(id, 1, length(?1)) = ?1 "
+        "AND balance > 0 ORDER BY id");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, prefix);
+    std::vector<Escrow> escrows;
+    int rc;
+    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
+      escrows.push_back({column_text(statement->get(), 0), column_text(statement->get(), 1),
+                         sqlite3_column_int64(statement->get(), 2)});
+    }
+    if (rc != SQLITE_DONE) return failure("escrows");
+    return escrows;
+  }
+
+  Result<std::vector<LedgerEntry>> charges(std::string_view owner, int limit) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "SELECT l.request_id, l.account_id, l.kind, l.amount, l.created_at FROM ledger l "
+        "JOIN accounts a ON a.id = l.account_id WHERE a.owner = ?1 AND l.kind = 'charge' ORDER BY l.id DESC LIMIT ?2");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, owner);
+    sqlite3_bind_int(statement->get(), 2, limit);
+    return read_entries(statement->get(), "charges");
   }
 
   Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
@@ -360,6 +392,25 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // Rows of (request_id, account_id, kind, amount, created_at).
+  Result<std::vector<LedgerEntry>> read_entries(sqlite3_stmt* statement, std::string_view what) {
+    std::vector<LedgerEntry> entries;
+    int rc;
+    while ((rc = sqlite3_step(statement)) == SQLITE_ROW) {
+      LedgerEntry entry;
+      entry.request_id = column_text(statement, 0);
+      entry.account_id = column_text(statement, 1);
+      auto kind = parse_ledger_kind(column_text(statement, 2));
+      if (!kind) return make_error(Errc::bad_format, "ledger row with unknown kind " + column_text(statement, 2));
+      entry.kind = *kind;
+      entry.amount = sqlite3_column_int64(statement, 3);
+      entry.created_at = sqlite3_column_int64(statement, 4);
+      entries.push_back(std::move(entry));
+    }
+    if (rc != SQLITE_DONE) return failure(what);
+    return entries;
+  }
+
   Status set_referrer_locked(std::string_view account_id, std::string_view referrer_id) {
     for (std::string_view id : {account_id, referrer_id}) {
       auto exists = prepare("SELECT referrer FROM accounts WHERE id = ?1");

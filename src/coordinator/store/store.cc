@@ -8,7 +8,7 @@
 namespace darkbloom::coordinator {
 namespace {
 
-constexpr std::array<std::pair<LedgerKind, std::string_view>, 7> kKindNames = {{
+constexpr std::array<std::pair<LedgerKind, std::string_view>, 9> kKindNames = {{
     {LedgerKind::deposit, "deposit"},
     {LedgerKind::charge, "charge"},
     {LedgerKind::refund, "refund"},
@@ -16,6 +16,8 @@ constexpr std::array<std::pair<LedgerKind, std::string_view>, 7> kKindNames = {{
     {LedgerKind::platform_fee, "platform_fee"},
     {LedgerKind::referral_reward, "referral_reward"},
     {LedgerKind::admin_credit, "admin_credit"},
+    {LedgerKind::hold, "hold"},
+    {LedgerKind::release, "release"},
 }};
 
 constexpr size_t kMaxIdBytes = 128;
@@ -46,7 +48,8 @@ Status validate_entries(const std::vector<LedgerEntry>& entries) {
       return make_error(Errc::invalid_argument, fmt::format("ledger amount {} is outside ±{} micro-USD or zero",
                                                             entry.amount, kMaxEntryAmount));
     }
-    if ((entry.kind == LedgerKind::charge) != (entry.amount < 0)) {
+    const bool transfer = entry.kind == LedgerKind::hold || entry.kind == LedgerKind::release;
+    if (!transfer && (entry.kind == LedgerKind::charge) != (entry.amount < 0)) {
       return make_error(Errc::invalid_argument,
                         fmt::format("a {} of {} has the wrong sign", ledger_kind_name(entry.kind), entry.amount));
     }

@@ -39,8 +39,10 @@ struct ProviderKeyRecord {
   std::string replaced_by;  // set once the key was rotated out; it may not register again
 };
 
-// Kinds of ledger movements (SPEC §6).
-enum class LedgerKind { deposit, charge, refund, payout, platform_fee, referral_reward, admin_credit };
+// Kinds of ledger movements (SPEC §6), plus hold and release: money a coordinator moves from a
+// consumer's account into its escrow account for that consumer (and back), so that it can reserve
+// in memory without a database round trip per request (docs/billing.md).
+enum class LedgerKind { deposit, charge, refund, payout, platform_fee, referral_reward, admin_credit, hold, release };
 std::string_view ledger_kind_name(LedgerKind kind);
 std::optional<LedgerKind> parse_ledger_kind(std::string_view name);
 
@@ -87,6 +89,19 @@ class Store {
   virtual Status set_price(const Price& price) = 0;
   virtual Result<std::vector<Price>> prices() = 0;
 
+  // An account with an id chosen by the caller (the platform's, escrow accounts), created once;
+  // an existing one is kept as it is. `owner` (may be empty) is the account an escrow belongs to.
+  virtual Status ensure_account(std::string_view id, std::string_view name, std::string_view owner) = 0;
+  // Escrow accounts whose id starts with `prefix` and that hold money.
+  struct Escrow {
+    std::string id;
+    std::string owner;
+    int64_t balance = 0;
+  };
+  virtual Result<std::vector<Escrow>> escrows(std::string_view prefix) = 0;
+  // Charges paid from the escrow accounts `owner` owns (what a consumer was billed), newest first.
+  virtual Result<std::vector<LedgerEntry>> charges(std::string_view owner, int limit) = 0;
+
   // Records who referred an account. Once set it does not change (Errc::already_exists); an
   // account cannot refer itself and both must exist (Errc::not_found).
   virtual Status set_referrer(std::string_view account_id, std::string_view referrer_id) = 0;
@@ -107,7 +122,7 @@ class Store {
 inline constexpr int64_t kMaxEntryAmount = 1'000'000'000'000'000;
 inline constexpr int64_t kMaxBalance = 1'000'000'000'000'000'000;
 // Shared by the implementations: ids present, amounts non-zero, within kMaxEntryAmount, and
-// signed as their kind says (charges negative, every other kind positive).
+// signed as their kind says (charges negative, holds and releases either way, the rest positive).
 Status validate_entries(const std::vector<LedgerEntry>& entries);
 // Rates within [0, kMaxEntryAmount] per million tokens.
 Status validate_price(const Price& price);

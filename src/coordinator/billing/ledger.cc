@@ -1,0 +1,246 @@
+#include "coordinator/billing/ledger.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "base/encoding.h"
+#include "base/log.h"
+#include "crypto/hash.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+// rate * tokens / 1e6 without overflow, clamped to the largest ledger entry.
+int64_t part(int64_t tokens, int64_t per_million) {
+  int64_t product = 0;
+  if (__builtin_mul_overflow(std::max<int64_t>(tokens, 0), per_million, &product)) return kMaxEntryAmount;
+  return std::min(product / 1'000'000, kMaxEntryAmount);
+}
+
+LedgerEntry entry(const std::string& request, const std::string& account, LedgerKind kind, int64_t amount) {
+  return LedgerEntry{request, account, kind, amount, 0};
+}
+
+}  // namespace
+
+Ledger::Ledger(Store& store, BillingOptions options) : store_(store), options_(std::move(options)) {}
+
+Status Ledger::start() {
+  DARKBLOOM_RETURN_IF_ERROR(store_.ensure_account(options_.platform_account, "platform", ""));
+  DARKBLOOM_RETURN_IF_ERROR(reload_prices());
+  // What this coordinator held when it last stopped (or crashed) goes back to its owners.
+  auto leftover = store_.escrows(escrow_id(""));
+  if (!leftover) return leftover.error();
+  for (const Store::Escrow& escrow : *leftover) {
+    const std::string id = "release_" + hex_encode(crypto::random_bytes(8));
+    auto released = store_.apply({entry(id, escrow.id, LedgerKind::release, -escrow.balance),
+                                  entry(id, escrow.owner, LedgerKind::release, escrow.balance)});
+    if (!released) return released.error();
+    log::info("billing: returned {} micro-USD left in escrow to {}", escrow.balance, escrow.owner);
+  }
+  return {};
+}
+
+Status Ledger::reload_prices() {
+  auto prices = store_.prices();
+  if (!prices) return prices.error();
+  std::lock_guard lock(mutex_);
+  prices_.clear();
+  for (Price& price : *prices) prices_[price.model] = price;
+  return {};
+}
+
+int64_t Ledger::cost(std::string_view model, int64_t input_tokens, int64_t output_tokens) const {
+  int64_t in_rate = options_.default_input_per_million, out_rate = options_.default_output_per_million;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = prices_.find(model);
+    if (found == prices_.end()) found = prices_.find("");
+    if (found != prices_.end()) {
+      in_rate = found->second.input_per_million;
+      out_rate = found->second.output_per_million;
+    }
+  }
+  const int64_t total = std::min(kMaxEntryAmount, part(input_tokens, in_rate) + part(output_tokens, out_rate));
+  return std::max(total, options_.minimum_charge);
+}
+
+std::string Ledger::escrow_id(std::string_view account_id) const {
+  return fmt::format("escrow_{}_{}", options_.coordinator_id, account_id);
+}
+
+Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_view request_id, std::string_view model,
+                                    int64_t max_input_tokens, int64_t max_output_tokens) {
+  const int64_t worst = cost(model, max_input_tokens, max_output_tokens);
+  std::lock_guard lock(mutex_);
+  if (open_.count(request_id) != 0) {
+    return make_error(Errc::already_exists, fmt::format("request {} is already reserved", request_id));
+  }
+  Allowance& allowance = allowances_[std::string(account_id)];
+  if (allowance.available < worst) {
+    // The slow path, once per `hold_requests` requests: one transaction moves a chunk of the
+    // balance into escrow.
+    const int64_t wanted = worst > kMaxEntryAmount / options_.hold_requests ? worst : worst * options_.hold_requests;
+    DARKBLOOM_RETURN_IF_ERROR(hold(account_id, worst - allowance.available, wanted));
+  }
+  allowance.available -= worst;
+  allowance.open += 1;
+  allowance.last_used = std::chrono::steady_clock::now();
+  open_.emplace(std::string(request_id), worst);
+  return Reservation{std::string(request_id), std::string(account_id), std::string(model), worst};
+}
+
+Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted) {
+  const std::string escrow = escrow_id(account_id);
+  if (escrows_created_.count(escrow) == 0) {
+    DARKBLOOM_RETURN_IF_ERROR(store_.ensure_account(escrow, "escrow", account_id));
+    escrows_created_.insert(escrow);
+  }
+  // Another coordinator may spend from the same balance between reading and holding: the
+  // store refuses an overdraft, so read again and retry with what is left.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto balance = store_.balance(account_id);
+    if (!balance) return balance.error();
+    if (!*balance) return make_error(Errc::not_found, fmt::format("no account {}", account_id));
+    const int64_t amount = std::min({wanted, **balance, kMaxEntryAmount});
+    if (amount < needed) {
+      return make_error(Errc::resource_exhausted,
+                        fmt::format("the balance does not cover this request's worst case ({} micro-USD)", needed));
+    }
+    const std::string id = fmt::format("hold_{}_{}", options_.coordinator_id, hex_encode(crypto::random_bytes(8)));
+    auto held = store_.apply(
+        {entry(id, std::string(account_id), LedgerKind::hold, -amount), entry(id, escrow, LedgerKind::hold, amount)});
+    if (held) {
+      allowances_[std::string(account_id)].available += amount;
+      ++holds_;
+      return {};
+    }
+    if (held.error().code != Errc::resource_exhausted) return held.error();
+  }
+  return make_error(Errc::resource_exhausted, "the balance changed while holding it; try again");
+}
+
+std::optional<std::string> Ledger::referrer_of(const std::string& account_id) {
+  auto cached = referrers_.find(account_id);
+  if (cached != referrers_.end()) return cached->second;
+  auto found = store_.referrer(account_id);
+  if (!found) {
+    log::warn("billing: cannot read the referrer of {}: {}", account_id, found.error().message);
+    return std::nullopt;  // not cached: asked again next time
+  }
+  // A referrer never changes once set; an absent one may be set later, so only cache hits.
+  if (*found) referrers_[account_id] = *found;
+  return *found;
+}
+
+Settlement Ledger::settle(const Reservation& reservation, int64_t input_tokens, int64_t output_tokens,
+                          std::string_view provider_account) {
+  Settlement settlement;
+  const bool delivered = output_tokens > 0 || input_tokens > 0;
+  const int64_t full_cost = delivered ? this->cost(reservation.model, input_tokens, output_tokens) : 0;
+  std::lock_guard lock(mutex_);
+  auto open = open_.find(reservation.request_id);
+  if (open == open_.end()) return settlement;  // settled before
+  const int64_t reserved = open->second;
+  open_.erase(open);
+  Allowance& allowance = allowances_[reservation.account_id];
+  allowance.open -= 1;
+  allowance.last_used = std::chrono::steady_clock::now();
+  const int64_t cost = std::min(reserved, full_cost);
+  allowance.available += reserved - cost;
+  if (cost == 0) return settlement;
+  settlement.charged = cost;
+  settlement.payout = cost * 95 / 100;
+  const int64_t fee = cost - settlement.payout;
+  const std::optional<std::string> referrer = referrer_of(reservation.account_id);
+  settlement.referral_reward = referrer ? fee * 20 / 100 : 0;
+  settlement.platform_fee = fee - settlement.referral_reward;
+  const std::string& request = reservation.request_id;
+  queue_.push_back(entry(request, escrow_id(reservation.account_id), LedgerKind::charge, -cost));
+  const std::string payee = provider_account.empty() ? options_.platform_account : std::string(provider_account);
+  if (settlement.payout > 0) queue_.push_back(entry(request, payee, LedgerKind::payout, settlement.payout));
+  if (settlement.platform_fee > 0) {
+    queue_.push_back(entry(request, options_.platform_account, LedgerKind::platform_fee, settlement.platform_fee));
+  }
+  if (settlement.referral_reward > 0) {
+    queue_.push_back(entry(request, *referrer, LedgerKind::referral_reward, settlement.referral_reward));
+  }
+  return settlement;
+}
+
+void Ledger::refund(const Reservation& reservation) {
+  (void)settle(reservation, 0, 0, "");
+}
+
+Status Ledger::flush() {
+  std::vector<LedgerEntry> batch;
+  {
+    std::lock_guard lock(mutex_);
+    batch.swap(queue_);
+  }
+  if (batch.empty()) return {};
+  auto written = store_.apply(batch);
+  if (written) return {};
+  // One bad settlement must not hold back the others: write them one request at a time.
+  log::warn("billing: group commit of {} entries failed ({}); writing them one request at a time", batch.size(),
+            written.error().message);
+  Status first_failure;
+  size_t begin = 0;
+  while (begin < batch.size()) {
+    size_t end = begin + 1;
+    while (end < batch.size() && batch[end].request_id == batch[begin].request_id) ++end;
+    std::vector<LedgerEntry> one(batch.begin() + static_cast<std::ptrdiff_t>(begin),
+                                 batch.begin() + static_cast<std::ptrdiff_t>(end));
+    auto single = store_.apply(one);
+    if (!single) {
+      log::error("billing: settlement of {} not written: {}", batch[begin].request_id, single.error().message);
+      if (first_failure) first_failure = single.error();
+    }
+    begin = end;
+  }
+  return first_failure;
+}
+
+Status Ledger::release_idle(bool force) {
+  DARKBLOOM_RETURN_IF_ERROR(flush());  // the escrow then holds exactly the allowance
+  std::vector<std::pair<std::string, int64_t>> releases;
+  {
+    std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [account, allowance] : allowances_) {
+      if (allowance.open > 0 || allowance.available <= 0) continue;
+      if (!force && now - allowance.last_used < options_.idle_release) continue;
+      releases.emplace_back(account, allowance.available);
+      allowance.available = 0;
+    }
+  }
+  Status first_failure;
+  for (const auto& [account, amount] : releases) {
+    const std::string id = "release_" + hex_encode(crypto::random_bytes(8));
+    auto released = store_.apply(
+        {entry(id, escrow_id(account), LedgerKind::release, -amount), entry(id, account, LedgerKind::release, amount)});
+    if (!released) {
+      std::lock_guard lock(mutex_);
+      allowances_[account].available += amount;  // still in escrow; try again later
+      if (first_failure) first_failure = released.error();
+    }
+  }
+  return first_failure;
+}
+
+Result<int64_t> Ledger::balance(std::string_view account_id) {
+  auto stored = store_.balance(account_id);
+  if (!stored) return stored.error();
+  if (!*stored) return make_error(Errc::not_found, fmt::format("no account {}", account_id));
+  std::lock_guard lock(mutex_);
+  auto allowance = allowances_.find(account_id);
+  return **stored + (allowance == allowances_.end() ? 0 : allowance->second.available);
+}
+
+size_t Ledger::queued() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size();
+}
+
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,109 @@
+// Billing (SPEC §6): prices, reservations before routing, settlement after, exact integer
+// micro-USD. Reserving must not wait on the database, so each coordinator moves money from a
+// consumer's account into its own escrow account for that consumer in chunks ("holds", one
+// database transaction per chunk) and reserves against that allowance in memory. Settlements
+// are queued and written in group commits (flush); allowances nobody is using go back to their
+// accounts (release_idle), and at start a coordinator returns whatever its escrow accounts still
+// hold, which is what a crash leaves behind. The database's balance constraints make overspending
+// impossible even with several coordinators on one PostgreSQL. Details: docs/billing.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "coordinator/store/store.h"
+
+namespace darkbloom::coordinator {
+
+struct BillingOptions {
+  std::string coordinator_id = "main";  // names this coordinator's escrow accounts; unique per coordinator
+  std::string platform_account = "acct_platform";
+  int64_t default_input_per_million = 50'000;
+  int64_t default_output_per_million = 200'000;
+  int64_t minimum_charge = 100;
+  int hold_requests = 8;  // a hold covers this many worst cases (or the whole balance, if less)
+  std::chrono::seconds idle_release{30};
+};
+
+struct Reservation {
+  std::string request_id;
+  std::string account_id;
+  std::string model;
+  int64_t amount = 0;  // the worst case, micro-USD
+};
+
+// How a settled cost was split.
+struct Settlement {
+  int64_t charged = 0;
+  int64_t payout = 0;
+  int64_t platform_fee = 0;
+  int64_t referral_reward = 0;
+};
+
+class Ledger {
+ public:
+  Ledger(Store& store, BillingOptions options);
+
+  // Creates the platform account, loads prices and returns what this coordinator's escrow
+  // accounts hold to their owners.
+  Status start();
+  // Prices changed in the store.
+  Status reload_prices();
+
+  // floor(in * in_rate / 1e6) + floor(out * out_rate / 1e6), at least the minimum charge.
+  int64_t cost(std::string_view model, int64_t input_tokens, int64_t output_tokens) const;
+
+  // Sets aside the worst case. Errc::resource_exhausted when the balance does not cover it
+  // (answered 402), Errc::not_found for an unknown account.
+  Result<Reservation> reserve(std::string_view account_id, std::string_view request_id, std::string_view model,
+                              int64_t max_input_tokens, int64_t max_output_tokens);
+  // Charges the cost of the tokens used (never more than reserved; nothing when no token was
+  // produced), returns the rest to the allowance and queues the ledger entries: 95 % to the
+  // provider's account (the platform's when it has none), the rest platform fee, of which 20 %
+  // goes to the consumer's referrer. Settling a reservation twice does nothing.
+  Settlement settle(const Reservation& reservation, int64_t input_tokens, int64_t output_tokens,
+                    std::string_view provider_account);
+  // Nothing was delivered: everything returns to the allowance.
+  void refund(const Reservation& reservation);
+
+  // Writes the queued settlements in one transaction.
+  Status flush();
+  // Returns allowances without open reservations, unused for idle_release (or all with `force`).
+  Status release_idle(bool force = false);
+
+  // What the account can spend: its balance plus this coordinator's unreserved allowance.
+  Result<int64_t> balance(std::string_view account_id);
+  size_t queued() const;
+
+ private:
+  struct Allowance {
+    int64_t available = 0;  // in escrow and not reserved
+    int open = 0;           // reservations not yet settled
+    std::chrono::steady_clock::time_point last_used;
+  };
+
+  std::string escrow_id(std::string_view account_id) const;
+  Status hold(std::string_view account_id, int64_t needed, int64_t wanted);
+  std::optional<std::string> referrer_of(const std::string& account_id);
+
+  Store& store_;
+  BillingOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::string, Price, std::less<>> prices_;
+  std::map<std::string, Allowance, std::less<>> allowances_;
+  std::set<std::string, std::less<>> escrows_created_;
+  std::map<std::string, int64_t, std::less<>> open_;  // request id -> reserved amount; settling removes it
+  std::map<std::string, std::optional<std::string>, std::less<>> referrers_;
+  std::vector<LedgerEntry> queue_;
+  uint64_t holds_ = 0;
+};
+
+}  // namespace darkbloom::coordinator
