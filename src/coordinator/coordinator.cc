@@ -34,11 +34,16 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(http::net::any_io_execu
   if (error)
     return make_error(Errc::io_error,
                       fmt::format("cannot create data directory {}: {}", config.data_dir, error.message()));
-  auto store = open_sqlite_store((std::filesystem::path(config.data_dir) / "coordinator.db").string());
+  auto store = config.database_url.empty()
+                   ? open_sqlite_store((std::filesystem::path(config.data_dir) / "coordinator.db").string())
+                   : open_postgres_store(config.database_url);
   if (!store) return store.error();
   auto releases = (*store)->list_releases();
   if (!releases) return releases.error();
-  auto coordinator = std::unique_ptr<Coordinator>(new Coordinator(executor, std::move(config), std::move(*store)));
+  auto ledger = std::make_unique<Ledger>(**store, config.billing);
+  if (auto started = ledger->start(); !started) return started.error().with_context("starting the ledger");
+  auto coordinator =
+      std::unique_ptr<Coordinator>(new Coordinator(executor, std::move(config), std::move(*store), std::move(ledger)));
   for (const auto& release : *releases) coordinator->releases_.insert(release.binary_hash);
   if (!coordinator->releases_.empty()) {
     log::info("release allow-list: {} approved provider binaries", coordinator->releases_.size());
@@ -46,14 +51,16 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(http::net::any_io_execu
   return coordinator;
 }
 
-Coordinator::Coordinator(http::net::any_io_executor executor, CoordinatorConfig config, std::unique_ptr<Store> store)
+Coordinator::Coordinator(http::net::any_io_executor executor, CoordinatorConfig config, std::unique_ptr<Store> store,
+                         std::unique_ptr<Ledger> ledger)
     : executor_(executor),
       config_(std::move(config)),
       store_(std::move(store)),
+      ledger_(std::move(ledger)),
       keys_(*store_),
       router_(executor, registry_, RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait}) {
   gateway_ = std::make_unique<ProviderGateway>(executor, config_, registry_, router_, *store_, releases_);
-  completions_ = std::make_unique<CompletionService>(executor, config_, keys_, router_, *gateway_);
+  completions_ = std::make_unique<CompletionService>(executor, config_, keys_, router_, *gateway_, *ledger_);
   server_ = std::make_unique<http::Server>(executor, routes(), config_.limits);
 }
 
@@ -65,12 +72,38 @@ Result<uint16_t> Coordinator::start() {
   auto port = server_->listen(config_.listen_host, config_.listen_port);
   if (!port) return port.error();
   gateway_->start();
+  log::info("store: {}; billing as coordinator '{}'", store_->kind(), config_.billing.coordinator_id);
+  *ledger_running_ = true;
+  http::net::co_spawn(executor_, run_ledger(), http::net::detached);
   return port;
 }
 
 void Coordinator::stop() {
   if (server_) server_->stop();
   if (gateway_) gateway_->stop();
+  if (*ledger_running_) {
+    *ledger_running_ = false;
+    // What is settled is written; allowances go back to their accounts.
+    if (auto flushed = ledger_->release_idle(true); !flushed) {
+      log::error("billing: writing the ledger at stop failed: {}", flushed.error().message);
+    }
+  }
+}
+
+awaitable<void> Coordinator::run_ledger() {
+  auto running = ledger_running_;
+  http::net::steady_timer timer(executor_);
+  auto last_release = std::chrono::steady_clock::now();
+  while (*running) {
+    timer.expires_after(config_.ledger_flush_interval);
+    co_await timer.async_wait(http::as_tuple_awaitable);
+    if (!*running) co_return;
+    if (auto flushed = ledger_->flush(); !flushed) log::error("billing: {}", flushed.error().message);
+    if (std::chrono::steady_clock::now() - last_release > std::chrono::seconds(5)) {
+      last_release = std::chrono::steady_clock::now();
+      if (auto released = ledger_->release_idle(); !released) log::error("billing: {}", released.error().message);
+    }
+  }
 }
 
 http::Router Coordinator::routes() {
@@ -93,6 +126,17 @@ http::Router Coordinator::routes() {
              [this](http::Exchange& exchange) { return handle_models(exchange); });
   router.add(http::bhttp::verb::post, "/v1/admin/keys",
              [this](http::Exchange& exchange) { return handle_admin_keys(exchange); });
+  router.add(http::bhttp::verb::post, "/v1/admin/credit",
+             [this](http::Exchange& exchange) { return handle_admin_credit(exchange); });
+  router.add(http::bhttp::verb::put, "/v1/admin/pricing",
+             [this](http::Exchange& exchange) { return handle_admin_pricing(exchange); });
+  router.add(http::bhttp::verb::get, "/v1/admin/pricing",
+             [this](http::Exchange& exchange) { return handle_admin_pricing(exchange); });
+  router.add(http::bhttp::verb::post, "/v1/admin/referrals",
+             [this](http::Exchange& exchange) { return handle_admin_referrals(exchange); });
+  router.add(http::bhttp::verb::get, "/v1/balance",
+             [this](http::Exchange& exchange) { return handle_balance(exchange); });
+  router.add(http::bhttp::verb::get, "/v1/usage", [this](http::Exchange& exchange) { return handle_usage(exchange); });
   router.add(http::bhttp::verb::post, "/v1/admin/releases",
              [this](http::Exchange& exchange) { return handle_admin_releases(exchange); });
   router.add(http::bhttp::verb::get, "/v1/admin/releases",

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "coordinator/auth/api_keys.h"
+#include "coordinator/billing/ledger.h"
 #include "coordinator/registry/provider_registry.h"
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
@@ -20,7 +21,10 @@ struct CoordinatorConfig {
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 8080;
   std::string data_dir = ".";
-  std::string admin_token;  // empty = admin API disabled
+  std::string admin_token;   // empty = admin API disabled
+  std::string database_url;  // PostgreSQL; empty = SQLite in data_dir
+  BillingOptions billing;
+  std::chrono::milliseconds ledger_flush_interval{10};  // group commit period of settlements
   TrustLevel min_trust = TrustLevel::self_signed;
   std::chrono::milliseconds challenge_interval{300000};  // between challenges to each provider
   std::chrono::milliseconds challenge_timeout{30000};    // to answer one
@@ -45,7 +49,8 @@ class ProviderGateway;
 
 class Coordinator {
  public:
-  // Opens the store (data_dir/coordinator.db) and prepares the routes; nothing listens yet.
+  // Opens the store (PostgreSQL at database_url, else data_dir/coordinator.db), starts the ledger
+  // (returning escrow a previous run left) and prepares the routes; nothing listens yet.
   static Result<std::unique_ptr<Coordinator>> create(http::net::any_io_executor executor, CoordinatorConfig config);
   ~Coordinator();
 
@@ -57,9 +62,17 @@ class Coordinator {
   ProviderRegistry& registry() { return registry_; }
 
  private:
-  Coordinator(http::net::any_io_executor executor, CoordinatorConfig config, std::unique_ptr<Store> store);
+  Coordinator(http::net::any_io_executor executor, CoordinatorConfig config, std::unique_ptr<Store> store,
+              std::unique_ptr<Ledger> ledger);
   http::Router routes();
   http::awaitable<void> handle_admin_keys(http::Exchange& exchange);
+  http::awaitable<void> handle_admin_credit(http::Exchange& exchange);
+  http::awaitable<void> handle_admin_pricing(http::Exchange& exchange);
+  http::awaitable<void> handle_admin_referrals(http::Exchange& exchange);
+  http::awaitable<void> handle_balance(http::Exchange& exchange);
+  http::awaitable<void> handle_usage(http::Exchange& exchange);
+  // Group commits of settlements, and idle allowances returned, on the network thread.
+  http::awaitable<void> run_ledger();
   http::awaitable<void> handle_models(http::Exchange& exchange);
   http::awaitable<void> handle_admin_releases(http::Exchange& exchange);
   http::awaitable<void> handle_attestations(http::Exchange& exchange);
@@ -70,6 +83,8 @@ class Coordinator {
   http::net::any_io_executor executor_;
   CoordinatorConfig config_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<Ledger> ledger_;
+  std::shared_ptr<bool> ledger_running_ = std::make_shared<bool>(false);
   std::set<std::string> releases_;  // approved binary hashes, loaded from the store
   ApiKeys keys_;
   ProviderRegistry registry_;

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "coordinator/auth/api_keys.h"
 #include "crypto/hash.h"
+#include "crypto/secure_bytes.h"
 
 namespace darkbloom::coordinator {
 
@@ -279,6 +281,21 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
     trust.reason = "attestation verified (" + trust.document.key_backend +
                    (trust.document.degraded_reason.empty() ? "" : ", degraded: " + trust.document.degraded_reason) +
                    "); first challenge pending";
+  }
+  if (!hello.account_token.empty()) {
+    auto account = ApiKeys(store_).authenticate("Bearer " + hello.account_token);
+    crypto::wipe_memory(hello.account_token.data(), hello.account_token.size());
+    hello.account_token.clear();
+    if (!account) {
+      log::error("provider {}: cannot check its account token: {}", session.id, account.error().message);
+      drop(session, "the coordinator cannot check the account token now; try again later");
+      return;
+    }
+    if (!*account) {
+      drop(session, "unknown account token: payouts need an API key of the operator's account");
+      return;
+    }
+    session.account_id = **account;
   }
   session.info = std::move(hello);
   session.encryption_key = *key;

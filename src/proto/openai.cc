@@ -88,6 +88,9 @@ ApiError not_found_error(std::string message) {
 ApiError server_error(std::string message) {
   return make(500, "server_error", "server_error", std::move(message));
 }
+ApiError insufficient_quota(std::string message) {
+  return make(402, "insufficient_quota", "insufficient_quota", std::move(message));
+}
 
 std::string_view endpoint_name(Endpoint endpoint) {
   return endpoint == Endpoint::chat_completions ? "chat.completions" : "completions";

@@ -34,6 +34,8 @@ ApiError provider_error(std::string message);
 ApiError timeout_error(std::string message);
 ApiError not_found_error(std::string message);
 ApiError server_error(std::string message);
+// 402: the account's balance does not cover the request's worst case.
+ApiError insufficient_quota(std::string message);
 
 enum class Endpoint { chat_completions, completions };
 std::string_view endpoint_name(Endpoint endpoint);  // "chat.completions" | "completions"

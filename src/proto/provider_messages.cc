@@ -140,6 +140,7 @@ Register decode_register(json::ObjectReader& r) {
   m.prefill_tps = r.number("prefill_tps", 0, 1e7);
   m.decode_tps = r.number("decode_tps", 0, 1e7);
   m.max_concurrency = static_cast<int>(r.integer("max_concurrency", 1, 4096));
+  m.account_token = r.optional_string("account_token", 256).value_or("");
   return m;
 }
 
@@ -190,6 +191,7 @@ std::string encode(const Register& m) {
     }
     object["attestation"] = std::move(attestation);
   }
+  if (!m.account_token.empty()) object["account_token"] = m.account_token;
   return dump(object);
 }
 

@@ -65,6 +65,9 @@ struct Register {
   double prefill_tps = 0;
   double decode_tps = 0;
   int max_concurrency = 1;
+  // An API key of the operator's account: payouts for this provider's work go there. Sent at
+  // registration only; the coordinator keeps the account id, not the key.
+  std::string account_token;
 };
 
 struct Heartbeat {

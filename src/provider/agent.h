@@ -26,6 +26,7 @@ struct AgentOptions {
   engine::EngineOptions engine;
   std::string model_id;
   int max_concurrency = 8;
+  std::string account_token;  // API key of the operator's account, for payouts (empty: none)
   std::chrono::milliseconds heartbeat_interval{5000};
   std::chrono::milliseconds idle_unload_after{std::chrono::minutes(60)};  // 0 = never
   std::chrono::milliseconds backoff_initial{500};

@@ -100,13 +100,32 @@ export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-
   return proc;
 }
 
-export async function createKey(coordinator) {
+// A new account with an API key, credited with `credit` micro-USD (default: 1,000 USD, plenty
+// for tests whose subject is not money).
+export async function createKey(coordinator, credit = 1_000_000_000) {
+  const account = await createAccount(coordinator);
+  if (credit > 0) await adminCredit(coordinator, account.account_id, credit);
+  return account.api_key;
+}
+
+// {api_key, account_id} of a new account with nothing on it.
+export async function createAccount(coordinator) {
   const response = await fetch(`${coordinator.url}/v1/admin/keys`, {
     method: "POST",
     headers: { Authorization: `Bearer ${coordinator.adminToken}` },
   });
   if (response.status !== 200) throw new Error(`admin key creation failed: ${response.status} ${await response.text()}`);
-  return (await response.json()).api_key;
+  return await response.json();
+}
+
+export async function adminCredit(coordinator, accountId, amount) {
+  const response = await fetch(`${coordinator.url}/v1/admin/credit`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${coordinator.adminToken}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ account_id: accountId, amount_micro_usd: amount }),
+  });
+  if (response.status !== 200) throw new Error(`admin credit failed: ${response.status} ${await response.text()}`);
+  return await response.json();
 }
 
 export async function startProvider(coordinator, model, args = [], ready = /provider registered as (prov_[0-9a-z_]+)/) {

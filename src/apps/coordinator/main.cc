@@ -43,6 +43,17 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free one)")->capture_default_str();
   app.add_option("--data-dir", config.data_dir, "directory for the database (coordinator.db)")->capture_default_str();
   app.add_option("--admin-token", config.admin_token, "token for /v1/admin/* (empty disables the admin API)");
+  app.add_option("--database-url", config.database_url,
+                 "PostgreSQL URL (postgresql://USER@HOST:PORT/DB) shared by several coordinators; empty = SQLite "
+                 "in --data-dir");
+  app.add_option("--coordinator-id", config.billing.coordinator_id,
+                 "name of this coordinator's escrow accounts; give each coordinator on one database its own")
+      ->check([](const std::string& id) {
+        const bool ok = !id.empty() && id.size() <= 32 &&
+                        id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+        return ok ? std::string() : std::string("1 to 32 of a-z, 0-9 and '-'");
+      })
+      ->capture_default_str();
   app.add_option("--min-trust", min_trust,
                  "lowest provider trust level that receives requests (none = open mode: unattested providers too)")
       ->check(CLI::IsMember({"none", "self_signed", "hardware"}))

@@ -25,6 +25,7 @@ struct StartArgs {
   std::string coordinator = "ws://127.0.0.1:8080";
   std::string model_id;
   int max_concurrency = 0;  // 0: the engine's --max-batch
+  std::string account_token;
   double idle_timeout_mins = 60;
   std::string config_file;
   KeyArgs key;
@@ -106,6 +107,7 @@ int run_start(CLI::App* command, StartArgs args) {
   options.engine = args.engine;
   options.model_id = model_id;
   options.max_concurrency = args.max_concurrency > 0 ? args.max_concurrency : args.engine.max_batch;
+  options.account_token = args.account_token;
   options.idle_unload_after = std::chrono::milliseconds(static_cast<int64_t>(args.idle_timeout_mins * 60000.0));
   options.rotation_file = args.rotation_file.empty() ? default_rotation_file() : args.rotation_file;
 
@@ -176,6 +178,9 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
                    "engine runs together)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
+  start_cmd->add_option("--account-token", start->account_token,
+                        "API key of your account at the coordinator: payouts for this provider's work go there "
+                        "(also DARKBLOOM_ACCOUNT_TOKEN)");
   start_cmd
       ->add_option("--idle-timeout-mins", start->idle_timeout_mins,
                    "unload the model after this long unused (0 = never)")

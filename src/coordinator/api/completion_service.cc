@@ -62,9 +62,25 @@ struct CompletionService::Request {
   bool client_gone = false;
   std::shared_ptr<Router::Waiter> waiter;
   std::shared_ptr<Attempt> attempt;
+  std::optional<Reservation> reservation;
+  int64_t delivered_chunks = 0;  // content chunks relayed: what a failure mid-answer is billed for
 
   ~Request() { crypto::wipe_memory(plaintext.data(), plaintext.size()); }
 };
+
+namespace {
+
+// Whatever way a request ends, what was reserved and not settled goes back (a no-op after a
+// settlement).
+struct RefundUnlessSettled {
+  Ledger& ledger;
+  const std::shared_ptr<CompletionService::Request>& request;
+  ~RefundUnlessSettled() {
+    if (request->reservation) ledger.refund(*request->reservation);
+  }
+};
+
+}  // namespace
 
 Result<CompletionService::SealedAttempt> CompletionService::seal_attempt(const Request& request,
                                                                          const ProviderSession& provider) const {
@@ -83,8 +99,8 @@ Result<CompletionService::SealedAttempt> CompletionService::seal_attempt(const R
 }
 
 CompletionService::CompletionService(http::net::any_io_executor executor, const CoordinatorConfig& config,
-                                     ApiKeys& keys, Router& router, ProviderGateway& gateway)
-    : executor_(executor), config_(config), keys_(keys), router_(router), gateway_(gateway) {}
+                                     ApiKeys& keys, Router& router, ProviderGateway& gateway, Ledger& ledger)
+    : executor_(executor), config_(config), keys_(keys), router_(router), gateway_(gateway), ledger_(ledger) {}
 
 Headers CompletionService::response_headers(const Request& request, const ProviderSession& provider) const {
   Headers headers;
@@ -130,9 +146,25 @@ awaitable<void> CompletionService::handle(http::Exchange& exchange, proto::Endpo
   if (!request->parsed.max_tokens) request->parsed.body["max_tokens"] = request->max_tokens;
   request->timing.parse_us = micros_since(started);
 
+  // The worst case: every byte of the body a prompt token (a token is at least one byte) and
+  // max_tokens generated. In memory against this coordinator's allowance (docs/billing.md).
   const auto reserve_started = Clock::now();
-  // Credit reservation arrives with the ledger; the phase is measured already.
+  auto reservation = ledger_.reserve(**account, request->public_id, request->parsed.model,
+                                     static_cast<int64_t>(exchange.request().body().size()), request->max_tokens);
   request->timing.reserve_us = micros_since(reserve_started);
+  if (!reservation) {
+    if (reservation.error().code == Errc::resource_exhausted) {
+      co_await exchange.respond_error(proto::insufficient_quota(
+          "Your balance does not cover this request's worst case: add credit, or lower max_tokens (" +
+          reservation.error().message + ")"));
+    } else {
+      log::error("request {}: reservation failed: {}", request->public_id, reservation.error().message);
+      co_await exchange.respond_error(proto::server_error("Reserving credit failed"));
+    }
+    co_return;
+  }
+  request->reservation = std::move(*reservation);
+  const RefundUnlessSettled refund_guard{ledger_, request};
 
   const std::string& model = request->parsed.model;
   if (!router_.model_known(model)) {
@@ -294,8 +326,10 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       ProviderEvent event = co_await next_event();
       if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
         text += chunk->text;
+        ++request.delivered_chunks;
       } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
         const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
+        settle(request, *provider, complete->prompt_tokens, complete->completion_tokens);
         Headers with_receipt = headers;
         if (!complete->response_hash.empty()) {
           // The receipt covers the content text and the completion token count of this answer.
@@ -307,12 +341,15 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
                                        with_receipt);
         break;
       } else if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
+        settle(request, *provider, 0, request.delivered_chunks);  // what was produced before the failure
         co_await exchange.respond_error(proto::provider_error("The provider failed: " + failed->message), headers);
         break;
       } else if (auto* gone = std::get_if<provider_event::Gone>(&event)) {
+        settle(request, *provider, 0, request.delivered_chunks);
         co_await exchange.respond_error(proto::provider_error("The provider disconnected: " + gone->reason), headers);
         break;
       } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
+        settle(request, *provider, 0, request.delivered_chunks);
         cancel_at_provider();
         break;
       }
@@ -330,11 +367,13 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
   while (open) {
     ProviderEvent event = co_await next_event();
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
+      ++request.delivered_chunks;
       std::string data = format.content_chunk(chunk->text);
       open = co_await exchange.send_event(data);
       crypto::wipe_memory(data.data(), data.size());
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
     } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
+      settle(request, *provider, complete->prompt_tokens, complete->completion_tokens);
       co_await exchange.send_event(format.finish_chunk(complete->finish_reason));
       if (request.parsed.include_usage) {
         co_await exchange.send_event(format.usage_chunk({complete->prompt_tokens, complete->completion_tokens}));
@@ -346,6 +385,7 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       co_await exchange.end_events();
       co_return;
     } else if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
+      settle(request, *provider, 0, request.delivered_chunks);
       // After the stream started, errors go in-band, then the one [DONE].
       co_await exchange.send_event(
           proto::stream_error_event(proto::provider_error("The provider failed: " + failed->message)));
@@ -353,6 +393,7 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       co_await exchange.end_events();
       co_return;
     } else if (auto* gone = std::get_if<provider_event::Gone>(&event)) {
+      settle(request, *provider, 0, request.delivered_chunks);
       co_await exchange.send_event(
           proto::stream_error_event(proto::provider_error("The provider disconnected: " + gone->reason)));
       co_await exchange.send_event("[DONE]");
@@ -362,7 +403,17 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       open = false;
     }
   }
+  // The client left: it pays for what it was sent.
+  settle(request, *provider, 0, request.delivered_chunks);
   cancel_at_provider();
+}
+
+void CompletionService::settle(Request& request, const ProviderSession& provider, int64_t prompt_tokens,
+                               int64_t completion_tokens) {
+  if (!request.reservation) return;
+  // Usage is the provider's word; it is never billed beyond the reservation.
+  (void)ledger_.settle(*request.reservation, prompt_tokens, completion_tokens, provider.account_id);
+  request.reservation.reset();
 }
 
 }  // namespace darkbloom::coordinator

@@ -18,13 +18,18 @@ class ProviderGateway;
 class CompletionService {
  public:
   CompletionService(http::net::any_io_executor executor, const CoordinatorConfig& config, ApiKeys& keys, Router& router,
-                    ProviderGateway& gateway);
+                    ProviderGateway& gateway, Ledger& ledger);
 
   http::awaitable<void> handle(http::Exchange& exchange, proto::Endpoint endpoint);
 
- private:
+ public:
   struct Request;
+
+ private:
   struct AttemptResult;
+
+  // Charges what the provider reports (or, after a failure, the chunks delivered) and pays it.
+  void settle(Request& request, const ProviderSession& provider, int64_t prompt_tokens, int64_t completion_tokens);
 
   http::awaitable<void> relay(http::Exchange& exchange, Request& request, std::shared_ptr<ProviderSession> provider,
                               std::shared_ptr<Attempt> attempt, ProviderEvent first_event);
@@ -43,6 +48,7 @@ class CompletionService {
   ApiKeys& keys_;
   Router& router_;
   ProviderGateway& gateway_;
+  Ledger& ledger_;
 };
 
 }  // namespace darkbloom::coordinator

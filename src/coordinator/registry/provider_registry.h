@@ -92,6 +92,7 @@ struct ProviderSession {
   std::shared_ptr<http::WebSocket> socket;
   bool registered = false;
   proto::Register info;
+  std::string account_id;  // the operator's account, paid for this provider's work; empty = none
   crypto::PublicKey encryption_key{};
   TrustLevel trust = TrustLevel::none;
   TrustState trust_state;
