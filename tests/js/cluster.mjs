@@ -161,6 +161,39 @@ export async function waitForProviders(coordinator, n, timeoutMs = 30000) {
   }
 }
 
+// A private PostgreSQL server in `dir` on a free loopback port, as the postgres user when we are
+// root (PostgreSQL refuses root). setpriv execs the server itself with a parent-death signal,
+// so it dies with this test process whatever happens. Returns the process with .url(db) and
+// .query(db, sql) (psql, rows as arrays of strings) and .createDatabase(name).
+export async function startPostgres(dir) {
+  const bin = fs.readdirSync("/usr/lib/postgresql").sort().map((v) => `/usr/lib/postgresql/${v}/bin`)
+    .filter((b) => fs.existsSync(`${b}/postgres`)).pop();
+  if (!bin) throw new Error("no PostgreSQL server under /usr/lib/postgresql (./run deps)");
+  const root = process.getuid() === 0;
+  const asUser = (cmd, args) => (root
+    ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig", "SIGQUIT", "--", cmd, ...args]]
+    : [cmd, args]);
+  const pgDir = path.join(dir, "pg");
+  fs.mkdirSync(pgDir, { mode: 0o700 });
+  if (root) {
+    fs.chmodSync(dir, 0o711);  // the postgres user must pass through the test's directory
+    execFileSync("chown", ["postgres:postgres", pgDir]);
+  }
+  execFileSync(...asUser(`${bin}/initdb`, ["-D", `${pgDir}/data`, "-U", "darkbloom", "--auth=trust", "-E", "UTF8",
+    "--no-sync", "--no-instructions"]), { stdio: "ignore" });
+  const port = await freePort();
+  const proc = await startProcess(...asUser(`${bin}/postgres`, ["-D", `${pgDir}/data`, "-p", String(port), "-k", pgDir,
+    "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
+  { ready: /ready to accept connections/, name: "postgres" });
+  proc.port = port;
+  proc.url = (db = "postgres") => `postgresql://darkbloom@127.0.0.1:${port}/${db}`;
+  proc.query = (db, sql) => execFileSync("psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "darkbloom", "-d", db,
+    "-tA", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]).toString().trim().split("\n").filter((l) => l)
+    .map((l) => l.split("\t"));
+  proc.createDatabase = (name) => { proc.query("postgres", `CREATE DATABASE ${name}`); return proc.url(name); };
+  return proc;
+}
+
 export async function startServe(model, args = []) {
   const proc = await startProcess(DARKBLOOM, ["serve", "--model", model, "--port", "0", "--threads", "1", ...args],
     { ready: /at http:\/\/127\.0\.0\.1:(\d+)\/v1/, name: "serve" });
