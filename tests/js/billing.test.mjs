@@ -137,6 +137,15 @@ for (const kind of ["sqlite", "postgres"]) {
       assert.equal(await balance(coordinator, consumer.api_key), 10_000 - defaultCost(usage.prompt_tokens, 8));
     });
 
+    it("a provider with an unknown account token is refused with the reason", async () => {
+      const stray = await startProvider(coordinator, model, ["--account-token", "db-not-a-key"],
+        /closed by peer: (unknown account token[^\n]*)/);
+      assert.match(stray.match[1], /payouts need an API key of the operator's account/);
+      await stray.kill();
+      const health = await (await fetch(`${coordinator.url}/health`)).json();
+      assert.equal(health.providers, 2);
+    });
+
     it("admin routes refuse consumer keys and bad input, leaving the ledger untouched", async () => {
       const consumer = await createAccount(coordinator);
       const entries = number("SELECT COUNT(*) FROM ledger");

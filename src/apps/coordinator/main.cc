@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   app.add_option("--database-url", config.database_url,
                  "PostgreSQL URL (postgresql://USER@HOST:PORT/DB) shared by several coordinators; empty = SQLite "
                  "in --data-dir");
+  app.add_option("--hold-requests", config.billing.hold_requests,
+                 "worst cases one escrow hold covers: a database transaction per that many reservations")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   app.add_option("--coordinator-id", config.billing.coordinator_id,
                  "name of this coordinator's escrow accounts; give each coordinator on one database its own")
       ->check([](const std::string& id) {

@@ -29,7 +29,10 @@ struct BillingOptions {
   int64_t default_input_per_million = 50'000;
   int64_t default_output_per_million = 200'000;
   int64_t minimum_charge = 100;
-  int hold_requests = 8;  // a hold covers this many worst cases (or the whole balance, if less)
+  // A hold covers this many worst cases (or the whole balance, if less): one transaction per that
+  // many requests. More means fewer waits on the database; less means less of a balance parked in
+  // one coordinator's escrow while another coordinator serves the same account.
+  int hold_requests = 32;
   std::chrono::seconds idle_release{30};
 };
 
