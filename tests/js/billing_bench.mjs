@@ -4,6 +4,7 @@
 // loadgen's per-phase table for each store; `reserve_us` is the billing step.
 //
 //   DARKBLOOM_BIN=... DARKBLOOM_COORDINATOR_BIN=... node billing_bench.mjs [--requests 2000]
+//                     [--hold-requests 32]   (1: a database transaction per request, for comparison)
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import path from "node:path";
@@ -18,6 +19,7 @@ const { values: args } = parseArgs({
     requests: { type: "string", default: "2000" },
     concurrency: { type: "string", default: "100" },
     providers: { type: "string", default: "2" },
+    "hold-requests": { type: "string", default: "32" },
   },
 });
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,7 +30,7 @@ const pg = await startPostgres(dir);
 for (const store of ["sqlite", "postgres"]) {
   const extra = store === "postgres" ? ["--database-url", pg.createDatabase("bench")] : [];
   const coordinator = await startCoordinator({
-    dataDir: `${dir}/data-${store}`, args: ["--queue-depth", "1000", ...extra],
+    dataDir: `${dir}/data-${store}`, args: ["--queue-depth", "1000", "--hold-requests", args["hold-requests"], ...extra],
   });
   const providers = [];
   for (let i = 0; i < Number(args.providers); ++i) {
