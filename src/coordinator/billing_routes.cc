@@ -15,14 +15,44 @@ namespace {
 namespace bj = json::bj;
 using http::awaitable;
 
-// The body as a JSON object, or the error to answer.
-std::optional<bj::object> object_body(http::Exchange& exchange, proto::ApiError* error) {
+// The JSON object body read by `read`, or (nullopt) the OpenAI-shaped 400 to answer in `error`.
+template <class Read>
+auto read_body(http::Exchange& exchange, Read read, proto::ApiError* error)
+    -> std::optional<decltype(read(std::declval<json::ObjectReader&>()))> {
   auto body = json::parse(exchange.request().body(), "request body");
   if (!body || !body->is_object()) {
     *error = proto::invalid_request("The request body must be a JSON object");
     return std::nullopt;
   }
-  return body->as_object();
+  json::ObjectReader reader(body->as_object(), "");
+  auto fields = read(reader);
+  if (!reader.ok()) {
+    *error = proto::invalid_request(reader.error().message, reader.failed_field());
+    return std::nullopt;
+  }
+  return fields;
+}
+
+struct CreditBody {
+  std::string account;
+  int64_t amount = 0;
+  std::optional<std::string> idempotency_key;
+};
+CreditBody read_credit(json::ObjectReader& reader) {
+  return {reader.string("account_id", 128), reader.integer("amount_micro_usd", 1, kMaxEntryAmount),
+          reader.optional_string("idempotency_key", 64)};
+}
+
+Price read_price(json::ObjectReader& reader) {
+  Price price;
+  price.model = reader.optional_string("model", 128).value_or("");
+  price.input_per_million = reader.integer("input_per_million", 0, kMaxEntryAmount);
+  price.output_per_million = reader.integer("output_per_million", 0, kMaxEntryAmount);
+  return price;
+}
+
+std::pair<std::string, std::string> read_referral(json::ObjectReader& reader) {
+  return {reader.string("account_id", 128), reader.string("referrer_id", 128)};
 }
 
 proto::ApiError store_error(const Error& error) {
@@ -61,20 +91,15 @@ bj::array prices_json(const std::vector<Price>& prices) {
 awaitable<void> Coordinator::handle_admin_credit(http::Exchange& exchange) {
   if (!co_await check_admin(exchange)) co_return;
   proto::ApiError error;
-  auto body = object_body(exchange, &error);
+  const auto body = read_body(exchange, read_credit, &error);
   if (!body) {
     co_await exchange.respond_error(error);
     co_return;
   }
-  json::ObjectReader reader(*body, "");
-  const std::string account = reader.string("account_id", 128);
-  const int64_t amount = reader.integer("amount_micro_usd", 1, kMaxEntryAmount);
-  const std::optional<std::string> key = reader.optional_string("idempotency_key", 64);
-  if (!reader.ok()) {
-    co_await exchange.respond_error(proto::invalid_request(reader.error().message, reader.failed_field()));
-    co_return;
-  }
-  const std::string request_id = "credit_" + (key ? *key : hex_encode(crypto::random_bytes(12)));
+  const std::string& account = body->account;
+  const int64_t amount = body->amount;
+  const std::string request_id =
+      "credit_" + (body->idempotency_key ? *body->idempotency_key : hex_encode(crypto::random_bytes(12)));
   auto applied = store_->apply({LedgerEntry{request_id, account, LedgerKind::admin_credit, amount, 0}});
   if (!applied) {
     co_await exchange.respond_error(store_error(applied.error()));
@@ -98,21 +123,12 @@ awaitable<void> Coordinator::handle_admin_pricing(http::Exchange& exchange) {
   if (!co_await check_admin(exchange)) co_return;
   if (exchange.request().method() == http::bhttp::verb::put) {
     proto::ApiError error;
-    auto body = object_body(exchange, &error);
-    if (!body) {
+    const auto price = read_body(exchange, read_price, &error);
+    if (!price) {
       co_await exchange.respond_error(error);
       co_return;
     }
-    json::ObjectReader reader(*body, "");
-    Price price;
-    price.model = reader.optional_string("model", 128).value_or("");
-    price.input_per_million = reader.integer("input_per_million", 0, kMaxEntryAmount);
-    price.output_per_million = reader.integer("output_per_million", 0, kMaxEntryAmount);
-    if (!reader.ok()) {
-      co_await exchange.respond_error(proto::invalid_request(reader.error().message, reader.failed_field()));
-      co_return;
-    }
-    if (auto set = store_->set_price(price); !set) {
+    if (auto set = store_->set_price(*price); !set) {
       co_await exchange.respond_error(store_error(set.error()));
       co_return;
     }
@@ -141,18 +157,12 @@ awaitable<void> Coordinator::handle_admin_pricing(http::Exchange& exchange) {
 awaitable<void> Coordinator::handle_admin_referrals(http::Exchange& exchange) {
   if (!co_await check_admin(exchange)) co_return;
   proto::ApiError error;
-  auto body = object_body(exchange, &error);
+  const auto body = read_body(exchange, read_referral, &error);
   if (!body) {
     co_await exchange.respond_error(error);
     co_return;
   }
-  json::ObjectReader reader(*body, "");
-  const std::string account = reader.string("account_id", 128);
-  const std::string referrer = reader.string("referrer_id", 128);
-  if (!reader.ok()) {
-    co_await exchange.respond_error(proto::invalid_request(reader.error().message, reader.failed_field()));
-    co_return;
-  }
+  const auto& [account, referrer] = *body;
   if (auto set = store_->set_referrer(account, referrer); !set) {
     co_await exchange.respond_error(store_error(set.error()));
     co_return;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "base/thread_pool.h"
+#include "engine/collecting_sink.h"
 #include "engine/engine.h"
 #include "engine/kernels/kernel_set.h"
 #include "engine/kv/kv_cache.h"
@@ -27,47 +28,6 @@ namespace {
 
 using darkbloom::testing::TempDir;
 constexpr int kBlock = KvCache::kBlockTokens;
-
-class Collector final : public GenerationSink {
- public:
-  void on_text(std::string_view delta) override {
-    std::lock_guard lock(mutex_);
-    text_ += delta;
-    texts_ += 1;
-    changed_.notify_all();
-  }
-  void on_finish(const FinishEvent& event) override {
-    std::lock_guard lock(mutex_);
-    event_ = event;
-    finishes_ += 1;
-    changed_.notify_all();
-  }
-  FinishEvent wait() {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return finishes_ > 0; });
-    return event_;
-  }
-  void wait_for_texts(int n) {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] { return texts_ >= n || finishes_ > 0; });
-  }
-  std::string text() {
-    std::lock_guard lock(mutex_);
-    return text_;
-  }
-  int finishes() {
-    std::lock_guard lock(mutex_);
-    return finishes_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string text_;
-  int texts_ = 0;
-  int finishes_ = 0;
-  FinishEvent event_;
-};
 
 class Batching : public ::testing::Test {
  protected:
@@ -116,7 +76,7 @@ class Batching : public ::testing::Test {
   }
 
   static std::string alone(Engine& engine, GenerationRequest r) {
-    auto sink = std::make_shared<Collector>();
+    auto sink = std::make_shared<CollectingSink>();
     EXPECT_TRUE(engine.submit(std::move(r), sink));
     EXPECT_NE(sink->wait().reason, FinishReason::error);
     return sink->text();
@@ -214,9 +174,9 @@ TEST_F(Batching, greedy_output_is_identical_alone_and_in_batches_of_2_4_and_8) {
   }
   for (int batch : {2, 4, 8}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
-    std::vector<std::shared_ptr<Collector>> sinks;
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
     for (int i = 0; i < batch; ++i) {
-      sinks.push_back(std::make_shared<Collector>());
+      sinks.push_back(std::make_shared<CollectingSink>());
       ASSERT_TRUE(engine->submit(requests[static_cast<size_t>(i)], sinks.back()));
     }
     for (int i = 0; i < batch; ++i) {
@@ -225,9 +185,9 @@ TEST_F(Batching, greedy_output_is_identical_alone_and_in_batches_of_2_4_and_8) {
     }
   }
   // Rows joining mid-run: each new one arrives once the previous one is decoding.
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (int i = 0; i < 8; ++i) {
-    sinks.push_back(std::make_shared<Collector>());
+    sinks.push_back(std::make_shared<CollectingSink>());
     ASSERT_TRUE(engine->submit(requests[static_cast<size_t>(i)], sinks.back()));
     sinks.back()->wait_for_texts(2);
   }
@@ -268,9 +228,9 @@ TEST_F(Batching, tiny_steps_preemption_and_a_reused_prefix_change_nothing) {
   auto engine = load(tight);
   ASSERT_TRUE(engine);
   ASSERT_EQ(engine->stats().kv_tokens_total, 128);
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (const auto& r : requests) {
-    sinks.push_back(std::make_shared<Collector>());
+    sinks.push_back(std::make_shared<CollectingSink>());
     ASSERT_TRUE(engine->submit(r, sinks.back()));
   }
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -302,9 +262,9 @@ TEST_F(Batching, preemption_recomputes_the_newest_row_without_changing_any_outpu
   options.kv_memory_mb = 1;
   auto engine = load(options);
   ASSERT_TRUE(engine);
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (const auto& r : requests) {
-    sinks.push_back(std::make_shared<Collector>());
+    sinks.push_back(std::make_shared<CollectingSink>());
     ASSERT_TRUE(engine->submit(r, sinks.back()));
   }
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -321,9 +281,9 @@ TEST_F(Batching, seeded_sampling_is_reproducible_in_any_batch_and_seeds_diverge)
   const GenerationRequest a = request(prompt(9, 5), 40, 1.0f, 42);
   const std::string first = alone(*engine, a);
   // The same request next to others.
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (int i = 0; i < 4; ++i) {
-    sinks.push_back(std::make_shared<Collector>());
+    sinks.push_back(std::make_shared<CollectingSink>());
     GenerationRequest r = i == 2 ? a : request(prompt(9 + i, 6 + static_cast<uint64_t>(i)), 40, 1.0f, 7);
     ASSERT_TRUE(engine->submit(std::move(r), sinks.back()));
   }
@@ -339,7 +299,7 @@ TEST_F(Batching, a_cancelled_row_gives_its_blocks_back_at_once) {
   options.prefix_reuse = false;  // nothing stays published: every block is either used or free
   auto engine = load(options);
   ASSERT_TRUE(engine);
-  auto sink = std::make_shared<Collector>();
+  auto sink = std::make_shared<CollectingSink>();
   auto id = engine->submit(request(prompt(60, 9), 150), sink);
   ASSERT_TRUE(id);
   sink->wait_for_texts(3);
@@ -361,14 +321,14 @@ TEST_F(Batching, a_thousand_submits_and_cancels_from_several_threads_leave_nothi
   constexpr int kThreads = 4;
   constexpr int kPerThread = 250;
   std::atomic<int> finishes{0};
-  std::vector<std::vector<std::shared_ptr<Collector>>> all(kThreads);
+  std::vector<std::vector<std::shared_ptr<CollectingSink>>> all(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(static_cast<uint64_t>(t) + 1);
       std::vector<RequestId> ids;
       for (int i = 0; i < kPerThread; ++i) {
-        auto sink = std::make_shared<Collector>();
+        auto sink = std::make_shared<CollectingSink>();
         auto id = engine->submit(
             request(prompt(1 + static_cast<int>(rng() % 40), rng()), 1 + static_cast<int>(rng() % 6)), sink);
         if (!id) continue;

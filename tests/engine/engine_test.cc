@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/thread_pool.h"
+#include "engine/collecting_sink.h"
 #include "engine/kernels/kernel_set.h"
 #include "engine/model/logit_evaluator.h"
 #include "engine/model/model_synth.h"
@@ -21,57 +22,6 @@ namespace {
 using darkbloom::testing::TempDir;
 
 // Collects a request's output; wait() blocks until on_finish.
-class CollectingSink final : public GenerationSink {
- public:
-  void on_text(std::string_view delta) override {
-    std::unique_lock lock(mutex_);
-    text_ += delta;
-    ++deltas_;
-    changed_.notify_all();
-    // With hold_on_first_text, the engine's thread waits here until release(): the test can act
-    // (cancel) at a known point instead of racing a fast model.
-    if (hold_on_first_text_ && deltas_ == 1) changed_.wait(lock, [this] { return released_; });
-  }
-  void hold_on_first_text() { hold_on_first_text_ = true; }
-  void release() {
-    std::lock_guard lock(mutex_);
-    released_ = true;
-    changed_.notify_all();
-  }
-  void on_finish(const FinishEvent& event) override {
-    std::lock_guard lock(mutex_);
-    event_ = event;
-    ++finishes_;
-    changed_.notify_all();
-  }
-  FinishEvent wait() {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return finishes_ > 0; });
-    return event_;
-  }
-  void wait_for_text() {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return deltas_ > 0 || finishes_ > 0; });
-  }
-  std::string text() {
-    std::lock_guard lock(mutex_);
-    return text_;
-  }
-  int finishes() {
-    std::lock_guard lock(mutex_);
-    return finishes_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string text_;
-  int deltas_ = 0;
-  int finishes_ = 0;
-  bool hold_on_first_text_ = false;
-  bool released_ = false;
-  FinishEvent event_;
-};
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -195,7 +145,7 @@ TEST_F(EngineTest, cancelling_a_running_request_finishes_it_as_cancelled) {
   sink->hold_on_first_text();
   auto id = engine_->submit(request("The", 250), sink);
   ASSERT_TRUE(id);
-  sink->wait_for_text();  // the engine is now paused inside on_text
+  sink->wait_for_texts();  // the engine is now paused inside on_text
   engine_->cancel(*id);
   sink->release();
   const FinishEvent event = sink->wait();

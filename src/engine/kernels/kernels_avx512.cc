@@ -37,6 +37,9 @@ inline float horizontal_sum(__m256 v) {
 }
 
 // The scalar quantizer's numbers (scale = amax / 127, round half to even), quants stored + 128.
+// This is kernels_avx2.cc's block code again on purpose: an inline function shared through a
+// header would be compiled with different instruction sets in the two files, and the linker may
+// keep the AVX-512 copy for the AVX2 set too.
 inline void quantize_block(const float* src, float* d, uint8_t* qs) {
   const __m256 sign_mask = _mm256_set1_ps(-0.0f);
   __m256 v[4];
