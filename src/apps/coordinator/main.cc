@@ -145,10 +145,14 @@ int main(int argc, char** argv) {
 
   try {
     crypto::initialize();
+    // The coordinator outlives the io_context: destroying the io_context destroys suspended
+    // request coroutines, whose clean-up returns reservations to the coordinator's ledger.
+    std::unique_ptr<coordinator::Coordinator> owner;
     http::net::io_context io;
-    auto coordinator = coordinator::Coordinator::create(io.get_executor(), config);
-    if (!coordinator) return fail(coordinator.error().message);
-    auto port = (*coordinator)->start();
+    auto created = coordinator::Coordinator::create(io.get_executor(), config);
+    if (!created) return fail(created.error().message);
+    owner = std::move(*created);
+    auto port = owner->start();
     if (!port) return fail(port.error().message);
     if (config.min_trust == coordinator::TrustLevel::none) {
       log::warn("open mode (--min-trust none): providers without a verified attestation receive requests");
@@ -158,7 +162,7 @@ int main(int argc, char** argv) {
     http::net::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const http::error_code&, int signal) {
       log::info("signal {}: shutting down", signal);
-      (*coordinator)->stop();
+      owner->stop();
       io.stop();
     });
     io.run();

@@ -63,7 +63,7 @@ struct CompletionService::Request {
   std::shared_ptr<Router::Waiter> waiter;
   std::shared_ptr<Attempt> attempt;
   std::optional<Reservation> reservation;
-  int64_t delivered_chunks = 0;  // content chunks relayed: what a failure mid-answer is billed for
+  int64_t delivered_chunks = 0;  // content chunks streamed to the client: what a failure mid-stream costs
 
   ~Request() { crypto::wipe_memory(plaintext.data(), plaintext.size()); }
 };
@@ -326,7 +326,6 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
       ProviderEvent event = co_await next_event();
       if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
         text += chunk->text;
-        ++request.delivered_chunks;
       } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
         const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
         settle(request, *provider, complete->prompt_tokens, complete->completion_tokens);
@@ -341,15 +340,13 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
                                        with_receipt);
         break;
       } else if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
-        settle(request, *provider, 0, request.delivered_chunks);  // what was produced before the failure
+        // Not streaming: the client receives none of the text, so it pays nothing (the guard refunds).
         co_await exchange.respond_error(proto::provider_error("The provider failed: " + failed->message), headers);
         break;
       } else if (auto* gone = std::get_if<provider_event::Gone>(&event)) {
-        settle(request, *provider, 0, request.delivered_chunks);
         co_await exchange.respond_error(proto::provider_error("The provider disconnected: " + gone->reason), headers);
         break;
       } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
-        settle(request, *provider, 0, request.delivered_chunks);
         cancel_at_provider();
         break;
       }
@@ -367,9 +364,9 @@ awaitable<void> CompletionService::relay(http::Exchange& exchange, Request& requ
   while (open) {
     ProviderEvent event = co_await next_event();
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      ++request.delivered_chunks;
       std::string data = format.content_chunk(chunk->text);
       open = co_await exchange.send_event(data);
+      if (open) ++request.delivered_chunks;  // billed only once the client has it
       crypto::wipe_memory(data.data(), data.size());
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
     } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {

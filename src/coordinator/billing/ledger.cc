@@ -182,10 +182,17 @@ Status Ledger::flush() {
   if (batch.empty()) return {};
   auto written = store_.apply(batch);
   if (written) return {};
+  if (!definite_refusal(written.error())) {
+    // The database is unreachable or busy: keep everything for the next flush (applying an entry
+    // twice changes nothing, so a commit that did happen is harmless to repeat).
+    requeue(std::move(batch));
+    return written.error();
+  }
   // One bad settlement must not hold back the others: write them one request at a time.
-  log::warn("billing: group commit of {} entries failed ({}); writing them one request at a time", batch.size(),
+  log::warn("billing: group commit of {} entries refused ({}); writing them one request at a time", batch.size(),
             written.error().message);
   Status first_failure;
+  std::vector<LedgerEntry> retry;
   size_t begin = 0;
   while (begin < batch.size()) {
     size_t end = begin + 1;
@@ -193,13 +200,39 @@ Status Ledger::flush() {
     std::vector<LedgerEntry> one(batch.begin() + static_cast<std::ptrdiff_t>(begin),
                                  batch.begin() + static_cast<std::ptrdiff_t>(end));
     auto single = store_.apply(one);
-    if (!single) {
-      log::error("billing: settlement of {} not written: {}", batch[begin].request_id, single.error().message);
+    if (!single && !definite_refusal(single.error())) {
+      retry.insert(retry.end(), one.begin(), one.end());
+    } else if (!single) {
+      // Refused for good: the consumer is not charged for it. The cost is still in the escrow, so
+      // it goes back to the allowance, keeping escrow = allowance + reservations + queue.
+      log::error("billing: settlement of {} dropped: {}", batch[begin].request_id, single.error().message);
+      unspend(one);
       if (first_failure) first_failure = single.error();
     }
     begin = end;
   }
+  if (!retry.empty()) requeue(std::move(retry));
   return first_failure;
+}
+
+bool Ledger::definite_refusal(const Error& error) {
+  return error.code == Errc::not_found || error.code == Errc::resource_exhausted ||
+         error.code == Errc::invalid_argument;
+}
+
+void Ledger::requeue(std::vector<LedgerEntry> entries) {
+  std::lock_guard lock(mutex_);
+  entries.insert(entries.end(), std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+  queue_ = std::move(entries);
+}
+
+void Ledger::unspend(const std::vector<LedgerEntry>& settlement) {
+  const std::string prefix = escrow_id("");
+  std::lock_guard lock(mutex_);
+  for (const LedgerEntry& entry : settlement) {
+    if (entry.kind != LedgerKind::charge || entry.account_id.rfind(prefix, 0) != 0) continue;
+    allowances_[entry.account_id.substr(prefix.size())].available += -entry.amount;
+  }
 }
 
 Status Ledger::release_idle(bool force) {

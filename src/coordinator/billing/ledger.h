@@ -87,6 +87,13 @@ class Ledger {
   size_t queued() const;
 
  private:
+  // Errors that will not go away by trying again (as opposed to an unreachable database).
+  static bool definite_refusal(const Error& error);
+  // Puts entries back at the front of the queue.
+  void requeue(std::vector<LedgerEntry> entries);
+  // A settlement that will never be written: its charge returns to the allowance.
+  void unspend(const std::vector<LedgerEntry>& settlement);
+
   struct Allowance {
     int64_t available = 0;  // in escrow and not reserved
     int open = 0;           // reservations not yet settled

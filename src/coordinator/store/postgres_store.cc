@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "base/encoding.h"
+#include "base/log.h"
 #include "coordinator/store/store.h"
 #include "crypto/hash.h"
 
@@ -104,6 +105,7 @@ class PostgresStore final : public Store {
 
   Status migrate() {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
     Status done = migrate_locked();
     if (!done) {
@@ -116,6 +118,7 @@ class PostgresStore final : public Store {
   Result<std::string> create_account(std::string_view name) override {
     const std::string id = "acct_" + hex_encode(crypto::random_bytes(12));
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result = run("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)",
                       {id, std::string(name), std::to_string(unix_now())});
     if (!result) return result.error();
@@ -124,6 +127,7 @@ class PostgresStore final : public Store {
 
   Status add_api_key(const ApiKeyRecord& key) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result = run("INSERT INTO api_keys (key_hash, key_prefix, account_id, created_at) VALUES ($1, $2, $3, $4)",
                       {key.key_hash, key.key_prefix, key.account_id, std::to_string(key.created_at)});
     if (!result) return result.error();
@@ -132,6 +136,7 @@ class PostgresStore final : public Store {
 
   Result<std::optional<ApiKeyRecord>> find_api_key(std::string_view key_hash) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result =
         run("SELECT key_hash, key_prefix, account_id, created_at FROM api_keys WHERE key_hash = $1", {key_hash});
     if (!result) return result.error();
@@ -146,6 +151,7 @@ class PostgresStore final : public Store {
 
   Result<std::optional<int64_t>> balance(std::string_view account_id) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result = run("SELECT balance FROM accounts WHERE id = $1", {account_id});
     if (!result) return result.error();
     if (PQntuples(result->get()) == 0) return std::optional<int64_t>{};
@@ -155,28 +161,34 @@ class PostgresStore final : public Store {
   Result<int> apply(const std::vector<LedgerEntry>& entries) override {
     DARKBLOOM_RETURN_IF_ERROR(validate_entries(entries));
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
     int added = 0;
     Status done;
+    BalanceChanges changes;
     const std::string now = std::to_string(unix_now());
     for (const LedgerEntry& entry : entries) {
-      const std::string amount = std::to_string(entry.amount);
       auto inserted = run_entry(
           "INSERT INTO ledger (request_id, account_id, kind, amount, created_at) VALUES ($1, $2, $3, $4, $5) "
           "ON CONFLICT (request_id, account_id, kind) DO NOTHING",
-          {entry.request_id, entry.account_id, ledger_kind_name(entry.kind), amount, now}, entry);
+          {entry.request_id, entry.account_id, ledger_kind_name(entry.kind), std::to_string(entry.amount), now}, entry);
       if (!inserted) {
         done = inserted.error();
         break;
       }
       if (std::string_view(PQcmdTuples(inserted->get())) == "0") continue;  // recorded before
-      auto updated =
-          run_entry("UPDATE accounts SET balance = balance + $2 WHERE id = $1", {entry.account_id, amount}, entry);
-      if (!updated) {
-        done = updated.error();
-        break;
-      }
+      done = changes.add(entry);
+      if (!done) break;
       ++added;
+    }
+    // One update per account, in account order: row locks are always taken in the same order, so
+    // coordinators writing at once cannot deadlock.
+    for (const auto& [account, amount] : changes.by_account) {
+      if (!done) break;
+      auto updated =
+          run_entry("UPDATE accounts SET balance = balance + $2 WHERE id = $1", {account, std::to_string(amount)},
+                    LedgerEntry{"", account, LedgerKind::charge, amount, 0});
+      if (!updated) done = updated.error();
     }
     if (!done) {
       (void)command("ROLLBACK");
@@ -188,6 +200,7 @@ class PostgresStore final : public Store {
 
   Result<std::vector<LedgerEntry>> ledger(std::string_view account_id, int limit) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     const std::string limit_text = std::to_string(limit);
     auto result =
         account_id.empty()
@@ -203,6 +216,7 @@ class PostgresStore final : public Store {
   Status set_price(const Price& price) override {
     DARKBLOOM_RETURN_IF_ERROR(validate_price(price));
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result =
         run("INSERT INTO prices (model, input_per_million, output_per_million) VALUES ($1, $2, $3) ON CONFLICT (model) "
             "DO UPDATE SET input_per_million = excluded.input_per_million, "
@@ -214,6 +228,7 @@ class PostgresStore final : public Store {
 
   Result<std::vector<Price>> prices() override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result = run("SELECT model, input_per_million, output_per_million FROM prices ORDER BY model", {});
     if (!result) return result.error();
     std::vector<Price> prices;
@@ -225,10 +240,11 @@ class PostgresStore final : public Store {
 
   Status ensure_account(std::string_view id, std::string_view name, std::string_view owner) override {
     std::lock_guard lock(mutex_);
-    auto result = run(
-        "INSERT INTO accounts (id, name, created_at, owner) VALUES ($1, $4, $3, NULLIF($2, '')) "
-        "ON CONFLICT (id) DO NOTHING",
-        {id, owner, std::to_string(unix_now()), name});
+    reconnect_if_broken();
+    auto result =
+        run("INSERT INTO accounts (id, name, created_at, owner) VALUES ($1, $4, $3, NULLIF($2, '')) "
+            "ON CONFLICT (id) DO NOTHING",
+            {id, owner, std::to_string(unix_now()), name});
     if (result) return {};
     if (last_state_ == "23503") return make_error(Errc::not_found, fmt::format("no account {}", owner));
     return result.error();
@@ -236,6 +252,7 @@ class PostgresStore final : public Store {
 
   Result<std::vector<Escrow>> escrows(std::string_view prefix) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result =
         run("SELECT id, owner, balance FROM accounts WHERE owner IS NOT NULL AND left(id, length($1)) = $1 "
             "AND balance > 0 ORDER BY id",
@@ -250,6 +267,7 @@ class PostgresStore final : public Store {
 
   Result<std::vector<LedgerEntry>> charges(std::string_view owner, int limit) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result = run(
         "SELECT l.request_id, l.account_id, l.kind, l.amount, l.created_at FROM ledger l "
         "JOIN accounts a ON a.id = l.account_id WHERE a.owner = $1 AND l.kind = 'charge' ORDER BY l.id DESC LIMIT $2",
@@ -261,6 +279,7 @@ class PostgresStore final : public Store {
   Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
     if (account_id == referrer_id) return make_error(Errc::invalid_argument, "an account cannot refer itself");
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
     Status done = set_referrer_locked(account_id, referrer_id);
     if (!done) {
@@ -272,6 +291,7 @@ class PostgresStore final : public Store {
 
   Result<std::optional<std::string>> referrer(std::string_view account_id) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result = run("SELECT referrer FROM accounts WHERE id = $1 AND referrer IS NOT NULL", {account_id});
     if (!result) return result.error();
     if (PQntuples(result->get()) == 0) return std::optional<std::string>{};
@@ -280,6 +300,7 @@ class PostgresStore final : public Store {
 
   Status add_release(const ReleaseRecord& release) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result =
         run("INSERT INTO releases (binary_hash, version, note, created_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (binary_hash) DO UPDATE SET version = excluded.version, note = excluded.note",
@@ -290,6 +311,7 @@ class PostgresStore final : public Store {
 
   Result<std::vector<ReleaseRecord>> list_releases() override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result =
         run("SELECT binary_hash, version, note, created_at FROM releases ORDER BY created_at, binary_hash", {});
     if (!result) return result.error();
@@ -303,6 +325,7 @@ class PostgresStore final : public Store {
 
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     auto result =
         run("SELECT public_key, key_backend, first_seen, last_seen, COALESCE(replaced_by, '') FROM provider_keys "
             "WHERE public_key = $1",
@@ -321,6 +344,7 @@ class PostgresStore final : public Store {
   Status record_provider_key(std::string_view public_key, std::string_view key_backend,
                              std::string_view replaces) override {
     std::lock_guard lock(mutex_);
+    reconnect_if_broken();
     DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
     const std::string now = std::to_string(unix_now());
     Status done;
@@ -345,6 +369,14 @@ class PostgresStore final : public Store {
   }
 
  private:
+  // Before an operation (never inside a transaction): a lost connection is opened again, so one
+  // server restart or network blip does not fail every later call.
+  void reconnect_if_broken() {
+    if (PQstatus(connection_.get()) == CONNECTION_OK) return;
+    PQreset(connection_.get());
+    if (PQstatus(connection_.get()) == CONNECTION_OK) log::warn("store: reconnected to PostgreSQL");
+  }
+
   // Rows of (request_id, account_id, kind, amount, created_at).
   static Result<std::vector<LedgerEntry>> read_entries(const PgResult& result) {
     std::vector<LedgerEntry> entries;

@@ -109,7 +109,7 @@ class SqliteStore final : public Store {
         (void)exec("ROLLBACK");
         return step.error();
       }
-      DARKBLOOM_RETURN_IF_ERROR(exec("COMMIT"));
+      DARKBLOOM_RETURN_IF_ERROR(commit());
     }
     return {};
   }
@@ -171,6 +171,7 @@ class SqliteStore final : public Store {
     DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
     int added = 0;
     Status done;
+    BalanceChanges changes;
     for (const LedgerEntry& entry : entries) {
       auto statement = prepare(
           "INSERT INTO ledger (request_id, account_id, kind, amount, created_at) VALUES (?1, ?2, ?3, ?4, ?5) "
@@ -187,22 +188,27 @@ class SqliteStore final : public Store {
       done = step_entry(statement->get(), entry);
       if (!done) break;
       if (sqlite3_changes(db_.get()) == 0) continue;  // recorded before: already applied
+      done = changes.add(entry);
+      if (!done) break;
+      ++added;
+    }
+    // One update per account, in account order (see BalanceChanges).
+    for (const auto& [account, amount] : changes.by_account) {
+      if (!done) break;
       auto update = prepare("UPDATE accounts SET balance = balance + ?2 WHERE id = ?1");
       if (!update) {
         done = update.error();
         break;
       }
-      bind_text(update->get(), 1, entry.account_id);
-      sqlite3_bind_int64(update->get(), 2, entry.amount);
-      done = step_entry(update->get(), entry);
-      if (!done) break;
-      ++added;
+      bind_text(update->get(), 1, account);
+      sqlite3_bind_int64(update->get(), 2, amount);
+      done = step_entry(update->get(), LedgerEntry{"", account, LedgerKind::charge, amount, 0});
     }
     if (!done) {
       (void)exec("ROLLBACK");
       return done.error();
     }
-    DARKBLOOM_RETURN_IF_ERROR(exec("COMMIT"));
+    DARKBLOOM_RETURN_IF_ERROR(commit());
     return added;
   }
 
@@ -301,7 +307,7 @@ class SqliteStore final : public Store {
       (void)exec("ROLLBACK");
       return done;
     }
-    return exec("COMMIT");
+    return commit();
   }
 
   Result<std::optional<std::string>> referrer(std::string_view account_id) override {
@@ -388,7 +394,7 @@ class SqliteStore final : public Store {
       (void)exec("ROLLBACK");
       return done;
     }
-    return exec("COMMIT");
+    return commit();
   }
 
  private:
@@ -441,6 +447,14 @@ class SqliteStore final : public Store {
       default:
         return failure("apply");
     }
+  }
+
+  // COMMIT, and if it failed without ending the transaction, ROLLBACK: the connection must never
+  // stay inside a transaction (every later BEGIN would fail).
+  Status commit() {
+    Status committed = exec("COMMIT");
+    if (!committed && sqlite3_get_autocommit(db_.get()) == 0) (void)exec("ROLLBACK");
+    return committed;
   }
 
   Error failure(std::string_view what) const {

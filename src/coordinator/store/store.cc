@@ -68,6 +68,14 @@ Status validate_price(const Price& price) {
   return {};
 }
 
+Status BalanceChanges::add(const LedgerEntry& entry) {
+  int64_t& sum = by_account[entry.account_id];
+  if (__builtin_add_overflow(sum, entry.amount, &sum)) {
+    return make_error(Errc::invalid_argument, fmt::format("the batch moves too much for account {}", entry.account_id));
+  }
+  return {};
+}
+
 Error balance_refused(const LedgerEntry& entry) {
   if (entry.amount < 0) {
     return {Errc::resource_exhausted, fmt::format("insufficient balance on account {}", entry.account_id)};

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -128,6 +129,15 @@ Status validate_entries(const std::vector<LedgerEntry>& entries);
 Status validate_price(const Price& price);
 // The error for an entry a balance constraint refused.
 Error balance_refused(const LedgerEntry& entry);
+
+// What a batch does to each account's balance, summed, in account-id order. Stores update the
+// accounts in this order, so two transactions always lock shared rows in the same order and
+// cannot deadlock each other (several coordinators on one PostgreSQL).
+struct BalanceChanges {
+  std::map<std::string, int64_t> by_account;
+  // Errc::invalid_argument if a sum leaves the int64 range.
+  Status add(const LedgerEntry& entry);
+};
 
 // Opens (creating if needed) a SQLite database in WAL mode and applies pending migrations.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path);
