@@ -15,6 +15,54 @@
 namespace darkbloom::coordinator {
 namespace {
 
+// A real store whose next `failing_applies` apply() calls fail the way an unreachable database
+// does (before anything is written).
+class FlakyStore final : public Store {
+ public:
+  explicit FlakyStore(Store& inner) : inner_(inner) {}
+  int failing_applies = 0;
+
+  std::string_view kind() const override { return inner_.kind(); }
+  Result<std::string> create_account(std::string_view name) override { return inner_.create_account(name); }
+  Status add_api_key(const ApiKeyRecord& key) override { return inner_.add_api_key(key); }
+  Result<std::optional<ApiKeyRecord>> find_api_key(std::string_view hash) override { return inner_.find_api_key(hash); }
+  Result<std::optional<int64_t>> balance(std::string_view account) override { return inner_.balance(account); }
+  Result<int> apply(const std::vector<LedgerEntry>& entries) override {
+    if (failing_applies > 0) {
+      --failing_applies;
+      return make_error(Errc::io_error, "database error: connection lost");
+    }
+    return inner_.apply(entries);
+  }
+  Result<std::vector<LedgerEntry>> ledger(std::string_view account, int limit) override {
+    return inner_.ledger(account, limit);
+  }
+  Status set_price(const Price& price) override { return inner_.set_price(price); }
+  Result<std::vector<Price>> prices() override { return inner_.prices(); }
+  Status ensure_account(std::string_view id, std::string_view name, std::string_view owner) override {
+    return inner_.ensure_account(id, name, owner);
+  }
+  Result<std::vector<Escrow>> escrows(std::string_view prefix) override { return inner_.escrows(prefix); }
+  Result<std::vector<LedgerEntry>> charges(std::string_view owner, int limit) override {
+    return inner_.charges(owner, limit);
+  }
+  Status set_referrer(std::string_view account, std::string_view referrer) override {
+    return inner_.set_referrer(account, referrer);
+  }
+  Result<std::optional<std::string>> referrer(std::string_view account) override { return inner_.referrer(account); }
+  Status add_release(const ReleaseRecord& release) override { return inner_.add_release(release); }
+  Result<std::vector<ReleaseRecord>> list_releases() override { return inner_.list_releases(); }
+  Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view key) override {
+    return inner_.find_provider_key(key);
+  }
+  Status record_provider_key(std::string_view key, std::string_view backend, std::string_view replaces) override {
+    return inner_.record_provider_key(key, backend, replaces);
+  }
+
+ private:
+  Store& inner_;
+};
+
 class LedgerTest : public StoreParamTest {
  protected:
   void SetUp() override {
@@ -123,6 +171,48 @@ TEST_P(LedgerTest, unknown_accounts_duplicates_and_empty_balances_are_refused) {
   auto twice = ledger.reserve(alice_, "req_3", "m", 10, 10);
   ASSERT_FALSE(twice);
   EXPECT_EQ(twice.error().code, Errc::already_exists);
+}
+
+// A database outage during a group commit loses no settlement: it is written by a later flush.
+TEST_P(LedgerTest, settlements_survive_a_database_outage) {
+  credit(alice_, 100'000);
+  FlakyStore flaky(*store_);
+  Ledger ledger(flaky, {});
+  ASSERT_TRUE(ledger.start());
+  auto reservation = ledger.reserve(alice_, "req_1", "m", 1'000, 1'000);
+  ASSERT_TRUE(reservation);
+  EXPECT_EQ(ledger.settle(*reservation, 1'000, 1'000, provider_).charged, 250);
+  flaky.failing_applies = 2;
+  EXPECT_FALSE(ledger.flush());
+  EXPECT_FALSE(ledger.flush());
+  EXPECT_GT(ledger.queued(), 0u);
+  EXPECT_EQ(**store_->balance(provider_), 0);
+  ASSERT_TRUE(ledger.flush());
+  EXPECT_EQ(ledger.queued(), 0u);
+  EXPECT_EQ(**store_->balance(provider_), 250 * 95 / 100);
+  ASSERT_TRUE(ledger.release_idle(true));
+  EXPECT_EQ(**store_->balance(alice_), 100'000 - 250);
+  EXPECT_EQ(total_balances(), credited_);
+}
+
+// A settlement the database refuses for good (its payee does not exist) is dropped, and what it
+// would have charged goes back to the consumer instead of staying parked in escrow.
+TEST_P(LedgerTest, a_refused_settlement_charges_nothing_and_parks_nothing) {
+  credit(alice_, 100'000);
+  Ledger ledger(*store_, {});
+  ASSERT_TRUE(ledger.start());
+  auto good = ledger.reserve(alice_, "req_1", "m", 1'000, 1'000);
+  auto bad = ledger.reserve(alice_, "req_2", "m", 1'000, 1'000);
+  ASSERT_TRUE(good && bad);
+  ledger.settle(*good, 1'000, 1'000, provider_);
+  ledger.settle(*bad, 1'000, 1'000, "acct_vanished");
+  EXPECT_FALSE(ledger.flush());  // req_2 is refused; req_1 is written on its own
+  EXPECT_EQ(ledger.queued(), 0u);
+  EXPECT_EQ(**store_->balance(provider_), 250 * 95 / 100);
+  ASSERT_TRUE(ledger.release_idle(true));
+  EXPECT_EQ(**store_->balance(alice_), 100'000 - 250);
+  EXPECT_TRUE(store_->escrows("escrow_")->empty());
+  EXPECT_EQ(total_balances(), credited_);
 }
 
 // 200 requests at once on an account that covers 20 worst cases: exactly 20 run.
