@@ -50,6 +50,7 @@ class FlakyStore final : public Store {
     return inner_.set_referrer(account, referrer);
   }
   Result<std::optional<std::string>> referrer(std::string_view account) override { return inner_.referrer(account); }
+  Status claim_coordinator(std::string_view id) override { return inner_.claim_coordinator(id); }
   Status add_release(const ReleaseRecord& release) override { return inner_.add_release(release); }
   Result<std::vector<ReleaseRecord>> list_releases() override { return inner_.list_releases(); }
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view key) override {

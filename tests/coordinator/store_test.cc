@@ -211,6 +211,21 @@ TEST_P(StoreTest, escrow_accounts_hold_charge_and_release) {
   EXPECT_EQ(**store->balance(provider), 200);
 }
 
+// Two coordinators with one id would spend each other's escrow: only one connection may hold it.
+TEST_P(StoreTest, a_coordinator_id_is_claimed_by_one_holder_at_a_time) {
+  auto first = open();
+  ASSERT_TRUE(first->claim_coordinator("main"));
+  ASSERT_TRUE(first->claim_coordinator("main"));  // the holder again: fine
+  auto second = open();
+  auto taken = second->claim_coordinator("main");
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, Errc::already_exists);
+  EXPECT_NE(taken.error().message.find("--coordinator-id"), std::string::npos);
+  EXPECT_TRUE(second->claim_coordinator("other"));
+  first.reset();  // the holder goes away (a crashed process's claim ends the same way)
+  EXPECT_TRUE(second->claim_coordinator("main"));
+}
+
 TEST_P(StoreTest, prices_are_set_replaced_and_checked) {
   auto store = open();
   EXPECT_TRUE(store->prices()->empty());

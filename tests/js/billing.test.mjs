@@ -262,6 +262,10 @@ for (const kind of ["sqlite", "postgres"]) {
 
     if (kind === "postgres") {
       it("two coordinators on one PostgreSQL never spend more than the balance together", async () => {
+        // A second coordinator with the first one's id would spend its escrow: it refuses to start.
+        await assert.rejects(
+          startCoordinator({ dataDir: `${dir}/data3`, port: await freePort(), args: coordinatorArgs() }),
+          /another coordinator runs as 'main' on this database: give each its own --coordinator-id/);
         const second = await startCoordinator({
           dataDir: `${dir}/data2`, port: await freePort(), args: coordinatorArgs(["--coordinator-id", "second"]),
         });

@@ -27,6 +27,8 @@ LedgerEntry entry(const std::string& request, const std::string& account, Ledger
 Ledger::Ledger(Store& store, BillingOptions options) : store_(store), options_(std::move(options)) {}
 
 Status Ledger::start() {
+  // Before touching escrow: another live coordinator with this id would be spending from it.
+  DARKBLOOM_RETURN_IF_ERROR(store_.claim_coordinator(options_.coordinator_id));
   DARKBLOOM_RETURN_IF_ERROR(store_.ensure_account(options_.platform_account, "platform", ""));
   DARKBLOOM_RETURN_IF_ERROR(reload_prices());
   // What this coordinator held when it last stopped (or crashed) goes back to its owners.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
+#include <set>
 
 #include "base/encoding.h"
 #include "base/log.h"
@@ -276,6 +277,15 @@ class PostgresStore final : public Store {
     return read_entries(*result);
   }
 
+  Status claim_coordinator(std::string_view id) override {
+    std::lock_guard lock(mutex_);
+    reconnect_if_broken();
+    if (claims_.count(std::string(id)) != 0) return {};
+    DARKBLOOM_RETURN_IF_ERROR(try_claim(id));
+    claims_.insert(std::string(id));
+    return {};
+  }
+
   Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
     if (account_id == referrer_id) return make_error(Errc::invalid_argument, "an account cannot refer itself");
     std::lock_guard lock(mutex_);
@@ -374,7 +384,24 @@ class PostgresStore final : public Store {
   void reconnect_if_broken() {
     if (PQstatus(connection_.get()) == CONNECTION_OK) return;
     PQreset(connection_.get());
-    if (PQstatus(connection_.get()) == CONNECTION_OK) log::warn("store: reconnected to PostgreSQL");
+    if (PQstatus(connection_.get()) != CONNECTION_OK) return;
+    log::warn("store: reconnected to PostgreSQL");
+    // Advisory locks belong to the session that ended: take the claims again.
+    for (const std::string& id : claims_) {
+      if (auto claimed = try_claim(id); !claimed) log::error("store: {}", claimed.error().message);
+    }
+  }
+
+  Status try_claim(std::string_view id) {
+    auto claimed = run("SELECT pg_try_advisory_lock(hashtext('darkbloom-coordinator:' || $1))", {id});
+    if (!claimed) return claimed.error();
+    if (text(*claimed, 0, 0) != "t") {
+      return make_error(Errc::already_exists,
+                        fmt::format("another coordinator runs as '{}' on this database: give each its own "
+                                    "--coordinator-id",
+                                    id));
+    }
+    return {};
   }
 
   // Rows of (request_id, account_id, kind, amount, created_at).
@@ -474,7 +501,8 @@ class PostgresStore final : public Store {
 
   Connection connection_;
   std::mutex mutex_;
-  std::string last_state_;  // SQLSTATE of the last failure
+  std::string last_state_;        // SQLSTATE of the last failure
+  std::set<std::string> claims_;  // coordinator ids this session holds
 };
 
 }  // namespace

@@ -1,10 +1,15 @@
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <mutex>
 
 #include "base/encoding.h"
+#include "base/file.h"
 #include "coordinator/store/store.h"
 #include "crypto/hash.h"
 
@@ -81,7 +86,10 @@ int64_t unix_now() {
 
 class SqliteStore final : public Store {
  public:
-  explicit SqliteStore(Database db) : db_(std::move(db)) {}
+  SqliteStore(Database db, std::string path) : db_(std::move(db)), path_(std::move(path)) {}
+  ~SqliteStore() override {
+    for (const auto& [id, fd] : claims_) ::close(fd);  // closing releases the lock
+  }
 
   std::string_view kind() const override { return "sqlite"; }
 
@@ -298,6 +306,22 @@ class SqliteStore final : public Store {
     return read_entries(statement->get(), "charges");
   }
 
+  Status claim_coordinator(std::string_view id) override {
+    std::lock_guard lock(mutex_);
+    if (claims_.count(std::string(id)) != 0) return {};
+    const std::string path = fmt::format("{}.{}.lock", path_, id);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return make_error(Errc::io_error, fmt::format("{}: {}", path, errno_message(errno)));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return make_error(
+          Errc::already_exists,
+          fmt::format("another coordinator runs as '{}' on {}: give each its own --coordinator-id", id, path_));
+    }
+    claims_.emplace(std::string(id), fd);
+    return {};
+  }
+
   Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
     if (account_id == referrer_id) return make_error(Errc::invalid_argument, "an account cannot refer itself");
     std::lock_guard lock(mutex_);
@@ -505,7 +529,9 @@ class SqliteStore final : public Store {
   }
 
   Database db_;
-  std::mutex mutex_;  // one transaction at a time on the connection
+  std::string path_;
+  std::map<std::string, int> claims_;  // coordinator id -> locked file descriptor
+  std::mutex mutex_;                   // one transaction at a time on the connection
 };
 
 }  // namespace
@@ -528,7 +554,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
       return make_error(Errc::io_error, fmt::format("{}: {}: {}", path, pragma, text));
     }
   }
-  auto store = std::make_unique<SqliteStore>(std::move(db));
+  auto store = std::make_unique<SqliteStore>(std::move(db), path);
   DARKBLOOM_RETURN_IF_ERROR(store->migrate());
   return std::unique_ptr<Store>(std::move(store));
 }

@@ -103,6 +103,12 @@ class Store {
   // Charges paid from the escrow accounts `owner` owns (what a consumer was billed), newest first.
   virtual Result<std::vector<LedgerEntry>> charges(std::string_view owner, int limit) = 0;
 
+  // Claims a coordinator id for as long as this store object lives (a PostgreSQL advisory lock of
+  // the session, a lock file beside a SQLite database): two coordinators with one id would spend
+  // each other's escrow. Claiming again through the same object is fine; another holder gives
+  // Errc::already_exists. A crashed holder's claim ends with its process.
+  virtual Status claim_coordinator(std::string_view id) = 0;
+
   // Records who referred an account. Once set it does not change (Errc::already_exists); an
   // account cannot refer itself and both must exist (Errc::not_found).
   virtual Status set_referrer(std::string_view account_id, std::string_view referrer_id) = 0;
