@@ -7,16 +7,13 @@
 
 #include "engine/kernels/kernel_set.h"
 #include "engine/kernels/quant_blocks.h"
+#include "engine/kernels/x86_blocks.h"
 
 namespace darkbloom::engine::kernels {
 namespace {
 
-inline float horizontal_sum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
+using x86::horizontal_sum;
+using x86::signed_quants;
 
 inline int horizontal_sum_i32(__m256i v) {
   __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -27,15 +24,6 @@ inline int horizontal_sum_i32(__m256i v) {
 
 inline float load_fp16(uint16_t h) {
   return _cvtsh_ss(h);
-}
-
-// 32 signed bytes times 32 signed bytes, summed in pairs to 8 int32. maddubs needs an unsigned
-// left operand, so move the sign of x onto y.
-inline __m256i dot_i8_pairs(__m256i x, __m256i y) {
-  const __m256i abs_x = _mm256_sign_epi8(x, x);
-  const __m256i signed_y = _mm256_sign_epi8(y, x);
-  const __m256i pairs16 = _mm256_maddubs_epi16(abs_x, signed_y);
-  return _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
 }
 
 float dot_f32(int64_t n, const void* w, const void* a) {
@@ -102,13 +90,14 @@ float dot_bf16(int64_t n, const void* w, const void* a) {
 // row: the weight block is loaded and unpacked once, then each activation row gets exactly the
 // operations a single-row call would give it, so results never depend on the batch. The
 // single-row entry points are the T = 1 instances.
-template <int T>
-void rows_q8_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  const auto* x = static_cast<const BlockQ8_0*>(w);
+// Blocks of 32 with one fp16 scale (Q8_0, Q4_0) against Q8_0 activations.
+template <class Block, int T>
+void rows_32_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
+  const auto* x = static_cast<const Block*>(w);
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / 32; ++b) {
-    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    const __m256i qx = signed_quants(x[b]);
     const __m256i abs_x = _mm256_sign_epi8(qx, qx);
     const float dx = load_fp16(x[b].d);
     for (int t = 0; t < T; ++t) {
@@ -123,28 +112,13 @@ void rows_q8_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, floa
 }
 
 template <int T>
+void rows_q8_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
+  rows_32_t<BlockQ8_0, T>(n, w, a, stride, out);
+}
+
+template <int T>
 void rows_q4_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  const auto* x = static_cast<const BlockQ4_0*>(w);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
-  const __m256i eight = _mm256_set1_epi8(8);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n / 32; ++b) {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-    // Low nibbles are elements 0-15 (lower lane), high nibbles 16-31 (upper lane).
-    __m256i qx = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-    qx = _mm256_sub_epi8(_mm256_and_si256(qx, low_mask), eight);
-    const __m256i abs_x = _mm256_sign_epi8(qx, qx);
-    const float dx = load_fp16(x[b].d);
-    for (int t = 0; t < T; ++t) {
-      const auto* y = reinterpret_cast<const ActQ8_0*>(a + stride * static_cast<size_t>(t)) + b;
-      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs));
-      const __m256i pairs16 = _mm256_maddubs_epi16(abs_x, _mm256_sign_epi8(qy, qx));
-      const __m256i sums = _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
-    }
-  }
-  for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
+  rows_32_t<BlockQ4_0, T>(n, w, a, stride, out);
 }
 
 template <int T>
@@ -292,28 +266,8 @@ void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
 // Same bytes as quantize_activation_row: scale = amax / 127, round half to even.
 void quantize_q8_0(const float* src, void* dst, int64_t n) {
   auto* out = static_cast<ActQ8_0*>(dst);
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < n / 32; ++b, src += 32) {
-    __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int k = 0; k < 4; ++k) {
-      v[k] = _mm256_loadu_ps(src + 8 * k);
-      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float max_abs = _mm_cvtss_f32(m);
-    out[b].d = max_abs / 127.0f;
-    const __m256 inverse = _mm256_set1_ps(max_abs != 0.0f ? 127.0f / max_abs : 0.0f);
-    __m256i i32[4];
-    for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inverse));
-    // Pack 32-bit to 8-bit; the packs interleave 128-bit lanes, so restore element order.
-    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
-    const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
-    __m256i i8 = _mm256_packs_epi16(i16a, i16b);
-    i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs), i8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs), x86::quantize_q8_0_block(src, &out[b].d));
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "engine/kernels/kernel_set.h"
 #include "engine/kernels/quant_blocks.h"
+#include "engine/kernels/x86_blocks.h"
 
 namespace darkbloom::engine::kernels {
 
@@ -29,39 +30,14 @@ struct Q8Group {
 };
 static_assert(sizeof(Q8Group) == kGroupBlocks * sizeof(ActQ8_0));
 
-inline float horizontal_sum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
+using x86::horizontal_sum;
+using x86::signed_quants;
 
-// The scalar quantizer's numbers (scale = amax / 127, round half to even), quants stored + 128.
-// This is kernels_avx2.cc's block code again on purpose: an inline function shared through a
-// header would be compiled with different instruction sets in the two files, and the linker may
-// keep the AVX-512 copy for the AVX2 set too.
+// The scalar quantizer's numbers, quants stored + 128 (see SignedWeights); |q| <= 127, so q + 128
+// fits a byte.
 inline void quantize_block(const float* src, float* d, uint8_t* qs) {
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-  __m256 v[4];
-  __m256 amax = _mm256_setzero_ps();
-  for (int k = 0; k < 4; ++k) {
-    v[k] = _mm256_loadu_ps(src + 8 * k);
-    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
-  }
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  const float max_abs = _mm_cvtss_f32(m);
-  *d = max_abs / 127.0f;
-  const __m256 inverse = _mm256_set1_ps(max_abs != 0.0f ? 127.0f / max_abs : 0.0f);
-  __m256i i32[4];
-  for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inverse));
-  const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
-  const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
-  __m256i i8 = _mm256_packs_epi16(i16a, i16b);
-  i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-  // Stored biased by 128 (see SignedWeights); |q| <= 127, so q + 128 fits a byte.
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), _mm256_xor_si256(i8, _mm256_set1_epi8(-128)));
+  const __m256i quants = x86::quantize_q8_0_block(src, d);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), _mm256_xor_si256(quants, _mm256_set1_epi8(-128)));
 }
 
 void quantize_q8_0_grouped(const float* src, void* dst, int64_t n) {
@@ -74,17 +50,6 @@ void quantize_q8_0_grouped(const float* src, void* dst, int64_t n) {
   for (int64_t b = groups * kGroupBlocks; b < blocks; ++b, ++tail, src += 32) {
     quantize_block(src, &tail->d, reinterpret_cast<uint8_t*>(tail->qs));
   }
-}
-
-// Weight blocks as 32 signed bytes.
-inline __m256i unpack(const BlockQ8_0& block) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs));
-}
-inline __m256i unpack(const BlockQ4_0& block) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs));
-  // Low nibbles are elements 0-15 (lower lane), high nibbles 16-31 (upper lane).
-  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
-  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
 }
 
 // VPDPBUSD multiplies unsigned by signed bytes, so activations are stored as q + 128 and each
@@ -132,7 +97,7 @@ void rows_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* ou
       __m256i pair[2][T];
       for (int p = 0; p < 2; ++p) {
         const int j = 4 * half + 2 * p;
-        const SignedWeights w0(unpack(xg[j])), w1(unpack(xg[j + 1]));
+        const SignedWeights w0(signed_quants(xg[j])), w1(signed_quants(xg[j + 1]));
         for (int t = 0; t < T; ++t) {
           const auto* y = reinterpret_cast<const Q8Group*>(a + stride * static_cast<size_t>(t)) + g;
           pair[p][t] = _mm256_hadd_epi32(w0.dot(load_i8x32(y->qs[j])), w1.dot(load_i8x32(y->qs[j + 1])));
@@ -151,7 +116,7 @@ void rows_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* ou
     }
   }
   for (int64_t b = groups * kGroupBlocks; b < blocks; ++b) {
-    const SignedWeights wb(unpack(x[b]));
+    const SignedWeights wb(signed_quants(x[b]));
     const float dx = _cvtsh_ss(x[b].d);
     for (int t = 0; t < T; ++t) {
       const auto* tail = reinterpret_cast<const ActQ8_0*>(
