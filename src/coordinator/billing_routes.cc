@@ -69,6 +69,25 @@ proto::ApiError store_error(const Error& error) {
   }
 }
 
+// ?limit=N of /v1/usage: 100 when absent, nullopt unless 1..1000.
+std::optional<int> usage_limit(std::string_view query) {
+  int limit = 100;
+  while (!query.empty()) {
+    const size_t end = std::min(query.find('&'), query.size());
+    const std::string_view pair = query.substr(0, end);
+    query.remove_prefix(std::min(end + 1, query.size()));
+    if (pair.substr(0, 6) != "limit=") continue;
+    const std::string_view digits = pair.substr(6);
+    if (digits.empty() || digits.size() > 4 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    limit = std::stoi(std::string(digits));
+  }
+  if (limit < 1 || limit > 1000) return std::nullopt;
+  return limit;
+}
+
 std::string usd(int64_t micro) {
   return fmt::format("{}{}.{:06d}", micro < 0 ? "-" : "", std::abs(micro) / 1'000'000, std::abs(micro) % 1'000'000);
 }
@@ -174,19 +193,16 @@ awaitable<void> Coordinator::handle_admin_referrals(http::Exchange& exchange) {
 }
 
 awaitable<void> Coordinator::handle_balance(http::Exchange& exchange) {
-  auto account = keys_.authenticate(exchange.header("Authorization"));
-  if (!account || !*account) {
-    co_await exchange.respond_error(proto::authentication_error("Missing or unknown API key"));
-    co_return;
-  }
-  auto balance = ledger_->balance(**account);
+  const std::optional<std::string> account = co_await consumer_account(exchange);
+  if (!account) co_return;
+  auto balance = ledger_->balance(*account);
   if (!balance) {
     co_await exchange.respond_error(store_error(balance.error()));
     co_return;
   }
   bj::object answer;
   answer["object"] = "balance";
-  answer["account_id"] = **account;
+  answer["account_id"] = *account;
   answer["balance_micro_usd"] = *balance;
   answer["balance_usd"] = usd(*balance);
   co_await exchange.respond_json(200, bj::serialize(answer));
@@ -194,26 +210,14 @@ awaitable<void> Coordinator::handle_balance(http::Exchange& exchange) {
 
 // The account's charges, newest first (?limit=N, at most 1000, default 100).
 awaitable<void> Coordinator::handle_usage(http::Exchange& exchange) {
-  auto account = keys_.authenticate(exchange.header("Authorization"));
-  if (!account || !*account) {
-    co_await exchange.respond_error(proto::authentication_error("Missing or unknown API key"));
+  const std::optional<std::string> account = co_await consumer_account(exchange);
+  if (!account) co_return;
+  const std::optional<int> limit = usage_limit(exchange.query());
+  if (!limit) {
+    co_await exchange.respond_error(proto::invalid_request("limit must be a number from 1 to 1000", "limit"));
     co_return;
   }
-  int limit = 100;
-  const std::string_view target = exchange.request().target();
-  if (auto at = target.find("limit="); at != std::string_view::npos) {
-    const std::string_view digits = target.substr(at + 6, target.find('&', at) - (at + 6));
-    int parsed = 0;
-    const bool valid = !digits.empty() && digits.size() <= 4 &&
-                       std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (valid) parsed = std::stoi(std::string(digits));
-    if (!valid || parsed < 1 || parsed > 1000) {
-      co_await exchange.respond_error(proto::invalid_request("limit must be a number from 1 to 1000", "limit"));
-      co_return;
-    }
-    limit = parsed;
-  }
-  auto charges = store_->charges(**account, limit);
+  auto charges = store_->charges(*account, *limit);
   if (!charges) {
     co_await exchange.respond_error(store_error(charges.error()));
     co_return;
@@ -228,7 +232,7 @@ awaitable<void> Coordinator::handle_usage(http::Exchange& exchange) {
   }
   bj::object answer;
   answer["object"] = "list";
-  answer["account_id"] = **account;
+  answer["account_id"] = *account;
   answer["data"] = std::move(data);
   co_await exchange.respond_json(200, bj::serialize(answer));
 }

@@ -189,12 +189,22 @@ std::string Coordinator::models_json() const {
 }
 
 awaitable<void> Coordinator::handle_models(http::Exchange& exchange) {
-  auto account = keys_.authenticate(exchange.header("Authorization"));
-  if (!account || !*account) {
-    co_await exchange.respond_error(proto::authentication_error("Missing or unknown API key"));
-    co_return;
-  }
+  if (!co_await consumer_account(exchange)) co_return;
   co_await exchange.respond_json(200, models_json());
+}
+
+awaitable<std::optional<std::string>> Coordinator::consumer_account(http::Exchange& exchange) {
+  auto account = keys_.authenticate(exchange.header("Authorization"));
+  if (!account) {
+    log::error("key lookup failed: {}", account.error().message);
+    co_await exchange.respond_error(proto::server_error("Key lookup failed"));
+    co_return std::nullopt;
+  }
+  if (!*account) {
+    co_await exchange.respond_error(proto::authentication_error("Missing or unknown API key"));
+    co_return std::nullopt;
+  }
+  co_return std::move(*account);
 }
 
 awaitable<bool> Coordinator::check_admin(http::Exchange& exchange) {

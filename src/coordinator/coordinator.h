@@ -78,6 +78,9 @@ class Coordinator {
   http::awaitable<void> handle_attestations(http::Exchange& exchange);
   // Answers 401 and returns false unless the request carries the admin token.
   http::awaitable<bool> check_admin(http::Exchange& exchange);
+  // The account of the request's API key; otherwise answers (401, or 500 if the lookup failed)
+  // and returns nullopt.
+  http::awaitable<std::optional<std::string>> consumer_account(http::Exchange& exchange);
   std::string models_json() const;
 
   http::net::any_io_executor executor_;

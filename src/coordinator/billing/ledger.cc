@@ -114,26 +114,20 @@ Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted)
     auto held = store_.apply(
         {entry(id, std::string(account_id), LedgerKind::hold, -amount), entry(id, escrow, LedgerKind::hold, amount)});
     if (held) {
-      allowances_[std::string(account_id)].available += amount;
+      Allowance& allowance = allowances_[std::string(account_id)];
+      allowance.available += amount;
       ++holds_;
+      // Read with each hold, not on every settlement: a referral set later counts from the next hold.
+      if (auto referrer = store_.referrer(account_id)) {
+        allowance.referrer = *referrer;
+      } else {
+        log::warn("billing: cannot read the referrer of {}: {}", account_id, referrer.error().message);
+      }
       return {};
     }
     if (held.error().code != Errc::resource_exhausted) return held.error();
   }
   return make_error(Errc::resource_exhausted, "the balance changed while holding it; try again");
-}
-
-std::optional<std::string> Ledger::referrer_of(const std::string& account_id) {
-  auto cached = referrers_.find(account_id);
-  if (cached != referrers_.end()) return cached->second;
-  auto found = store_.referrer(account_id);
-  if (!found) {
-    log::warn("billing: cannot read the referrer of {}: {}", account_id, found.error().message);
-    return std::nullopt;  // not cached: asked again next time
-  }
-  // A referrer never changes once set; an absent one may be set later, so only cache hits.
-  if (*found) referrers_[account_id] = *found;
-  return *found;
 }
 
 Settlement Ledger::settle(const Reservation& reservation, int64_t input_tokens, int64_t output_tokens,
@@ -155,7 +149,7 @@ Settlement Ledger::settle(const Reservation& reservation, int64_t input_tokens, 
   settlement.charged = cost;
   settlement.payout = cost * 95 / 100;
   const int64_t fee = cost - settlement.payout;
-  const std::optional<std::string> referrer = referrer_of(reservation.account_id);
+  const std::optional<std::string>& referrer = allowance.referrer;
   settlement.referral_reward = referrer ? fee * 20 / 100 : 0;
   settlement.platform_fee = fee - settlement.referral_reward;
   const std::string& request = reservation.request_id;

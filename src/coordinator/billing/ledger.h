@@ -71,7 +71,7 @@ class Ledger {
   // Charges the cost of the tokens used (never more than reserved; nothing when no token was
   // produced), returns the rest to the allowance and queues the ledger entries: 95 % to the
   // provider's account (the platform's when it has none), the rest platform fee, of which 20 %
-  // goes to the consumer's referrer. Settling a reservation twice does nothing.
+  // goes to the consumer's referrer (as of the last hold). Settling a reservation twice does nothing.
   Settlement settle(const Reservation& reservation, int64_t input_tokens, int64_t output_tokens,
                     std::string_view provider_account);
   // Nothing was delivered: everything returns to the allowance.
@@ -98,11 +98,11 @@ class Ledger {
     int64_t available = 0;  // in escrow and not reserved
     int open = 0;           // reservations not yet settled
     std::chrono::steady_clock::time_point last_used;
+    std::optional<std::string> referrer;  // as of the last hold
   };
 
   std::string escrow_id(std::string_view account_id) const;
   Status hold(std::string_view account_id, int64_t needed, int64_t wanted);
-  std::optional<std::string> referrer_of(const std::string& account_id);
 
   Store& store_;
   BillingOptions options_;
@@ -111,7 +111,6 @@ class Ledger {
   std::map<std::string, Allowance, std::less<>> allowances_;
   std::set<std::string, std::less<>> escrows_created_;
   std::map<std::string, int64_t, std::less<>> open_;  // request id -> reserved amount; settling removes it
-  std::map<std::string, std::optional<std::string>, std::less<>> referrers_;
   std::vector<LedgerEntry> queue_;
   uint64_t holds_ = 0;
 };
