@@ -94,11 +94,18 @@ awaitable<void> Coordinator::run_ledger() {
   auto running = ledger_running_;
   http::net::steady_timer timer(executor_);
   auto last_release = std::chrono::steady_clock::now();
+  bool failing = false;  // an outage is logged when it starts and ends, not every 10 ms
   while (*running) {
     timer.expires_after(config_.ledger_flush_interval);
     co_await timer.async_wait(http::as_tuple_awaitable);
     if (!*running) co_return;
-    if (auto flushed = ledger_->flush(); !flushed) log::error("billing: {}", flushed.error().message);
+    auto flushed = ledger_->flush();
+    if (!flushed && !failing) {
+      log::error("billing: settlements are not being written ({}); retrying", flushed.error().message);
+    } else if (flushed && failing) {
+      log::info("billing: settlements are written again");
+    }
+    failing = !flushed;
     if (std::chrono::steady_clock::now() - last_release > std::chrono::seconds(5)) {
       last_release = std::chrono::steady_clock::now();
       if (auto released = ledger_->release_idle(); !released) log::error("billing: {}", released.error().message);

@@ -314,7 +314,8 @@ TEST_P(LedgerTest, two_coordinators_on_one_database_never_overspend) {
   }
   for (auto& thread : threads) thread.join();
   EXPECT_LE(accepted.size(), 20u);
-  EXPECT_GE(accepted.size(), 16u);  // at most one partial hold per coordinator is left unused
+  // Each coordinator's last hold takes what is left, so little of the balance can go unused.
+  EXPECT_GE(accepted.size(), 16u);
   for (auto& [ledger, r] : accepted) ledger->settle(r, 1'000, 1'000, provider_);
   ASSERT_TRUE(a.release_idle(true));
   ASSERT_TRUE(b.release_idle(true));
