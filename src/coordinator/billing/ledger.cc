@@ -116,7 +116,6 @@ Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted)
     if (held) {
       Allowance& allowance = allowances_[std::string(account_id)];
       allowance.available += amount;
-      ++holds_;
       // Read with each hold, not on every settlement: a referral set later counts from the next hold.
       if (auto referrer = store_.referrer(account_id)) {
         allowance.referrer = *referrer;

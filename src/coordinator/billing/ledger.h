@@ -112,7 +112,6 @@ class Ledger {
   std::set<std::string, std::less<>> escrows_created_;
   std::map<std::string, int64_t, std::less<>> open_;  // request id -> reserved amount; settling removes it
   std::vector<LedgerEntry> queue_;
-  uint64_t holds_ = 0;
 };
 
 }  // namespace darkbloom::coordinator

@@ -39,7 +39,6 @@ WeightMatrix PackedWeights::pack(ThreadPool& pool, const KernelSet& kernels, con
   const size_t packed_bytes = w.row_bytes * static_cast<size_t>(packed.packed_rows);
   std::memcpy(out + packed_bytes, w.data + packed_bytes, bytes - packed_bytes);
   buffers_.push_back(std::move(buffer));
-  bytes_ += bytes;
   return packed;
 }
 

@@ -34,14 +34,12 @@ class PackedWeights {
   // A copy of `w` in `kernels`' packed layout, or `w` itself when the set has none for its type
   // or it has fewer than kPackRows rows. The copy lives as long as this object.
   WeightMatrix pack(ThreadPool& pool, const KernelSet& kernels, const WeightMatrix& w);
-  size_t bytes() const { return bytes_; }
 
  private:
   struct Free {
     void operator()(uint8_t* p) const;
   };
   std::vector<std::unique_ptr<uint8_t, Free>> buffers_;
-  size_t bytes_ = 0;
 };
 
 // Reusable buffer for quantized activations, so steady-state steps do not allocate.

@@ -34,8 +34,6 @@ class ForwardPass {
   void run(std::span<const BatchToken> batch, KvCache& cache, float* logits);
 
   const Model& model() const { return model_; }
-  // Bytes of packed weight copies this pass holds (0 when the kernels read the file's layout).
-  size_t packed_bytes() const { return packed_.bytes(); }
 
  private:
   void rms_norm_rows(const float* in, const std::vector<float>& weight, float* out, int n_rows, int width);
