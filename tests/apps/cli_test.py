@@ -186,9 +186,8 @@ class Cli(unittest.TestCase):
             self.assertGreater(d["prefill_tokens_per_second"], 0)
             self.assertGreater(d["memory_bandwidth_gb_per_second"], 0)
             self.assertGreater(d["fma_peak_gflops"], 0)
-        # Aggregate decode is the per-row rate times the rows decoding together.
-        self.assertAlmostEqual(data[0]["aggregate_decode_tokens_per_second"], data[0]["decode_tokens_per_second"])
-        self.assertGreater(data[1]["aggregate_decode_tokens_per_second"], data[1]["decode_tokens_per_second"])
+            self.assertGreater(d["aggregate_decode_tokens_per_second"], 0)
+            self.assertGreater(d["busy_ttft_ms"], 0)
         self.assert_one_line_error(run("bench", "engine", "-m", self.model, "--batch", "0", expect_ok=False), "batch")
 
     def test_perplexity_needs_enough_text(self):
