@@ -196,7 +196,9 @@ std::string Coordinator::models_json() const {
 }
 
 awaitable<void> Coordinator::handle_models(http::Exchange& exchange) {
-  if (!co_await consumer_account(exchange)) co_return;
+  // A named result: GCC 12 mishandles a co_await's temporary inside a condition.
+  const std::optional<std::string> account = co_await consumer_account(exchange);
+  if (!account) co_return;
   co_await exchange.respond_json(200, models_json());
 }
 
