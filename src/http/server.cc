@@ -21,7 +21,7 @@ awaitable<void> lingering_close(beast::tcp_stream& stream) {
   std::array<char, 16384> sink;
   size_t drained = 0;
   while (drained < (64u << 20)) {
-    auto [error, n] = co_await stream.async_read_some(net::buffer(sink), as_tuple_awaitable);
+    auto [error, n] = co_await stream.async_read_some(asio::buffer(sink), as_tuple_awaitable);
     if (error) break;
     drained += n;
   }
@@ -124,24 +124,25 @@ awaitable<bool> Exchange::start_events(const std::vector<std::pair<std::string, 
   stream_->expires_never();
   if (error) {
     keep_alive_ = false;
-    *client_gone_ = true;
+    client_gone_.set(true);
     co_return false;
   }
   co_return true;
 }
 
 awaitable<bool> Exchange::send_event(std::string_view data) {
-  if (!streaming_ || *client_gone_) co_return false;
+  if (!streaming_ || client_gone_) co_return false;
   // One event per chunk, flushed by the write itself: "data: <json>\n\n".
   std::string event;
   event.reserve(data.size() + 8);
   event.append("data: ").append(data).append("\n\n");
   stream_->expires_after(limits_.write_timeout);
-  auto [error, bytes] = co_await net::async_write(*stream_, bhttp::make_chunk(net::buffer(event)), as_tuple_awaitable);
+  auto [error, bytes] =
+      co_await asio::async_write(*stream_, bhttp::make_chunk(asio::buffer(event)), as_tuple_awaitable);
   stream_->expires_never();
   if (error) {
     keep_alive_ = false;
-    *client_gone_ = true;
+    client_gone_.set(true);
     co_return false;
   }
   co_return true;
@@ -151,9 +152,9 @@ awaitable<void> Exchange::end_events() {
   if (!streaming_) co_return;
   streaming_ = false;
   stop_watching();
-  if (*client_gone_) co_return;
+  if (client_gone_) co_return;
   stream_->expires_after(limits_.write_timeout);
-  auto [error, bytes] = co_await net::async_write(*stream_, bhttp::make_chunk_last(), as_tuple_awaitable);
+  auto [error, bytes] = co_await asio::async_write(*stream_, bhttp::make_chunk_last(), as_tuple_awaitable);
   stream_->expires_never();
   if (error) keep_alive_ = false;
 }
@@ -173,11 +174,11 @@ void Exchange::start_watching() {
   auto gone = client_gone_;
   auto callback = gone_callback_;
   stream->socket().async_wait(tcp::socket::wait_read, [stream, stopped, gone, callback](error_code error) {
-    if (*stopped || error == net::error::operation_aborted) return;
+    if (stopped || error == asio::error::operation_aborted) return;
     char byte;
     const ssize_t n = ::recv(stream->socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (error || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-      *gone = true;
+      gone.set(true);
       if (callback && *callback) (*callback)();
     }
   });
@@ -186,10 +187,10 @@ void Exchange::start_watching() {
 void Exchange::stop_watching() {
   if (!watching_) return;
   watching_ = false;
-  *watch_stopped_ = true;
+  watch_stopped_.set(true);
   // A new flag for a possible later watch; the old wait completes on the next readiness and
   // does nothing because its flag is set.
-  watch_stopped_ = std::make_shared<bool>(false);
+  watch_stopped_ = net::SharedFlag(false);
 }
 
 bool Exchange::is_websocket_upgrade() const {
@@ -234,28 +235,28 @@ const Handler* Router::find(bhttp::verb method, std::string_view path, proto::Ap
 
 // ---- Server ----
 
-Server::Server(net::any_io_executor executor, Router router, ServerLimits limits)
+Server::Server(asio::any_io_executor executor, Router router, ServerLimits limits)
     : executor_(std::move(executor)), router_(std::move(router)), limits_(limits), acceptor_(executor_) {}
 
 Server::~Server() {
-  *alive_ = false;
+  alive_.set(false);
   stop();
 }
 
 Result<uint16_t> Server::listen(const std::string& host, uint16_t port) {
   error_code error;
-  const auto address = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, error);
+  const auto address = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, error);
   if (error) return make_error(Errc::invalid_argument, fmt::format("'{}' is not an IP address to listen on", host));
   const tcp::endpoint endpoint(address, port);
   acceptor_.open(endpoint.protocol(), error);
-  if (!error) acceptor_.set_option(net::socket_base::reuse_address(true), error);
+  if (!error) acceptor_.set_option(asio::socket_base::reuse_address(true), error);
   if (!error) acceptor_.bind(endpoint, error);
-  if (!error) acceptor_.listen(net::socket_base::max_listen_connections, error);
+  if (!error) acceptor_.listen(asio::socket_base::max_listen_connections, error);
   if (error) {
     return make_error(Errc::unavailable, fmt::format("cannot listen on {}:{}: {}", host, port, error.message()));
   }
   const uint16_t bound = acceptor_.local_endpoint().port();
-  net::co_spawn(executor_, accept_loop(), net::detached);
+  asio::co_spawn(executor_, accept_loop(), asio::detached);
   return bound;
 }
 
@@ -269,9 +270,9 @@ awaitable<void> Server::accept_loop() {
   auto alive = alive_;
   while (acceptor_.is_open()) {
     auto [error, socket] = co_await acceptor_.async_accept(as_tuple_awaitable);
-    if (!*alive) co_return;
+    if (!alive) co_return;
     if (error) {
-      if (error == net::error::operation_aborted || !acceptor_.is_open()) co_return;
+      if (error == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
       log::warn("accept failed: {}", error.message());
       continue;
     }
@@ -283,7 +284,7 @@ awaitable<void> Server::accept_loop() {
     socket.set_option(tcp::no_delay(true), error);
     auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
     connections_.insert(stream);
-    net::co_spawn(executor_, serve_connection(stream), [this, alive, stream](std::exception_ptr failure) {
+    asio::co_spawn(executor_, serve_connection(stream), [this, alive, stream](std::exception_ptr failure) {
       if (failure) {
         try {
           std::rethrow_exception(failure);
@@ -291,7 +292,7 @@ awaitable<void> Server::accept_loop() {
           log::error("connection failed: {}", e.what());
         }
       }
-      if (*alive) connections_.erase(stream);
+      if (alive) connections_.erase(stream);
     });
   }
 }
@@ -320,8 +321,8 @@ awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stre
       error = body_error;
     }
     if (error) {
-      if (error == bhttp::error::end_of_stream || error == net::error::eof || error == beast::error::timeout ||
-          error == net::error::operation_aborted || error == net::error::connection_reset) {
+      if (error == bhttp::error::end_of_stream || error == asio::error::eof || error == beast::error::timeout ||
+          error == asio::error::operation_aborted || error == asio::error::connection_reset) {
         break;
       }
       proto::ApiError reply;

@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "base/result.h"
-#include "http/asio.h"
+#include "http/beast.h"
 #include "http/websocket.h"
+#include "net/shared_flag.h"
 #include "proto/openai.h"
 
 namespace darkbloom::http {
@@ -67,7 +68,7 @@ class Exchange {
   // Calls `callback` (on the connection's executor) when the client closes its side while the
   // handler is still working. Only one callback; set it before waiting on anything slow.
   void on_client_gone(std::function<void()> callback);
-  bool client_gone() const { return *client_gone_; }
+  bool client_gone() const { return static_cast<bool>(client_gone_); }
 
   bool is_websocket_upgrade() const;
   // Accepts the upgrade and hands over the connection.
@@ -88,9 +89,9 @@ class Exchange {
   bool keep_alive_ = true;
   bool streaming_ = false;
   bool taken_over_ = false;
-  std::shared_ptr<bool> client_gone_ = std::make_shared<bool>(false);
+  net::SharedFlag client_gone_{false};
   std::shared_ptr<std::function<void()>> gone_callback_;
-  std::shared_ptr<bool> watch_stopped_ = std::make_shared<bool>(false);
+  net::SharedFlag watch_stopped_{false};
   bool watching_ = false;
 };
 
@@ -106,7 +107,7 @@ class Router {
 
 class Server {
  public:
-  Server(net::any_io_executor executor, Router router, ServerLimits limits = {});
+  Server(asio::any_io_executor executor, Router router, ServerLimits limits = {});
   ~Server();
 
   // Binds and starts accepting; returns the bound port (useful with port 0).
@@ -119,12 +120,12 @@ class Server {
   awaitable<void> accept_loop();
   awaitable<void> serve_connection(std::shared_ptr<beast::tcp_stream> stream);
 
-  net::any_io_executor executor_;
+  asio::any_io_executor executor_;
   Router router_;
   ServerLimits limits_;
   tcp::acceptor acceptor_;
   std::unordered_set<std::shared_ptr<beast::tcp_stream>> connections_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  net::SharedFlag alive_{true};
 };
 
 // "HOST:PORT" → parts; the host may be a name, IPv4 or [IPv6].

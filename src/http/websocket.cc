@@ -30,7 +30,7 @@ WebSocket::~WebSocket() = default;
 
 awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string host, uint16_t port, std::string path,
                                                                  WebSocketOptions options) {
-  auto executor = co_await net::this_coro::executor;
+  auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
   auto [resolve_error, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), as_tuple_awaitable);
   if (resolve_error) {
@@ -65,8 +65,8 @@ awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string hos
 void WebSocket::start() {
   if (started_) return;
   started_ = true;
-  net::co_spawn(stream_.get_executor(), writer_loop(), net::detached);
-  net::co_spawn(stream_.get_executor(), watchdog_loop(), net::detached);
+  asio::co_spawn(stream_.get_executor(), writer_loop(), asio::detached);
+  asio::co_spawn(stream_.get_executor(), watchdog_loop(), asio::detached);
 }
 
 awaitable<Result<std::string>> WebSocket::read() {
@@ -102,8 +102,9 @@ awaitable<Result<std::string>> WebSocket::read() {
 
 void WebSocket::send(std::string message) {
   if (!open_) return;
-  net::post(stream_.get_executor(),
-            [self = shared_from_this(), message = std::move(message)]() mutable { self->enqueue(std::move(message)); });
+  asio::post(stream_.get_executor(), [self = shared_from_this(), message = std::move(message)]() mutable {
+    self->enqueue(std::move(message));
+  });
 }
 
 void WebSocket::enqueue(std::string message) {
@@ -118,8 +119,8 @@ void WebSocket::enqueue(std::string message) {
 }
 
 void WebSocket::close(std::string reason) {
-  net::post(stream_.get_executor(),
-            [self = shared_from_this(), reason = std::move(reason)]() mutable { self->close_now(std::move(reason)); });
+  asio::post(stream_.get_executor(),
+             [self = shared_from_this(), reason = std::move(reason)]() mutable { self->close_now(std::move(reason)); });
 }
 
 void WebSocket::abort(std::string reason) {
@@ -159,7 +160,7 @@ awaitable<void> WebSocket::writer_loop() {
       queued_bytes_ -= message.size();
       writing_ = true;
       write_started_ = Clock::now();
-      auto [error, bytes] = co_await stream_.async_write(net::buffer(message), as_tuple_awaitable);
+      auto [error, bytes] = co_await stream_.async_write(asio::buffer(message), as_tuple_awaitable);
       writing_ = false;
       if (error) {
         close_now("write failed: " + error.message());

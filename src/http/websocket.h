@@ -11,7 +11,7 @@
 #include <string>
 
 #include "base/result.h"
-#include "http/asio.h"
+#include "http/beast.h"
 
 namespace darkbloom::http {
 
@@ -62,8 +62,8 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
   Stream stream_;
   WebSocketOptions options_;
   std::string remote_;
-  net::steady_timer wake_;
-  net::steady_timer watchdog_;
+  asio::steady_timer wake_;
+  asio::steady_timer watchdog_;
   std::deque<std::string> queue_;
   size_t queued_bytes_ = 0;
   std::atomic<bool> open_{true};

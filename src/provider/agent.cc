@@ -23,7 +23,7 @@
 namespace darkbloom::provider {
 namespace {
 
-using http::awaitable;
+using net::awaitable;
 using Clock = std::chrono::steady_clock;
 
 // The weight type that dominates a file, as users name quantizations ("q4_k", "q8_0", ...).
@@ -46,8 +46,8 @@ std::string dominant_type(const std::string& path) {
 
 // Waits on a timer without throwing when the wait is cancelled.
 awaitable<void> sleep_for(std::chrono::milliseconds duration) {
-  http::net::steady_timer timer(co_await http::net::this_coro::executor, duration);
-  co_await timer.async_wait(http::as_tuple_awaitable);
+  net::asio::steady_timer timer(co_await net::asio::this_coro::executor, duration);
+  co_await timer.async_wait(net::as_tuple_awaitable);
 }
 
 }  // namespace
@@ -73,7 +73,7 @@ Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& mode
   return facts;
 }
 
-ProviderAgent::ProviderAgent(http::net::any_io_executor executor, AgentOptions options,
+ProviderAgent::ProviderAgent(net::asio::any_io_executor executor, AgentOptions options,
                              std::unique_ptr<engine::Engine> engine, ModelFacts facts,
                              std::shared_ptr<attest::AttestationSigner> signer)
     : executor_(executor),
@@ -100,7 +100,7 @@ void ProviderAgent::stop() {
 awaitable<Result<std::string>> ProviderAgent::sign(std::string message) {
   // A named function object: GCC 12 destroys a lambda temporary inside a co_await operand twice.
   auto work = [signer = signer_, message = std::move(message)] { return signer->sign(as_bytes(message)); };
-  auto signature = co_await http::run_blocking(signing_pool_, std::move(work));
+  auto signature = co_await net::run_blocking(signing_pool_, std::move(work));
   if (!signature) co_return signature.error();
   co_return base64_encode(*signature);
 }
@@ -216,7 +216,7 @@ proto::Heartbeat ProviderAgent::make_heartbeat() const {
 
 awaitable<void> ProviderAgent::run() {
   auto self = shared_from_this();
-  if (options_.idle_unload_after.count() > 0) http::net::co_spawn(executor_, idle_loop(), http::net::detached);
+  if (options_.idle_unload_after.count() > 0) net::asio::co_spawn(executor_, idle_loop(), net::asio::detached);
   std::mt19937_64 rng(std::random_device{}());
   auto backoff = options_.backoff_initial;
   while (!stopping_) {
@@ -272,9 +272,9 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
       // The coordinator says how often it wants to hear from us; our own setting caps it.
       heartbeat_interval_ =
           std::min(options_.heartbeat_interval, std::chrono::milliseconds(welcome->heartbeat_interval_ms));
-      http::net::co_spawn(executor_, heartbeat_loop(socket), http::net::detached);
+      net::asio::co_spawn(executor_, heartbeat_loop(socket), net::asio::detached);
     } else if (auto* request = std::get_if<proto::InferenceRequest>(&*message)) {
-      http::net::co_spawn(executor_, handle_request(socket, std::move(*request)), http::net::detached);
+      net::asio::co_spawn(executor_, handle_request(socket, std::move(*request)), net::asio::detached);
     } else if (auto* cancel = std::get_if<proto::Cancel>(&*message)) {
       auto it = in_flight_.find(cancel->request_id);
       if (it != in_flight_.end() && !it->second.cancelled) {
@@ -283,9 +283,9 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
       }
     } else if (auto* load = std::get_if<proto::LoadModel>(&*message)) {
       // Loading can take long; the session keeps reading (cancels, pings) meanwhile.
-      http::net::co_spawn(executor_, handle_load_model(socket, load->model), http::net::detached);
+      net::asio::co_spawn(executor_, handle_load_model(socket, load->model), net::asio::detached);
     } else if (auto* challenge = std::get_if<proto::AttestationChallenge>(&*message)) {
-      http::net::co_spawn(executor_, answer_challenge(socket, std::move(*challenge)), http::net::detached);
+      net::asio::co_spawn(executor_, answer_challenge(socket, std::move(*challenge)), net::asio::detached);
     } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {
       log::info("provider: trust level {}{}", trust->trust_level,
                 trust->reason.empty() ? "" : " (" + trust->reason + ")");
@@ -343,11 +343,11 @@ awaitable<Result<engine::Engine*>> ProviderAgent::ensure_engine() {
   last_activity_ = Clock::now();
   if (engine_) co_return engine_.get();
   // One load at a time: later callers wait for the load in progress instead of starting their own.
-  auto waiter = std::make_shared<http::AsyncQueue<Status>>(executor_);
+  auto waiter = std::make_shared<net::AsyncQueue<Status>>(executor_);
   load_waiters_.push_back(waiter);
   if (load_waiters_.size() == 1) {
     // Loading maps the file and allocates the cache; do it off the network thread.
-    auto done = std::make_shared<http::AsyncQueue<Result<std::unique_ptr<engine::Engine>>>>(executor_);
+    auto done = std::make_shared<net::AsyncQueue<Result<std::unique_ptr<engine::Engine>>>>(executor_);
     std::thread([done, options = options_.engine] { done->push(engine::Engine::load(options)); }).detach();
     auto loaded = co_await done->pop();
     Status status;

@@ -12,9 +12,9 @@
 #include "attest/signer.h"
 #include "crypto/sealed_box.h"
 #include "engine/engine.h"
-#include "http/async_queue.h"
-#include "http/blocking.h"
 #include "http/websocket.h"
+#include "net/async_queue.h"
+#include "net/blocking.h"
 #include "proto/provider_messages.h"
 
 namespace darkbloom::provider {
@@ -22,7 +22,7 @@ namespace darkbloom::provider {
 struct AgentOptions {
   std::string coordinator_host;
   uint16_t coordinator_port = 0;
-  std::string coordinator_path = "/ws/provider";
+  std::string coordinator_path = std::string(proto::kProviderSocketPath);
   engine::EngineOptions engine;
   std::string model_id;
   int max_concurrency = 8;
@@ -50,11 +50,11 @@ Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& mode
 
 class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
  public:
-  ProviderAgent(http::net::any_io_executor executor, AgentOptions options, std::unique_ptr<engine::Engine> engine,
+  ProviderAgent(net::asio::any_io_executor executor, AgentOptions options, std::unique_ptr<engine::Engine> engine,
                 ModelFacts facts, std::shared_ptr<attest::AttestationSigner> signer);
 
   // Runs until stop(): connect, register, serve, and reconnect after every disconnection.
-  http::awaitable<void> run();
+  net::awaitable<void> run();
   void stop();
   // Stops and frees the engine (finishing its requests); call after the io_context stopped.
   void release_engine() { engine_.reset(); }
@@ -67,32 +67,31 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
     bool cancelled = false;
   };
 
-  http::awaitable<bool> serve_session(std::shared_ptr<http::WebSocket> socket);
-  http::awaitable<void> heartbeat_loop(std::shared_ptr<http::WebSocket> socket);
-  http::awaitable<void> idle_loop();
-  http::awaitable<void> handle_request(std::shared_ptr<http::WebSocket> socket, proto::InferenceRequest request);
-  http::awaitable<Result<proto::Register>> make_register();
-  http::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket,
-                                         proto::AttestationChallenge challenge);
+  net::awaitable<bool> serve_session(std::shared_ptr<http::WebSocket> socket);
+  net::awaitable<void> heartbeat_loop(std::shared_ptr<http::WebSocket> socket);
+  net::awaitable<void> idle_loop();
+  net::awaitable<void> handle_request(std::shared_ptr<http::WebSocket> socket, proto::InferenceRequest request);
+  net::awaitable<Result<proto::Register>> make_register();
+  net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
   // Signs on the signing thread (a TPM takes milliseconds); base64 DER.
-  http::awaitable<Result<std::string>> sign(std::string message);
+  net::awaitable<Result<std::string>> sign(std::string message);
   proto::Heartbeat make_heartbeat() const;
-  http::awaitable<Result<engine::Engine*>> ensure_engine();
-  http::awaitable<void> handle_load_model(std::shared_ptr<http::WebSocket> socket, std::string model);
+  net::awaitable<Result<engine::Engine*>> ensure_engine();
+  net::awaitable<void> handle_load_model(std::shared_ptr<http::WebSocket> socket, std::string model);
 
-  http::net::any_io_executor executor_;
+  net::asio::any_io_executor executor_;
   AgentOptions options_;
   std::unique_ptr<engine::Engine> engine_;  // null while unloaded
   ModelFacts facts_;
   crypto::KeyPair keys_;
   std::shared_ptr<attest::AttestationSigner> signer_;
   std::string binary_hash_;
-  http::net::thread_pool signing_pool_{1};
+  net::asio::thread_pool signing_pool_{1};
   std::unordered_map<std::string, InFlight> in_flight_;
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;
   std::shared_ptr<http::WebSocket> current_;
-  std::vector<std::shared_ptr<http::AsyncQueue<Status>>> load_waiters_;  // non-empty while loading
+  std::vector<std::shared_ptr<net::AsyncQueue<Status>>> load_waiters_;  // non-empty while loading
   std::chrono::milliseconds heartbeat_interval_{5000};
   uint64_t requests_served_ = 0;
   uint64_t tokens_generated_ = 0;

@@ -3,35 +3,31 @@
 #include <fmt/format.h>
 
 #include <atomic>
-#include <chrono>
 
 #include "base/json.h"
 #include "base/log.h"
+#include "base/time.h"
 #include "provider/openai_bridge.h"
 
 namespace darkbloom::provider {
 namespace {
 
 namespace bj = json::bj;
-using http::awaitable;
-
-int64_t unix_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+using net::awaitable;
 
 std::string next_request_id() {
   static std::atomic<uint64_t> counter{0};
-  return fmt::format("local-{:x}-{}", unix_seconds(), counter.fetch_add(1));
+  return fmt::format("local-{:x}-{}", unix_seconds_now(), counter.fetch_add(1));
 }
 
 }  // namespace
 
-LocalServer::LocalServer(http::net::any_io_executor executor, engine::Engine& engine, std::string model_id,
+LocalServer::LocalServer(net::asio::any_io_executor executor, engine::Engine& engine, std::string model_id,
                          http::ServerLimits limits)
     : executor_(executor),
       engine_(engine),
       model_id_(std::move(model_id)),
-      created_(unix_seconds()),
+      created_(unix_seconds_now()),
       server_(executor, routes(), limits) {}
 
 http::Router LocalServer::routes() {
@@ -102,40 +98,48 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
   exchange.on_client_gone([this, engine_id] { engine_.cancel(engine_id); });
 
   const std::string request_id = next_request_id();
-  const proto::ChunkFormatter format(
-      endpoint, (endpoint == proto::Endpoint::chat_completions ? "chatcmpl-" : "cmpl-") + request_id, model_id_,
-      unix_seconds());
-  const std::vector<std::pair<std::string, std::string>> headers{{"X-Request-Id", request_id}};
+  const Answer answer{
+      proto::ChunkFormatter(endpoint, proto::response_id(endpoint, request_id), model_id_, unix_seconds_now()),
+      {{"X-Request-Id", request_id}}};
+  if (request->stream) {
+    co_await relay_stream(exchange, *queue, engine_id, answer, request->include_usage);
+  } else {
+    co_await respond_whole(exchange, *queue, answer);
+  }
+}
 
-  if (!request->stream) {
-    std::string text;
-    for (;;) {
-      EngineEvent event = co_await queue->pop();
-      if (auto* delta = std::get_if<std::string>(&event)) {
-        text += *delta;
-        continue;
-      }
-      const auto& finish = std::get<engine::FinishEvent>(event);
-      if (finish.reason == engine::FinishReason::cancelled) co_return;  // the client left
-      if (finish.reason == engine::FinishReason::error) {
-        co_await exchange.respond_error(proto::server_error("Generation failed: " + finish.error), headers);
-        co_return;
-      }
-      const proto::Usage usage{finish.prompt_tokens, finish.completion_tokens};
-      co_await exchange.respond_json(200, format.complete_response(text, openai_finish_reason(finish.reason), usage),
-                                     headers);
+awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, EngineEventQueue& queue, const Answer& answer) {
+  std::string text;
+  for (;;) {
+    EngineEvent event = co_await queue.pop();
+    if (auto* delta = std::get_if<std::string>(&event)) {
+      text += *delta;
+      continue;
+    }
+    const auto& finish = std::get<engine::FinishEvent>(event);
+    if (finish.reason == engine::FinishReason::cancelled) co_return;  // the client left
+    if (finish.reason == engine::FinishReason::error) {
+      co_await exchange.respond_error(proto::server_error("Generation failed: " + finish.error), answer.headers);
       co_return;
     }
+    const proto::Usage usage{finish.prompt_tokens, finish.completion_tokens};
+    co_await exchange.respond_json(
+        200, answer.format.complete_response(text, openai_finish_reason(finish.reason), usage), answer.headers);
+    co_return;
   }
+}
 
-  if (!co_await exchange.start_events(headers)) {
+awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, EngineEventQueue& queue,
+                                          engine::RequestId engine_id, const Answer& answer, bool include_usage) {
+  if (!co_await exchange.start_events(answer.headers)) {
     engine_.cancel(engine_id);
     co_return;
   }
+  const proto::ChunkFormatter& format = answer.format;
   bool client_ok = true;
   if (auto opening = format.opening_chunk()) client_ok = co_await exchange.send_event(*opening);
   for (;;) {
-    EngineEvent event = co_await queue->pop();
+    EngineEvent event = co_await queue.pop();
     if (auto* delta = std::get_if<std::string>(&event)) {
       if (client_ok && !co_await exchange.send_event(format.content_chunk(*delta))) {
         client_ok = false;
@@ -150,7 +154,7 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
           proto::stream_error_event(proto::server_error("Generation failed: " + finish.error)));
     } else {
       co_await exchange.send_event(format.finish_chunk(openai_finish_reason(finish.reason)));
-      if (request->include_usage) {
+      if (include_usage) {
         co_await exchange.send_event(format.usage_chunk({finish.prompt_tokens, finish.completion_tokens}));
       }
     }

@@ -4,15 +4,18 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/engine.h"
 #include "http/server.h"
+#include "provider/openai_bridge.h"
 
 namespace darkbloom::provider {
 
 class LocalServer {
  public:
-  LocalServer(http::net::any_io_executor executor, engine::Engine& engine, std::string model_id,
+  LocalServer(net::asio::any_io_executor executor, engine::Engine& engine, std::string model_id,
               http::ServerLimits limits = {});
 
   Result<uint16_t> listen(const std::string& host, uint16_t port) { return server_.listen(host, port); }
@@ -20,11 +23,22 @@ class LocalServer {
 
  private:
   http::Router routes();
-  http::awaitable<void> handle_completion(http::Exchange& exchange, proto::Endpoint endpoint);
-  http::awaitable<void> handle_models(http::Exchange& exchange);
+  // Parses, checks the model, submits to the engine, then answers in one of the two ways below.
+  net::awaitable<void> handle_completion(http::Exchange& exchange, proto::Endpoint endpoint);
+  // How an answer is written: the chunk format and the headers every answer carries.
+  struct Answer {
+    proto::ChunkFormatter format;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  // stream: false. One JSON response once the engine has finished.
+  net::awaitable<void> respond_whole(http::Exchange& exchange, EngineEventQueue& queue, const Answer& answer);
+  // stream: true. One SSE event per delta; a client that leaves cancels the generation.
+  net::awaitable<void> relay_stream(http::Exchange& exchange, EngineEventQueue& queue, engine::RequestId engine_id,
+                                    const Answer& answer, bool include_usage);
+  net::awaitable<void> handle_models(http::Exchange& exchange);
   std::string models_json() const;
 
-  http::net::any_io_executor executor_;
+  net::asio::any_io_executor executor_;
   engine::Engine& engine_;
   std::string model_id_;
   int64_t created_;

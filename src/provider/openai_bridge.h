@@ -8,7 +8,7 @@
 #include <variant>
 
 #include "engine/engine.h"
-#include "http/async_queue.h"
+#include "net/async_queue.h"
 #include "proto/openai.h"
 
 namespace darkbloom::provider {
@@ -20,7 +20,7 @@ Result<engine::GenerationRequest> to_generation_request(const engine::Engine& en
 
 // What an engine request emits: text deltas, then exactly one finish.
 using EngineEvent = std::variant<std::string, engine::FinishEvent>;
-using EngineEventQueue = http::AsyncQueue<EngineEvent>;
+using EngineEventQueue = net::AsyncQueue<EngineEvent>;
 
 // An engine sink that forwards into a queue living on an Asio executor.
 class QueueSink final : public engine::GenerationSink {

@@ -8,32 +8,32 @@
 #include <utility>
 
 #include "base/result.h"
-#include "http/asio.h"
+#include "net/asio.h"
 
-namespace darkbloom::http {
+namespace darkbloom::net {
 
 // `function` returns a Result<T>; an exception it throws comes back as an error, never escaping
 // into the pool (where it would end the process).
 template <class Function>
-awaitable<std::invoke_result_t<Function>> run_blocking(net::thread_pool& pool, Function function) {
+awaitable<std::invoke_result_t<Function>> run_blocking(asio::thread_pool& pool, Function function) {
   using Value = std::invoke_result_t<Function>;
   static_assert(std::is_constructible_v<Value, Error>, "run_blocking runs functions that return a Result");
-  auto executor = co_await net::this_coro::executor;
+  auto executor = co_await asio::this_coro::executor;
   // Lives in this coroutine's frame, which stays put while it is suspended below.
   std::optional<Value> result;
   // Named, not a temporary in the co_await operand: GCC 12 destroys such temporaries twice.
   auto initiate = [&pool, &result, &function, executor](auto handler) {
-    net::post(pool, [&result, &function, executor, handler = std::move(handler)]() mutable {
+    asio::post(pool, [&result, &function, executor, handler = std::move(handler)]() mutable {
       try {
         result.emplace(function());
       } catch (const std::exception& e) {
         result.emplace(make_error(Errc::internal, e.what()));
       }
-      net::post(executor, std::move(handler));
+      asio::post(executor, std::move(handler));
     });
   };
-  co_await net::async_initiate<decltype(use_awaitable), void()>(std::move(initiate), use_awaitable);
+  co_await asio::async_initiate<decltype(use_awaitable), void()>(std::move(initiate), use_awaitable);
   co_return std::move(*result);
 }
 
-}  // namespace darkbloom::http
+}  // namespace darkbloom::net
