@@ -18,14 +18,12 @@ enum class Errc {
   unsupported,       // well-formed but not something this build can handle
   out_of_range,      // a size or count beyond a limit (context, memory budget)
   cancelled,
-  unavailable,        // a device or peer that is absent or busy
-  permission_denied,  // the caller may not do this (a policy refused, a wrong PIN)
+  unavailable,         // a device or peer that is absent or busy
+  permission_denied,   // the caller may not do this (a policy refused, a wrong PIN)
   resource_exhausted,  // not enough of something to spend (a balance, a quota)
   already_exists,      // a record that may be written once is already there
   internal,
 };
-
-const char* errc_name(Errc code);
 
 struct Error {
   Errc code = Errc::internal;

@@ -22,10 +22,6 @@ bool is_whitespace(char32_t cp) {
   return u_hasBinaryProperty(static_cast<UChar32>(cp), UCHAR_WHITE_SPACE) != 0;
 }
 
-char32_t to_lower(char32_t cp) {
-  return static_cast<char32_t>(u_tolower(static_cast<UChar32>(cp)));
-}
-
 std::string nfc(std::string_view text) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* normalizer = icu::Normalizer2::getNFCInstance(status);

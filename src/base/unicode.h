@@ -12,7 +12,6 @@ bool is_number(char32_t cp);  // general category N* (Nd, Nl, No)
 // The Unicode White_Space property: what \s means in the Oniguruma patterns of tokenizer.json
 // files (U+0085 is whitespace, U+FEFF is not).
 bool is_whitespace(char32_t cp);
-char32_t to_lower(char32_t cp);
 
 // NFC normalization of UTF-8 text; invalid bytes become U+FFFD first.
 std::string nfc(std::string_view text);

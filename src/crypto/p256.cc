@@ -1,6 +1,7 @@
 #include "crypto/p256.h"
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
@@ -10,32 +11,36 @@
 #include <openssl/pem.h>
 
 #include <cstdio>
+#include <memory>
 #include <stdexcept>
+#include <utility>
 
 namespace darkbloom::crypto {
+
+void PkeyFree::operator()(EVP_PKEY* key) const {
+  EVP_PKEY_free(key);
+}
+
 namespace {
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+// An OpenSSL object freed by its own free function when the holder goes out of scope.
+template <auto free_fn>
+struct OpenSslFree {
+  template <class T>
+  void operator()(T* object) const {
+    free_fn(object);
+  }
 };
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-struct ParamBldFree {
-  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-struct ParamFree {
-  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-struct SigFree {
-  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
-};
+template <class T, auto free_fn>
+using OpenSslPtr = std::unique_ptr<T, OpenSslFree<free_fn>>;
+
+using MdCtxPtr = OpenSslPtr<EVP_MD_CTX, EVP_MD_CTX_free>;
+using PkeyCtxPtr = OpenSslPtr<EVP_PKEY_CTX, EVP_PKEY_CTX_free>;
+using BioPtr = OpenSslPtr<BIO, BIO_free>;
+using ParamBldPtr = OpenSslPtr<OSSL_PARAM_BLD, OSSL_PARAM_BLD_free>;
+using ParamPtr = OpenSslPtr<OSSL_PARAM, OSSL_PARAM_free>;
+using EcdsaSigPtr = OpenSslPtr<ECDSA_SIG, ECDSA_SIG_free>;
+using BignumPtr = OpenSslPtr<BIGNUM, BN_free>;
 
 std::string openssl_error() {
   const unsigned long code = ERR_get_error();
@@ -44,26 +49,26 @@ std::string openssl_error() {
   return code == 0 ? "unknown OpenSSL error" : buffer;
 }
 
-std::unique_ptr<EVP_PKEY, PkeyFree> public_pkey(std::span<const uint8_t> xy) {
+PkeyPtr public_pkey(std::span<const uint8_t> xy) {
   std::vector<uint8_t> point(1 + xy.size());
   point[0] = 0x04;
   std::copy(xy.begin(), xy.end(), point.begin() + 1);
-  std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> build(OSSL_PARAM_BLD_new());
+  ParamBldPtr build(OSSL_PARAM_BLD_new());
   if (!build || !OSSL_PARAM_BLD_push_utf8_string(build.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
       !OSSL_PARAM_BLD_push_octet_string(build.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size())) {
     return nullptr;
   }
-  std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(build.get()));
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  ParamPtr params(OSSL_PARAM_BLD_to_param(build.get()));
+  PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   EVP_PKEY* key = nullptr;
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) <= 0 ||
       EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) <= 0) {
     return nullptr;
   }
-  return std::unique_ptr<EVP_PKEY, PkeyFree>(key);
+  return PkeyPtr(key);
 }
 
-std::vector<uint8_t> raw_public_key_of(EVP_PKEY* key) {
+std::vector<uint8_t> raw_public_key_of(const EVP_PKEY* key) {
   uint8_t point[65];
   size_t length = 0;
   if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point, &length) != 1 ||
@@ -73,7 +78,7 @@ std::vector<uint8_t> raw_public_key_of(EVP_PKEY* key) {
   return std::vector<uint8_t>(point + 1, point + 65);
 }
 
-bool is_p256(EVP_PKEY* key) {
+bool is_p256(const EVP_PKEY* key) {
   char group[64] = {};
   size_t length = 0;
   return EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &length) == 1 &&
@@ -89,7 +94,7 @@ Result<bool> p256_verify(std::span<const uint8_t> public_key_xy, std::span<const
   }
   auto key = public_pkey(public_key_xy);
   if (!key) return make_error(Errc::bad_format, "not a point on P-256");
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  MdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1) {
     return make_error(Errc::internal, "cannot start verification: " + openssl_error());
   }
@@ -103,11 +108,17 @@ Result<bool> p256_verify(std::span<const uint8_t> public_key_xy, std::span<const
 }
 
 std::vector<uint8_t> der_signature_from_rs(std::span<const uint8_t> r, std::span<const uint8_t> s) {
-  std::unique_ptr<ECDSA_SIG, SigFree> signature(ECDSA_SIG_new());
-  BIGNUM* big_r = BN_bin2bn(r.data(), static_cast<int>(r.size()), nullptr);
-  BIGNUM* big_s = BN_bin2bn(s.data(), static_cast<int>(s.size()), nullptr);
-  ECDSA_SIG_set0(signature.get(), big_r, big_s);
+  EcdsaSigPtr signature(ECDSA_SIG_new());
+  BignumPtr big_r(BN_bin2bn(r.data(), static_cast<int>(r.size()), nullptr));
+  BignumPtr big_s(BN_bin2bn(s.data(), static_cast<int>(s.size()), nullptr));
+  if (!signature || !big_r || !big_s || ECDSA_SIG_set0(signature.get(), big_r.get(), big_s.get()) != 1) {
+    throw std::runtime_error("cannot build an ECDSA signature: " + openssl_error());
+  }
+  // The signature owns r and s now.
+  static_cast<void>(big_r.release());
+  static_cast<void>(big_s.release());
   const int length = i2d_ECDSA_SIG(signature.get(), nullptr);
+  if (length <= 0) throw std::runtime_error("cannot encode an ECDSA signature: " + openssl_error());
   std::vector<uint8_t> der(static_cast<size_t>(length));
   uint8_t* out = der.data();
   i2d_ECDSA_SIG(signature.get(), &out);
@@ -117,7 +128,7 @@ std::vector<uint8_t> der_signature_from_rs(std::span<const uint8_t> r, std::span
 Result<std::pair<std::array<uint8_t, 32>, std::array<uint8_t, 32>>> rs_from_der_signature(
     std::span<const uint8_t> der) {
   const uint8_t* in = der.data();
-  std::unique_ptr<ECDSA_SIG, SigFree> signature(d2i_ECDSA_SIG(nullptr, &in, static_cast<long>(der.size())));
+  EcdsaSigPtr signature(d2i_ECDSA_SIG(nullptr, &in, static_cast<long>(der.size())));
   ERR_clear_error();
   if (!signature || in != der.data() + der.size()) return make_error(Errc::bad_format, "not a DER ECDSA signature");
   const BIGNUM* r = nullptr;
@@ -131,8 +142,8 @@ Result<std::pair<std::array<uint8_t, 32>, std::array<uint8_t, 32>>> rs_from_der_
 }
 
 Result<std::vector<uint8_t>> p256_public_key_from_pem(std::string_view pem) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  PkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
   if (!key) return make_error(Errc::bad_format, "not a PEM public key");
   if (!is_p256(key.get())) return make_error(Errc::unsupported, "the public key is not an EC P-256 key");
@@ -148,56 +159,35 @@ Result<std::vector<uint8_t>> p256_raw_public_key(std::span<const uint8_t> point)
 std::string p256_public_key_pem(std::span<const uint8_t> public_key_xy) {
   auto key = public_pkey(public_key_xy);
   if (!key) return {};
-  std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
+  BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), key.get());
   char* data = nullptr;
   const long length = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, static_cast<size_t>(length));
 }
 
-P256Key::P256Key(void* pkey) : pkey_(pkey), public_key_(raw_public_key_of(static_cast<EVP_PKEY*>(pkey))) {}
+P256Key::P256Key(PkeyPtr key) : key_(std::move(key)), public_key_(raw_public_key_of(key_.get())) {}
 
 P256Key P256Key::generate() {
-  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-  if (key == nullptr) throw std::runtime_error("P-256 key generation failed: " + openssl_error());
-  return P256Key(key);
+  PkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  if (!key) throw std::runtime_error("P-256 key generation failed: " + openssl_error());
+  return P256Key(std::move(key));
 }
 
 Result<P256Key> P256Key::load_pem(const std::string& path) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+  BioPtr bio(BIO_new_file(path.c_str(), "r"));
   if (!bio) return make_error(Errc::not_found, path + ": cannot open");
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
-  if (key == nullptr) return make_error(Errc::bad_format, path + ": not a PEM private key");
-  if (!is_p256(key)) {
-    EVP_PKEY_free(key);
-    return make_error(Errc::unsupported, path + ": the key is not an EC P-256 key");
-  }
-  return P256Key(key);
-}
-
-P256Key::~P256Key() {
-  EVP_PKEY_free(static_cast<EVP_PKEY*>(pkey_));
-}
-
-P256Key::P256Key(P256Key&& other) noexcept : pkey_(other.pkey_), public_key_(std::move(other.public_key_)) {
-  other.pkey_ = nullptr;
-}
-
-P256Key& P256Key::operator=(P256Key&& other) noexcept {
-  if (this != &other) {
-    EVP_PKEY_free(static_cast<EVP_PKEY*>(pkey_));
-    pkey_ = other.pkey_;
-    public_key_ = std::move(other.public_key_);
-    other.pkey_ = nullptr;
-  }
-  return *this;
+  if (!key) return make_error(Errc::bad_format, path + ": not a PEM private key");
+  if (!is_p256(key.get())) return make_error(Errc::unsupported, path + ": the key is not an EC P-256 key");
+  return P256Key(std::move(key));
 }
 
 std::vector<uint8_t> P256Key::sign(std::span<const uint8_t> message) const {
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  MdCtxPtr ctx(EVP_MD_CTX_new());
   size_t length = 0;
-  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, static_cast<EVP_PKEY*>(pkey_)) != 1 ||
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key_.get()) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &length, message.data(), message.size()) != 1) {
     throw std::runtime_error("ECDSA signing failed: " + openssl_error());
   }
@@ -207,14 +197,6 @@ std::vector<uint8_t> P256Key::sign(std::span<const uint8_t> message) const {
   }
   signature.resize(length);
   return signature;
-}
-
-std::string P256Key::private_key_pem() const {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_PrivateKey(bio.get(), static_cast<EVP_PKEY*>(pkey_), nullptr, nullptr, 0, nullptr, nullptr);
-  char* data = nullptr;
-  const long length = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(length));
 }
 
 }  // namespace darkbloom::crypto

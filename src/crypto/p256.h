@@ -14,6 +14,8 @@
 
 #include "base/result.h"
 
+struct evp_pkey_st;  // OpenSSL's EVP_PKEY, declared here so that this header needs no OpenSSL headers
+
 namespace darkbloom::crypto {
 
 inline constexpr size_t kP256PublicKeyBytes = 64;  // X ‖ Y
@@ -38,26 +40,28 @@ Result<std::vector<uint8_t>> p256_raw_public_key(std::span<const uint8_t> point)
 // A PEM SubjectPublicKeyInfo for a raw key (what `openssl dgst -verify` takes).
 std::string p256_public_key_pem(std::span<const uint8_t> public_key_xy);
 
-// A P-256 private key held by OpenSSL in process memory.
+// Owns an OpenSSL EVP_PKEY. Here rather than with the other OpenSSL holders in p256.cc because
+// P256Key keeps one.
+struct PkeyFree {
+  void operator()(evp_pkey_st* key) const;
+};
+using PkeyPtr = std::unique_ptr<evp_pkey_st, PkeyFree>;
+
+// A P-256 private key held by OpenSSL in process memory; movable, not copyable. Nothing hands the
+// private key out: a copy in a std::string could not be wiped.
 class P256Key {
  public:
   static P256Key generate();
   // Reads a PEM private key file (EC P-256 only).
   static Result<P256Key> load_pem(const std::string& path);
-  ~P256Key();
-  P256Key(P256Key&& other) noexcept;
-  P256Key& operator=(P256Key&& other) noexcept;
-  P256Key(const P256Key&) = delete;
-  P256Key& operator=(const P256Key&) = delete;
 
   const std::vector<uint8_t>& public_key() const { return public_key_; }  // X ‖ Y
   // DER ECDSA signature over SHA-256(message).
   std::vector<uint8_t> sign(std::span<const uint8_t> message) const;
-  std::string private_key_pem() const;
 
  private:
-  explicit P256Key(void* pkey);
-  void* pkey_ = nullptr;  // EVP_PKEY*
+  explicit P256Key(PkeyPtr key);
+  PkeyPtr key_;
   std::vector<uint8_t> public_key_;
 };
 

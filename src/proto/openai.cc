@@ -92,10 +92,15 @@ ApiError insufficient_quota(std::string message) {
   return make(402, "insufficient_quota", "insufficient_quota", std::move(message));
 }
 
+std::string response_id(Endpoint endpoint, std::string_view request_id) {
+  return (endpoint == Endpoint::chat_completions ? "chatcmpl-" : "cmpl-") + std::string(request_id);
+}
+
 std::string_view endpoint_name(Endpoint endpoint) {
   return endpoint == Endpoint::chat_completions ? "chat.completions" : "completions";
 }
 
+// NOLINTNEXTLINE(readability-function-size): a parser: one block per OpenAI request field.
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::value& body, ApiError* error) {
   auto fail = [&](std::string message, std::string param) -> Result<CompletionRequest> {
     *error = invalid_request(std::move(message), std::move(param));
@@ -205,13 +210,6 @@ Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_v
     return value.error();
   }
   return parse_completion_request(endpoint, *value, error);
-}
-
-size_t prompt_bytes(const CompletionRequest& request) {
-  if (request.endpoint == Endpoint::completions) return request.prompt.size();
-  size_t total = 0;
-  for (const auto& message : request.messages) total += message.content.size() + message.role.size();
-  return total;
 }
 
 ChunkFormatter::ChunkFormatter(Endpoint endpoint, std::string id, std::string model, int64_t created)

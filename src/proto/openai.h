@@ -39,6 +39,8 @@ ApiError insufficient_quota(std::string message);
 
 enum class Endpoint { chat_completions, completions };
 std::string_view endpoint_name(Endpoint endpoint);  // "chat.completions" | "completions"
+// The response's "id": "chatcmpl-" or "cmpl-" followed by the request id.
+std::string response_id(Endpoint endpoint, std::string_view request_id);
 
 struct ChatMessage {
   std::string role;  // system, developer, user, assistant, tool
@@ -67,9 +69,6 @@ struct CompletionRequest {
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);
 // The same from the raw request body (malformed JSON is a 400 too).
 Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_view body, ApiError* error);
-
-// Bytes of prompt text, the basis of the coordinator's token estimate (bytes / 4, at least 1).
-size_t prompt_bytes(const CompletionRequest& request);
 
 // ---- responses ----
 

@@ -16,6 +16,8 @@
 namespace darkbloom::proto {
 
 inline constexpr int kProtocolVersion = 1;
+// Where providers dial the coordinator's WebSocket.
+inline constexpr std::string_view kProviderSocketPath = "/ws/provider";
 inline constexpr size_t kMaxFrameBytes = 10u << 20;
 inline constexpr size_t kMaxRequestIdBytes = 128;
 inline constexpr size_t kMaxModelIdBytes = 256;

@@ -61,18 +61,6 @@ ChatFormat detect_chat_format(std::string_view chat_template) {
   return ChatFormat::plain;
 }
 
-const char* chat_format_name(ChatFormat format) {
-  switch (format) {
-    case ChatFormat::chatml:
-      return "chatml";
-    case ChatFormat::llama3:
-      return "llama3";
-    case ChatFormat::plain:
-      return "plain";
-  }
-  return "plain";
-}
-
 std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatTurn> turns) {
   std::vector<int32_t> ids;
   // The Llama 3 format spells its BOS; the others get BOS where the vocabulary asks for it.

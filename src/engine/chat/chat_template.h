@@ -24,7 +24,6 @@ struct ChatTurn {
 
 // The family of a Jinja chat template; `plain` when empty or unrecognised.
 ChatFormat detect_chat_format(std::string_view chat_template);
-const char* chat_format_name(ChatFormat format);
 
 // Token ids of a conversation ending with the assistant's turn opened for generation.
 std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatTurn> turns);

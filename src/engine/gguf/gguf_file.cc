@@ -103,6 +103,7 @@ Status read_scalar(Cursor& cursor, std::string_view what, GgufValue* value) {
   return {};
 }
 
+// NOLINTNEXTLINE(readability-function-size): a parser: one case per GGUF value type.
 Result<GgufValue> read_value(Cursor& cursor, GgufValueType type, int depth, std::string_view what) {
   GgufValue value;
   value.type = type;
@@ -338,6 +339,7 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   return file;
 }
 
+// NOLINTNEXTLINE(readability-function-size): a parser: the file format, section by section, in the order of the bytes.
 Result<GgufFile> GgufFile::parse(std::span<const uint8_t> bytes, const std::string& name) {
   GgufFile file;
   file.bytes_ = bytes;

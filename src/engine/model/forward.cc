@@ -195,6 +195,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
   });
 }
 
+// NOLINTNEXTLINE(readability-function-size): the kernel sequence of one layer, read best in the order it runs.
 void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* logits) {
   const ModelConfig& c = model_.config();
   const int n = static_cast<int>(batch.size());

@@ -85,6 +85,7 @@ const char* architecture_name(Architecture architecture) {
   return "unknown";
 }
 
+// NOLINTNEXTLINE(readability-function-size): a parser: one block per GGUF hyperparameter key.
 Result<ModelConfig> read_model_config(const GgufFile& file) {
   const GgufValue* arch_value = file.find("general.architecture");
   const std::string* arch = arch_value ? arch_value->as_string() : nullptr;

@@ -70,6 +70,7 @@ void Sampler::apply_penalties(std::span<float> logits) const {
   }
 }
 
+// NOLINTNEXTLINE(readability-function-size): a kernel: the sampling chain in its documented order, one pass per step.
 int32_t Sampler::sample(std::span<float> logits) {
   // A model that produced NaN (broken weights, overflow) must end the request, not feed NaN
   // into comparisons that sorting and filtering rely on.

@@ -72,41 +72,54 @@ Result<bool> optional_bool(const GgufFile& file, const char* key, bool fallback)
   return *b;
 }
 
-}  // namespace
-
-Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
+Result<Tokenizer::Kind> model_kind(const GgufFile& file) {
   const GgufValue* model_value = file.find("tokenizer.ggml.model");
   const std::string* model = model_value ? model_value->as_string() : nullptr;
   if (model == nullptr)
     return make_error(Errc::bad_format, file.name() + ": the file has no tokenizer (tokenizer.ggml.model is missing)");
-  Tokenizer t;
-  if (*model == "llama") {
-    t.kind_ = Kind::spm;
-  } else if (*model == "gpt2") {
-    t.kind_ = Kind::bpe;
-  } else {
-    return make_error(Errc::unsupported,
-                      fmt::format("{}: tokenizer '{}' is not supported (supported: llama, gpt2)", file.name(), *model));
-  }
+  if (*model == "llama") return Tokenizer::Kind::spm;
+  if (*model == "gpt2") return Tokenizer::Kind::bpe;
+  return make_error(Errc::unsupported,
+                    fmt::format("{}: tokenizer '{}' is not supported (supported: llama, gpt2)", file.name(), *model));
+}
 
+}  // namespace
+
+Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
+  auto kind = model_kind(file);
+  if (!kind) return kind.error();
+  Tokenizer t;
+  t.kind_ = *kind;
+  DARKBLOOM_RETURN_IF_ERROR(t.read_vocabulary(file));
+  DARKBLOOM_RETURN_IF_ERROR(t.read_special_tokens(file));
+  t.index_special_texts();
+  t.compute_pieces();
+  t.index_byte_tokens();
+  if (t.kind_ == Kind::spm) return t;
+  t.choose_pretokenizer(file);
+  DARKBLOOM_RETURN_IF_ERROR(t.read_merges(file));
+  return t;
+}
+
+Status Tokenizer::read_vocabulary(const GgufFile& file) {
   const GgufValue* tokens_value = file.find("tokenizer.ggml.tokens");
   const GgufArray* tokens = tokens_value ? tokens_value->as_array() : nullptr;
   if (tokens == nullptr || tokens->element_type != GgufValueType::string || tokens->strings.empty()) {
     return make_error(Errc::bad_format, file.name() + ": tokenizer.ggml.tokens must be a non-empty array of strings");
   }
-  t.tokens_ = tokens->strings;
-  const size_t n = t.tokens_.size();
+  tokens_ = tokens->strings;
+  const size_t n = tokens_.size();
 
-  t.scores_.assign(n, 0.0f);
+  scores_.assign(n, 0.0f);
   if (const GgufValue* v = file.find("tokenizer.ggml.scores")) {
     const GgufArray* scores = v->as_array();
     if (scores == nullptr || scores->size() != n || scores->element_type == GgufValueType::string ||
         scores->element_type == GgufValueType::array) {
       return make_error(Errc::bad_format, file.name() + ": tokenizer.ggml.scores must be numbers, one per token");
     }
-    for (size_t i = 0; i < n; ++i) t.scores_[i] = static_cast<float>(*scores->number_at(i));
+    for (size_t i = 0; i < n; ++i) scores_[i] = static_cast<float>(*scores->number_at(i));
   }
-  t.types_.assign(n, TokenType::normal);
+  types_.assign(n, TokenType::normal);
   if (const GgufValue* v = file.find("tokenizer.ggml.token_type")) {
     const GgufArray* types = v->as_array();
     if (types == nullptr || types->size() != n) {
@@ -117,13 +130,17 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
       if (!type || *type < 0 || *type > 6) {
         return make_error(Errc::bad_format, fmt::format("{}: token {} has an invalid token type", file.name(), i));
       }
-      t.types_[i] = static_cast<TokenType>(*type);
+      types_[i] = static_cast<TokenType>(*type);
     }
   }
 
-  t.ids_.reserve(n);
-  for (size_t i = 0; i < n; ++i) t.ids_.emplace(t.tokens_[i], static_cast<int32_t>(i));  // first id wins
+  ids_.reserve(n);
+  for (size_t i = 0; i < n; ++i) ids_.emplace(tokens_[i], static_cast<int32_t>(i));  // first id wins
+  return {};
+}
 
+Status Tokenizer::read_special_tokens(const GgufFile& file) {
+  const size_t n = tokens_.size();
   auto read_id = [&](const char* key, std::optional<int32_t>* out) -> Status {
     auto id = optional_token_id(file, key, n);
     if (!id) return id.error();
@@ -131,55 +148,59 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     return {};
   };
   std::optional<int32_t> eot, eom;
-  DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.bos_token_id", &t.bos_));
-  DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.eos_token_id", &t.eos_));
-  DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.unknown_token_id", &t.unknown_));
+  DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.bos_token_id", &bos_));
+  DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.eos_token_id", &eos_));
+  DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.unknown_token_id", &unknown_));
   DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.eot_token_id", &eot));
   DARKBLOOM_RETURN_IF_ERROR(read_id("tokenizer.ggml.eom_token_id", &eom));
 
-  auto add_bos = optional_bool(file, "tokenizer.ggml.add_bos_token", t.kind_ == Kind::spm);
+  auto add_bos = optional_bool(file, "tokenizer.ggml.add_bos_token", kind_ == Kind::spm);
   if (!add_bos) return add_bos.error();
-  t.add_bos_ = *add_bos && t.bos_.has_value();
+  add_bos_ = *add_bos && bos_.has_value();
   auto add_eos = optional_bool(file, "tokenizer.ggml.add_eos_token", false);
   if (!add_eos) return add_eos.error();
-  t.add_eos_ = *add_eos && t.eos_.has_value();
-  auto space_prefix = optional_bool(file, "tokenizer.ggml.add_space_prefix", t.kind_ == Kind::spm);
+  add_eos_ = *add_eos && eos_.has_value();
+  auto space_prefix = optional_bool(file, "tokenizer.ggml.add_space_prefix", kind_ == Kind::spm);
   if (!space_prefix) return space_prefix.error();
-  t.add_space_prefix_ = *space_prefix;
+  add_space_prefix_ = *space_prefix;
 
-  for (const auto& id : {t.eos_, eot, eom}) {
-    if (id) t.end_of_generation_.push_back(*id);
+  for (const auto& id : {eos_, eot, eom}) {
+    if (id) end_of_generation_.push_back(*id);
   }
   for (std::string_view marker : kEndMarkers) {
-    const auto it = t.ids_.find(std::string(marker));
-    if (it != t.ids_.end() && t.types_[static_cast<size_t>(it->second)] == TokenType::control) {
-      t.end_of_generation_.push_back(it->second);
+    const auto it = ids_.find(std::string(marker));
+    if (it != ids_.end() && types_[static_cast<size_t>(it->second)] == TokenType::control) {
+      end_of_generation_.push_back(it->second);
     }
   }
+  return {};
+}
 
-  for (size_t i = 0; i < n; ++i) {
-    const TokenType type = t.types_[i];
-    if ((type == TokenType::control || type == TokenType::user_defined) && !t.tokens_[i].empty()) {
-      t.special_texts_.emplace_back(t.tokens_[i], static_cast<int32_t>(i));
+void Tokenizer::index_special_texts() {
+  for (size_t i = 0; i < tokens_.size(); ++i) {
+    const TokenType type = types_[i];
+    if ((type == TokenType::control || type == TokenType::user_defined) && !tokens_[i].empty()) {
+      special_texts_.emplace_back(tokens_[i], static_cast<int32_t>(i));
     }
   }
-  std::stable_sort(t.special_texts_.begin(), t.special_texts_.end(),
+  std::stable_sort(special_texts_.begin(), special_texts_.end(),
                    [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
-  for (size_t i = 0; i < t.special_texts_.size(); ++i) {
-    t.special_by_first_byte_[static_cast<uint8_t>(t.special_texts_[i].first[0])].push_back(static_cast<uint32_t>(i));
+  for (size_t i = 0; i < special_texts_.size(); ++i) {
+    special_by_first_byte_[static_cast<uint8_t>(special_texts_[i].first[0])].push_back(static_cast<uint32_t>(i));
   }
+}
 
-  // Output bytes of each token.
-  t.pieces_.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    const std::string& text = t.tokens_[i];
-    const TokenType type = t.types_[i];
-    if (t.kind_ == Kind::spm) {
+void Tokenizer::compute_pieces() {
+  pieces_.resize(tokens_.size());
+  for (size_t i = 0; i < tokens_.size(); ++i) {
+    const std::string& text = tokens_[i];
+    const TokenType type = types_[i];
+    if (kind_ == Kind::spm) {
       unsigned byte = 0;
       if (type == TokenType::byte && text.size() == 6 && std::sscanf(text.c_str(), "<0x%02X>", &byte) == 1) {
-        t.pieces_[i] = std::string(1, static_cast<char>(byte));
+        pieces_[i] = std::string(1, static_cast<char>(byte));
       } else {
-        t.pieces_[i] = replace_all(text, kSpmSpace, " ");
+        pieces_[i] = replace_all(text, kSpmSpace, " ");
       }
     } else if (type == TokenType::normal || type == TokenType::byte) {
       std::string bytes;
@@ -192,48 +213,53 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
           bytes.append(text, start, pos - start);  // not byte-level: keep the character itself
         }
       }
-      t.pieces_[i] = std::move(bytes);
+      pieces_[i] = std::move(bytes);
     } else {
-      t.pieces_[i] = text;
+      pieces_[i] = text;
     }
   }
+}
 
-  if (t.kind_ == Kind::spm) {
-    t.byte_token_ids_.assign(256, -1);
+void Tokenizer::index_byte_tokens() {
+  if (kind_ == Kind::spm) {
+    byte_token_ids_.assign(256, -1);
     for (int b = 0; b < 256; ++b) {
-      const auto it = t.ids_.find(fmt::format("<0x{:02X}>", b));
-      if (it != t.ids_.end()) t.byte_token_ids_[static_cast<size_t>(b)] = it->second;
+      const auto it = ids_.find(fmt::format("<0x{:02X}>", b));
+      if (it != ids_.end()) byte_token_ids_[static_cast<size_t>(b)] = it->second;
     }
-    return t;
+    return;
   }
+  byte_symbol_ids_.assign(256, -1);
+  for (int b = 0; b < 256; ++b) {
+    const auto it = ids_.find(byte_to_symbol(static_cast<uint8_t>(b)));
+    if (it != ids_.end()) byte_symbol_ids_[static_cast<size_t>(b)] = it->second;
+  }
+}
 
+void Tokenizer::choose_pretokenizer(const GgufFile& file) {
   const GgufValue* pre_value = file.find("tokenizer.ggml.pre");
-  t.pre_name_ = pre_value && pre_value->as_string() ? *pre_value->as_string() : "default";
-  const auto pretokenizer = pretokenizer_for(t.pre_name_);
+  pre_name_ = pre_value && pre_value->as_string() ? *pre_value->as_string() : "default";
+  const auto pretokenizer = pretokenizer_for(pre_name_);
   if (!pretokenizer) {
     log::warn(
         "{}: unknown pre-tokenizer '{}'; splitting text the GPT-2 way, which may differ from the model's own tokenizer",
-        file.name(), t.pre_name_);
+        file.name(), pre_name_);
   }
-  t.pretokenizer_ = pretokenizer.value_or(PretokenizerKind::gpt2);
+  pretokenizer_ = pretokenizer.value_or(PretokenizerKind::gpt2);
   // Qwen2-family tokenizers NFC-normalise their input; Llama 3 takes whole words that are in the
   // vocabulary as they are, before any merge.
-  t.normalize_nfc_ = t.pretokenizer_ == PretokenizerKind::qwen2;
-  t.ignore_merges_ = t.pretokenizer_ == PretokenizerKind::llama3;
+  normalize_nfc_ = pretokenizer_ == PretokenizerKind::qwen2;
+  ignore_merges_ = pretokenizer_ == PretokenizerKind::llama3;
+}
 
-  t.byte_symbol_ids_.assign(256, -1);
-  for (int b = 0; b < 256; ++b) {
-    const auto it = t.ids_.find(byte_to_symbol(static_cast<uint8_t>(b)));
-    if (it != t.ids_.end()) t.byte_symbol_ids_[static_cast<size_t>(b)] = it->second;
-  }
-
+Status Tokenizer::read_merges(const GgufFile& file) {
   const GgufValue* merges_value = file.find("tokenizer.ggml.merges");
   const GgufArray* merges = merges_value ? merges_value->as_array() : nullptr;
   if (merges == nullptr || merges->element_type != GgufValueType::string) {
     return make_error(Errc::bad_format,
                       file.name() + ": a gpt2 tokenizer needs tokenizer.ggml.merges (an array of strings)");
   }
-  t.merges_.reserve(merges->strings.size());
+  merges_.reserve(merges->strings.size());
   size_t skipped = 0;
   for (size_t rank = 0; rank < merges->strings.size(); ++rank) {
     const std::string& merge = merges->strings[rank];
@@ -242,18 +268,17 @@ Result<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
       ++skipped;
       continue;
     }
-    const auto left = t.ids_.find(merge.substr(0, space));
-    const auto right = t.ids_.find(merge.substr(space + 1));
-    const auto merged = t.ids_.find(merge.substr(0, space) + merge.substr(space + 1));
-    if (left == t.ids_.end() || right == t.ids_.end() || merged == t.ids_.end()) {
+    const auto left = ids_.find(merge.substr(0, space));
+    const auto right = ids_.find(merge.substr(space + 1));
+    const auto merged = ids_.find(merge.substr(0, space) + merge.substr(space + 1));
+    if (left == ids_.end() || right == ids_.end() || merged == ids_.end()) {
       ++skipped;
       continue;
     }
-    t.merges_.emplace(pair_key(left->second, right->second),
-                      std::make_pair(static_cast<int32_t>(rank), merged->second));
+    merges_.emplace(pair_key(left->second, right->second), std::make_pair(static_cast<int32_t>(rank), merged->second));
   }
   if (skipped > 0) log::debug("{}: skipped {} merges whose parts are not in the vocabulary", file.name(), skipped);
-  return t;
+  return {};
 }
 
 std::optional<int32_t> Tokenizer::find_token(std::string_view text) const {

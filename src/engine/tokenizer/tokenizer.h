@@ -47,7 +47,6 @@ class Tokenizer {
   std::optional<int32_t> bos() const { return bos_; }
   std::optional<int32_t> eos() const { return eos_; }
   bool adds_bos() const { return add_bos_; }
-  bool adds_eos() const { return add_eos_; }
 
   std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options = {}) const;
 
@@ -65,6 +64,15 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+
+  // The steps of from_gguf, in order. The readers check what they read against the vocabulary.
+  Status read_vocabulary(const GgufFile& file);      // tokens, scores, token types
+  Status read_special_tokens(const GgufFile& file);  // BOS/EOS/unknown ids, add_* flags, end markers
+  void index_special_texts();                        // control and user-defined tokens text can spell
+  void compute_pieces();                             // the output bytes of each token
+  void index_byte_tokens();                          // SPM "<0xAB>" tokens or byte-level BPE symbols
+  void choose_pretokenizer(const GgufFile& file);    // BPE only: tokenizer.ggml.pre
+  Status read_merges(const GgufFile& file);          // BPE only: ranked merges
 
   void encode_fragment(std::string_view text, bool at_start, std::vector<int32_t>* out) const;
   void encode_spm(std::string_view text, std::vector<int32_t>* out) const;
