@@ -1,8 +1,13 @@
 // One suite for every Store: SQLite on a file in a temporary directory, and PostgreSQL on a
 // private server this process starts (support/postgres_server.h). Each test gets a fresh database.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -15,7 +20,47 @@
 namespace darkbloom::coordinator {
 namespace {
 
-class StoreTest : public StoreParamTest {};
+class StoreTest : public StoreParamTest {
+ protected:
+  // A second process that opens this test's database, claims `id`, reports that on a pipe, and
+  // then waits to be killed; it is killed when this object dies, even if the test fails first.
+  class ClaimHolder {
+   public:
+    ClaimHolder(const std::string& kind, const std::string& location, const std::string& id) {
+      int fds[2];
+      if (pipe(fds) != 0) return;
+      pid_ = fork();
+      if (pid_ == 0) {
+        // No destructors, no gtest here: only the byte on the pipe says that the claim was taken.
+        close(fds[0]);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(1);
+        auto store = kind == "sqlite" ? open_sqlite_store(location) : open_postgres_store(location);
+        if (store && (*store)->claim_coordinator(id) && write(fds[1], "c", 1) == 1) pause();
+        _exit(1);
+      }
+      close(fds[1]);
+      char byte = 0;
+      claimed_ = pid_ > 0 && read(fds[0], &byte, 1) == 1;
+      close(fds[0]);
+    }
+    ~ClaimHolder() { crash(); }
+    ClaimHolder(const ClaimHolder&) = delete;
+    ClaimHolder& operator=(const ClaimHolder&) = delete;
+
+    bool claimed() const { return claimed_; }
+    // SIGKILL: the holder gets no chance to release anything.
+    void crash() {
+      if (pid_ <= 0) return;
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+
+   private:
+    pid_t pid_ = -1;
+    bool claimed_ = false;
+  };
+};
 
 TEST_P(StoreTest, accounts_and_api_keys_round_trip) {
   auto store = open();
@@ -222,8 +267,27 @@ TEST_P(StoreTest, a_coordinator_id_is_claimed_by_one_holder_at_a_time) {
   EXPECT_EQ(taken.error().code, Errc::already_exists);
   EXPECT_NE(taken.error().message.find("--coordinator-id"), std::string::npos);
   EXPECT_TRUE(second->claim_coordinator("other"));
-  first.reset();  // the holder goes away (a crashed process's claim ends the same way)
+  first.reset();  // the holder closes: its claim has ended when the destructor returns
   EXPECT_TRUE(second->claim_coordinator("main"));
+}
+
+// A holder that crashes releases nothing itself; its claim ends with its process, on PostgreSQL
+// once the server has noticed the connection closed (a moment later, so this waits for it).
+TEST_P(StoreTest, a_crashed_holders_claim_ends_with_its_process) {
+  auto survivor = open();
+  ClaimHolder holder(GetParam(), location_, "main");
+  ASSERT_TRUE(holder.claimed());
+  auto taken = survivor->claim_coordinator("main");
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, Errc::already_exists);
+  holder.crash();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  Status claimed = survivor->claim_coordinator("main");
+  while (!claimed && claimed.error().code == Errc::already_exists && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    claimed = survivor->claim_coordinator("main");
+  }
+  EXPECT_TRUE(claimed) << claimed.error().message;
 }
 
 TEST_P(StoreTest, prices_are_set_replaced_and_checked) {

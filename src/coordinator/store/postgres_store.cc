@@ -4,74 +4,20 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <set>
 
 #include "base/encoding.h"
 #include "base/log.h"
+#include "base/time.h"
+#include "coordinator/store/schema.h"
 #include "coordinator/store/store.h"
+#include "coordinator/store/transaction.h"
 #include "crypto/hash.h"
 
 namespace darkbloom::coordinator {
 namespace {
-
-// Versioned schema, the PostgreSQL dialect of sqlite_store.cc's list: entry i brings the database
-// from version i to i + 1. Append, never edit.
-constexpr const char* kMigrations[] = {
-    R"sql(
-      CREATE TABLE accounts (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        created_at BIGINT NOT NULL
-      );
-      CREATE TABLE api_keys (
-        key_hash TEXT PRIMARY KEY,
-        key_prefix TEXT NOT NULL,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        created_at BIGINT NOT NULL
-      );
-      CREATE INDEX api_keys_account ON api_keys(account_id);
-    )sql",
-    R"sql(
-      CREATE TABLE releases (
-        binary_hash TEXT PRIMARY KEY,
-        version TEXT NOT NULL,
-        note TEXT NOT NULL,
-        created_at BIGINT NOT NULL
-      );
-      CREATE TABLE provider_keys (
-        public_key TEXT PRIMARY KEY,
-        key_backend TEXT NOT NULL,
-        first_seen BIGINT NOT NULL,
-        last_seen BIGINT NOT NULL,
-        replaced_by TEXT
-      );
-    )sql",
-    R"sql(
-      ALTER TABLE accounts ADD COLUMN balance BIGINT NOT NULL DEFAULT 0
-        CHECK (balance BETWEEN 0 AND 1000000000000000000);
-      ALTER TABLE accounts ADD COLUMN referrer TEXT REFERENCES accounts(id);
-      ALTER TABLE accounts ADD COLUMN owner TEXT REFERENCES accounts(id);
-      CREATE TABLE ledger (
-        id BIGSERIAL PRIMARY KEY,
-        request_id TEXT NOT NULL,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        kind TEXT NOT NULL,
-        amount BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        UNIQUE (request_id, account_id, kind)
-      );
-      CREATE INDEX ledger_account ON ledger(account_id, id);
-      CREATE INDEX accounts_owner ON accounts(owner);
-      CREATE TABLE prices (
-        model TEXT PRIMARY KEY,
-        input_per_million BIGINT NOT NULL CHECK (input_per_million >= 0),
-        output_per_million BIGINT NOT NULL CHECK (output_per_million >= 0)
-      );
-    )sql",
-};
 
 // Any number: the key of the advisory lock migrations hold.
 constexpr int64_t kMigrationLock = 0x6461726b626c6f6f;  // "darkbloo"
@@ -85,10 +31,6 @@ struct ResultClearer {
 using Connection = std::unique_ptr<PGconn, ConnectionCloser>;
 using PgResult = std::unique_ptr<PGresult, ResultClearer>;
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 std::string one_line(const char* message) {
   std::string text = message ? message : "unknown error";
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
@@ -98,22 +40,60 @@ std::string one_line(const char* message) {
   return text;
 }
 
+// The connection as a Transaction uses it.
+struct PostgresSession {
+  PGconn* connection;
+
+  // A statement without parameters (transaction control, DDL); any rows it returns are dropped.
+  Status exec(const std::string& sql) const {
+    PgResult result(PQexec(connection, sql.c_str()));
+    const ExecStatusType status = PQresultStatus(result.get());
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+      return make_error(Errc::io_error, "database error: " + one_line(PQerrorMessage(connection)));
+    }
+    return {};
+  }
+  bool in_transaction() const {
+    const PGTransactionStatusType status = PQtransactionStatus(connection);
+    return status == PQTRANS_INTRANS || status == PQTRANS_INERROR;
+  }
+};
+using PostgresTransaction = Transaction<PostgresSession>;
+
 class PostgresStore final : public Store {
  public:
   explicit PostgresStore(Connection connection) : connection_(std::move(connection)) {}
+  // Ends the claims before the connection closes. Closing alone ends them too, but only once the
+  // server's backend has noticed and exited, after PQfinish has returned: a coordinator started
+  // right after this one stopped could still find its id taken.
+  ~PostgresStore() override {
+    if (claims_.empty() || PQstatus(connection_.get()) != CONNECTION_OK) return;
+    if (auto released = command("SELECT pg_advisory_unlock_all()"); !released) {
+      log::warn("store: releasing the coordinator claims: {}", released.error().message);
+    }
+  }
 
   std::string_view kind() const override { return "postgres"; }
 
+  // One transaction for all pending versions, under an advisory lock that coordinators starting
+  // at once queue on: the second finds the first's work done.
   Status migrate() {
     std::lock_guard lock(mutex_);
     reconnect_if_broken();
-    DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
-    Status done = migrate_locked();
-    if (!done) {
-      (void)command("ROLLBACK");
-      return done;
-    }
-    return command("COMMIT");
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
+    DARKBLOOM_RETURN_IF_ERROR(status_of(run("SELECT pg_advisory_xact_lock($1)", {std::to_string(kMigrationLock)})));
+    DARKBLOOM_RETURN_IF_ERROR(command(create_schema_version_table(SqlDialect::postgres)));
+    auto current = run("SELECT version FROM schema_version", {});
+    if (!current) return current.error();
+    const int64_t version = PQntuples(current->get()) > 0 ? integer(*current, 0, 0) : 0;
+    DARKBLOOM_RETURN_IF_ERROR(check_schema_version(version));
+    const int64_t latest = latest_schema_version();
+    if (version == latest) return transaction->commit();
+    const std::vector<std::string> migrations = schema_migrations(SqlDialect::postgres);
+    for (int64_t v = version; v < latest; ++v) DARKBLOOM_RETURN_IF_ERROR(command(migrations[static_cast<size_t>(v)]));
+    DARKBLOOM_RETURN_IF_ERROR(command(set_schema_version(version, latest)));
+    return transaction->commit();
   }
 
   Result<std::string> create_account(std::string_view name) override {
@@ -121,7 +101,7 @@ class PostgresStore final : public Store {
     std::lock_guard lock(mutex_);
     reconnect_if_broken();
     auto result = run("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)",
-                      {id, std::string(name), std::to_string(unix_now())});
+                      {id, std::string(name), std::to_string(unix_seconds_now())});
     if (!result) return result.error();
     return id;
   }
@@ -163,39 +143,29 @@ class PostgresStore final : public Store {
     DARKBLOOM_RETURN_IF_ERROR(validate_entries(entries));
     std::lock_guard lock(mutex_);
     reconnect_if_broken();
-    DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
     int added = 0;
-    Status done;
     BalanceChanges changes;
-    const std::string now = std::to_string(unix_now());
+    const std::string now = std::to_string(unix_seconds_now());
     for (const LedgerEntry& entry : entries) {
       auto inserted = run_entry(
           "INSERT INTO ledger (request_id, account_id, kind, amount, created_at) VALUES ($1, $2, $3, $4, $5) "
           "ON CONFLICT (request_id, account_id, kind) DO NOTHING",
           {entry.request_id, entry.account_id, ledger_kind_name(entry.kind), std::to_string(entry.amount), now}, entry);
-      if (!inserted) {
-        done = inserted.error();
-        break;
-      }
+      if (!inserted) return inserted.error();
       if (std::string_view(PQcmdTuples(inserted->get())) == "0") continue;  // recorded before
-      done = changes.add(entry);
-      if (!done) break;
+      DARKBLOOM_RETURN_IF_ERROR(changes.add(entry));
       ++added;
     }
     // One update per account, in account order: row locks are always taken in the same order, so
     // coordinators writing at once cannot deadlock.
     for (const auto& [account, amount] : changes.by_account) {
-      if (!done) break;
-      auto updated =
-          run_entry("UPDATE accounts SET balance = balance + $2 WHERE id = $1", {account, std::to_string(amount)},
-                    LedgerEntry{"", account, LedgerKind::charge, amount, 0});
-      if (!updated) done = updated.error();
+      DARKBLOOM_RETURN_IF_ERROR(status_of(run_entry("UPDATE accounts SET balance = balance + $2 WHERE id = $1",
+                                                    {account, std::to_string(amount)},
+                                                    LedgerEntry{"", account, LedgerKind::charge, amount, 0})));
     }
-    if (!done) {
-      (void)command("ROLLBACK");
-      return done.error();
-    }
-    DARKBLOOM_RETURN_IF_ERROR(command("COMMIT"));
+    DARKBLOOM_RETURN_IF_ERROR(transaction->commit());
     return added;
   }
 
@@ -245,7 +215,7 @@ class PostgresStore final : public Store {
     auto result =
         run("INSERT INTO accounts (id, name, created_at, owner) VALUES ($1, $4, $3, NULLIF($2, '')) "
             "ON CONFLICT (id) DO NOTHING",
-            {id, owner, std::to_string(unix_now()), name});
+            {id, owner, std::to_string(unix_seconds_now()), name});
     if (result) return {};
     if (last_state_ == "23503") return make_error(Errc::not_found, fmt::format("no account {}", owner));
     return result.error();
@@ -290,13 +260,10 @@ class PostgresStore final : public Store {
     if (account_id == referrer_id) return make_error(Errc::invalid_argument, "an account cannot refer itself");
     std::lock_guard lock(mutex_);
     reconnect_if_broken();
-    DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
-    Status done = set_referrer_locked(account_id, referrer_id);
-    if (!done) {
-      (void)command("ROLLBACK");
-      return done;
-    }
-    return command("COMMIT");
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
+    DARKBLOOM_RETURN_IF_ERROR(set_referrer_locked(account_id, referrer_id));
+    return transaction->commit();
   }
 
   Result<std::optional<std::string>> referrer(std::string_view account_id) override {
@@ -355,27 +322,21 @@ class PostgresStore final : public Store {
                              std::string_view replaces) override {
     std::lock_guard lock(mutex_);
     reconnect_if_broken();
-    DARKBLOOM_RETURN_IF_ERROR(command("BEGIN"));
-    const std::string now = std::to_string(unix_now());
-    Status done;
-    auto upserted =
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
+    const std::string now = std::to_string(unix_seconds_now());
+    DARKBLOOM_RETURN_IF_ERROR(status_of(
         run("INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen) VALUES ($1, $2, $3, $3) "
             "ON CONFLICT (public_key) DO UPDATE SET last_seen = excluded.last_seen, key_backend = excluded.key_backend",
-            {public_key, key_backend, now});
-    if (!upserted) done = upserted.error();
-    if (done && !replaces.empty()) {
+            {public_key, key_backend, now})));
+    if (!replaces.empty()) {
       // The old key is retired: a rotation is one-way, so it can never register again.
-      auto retired =
+      DARKBLOOM_RETURN_IF_ERROR(status_of(
           run("INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen, replaced_by) "
               "VALUES ($1, '', $3, $3, $2) ON CONFLICT (public_key) DO UPDATE SET replaced_by = excluded.replaced_by",
-              {replaces, public_key, now});
-      if (!retired) done = retired.error();
+              {replaces, public_key, now})));
     }
-    if (!done) {
-      (void)command("ROLLBACK");
-      return done;
-    }
-    return command("COMMIT");
+    return transaction->commit();
   }
 
  private:
@@ -421,24 +382,6 @@ class PostgresStore final : public Store {
     return entries;
   }
 
-  Status migrate_locked() {
-    DARKBLOOM_RETURN_IF_ERROR(status_of(run("SELECT pg_advisory_xact_lock($1)", {std::to_string(kMigrationLock)})));
-    DARKBLOOM_RETURN_IF_ERROR(command("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"));
-    auto current = run("SELECT version FROM schema_version", {});
-    if (!current) return current.error();
-    const int64_t version = PQntuples(current->get()) > 0 ? integer(*current, 0, 0) : 0;
-    const int64_t latest = static_cast<int64_t>(std::size(kMigrations));
-    if (version > latest) {
-      return make_error(
-          Errc::unsupported,
-          fmt::format("the database has schema version {}, newer than this coordinator's {}", version, latest));
-    }
-    for (int64_t v = version; v < latest; ++v) DARKBLOOM_RETURN_IF_ERROR(command(kMigrations[v]));
-    if (version == latest) return {};
-    return command(version == 0 ? fmt::format("INSERT INTO schema_version (version) VALUES ({})", latest)
-                                : fmt::format("UPDATE schema_version SET version = {}", latest));
-  }
-
   Status set_referrer_locked(std::string_view account_id, std::string_view referrer_id) {
     for (std::string_view id : {account_id, referrer_id}) {
       auto row = run("SELECT referrer IS NOT NULL FROM accounts WHERE id = $1 FOR UPDATE", {id});
@@ -451,13 +394,10 @@ class PostgresStore final : public Store {
     return status_of(run("UPDATE accounts SET referrer = $2 WHERE id = $1", {account_id, referrer_id}));
   }
 
-  // A statement without parameters or results (transaction control, DDL).
-  Status command(const std::string& sql) {
-    PgResult result(PQexec(connection_.get(), sql.c_str()));
-    const ExecStatusType status = PQresultStatus(result.get());
-    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return failure(result.get());
-    return {};
+  Result<PostgresTransaction> begin() {
+    return PostgresTransaction::begin(PostgresSession{connection_.get()}, "BEGIN");
   }
+  Status command(const std::string& sql) { return PostgresSession{connection_.get()}.exec(sql); }
 
   Result<PgResult> run(const char* sql, std::initializer_list<std::string_view> parameters) {
     std::vector<std::string> owned(parameters.begin(), parameters.end());

@@ -1,75 +1,24 @@
+// The Store on SQLite: one connection, one statement or transaction at a time on it (the store's
+// mutex); WAL mode, so readers in other processes do not block the writer.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <map>
 #include <mutex>
 
 #include "base/encoding.h"
 #include "base/file.h"
+#include "base/time.h"
+#include "coordinator/store/schema.h"
 #include "coordinator/store/store.h"
+#include "coordinator/store/transaction.h"
 #include "crypto/hash.h"
 
 namespace darkbloom::coordinator {
 namespace {
-
-// Versioned schema: entry i brings the database from version i to i + 1. Append, never edit.
-constexpr const char* kMigrations[] = {
-    R"sql(
-      CREATE TABLE accounts (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-      );
-      CREATE TABLE api_keys (
-        key_hash TEXT PRIMARY KEY,
-        key_prefix TEXT NOT NULL,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        created_at INTEGER NOT NULL
-      );
-      CREATE INDEX api_keys_account ON api_keys(account_id);
-    )sql",
-    R"sql(
-      CREATE TABLE releases (
-        binary_hash TEXT PRIMARY KEY,
-        version TEXT NOT NULL,
-        note TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-      );
-      CREATE TABLE provider_keys (
-        public_key TEXT PRIMARY KEY,
-        key_backend TEXT NOT NULL,
-        first_seen INTEGER NOT NULL,
-        last_seen INTEGER NOT NULL,
-        replaced_by TEXT
-      );
-    )sql",
-    R"sql(
-      ALTER TABLE accounts ADD COLUMN balance INTEGER NOT NULL DEFAULT 0
-        CHECK (balance BETWEEN 0 AND 1000000000000000000);
-      ALTER TABLE accounts ADD COLUMN referrer TEXT REFERENCES accounts(id);
-      ALTER TABLE accounts ADD COLUMN owner TEXT REFERENCES accounts(id);
-      CREATE TABLE ledger (
-        id INTEGER PRIMARY KEY,
-        request_id TEXT NOT NULL,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        kind TEXT NOT NULL,
-        amount INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        UNIQUE (request_id, account_id, kind)
-      );
-      CREATE INDEX ledger_account ON ledger(account_id, id);
-      CREATE INDEX accounts_owner ON accounts(owner);
-      CREATE TABLE prices (
-        model TEXT PRIMARY KEY,
-        input_per_million INTEGER NOT NULL CHECK (input_per_million >= 0),
-        output_per_million INTEGER NOT NULL CHECK (output_per_million >= 0)
-      );
-    )sql",
-};
 
 struct DatabaseCloser {
   void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
@@ -80,9 +29,24 @@ struct StatementFinalizer {
 using Database = std::unique_ptr<sqlite3, DatabaseCloser>;
 using Statement = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+// One statement (or several, without parameters or results).
+Status exec_sql(sqlite3* db, const std::string& sql) {
+  char* message = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+    std::string text = message ? message : "unknown error";
+    sqlite3_free(message);
+    return make_error(Errc::io_error, "database error: " + text);
+  }
+  return {};
 }
+
+// The connection as a Transaction uses it.
+struct SqliteSession {
+  sqlite3* db;
+  Status exec(const std::string& sql) const { return exec_sql(db, sql); }
+  bool in_transaction() const { return sqlite3_get_autocommit(db) == 0; }
+};
+using SqliteTransaction = Transaction<SqliteSession>;
 
 class SqliteStore final : public Store {
  public:
@@ -93,31 +57,23 @@ class SqliteStore final : public Store {
 
   std::string_view kind() const override { return "sqlite"; }
 
+  // One transaction per version, so a failed step leaves the database at the version before it.
   Status migrate() {
-    DARKBLOOM_RETURN_IF_ERROR(exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+    DARKBLOOM_RETURN_IF_ERROR(exec(create_schema_version_table(SqlDialect::sqlite)));
     int64_t version = 0;
     {
       auto statement = prepare("SELECT version FROM schema_version");
       if (!statement) return statement.error();
       if (sqlite3_step(statement->get()) == SQLITE_ROW) version = sqlite3_column_int64(statement->get(), 0);
     }
-    const int64_t latest = static_cast<int64_t>(std::size(kMigrations));
-    if (version > latest) {
-      return make_error(
-          Errc::unsupported,
-          fmt::format("the database has schema version {}, newer than this coordinator's {}", version, latest));
-    }
-    for (int64_t v = version; v < latest; ++v) {
-      DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
-      Status step = exec(kMigrations[v]);
-      if (step)
-        step = exec(v == 0 ? "INSERT INTO schema_version (version) VALUES (1)"
-                           : fmt::format("UPDATE schema_version SET version = {}", v + 1));
-      if (!step) {
-        (void)exec("ROLLBACK");
-        return step.error();
-      }
-      DARKBLOOM_RETURN_IF_ERROR(commit());
+    DARKBLOOM_RETURN_IF_ERROR(check_schema_version(version));
+    const std::vector<std::string> migrations = schema_migrations(SqlDialect::sqlite);
+    for (int64_t v = version; v < latest_schema_version(); ++v) {
+      auto transaction = begin();
+      if (!transaction) return transaction.error();
+      DARKBLOOM_RETURN_IF_ERROR(exec(migrations[static_cast<size_t>(v)]));
+      DARKBLOOM_RETURN_IF_ERROR(exec(set_schema_version(v, v + 1)));
+      DARKBLOOM_RETURN_IF_ERROR(transaction->commit());
     }
     return {};
   }
@@ -129,7 +85,7 @@ class SqliteStore final : public Store {
     if (!statement) return statement.error();
     bind_text(statement->get(), 1, id);
     bind_text(statement->get(), 2, name);
-    sqlite3_bind_int64(statement->get(), 3, unix_now());
+    sqlite3_bind_int64(statement->get(), 3, unix_seconds_now());
     DARKBLOOM_RETURN_IF_ERROR(step_done(statement->get()));
     return id;
   }
@@ -176,47 +132,34 @@ class SqliteStore final : public Store {
   Result<int> apply(const std::vector<LedgerEntry>& entries) override {
     DARKBLOOM_RETURN_IF_ERROR(validate_entries(entries));
     std::lock_guard lock(mutex_);
-    DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
     int added = 0;
-    Status done;
     BalanceChanges changes;
     for (const LedgerEntry& entry : entries) {
       auto statement = prepare(
           "INSERT INTO ledger (request_id, account_id, kind, amount, created_at) VALUES (?1, ?2, ?3, ?4, ?5) "
           "ON CONFLICT(request_id, account_id, kind) DO NOTHING");
-      if (!statement) {
-        done = statement.error();
-        break;
-      }
+      if (!statement) return statement.error();
       bind_text(statement->get(), 1, entry.request_id);
       bind_text(statement->get(), 2, entry.account_id);
       bind_text(statement->get(), 3, ledger_kind_name(entry.kind));
       sqlite3_bind_int64(statement->get(), 4, entry.amount);
-      sqlite3_bind_int64(statement->get(), 5, unix_now());
-      done = step_entry(statement->get(), entry);
-      if (!done) break;
+      sqlite3_bind_int64(statement->get(), 5, unix_seconds_now());
+      DARKBLOOM_RETURN_IF_ERROR(step_entry(statement->get(), entry));
       if (sqlite3_changes(db_.get()) == 0) continue;  // recorded before: already applied
-      done = changes.add(entry);
-      if (!done) break;
+      DARKBLOOM_RETURN_IF_ERROR(changes.add(entry));
       ++added;
     }
     // One update per account, in account order (see BalanceChanges).
     for (const auto& [account, amount] : changes.by_account) {
-      if (!done) break;
       auto update = prepare("UPDATE accounts SET balance = balance + ?2 WHERE id = ?1");
-      if (!update) {
-        done = update.error();
-        break;
-      }
+      if (!update) return update.error();
       bind_text(update->get(), 1, account);
       sqlite3_bind_int64(update->get(), 2, amount);
-      done = step_entry(update->get(), LedgerEntry{"", account, LedgerKind::charge, amount, 0});
+      DARKBLOOM_RETURN_IF_ERROR(step_entry(update->get(), LedgerEntry{"", account, LedgerKind::charge, amount, 0}));
     }
-    if (!done) {
-      (void)exec("ROLLBACK");
-      return done.error();
-    }
-    DARKBLOOM_RETURN_IF_ERROR(commit());
+    DARKBLOOM_RETURN_IF_ERROR(transaction->commit());
     return added;
   }
 
@@ -269,7 +212,7 @@ class SqliteStore final : public Store {
     if (!statement) return statement.error();
     bind_text(statement->get(), 1, id);
     bind_text(statement->get(), 2, owner);
-    sqlite3_bind_int64(statement->get(), 3, unix_now());
+    sqlite3_bind_int64(statement->get(), 3, unix_seconds_now());
     bind_text(statement->get(), 4, name);
     if (sqlite3_step(statement->get()) == SQLITE_DONE) return {};
     if (sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_FOREIGNKEY) {
@@ -325,13 +268,10 @@ class SqliteStore final : public Store {
   Status set_referrer(std::string_view account_id, std::string_view referrer_id) override {
     if (account_id == referrer_id) return make_error(Errc::invalid_argument, "an account cannot refer itself");
     std::lock_guard lock(mutex_);
-    DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
-    Status done = set_referrer_locked(account_id, referrer_id);
-    if (!done) {
-      (void)exec("ROLLBACK");
-      return done;
-    }
-    return commit();
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
+    DARKBLOOM_RETURN_IF_ERROR(set_referrer_locked(account_id, referrer_id));
+    return transaction->commit();
   }
 
   Result<std::optional<std::string>> referrer(std::string_view account_id) override {
@@ -398,27 +338,21 @@ class SqliteStore final : public Store {
   Status record_provider_key(std::string_view public_key, std::string_view key_backend,
                              std::string_view replaces) override {
     std::lock_guard lock(mutex_);
-    DARKBLOOM_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
-    Status done = upsert_key(public_key, key_backend);
-    if (done && !replaces.empty()) {
+    auto transaction = begin();
+    if (!transaction) return transaction.error();
+    DARKBLOOM_RETURN_IF_ERROR(upsert_key(public_key, key_backend));
+    if (!replaces.empty()) {
       // The old key is retired: a rotation is one-way, so it can never register again.
       auto statement = prepare(
           "INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen, replaced_by) "
           "VALUES (?1, '', ?3, ?3, ?2) ON CONFLICT(public_key) DO UPDATE SET replaced_by = excluded.replaced_by");
-      if (!statement) {
-        done = statement.error();
-      } else {
-        bind_text(statement->get(), 1, replaces);
-        bind_text(statement->get(), 2, public_key);
-        sqlite3_bind_int64(statement->get(), 3, unix_now());
-        done = step_done(statement->get());
-      }
+      if (!statement) return statement.error();
+      bind_text(statement->get(), 1, replaces);
+      bind_text(statement->get(), 2, public_key);
+      sqlite3_bind_int64(statement->get(), 3, unix_seconds_now());
+      DARKBLOOM_RETURN_IF_ERROR(step_done(statement->get()));
     }
-    if (!done) {
-      (void)exec("ROLLBACK");
-      return done;
-    }
-    return commit();
+    return transaction->commit();
   }
 
  private:
@@ -473,27 +407,13 @@ class SqliteStore final : public Store {
     }
   }
 
-  // COMMIT, and if it failed without ending the transaction, ROLLBACK: the connection must never
-  // stay inside a transaction (every later BEGIN would fail).
-  Status commit() {
-    Status committed = exec("COMMIT");
-    if (!committed && sqlite3_get_autocommit(db_.get()) == 0) (void)exec("ROLLBACK");
-    return committed;
-  }
+  Result<SqliteTransaction> begin() { return SqliteTransaction::begin(SqliteSession{db_.get()}, "BEGIN IMMEDIATE"); }
 
   Error failure(std::string_view what) const {
     return make_error(Errc::io_error, fmt::format("database error in {}: {}", what, sqlite3_errmsg(db_.get())));
   }
 
-  Status exec(const std::string& sql) {
-    char* message = nullptr;
-    if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-      std::string text = message ? message : "unknown error";
-      sqlite3_free(message);
-      return make_error(Errc::io_error, "database error: " + text);
-    }
-    return {};
-  }
+  Status exec(const std::string& sql) { return exec_sql(db_.get(), sql); }
 
   Result<Statement> prepare(const char* sql) {
     sqlite3_stmt* raw = nullptr;
@@ -519,7 +439,7 @@ class SqliteStore final : public Store {
     if (!statement) return statement.error();
     bind_text(statement->get(), 1, public_key);
     bind_text(statement->get(), 2, key_backend);
-    sqlite3_bind_int64(statement->get(), 3, unix_now());
+    sqlite3_bind_int64(statement->get(), 3, unix_seconds_now());
     return step_done(statement->get());
   }
 
@@ -547,12 +467,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
   }
   sqlite3_busy_timeout(db.get(), 5000);
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
-    char* message = nullptr;
-    if (sqlite3_exec(db.get(), pragma, nullptr, nullptr, &message) != SQLITE_OK) {
-      std::string text = message ? message : "unknown error";
-      sqlite3_free(message);
-      return make_error(Errc::io_error, fmt::format("{}: {}: {}", path, pragma, text));
-    }
+    if (auto done = exec_sql(db.get(), pragma); !done) return done.error().with_context(path + ": " + pragma);
   }
   auto store = std::make_unique<SqliteStore>(std::move(db), path);
   DARKBLOOM_RETURN_IF_ERROR(store->migrate());

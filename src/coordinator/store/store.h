@@ -106,7 +106,11 @@ class Store {
   // Claims a coordinator id for as long as this store object lives (a PostgreSQL advisory lock of
   // the session, a lock file beside a SQLite database): two coordinators with one id would spend
   // each other's escrow. Claiming again through the same object is fine; another holder gives
-  // Errc::already_exists. A crashed holder's claim ends with its process.
+  // Errc::already_exists at once (no waiting). Destroying the store ends its claims before the
+  // destructor returns. A crashed holder's claim ends with its process; on PostgreSQL only once the
+  // server has noticed the connection closed, normally within milliseconds (a holder whose host
+  // vanished holds on until TCP gives up), so a coordinator restarted that fast may see
+  // Errc::already_exists and should be started again.
   virtual Status claim_coordinator(std::string_view id) = 0;
 
   // Records who referred an account. Once set it does not change (Errc::already_exists); an
