@@ -53,7 +53,7 @@ Result<std::tuple<std::string, uint16_t, std::string>> parse_coordinator_url(con
         fmt::format("--coordinator must be a ws://HOST:PORT URL (got '{}'; wss:// is not supported yet)", url));
   }
   std::string rest = url.substr(kScheme.size());
-  std::string path = "/ws/provider";
+  std::string path = std::string(proto::kProviderSocketPath);
   if (const size_t slash = rest.find('/'); slash != std::string::npos) {
     if (slash + 1 < rest.size()) path = rest.substr(slash);
     rest = rest.substr(0, slash);
@@ -111,11 +111,11 @@ int run_start(CLI::App* command, StartArgs args) {
   options.idle_unload_after = std::chrono::milliseconds(static_cast<int64_t>(args.idle_timeout_mins * 60000.0));
   options.rotation_file = args.rotation_file.empty() ? default_rotation_file() : args.rotation_file;
 
-  http::net::io_context io;
+  net::asio::io_context io;
   auto agent =
       std::make_shared<provider::ProviderAgent>(io.get_executor(), options, std::move(*engine), std::move(*facts),
                                                 std::shared_ptr<attest::AttestationSigner>(std::move(*signer)));
-  http::net::co_spawn(io, agent->run(), [&](std::exception_ptr failure) {
+  net::asio::co_spawn(io, agent->run(), [&](std::exception_ptr failure) {
     if (failure) {
       try {
         std::rethrow_exception(failure);
@@ -125,7 +125,7 @@ int run_start(CLI::App* command, StartArgs args) {
     }
     io.stop();
   });
-  http::net::signal_set signals(io, SIGINT, SIGTERM);
+  net::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const http::error_code&, int) {
     agent->stop();
     io.stop();
@@ -138,7 +138,7 @@ int run_start(CLI::App* command, StartArgs args) {
 int run_serve(const ServeArgs& args) {
   crypto::initialize();
   // The io_context outlives the engine: an engine stopped at exit still reports to queues on it.
-  http::net::io_context io;
+  net::asio::io_context io;
   auto engine = engine::Engine::load(args.engine);
   if (!engine) return fail(engine.error().message);
   const std::string model_id = args.model_id.empty() ? default_model_id(args.engine.model_path) : args.model_id;
@@ -148,7 +148,7 @@ int run_serve(const ServeArgs& args) {
   std::printf("darkbloom serve: '%s' at http://%s:%u/v1\n", model_id.c_str(), args.host.c_str(),
               static_cast<unsigned>(*port));
   std::fflush(stdout);
-  http::net::signal_set signals(io, SIGINT, SIGTERM);
+  net::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const http::error_code&, int) {
     server.stop();
     io.stop();

@@ -1,8 +1,7 @@
 #include "coordinator/auth/api_keys.h"
 
-#include <chrono>
-
 #include "base/encoding.h"
+#include "base/time.h"
 #include "crypto/hash.h"
 
 namespace darkbloom::coordinator {
@@ -32,20 +31,22 @@ Result<CreatedKey> ApiKeys::create_account_key(std::string_view account_name) {
   if (!account) return account.error();
   CreatedKey created;
   created.account_id = *account;
-  created.api_key = std::string(kKeyPrefix) + hex_encode(crypto::random_bytes(32));
+  created.api_key = std::string(kKeyPrefix) + hex_encode(random_.bytes(32));
   ApiKeyRecord record;
   record.key_hash = crypto::sha256_hex(as_bytes(created.api_key));
   record.key_prefix = created.api_key.substr(0, kKeyPrefix.size() + 8);
   record.account_id = created.account_id;
-  record.created_at =
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  record.created_at = unix_seconds(clock_.wall_now());
   DARKBLOOM_RETURN_IF_ERROR(store_.add_api_key(record));
   verified_[record.key_hash] = record.account_id;
   return created;
 }
 
 Result<std::optional<std::string>> ApiKeys::authenticate(std::string_view authorization_header) {
-  const std::string_view key = bearer_token(authorization_header);
+  return authenticate_key(bearer_token(authorization_header));
+}
+
+Result<std::optional<std::string>> ApiKeys::authenticate_key(std::string_view key) {
   if (!well_formed(key)) return std::optional<std::string>{};
   // Looking up by hash means the comparison never touches the secret itself.
   const std::string hash = crypto::sha256_hex(as_bytes(key));

@@ -24,7 +24,8 @@ LedgerEntry entry(const std::string& request, const std::string& account, Ledger
 
 }  // namespace
 
-Ledger::Ledger(Store& store, BillingOptions options) : store_(store), options_(std::move(options)) {}
+Ledger::Ledger(Store& store, BillingOptions options, net::Clock& clock, RandomSource& random)
+    : store_(store), options_(std::move(options)), clock_(clock), random_(random) {}
 
 Status Ledger::start() {
   // Before touching escrow: another live coordinator with this id would be spending from it.
@@ -35,7 +36,7 @@ Status Ledger::start() {
   auto leftover = store_.escrows(escrow_id(""));
   if (!leftover) return leftover.error();
   for (const Store::Escrow& escrow : *leftover) {
-    const std::string id = "release_" + hex_encode(crypto::random_bytes(8));
+    const std::string id = "release_" + random_.id("", 8);
     auto released = store_.apply({entry(id, escrow.id, LedgerKind::release, -escrow.balance),
                                   entry(id, escrow.owner, LedgerKind::release, escrow.balance)});
     if (!released) return released.error();
@@ -88,7 +89,7 @@ Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_vie
   }
   allowance.available -= worst;
   allowance.open += 1;
-  allowance.last_used = std::chrono::steady_clock::now();
+  allowance.last_used = clock_.now();
   open_.emplace(std::string(request_id), worst);
   return Reservation{std::string(request_id), std::string(account_id), std::string(model), worst};
 }
@@ -110,7 +111,7 @@ Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted)
       return make_error(Errc::resource_exhausted,
                         fmt::format("the balance does not cover this request's worst case ({} micro-USD)", needed));
     }
-    const std::string id = fmt::format("hold_{}_{}", options_.coordinator_id, hex_encode(crypto::random_bytes(8)));
+    const std::string id = fmt::format("hold_{}_{}", options_.coordinator_id, random_.id("", 8));
     auto held = store_.apply(
         {entry(id, std::string(account_id), LedgerKind::hold, -amount), entry(id, escrow, LedgerKind::hold, amount)});
     if (held) {
@@ -141,15 +142,15 @@ Settlement Ledger::settle(const Reservation& reservation, int64_t input_tokens, 
   open_.erase(open);
   Allowance& allowance = allowances_[reservation.account_id];
   allowance.open -= 1;
-  allowance.last_used = std::chrono::steady_clock::now();
+  allowance.last_used = clock_.now();
   const int64_t cost = std::min(reserved, full_cost);
   allowance.available += reserved - cost;
   if (cost == 0) return settlement;
   settlement.charged = cost;
-  settlement.payout = cost * 95 / 100;
+  settlement.payout = cost * kProviderPayoutPercent / 100;
   const int64_t fee = cost - settlement.payout;
   const std::optional<std::string>& referrer = allowance.referrer;
-  settlement.referral_reward = referrer ? fee * 20 / 100 : 0;
+  settlement.referral_reward = referrer ? fee * kReferralRewardPercentOfFee / 100 : 0;
   settlement.platform_fee = fee - settlement.referral_reward;
   const std::string& request = reservation.request_id;
   queue_.push_back(entry(request, escrow_id(reservation.account_id), LedgerKind::charge, -cost));
@@ -235,7 +236,7 @@ Status Ledger::release_idle(bool force) {
   std::vector<std::pair<std::string, int64_t>> releases;
   {
     std::lock_guard lock(mutex_);
-    const auto now = std::chrono::steady_clock::now();
+    const auto now = clock_.now();
     for (auto& [account, allowance] : allowances_) {
       if (allowance.open > 0 || allowance.available <= 0) continue;
       if (!force && now - allowance.last_used < options_.idle_release) continue;
@@ -245,7 +246,7 @@ Status Ledger::release_idle(bool force) {
   }
   Status first_failure;
   for (const auto& [account, amount] : releases) {
-    const std::string id = "release_" + hex_encode(crypto::random_bytes(8));
+    const std::string id = "release_" + random_.id("", 8);
     auto released = store_.apply(
         {entry(id, escrow_id(account), LedgerKind::release, -amount), entry(id, account, LedgerKind::release, amount)});
     if (!released) {

@@ -20,8 +20,15 @@
 
 #include "base/result.h"
 #include "coordinator/store/store.h"
+#include "crypto/system_random.h"
+#include "net/clock.h"
 
 namespace darkbloom::coordinator {
+
+// How a charge is split (SPEC §6), in percent: the provider's payout of the charge, and the
+// referrer's reward out of the platform's fee (what is left after the payout).
+inline constexpr int64_t kProviderPayoutPercent = 95;
+inline constexpr int64_t kReferralRewardPercentOfFee = 20;
 
 struct BillingOptions {
   std::string coordinator_id = "main";  // names this coordinator's escrow accounts; unique per coordinator
@@ -53,7 +60,9 @@ struct Settlement {
 
 class Ledger {
  public:
-  Ledger(Store& store, BillingOptions options);
+  // `clock` times idle allowances; `random` names release entries.
+  Ledger(Store& store, BillingOptions options, net::Clock& clock = net::system_clock(),
+         RandomSource& random = crypto::system_random());
 
   // Creates the platform account, loads prices and returns what this coordinator's escrow
   // accounts hold to their owners.
@@ -69,9 +78,10 @@ class Ledger {
   Result<Reservation> reserve(std::string_view account_id, std::string_view request_id, std::string_view model,
                               int64_t max_input_tokens, int64_t max_output_tokens);
   // Charges the cost of the tokens used (never more than reserved; nothing when no token was
-  // produced), returns the rest to the allowance and queues the ledger entries: 95 % to the
-  // provider's account (the platform's when it has none), the rest platform fee, of which 20 %
-  // goes to the consumer's referrer (as of the last hold). Settling a reservation twice does nothing.
+  // produced), returns the rest to the allowance and queues the ledger entries: kProviderPayoutPercent to
+  // the provider's account (the platform's when it has none), the rest platform fee, of which
+  // kReferralRewardPercentOfFee goes to the consumer's referrer (as of the last hold). Settling a reservation twice
+  // does nothing.
   Settlement settle(const Reservation& reservation, int64_t input_tokens, int64_t output_tokens,
                     std::string_view provider_account);
   // Nothing was delivered: everything returns to the allowance.
@@ -97,7 +107,7 @@ class Ledger {
   struct Allowance {
     int64_t available = 0;  // in escrow and not reserved
     int open = 0;           // reservations not yet settled
-    std::chrono::steady_clock::time_point last_used;
+    net::Clock::Time last_used;
     std::optional<std::string> referrer;  // as of the last hold
   };
 
@@ -106,6 +116,8 @@ class Ledger {
 
   Store& store_;
   BillingOptions options_;
+  net::Clock& clock_;
+  RandomSource& random_;
   mutable std::mutex mutex_;
   std::map<std::string, Price, std::less<>> prices_;
   std::map<std::string, Allowance, std::less<>> allowances_;

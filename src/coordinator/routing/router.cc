@@ -14,15 +14,17 @@ constexpr double kUnknownDecodeRate = 10;      // tokens/s for a provider that c
 
 }  // namespace
 
-Router::Router(http::net::any_io_executor executor, ProviderRegistry& registry, RoutingOptions options)
-    : executor_(executor), registry_(registry), options_(options) {}
+Router::Router(net::Executor executor, net::Clock& clock, RandomSource& random, ProviderRegistry& registry,
+               RoutingOptions options)
+    : executor_(std::move(executor)), clock_(clock), random_(random), registry_(registry), options_(options) {}
 
 double Router::expected_ms(const ProviderSession& session, int max_tokens) const {
-  double rate = session.observed_decode_tps;
+  double rate = session.observed_decode_tps();
   if (rate <= 0)
-    rate = session.info.decode_tps > 0 ? std::min(session.info.decode_tps, kMaxClaimedDecodeRate) : kUnknownDecodeRate;
+    rate =
+        session.info().decode_tps > 0 ? std::min(session.info().decode_tps, kMaxClaimedDecodeRate) : kUnknownDecodeRate;
   double ms = static_cast<double>(session.queued_tokens() + max_tokens) / rate * 1000.0;
-  if (session.heartbeat.memory_pressure > 0.8) ms += kMemoryPressurePenaltyMs;
+  if (session.heartbeat().memory_pressure > 0.8) ms += kMemoryPressurePenaltyMs;
   return ms;
 }
 
@@ -30,7 +32,7 @@ std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_
                                               const std::set<std::string>& excluded) {
   std::vector<std::pair<double, std::shared_ptr<ProviderSession>>> candidates;
   for (auto& session : registry_.serving(model, options_.min_trust)) {
-    if (excluded.count(session->id) || !session->has_capacity() || !session->socket->is_open()) continue;
+    if (excluded.count(session->id()) || !session->has_capacity() || !session->is_open()) continue;
     candidates.emplace_back(expected_ms(*session, max_tokens), session);
   }
   if (candidates.empty()) return nullptr;
@@ -41,13 +43,13 @@ std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_
   size_t fewest = std::numeric_limits<size_t>::max();
   for (const auto& [ms, session] : candidates) {
     if (ms > best + tie) continue;
-    if (session->in_flight.size() < fewest) {
-      fewest = session->in_flight.size();
+    if (session->in_flight() < fewest) {
+      fewest = session->in_flight();
       near.clear();
     }
-    if (session->in_flight.size() == fewest) near.push_back(session);
+    if (session->in_flight() == fewest) near.push_back(session);
   }
-  return near[rng_() % near.size()];
+  return near[random_.below(near.size())];
 }
 
 bool Router::model_known(const std::string& model) const {
@@ -56,20 +58,20 @@ bool Router::model_known(const std::string& model) const {
 
 bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded) const {
   for (const auto& session : registry_.trusted(model, options_.min_trust)) {
-    if (!excluded.count(session->id)) return true;
+    if (!excluded.count(session->id())) return true;
   }
   return false;
 }
 
 std::shared_ptr<Router::Waiter> Router::make_waiter() {
-  return std::make_shared<Waiter>(executor_, std::chrono::steady_clock::now() + options_.queue_wait);
+  return std::make_shared<Waiter>(clock_, executor_, clock_.now() + options_.queue_wait);
 }
 
-http::awaitable<QueueOutcome> Router::wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter,
-                                                        bool front) {
+net::awaitable<QueueOutcome> Router::wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter,
+                                                       bool front) {
   auto& queue = queues_[model];
   if (!front && queue.size() >= options_.queue_depth) co_return QueueOutcome::full;
-  if (std::chrono::steady_clock::now() >= waiter->deadline) co_return QueueOutcome::expired;
+  if (clock_.now() >= waiter->deadline) co_return QueueOutcome::expired;
   waiter->woken = false;
   if (front) {
     queue.push_front(waiter);
@@ -77,7 +79,7 @@ http::awaitable<QueueOutcome> Router::wait_for_capacity(const std::string& model
     queue.push_back(waiter);
   }
   waiter->timer.expires_at(waiter->deadline);
-  co_await waiter->timer.async_wait(http::as_tuple_awaitable);
+  co_await waiter->timer.wait();
   // The waiter leaves the queue only now, so arrivals see it (and queue behind it) until it has
   // had its turn at the freed capacity.
   auto& same = queues_[model];

@@ -10,13 +10,13 @@
 #include <chrono>
 #include <deque>
 #include <memory>
-#include <random>
 #include <set>
 #include <string>
 #include <unordered_map>
 
+#include "base/random.h"
 #include "coordinator/registry/provider_registry.h"
-#include "http/asio.h"
+#include "net/clock.h"
 
 namespace darkbloom::coordinator {
 
@@ -30,7 +30,8 @@ enum class QueueOutcome { ready, full, expired, abandoned };
 
 class Router {
  public:
-  Router(http::net::any_io_executor executor, ProviderRegistry& registry, RoutingOptions options);
+  Router(net::Executor executor, net::Clock& clock, RandomSource& random, ProviderRegistry& registry,
+         RoutingOptions options);
 
   // The best provider for the request now, or nullptr.
   std::shared_ptr<ProviderSession> pick(const std::string& model, int max_tokens,
@@ -44,10 +45,10 @@ class Router {
   bool has_candidates(const std::string& model, const std::set<std::string>& excluded) const;
 
   struct Waiter {
-    Waiter(http::net::any_io_executor executor, std::chrono::steady_clock::time_point deadline)
-        : timer(executor), deadline(deadline) {}
-    http::net::steady_timer timer;
-    std::chrono::steady_clock::time_point deadline;  // fixed for the whole wait, across re-queues
+    Waiter(net::Clock& clock, net::Executor executor, net::Clock::Time deadline)
+        : timer(clock, std::move(executor)), deadline(deadline) {}
+    net::Timer timer;
+    net::Clock::Time deadline;  // fixed for the whole wait, across re-queues
     bool woken = false;
     bool abandoned = false;
   };
@@ -56,8 +57,8 @@ class Router {
   // Waits in the model's queue until capacity may be free (ready), the queue is full, the
   // waiter's deadline passes, or `abandon` fires (client gone). `front` puts back a waiter that
   // was woken but lost the slot, ahead of later arrivals.
-  http::awaitable<QueueOutcome> wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter,
-                                                  bool front = false);
+  net::awaitable<QueueOutcome> wait_for_capacity(const std::string& model, std::shared_ptr<Waiter> waiter,
+                                                 bool front = false);
   void abandon(const std::shared_ptr<Waiter>& waiter);
 
   // Capacity may have freed up for a model: wake the first `slots` waiters of its queue.
@@ -72,11 +73,12 @@ class Router {
  private:
   double expected_ms(const ProviderSession& session, int max_tokens) const;
 
-  http::net::any_io_executor executor_;
+  net::Executor executor_;
+  net::Clock& clock_;
+  RandomSource& random_;
   ProviderRegistry& registry_;
   RoutingOptions options_;
   std::unordered_map<std::string, std::deque<std::shared_ptr<Waiter>>> queues_;
-  std::mt19937_64 rng_{std::random_device{}()};
 };
 
 }  // namespace darkbloom::coordinator

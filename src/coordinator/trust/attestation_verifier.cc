@@ -5,6 +5,7 @@
 #include "base/encoding.h"
 #include "crypto/hash.h"
 #include "crypto/p256.h"
+#include "crypto/system_random.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -142,8 +143,13 @@ Status verify_receipt(std::string_view request_id, int completion_tokens, std::s
   return check_signature(public_key, response_hash, signature_base64, "receipt");
 }
 
+IssuedChallenge new_challenge(std::chrono::system_clock::time_point now, RandomSource& random) {
+  return {base64_encode(random.bytes(32)), attest::rfc3339(now)};
+}
+
 IssuedChallenge new_challenge(std::chrono::system_clock::time_point now) {
-  return {base64_encode(crypto::random_bytes(32)), attest::rfc3339(now)};
+  crypto::SystemRandom random;
+  return new_challenge(now, random);
 }
 
 }  // namespace darkbloom::coordinator

@@ -2,7 +2,6 @@
 // object of integer microseconds.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -25,10 +24,5 @@ struct RequestTiming {
         parse_us, reserve_us, route_us, queue_us, encrypt_us, dispatch_us, provider_us);
   }
 };
-
-// Microseconds since `start`.
-inline int64_t micros_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
-}
 
 }  // namespace darkbloom::coordinator

@@ -1,0 +1,114 @@
+#include "apps/coordinator/flags.h"
+
+#include <chrono>
+
+#include "http/server.h"
+
+namespace darkbloom::apps {
+namespace {
+
+using coordinator::CoordinatorConfig;
+
+// A duration flag in (fractional) seconds, bound to `field`, whose current value is the default.
+template <class Duration>
+CLI::Option* add_seconds(CLI::App& app, const std::string& name, Duration& field, const std::string& description,
+                         double min, double max) {
+  const double seconds = std::chrono::duration<double>(field).count();
+  return app
+      .add_option_function<double>(
+          name,
+          [&field](double value) {
+            field = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(value));
+          },
+          description)
+      ->check(CLI::Range(min, max))
+      ->default_val(seconds);
+}
+
+CLI::Validator coordinator_id_check() {
+  return CLI::Validator(
+      [](const std::string& id) {
+        const bool ok = !id.empty() && id.size() <= 32 &&
+                        id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+        return ok ? std::string() : std::string("1 to 32 of a-z, 0-9 and '-'");
+      },
+      "ID");
+}
+
+void add_store_flags(CLI::App& app, CoordinatorConfig& config) {
+  app.add_option("--data-dir", config.data_dir, "directory for the database (coordinator.db)")->capture_default_str();
+  app.add_option("--admin-token", config.admin_token, "token for /v1/admin/* (empty disables the admin API)");
+  app.add_option("--database-url", config.database_url,
+                 "PostgreSQL URL (postgresql://USER@HOST:PORT/DB) shared by several coordinators; empty = SQLite "
+                 "in --data-dir");
+  app.add_option("--hold-requests", config.billing.hold_requests,
+                 "worst cases one escrow hold covers: a database transaction per that many reservations")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--coordinator-id", config.billing.coordinator_id,
+                 "name of this coordinator's escrow accounts; give each coordinator on one database its own")
+      ->check(coordinator_id_check())
+      ->capture_default_str();
+}
+
+void add_trust_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
+  app.add_option("--min-trust", flags.min_trust,
+                 "lowest provider trust level that receives requests (none = open mode: unattested providers too)")
+      ->check(CLI::IsMember({"none", "self_signed", "hardware"}))
+      ->capture_default_str();
+  add_seconds(app, "--challenge-interval", config.challenge_interval,
+              "seconds between attestation challenges to a provider", 0.1, 86400.0);
+  add_seconds(app, "--challenge-timeout", config.challenge_timeout, "seconds a provider has to answer a challenge", 0.1,
+              3600.0);
+  add_seconds(app, "--challenge-grace", config.challenge_grace,
+              "seconds beyond the interval a passed challenge keeps a provider routable", 0.0, 86400.0);
+  add_seconds(app, "--attestation-max-skew", config.attestation_max_skew,
+              "seconds an attestation's timestamp may be from the coordinator's clock", 1.0, 86400.0);
+}
+
+void add_routing_flags(CLI::App& app, CoordinatorConfig& config) {
+  app.add_option("--queue-depth", config.queue_depth, "requests that may wait per model when all providers are busy")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  add_seconds(app, "--queue-wait", config.queue_wait, "seconds a request may wait in the queue before a 429", 0.0,
+              3600.0);
+  app.add_option("--max-attempts", config.max_attempts, "providers tried per request before giving up")
+      ->check(CLI::Range(1, 10))
+      ->capture_default_str();
+  add_seconds(app, "--first-chunk-timeout", config.first_chunk_timeout, "seconds a provider has to start answering",
+              0.1, 3600.0);
+  add_seconds(app, "--inference-timeout", config.inference_timeout,
+              "seconds a streaming answer may fall silent before it fails", 0.1, 86400.0);
+  add_seconds(app, "--heartbeat-timeout", config.heartbeat_timeout,
+              "seconds of silence after which a provider is evicted", 0.5, 86400.0);
+  app.add_option("--default-max-tokens", config.default_max_tokens, "max_tokens injected when a request sets none")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-body-bytes", config.limits.body_bytes, "largest request body accepted (413 beyond)")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
+      ->capture_default_str();
+}
+
+}  // namespace
+
+void add_coordinator_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
+  app.add_option("--listen", flags.listen, "address to serve on, HOST:PORT (port 0 picks a free one)")
+      ->capture_default_str();
+  add_store_flags(app, config);
+  add_trust_flags(app, config, flags);
+  add_routing_flags(app, config);
+  app.add_option("--config", flags.config_file, "TOML file with settings (keys as option names, '-' → '_')")
+      ->check(CLI::ExistingFile);
+  app.add_option("--log-level", flags.log_level, "debug, info, warn, error or off")->capture_default_str();
+}
+
+Status finish_coordinator_config(const CoordinatorFlags& flags, CoordinatorConfig& config) {
+  auto address = http::parse_host_port(flags.listen);
+  if (!address) return address.error().with_context("--listen");
+  config.listen_host = address->first;
+  config.listen_port = address->second;
+  config.min_trust = *coordinator::parse_trust_level(flags.min_trust);
+  return {};
+}
+
+}  // namespace darkbloom::apps

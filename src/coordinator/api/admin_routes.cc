@@ -1,0 +1,117 @@
+// The operator's routes, behind the admin token: new accounts with their first API key, and the
+// release allow-list of provider binaries.
+#include <algorithm>
+
+#include "base/log.h"
+#include "base/time.h"
+#include "coordinator/api/api_context.h"
+#include "coordinator/api/http_replies.h"
+#include "proto/coordinator_api.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+using net::awaitable;
+
+constexpr size_t kMaxAccountName = 128;
+constexpr size_t kMaxVersion = 64;
+constexpr size_t kMaxReleaseNote = 1024;
+
+bool is_sha256_hex(std::string_view text) {
+  return text.size() == 64 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string read_account_name(json::ObjectReader& reader) {
+  return reader.optional_string("name", kMaxAccountName).value_or("account");
+}
+
+ReleaseRecord read_release(json::ObjectReader& reader) {
+  ReleaseRecord release;
+  release.binary_hash = reader.string("binary_hash", 64);
+  release.version = reader.optional_string("version", kMaxVersion).value_or("");
+  release.note = reader.optional_string("note", kMaxReleaseNote).value_or("");
+  return release;
+}
+
+std::vector<proto::Release> release_list(const std::vector<ReleaseRecord>& records) {
+  std::vector<proto::Release> releases;
+  for (const auto& r : records) releases.push_back({r.binary_hash, r.version, r.note, r.created_at});
+  return releases;
+}
+
+// {"name"?}: a new account and its first key, shown this once.
+awaitable<void> handle_admin_keys(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  std::string name = "account";
+  if (!exchange.request().body().empty()) {
+    proto::ApiError error;
+    auto given = read_body(exchange, read_account_name, &error);
+    if (!given) {
+      co_await exchange.respond_error(error);
+      co_return;
+    }
+    name = std::move(*given);
+  }
+  auto created = context.keys.create_account_key(name);
+  if (!created) {
+    log::error("creating a key failed: {}", created.error().message);
+    co_await exchange.respond_error(proto::server_error("Creating the key failed"));
+    co_return;
+  }
+  co_await exchange.respond_json(200, proto::encode_created_key({created->api_key, created->account_id}));
+}
+
+// Adds a release; the answer is the whole list either way. nullopt after answering an error.
+awaitable<bool> add_release(http::Exchange& exchange, ApiContext& context) {
+  proto::ApiError error;
+  auto release = read_body(exchange, read_release, &error);
+  if (release && !is_sha256_hex(release->binary_hash)) {
+    error = proto::invalid_request("binary_hash must be 64 lowercase hex digits (SHA-256)", "binary_hash");
+    release.reset();
+  }
+  if (!release) {
+    co_await exchange.respond_error(error);
+    co_return false;
+  }
+  release->created_at = unix_seconds(context.clock.wall_now());
+  if (auto added = context.store.add_release(*release); !added) {
+    log::error("adding a release failed: {}", added.error().message);
+    co_await exchange.respond_error(proto::server_error("Adding the release failed"));
+    co_return false;
+  }
+  if (context.releases.empty()) {
+    log::warn("release allow-list now active: providers running other binaries lose trust at their next challenge");
+  }
+  context.releases.insert(release->binary_hash);
+  log::info("release approved: {} {}", release->binary_hash, release->version);
+  co_return true;
+}
+
+// POST {"binary_hash", "version"?, "note"?} approves a binary; GET lists the approved ones.
+awaitable<void> handle_admin_releases(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (exchange.request().method() == http::bhttp::verb::post) {
+    const bool added = co_await add_release(exchange, context);
+    if (!added) co_return;
+  }
+  auto releases = context.store.list_releases();
+  if (!releases) {
+    co_await exchange.respond_error(proto::server_error("Reading the releases failed"));
+    co_return;
+  }
+  co_await exchange.respond_json(200, proto::encode_release_list(release_list(*releases)));
+}
+
+}  // namespace
+
+void add_admin_routes(http::Router& routes, ApiContext& context) {
+  using http::bhttp::verb;
+  auto keys = [&context](http::Exchange& e) { return handle_admin_keys(e, context); };
+  auto releases = [&context](http::Exchange& e) { return handle_admin_releases(e, context); };
+  routes.add(verb::post, "/v1/admin/keys", keys);
+  routes.add(verb::post, "/v1/admin/releases", releases);
+  routes.add(verb::get, "/v1/admin/releases", releases);
+}
+
+}  // namespace darkbloom::coordinator

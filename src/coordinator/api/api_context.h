@@ -1,0 +1,40 @@
+// What the coordinator's HTTP handlers work with, handed to each group of routes by
+// coordinator.cc. The handlers own nothing; the Coordinator owns all of it.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "base/random.h"
+#include "coordinator/auth/api_keys.h"
+#include "coordinator/billing/ledger.h"
+#include "coordinator/config.h"
+#include "coordinator/registry/provider_registry.h"
+#include "coordinator/routing/router.h"
+#include "coordinator/store/store.h"
+#include "http/server.h"
+#include "net/clock.h"
+
+namespace darkbloom::coordinator {
+
+struct ApiContext {
+  const CoordinatorConfig& config;
+  net::Clock& clock;
+  RandomSource& random;
+  Store& store;
+  Ledger& ledger;
+  ApiKeys& keys;
+  ProviderRegistry& registry;
+  Router& router;
+  std::set<std::string>& releases;  // approved binary hashes, as loaded from the store
+};
+
+// GET /v1/models, /health, /v1/providers/attestation.
+void add_catalog_routes(http::Router& routes, ApiContext& context);
+// POST /v1/admin/keys, GET|POST /v1/admin/releases.
+void add_admin_routes(http::Router& routes, ApiContext& context);
+// POST /v1/admin/credit, GET|PUT /v1/admin/pricing, POST /v1/admin/referrals, GET /v1/balance,
+// GET /v1/usage.
+void add_billing_routes(http::Router& routes, ApiContext& context);
+
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,186 @@
+// The money routes: admin credit, pricing and referrals (admin token); a consumer's balance and
+// usage (API key). Amounts are integer micro-USD everywhere; bad input is an OpenAI-shaped 400
+// and leaves the ledger untouched.
+#include <algorithm>
+
+#include "coordinator/api/api_context.h"
+#include "coordinator/api/http_replies.h"
+#include "proto/coordinator_api.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+using net::awaitable;
+
+struct CreditBody {
+  std::string account;
+  int64_t amount = 0;
+  std::optional<std::string> idempotency_key;
+};
+CreditBody read_credit(json::ObjectReader& reader) {
+  return {reader.string("account_id", 128), reader.integer("amount_micro_usd", 1, kMaxEntryAmount),
+          reader.optional_string("idempotency_key", 64)};
+}
+
+Price read_price(json::ObjectReader& reader) {
+  Price price;
+  price.model = reader.optional_string("model", 128).value_or("");
+  price.input_per_million = reader.integer("input_per_million", 0, kMaxEntryAmount);
+  price.output_per_million = reader.integer("output_per_million", 0, kMaxEntryAmount);
+  return price;
+}
+
+std::pair<std::string, std::string> read_referral(json::ObjectReader& reader) {
+  return {reader.string("account_id", 128), reader.string("referrer_id", 128)};
+}
+
+// ?limit=N of /v1/usage: 100 when absent, nullopt unless 1..1000.
+std::optional<int> usage_limit(std::string_view query) {
+  int limit = 100;
+  while (!query.empty()) {
+    const size_t end = std::min(query.find('&'), query.size());
+    const std::string_view pair = query.substr(0, end);
+    query.remove_prefix(std::min(end + 1, query.size()));
+    if (pair.substr(0, 6) != "limit=") continue;
+    const std::string_view digits = pair.substr(6);
+    if (digits.empty() || digits.size() > 4 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    limit = std::stoi(std::string(digits));
+  }
+  if (limit < 1 || limit > 1000) return std::nullopt;
+  return limit;
+}
+
+std::vector<proto::ModelPrice> price_list(const std::vector<Price>& prices) {
+  std::vector<proto::ModelPrice> out;
+  for (const Price& price : prices) out.push_back({price.model, price.input_per_million, price.output_per_million});
+  return out;
+}
+
+// {"account_id", "amount_micro_usd", "idempotency_key"?}: the key makes a retried call a no-op.
+awaitable<void> handle_admin_credit(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  proto::ApiError error;
+  const auto body = read_body(exchange, read_credit, &error);
+  if (!body) {
+    co_await exchange.respond_error(error);
+    co_return;
+  }
+  const std::string request_id =
+      "credit_" + (body->idempotency_key ? *body->idempotency_key : context.random.id("", 12));
+  auto applied =
+      context.store.apply({LedgerEntry{request_id, body->account, LedgerKind::admin_credit, body->amount, 0}});
+  if (!applied) {
+    co_await exchange.respond_error(store_error(applied.error()));
+    co_return;
+  }
+  auto balance = context.ledger.balance(body->account);
+  if (!balance) {
+    co_await exchange.respond_error(store_error(balance.error()));
+    co_return;
+  }
+  // credited 0: this idempotency key was used before.
+  co_await exchange.respond_json(200, proto::encode_credit({body->account, *applied > 0 ? body->amount : 0, *balance}));
+}
+
+// Sets a price and reloads the ledger's; an error is answered, and false returned.
+awaitable<bool> set_price(http::Exchange& exchange, ApiContext& context) {
+  proto::ApiError error;
+  const auto price = read_body(exchange, read_price, &error);
+  if (!price) {
+    co_await exchange.respond_error(error);
+    co_return false;
+  }
+  Status done = context.store.set_price(*price);
+  if (done) done = context.ledger.reload_prices();
+  if (!done) {
+    co_await exchange.respond_error(store_error(done.error()));
+    co_return false;
+  }
+  co_return true;
+}
+
+// PUT {"model"?, "input_per_million", "output_per_million"} sets a price ("" or absent: the
+// default); GET lists them.
+awaitable<void> handle_admin_pricing(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (exchange.request().method() == http::bhttp::verb::put) {
+    const bool set = co_await set_price(exchange, context);
+    if (!set) co_return;
+  }
+  auto prices = context.store.prices();
+  if (!prices) {
+    co_await exchange.respond_error(store_error(prices.error()));
+    co_return;
+  }
+  const BillingOptions& billing = context.config.billing;
+  co_await exchange.respond_json(
+      200, proto::encode_price_list({price_list(*prices), billing.default_input_per_million,
+                                     billing.default_output_per_million, billing.minimum_charge}));
+}
+
+// {"account_id", "referrer_id"}: set once.
+awaitable<void> handle_admin_referrals(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  proto::ApiError error;
+  const auto body = read_body(exchange, read_referral, &error);
+  if (!body) {
+    co_await exchange.respond_error(error);
+    co_return;
+  }
+  const auto& [account, referrer] = *body;
+  if (auto set = context.store.set_referrer(account, referrer); !set) {
+    co_await exchange.respond_error(store_error(set.error()));
+    co_return;
+  }
+  co_await exchange.respond_json(200, proto::encode_referral(account, referrer));
+}
+
+awaitable<void> handle_balance(http::Exchange& exchange, ApiContext& context) {
+  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
+  if (!account) co_return;
+  auto balance = context.ledger.balance(*account);
+  if (!balance) {
+    co_await exchange.respond_error(store_error(balance.error()));
+    co_return;
+  }
+  co_await exchange.respond_json(200, proto::encode_balance(*account, *balance));
+}
+
+// The account's charges, newest first (?limit=N, at most 1000, default 100).
+awaitable<void> handle_usage(http::Exchange& exchange, ApiContext& context) {
+  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
+  if (!account) co_return;
+  const std::optional<int> limit = usage_limit(exchange.query());
+  if (!limit) {
+    co_await exchange.respond_error(proto::invalid_request("limit must be a number from 1 to 1000", "limit"));
+    co_return;
+  }
+  auto charges = context.store.charges(*account, *limit);
+  if (!charges) {
+    co_await exchange.respond_error(store_error(charges.error()));
+    co_return;
+  }
+  std::vector<proto::UsageEntry> entries;
+  for (const LedgerEntry& charge : *charges) entries.push_back({charge.request_id, -charge.amount, charge.created_at});
+  co_await exchange.respond_json(200, proto::encode_usage(*account, entries));
+}
+
+}  // namespace
+
+void add_billing_routes(http::Router& routes, ApiContext& context) {
+  using http::bhttp::verb;
+  auto route = [&context](auto handler) {
+    return [&context, handler](http::Exchange& e) { return handler(e, context); };
+  };
+  routes.add(verb::post, "/v1/admin/credit", route(handle_admin_credit));
+  routes.add(verb::put, "/v1/admin/pricing", route(handle_admin_pricing));
+  routes.add(verb::get, "/v1/admin/pricing", route(handle_admin_pricing));
+  routes.add(verb::post, "/v1/admin/referrals", route(handle_admin_referrals));
+  routes.add(verb::get, "/v1/balance", route(handle_balance));
+  routes.add(verb::get, "/v1/usage", route(handle_usage));
+}
+
+}  // namespace darkbloom::coordinator

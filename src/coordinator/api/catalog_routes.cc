@@ -1,0 +1,95 @@
+// What the network offers, for anyone to see: the models routable providers serve, the
+// coordinator's health, and every provider's identity and challenge record.
+#include <algorithm>
+#include <map>
+
+#include "coordinator/api/api_context.h"
+#include "coordinator/api/http_replies.h"
+#include "crypto/p256.h"
+#include "proto/coordinator_api.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+using net::awaitable;
+
+// Models served by at least one provider trusted enough, with how many serve them and how.
+std::vector<proto::ModelSummary> model_summaries(const ProviderRegistry& registry, TrustLevel min_trust) {
+  std::map<std::string, proto::ModelSummary> models;
+  std::map<std::string, TrustLevel> best_trust;
+  for (const auto& session : registry.all()) {
+    if (!session->active() || session->trust() < min_trust) continue;
+    for (const auto& model : session->info().models) {
+      proto::ModelSummary& summary = models[model.id];
+      summary.id = model.id;
+      summary.provider_count += 1;
+      if (session->trust() != TrustLevel::none) summary.attested_providers += 1;
+      TrustLevel& best = best_trust.try_emplace(model.id, TrustLevel::none).first->second;
+      best = std::max(best, session->trust());
+      summary.trust_level = trust_level_name(best);
+      summary.quantization = model.quantization;
+    }
+  }
+  std::vector<proto::ModelSummary> out;
+  for (auto& [id, summary] : models) out.push_back(std::move(summary));
+  return out;
+}
+
+proto::ProviderAttestation attestation_of(const ProviderSession& session) {
+  const TrustState& trust = session.trust_state();
+  proto::ProviderAttestation entry;
+  entry.provider_id = session.id();
+  entry.trust_level = trust_level_name(session.trust());
+  entry.reason = trust.reason;
+  for (const auto& model : session.info().models) entry.models.push_back(model.id);
+  entry.attested = !trust.public_key.empty();
+  if (entry.attested) {
+    entry.public_key = trust.document.public_key;
+    entry.public_key_pem = crypto::p256_public_key_pem(trust.public_key);
+    entry.key_backend = trust.document.key_backend;
+    entry.degraded_reason = trust.document.degraded_reason;
+    entry.binary_hash = trust.document.binary_hash;
+    entry.attestation = trust.document_bytes;  // the exact signed bytes
+    entry.signature = trust.signature;
+  }
+  entry.challenges_passed = trust.passed;
+  entry.challenges_failed = trust.failed;
+  entry.consecutive_failures = trust.consecutive_failures;
+  entry.last_pass = trust.last_pass_at;
+  return entry;
+}
+
+awaitable<void> handle_models(http::Exchange& exchange, ApiContext& context) {
+  // A named result: GCC 12 mishandles a co_await's temporary inside a condition.
+  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
+  if (!account) co_return;
+  co_await exchange.respond_json(200,
+                                 proto::encode_model_list(model_summaries(context.registry, context.config.min_trust)));
+}
+
+awaitable<void> handle_health(http::Exchange& exchange, ApiContext& context) {
+  const proto::Health health{context.registry.registered_count(),
+                             context.registry.routable_count(context.config.min_trust), context.router.queued_total()};
+  co_await exchange.respond_json(200, proto::encode_health(health));
+}
+
+awaitable<void> handle_attestations(http::Exchange& exchange, ApiContext& context) {
+  // Public on purpose: anyone holding a receipt can fetch the key to check it against.
+  std::vector<proto::ProviderAttestation> providers;
+  for (const auto& session : context.registry.all()) {
+    if (session->active()) providers.push_back(attestation_of(*session));
+  }
+  co_await exchange.respond_json(200, proto::encode_attestation_list(providers));
+}
+
+}  // namespace
+
+void add_catalog_routes(http::Router& routes, ApiContext& context) {
+  using http::bhttp::verb;
+  routes.add(verb::get, "/v1/models", [&context](http::Exchange& e) { return handle_models(e, context); });
+  routes.add(verb::get, "/health", [&context](http::Exchange& e) { return handle_health(e, context); });
+  routes.add(verb::get, "/v1/providers/attestation",
+             [&context](http::Exchange& e) { return handle_attestations(e, context); });
+}
+
+}  // namespace darkbloom::coordinator

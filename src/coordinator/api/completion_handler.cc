@@ -1,0 +1,265 @@
+#include "coordinator/api/completion_handler.h"
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/time.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+using net::awaitable;
+
+// Whatever way a request ends, what was reserved and not settled goes back (a no-op after a
+// settlement).
+struct RefundUnlessSettled {
+  Ledger& ledger;
+  const std::shared_ptr<PendingRequest>& request;
+  ~RefundUnlessSettled() {
+    if (request->reservation) ledger.refund(*request->reservation);
+  }
+};
+
+// Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
+std::string receipt_event(const proto::ChunkFormatter& format, const provider_event::Complete& complete,
+                          const ProviderSession& provider) {
+  proto::Receipt receipt;
+  receipt.request_id = complete.receipt_request_id;
+  receipt.completion_tokens = complete.completion_tokens;
+  receipt.response_hash = complete.response_hash;
+  receipt.signature = complete.receipt_signature;
+  receipt.public_key = provider.trust_state().document.public_key;
+  return format.receipt_chunk(receipt);
+}
+
+proto::ChunkFormatter formatter_for(const PendingRequest& request) {
+  return proto::ChunkFormatter(request.parsed.endpoint, proto::response_id(request.parsed.endpoint, request.public_id),
+                               request.parsed.model, request.created);
+}
+
+// The ending of an answer that failed after it started: for a stream, in-band.
+proto::ApiError failure_error(const ProviderEvent& event) {
+  if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
+    return proto::provider_error("The provider failed: " + failed->message);
+  }
+  return proto::provider_error("The provider disconnected: " + std::get<provider_event::Gone>(event).reason);
+}
+
+}  // namespace
+
+void CompletionHandler::add_routes(http::Router& routes) {
+  routes.add(http::bhttp::verb::post, "/v1/chat/completions",
+             [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::chat_completions); });
+  routes.add(http::bhttp::verb::post, "/v1/completions",
+             [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::completions); });
+}
+
+Headers CompletionHandler::response_headers(const PendingRequest& request, const ProviderSession& provider) const {
+  Headers headers;
+  headers.emplace_back("X-Request-Id", request.public_id);
+  headers.emplace_back("X-Provider-Id", provider.id());
+  headers.emplace_back("X-Provider-Trust-Level", trust_level_name(provider.trust()));
+  headers.emplace_back("X-Provider-Attested", provider.trust() == TrustLevel::none ? "false" : "true");
+  headers.emplace_back("X-Provider-Encrypted", "true");
+  if (!provider.trust_state().public_key.empty()) {
+    headers.emplace_back("X-Provider-Key-Backend", provider.trust_state().document.key_backend);
+    headers.emplace_back("X-Provider-Public-Key", provider.trust_state().document.public_key);
+  }
+  headers.emplace_back("X-Timing", request.timing.header());
+  return headers;
+}
+
+awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpoint endpoint) {
+  auto request = std::make_shared<PendingRequest>();
+  request->public_id = context_.random.id("req_", 8);
+  request->created = unix_seconds(context_.clock.wall_now());
+  if (!co_await authenticate_and_parse(exchange, endpoint, *request)) co_return;
+  if (!co_await reserve_credit(exchange, *request)) co_return;
+  const RefundUnlessSettled refund_guard{context_.ledger, request};
+  if (!co_await check_model_served(exchange, *request)) co_return;
+  {
+    proto::SealedRequest sealed;
+    sealed.endpoint = std::string(proto::endpoint_name(endpoint));
+    sealed.body = request->parsed.body;
+    request->plaintext = proto::encode(sealed);
+  }
+  exchange.on_client_gone([this, request] { dispatcher_.client_gone(*request); });
+  DispatchOutcome outcome = co_await dispatcher_.dispatch(request);
+  if (auto* answer = std::get_if<FirstAnswer>(&outcome)) {
+    co_await relay(exchange, *request, std::move(*answer));
+  } else if (!request->client_gone) {
+    auto& refused = std::get<NoAnswer>(outcome);
+    co_await exchange.respond_error(refused.error, refused.headers);
+  }
+}
+
+awaitable<bool> CompletionHandler::authenticate_and_parse(http::Exchange& exchange, proto::Endpoint endpoint,
+                                                          PendingRequest& request) {
+  const auto started = context_.clock.now();
+  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context_.keys);
+  if (!account) co_return false;
+  proto::ApiError error;
+  auto parsed = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
+  if (!parsed) {
+    co_await exchange.respond_error(error);
+    co_return false;
+  }
+  request.parsed = std::move(*parsed);
+  request.account_id = *account;
+  // Without a bound the worst case is unbounded; inject one so any reservation covers it.
+  request.max_tokens = request.parsed.max_tokens.value_or(context_.config.default_max_tokens);
+  if (!request.parsed.max_tokens) request.parsed.body["max_tokens"] = request.max_tokens;
+  request.timing.parse_us = context_.clock.micros_since(started);
+  co_return true;
+}
+
+awaitable<bool> CompletionHandler::reserve_credit(http::Exchange& exchange, PendingRequest& request) {
+  // The worst case: every byte of the body a prompt token (a token is at least one byte) and
+  // max_tokens generated. In memory against this coordinator's allowance (docs/billing.md).
+  const auto started = context_.clock.now();
+  auto reservation =
+      context_.ledger.reserve(request.account_id, request.public_id, request.parsed.model,
+                              static_cast<int64_t>(exchange.request().body().size()), request.max_tokens);
+  request.timing.reserve_us = context_.clock.micros_since(started);
+  if (reservation) {
+    request.reservation = std::move(*reservation);
+    co_return true;
+  }
+  if (reservation.error().code == Errc::resource_exhausted) {
+    co_await exchange.respond_error(proto::insufficient_quota(
+        "Your balance does not cover this request's worst case: add credit, or lower max_tokens (" +
+        reservation.error().message + ")"));
+  } else {
+    log::error("request {}: reservation failed: {}", request.public_id, reservation.error().message);
+    co_await exchange.respond_error(proto::server_error("Reserving credit failed"));
+  }
+  co_return false;
+}
+
+awaitable<bool> CompletionHandler::check_model_served(http::Exchange& exchange, const PendingRequest& request) {
+  const std::string& model = request.parsed.model;
+  if (context_.router.model_known(model)) co_return true;
+  if (context_.router.model_served(model)) {
+    co_await exchange.respond_error(proto::provider_error(
+        fmt::format("No provider of '{}' is trusted enough: this coordinator requires trust level {} (see "
+                    "/v1/providers/attestation)",
+                    model, trust_level_name(context_.config.min_trust))));
+  } else {
+    co_await exchange.respond_error(proto::model_not_found(model));
+  }
+  co_return false;
+}
+
+void CompletionHandler::cancel_at_provider(const FirstAnswer& answer) {
+  gateway_.abandon_attempt(*answer.provider, answer.attempt->request_id, true);
+}
+
+awaitable<ProviderEvent> CompletionHandler::next_event(FirstAnswer& answer) {
+  if (answer.first_event) {
+    ProviderEvent event = std::move(*answer.first_event);
+    answer.first_event.reset();
+    co_return event;
+  }
+  auto event = co_await answer.attempt->events->pop_until(context_.clock.now() + context_.config.inference_timeout);
+  if (!event) {
+    cancel_at_provider(answer);
+    co_return ProviderEvent{provider_event::Gone{"no output for too long"}};
+  }
+  co_return std::move(*event);
+}
+
+awaitable<void> CompletionHandler::relay(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer) {
+  if (request.parsed.stream) {
+    co_await relay_stream(exchange, request, answer);
+  } else {
+    co_await relay_whole(exchange, request, answer);
+  }
+}
+
+awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer) {
+  const proto::ChunkFormatter format = formatter_for(request);
+  const Headers headers = response_headers(request, *answer.provider);
+  std::string text;
+  for (;;) {
+    ProviderEvent event = co_await next_event(answer);
+    if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
+      text += chunk->text;
+      continue;
+    }
+    if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
+      const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
+      settle(request, *answer.provider, complete->prompt_tokens, complete->completion_tokens);
+      Headers with_receipt = headers;
+      if (!complete->response_hash.empty()) {
+        // The receipt covers the content text and the completion token count of this answer.
+        with_receipt.emplace_back("X-Response-Hash", complete->response_hash);
+        with_receipt.emplace_back("X-Response-Signature", complete->receipt_signature);
+        with_receipt.emplace_back("X-Receipt-Request-Id", complete->receipt_request_id);
+      }
+      co_await exchange.respond_json(200, format.complete_response(text, complete->finish_reason, usage), with_receipt);
+    } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
+      cancel_at_provider(answer);
+    } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
+      // Not streaming: the client receives none of the text, so it pays nothing (the guard refunds).
+      co_await exchange.respond_error(failure_error(event), headers);
+    } else {
+      continue;
+    }
+    break;
+  }
+  crypto::wipe_memory(text.data(), text.size());
+}
+
+awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, PendingRequest& request,
+                                                FirstAnswer& answer) {
+  const proto::ChunkFormatter format = formatter_for(request);
+  const ProviderSession& provider = *answer.provider;
+  if (!co_await exchange.start_events(response_headers(request, provider))) {
+    cancel_at_provider(answer);
+    co_return;
+  }
+  bool open = true;
+  if (auto opening = format.opening_chunk()) open = co_await exchange.send_event(*opening);
+  while (open) {
+    ProviderEvent event = co_await next_event(answer);
+    if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
+      std::string data = format.content_chunk(chunk->text);
+      open = co_await exchange.send_event(data);
+      if (open) ++request.delivered_chunks;  // billed only once the client has it
+      crypto::wipe_memory(data.data(), data.size());
+      crypto::wipe_memory(chunk->text.data(), chunk->text.size());
+    } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
+      settle(request, provider, complete->prompt_tokens, complete->completion_tokens);
+      co_await exchange.send_event(format.finish_chunk(complete->finish_reason));
+      if (request.parsed.include_usage) {
+        co_await exchange.send_event(format.usage_chunk({complete->prompt_tokens, complete->completion_tokens}));
+      }
+      if (!complete->response_hash.empty()) co_await exchange.send_event(receipt_event(format, *complete, provider));
+      co_await exchange.send_event("[DONE]");
+      co_await exchange.end_events();
+      co_return;
+    } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
+      open = false;
+    } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
+      settle(request, provider, 0, request.delivered_chunks);
+      // After the stream started, errors go in-band, then the one [DONE].
+      co_await exchange.send_event(proto::stream_error_event(failure_error(event)));
+      co_await exchange.send_event("[DONE]");
+      co_await exchange.end_events();
+      co_return;
+    }
+  }
+  // The client left: it pays for what it was sent.
+  settle(request, provider, 0, request.delivered_chunks);
+  cancel_at_provider(answer);
+}
+
+void CompletionHandler::settle(PendingRequest& request, const ProviderSession& provider, int64_t prompt_tokens,
+                               int64_t completion_tokens) {
+  if (!request.reservation) return;
+  // Usage is the provider's word; it is never billed beyond the reservation.
+  (void)context_.ledger.settle(*request.reservation, prompt_tokens, completion_tokens, provider.account_id());
+  request.reservation.reset();
+}
+
+}  // namespace darkbloom::coordinator

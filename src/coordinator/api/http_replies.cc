@@ -1,0 +1,57 @@
+#include "coordinator/api/http_replies.h"
+
+#include "base/encoding.h"
+#include "base/log.h"
+#include "crypto/hash.h"
+
+namespace darkbloom::coordinator {
+
+Headers retry_after(int seconds) {
+  return Headers{{"Retry-After", std::to_string(seconds)}};
+}
+
+proto::ApiError store_error(const Error& error) {
+  switch (error.code) {
+    case Errc::not_found:
+      return proto::not_found_error(error.message);
+    case Errc::invalid_argument:
+    case Errc::already_exists:
+    case Errc::resource_exhausted:
+      return proto::invalid_request(error.message);
+    default:
+      log::error("store: {}", error.message);
+      return proto::server_error("The database failed; nothing was changed");
+  }
+}
+
+net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange& exchange, ApiKeys& keys) {
+  auto account = keys.authenticate(exchange.header("Authorization"));
+  if (!account) {
+    log::error("key lookup failed: {}", account.error().message);
+    co_await exchange.respond_error(proto::server_error("Key lookup failed"));
+    co_return std::nullopt;
+  }
+  if (!*account) {
+    co_await exchange.respond_error(
+        proto::authentication_error("Missing or unknown API key: send 'Authorization: Bearer db-...'"));
+    co_return std::nullopt;
+  }
+  co_return std::move(*account);
+}
+
+net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token) {
+  if (admin_token.empty()) {
+    co_await exchange.respond_error(
+        proto::authentication_error("The admin API is disabled: set an admin token (DARKBLOOM_ADMIN_TOKEN)"));
+    co_return false;
+  }
+  // Hashes of equal length, compared in constant time: the token's length and bytes stay secret.
+  const std::string_view token = bearer_token(exchange.header("Authorization"));
+  if (!crypto::equal_constant_time(crypto::sha256(as_bytes(token)), crypto::sha256(as_bytes(admin_token)))) {
+    co_await exchange.respond_error(proto::authentication_error("Missing or wrong admin token"));
+    co_return false;
+  }
+  co_return true;
+}
+
+}  // namespace darkbloom::coordinator

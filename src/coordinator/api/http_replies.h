@@ -1,0 +1,51 @@
+// Small pieces every coordinator handler shares: the Retry-After header, reading a JSON object
+// body into fields, the OpenAI error for a store failure, and the two credential checks (a
+// consumer's API key, the operator's admin token).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/json.h"
+#include "coordinator/auth/api_keys.h"
+#include "http/server.h"
+
+namespace darkbloom::coordinator {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+Headers retry_after(int seconds);
+
+// The OpenAI-shaped answer to a store error: 404, 400 for a refused change, else a logged 500.
+proto::ApiError store_error(const Error& error);
+
+// The JSON object body read by `read` (a function of json::ObjectReader&), or (nullopt) the
+// OpenAI-shaped 400 to answer in `error`.
+template <class Read>
+auto read_body(const http::Exchange& exchange, Read read, proto::ApiError* error)
+    -> std::optional<decltype(read(std::declval<json::ObjectReader&>()))> {
+  auto body = json::parse(exchange.request().body(), "request body");
+  if (!body || !body->is_object()) {
+    *error = proto::invalid_request("The request body must be a JSON object");
+    return std::nullopt;
+  }
+  json::ObjectReader reader(body->as_object(), "");
+  auto fields = read(reader);
+  if (!reader.ok()) {
+    *error = proto::invalid_request(reader.error().message, reader.failed_field());
+    return std::nullopt;
+  }
+  return fields;
+}
+
+// The account of the request's API key; otherwise answers (401, or 500 if the lookup failed)
+// and returns nullopt.
+net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange& exchange, ApiKeys& keys);
+
+// Answers 401 and returns false unless the request carries the admin token (an empty token
+// disables the admin API).
+net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token);
+
+}  // namespace darkbloom::coordinator

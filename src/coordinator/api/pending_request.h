@@ -1,0 +1,39 @@
+// One consumer request on its way through the coordinator: what the client asked (parsed, and
+// sealed to each provider in turn), what was reserved for it, where it is waiting or running,
+// and how long each phase took (X-Timing).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "coordinator/api/request_timing.h"
+#include "coordinator/billing/ledger.h"
+#include "coordinator/gateway/provider_session.h"
+#include "coordinator/routing/router.h"
+#include "crypto/secure_bytes.h"
+#include "proto/openai.h"
+
+namespace darkbloom::coordinator {
+
+struct PendingRequest {
+  std::string public_id;   // "req_…", returned as X-Request-Id
+  std::string account_id;  // the consumer's, from its API key
+  proto::CompletionRequest parsed;
+  std::string plaintext;  // the SealedRequest JSON; wiped when the request ends
+  RequestTiming timing;
+  int max_tokens = 0;
+  int64_t created = 0;  // unix seconds
+  bool client_gone = false;
+  std::shared_ptr<Router::Waiter> waiter;  // while queued
+  std::shared_ptr<Attempt> attempt;        // while a provider has it
+  std::optional<Reservation> reservation;  // until settled or refunded
+  int64_t delivered_chunks = 0;            // content chunks streamed to the client: what a failure mid-stream costs
+
+  PendingRequest() = default;
+  PendingRequest(const PendingRequest&) = delete;
+  PendingRequest& operator=(const PendingRequest&) = delete;
+  ~PendingRequest() { crypto::wipe_memory(plaintext.data(), plaintext.size()); }
+};
+
+}  // namespace darkbloom::coordinator

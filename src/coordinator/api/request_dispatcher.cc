@@ -1,0 +1,166 @@
+#include "coordinator/api/request_dispatcher.h"
+
+#include <fmt/format.h>
+
+#include "base/encoding.h"
+#include "base/log.h"
+
+namespace darkbloom::coordinator {
+
+using net::awaitable;
+
+RequestDispatcher::RequestDispatcher(Dependencies d)
+    : executor_(std::move(d.executor)),
+      config_(d.config),
+      clock_(d.clock),
+      random_(d.random),
+      router_(d.router),
+      gateway_(d.gateway) {}
+
+void RequestDispatcher::client_gone(PendingRequest& request) {
+  request.client_gone = true;
+  if (request.waiter) router_.abandon(request.waiter);
+  if (request.attempt) request.attempt->events->push_here(provider_event::ClientGone{});
+}
+
+awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRequest> request) {
+  std::set<std::string> excluded;
+  proto::ApiError last_error = proto::provider_error("No provider could serve the request");
+  for (int attempt_number = 0; attempt_number < config_.max_attempts && !request->client_gone; ++attempt_number) {
+    Pick pick = co_await pick_provider(*request, excluded);
+    if (pick.refusal) co_return std::move(*pick.refusal);
+    if (!pick.provider) break;
+    std::shared_ptr<ProviderSession> provider = pick.provider;
+
+    // Seal for this provider with a key pair made for this attempt alone.
+    const auto encrypt_started = clock_.now();
+    auto sealed = seal_attempt(*request, *provider);
+    request->timing.encrypt_us += clock_.micros_since(encrypt_started);
+    if (!sealed) {
+      excluded.insert(provider->id());
+      last_error = proto::provider_error("Sealing to the provider failed");
+      continue;
+    }
+    const auto dispatch_started = clock_.now();
+    request->attempt = sealed->attempt;
+    gateway_.dispatch(*provider, sealed->attempt, sealed->message);
+    request->timing.dispatch_us += clock_.micros_since(dispatch_started);
+
+    AttemptEnd end = co_await await_first_chunk(*request, provider, sealed->attempt, last_error);
+    if (end.answer) co_return std::move(*end.answer);
+    if (end.final_error) co_return std::move(*end.final_error);
+    request->attempt.reset();
+    if (end.client_left) break;
+    excluded.insert(provider->id());
+  }
+  co_return NoAnswer{last_error, {}};
+}
+
+std::shared_ptr<ProviderSession> RequestDispatcher::timed_pick(PendingRequest& request,
+                                                               const std::set<std::string>& excluded) {
+  const auto started = clock_.now();
+  auto provider = router_.pick(request.parsed.model, request.max_tokens, excluded);
+  request.timing.route_us += clock_.micros_since(started);
+  return provider;
+}
+
+awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingRequest& request,
+                                                                    const std::set<std::string>& excluded) {
+  const std::string& model = request.parsed.model;
+  // First in, first out: while others wait for this model, a new request waits behind them.
+  std::shared_ptr<ProviderSession> provider;
+  if (router_.queued(model) == 0) provider = timed_pick(request, excluded);
+  bool lost_turn = false;
+  // Waiting helps only if some provider of the model has not failed this request already.
+  while (!provider && router_.has_candidates(model, excluded)) {
+    const auto queue_started = clock_.now();
+    if (!request.waiter) request.waiter = router_.make_waiter();
+    const QueueOutcome outcome = co_await router_.wait_for_capacity(model, request.waiter, lost_turn);
+    request.timing.queue_us += clock_.micros_since(queue_started);
+    if (outcome == QueueOutcome::abandoned || request.client_gone) co_return Pick{};
+    if (outcome == QueueOutcome::full) {
+      co_return Pick{nullptr,
+                     NoAnswer{proto::rate_limited(fmt::format(
+                                  "All providers of '{}' are busy and its queue is full; retry shortly", model)),
+                              retry_after(1)}};
+    }
+    if (outcome == QueueOutcome::expired) {
+      co_return Pick{
+          nullptr,
+          NoAnswer{proto::rate_limited(fmt::format("No provider of '{}' became free within {:.1f} s; retry later",
+                                                   model, std::chrono::duration<double>(config_.queue_wait).count())),
+                   retry_after(5)}};
+    }
+    provider = timed_pick(request, excluded);
+    lost_turn = true;  // if another request took the slot first, wait again at the front
+  }
+  request.waiter.reset();
+  co_return Pick{provider, std::nullopt};
+}
+
+Result<RequestDispatcher::SealedAttempt> RequestDispatcher::seal_attempt(const PendingRequest& request,
+                                                                         const ProviderSession& provider) {
+  try {
+    const crypto::KeyPair session_keys = crypto::KeyPair::generate();
+    SealedAttempt sealed{std::make_shared<Attempt>(), {}};
+    Attempt& attempt = *sealed.attempt;
+    attempt.request_id = random_.id("att_", 8);
+    attempt.model = request.parsed.model;
+    attempt.max_tokens = request.max_tokens;
+    attempt.events = std::make_shared<net::AsyncQueue<ProviderEvent>>(executor_, clock_);
+    attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
+    sealed.message.request_id = attempt.request_id;
+    sealed.message.model = attempt.model;
+    sealed.message.sealed_body.sender_public_key.assign(session_keys.public_key().begin(),
+                                                        session_keys.public_key().end());
+    sealed.message.sealed_body.ciphertext =
+        crypto::seal(as_bytes(request.plaintext), provider.encryption_key(), session_keys);
+    return sealed;
+  } catch (const std::exception& e) {
+    return make_error(Errc::invalid_argument, e.what());
+  }
+}
+
+awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(PendingRequest& request,
+                                                                              std::shared_ptr<ProviderSession> provider,
+                                                                              std::shared_ptr<Attempt> attempt,
+                                                                              proto::ApiError& last_error) {
+  const auto dispatched = clock_.now();
+  const auto deadline = dispatched + config_.first_chunk_timeout;
+  for (;;) {
+    auto event = co_await attempt->events->pop_until(deadline);
+    if (!event) {
+      log::warn("request {}: no first chunk from {} within {} ms", request.public_id, provider->id(),
+                config_.first_chunk_timeout.count());
+      gateway_.abandon_attempt(*provider, attempt->request_id, true);
+      last_error = proto::timeout_error("The provider did not start answering in time");
+      co_return AttemptEnd{};
+    }
+    if (std::holds_alternative<provider_event::Accepted>(*event)) continue;
+    if (std::holds_alternative<provider_event::Text>(*event) ||
+        std::holds_alternative<provider_event::Complete>(*event)) {
+      request.timing.provider_us = clock_.micros_since(dispatched);
+      co_return AttemptEnd{FirstAnswer{provider, attempt, std::move(*event)}, std::nullopt, false};
+    }
+    if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
+      if (failed->code == "context_length_exceeded") {
+        // The request itself is too long for the model: no other provider would do better.
+        proto::ApiError rejected = proto::invalid_request(failed->message);
+        rejected.code = failed->code;
+        co_return AttemptEnd{std::nullopt, NoAnswer{rejected, {}}, false};
+      }
+      last_error = proto::provider_error("The provider failed: " + failed->message);
+      co_return AttemptEnd{};
+    }
+    if (auto* gone = std::get_if<provider_event::Gone>(&*event)) {
+      last_error = proto::provider_error("The provider disconnected: " + gone->reason);
+      co_return AttemptEnd{};
+    }
+    if (std::holds_alternative<provider_event::ClientGone>(*event)) {
+      gateway_.abandon_attempt(*provider, attempt->request_id, true);
+      co_return AttemptEnd{std::nullopt, std::nullopt, true};
+    }
+  }
+}
+
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,49 @@
+// Everything an operator can set on a coordinator, with its default, in one place. The flags of
+// darkbloom-coordinator (src/apps/coordinator/flags.cc) bind to these fields and show these
+// defaults; nothing else writes a default again.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "coordinator/billing/ledger.h"
+#include "coordinator/trust/trust_level.h"
+#include "http/server.h"
+
+namespace darkbloom::coordinator {
+
+struct CoordinatorConfig {
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 8080;
+  std::string data_dir = "darkbloom-data";
+  std::string admin_token;   // empty = admin API disabled
+  std::string database_url;  // PostgreSQL; empty = SQLite in data_dir
+  BillingOptions billing;
+  std::chrono::milliseconds ledger_flush_interval{10};  // group commit period of settlements
+  std::chrono::seconds ledger_release_interval{5};      // how often idle allowances are looked for
+  TrustLevel min_trust = TrustLevel::self_signed;
+  std::chrono::milliseconds challenge_interval{300'000};  // between challenges to each provider
+  std::chrono::milliseconds challenge_timeout{30'000};    // to answer one
+  // A provider is routable above `none` until this long after its last passed challenge beyond
+  // the interval (5 min + 60 s = the 6 minutes of SPEC §4).
+  std::chrono::milliseconds challenge_grace{60'000};
+  std::chrono::seconds attestation_max_skew{300};  // allowed distance of a document's timestamp
+  size_t queue_depth = 10;                         // requests waiting per model
+  std::chrono::milliseconds queue_wait{120'000};   // longest wait in the queue
+  int max_attempts = 3;                            // providers tried per request
+  std::chrono::milliseconds first_chunk_timeout{10'000};
+  std::chrono::milliseconds heartbeat_timeout{90'000};   // a provider silent this long is evicted
+  std::chrono::milliseconds inference_timeout{600'000};  // longest silence between chunks once streaming
+  int default_max_tokens = 8192;                         // bound injected when a request has none
+  size_t max_providers = 4096;                           // WebSocket sessions at once
+  http::ServerLimits limits;
+
+  // How often silent providers are looked for: a third of the heartbeat timeout, within 0.1–30 s.
+  std::chrono::milliseconds eviction_interval() const {
+    return std::clamp(heartbeat_timeout / 3, std::chrono::milliseconds(100), std::chrono::milliseconds(30'000));
+  }
+};
+
+}  // namespace darkbloom::coordinator

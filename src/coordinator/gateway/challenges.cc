@@ -1,0 +1,130 @@
+// Challenges keep an attested provider's trust fresh: one right after registration, then one
+// every interval. An answer must be signed by the registered key over the issued nonce, with an
+// unchanged binary and posture; a forged answer or a regression distrusts at once, and three
+// failed or unanswered challenges in a row do too.
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "coordinator/gateway/provider_gateway.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+// Failed or unanswered challenges in a row that make a provider untrusted (ARCHITECTURE.md).
+constexpr int kChallengeStrikes = 3;
+
+}  // namespace
+
+using net::awaitable;
+
+VerificationPolicy ProviderGateway::verification_policy() const {
+  VerificationPolicy policy;
+  policy.allowed_binaries = releases_;
+  policy.max_clock_skew = config_.attestation_max_skew;
+  policy.now = clock_.wall_now();
+  return policy;
+}
+
+awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession> session) {
+  auto running = running_;
+  auto timer = std::make_shared<net::Timer>(clock_, executor_);
+  TrustState& trust = session->trust_state_;
+  trust.challenge_timer = timer;
+  while (running && !session->dropped_ && session->trust_ != TrustLevel::none) {
+    const auto issued_at = clock_.now();
+    const IssuedChallenge challenge = new_challenge(clock_.wall_now(), random_);
+    trust.open = challenge;
+    session->link_->send(proto::encode(proto::AttestationChallenge{challenge.nonce, challenge.timestamp}));
+    // Woken early by the answer; the next challenge still waits for the interval.
+    timer->expires_at(issued_at + config_.challenge_timeout);
+    co_await timer->wait();
+    if (!running || session->dropped_) break;
+    if (trust.open.nonce == challenge.nonce) {
+      trust.open = {};
+      challenge_failed(*session, fmt::format("no answer within {:.1f} s",
+                                             std::chrono::duration<double>(config_.challenge_timeout).count()));
+    }
+    // The rest of the interval; a cancel here means the session was dropped or distrusted.
+    timer->expires_at(issued_at + config_.challenge_interval);
+    co_await timer->wait();
+  }
+  trust.challenge_timer.reset();
+}
+
+void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer) {
+  TrustState& trust = session.trust_state_;
+  if (trust.public_key.empty()) {
+    drop(session, "a challenge answer from a provider that did not attest");
+    return;
+  }
+  if (session.trust_ == TrustLevel::none) return;  // distrusted for this session; answers change nothing
+  // Single use: whatever this answer is worth, the open nonce is spent.
+  const IssuedChallenge issued = trust.open;
+  trust.open = {};
+  if (!issued.nonce.empty() && trust.challenge_timer) trust.challenge_timer->cancel();
+  auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
+  if (!result) {
+    // A forged signature or a changed binary is not a flaky network: distrust at once.
+    if (result.error().code == Errc::permission_denied) {
+      distrust(session, "challenge answer rejected: " + result.error().message);
+    } else {
+      challenge_failed(session, result.error().message);
+    }
+    return;
+  }
+  if (!result->regressions.empty()) {
+    distrust(session, "posture regressed since registration: " + result->regressions);
+    return;
+  }
+  challenge_passed(session);
+}
+
+void ProviderGateway::challenge_passed(ProviderSession& session) {
+  TrustState& trust = session.trust_state_;
+  const bool was_routable = session.routable(config_.min_trust, clock_.now());
+  trust.consecutive_failures = 0;
+  trust.passed += 1;
+  trust.last_pass_at = attest::rfc3339(clock_.wall_now());
+  trust.fresh_until = clock_.now() + config_.challenge_interval + config_.challenge_grace;
+  trust.reason = "challenge passed";
+  send_trust_status(session);
+  if (!was_routable && session.routable(config_.min_trust, clock_.now())) announce_capacity(session);
+}
+
+void ProviderGateway::challenge_failed(ProviderSession& session, const std::string& reason) {
+  TrustState& trust = session.trust_state_;
+  trust.failed += 1;
+  trust.consecutive_failures += 1;
+  log::warn("provider {}: challenge failed ({} in a row): {}", session.id_, trust.consecutive_failures, reason);
+  if (trust.consecutive_failures >= kChallengeStrikes) {
+    distrust(session, "three challenges in a row failed; last: " + reason);
+    return;
+  }
+  trust.reason = "challenge failed: " + reason;
+  send_trust_status(session);
+}
+
+void ProviderGateway::distrust(ProviderSession& session, const std::string& reason) {
+  TrustState& trust = session.trust_state_;
+  if (session.trust_ == TrustLevel::none && trust.fresh_until == net::Clock::Time{}) return;
+  log::warn("provider {} untrusted: {}", session.id_, reason);
+  session.trust_ = TrustLevel::none;
+  trust.fresh_until = {};
+  trust.open = {};
+  trust.reason = reason;
+  if (trust.challenge_timer) trust.challenge_timer->cancel();
+  send_trust_status(session);
+}
+
+void ProviderGateway::send_trust_status(ProviderSession& session) {
+  if (session.link_->is_open()) {
+    session.link_->send(
+        proto::encode(proto::TrustStatus{trust_level_name(session.trust_), session.trust_state_.reason}));
+  }
+}
+
+void ProviderGateway::announce_capacity(const ProviderSession& session) {
+  for (const auto& model : session.info_.models) router_.capacity_changed(model.id, session.info_.max_concurrency);
+}
+
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,128 @@
+// The inference frames of a provider: accepted, sealed chunks, the sealed completion with its
+// receipt, and errors. A frame for an unknown or abandoned request id is dropped: that is what
+// keeps a retried request from being answered (or billed) twice.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "base/log.h"
+#include "coordinator/gateway/provider_gateway.h"
+#include "crypto/secure_bytes.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+bool sealed_by(const proto::SealedPayload& sealed, const crypto::PublicKey& key) {
+  return std::equal(sealed.sender_public_key.begin(), sealed.sender_public_key.end(), key.begin(), key.end());
+}
+
+// Weight of the newest answer in the provider's observed decode rate.
+constexpr double kObservedRateWeight = 0.2;
+
+}  // namespace
+
+void ProviderGateway::on_inference_message(ProviderSession& session, proto::ProviderMessage& message) {
+  auto attempt_of = [&](const std::string& request_id) -> std::shared_ptr<Attempt> {
+    const auto it = session.in_flight_.find(request_id);
+    return it == session.in_flight_.end() ? nullptr : it->second;
+  };
+  if (auto* accepted = std::get_if<proto::InferenceAccepted>(&message)) {
+    if (auto attempt = attempt_of(accepted->request_id)) attempt->events->push_here(provider_event::Accepted{});
+  } else if (auto* chunk = std::get_if<proto::InferenceChunk>(&message)) {
+    if (auto attempt = attempt_of(chunk->request_id)) on_chunk(session, *attempt, *chunk);
+  } else if (auto* complete = std::get_if<proto::InferenceComplete>(&message)) {
+    if (auto attempt = attempt_of(complete->request_id)) on_complete(session, *attempt, *complete);
+  } else if (auto* error = std::get_if<proto::InferenceError>(&message)) {
+    finish_attempt(session, error->request_id, provider_event::Failed{error->status_code, error->message, error->code});
+  }
+}
+
+void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const proto::InferenceChunk& chunk) {
+  // Chunks must come from the registered key, open under this attempt's session key and carry
+  // the next sequence number; anything else is a provider that cannot be trusted with traffic.
+  if (!sealed_by(chunk.sealed, session.encryption_key_)) {
+    drop(session, "chunk sealed by a key other than the registered one");
+    return;
+  }
+  auto plaintext = attempt.channel->open(chunk.sealed.ciphertext);
+  if (!plaintext) {
+    drop(session, "chunk does not open under the session key");
+    return;
+  }
+  auto content = proto::decode_chunk_content(plaintext->view());
+  if (!content) {
+    drop(session, "sealed chunk is malformed: " + content.error().message);
+    return;
+  }
+  if (content->seq != attempt.next_seq) {
+    drop(session, fmt::format("chunk {} arrived where {} was due (replayed, reordered or lost)", content->seq,
+                              attempt.next_seq));
+    return;
+  }
+  attempt.next_seq += 1;
+  attempt.bytes_received += content->text.size();
+  if (attempt.bytes_received > kMaxAttemptBytes) {
+    drop(session, "answer larger than any request allows");
+    return;
+  }
+  if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
+  if (!session.trust_state_.public_key.empty()) attempt.text += content->text;  // for the receipt
+  attempt.events->push_here(provider_event::Text{std::move(content->text)});
+}
+
+void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
+                                  const proto::InferenceComplete& complete) {
+  if (!sealed_by(complete.sealed, session.encryption_key_)) {
+    drop(session, "completion sealed by a key other than the registered one");
+    return;
+  }
+  auto plaintext = attempt.channel->open(complete.sealed.ciphertext);
+  auto content = plaintext ? proto::decode_completion_content(plaintext->view())
+                           : Result<proto::CompletionContent>(plaintext.error());
+  if (!content) {
+    drop(session, "completion does not open or is malformed: " + content.error().message);
+    return;
+  }
+  if (content->seq != attempt.next_seq) {
+    drop(session, fmt::format("completion after {} chunks, {} were received", content->seq, attempt.next_seq));
+    return;
+  }
+  // The provider's speed as observed on its own answers replaces its claim for routing.
+  if (content->completion_tokens > 1 && attempt.next_seq > 0) {
+    const double seconds = std::chrono::duration<double>(clock_.now() - attempt.first_chunk_at).count();
+    if (seconds > 0) {
+      const double rate = (content->completion_tokens - 1) / seconds;
+      const double old_rate = session.observed_decode_tps_;
+      session.observed_decode_tps_ =
+          old_rate > 0 ? (1 - kObservedRateWeight) * old_rate + kObservedRateWeight * rate : rate;
+    }
+  }
+  provider_event::Complete done{content->prompt_tokens, content->completion_tokens, content->finish_reason, {}, {}, {}};
+  check_receipt(session, attempt, *content, done);
+  crypto::wipe_memory(attempt.text.data(), attempt.text.size());
+  attempt.text.clear();
+  finish_attempt(session, complete.request_id, std::move(done));
+}
+
+void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& attempt,
+                                    const proto::CompletionContent& content, provider_event::Complete& done) {
+  const TrustState& trust = session.trust_state_;
+  if (trust.public_key.empty()) return;  // nothing to check a receipt against
+  if (content.response_hash.empty()) {
+    // An attested provider signs every answer; one it will not vouch for is not vouched for here.
+    distrust(session, "an answer came without its receipt");
+    return;
+  }
+  auto receipt = verify_receipt(attempt.request_id, content.completion_tokens, attempt.text, content.response_hash,
+                                content.receipt_signature, trust.public_key);
+  if (!receipt) {
+    // The answer may still be right, but this provider signs what it did not send.
+    distrust(session, "receipt rejected: " + receipt.error().message);
+    return;
+  }
+  done.receipt_request_id = attempt.request_id;
+  done.response_hash = content.response_hash;
+  done.receipt_signature = content.receipt_signature;
+}
+
+}  // namespace darkbloom::coordinator

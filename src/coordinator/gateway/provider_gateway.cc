@@ -1,0 +1,171 @@
+#include "coordinator/gateway/provider_gateway.h"
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "coordinator/api/http_replies.h"
+#include "http/websocket.h"
+
+namespace darkbloom::coordinator {
+
+using net::awaitable;
+
+ProviderGateway::ProviderGateway(Dependencies d)
+    : executor_(std::move(d.executor)),
+      config_(d.config),
+      clock_(d.clock),
+      random_(d.random),
+      registry_(d.registry),
+      router_(d.router),
+      store_(d.store),
+      keys_(d.keys),
+      releases_(d.releases) {}
+
+void ProviderGateway::start() {
+  net::asio::co_spawn(executor_, eviction_loop(), net::asio::detached);
+}
+
+void ProviderGateway::stop() {
+  running_.set(false);
+  for (auto& session : registry_.all()) drop(*session, "coordinator shutting down");
+}
+
+awaitable<void> ProviderGateway::handle(http::Exchange& exchange) {
+  if (!exchange.is_websocket_upgrade()) {
+    co_await exchange.respond_error(proto::invalid_request("This endpoint takes WebSocket upgrades from providers"));
+    co_return;
+  }
+  if (registry_.size() >= config_.max_providers) {
+    co_await exchange.respond_error(proto::rate_limited("This coordinator has as many providers as it takes"),
+                                    retry_after(30));
+    co_return;
+  }
+  auto socket = co_await exchange.accept_websocket();
+  if (!socket) {
+    log::warn("provider handshake failed: {}", socket.error().message);
+    co_return;
+  }
+  net::asio::co_spawn(executor_, serve(*socket), net::asio::detached);
+}
+
+std::shared_ptr<ProviderSession> ProviderGateway::connect(std::shared_ptr<ProviderLink> link) {
+  auto session = registry_.add(std::move(link));
+  log::info("provider {} connected from {}", session->id(), session->remote());
+  return session;
+}
+
+awaitable<void> ProviderGateway::serve(std::shared_ptr<http::WebSocket> socket) {
+  auto running = running_;
+  socket->start();
+  auto session = connect(websocket_link(socket));
+  for (;;) {
+    auto frame = co_await socket->read();
+    if (!running) co_return;
+    if (!frame) {
+      drop(*session, frame.error().message);
+      break;
+    }
+    receive(*session, *frame);
+    if (session->dropped()) break;
+  }
+}
+
+void ProviderGateway::receive(ProviderSession& session, std::string_view frame) {
+  if (session.dropped_) return;
+  session.last_seen_ = clock_.now();
+  auto message = proto::decode_provider_message(frame);
+  if (!message) {
+    drop(session, "malformed frame: " + message.error().message);
+    return;
+  }
+  on_message(session, std::move(*message));
+}
+
+void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessage message) {
+  if (auto* hello = std::get_if<proto::Register>(&message)) {
+    if (session.registered_) {
+      drop(session, "register sent twice");
+      return;
+    }
+    on_register(session, std::move(*hello));
+    return;
+  }
+  if (!session.registered_) {
+    drop(session, "the first message must be register");
+    return;
+  }
+  if (auto* heartbeat = std::get_if<proto::Heartbeat>(&message)) {
+    session.heartbeat_ = std::move(*heartbeat);
+  } else if (auto* answer = std::get_if<proto::AttestationResponse>(&message)) {
+    on_challenge_answer(session, *answer);
+  } else if (auto* status = std::get_if<proto::LoadModelStatus>(&message)) {
+    log::info("provider {}: load_model {} {}{}", session.id_, status->model, status->status,
+              status->message.empty() ? "" : ": " + status->message);
+  } else if (auto* unknown = std::get_if<proto::UnknownMessage>(&message)) {
+    log::info("provider {}: ignoring message of unknown type '{}'", session.id_, unknown->type);
+  } else {
+    on_inference_message(session, message);
+  }
+}
+
+void ProviderGateway::dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt,
+                               const proto::InferenceRequest& request) {
+  session.in_flight_[attempt->request_id] = std::move(attempt);
+  session.link_->send(proto::encode(request));
+}
+
+void ProviderGateway::finish_attempt(ProviderSession& session, const std::string& request_id, ProviderEvent event) {
+  const auto it = session.in_flight_.find(request_id);
+  if (it == session.in_flight_.end()) return;
+  auto attempt = it->second;
+  session.in_flight_.erase(it);
+  attempt->events->push_here(std::move(event));
+  router_.capacity_changed(attempt->model);
+}
+
+void ProviderGateway::abandon_attempt(ProviderSession& session, const std::string& request_id, bool send_cancel) {
+  const auto it = session.in_flight_.find(request_id);
+  if (it == session.in_flight_.end()) return;
+  const std::string model = it->second->model;
+  session.in_flight_.erase(it);
+  if (send_cancel && session.link_->is_open()) session.link_->send(proto::encode(proto::Cancel{request_id}));
+  router_.capacity_changed(model);
+}
+
+void ProviderGateway::drop(ProviderSession& session, const std::string& reason) {
+  if (session.dropped_) return;
+  session.dropped_ = true;
+  log::warn("provider {} dropped: {}", session.id_, reason);
+  if (session.trust_state_.challenge_timer) session.trust_state_.challenge_timer->cancel();
+  session.link_->close(reason);
+  auto in_flight = std::move(session.in_flight_);
+  session.in_flight_.clear();
+  for (auto& [request_id, attempt] : in_flight) attempt->events->push_here(provider_event::Gone{reason});
+  registry_.remove(session.id_);
+  // Waiters for its models re-check: some may have no provider left to wait for.
+  if (session.registered_) {
+    for (const auto& model : session.info_.models) router_.wake_all(model.id);
+  }
+}
+
+void ProviderGateway::evict_silent() {
+  const auto now = clock_.now();
+  for (auto& session : registry_.all()) {
+    if (now - session->last_seen_ > config_.heartbeat_timeout) {
+      drop(*session, fmt::format("silent for more than {} s", config_.heartbeat_timeout.count() / 1000));
+    }
+  }
+}
+
+awaitable<void> ProviderGateway::eviction_loop() {
+  auto running = running_;
+  net::Timer timer(clock_, executor_);
+  while (running) {
+    timer.expires_after(config_.eviction_interval());
+    co_await timer.wait();
+    if (!running) co_return;
+    evict_silent();
+  }
+}
+
+}  // namespace darkbloom::coordinator

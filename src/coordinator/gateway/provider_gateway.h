@@ -1,0 +1,109 @@
+// The coordinator's side of /ws/provider, and the only code that changes a ProviderSession:
+// accepts a provider's link, takes its register message (verifying its attestation and key
+// history), feeds heartbeats and sealed inference frames to the right attempts, challenges each
+// attested provider at once and then periodically, dispatches and abandons attempts, evicts
+// providers that fell silent, and drops one that breaks the protocol (malformed frames,
+// plaintext or foreign chunks, forged receipts) without disturbing the others.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "base/random.h"
+#include "coordinator/auth/api_keys.h"
+#include "coordinator/config.h"
+#include "coordinator/gateway/provider_session.h"
+#include "coordinator/registry/provider_registry.h"
+#include "coordinator/routing/router.h"
+#include "coordinator/store/store.h"
+#include "net/clock.h"
+#include "net/shared_flag.h"
+
+namespace darkbloom::coordinator {
+
+class ProviderGateway {
+ public:
+  struct Dependencies {
+    net::Executor executor;
+    const CoordinatorConfig& config;
+    net::Clock& clock;
+    RandomSource& random;
+    ProviderRegistry& registry;
+    Router& router;
+    Store& store;
+    ApiKeys& keys;
+    const std::set<std::string>& releases;  // the approved binary hashes
+  };
+  explicit ProviderGateway(Dependencies dependencies);
+
+  // GET /ws/provider: upgrades and serves the provider until it leaves or is dropped.
+  net::awaitable<void> handle(http::Exchange& exchange);
+  // Starts the periodic eviction of silent providers.
+  void start();
+  // Drops every provider; loops end.
+  void stop();
+
+  // A provider connected over `link` (the WebSocket path calls these; unit tests too).
+  std::shared_ptr<ProviderSession> connect(std::shared_ptr<ProviderLink> link);
+  // One text frame from the provider; drops it when the frame breaks the protocol.
+  void receive(ProviderSession& session, std::string_view frame);
+  void drop(ProviderSession& session, const std::string& reason);
+
+  // Sends a sealed request to the provider and counts the attempt as in flight there.
+  void dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt, const proto::InferenceRequest& request);
+  // Stops an attempt on its provider: forgets it (late frames are dropped) and sends cancel.
+  void abandon_attempt(ProviderSession& session, const std::string& request_id, bool send_cancel);
+  // Drops every provider silent for longer than the heartbeat timeout.
+  void evict_silent();
+
+ private:
+  net::awaitable<void> serve(std::shared_ptr<http::WebSocket> socket);
+  void on_message(ProviderSession& session, proto::ProviderMessage message);
+  void on_inference_message(ProviderSession& session, proto::ProviderMessage& message);
+
+  // registration.cc
+  void on_register(ProviderSession& session, proto::Register hello);
+  // Verifies the attestation and the key's history, and records the key; false after a drop.
+  bool verify_identity(ProviderSession& session, const proto::Register& hello);
+  // The operator's account a provider's work is paid to; false after a drop.
+  bool bind_account(ProviderSession& session, proto::Register& hello);
+  void retire_rotated_key(const ProviderSession& session, const std::string& old_public_key);
+
+  // inference_frames.cc
+  void on_chunk(ProviderSession& session, Attempt& attempt, const proto::InferenceChunk& chunk);
+  void on_complete(ProviderSession& session, Attempt& attempt, const proto::InferenceComplete& complete);
+  // The receipt of a finished answer, checked against what was relayed; distrusts a forger.
+  void check_receipt(ProviderSession& session, const Attempt& attempt, const proto::CompletionContent& content,
+                     provider_event::Complete& done);
+  void finish_attempt(ProviderSession& session, const std::string& request_id, ProviderEvent event);
+
+  // challenges.cc
+  net::awaitable<void> challenge_loop(std::shared_ptr<ProviderSession> session);
+  void on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer);
+  void challenge_passed(ProviderSession& session);
+  // A failed or unanswered challenge: the third in a row distrusts the provider.
+  void challenge_failed(ProviderSession& session, const std::string& reason);
+  // Down to `none` at once, for this whole session (it must reconnect to be trusted again).
+  void distrust(ProviderSession& session, const std::string& reason);
+  void send_trust_status(ProviderSession& session);
+  VerificationPolicy verification_policy() const;
+  // Waiters for its models may now find capacity (it became routable).
+  void announce_capacity(const ProviderSession& session);
+
+  net::awaitable<void> eviction_loop();
+
+  net::Executor executor_;
+  const CoordinatorConfig& config_;
+  net::Clock& clock_;
+  RandomSource& random_;
+  ProviderRegistry& registry_;
+  Router& router_;
+  Store& store_;
+  ApiKeys& keys_;
+  const std::set<std::string>& releases_;
+  net::SharedFlag running_{true};
+};
+
+}  // namespace darkbloom::coordinator

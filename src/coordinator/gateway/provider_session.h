@@ -1,0 +1,143 @@
+// One connected provider as the coordinator sees it: what it registered, its trust, its live
+// state from heartbeats, and the request attempts it is working on. Everyone may read a session;
+// only the ProviderGateway changes one (registration, dispatch, chunks, completion, abandon,
+// challenges, drop). Everything runs on the coordinator's network thread, so there are no locks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "coordinator/gateway/provider_link.h"
+#include "coordinator/trust/attestation_verifier.h"
+#include "coordinator/trust/trust_level.h"
+#include "crypto/sealed_box.h"
+#include "net/async_queue.h"
+#include "net/clock.h"
+#include "proto/provider_messages.h"
+
+namespace darkbloom::coordinator {
+
+// What the provider side of one attempt reports, in order.
+namespace provider_event {
+struct Accepted {};
+struct Text {
+  std::string text;
+};
+struct Complete {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  std::string finish_reason;
+  // The provider's receipt, verified against the relayed text; empty when it sent none.
+  std::string receipt_request_id;
+  std::string response_hash;
+  std::string receipt_signature;
+};
+struct Failed {
+  int status_code = 500;
+  std::string message;
+  std::string code;  // "context_length_exceeded": the request itself cannot be served anywhere
+};
+struct Gone {  // the provider disconnected or was dropped
+  std::string reason;
+};
+struct ClientGone {};  // the consumer went away (pushed by the API handler itself)
+}  // namespace provider_event
+
+using ProviderEvent = std::variant<provider_event::Accepted, provider_event::Text, provider_event::Complete,
+                                   provider_event::Failed, provider_event::Gone, provider_event::ClientGone>;
+
+// One try of a request on one provider, under its own request id. The API side creates it and
+// reads its events; the gateway feeds them and keeps the sequence and byte counts.
+struct Attempt {
+  std::string request_id;
+  std::string model;
+  int max_tokens = 0;
+  std::shared_ptr<net::AsyncQueue<ProviderEvent>> events;
+  std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
+  uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
+  size_t bytes_received = 0;                 // plaintext bytes so far, against kMaxAttemptBytes
+  net::Clock::Time first_chunk_at{};
+  std::string text;  // the answer so far, to check the receipt against; wiped when it finishes
+};
+
+// More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
+// coordinator's memory; it is dropped.
+inline constexpr size_t kMaxAttemptBytes = 64u << 20;
+
+// What the coordinator knows of a provider's identity and how its challenges went.
+struct TrustState {
+  std::vector<uint8_t> public_key;       // P-256 X ‖ Y; empty without a verified attestation
+  attest::AttestationDocument document;  // as verified at registration
+  std::string document_bytes;            // exactly as received and signed
+  std::string signature;
+  IssuedChallenge open;  // the challenge awaiting an answer; nonce empty when none
+  // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
+  std::shared_ptr<net::Timer> challenge_timer;
+  int consecutive_failures = 0;
+  uint64_t passed = 0;
+  uint64_t failed = 0;
+  std::string last_pass_at;        // RFC 3339, for the attestation endpoint
+  net::Clock::Time fresh_until{};  // routable above `none` until then
+  std::string reason;              // why the level is what it is
+};
+
+class ProviderSession {
+ public:
+  ProviderSession(std::string id, std::shared_ptr<ProviderLink> link, net::Clock::Time connected_at)
+      : id_(std::move(id)), link_(std::move(link)), connected_at_(connected_at), last_seen_(connected_at) {}
+
+  const std::string& id() const { return id_; }
+  bool is_open() const { return link_->is_open(); }
+  std::string remote() const { return link_->remote(); }
+  // Registered and not dropped: the only sessions that count.
+  bool active() const { return registered_ && !dropped_; }
+  bool registered() const { return registered_; }
+  bool dropped() const { return dropped_; }
+  const proto::Register& info() const { return info_; }
+  const std::string& account_id() const { return account_id_; }  // paid for its work; empty = none
+  const crypto::PublicKey& encryption_key() const { return encryption_key_; }
+  TrustLevel trust() const { return trust_; }
+  const TrustState& trust_state() const { return trust_state_; }
+  net::Clock::Time connected_at() const { return connected_at_; }
+  net::Clock::Time last_seen() const { return last_seen_; }
+  const proto::Heartbeat& heartbeat() const { return heartbeat_; }
+  size_t in_flight() const { return in_flight_.size(); }
+  bool has_attempt(const std::string& request_id) const { return in_flight_.count(request_id) != 0; }
+  // Measured on this provider's own answers; 0 until one finished.
+  double observed_decode_tps() const { return observed_decode_tps_; }
+
+  bool serves(const std::string& model) const;
+  // Tokens the provider still has to produce for requests in flight (their max_tokens).
+  int64_t queued_tokens() const;
+  bool has_capacity() const { return static_cast<int>(in_flight_.size()) < info_.max_concurrency; }
+  // Trusted enough for requests now: at or above `min_trust`, and above `none` only with a
+  // recently passed challenge.
+  bool routable(TrustLevel min_trust, net::Clock::Time now) const {
+    return trust_ >= min_trust && (min_trust == TrustLevel::none || now < trust_state_.fresh_until);
+  }
+
+ private:
+  friend class ProviderGateway;
+
+  std::string id_;
+  std::shared_ptr<ProviderLink> link_;
+  bool registered_ = false;
+  bool dropped_ = false;
+  proto::Register info_;
+  std::string account_id_;
+  crypto::PublicKey encryption_key_{};
+  TrustLevel trust_ = TrustLevel::none;
+  TrustState trust_state_;
+  net::Clock::Time connected_at_;
+  net::Clock::Time last_seen_;
+  proto::Heartbeat heartbeat_;
+  std::map<std::string, std::shared_ptr<Attempt>> in_flight_;
+  double observed_decode_tps_ = 0;
+};
+
+}  // namespace darkbloom::coordinator

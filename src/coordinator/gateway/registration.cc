@@ -1,0 +1,130 @@
+// A provider's `register`: its X25519 key, its attestation and the key's history, the operator's
+// account its work is paid to, and the answer (`registered`, then its trust status).
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "coordinator/gateway/provider_gateway.h"
+#include "crypto/secure_bytes.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+// Several heartbeats fit in the eviction window, never more often than 10 per second.
+int heartbeat_interval_ms(std::chrono::milliseconds heartbeat_timeout) {
+  return static_cast<int>(std::max<int64_t>(100, heartbeat_timeout.count() / 18));
+}
+
+std::string model_list(const proto::Register& info) {
+  std::string models;
+  for (const auto& model : info.models) models += (models.empty() ? "" : ", ") + model.id;
+  return models;
+}
+
+}  // namespace
+
+void ProviderGateway::on_register(ProviderSession& session, proto::Register hello) {
+  auto key = crypto::public_key_from(hello.encryption_key);
+  if (!key || !crypto::usable_public_key(*key)) {
+    drop(session, "encryption key is not a usable X25519 public key");
+    return;
+  }
+  session.trust_ = TrustLevel::none;
+  session.trust_state_.reason = "no attestation";
+  if (hello.attestation && !verify_identity(session, hello)) return;
+  if (!bind_account(session, hello)) return;
+  session.info_ = std::move(hello);
+  session.encryption_key_ = *key;
+  session.registered_ = true;
+  session.link_->send(proto::encode(
+      proto::Registered{session.id_, proto::kProtocolVersion, heartbeat_interval_ms(config_.heartbeat_timeout)}));
+  send_trust_status(session);
+  log::info("provider {} registered: {} (decode {:.1f} tok/s, concurrency {}, trust {})", session.id_,
+            model_list(session.info_), session.info_.decode_tps, session.info_.max_concurrency,
+            trust_level_name(session.trust_));
+  if (!session.trust_state_.public_key.empty()) {
+    // Routable above `none` only once the first challenge passes, moments from now.
+    net::asio::co_spawn(executor_, challenge_loop(registry_.find(session.id_)), net::asio::detached);
+  }
+  if (session.routable(config_.min_trust, clock_.now())) announce_capacity(session);
+}
+
+bool ProviderGateway::verify_identity(ProviderSession& session, const proto::Register& hello) {
+  // A provider whose attestation does not verify is dropped: it claims an identity it cannot show.
+  auto verified = verify_attestation(*hello.attestation, hello.encryption_key, verification_policy());
+  if (!verified) {
+    drop(session, "attestation rejected: " + verified.error().message);
+    return false;
+  }
+  const std::string public_key = verified->document.public_key;
+  auto cannot_check = [&](const Error& error) {
+    log::error("provider {}: cannot read key history: {}", session.id_, error.message);
+    drop(session, "the coordinator cannot check this key now; try again later");
+    return false;
+  };
+  // Without the key's history a retired key could pass: no store, no registration.
+  auto known = store_.find_provider_key(public_key);
+  if (!known) return cannot_check(known.error());
+  if (*known && !(*known)->replaced_by.empty()) {
+    drop(session, "attestation rejected: this identity key was rotated out");
+    return false;
+  }
+  std::string replaces;
+  if (verified->rotation) {
+    auto old_key = store_.find_provider_key(verified->rotation->old_public_key);
+    if (!old_key) return cannot_check(old_key.error());
+    if (*old_key && !(*old_key)->replaced_by.empty() && (*old_key)->replaced_by != public_key) {
+      drop(session, "attestation rejected: the old key was already rotated to another key");
+      return false;
+    }
+    replaces = verified->rotation->old_public_key;
+    log::info("provider {}: key rotation accepted ({} → {})", session.id_, replaces.substr(0, 12),
+              public_key.substr(0, 12));
+  }
+  if (auto recorded = store_.record_provider_key(public_key, verified->document.key_backend, replaces); !recorded) {
+    log::error("provider {}: cannot record its key: {}", session.id_, recorded.error().message);
+    drop(session, "the coordinator cannot record this key now; try again later");
+    return false;
+  }
+  if (!replaces.empty()) retire_rotated_key(session, replaces);
+  TrustState& trust = session.trust_state_;
+  trust.public_key = std::move(verified->public_key);
+  trust.document = std::move(verified->document);
+  trust.document_bytes = hello.attestation->document;
+  trust.signature = hello.attestation->signature;
+  // Valid attestation: self_signed. `hardware` needs the TPM to certify the key (an EK chain to a
+  // configured CA), which this coordinator does not verify yet; a claimed backend proves nothing.
+  session.trust_ = TrustLevel::self_signed;
+  trust.reason = "attestation verified (" + trust.document.key_backend +
+                 (trust.document.degraded_reason.empty() ? "" : ", degraded: " + trust.document.degraded_reason) +
+                 "); first challenge pending";
+  return true;
+}
+
+void ProviderGateway::retire_rotated_key(const ProviderSession& session, const std::string& old_public_key) {
+  // The old key is retired everywhere at once, not only at its next registration.
+  for (auto& other : registry_.all()) {
+    if (other.get() != &session && other->trust_state_.document.public_key == old_public_key) {
+      distrust(*other, "its identity key was rotated out");
+    }
+  }
+}
+
+bool ProviderGateway::bind_account(ProviderSession& session, proto::Register& hello) {
+  if (hello.account_token.empty()) return true;
+  auto account = keys_.authenticate_key(hello.account_token);
+  crypto::wipe_memory(hello.account_token.data(), hello.account_token.size());
+  hello.account_token.clear();
+  if (!account) {
+    log::error("provider {}: cannot check its account token: {}", session.id_, account.error().message);
+    drop(session, "the coordinator cannot check the account token now; try again later");
+    return false;
+  }
+  if (!*account) {
+    drop(session, "unknown account token: payouts need an API key of the operator's account");
+    return false;
+  }
+  session.account_id_ = **account;
+  return true;
+}
+
+}  // namespace darkbloom::coordinator
