@@ -59,7 +59,10 @@ awaitable<void> handle_admin_keys(http::Exchange& exchange, ApiContext& context)
     co_await exchange.respond_error(proto::server_error("Creating the key failed"));
     co_return;
   }
-  co_await exchange.respond_json(200, proto::encode_created_key({created->api_key, created->account_id}));
+  // Encoded before the co_await: GCC 12 destroys a braced temporary inside a co_await
+  // expression twice (a double free).
+  const std::string answer = proto::encode_created_key({created->api_key, created->account_id});
+  co_await exchange.respond_json(200, answer);
 }
 
 // Adds a release; the answer is the whole list either way. nullopt after answering an error.

@@ -82,7 +82,10 @@ awaitable<void> handle_admin_credit(http::Exchange& exchange, ApiContext& contex
     co_return;
   }
   // credited 0: this idempotency key was used before.
-  co_await exchange.respond_json(200, proto::encode_credit({body->account, *applied > 0 ? body->amount : 0, *balance}));
+  // Encoded before the co_await: GCC 12 destroys a braced temporary inside a co_await
+  // expression twice (a double free).
+  const std::string answer = proto::encode_credit({body->account, *applied > 0 ? body->amount : 0, *balance});
+  co_await exchange.respond_json(200, answer);
 }
 
 // Sets a price and reloads the ledger's; an error is answered, and false returned.
@@ -116,9 +119,11 @@ awaitable<void> handle_admin_pricing(http::Exchange& exchange, ApiContext& conte
     co_return;
   }
   const BillingOptions& billing = context.config.billing;
-  co_await exchange.respond_json(
-      200, proto::encode_price_list({price_list(*prices), billing.default_input_per_million,
-                                     billing.default_output_per_million, billing.minimum_charge}));
+  // Encoded before the co_await: GCC 12 destroys a braced temporary inside a co_await
+  // expression twice (a double free).
+  const std::string answer = proto::encode_price_list({price_list(*prices), billing.default_input_per_million,
+                                                       billing.default_output_per_million, billing.minimum_charge});
+  co_await exchange.respond_json(200, answer);
 }
 
 // {"account_id", "referrer_id"}: set once.
