@@ -434,11 +434,21 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   if (entry.cancelled) (*engine)->cancel(*engine_id);  // cancelled while the model was loading
   socket->send(proto::encode(proto::InferenceAccepted{request_id}));
 
-  const crypto::Channel channel(*session_key, keys_);
+  co_await relay_answer(socket, request_id, *session_key, *queue);
+  in_flight_.erase(request_id);
+  last_activity_ = Clock::now();
+}
+
+awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
+                                            const crypto::PublicKey& session_key, EngineEventQueue& queue) {
+  auto fail = [&](int status, const std::string& text) {
+    socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
+  };
+  const crypto::Channel channel(session_key, keys_);
   uint64_t seq = 0;
   std::string answer;  // for the receipt; wiped below
   for (;;) {
-    EngineEvent event = co_await queue->pop();
+    EngineEvent event = co_await queue.pop();
     if (auto* text = std::get_if<std::string>(&event)) {
       answer += *text;
       std::string content = proto::encode(proto::ChunkContent{seq++, *text});
@@ -487,8 +497,6 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     break;
   }
   crypto::wipe_memory(answer.data(), answer.size());
-  in_flight_.erase(request_id);
-  last_activity_ = Clock::now();
 }
 
 }  // namespace darkbloom::provider

@@ -16,6 +16,7 @@
 #include "net/async_queue.h"
 #include "net/blocking.h"
 #include "proto/provider_messages.h"
+#include "provider/openai_bridge.h"
 
 namespace darkbloom::provider {
 
@@ -71,6 +72,10 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   net::awaitable<void> heartbeat_loop(std::shared_ptr<http::WebSocket> socket);
   net::awaitable<void> idle_loop();
   net::awaitable<void> handle_request(std::shared_ptr<http::WebSocket> socket, proto::InferenceRequest request);
+  // The engine's output for one accepted request, sealed chunk by chunk to the request's session
+  // key, then the sealed completion with its signed receipt (or the error that ended it).
+  net::awaitable<void> relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
+                                    const crypto::PublicKey& session_key, EngineEventQueue& queue);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
   // Signs on the signing thread (a TPM takes milliseconds); base64 DER.
