@@ -8,6 +8,7 @@
 
 #include "base/encoding.h"
 #include "crypto/p256.h"
+#include "support/fake_attester.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -17,47 +18,12 @@ using namespace std::chrono_literals;
 const std::vector<uint8_t> kEncryptionKey(32, 7);
 const std::string kBinary(64, 'c');
 
-struct Provider {
-  crypto::P256Key key = crypto::P256Key::generate();
-  attest::AttestationDocument document;
-
-  Provider() {
-    document.public_key = base64_encode(key.public_key());
-    document.key_backend = "ephemeral";
-    document.encryption_key = base64_encode(kEncryptionKey);
-    document.binary_hash = kBinary;
-    document.version = "0.1.0";
-    document.hardware_cpu = "cpu";
-    document.hardware_memory_gb = 8;
-    document.os = "Linux";
-    document.posture.core_dumps_disabled = true;
-    document.posture.not_traced = true;
-    document.posture.env_clean = true;
-    document.timestamp = attest::rfc3339(std::chrono::system_clock::now());
-  }
-
-  std::string sign(std::string_view text) const { return base64_encode(key.sign(as_bytes(text))); }
-
-  proto::AttestationBundle bundle() const {
-    proto::AttestationBundle bundle;
-    bundle.document = attest::canonical_json(document);
-    bundle.signature = sign(bundle.document);
-    return bundle;
-  }
+// A well-formed provider identity, bound to kEncryptionKey, that answers challenges as asked.
+struct Provider : testing::FakeAttester {
+  Provider() : FakeAttester(kEncryptionKey, std::chrono::system_clock::now()) {}
 
   proto::AttestationResponse answer(const IssuedChallenge& challenge, const attest::Posture& posture) const {
-    attest::StatusDocument status;
-    status.nonce = challenge.nonce;
-    status.timestamp = challenge.timestamp;
-    status.binary_hash = document.binary_hash;
-    status.posture = posture;
-    proto::AttestationResponse response;
-    response.nonce = challenge.nonce;
-    response.timestamp = challenge.timestamp;
-    response.signature = sign(challenge.nonce + challenge.timestamp);
-    response.status = attest::canonical_json(status);
-    response.status_signature = sign(response.status);
-    return response;
+    return FakeAttester::answer(challenge.nonce, challenge.timestamp, posture);
   }
 };
 

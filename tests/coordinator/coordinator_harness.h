@@ -10,17 +10,15 @@
 #include <string>
 #include <vector>
 
-#include "attest/attestation_document.h"
-#include "base/encoding.h"
 #include "coordinator/api/request_dispatcher.h"
 #include "coordinator/auth/api_keys.h"
 #include "coordinator/gateway/provider_gateway.h"
 #include "coordinator/registry/provider_registry.h"
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
-#include "crypto/p256.h"
 #include "crypto/sealed_box.h"
 #include "net/clock.h"
+#include "support/fake_attester.h"
 #include "support/temp_dir.h"
 
 namespace darkbloom::testing {
@@ -53,33 +51,21 @@ class FakeLink final : public coordinator::ProviderLink {
 };
 
 // A provider on a FakeLink, with the X25519 key it registered and, when it attested, its
-// identity key and the document it signed.
+// identity.
 struct FakeProvider {
   std::shared_ptr<FakeLink> link;
   std::shared_ptr<coordinator::ProviderSession> session;
   crypto::KeyPair keys = crypto::KeyPair::generate();
-  std::shared_ptr<crypto::P256Key> identity;
-  attest::AttestationDocument document;
+  std::shared_ptr<FakeAttester> identity;
 
-  // A signed answer to the most recent challenge, as an honest provider's agent would give.
-  proto::AttestationResponse answer_last_challenge() const {
-    const auto challenges = link->sent<proto::AttestationChallenge>();
-    const proto::AttestationChallenge& challenge = challenges.back();
-    attest::StatusDocument status;
-    status.nonce = challenge.nonce;
-    status.timestamp = challenge.timestamp;
-    status.binary_hash = document.binary_hash;
-    status.posture = document.posture;
-    proto::AttestationResponse response;
-    response.nonce = challenge.nonce;
-    response.timestamp = challenge.timestamp;
-    response.signature = sign(challenge.nonce + challenge.timestamp);
-    response.status = attest::canonical_json(status);
-    response.status_signature = sign(response.status);
-    return response;
+  // The challenges the coordinator sent it, in order.
+  std::vector<proto::AttestationChallenge> challenges() const { return link->sent<proto::AttestationChallenge>(); }
+  // What `attester` would answer to the most recent challenge (an honest agent: its own identity).
+  proto::AttestationResponse answer_last_challenge(const FakeAttester& attester) const {
+    const proto::AttestationChallenge challenge = challenges().back();
+    return attester.answer(challenge.nonce, challenge.timestamp, attester.document.posture);
   }
-
-  std::string sign(std::string_view text) const { return base64_encode(identity->sign(as_bytes(text))); }
+  proto::AttestationResponse answer_last_challenge() const { return answer_last_challenge(*identity); }
 };
 
 class CoordinatorHarness {
@@ -126,24 +112,8 @@ class CoordinatorHarness {
   // A provider registered for `model` with an attestation by an in-memory identity key.
   FakeProvider connect_attested(const std::string& model) {
     FakeProvider provider;
-    provider.identity = std::make_shared<crypto::P256Key>(crypto::P256Key::generate());
-    attest::AttestationDocument& document = provider.document;
-    document.public_key = base64_encode(provider.identity->public_key());
-    document.key_backend = "ephemeral";
-    document.encryption_key = base64_encode(provider.keys.public_key());
-    document.binary_hash = std::string(64, 'c');
-    document.version = "0.1.0";
-    document.hardware_cpu = "cpu";
-    document.hardware_memory_gb = 16;
-    document.os = "Linux";
-    document.posture.core_dumps_disabled = true;
-    document.posture.not_traced = true;
-    document.posture.env_clean = true;
-    document.timestamp = attest::rfc3339(clock.wall_now());
-    proto::AttestationBundle bundle;
-    bundle.document = attest::canonical_json(document);
-    bundle.signature = provider.sign(bundle.document);
-    register_provider(provider, model, 1, 50, std::move(bundle));
+    provider.identity = std::make_shared<FakeAttester>(provider.keys.public_key(), clock.wall_now());
+    register_provider(provider, model, 1, 50, provider.identity->bundle());
     return provider;
   }
 

@@ -160,7 +160,7 @@ TEST(Challenges, an_attested_provider_is_challenged_at_once_then_every_interval)
   auto provider = h.connect_attested("m");
   ASSERT_FALSE(provider.session->dropped()) << provider.link->close_reason;
   EXPECT_EQ(provider.session->trust(), TrustLevel::self_signed);
-  ASSERT_EQ(provider.link->sent<proto::AttestationChallenge>().size(), 1u);
+  ASSERT_EQ(provider.challenges().size(), 1u);
   EXPECT_FALSE(provider.session->routable(TrustLevel::self_signed, h.clock.now()));  // not yet proven
 
   h.gateway.receive(*provider.session, proto::encode(provider.answer_last_challenge()));
@@ -171,9 +171,9 @@ TEST(Challenges, an_attested_provider_is_challenged_at_once_then_every_interval)
 
   // The next challenge waits for the interval, counted from the last one, not from the answer.
   h.advance(h.config().challenge_interval - 1ms);
-  EXPECT_EQ(provider.link->sent<proto::AttestationChallenge>().size(), 1u);
+  EXPECT_EQ(provider.challenges().size(), 1u);
   h.advance(1ms);
-  const auto challenges = provider.link->sent<proto::AttestationChallenge>();
+  const auto challenges = provider.challenges();
   ASSERT_EQ(challenges.size(), 2u);
   EXPECT_NE(challenges[0].nonce, challenges[1].nonce);
   h.gateway.stop();
@@ -202,19 +202,20 @@ TEST(Challenges, three_unanswered_challenges_in_a_row_distrust_and_a_pass_resets
   EXPECT_EQ(provider.session->trust_state().failed, 5u);
   EXPECT_EQ(last_trust_status(provider).trust_level, "none");
   EXPECT_NE(last_trust_status(provider).reason.find("three challenges in a row failed"), std::string::npos);
-  const size_t challenged = provider.link->sent<proto::AttestationChallenge>().size();
+  const size_t challenged = provider.challenges().size();
   EXPECT_EQ(challenged, 6u);
   h.advance(config.challenge_interval * 3);
-  EXPECT_EQ(provider.link->sent<proto::AttestationChallenge>().size(), challenged);
+  EXPECT_EQ(provider.challenges().size(), challenged);
   EXPECT_FALSE(provider.session->dropped());  // still serves, at trust level none
 }
 
 TEST(Challenges, an_answer_signed_by_another_key_distrusts_at_once) {
   CoordinatorHarness h;
   auto provider = h.connect_attested("m");
-  auto forger = provider;
-  forger.identity = std::make_shared<crypto::P256Key>(crypto::P256Key::generate());
-  h.gateway.receive(*provider.session, proto::encode(forger.answer_last_challenge()));
+  // The same document, signed for by another key.
+  testing::FakeAttester forger(provider.keys.public_key(), h.clock.wall_now());
+  forger.document = provider.identity->document;
+  h.gateway.receive(*provider.session, proto::encode(provider.answer_last_challenge(forger)));
   h.run();
   EXPECT_EQ(provider.session->trust(), TrustLevel::none);
   EXPECT_EQ(provider.session->trust_state().passed, 0u);
