@@ -38,6 +38,17 @@ struct CoordinatorConfig {
   std::chrono::milliseconds inference_timeout{600'000};  // longest silence between chunks once streaming
   int default_max_tokens = 8192;                         // bound injected when a request has none
   size_t max_providers = 4096;                           // WebSocket sessions at once
+  // The registry's own defences (docs/network.md, Limits): a new session must register in time;
+  // sessions that serve nothing yet (not registered, or not routable at min_trust) are capped, as
+  // are sessions per source address and models per provider.
+  std::chrono::milliseconds register_timeout{10'000};
+  size_t max_untrusted_providers = 256;
+  size_t max_providers_per_address = 32;
+  size_t max_models_per_provider = 16;
+  // Outside open mode, a registered provider not routable at min_trust (distrusted, or never
+  // passing its challenges) this long is closed.
+  std::chrono::milliseconds unroutable_timeout{120'000};
+  std::chrono::hours provider_key_expiry{24 * 90};  // a key unused this long is forgotten
   http::ServerLimits limits;
 
   // How often silent providers are looked for: a third of the heartbeat timeout, within 0.1–30 s.

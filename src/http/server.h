@@ -23,7 +23,7 @@ namespace darkbloom::http {
 
 struct ServerLimits {
   size_t header_bytes = 16 * 1024;
-  size_t body_bytes = 10u << 20;
+  size_t body_bytes = proto::kDefaultMaxBodyBytes;
   std::chrono::seconds read_timeout{30};   // to receive a whole request once it started
   std::chrono::seconds idle_timeout{75};   // keep-alive connection with no request
   std::chrono::seconds write_timeout{60};  // one write (a response or an SSE event) to a slow client

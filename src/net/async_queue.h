@@ -49,6 +49,14 @@ class AsyncQueue : public std::enable_shared_from_this<AsyncQueue<T>> {
     co_return std::move(*value);
   }
 
+  // The next value if one is there, without waiting (on the executor's thread).
+  std::optional<T> try_pop() {
+    if (items_.empty()) return std::nullopt;
+    T value = std::move(items_.front());
+    items_.pop_front();
+    return value;
+  }
+
   bool empty() const { return items_.empty(); }
 
  private:

@@ -70,10 +70,15 @@ std::string encode_health(const Health& health) {
                      health.queued);
 }
 
-std::string encode_attestation_list(const std::vector<ProviderAttestation>& providers) {
+std::string encode_attestation_page(std::span<const ProviderAttestation> providers, bool has_more) {
   bj::array data;
   for (const auto& provider : providers) data.push_back(attestation_entry(provider));
-  return list_of(std::move(data));
+  bj::object list;
+  list["object"] = "list";
+  list["data"] = std::move(data);
+  list["has_more"] = has_more;
+  if (!providers.empty()) list["last_id"] = providers.back().provider_id;
+  return bj::serialize(list);
 }
 
 std::string encode_release_list(const std::vector<Release>& releases) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,8 @@ struct ProviderAttestation {
   int consecutive_failures = 0;
   std::string last_pass;  // RFC 3339; omitted when none passed
 };
-std::string encode_attestation_list(const std::vector<ProviderAttestation>& providers);
+// One page of the listing: {"object": "list", "data": [...], "has_more": bool, "last_id"?}.
+std::string encode_attestation_page(std::span<const ProviderAttestation> providers, bool has_more);
 
 struct Release {
   std::string binary_hash;

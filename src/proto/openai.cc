@@ -73,6 +73,12 @@ ApiError request_too_large(size_t limit_bytes) {
   return make(413, "invalid_request_error", "request_too_large",
               fmt::format("Request body is larger than the limit of {} bytes", limit_bytes));
 }
+ApiError request_too_large_for_providers(size_t frame_bytes, size_t largest_frame_bytes) {
+  return make(413, "invalid_request_error", "request_too_large",
+              fmt::format("Request is too large for the providers of this model: sealed for them it takes {} bytes, "
+                          "and the most any of them reads is {} bytes; send a shorter request",
+                          frame_bytes, largest_frame_bytes));
+}
 ApiError rate_limited(std::string message) {
   return make(429, "rate_limit_exceeded", "rate_limit_exceeded", std::move(message));
 }

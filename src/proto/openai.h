@@ -14,6 +14,9 @@
 
 namespace darkbloom::proto {
 
+// The largest request body a coordinator takes by default (413 beyond; --max-body-bytes).
+inline constexpr size_t kDefaultMaxBodyBytes = 10u << 20;
+
 // {"error": {"message", "type", "code", "param"}} with its HTTP status.
 struct ApiError {
   int status = 400;
@@ -29,6 +32,8 @@ ApiError invalid_request(std::string message, std::string param = {});
 ApiError authentication_error(std::string message);
 ApiError model_not_found(const std::string& model);
 ApiError request_too_large(size_t limit_bytes);
+// 413: the sealed request is larger than every provider of its model reads.
+ApiError request_too_large_for_providers(size_t frame_bytes, size_t largest_frame_bytes);
 ApiError rate_limited(std::string message);
 ApiError provider_error(std::string message);
 ApiError timeout_error(std::string message);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "base/encoding.h"
 
 namespace darkbloom::proto {
@@ -9,8 +11,8 @@ namespace {
 
 namespace bj = json::bj;
 
-constexpr size_t kMaxTextBytes = 4096;         // free-text fields: versions, messages, names
-constexpr size_t kMaxSealedBytes = 12u << 20;  // base64 of a sealed body within a 10 MiB frame
+constexpr size_t kMaxTextBytes = 4096;              // free-text fields: versions, messages, names
+constexpr size_t kMaxSealedBytes = kMaxFrameBytes;  // base64 of a sealed body within a frame
 
 std::string dump(const bj::object& object) {
   return bj::serialize(object);
@@ -47,7 +49,7 @@ SealedPayload sealed_from(json::ObjectReader& parent, std::string_view key) {
 
 Result<bj::object> parse_object(std::string_view frame, std::string_view what) {
   if (frame.size() > kMaxFrameBytes)
-    return make_error(Errc::out_of_range, std::string(what) + " is larger than 10 MiB");
+    return make_error(Errc::out_of_range, fmt::format("{} is larger than {} bytes", what, kMaxFrameBytes));
   auto value = json::parse(frame, what);
   if (!value) return value.error();
   if (!value->is_object()) return make_error(Errc::bad_format, std::string(what) + " is not a JSON object");
@@ -141,6 +143,11 @@ Register decode_register(json::ObjectReader& r) {
   m.decode_tps = r.number("decode_tps", 0, 1e7);
   m.max_concurrency = static_cast<int>(r.integer("max_concurrency", 1, 4096));
   m.account_token = r.optional_string("account_token", 256).value_or("");
+  // Larger announcements are taken as the largest frame this protocol decodes.
+  m.max_frame_bytes = std::min(
+      kMaxFrameBytes,
+      static_cast<size_t>(
+          r.optional_integer("max_frame_bytes", kMinFrameBytes, int64_t{1} << 30).value_or(kLegacyFrameBytes)));
   return m;
 }
 
@@ -182,7 +189,8 @@ std::string encode(const Register& m) {
                     {"encryption_key", base64_encode(m.encryption_key)},
                     {"prefill_tps", m.prefill_tps},
                     {"decode_tps", m.decode_tps},
-                    {"max_concurrency", m.max_concurrency}};
+                    {"max_concurrency", m.max_concurrency},
+                    {"max_frame_bytes", m.max_frame_bytes}};
   if (m.attestation) {
     bj::object attestation{{"document", m.attestation->document}, {"signature", m.attestation->signature}};
     if (!m.attestation->rotation_statement.empty()) {

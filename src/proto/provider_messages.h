@@ -12,13 +12,24 @@
 
 #include "base/json.h"
 #include "base/result.h"
+#include "proto/openai.h"
 
 namespace darkbloom::proto {
 
 inline constexpr int kProtocolVersion = 1;
 // Where providers dial the coordinator's WebSocket.
 inline constexpr std::string_view kProviderSocketPath = "/ws/provider";
-inline constexpr size_t kMaxFrameBytes = 10u << 20;
+// The frame that carries a body of `body_bytes` to a provider: the body is re-encoded inside a
+// SealedRequest, sealed (+40 bytes) and base64-encoded (4/3), plus the inference_request around it.
+constexpr size_t frame_bytes_for_body(size_t body_bytes) {
+  return (body_bytes * 4 + 2) / 3 + (64u << 10);
+}
+// The largest frame either side of this protocol decodes: it carries the largest default body.
+inline constexpr size_t kMaxFrameBytes = frame_bytes_for_body(kDefaultMaxBodyBytes);
+// What a provider that announces no `max_frame_bytes` is taken to accept (the limit before it
+// was announced).
+inline constexpr size_t kLegacyFrameBytes = 10u << 20;
+inline constexpr size_t kMinFrameBytes = 64u << 10;
 inline constexpr size_t kMaxRequestIdBytes = 128;
 inline constexpr size_t kMaxModelIdBytes = 256;
 inline constexpr size_t kMaxModelsPerProvider = 64;
@@ -70,6 +81,8 @@ struct Register {
   // An API key of the operator's account: payouts for this provider's work go there. Sent at
   // registration only; the coordinator keeps the account id, not the key.
   std::string account_token;
+  // The largest WebSocket message this provider reads; the coordinator sends nothing larger.
+  size_t max_frame_bytes = kLegacyFrameBytes;
 };
 
 struct Heartbeat {

@@ -21,6 +21,12 @@
 namespace darkbloom::provider {
 
 struct AgentOptions {
+  static http::WebSocketOptions default_websocket_options() {
+    http::WebSocketOptions options;
+    options.max_message_bytes = proto::kMaxFrameBytes;
+    return options;
+  }
+
   std::string coordinator_host;
   uint16_t coordinator_port = 0;
   std::string coordinator_path = std::string(proto::kProviderSocketPath);
@@ -33,7 +39,9 @@ struct AgentOptions {
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds healthy_session{30000};  // a session this long resets the backoff
-  http::WebSocketOptions websocket;
+  // Reads frames up to the one that carries the largest body a coordinator takes by default,
+  // and says so in `register`.
+  http::WebSocketOptions websocket = default_websocket_options();
   std::string version = "0.1.0";
   // A key-rotation statement from `darkbloom keys rotate`, sent once with the next registration.
   std::string rotation_file;

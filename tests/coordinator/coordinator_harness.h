@@ -5,11 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "attest/attestation_document.h"
+#include "base/encoding.h"
 #include "coordinator/api/request_dispatcher.h"
 #include "coordinator/auth/api_keys.h"
 #include "coordinator/gateway/provider_gateway.h"
@@ -32,7 +35,7 @@ class FakeLink final : public coordinator::ProviderLink {
     close_reason = std::move(reason);
   }
   bool is_open() const override { return open; }
-  std::string remote() const override { return "fake"; }
+  std::string remote() const override { return remote_address; }
 
   // The frames of type T the coordinator sent, in order.
   template <class T>
@@ -46,6 +49,7 @@ class FakeLink final : public coordinator::ProviderLink {
   }
 
   std::vector<std::string> frames;
+  std::string remote_address = "10.0.0.1:4000";
   bool open = true;
   std::string close_reason;
 };
@@ -66,7 +70,43 @@ struct FakeProvider {
     return attester.answer(challenge.nonce, challenge.timestamp, attester.document.posture);
   }
   proto::AttestationResponse answer_last_challenge() const { return answer_last_challenge(*identity); }
+
+  // The provider's side of an attempt: `content` sealed under the attempt's session key.
+  proto::SealedPayload seal_for(const proto::InferenceRequest& request, const std::string& content) const {
+    crypto::PublicKey session_key{};
+    std::copy(request.sealed_body.sender_public_key.begin(), request.sealed_body.sender_public_key.end(),
+              session_key.begin());
+    proto::SealedPayload sealed;
+    sealed.sender_public_key.assign(keys.public_key().begin(), keys.public_key().end());
+    sealed.ciphertext = crypto::seal(as_bytes(content), session_key, keys);
+    return sealed;
+  }
+  std::string chunk_frame(const proto::InferenceRequest& request, uint64_t seq, std::string text) const {
+    return proto::encode(
+        proto::InferenceChunk{request.request_id, seal_for(request, proto::encode(proto::ChunkContent{seq, text}))});
+  }
+  // The completion after `seq` chunks whose text was `text`, reporting the given usage; an attested
+  // provider signs its receipt over `text`.
+  std::string complete_frame(const proto::InferenceRequest& request, uint64_t seq, int prompt_tokens,
+                             int completion_tokens, const std::string& text) const {
+    proto::CompletionContent content;
+    content.seq = seq;
+    content.prompt_tokens = prompt_tokens;
+    content.completion_tokens = completion_tokens;
+    content.finish_reason = "stop";
+    if (identity) {
+      content.response_hash = attest::response_hash(request.request_id, completion_tokens, text);
+      content.receipt_signature = identity->sign(content.response_hash);
+    }
+    return proto::encode(proto::InferenceComplete{request.request_id, seal_for(request, proto::encode(content))});
+  }
 };
+
+// Where a dispatch's outcome lands once the dispatcher is done.
+using Outcome = std::shared_ptr<std::optional<coordinator::DispatchOutcome>>;
+inline Outcome new_outcome() {
+  return std::make_shared<std::optional<coordinator::DispatchOutcome>>();
+}
 
 class CoordinatorHarness {
  public:
@@ -117,8 +157,16 @@ class CoordinatorHarness {
     return provider;
   }
 
+  // A provider registered for `model` whose register message `adjust` changed first.
+  FakeProvider connect_with(const std::string& model, const std::function<void(proto::Register&)>& adjust) {
+    FakeProvider provider;
+    register_provider(provider, model, 1, 50, std::nullopt, adjust);
+    return provider;
+  }
+
   void register_provider(FakeProvider& provider, const std::string& model, int max_concurrency, double decode_tps,
-                         std::optional<proto::AttestationBundle> attestation = std::nullopt) {
+                         std::optional<proto::AttestationBundle> attestation = std::nullopt,
+                         const std::function<void(proto::Register&)>& adjust = {}) {
     provider.link = std::make_shared<FakeLink>();
     provider.session = gateway.connect(provider.link);
     proto::Register hello;
@@ -129,6 +177,7 @@ class CoordinatorHarness {
     hello.max_concurrency = max_concurrency;
     hello.hardware.cores = 4;
     hello.hardware.memory_gb = 16;
+    if (adjust) adjust(hello);
     gateway.receive(*provider.session, proto::encode(hello));
     run();
   }

@@ -14,24 +14,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::CoordinatorHarness;
 using testing::FakeProvider;
-using Outcome = std::shared_ptr<std::optional<DispatchOutcome>>;
-
-Outcome new_outcome() {
-  return std::make_shared<std::optional<DispatchOutcome>>();
-}
-
-// The provider's side of an attempt: a sealed chunk or completion for the coordinator.
-proto::SealedPayload seal_for(const FakeProvider& provider, const proto::InferenceRequest& request,
-                              const std::string& content) {
-  crypto::PublicKey session_key{};
-  std::copy(request.sealed_body.sender_public_key.begin(), request.sealed_body.sender_public_key.end(),
-            session_key.begin());
-  proto::SealedPayload sealed;
-  sealed.sender_public_key.assign(provider.keys.public_key().begin(), provider.keys.public_key().end());
-  sealed.ciphertext = crypto::seal(as_bytes(content), session_key, provider.keys);
-  return sealed;
-}
-
+using testing::new_outcome;
 TEST(Router, picks_the_provider_with_the_lowest_expected_time) {
   CoordinatorHarness h;
   auto slow = h.connect("m", 4, 10);
@@ -254,9 +237,7 @@ TEST(Dispatcher, no_first_chunk_in_time_retries_on_another_provider_under_a_new_
   h.gateway.receive(*second.session, proto::encode(proto::InferenceAccepted{retry.request_id}));
   h.run();
   EXPECT_FALSE(*outcome);  // accepted is not an answer
-  h.gateway.receive(*second.session,
-                    proto::encode(proto::InferenceChunk{
-                        retry.request_id, seal_for(second, retry, proto::encode(proto::ChunkContent{0, "Hi"}))}));
+  h.gateway.receive(*second.session, second.chunk_frame(retry, 0, "Hi"));
   h.run();
   ASSERT_TRUE(*outcome);
   auto& answer = std::get<FirstAnswer>(**outcome);

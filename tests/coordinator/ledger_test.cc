@@ -59,6 +59,7 @@ class FlakyStore final : public Store {
   Status record_provider_key(std::string_view key, std::string_view backend, std::string_view replaces) override {
     return inner_.record_provider_key(key, backend, replaces);
   }
+  Status expire_provider_keys(int64_t unix_seconds) override { return inner_.expire_provider_keys(unix_seconds); }
 
  private:
   Store& inner_;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/time.h"
 #include "coordinator/store/store.h"
 #include "coordinator/store_fixture.h"
 
@@ -353,6 +354,26 @@ TEST_P(StoreTest, releases_and_provider_keys_round_trip) {
   EXPECT_EQ((*new_key)->replaced_by, "");
   EXPECT_EQ((*new_key)->key_backend, "tpm2");
   EXPECT_FALSE(store->find_provider_key("key3")->has_value());
+
+  // A key is retired once, to one new key; an old key the store never saw leaves no row.
+  auto again = store->record_provider_key("key3", "tpm2", "key1");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::already_exists);
+  EXPECT_FALSE(store->find_provider_key("key3")->has_value()) << "refused as a whole";
+  EXPECT_TRUE(store->record_provider_key("key2", "tpm2", "key1")) << "the same rotation again is fine";
+  ASSERT_TRUE(store->record_provider_key("key4", "tpm2", "never-seen"));
+  EXPECT_FALSE(store->find_provider_key("never-seen")->has_value());
+  ASSERT_TRUE(store->expire_provider_keys(unix_seconds_now() - 3600));
+  EXPECT_TRUE(store->find_provider_key("key4")->has_value());
+
+  // Expiry forgets keys unused since the cut-off, but never the row of a retired key.
+  ASSERT_TRUE(store->expire_provider_keys(unix_seconds_now() - 3600));
+  EXPECT_TRUE(store->find_provider_key("key2")->has_value());
+  ASSERT_TRUE(store->expire_provider_keys(unix_seconds_now() + 3600));
+  EXPECT_FALSE(store->find_provider_key("key2")->has_value());
+  auto retired = store->find_provider_key("key1");
+  ASSERT_TRUE(retired && retired->has_value());
+  EXPECT_EQ((*retired)->replaced_by, "key2");
 }
 
 // Reopening applies no migration twice and keeps everything.

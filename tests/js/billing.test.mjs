@@ -8,22 +8,10 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import {
   tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders, freePort,
-  startPostgres, readEvents,
+  startPostgres, readEvents, call,
 } from "./cluster.mjs";
 
 const MODEL_ID = "bill-model";
-
-async function call(coordinator, method, path, { key = coordinator.adminToken, body } = {}) {
-  const response = await fetch(`${coordinator.url}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await response.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: response.status, json, text };
-}
 
 const CHAT = { model: MODEL_ID, messages: [{ role: "user", content: "Count to three" }], max_tokens: 8, ignore_eos: true };
 

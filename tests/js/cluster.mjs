@@ -137,6 +137,20 @@ export async function startProvider(coordinator, model, args = [], ready = /prov
   return proc;
 }
 
+// One API call: the admin token unless `key` is given, a JSON body unless it is a string; the
+// answer's status, text, parsed JSON (null when not JSON) and headers.
+export async function call(coordinator, method, path, { key = coordinator.adminToken, body } = {}) {
+  const response = await fetch(`${coordinator.url}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: response.status, json, text, headers: response.headers };
+}
+
 // Resolves when `pattern` appears in a process's output.
 export async function waitForOutput(proc, pattern, timeoutMs = 20000) {
   const deadline = Date.now() + timeoutMs;
@@ -210,11 +224,12 @@ export async function readEvents(response) {
 
 // A minimal WebSocket client speaking raw frames, for a provider that misbehaves on purpose.
 export class RawWebSocket {
-  static connect(port, pathname = "/ws/provider") {
+  // `localAddress` (e.g. 127.0.0.2) makes the connection come from another loopback address.
+  static connect(port, pathname = "/ws/provider", { localAddress } = {}) {
     return new Promise((resolve, reject) => {
       const key = crypto.randomBytes(16).toString("base64");
       const request = http.request({
-        host: "127.0.0.1", port, path: pathname,
+        host: "127.0.0.1", port, path: pathname, localAddress,
         headers: { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": key },
       });
       request.on("upgrade", (response, socket) => resolve(new RawWebSocket(socket)));

@@ -184,14 +184,12 @@ describe("coordinator with two providers", () => {
   });
 
   it("drops a provider that sends malformed frames without disturbing the others", async () => {
-    const fake = await RawWebSocket.connect(coordinator.port);
-    fake.send(registerMessage(MODEL_ID + "-fake"));
-    const registered = JSON.parse(await fake.next());
-    assert.equal(registered.type, "registered");
+    const fake = await FakeProvider.connect(coordinator.port, { model: MODEL_ID + "-fake" });
+    assert.equal(fake.registered.type, "registered");
     await waitForProviders(coordinator, 3);
     const streaming = openai.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "go" }], max_tokens: 30, stream: true, ignore_eos: true });
-    fake.send("this is not json");
-    await fake.closed;
+    fake.socket.send("this is not json");
+    await fake.socket.closed;
     await waitForProviders(coordinator, 2);
     let text = "";
     for await (const chunk of await streaming) text += chunk.choices[0]?.delta?.content ?? "";
@@ -474,7 +472,8 @@ describe("queueing, retries and eviction", () => {
   });
 
   it("evicts a provider that stops sending heartbeats", async () => {
-    coordinator = await startCoordinator({ dataDir: `${dir}/e`, args: ["--heartbeat-timeout", "0.6"] });
+    // Open mode: the hand-rolled provider registers without an attestation.
+    coordinator = await startCoordinator({ dataDir: `${dir}/e`, args: ["--heartbeat-timeout", "0.6", "--min-trust", "none"] });
     const fake = await RawWebSocket.connect(coordinator.port);
     fake.send(registerMessage("silent-model"));
     await fake.next();  // registered

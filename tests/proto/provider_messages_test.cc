@@ -104,11 +104,13 @@ TEST(ProviderMessages, malformed_frames_name_the_problem) {
 }
 
 TEST(ProviderMessages, frames_over_the_limit_are_refused) {
+  // docs/protocol.md states this number: the frame for a 10 MiB body, sealed, in base64, + 64 KiB.
+  static_assert(kMaxFrameBytes == 14'046'550);
   // Valid in every field: only the frame's size is wrong.
   const std::string padding(kMaxFrameBytes, 'x');
   auto huge = decode_provider_message(R"({"type":"inference_accepted","request_id":"r","padding":")" + padding + "\"}");
   ASSERT_FALSE(huge);
-  EXPECT_NE(huge.error().message.find("larger than 10 MiB"), std::string::npos);
+  EXPECT_NE(huge.error().message.find("larger than " + std::to_string(kMaxFrameBytes) + " bytes"), std::string::npos);
   EXPECT_TRUE(decode_provider_message(R"({"type":"inference_accepted","request_id":"r","padding":")" +
                                       padding.substr(0, 1000) + "\"}"));
 }

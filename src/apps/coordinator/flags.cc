@@ -89,6 +89,25 @@ void add_routing_flags(CLI::App& app, CoordinatorConfig& config) {
       ->capture_default_str();
 }
 
+void add_registry_flags(CLI::App& app, CoordinatorConfig& config) {
+  add_seconds(app, "--register-timeout", config.register_timeout,
+              "seconds a new provider connection has to send a valid register", 0.1, 3600.0);
+  add_seconds(app, "--unroutable-timeout", config.unroutable_timeout,
+              "seconds a registered provider below --min-trust stays connected (not in open mode)", 1.0, 86400.0);
+  app.add_option("--max-untrusted-providers", config.max_untrusted_providers,
+                 "provider connections at once that serve nothing yet (not registered, or below --min-trust)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-providers-per-address", config.max_providers_per_address,
+                 "provider connections at once from one IP address")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-models-per-provider", config.max_models_per_provider,
+                 "models one provider may register (the protocol allows 64)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+}
+
 }  // namespace
 
 void add_coordinator_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
@@ -97,6 +116,7 @@ void add_coordinator_flags(CLI::App& app, CoordinatorConfig& config, Coordinator
   add_store_flags(app, config);
   add_trust_flags(app, config, flags);
   add_routing_flags(app, config);
+  add_registry_flags(app, config);
   app.add_option("--config", flags.config_file, "TOML file with settings (keys as option names, '-' → '_')")
       ->check(CLI::ExistingFile);
   app.add_option("--log-level", flags.log_level, "debug, info, warn, error or off")->capture_default_str();

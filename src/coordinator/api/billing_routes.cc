@@ -34,25 +34,6 @@ std::pair<std::string, std::string> read_referral(json::ObjectReader& reader) {
   return {reader.string("account_id", 128), reader.string("referrer_id", 128)};
 }
 
-// ?limit=N of /v1/usage: 100 when absent, nullopt unless 1..1000.
-std::optional<int> usage_limit(std::string_view query) {
-  int limit = 100;
-  while (!query.empty()) {
-    const size_t end = std::min(query.find('&'), query.size());
-    const std::string_view pair = query.substr(0, end);
-    query.remove_prefix(std::min(end + 1, query.size()));
-    if (pair.substr(0, 6) != "limit=") continue;
-    const std::string_view digits = pair.substr(6);
-    if (digits.empty() || digits.size() > 4 ||
-        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return std::nullopt;
-    }
-    limit = std::stoi(std::string(digits));
-  }
-  if (limit < 1 || limit > 1000) return std::nullopt;
-  return limit;
-}
-
 std::vector<proto::ModelPrice> price_list(const std::vector<Price>& prices) {
   std::vector<proto::ModelPrice> out;
   for (const Price& price : prices) out.push_back({price.model, price.input_per_million, price.output_per_million});
@@ -158,7 +139,7 @@ awaitable<void> handle_balance(http::Exchange& exchange, ApiContext& context) {
 awaitable<void> handle_usage(http::Exchange& exchange, ApiContext& context) {
   const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
   if (!account) co_return;
-  const std::optional<int> limit = usage_limit(exchange.query());
+  const std::optional<int> limit = limit_param(exchange.query(), 100, 1000);
   if (!limit) {
     co_await exchange.respond_error(proto::invalid_request("limit must be a number from 1 to 1000", "limit"));
     co_return;

@@ -1,7 +1,12 @@
 // What the network offers, for anyone to see: the models routable providers serve, the
-// coordinator's health, and every provider's identity and challenge record.
+// coordinator's health, and each routable provider's identity and challenge record.
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <chrono>
 #include <map>
+#include <memory>
+#include <span>
 
 #include "coordinator/api/api_context.h"
 #include "coordinator/api/http_replies.h"
@@ -73,13 +78,54 @@ awaitable<void> handle_health(http::Exchange& exchange, ApiContext& context) {
   co_await exchange.respond_json(200, proto::encode_health(health));
 }
 
-awaitable<void> handle_attestations(http::Exchange& exchange, ApiContext& context) {
-  // Public on purpose: anyone holding a receipt can fetch the key to check it against.
-  std::vector<proto::ProviderAttestation> providers;
-  for (const auto& session : context.registry.all()) {
-    if (session->active()) providers.push_back(attestation_of(*session));
+// The public provider listing: routable providers only, sorted by id, rebuilt at most once per
+// kListingMaxAge however often it is read (a page of it is encoded per GET).
+class AttestationListing {
+ public:
+  static constexpr auto kMaxAge = std::chrono::seconds(1);
+
+  const std::vector<proto::ProviderAttestation>& entries(const ApiContext& context) {
+    const auto now = context.clock.now();
+    if (built_ && now - built_at_ < kMaxAge) return entries_;
+    entries_.clear();
+    for (const auto& session : context.registry.all()) {
+      if (session->active() && session->routable(context.config.min_trust, now)) {
+        entries_.push_back(attestation_of(*session));
+      }
+    }
+    std::sort(entries_.begin(), entries_.end(),
+              [](const auto& a, const auto& b) { return a.provider_id < b.provider_id; });
+    built_ = true;
+    built_at_ = now;
+    return entries_;
   }
-  co_await exchange.respond_json(200, proto::encode_attestation_list(providers));
+
+ private:
+  std::vector<proto::ProviderAttestation> entries_;
+  bool built_ = false;
+  net::Clock::Time built_at_{};
+};
+
+constexpr int kDefaultListingPage = 100;
+constexpr int kMaxListingPage = 200;
+
+awaitable<void> handle_attestations(http::Exchange& exchange, ApiContext& context, AttestationListing& listing) {
+  // Public on purpose: anyone holding a receipt can fetch the key to check it against.
+  const std::optional<int> limit = limit_param(exchange.query(), kDefaultListingPage, kMaxListingPage);
+  if (!limit) {
+    co_await exchange.respond_error(
+        proto::invalid_request(fmt::format("limit must be a number from 1 to {}", kMaxListingPage), "limit"));
+    co_return;
+  }
+  const std::string after(query_value(exchange.query(), "after").value_or(""));
+  const auto& entries = listing.entries(context);
+  const auto first = std::upper_bound(entries.begin(), entries.end(), after,
+                                      [](const std::string& id, const auto& entry) { return id < entry.provider_id; });
+  const size_t available = static_cast<size_t>(entries.end() - first);
+  const size_t count = std::min(available, static_cast<size_t>(*limit));
+  const std::span<const proto::ProviderAttestation> shown(entries.data() + (first - entries.begin()), count);
+  const std::string page = proto::encode_attestation_page(shown, available > count);
+  co_await exchange.respond_json(200, page);
 }
 
 }  // namespace
@@ -88,8 +134,9 @@ void add_catalog_routes(http::Router& routes, ApiContext& context) {
   using http::bhttp::verb;
   routes.add(verb::get, "/v1/models", [&context](http::Exchange& e) { return handle_models(e, context); });
   routes.add(verb::get, "/health", [&context](http::Exchange& e) { return handle_health(e, context); });
+  auto listing = std::make_shared<AttestationListing>();
   routes.add(verb::get, "/v1/providers/attestation",
-             [&context](http::Exchange& e) { return handle_attestations(e, context); });
+             [&context, listing](http::Exchange& e) { return handle_attestations(e, context, *listing); });
 }
 
 }  // namespace darkbloom::coordinator

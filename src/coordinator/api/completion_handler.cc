@@ -25,7 +25,7 @@ std::string receipt_event(const proto::ChunkFormatter& format, const provider_ev
                           const ProviderSession& provider) {
   proto::Receipt receipt;
   receipt.request_id = complete.receipt_request_id;
-  receipt.completion_tokens = complete.completion_tokens;
+  receipt.completion_tokens = complete.receipt_completion_tokens;
   receipt.response_hash = complete.response_hash;
   receipt.signature = complete.receipt_signature;
   receipt.public_key = provider.trust_state().document.public_key;
@@ -73,6 +73,7 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
   auto request = std::make_shared<PendingRequest>();
   request->public_id = context_.random.id("req_", 8);
   request->created = unix_seconds(context_.clock.wall_now());
+  request->body_bytes = static_cast<int64_t>(exchange.request().body().size());
   if (!co_await authenticate_and_parse(exchange, endpoint, *request)) co_return;
   if (!co_await reserve_credit(exchange, *request)) co_return;
   const RefundUnlessSettled refund_guard{context_.ledger, request};
@@ -191,10 +192,12 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
       settle(request, *answer.provider, complete->prompt_tokens, complete->completion_tokens);
       Headers with_receipt = headers;
       if (!complete->response_hash.empty()) {
-        // The receipt covers the content text and the completion token count of this answer.
+        // The receipt covers the content text and the completion tokens the provider reported
+        // (`usage` shows those billed, which may be fewer).
         with_receipt.emplace_back("X-Response-Hash", complete->response_hash);
         with_receipt.emplace_back("X-Response-Signature", complete->receipt_signature);
         with_receipt.emplace_back("X-Receipt-Request-Id", complete->receipt_request_id);
+        with_receipt.emplace_back("X-Receipt-Completion-Tokens", std::to_string(complete->receipt_completion_tokens));
       }
       co_await exchange.respond_json(200, format.complete_response(text, complete->finish_reason, usage), with_receipt);
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
@@ -225,7 +228,7 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
       std::string data = format.content_chunk(chunk->text);
       open = co_await exchange.send_event(data);
-      if (open) ++request.delivered_chunks;  // billed only once the client has it
+      if (open) ++request.delivered_chunks;  // billed only once the client has it (never empty: one byte or more)
       crypto::wipe_memory(data.data(), data.size());
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
     } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
@@ -257,7 +260,8 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
 void CompletionHandler::settle(PendingRequest& request, const ProviderSession& provider, int64_t prompt_tokens,
                                int64_t completion_tokens) {
   if (!request.reservation) return;
-  // Usage is the provider's word; it is never billed beyond the reservation.
+  // Usage is the provider's word bounded by what was relayed (the gateway's bill_usage, or the
+  // chunks delivered), and never billed beyond the reservation.
   (void)context_.ledger.settle(*request.reservation, prompt_tokens, completion_tokens, provider.account_id());
   request.reservation.reset();
 }

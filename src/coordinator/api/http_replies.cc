@@ -1,10 +1,36 @@
 #include "coordinator/api/http_replies.h"
 
+#include <algorithm>
+
 #include "base/encoding.h"
 #include "base/log.h"
 #include "crypto/hash.h"
 
 namespace darkbloom::coordinator {
+
+std::optional<std::string_view> query_value(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const size_t end = std::min(query.find('&'), query.size());
+    const std::string_view pair = query.substr(0, end);
+    query.remove_prefix(std::min(end + 1, query.size()));
+    if (pair.size() > name.size() && pair.substr(0, name.size()) == name && pair[name.size()] == '=') {
+      return pair.substr(name.size() + 1);
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<int> limit_param(std::string_view query, int fallback, int max) {
+  const auto digits = query_value(query, "limit");
+  if (!digits) return fallback;
+  if (digits->empty() || digits->size() > 9 ||
+      !std::all_of(digits->begin(), digits->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const int limit = std::stoi(std::string(*digits));
+  if (limit < 1 || limit > max) return std::nullopt;
+  return limit;
+}
 
 Headers retry_after(int seconds) {
   return Headers{{"Retry-After", std::to_string(seconds)}};

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,11 @@ namespace darkbloom::coordinator {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 Headers retry_after(int seconds);
+
+// The value of `name` in a query string ("a=1&b=2"), undecoded; nullopt when absent.
+std::optional<std::string_view> query_value(std::string_view query, std::string_view name);
+// ?limit=N: `fallback` when absent, nullopt unless 1..`max`.
+std::optional<int> limit_param(std::string_view query, int fallback, int max);
 
 // The OpenAI-shaped answer to a store error: 404, 400 for a refused change, else a logged 500.
 proto::ApiError store_error(const Error& error);

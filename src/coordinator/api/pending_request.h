@@ -20,7 +20,9 @@ struct PendingRequest {
   std::string public_id;   // "req_…", returned as X-Request-Id
   std::string account_id;  // the consumer's, from its API key
   proto::CompletionRequest parsed;
-  std::string plaintext;  // the SealedRequest JSON; wiped when the request ends
+  std::string plaintext;   // the SealedRequest JSON; wiped when the request ends
+  size_t frame_bytes = 0;  // of the inference_request that carries it, sealed
+  int64_t body_bytes = 0;  // of the request as received: bounds the prompt tokens billed
   RequestTiming timing;
   int max_tokens = 0;
   int64_t created = 0;  // unix seconds
@@ -28,7 +30,8 @@ struct PendingRequest {
   std::shared_ptr<Router::Waiter> waiter;  // while queued
   std::shared_ptr<Attempt> attempt;        // while a provider has it
   std::optional<Reservation> reservation;  // until settled or refunded
-  int64_t delivered_chunks = 0;            // content chunks streamed to the client: what a failure mid-stream costs
+  // Content chunks streamed to the client, each at least one byte: what a failure mid-stream costs.
+  int64_t delivered_chunks = 0;
 
   PendingRequest() = default;
   PendingRequest(const PendingRequest&) = delete;

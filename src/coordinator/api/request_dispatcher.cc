@@ -9,6 +9,27 @@ namespace darkbloom::coordinator {
 
 using net::awaitable;
 
+namespace {
+
+// Attempt ids: "att_" and 8 random bytes, so every one has the same length.
+std::string new_attempt_id(RandomSource& random) {
+  return random.id("att_", 8);
+}
+
+// The size of the inference_request frame that will carry `request` to any provider: ids have
+// one length and the ciphertext is the plaintext plus nonce and MAC, so it is known before
+// choosing whom to seal it for.
+size_t frame_bytes_of(const PendingRequest& request, RandomSource& random) {
+  proto::InferenceRequest probe;
+  probe.request_id = new_attempt_id(random);
+  probe.model = request.parsed.model;
+  probe.sealed_body.sender_public_key.assign(crypto::kPublicKeyBytes, 0);
+  const size_t ciphertext = request.plaintext.size() + crypto::kNonceBytes + crypto::kMacBytes;
+  return proto::encode(probe).size() + 4 * ((ciphertext + 2) / 3);  // base64 of the ciphertext
+}
+
+}  // namespace
+
 RequestDispatcher::RequestDispatcher(Dependencies d)
     : executor_(std::move(d.executor)),
       config_(d.config),
@@ -24,6 +45,12 @@ void RequestDispatcher::client_gone(PendingRequest& request) {
 }
 
 awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRequest> request) {
+  request->frame_bytes = frame_bytes_of(*request, random_);
+  if (const size_t largest = router_.largest_frame(request->parsed.model);
+      largest > 0 && request->frame_bytes > largest) {
+    // Sent anyway, the frame would cost the provider its connection and every stream on it.
+    co_return NoAnswer{proto::request_too_large_for_providers(request->frame_bytes, largest), {}};
+  }
   std::set<std::string> excluded;
   proto::ApiError last_error = proto::provider_error("No provider could serve the request");
   for (int attempt_number = 0; attempt_number < config_.max_attempts && !request->client_gone; ++attempt_number) {
@@ -43,8 +70,13 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
     }
     const auto dispatch_started = clock_.now();
     request->attempt = sealed->attempt;
-    gateway_.dispatch(*provider, sealed->attempt, sealed->message);
+    const bool sent = gateway_.dispatch(*provider, sealed->attempt, sealed->message);
     request->timing.dispatch_us += clock_.micros_since(dispatch_started);
+    if (!sent) {  // larger than it reads after all: never sent
+      request->attempt.reset();
+      excluded.insert(provider->id());
+      continue;
+    }
 
     AttemptEnd end = co_await await_first_chunk(*request, provider, sealed->attempt, last_error);
     if (end.answer) co_return std::move(*end.answer);
@@ -59,7 +91,7 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
 std::shared_ptr<ProviderSession> RequestDispatcher::timed_pick(PendingRequest& request,
                                                                const std::set<std::string>& excluded) {
   const auto started = clock_.now();
-  auto provider = router_.pick(request.parsed.model, request.max_tokens, excluded);
+  auto provider = router_.pick(request.parsed.model, request.max_tokens, excluded, request.frame_bytes);
   request.timing.route_us += clock_.micros_since(started);
   return provider;
 }
@@ -72,7 +104,7 @@ awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingReque
   if (router_.queued(model) == 0) provider = timed_pick(request, excluded);
   bool lost_turn = false;
   // Waiting helps only if some provider of the model has not failed this request already.
-  while (!provider && router_.has_candidates(model, excluded)) {
+  while (!provider && router_.has_candidates(model, excluded, request.frame_bytes)) {
     const auto queue_started = clock_.now();
     if (!request.waiter) request.waiter = router_.make_waiter();
     const QueueOutcome outcome = co_await router_.wait_for_capacity(model, request.waiter, lost_turn);
@@ -93,6 +125,9 @@ awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingReque
     }
     provider = timed_pick(request, excluded);
     lost_turn = true;  // if another request took the slot first, wait again at the front
+    // Woken for a provider whose frames are too small for this request: the wake-up is for the
+    // next in line, or that provider would sit idle while they wait.
+    if (!provider && router_.has_free_provider(model, excluded)) router_.capacity_changed(model);
   }
   request.waiter.reset();
   co_return Pick{provider, std::nullopt};
@@ -104,9 +139,12 @@ Result<RequestDispatcher::SealedAttempt> RequestDispatcher::seal_attempt(const P
     const crypto::KeyPair session_keys = crypto::KeyPair::generate();
     SealedAttempt sealed{std::make_shared<Attempt>(), {}};
     Attempt& attempt = *sealed.attempt;
-    attempt.request_id = random_.id("att_", 8);
+    attempt.request_id = new_attempt_id(random_);
     attempt.model = request.parsed.model;
     attempt.max_tokens = request.max_tokens;
+    attempt.body_bytes = request.body_bytes;
+    attempt.messages = static_cast<int64_t>(request.parsed.messages.size());
+    attempt.ignore_eos = request.parsed.ignore_eos;
     attempt.events = std::make_shared<net::AsyncQueue<ProviderEvent>>(executor_, clock_);
     attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
     sealed.message.request_id = attempt.request_id;

@@ -80,6 +80,7 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
 }
 
 void ProviderGateway::challenge_passed(ProviderSession& session) {
+  if (!record_key(session)) return;
   TrustState& trust = session.trust_state_;
   const bool was_routable = session.routable(config_.min_trust, clock_.now());
   trust.consecutive_failures = 0;

@@ -18,6 +18,9 @@ bool sealed_by(const proto::SealedPayload& sealed, const crypto::PublicKey& key)
 
 // Weight of the newest answer in the provider's observed decode rate.
 constexpr double kObservedRateWeight = 0.2;
+// The observed rate is believed up to this multiple of the provider's (capped) claim, so one
+// answer with a made-up token count cannot draw all the traffic.
+constexpr double kObservedRateCap = 2;
 
 }  // namespace
 
@@ -60,12 +63,14 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
     return;
   }
   attempt.next_seq += 1;
+  attempt.chunks_received += 1;
   attempt.bytes_received += content->text.size();
-  if (attempt.bytes_received > kMaxAttemptBytes) {
+  if (attempt.bytes_received > kMaxAttemptBytes || attempt.chunks_received > attempt.max_chunks()) {
     drop(session, "answer larger than any request allows");
     return;
   }
   if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
+  if (content->text.empty()) return;                                            // nothing to relay, nothing to bill
   if (!session.trust_state_.public_key.empty()) attempt.text += content->text;  // for the receipt
   attempt.events->push_here(provider_event::Text{std::move(content->text)});
 }
@@ -87,21 +92,46 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
     drop(session, fmt::format("completion after {} chunks, {} were received", content->seq, attempt.next_seq));
     return;
   }
-  // The provider's speed as observed on its own answers replaces its claim for routing.
-  if (content->completion_tokens > 1 && attempt.next_seq > 0) {
-    const double seconds = std::chrono::duration<double>(clock_.now() - attempt.first_chunk_at).count();
-    if (seconds > 0) {
-      const double rate = (content->completion_tokens - 1) / seconds;
-      const double old_rate = session.observed_decode_tps_;
-      session.observed_decode_tps_ =
-          old_rate > 0 ? (1 - kObservedRateWeight) * old_rate + kObservedRateWeight * rate : rate;
-    }
-  }
-  provider_event::Complete done{content->prompt_tokens, content->completion_tokens, content->finish_reason, {}, {}, {}};
+  // Usage is the provider's word, believed up to what the coordinator saw (docs/billing.md).
+  const BilledUsage billed =
+      bill_usage(content->prompt_tokens, content->completion_tokens,
+                 usage_bound(attempt.body_bytes, attempt.messages, static_cast<int64_t>(attempt.bytes_received)));
+  observe_decode_rate(session, attempt, billed.completion_tokens);
+  provider_event::Complete done;
+  done.prompt_tokens = static_cast<int>(billed.prompt_tokens);
+  done.completion_tokens = static_cast<int>(billed.completion_tokens);
+  done.finish_reason = content->finish_reason;
   check_receipt(session, attempt, *content, done);
   crypto::wipe_memory(attempt.text.data(), attempt.text.size());
   attempt.text.clear();
+  const std::string lie =
+      billed.beyond_honest && !attempt.ignore_eos
+          ? fmt::format(
+                "reported {} prompt and {} completion tokens for a "
+                "{}-byte request and {} bytes of answer",
+                content->prompt_tokens, content->completion_tokens, attempt.body_bytes, attempt.bytes_received)
+          : std::string();
   finish_attempt(session, complete.request_id, std::move(done));
+  if (lie.empty()) return;
+  // The answer was billed at the bound; the provider loses its trust, or, with none to lose, its session.
+  if (session.trust_ == TrustLevel::none) {
+    drop(session, lie);
+  } else {
+    distrust(session, lie);
+  }
+}
+
+void ProviderGateway::observe_decode_rate(ProviderSession& session, const Attempt& attempt, int64_t tokens) {
+  // The provider's speed as observed on its own answers replaces its claim for routing, smoothed
+  // and capped.
+  if (tokens <= 1 || attempt.next_seq == 0) return;
+  const double seconds = std::chrono::duration<double>(clock_.now() - attempt.first_chunk_at).count();
+  if (seconds <= 0) return;
+  const double rate =
+      std::min(static_cast<double>(tokens - 1) / seconds, kObservedRateCap * Router::claimed_decode_rate(session));
+  const double old_rate = session.observed_decode_tps_;
+  session.observed_decode_tps_ =
+      old_rate > 0 ? (1 - kObservedRateWeight) * old_rate + kObservedRateWeight * rate : rate;
 }
 
 void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& attempt,
@@ -120,6 +150,7 @@ void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& att
     distrust(session, "receipt rejected: " + receipt.error().message);
     return;
   }
+  done.receipt_completion_tokens = content.completion_tokens;
   done.receipt_request_id = attempt.request_id;
   done.response_hash = content.response_hash;
   done.receipt_signature = content.receipt_signature;

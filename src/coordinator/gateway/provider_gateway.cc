@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "base/time.h"
 #include "coordinator/api/http_replies.h"
 #include "http/websocket.h"
 
@@ -35,29 +36,61 @@ awaitable<void> ProviderGateway::handle(http::Exchange& exchange) {
     co_await exchange.respond_error(proto::invalid_request("This endpoint takes WebSocket upgrades from providers"));
     co_return;
   }
-  if (registry_.size() >= config_.max_providers) {
-    co_await exchange.respond_error(proto::rate_limited("This coordinator has as many providers as it takes"),
-                                    retry_after(30));
+  const std::string remote = exchange.remote_address();
+  if (auto refusal = admission_refusal(remote)) {
+    co_await exchange.respond_error(*refusal, retry_after(30));
     co_return;
   }
+  // Counted from here: upgrades in parallel must not all pass the caps before any is a session.
+  const PendingUpgrade pending(pending_upgrades_, address_of(remote));
   auto socket = co_await exchange.accept_websocket();
   if (!socket) {
     log::warn("provider handshake failed: {}", socket.error().message);
     co_return;
   }
-  net::asio::co_spawn(executor_, serve(*socket), net::asio::detached);
+  (*socket)->start();
+  auto session = connect(websocket_link(*socket));
+  net::asio::co_spawn(executor_, serve(*socket, session), net::asio::detached);
+}
+
+std::optional<proto::ApiError> ProviderGateway::admission_refusal(std::string_view remote) const {
+  const size_t pending = pending_upgrades_.total();
+  if (registry_.size() + pending >= config_.max_providers) {
+    return proto::rate_limited("This coordinator has as many providers as it takes");
+  }
+  if (registry_.idle_count(config_.min_trust) + pending >= config_.max_untrusted_providers) {
+    return proto::rate_limited("This coordinator has as many providers waiting to be trusted as it takes");
+  }
+  const std::string address = address_of(remote);
+  if (registry_.count_from(address) + pending_upgrades_.from(address) >= config_.max_providers_per_address) {
+    return proto::rate_limited("This coordinator has as many providers from this address as it takes");
+  }
+  return std::nullopt;
 }
 
 std::shared_ptr<ProviderSession> ProviderGateway::connect(std::shared_ptr<ProviderLink> link) {
   auto session = registry_.add(std::move(link));
   log::info("provider {} connected from {}", session->id(), session->remote());
+  session->register_timer_ = std::make_shared<net::Timer>(clock_, executor_);
+  net::asio::co_spawn(executor_, register_deadline(session, session->register_timer_), net::asio::detached);
   return session;
 }
 
-awaitable<void> ProviderGateway::serve(std::shared_ptr<http::WebSocket> socket) {
+awaitable<void> ProviderGateway::register_deadline(std::weak_ptr<ProviderSession> weak,
+                                                   std::shared_ptr<net::Timer> timer) {
   auto running = running_;
-  socket->start();
-  auto session = connect(websocket_link(socket));
+  if (auto session = weak.lock()) timer->expires_at(session->connected_at() + config_.register_timeout);
+  // Cancelled when the provider registers or is dropped; the session is not kept alive meanwhile.
+  if (!co_await timer->wait() || !running) co_return;
+  auto session = weak.lock();
+  if (session && !session->registered_) {
+    drop(*session, fmt::format("no valid register within {} ms", config_.register_timeout.count()));
+  }
+}
+
+awaitable<void> ProviderGateway::serve(std::shared_ptr<http::WebSocket> socket,
+                                       std::shared_ptr<ProviderSession> session) {
+  auto running = running_;
   for (;;) {
     auto frame = co_await socket->read();
     if (!running) co_return;
@@ -108,10 +141,17 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   }
 }
 
-void ProviderGateway::dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt,
+bool ProviderGateway::dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt,
                                const proto::InferenceRequest& request) {
+  std::string frame = proto::encode(request);
+  if (frame.size() > session.max_frame_bytes()) {
+    log::error("request {}: a {}-byte frame is larger than provider {} reads ({} bytes); not sent", attempt->request_id,
+               frame.size(), session.id_, session.max_frame_bytes());
+    return false;
+  }
   session.in_flight_[attempt->request_id] = std::move(attempt);
-  session.link_->send(proto::encode(request));
+  session.link_->send(std::move(frame));
+  return true;
 }
 
 void ProviderGateway::finish_attempt(ProviderSession& session, const std::string& request_id, ProviderEvent event) {
@@ -136,6 +176,7 @@ void ProviderGateway::drop(ProviderSession& session, const std::string& reason) 
   if (session.dropped_) return;
   session.dropped_ = true;
   log::warn("provider {} dropped: {}", session.id_, reason);
+  if (session.register_timer_) session.register_timer_->cancel();
   if (session.trust_state_.challenge_timer) session.trust_state_.challenge_timer->cancel();
   session.link_->close(reason);
   auto in_flight = std::move(session.in_flight_);
@@ -148,11 +189,31 @@ void ProviderGateway::drop(ProviderSession& session, const std::string& reason) 
   }
 }
 
+void ProviderGateway::expire_keys() {
+  const auto now = clock_.now();
+  if (keys_expired_at_ != net::Clock::Time{} && now - keys_expired_at_ < std::chrono::hours(1)) return;
+  keys_expired_at_ = now;
+  const auto cutoff = clock_.wall_now() - config_.provider_key_expiry;
+  if (auto expired = store_.expire_provider_keys(unix_seconds(cutoff)); !expired) {
+    log::warn("cannot expire unused provider keys: {}", expired.error().message);
+  }
+}
+
 void ProviderGateway::evict_silent() {
   const auto now = clock_.now();
   for (auto& session : registry_.all()) {
     if (now - session->last_seen_ > config_.heartbeat_timeout) {
       drop(*session, fmt::format("silent for more than {} s", config_.heartbeat_timeout.count() / 1000));
+      continue;
+    }
+    // Outside open mode a provider nobody can route to only holds a place: after a while it is
+    // closed, and reconnecting gets it judged afresh.
+    if (!session->registered_ || config_.min_trust == TrustLevel::none) continue;
+    if (session->routable(config_.min_trust, now)) {
+      session->last_routable_ = now;
+    } else if (now - session->last_routable_ > config_.unroutable_timeout) {
+      drop(*session, fmt::format("not trusted enough to serve for more than {} s ({})",
+                                 config_.unroutable_timeout.count() / 1000, session->trust_state_.reason));
     }
   }
 }
@@ -165,6 +226,7 @@ awaitable<void> ProviderGateway::eviction_loop() {
     co_await timer.wait();
     if (!running) co_return;
     evict_silent();
+    expire_keys();
   }
 }
 

@@ -7,9 +7,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "base/random.h"
 #include "coordinator/auth/api_keys.h"
@@ -45,21 +47,27 @@ class ProviderGateway {
   // Drops every provider; loops end.
   void stop();
 
-  // A provider connected over `link` (the WebSocket path calls these; unit tests too).
+  // Why a new provider connection from `remote` ("HOST:PORT") is not taken now: too many sessions,
+  // too many that serve nothing yet, or too many from its address. nullopt: take it.
+  std::optional<proto::ApiError> admission_refusal(std::string_view remote) const;
+  // A provider connected over `link` (the WebSocket path calls these; unit tests too). It must
+  // register within config.register_timeout or it is dropped.
   std::shared_ptr<ProviderSession> connect(std::shared_ptr<ProviderLink> link);
   // One text frame from the provider; drops it when the frame breaks the protocol.
   void receive(ProviderSession& session, std::string_view frame);
   void drop(ProviderSession& session, const std::string& reason);
 
-  // Sends a sealed request to the provider and counts the attempt as in flight there.
-  void dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt, const proto::InferenceRequest& request);
+  // Sends a sealed request to the provider and counts the attempt as in flight there; false
+  // (nothing sent) when the frame is larger than the provider reads.
+  bool dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt, const proto::InferenceRequest& request);
   // Stops an attempt on its provider: forgets it (late frames are dropped) and sends cancel.
   void abandon_attempt(ProviderSession& session, const std::string& request_id, bool send_cancel);
   // Drops every provider silent for longer than the heartbeat timeout.
   void evict_silent();
 
  private:
-  net::awaitable<void> serve(std::shared_ptr<http::WebSocket> socket);
+  net::awaitable<void> serve(std::shared_ptr<http::WebSocket> socket, std::shared_ptr<ProviderSession> session);
+  net::awaitable<void> register_deadline(std::weak_ptr<ProviderSession> session, std::shared_ptr<net::Timer> timer);
   void on_message(ProviderSession& session, proto::ProviderMessage message);
   void on_inference_message(ProviderSession& session, proto::ProviderMessage& message);
 
@@ -69,11 +77,16 @@ class ProviderGateway {
   bool verify_identity(ProviderSession& session, const proto::Register& hello);
   // The operator's account a provider's work is paid to; false after a drop.
   bool bind_account(ProviderSession& session, proto::Register& hello);
+  // Records a key the first time it passes a challenge (and retires the key it rotated from);
+  // false after a drop.
+  bool record_key(ProviderSession& session);
   void retire_rotated_key(const ProviderSession& session, const std::string& old_public_key);
 
   // inference_frames.cc
   void on_chunk(ProviderSession& session, Attempt& attempt, const proto::InferenceChunk& chunk);
   void on_complete(ProviderSession& session, Attempt& attempt, const proto::InferenceComplete& complete);
+  // Folds a finished answer's speed (on its billed tokens) into the provider's observed rate.
+  void observe_decode_rate(ProviderSession& session, const Attempt& attempt, int64_t tokens);
   // The receipt of a finished answer, checked against what was relayed; distrusts a forger.
   void check_receipt(ProviderSession& session, const Attempt& attempt, const proto::CompletionContent& content,
                      provider_event::Complete& done);
@@ -93,6 +106,8 @@ class ProviderGateway {
   void announce_capacity(const ProviderSession& session);
 
   net::awaitable<void> eviction_loop();
+  // Forgets provider keys unused for config.provider_key_expiry, at most once an hour.
+  void expire_keys();
 
   net::Executor executor_;
   const CoordinatorConfig& config_;
@@ -104,6 +119,40 @@ class ProviderGateway {
   ApiKeys& keys_;
   const std::set<std::string>& releases_;
   net::SharedFlag running_{true};
+  net::Clock::Time keys_expired_at_{};
+
+  // WebSocket upgrades accepted by the caps but not yet sessions, per address.
+  class PendingUpgrades {
+   public:
+    size_t total() const { return total_; }
+    size_t from(std::string_view address) const {
+      const auto it = by_address_.find(std::string(address));
+      return it == by_address_.end() ? 0 : it->second;
+    }
+    void add(const std::string& address) {
+      ++total_;
+      ++by_address_[address];
+    }
+    void remove(const std::string& address) {
+      --total_;
+      if (--by_address_[address] == 0) by_address_.erase(address);
+    }
+
+   private:
+    size_t total_ = 0;
+    std::unordered_map<std::string, size_t> by_address_;
+  };
+  struct PendingUpgrade {
+    PendingUpgrade(PendingUpgrades& upgrades, std::string address) : upgrades(upgrades), address(std::move(address)) {
+      upgrades.add(this->address);
+    }
+    ~PendingUpgrade() { upgrades.remove(address); }
+    PendingUpgrade(const PendingUpgrade&) = delete;
+    PendingUpgrade& operator=(const PendingUpgrade&) = delete;
+    PendingUpgrades& upgrades;
+    std::string address;
+  };
+  PendingUpgrades pending_upgrades_;
 };
 
 }  // namespace darkbloom::coordinator

@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "coordinator/billing/usage_bounds.h"
 #include "coordinator/gateway/provider_link.h"
 #include "coordinator/trust/attestation_verifier.h"
 #include "coordinator/trust/trust_level.h"
@@ -29,10 +31,12 @@ struct Text {
   std::string text;
 };
 struct Complete {
-  int prompt_tokens = 0;
+  int prompt_tokens = 0;  // billed: the provider's report, bounded (billing/usage_bounds.h)
   int completion_tokens = 0;
   std::string finish_reason;
-  // The provider's receipt, verified against the relayed text; empty when it sent none.
+  // The provider's receipt, verified against the relayed text; empty when it sent none. It signs
+  // the completion tokens the provider reported, which may exceed those billed.
+  int receipt_completion_tokens = 0;
   std::string receipt_request_id;
   std::string response_hash;
   std::string receipt_signature;
@@ -60,9 +64,18 @@ struct Attempt {
   std::shared_ptr<net::AsyncQueue<ProviderEvent>> events;
   std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
   uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
-  size_t bytes_received = 0;                 // plaintext bytes so far, against kMaxAttemptBytes
+  size_t bytes_received = 0;                 // text bytes so far, against kMaxAttemptBytes
+  int64_t chunks_received = 0;               // empty ones too, against max_chunks()
+  int64_t body_bytes = 0;                    // of the consumer's request: with `messages`, bounds
+  int64_t messages = 0;                      // the prompt tokens billed (billing/usage_bounds.h)
+  // The consumer asked to generate past end-of-sequence tokens, which render as no text: many
+  // more tokens than bytes is then honest.
+  bool ignore_eos = false;
   net::Clock::Time first_chunk_at{};
   std::string text;  // the answer so far, to check the receipt against; wiped when it finishes
+
+  // An honest provider sends at most one chunk per token and one for the held-back tail.
+  int64_t max_chunks() const { return int64_t{max_tokens} + kHonestSlackTokens + 1; }
 };
 
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
@@ -75,6 +88,9 @@ struct TrustState {
   attest::AttestationDocument document;  // as verified at registration
   std::string document_bytes;            // exactly as received and signed
   std::string signature;
+  std::string replaces;  // the key this one rotated from, per its rotation statement; "" if none
+  std::optional<net::Clock::Time>
+      key_recorded_at;   // last written to provider_keys (first passed challenge, then daily)
   IssuedChallenge open;  // the challenge awaiting an answer; nonce empty when none
   // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
   std::shared_ptr<net::Timer> challenge_timer;
@@ -107,6 +123,8 @@ class ProviderSession {
   net::Clock::Time last_seen() const { return last_seen_; }
   const proto::Heartbeat& heartbeat() const { return heartbeat_; }
   size_t in_flight() const { return in_flight_.size(); }
+  // The largest frame it reads (announced in register); nothing larger is sent to it.
+  size_t max_frame_bytes() const { return info_.max_frame_bytes; }
   bool has_attempt(const std::string& request_id) const { return in_flight_.count(request_id) != 0; }
   // Measured on this provider's own answers; 0 until one finished.
   double observed_decode_tps() const { return observed_decode_tps_; }
@@ -135,6 +153,8 @@ class ProviderSession {
   TrustState trust_state_;
   net::Clock::Time connected_at_;
   net::Clock::Time last_seen_;
+  net::Clock::Time last_routable_ = connected_at_;  // seen routable at min_trust, as of the last eviction pass
+  std::shared_ptr<net::Timer> register_timer_;      // until it registers or is dropped
   proto::Heartbeat heartbeat_;
   std::map<std::string, std::shared_ptr<Attempt>> in_flight_;
   double observed_decode_tps_ = 0;

@@ -9,6 +9,9 @@
 namespace darkbloom::coordinator {
 namespace {
 
+// How often a key in use is marked seen again in the store.
+constexpr auto kKeySeenRefresh = std::chrono::hours(24);
+
 // Several heartbeats fit in the eviction window, never more often than 10 per second.
 int heartbeat_interval_ms(std::chrono::milliseconds heartbeat_timeout) {
   return static_cast<int>(std::max<int64_t>(100, heartbeat_timeout.count() / 18));
@@ -28,6 +31,18 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
     drop(session, "encryption key is not a usable X25519 public key");
     return;
   }
+  if (hello.models.size() > config_.max_models_per_provider) {
+    drop(session, fmt::format("{} models registered; this coordinator takes at most {} per provider",
+                              hello.models.size(), config_.max_models_per_provider));
+    return;
+  }
+  if (!hello.attestation && config_.min_trust > TrustLevel::none) {
+    // It could never be routed to: it would only hold a place an attested provider could use.
+    drop(session, fmt::format("this coordinator serves only attested providers (trust level {} or above); register "
+                              "with an attestation",
+                              trust_level_name(config_.min_trust)));
+    return;
+  }
   session.trust_ = TrustLevel::none;
   session.trust_state_.reason = "no attestation";
   if (hello.attestation && !verify_identity(session, hello)) return;
@@ -35,6 +50,7 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
   session.info_ = std::move(hello);
   session.encryption_key_ = *key;
   session.registered_ = true;
+  if (session.register_timer_) session.register_timer_->cancel();
   session.link_->send(proto::encode(
       proto::Registered{session.id_, proto::kProtocolVersion, heartbeat_interval_ms(config_.heartbeat_timeout)}));
   send_trust_status(session);
@@ -80,17 +96,12 @@ bool ProviderGateway::verify_identity(ProviderSession& session, const proto::Reg
     log::info("provider {}: key rotation accepted ({} → {})", session.id_, replaces.substr(0, 12),
               public_key.substr(0, 12));
   }
-  if (auto recorded = store_.record_provider_key(public_key, verified->document.key_backend, replaces); !recorded) {
-    log::error("provider {}: cannot record its key: {}", session.id_, recorded.error().message);
-    drop(session, "the coordinator cannot record this key now; try again later");
-    return false;
-  }
-  if (!replaces.empty()) retire_rotated_key(session, replaces);
   TrustState& trust = session.trust_state_;
   trust.public_key = std::move(verified->public_key);
   trust.document = std::move(verified->document);
   trust.document_bytes = hello.attestation->document;
   trust.signature = hello.attestation->signature;
+  trust.replaces = replaces;  // recorded, and the old key retired, once this key passes a challenge
   // Valid attestation: self_signed. `hardware` needs the TPM to certify the key (an EK chain to a
   // configured CA), which this coordinator does not verify yet; a claimed backend proves nothing.
   session.trust_ = TrustLevel::self_signed;
@@ -107,6 +118,29 @@ void ProviderGateway::retire_rotated_key(const ProviderSession& session, const s
       distrust(*other, "its identity key was rotated out");
     }
   }
+}
+
+bool ProviderGateway::record_key(ProviderSession& session) {
+  TrustState& trust = session.trust_state_;
+  // Only keys that proved themselves are written down, so a flood of fresh keys that never answer
+  // a challenge leaves no rows behind; a key in use is marked seen again once a day, so expiry
+  // only forgets unused ones.
+  const auto now = clock_.now();
+  if (trust.key_recorded_at && now - *trust.key_recorded_at < kKeySeenRefresh) return true;
+  auto recorded = store_.record_provider_key(trust.document.public_key, trust.document.key_backend, trust.replaces);
+  if (!recorded) {
+    if (recorded.error().code == Errc::already_exists) {
+      drop(session, "attestation rejected: " + recorded.error().message);
+    } else {
+      log::error("provider {}: cannot record its key: {}", session.id_, recorded.error().message);
+      drop(session, "the coordinator cannot record this key now; try again later");
+    }
+    return false;
+  }
+  trust.key_recorded_at = now;
+  if (!trust.replaces.empty()) retire_rotated_key(session, trust.replaces);
+  trust.replaces.clear();  // retired once; later refreshes only mark the key seen
+  return true;
 }
 
 bool ProviderGateway::bind_account(ProviderSession& session, proto::Register& hello) {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -13,6 +14,10 @@
 #include "net/clock.h"
 
 namespace darkbloom::coordinator {
+
+// What per-address limits count for a "HOST:PORT" remote: the IPv4 address, or the /64 of an
+// IPv6 one ("2001:db8::/64").
+std::string address_of(std::string_view remote);
 
 class ProviderRegistry {
  public:
@@ -35,6 +40,10 @@ class ProviderRegistry {
   size_t registered_count() const;
   // Active providers routable at `min_trust` now.
   size_t routable_count(TrustLevel min_trust) const;
+  // Sessions that serve nothing now: not registered yet, or not routable at `min_trust`.
+  size_t idle_count(TrustLevel min_trust) const;
+  // Sessions whose connection comes from `address` (an IP address, without the port).
+  size_t count_from(std::string_view address) const;
 
  private:
   net::Clock& clock_;

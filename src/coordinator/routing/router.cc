@@ -18,21 +18,27 @@ Router::Router(net::Executor executor, net::Clock& clock, RandomSource& random, 
                RoutingOptions options)
     : executor_(std::move(executor)), clock_(clock), random_(random), registry_(registry), options_(options) {}
 
+double Router::claimed_decode_rate(const ProviderSession& session) {
+  return session.info().decode_tps > 0 ? std::min(session.info().decode_tps, kMaxClaimedDecodeRate)
+                                       : kUnknownDecodeRate;
+}
+
 double Router::expected_ms(const ProviderSession& session, int max_tokens) const {
   double rate = session.observed_decode_tps();
-  if (rate <= 0)
-    rate =
-        session.info().decode_tps > 0 ? std::min(session.info().decode_tps, kMaxClaimedDecodeRate) : kUnknownDecodeRate;
+  if (rate <= 0) rate = claimed_decode_rate(session);
   double ms = static_cast<double>(session.queued_tokens() + max_tokens) / rate * 1000.0;
   if (session.heartbeat().memory_pressure > 0.8) ms += kMemoryPressurePenaltyMs;
   return ms;
 }
 
 std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_tokens,
-                                              const std::set<std::string>& excluded) {
+                                              const std::set<std::string>& excluded, size_t frame_bytes) {
   std::vector<std::pair<double, std::shared_ptr<ProviderSession>>> candidates;
   for (auto& session : registry_.serving(model, options_.min_trust)) {
-    if (excluded.count(session->id()) || !session->has_capacity() || !session->is_open()) continue;
+    if (excluded.count(session->id()) || !session->has_capacity() || !session->is_open() ||
+        session->max_frame_bytes() < frame_bytes) {
+      continue;
+    }
     candidates.emplace_back(expected_ms(*session, max_tokens), session);
   }
   if (candidates.empty()) return nullptr;
@@ -56,11 +62,26 @@ bool Router::model_known(const std::string& model) const {
   return !registry_.trusted(model, options_.min_trust).empty();
 }
 
-bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded) const {
+bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded, size_t frame_bytes) const {
   for (const auto& session : registry_.trusted(model, options_.min_trust)) {
-    if (!excluded.count(session->id())) return true;
+    if (!excluded.count(session->id()) && session->max_frame_bytes() >= frame_bytes) return true;
   }
   return false;
+}
+
+bool Router::has_free_provider(const std::string& model, const std::set<std::string>& excluded) const {
+  for (const auto& session : registry_.serving(model, options_.min_trust)) {
+    if (!excluded.count(session->id()) && session->has_capacity() && session->is_open()) return true;
+  }
+  return false;
+}
+
+size_t Router::largest_frame(const std::string& model) const {
+  size_t largest = 0;
+  for (const auto& session : registry_.trusted(model, options_.min_trust)) {
+    largest = std::max(largest, session->max_frame_bytes());
+  }
+  return largest;
 }
 
 std::shared_ptr<Router::Waiter> Router::make_waiter() {

@@ -1,10 +1,9 @@
 // Chooses the provider for a request and queues requests no provider can take yet. Among the
 // eligible providers (serving the model, trusted enough, below their concurrency, not excluded)
-// it picks the lowest expected completion time: the tokens already queued there plus this
-// request's, at the provider's observed decode rate (its own claim, capped, until it has answered),
-// plus a penalty for memory pressure. Near ties go to the provider with fewer requests in flight,
-// then to chance. The queue is first in, first out: while anyone waits for a model, new requests
-// for it wait too.
+// that read frames as large as the sealed request) it picks the lowest expected completion time: the tokens already
+// queued there plus this request's, at the provider's observed decode rate (its own claim, capped, until it has
+// answered), plus a penalty for memory pressure. Near ties go to the provider with fewer requests in flight, then to
+// chance. The queue is first in, first out: while anyone waits for a model, new requests for it wait too.
 #pragma once
 
 #include <chrono>
@@ -33,16 +32,21 @@ class Router {
   Router(net::Executor executor, net::Clock& clock, RandomSource& random, ProviderRegistry& registry,
          RoutingOptions options);
 
-  // The best provider for the request now, or nullptr.
-  std::shared_ptr<ProviderSession> pick(const std::string& model, int max_tokens,
-                                        const std::set<std::string>& excluded);
+  // The best provider for the request now, or nullptr. Providers that read no frame of
+  // `frame_bytes` (the sealed request's) are never chosen.
+  std::shared_ptr<ProviderSession> pick(const std::string& model, int max_tokens, const std::set<std::string>& excluded,
+                                        size_t frame_bytes = 0);
   // True when some registered provider trusted enough serves the model (busy, or waiting for
   // its next challenge, or not).
   bool model_known(const std::string& model) const;
   // True when some registered provider serves the model, trusted or not.
   bool model_served(const std::string& model) const { return registry_.any_serving(model); }
-  // True when some such provider of the model is not in `excluded`.
-  bool has_candidates(const std::string& model, const std::set<std::string>& excluded) const;
+  // True when some such provider of the model is not in `excluded` and reads frames of `frame_bytes`.
+  bool has_candidates(const std::string& model, const std::set<std::string>& excluded, size_t frame_bytes = 0) const;
+  // True when a provider of the model not in `excluded` has a free slot now, whatever frames it reads.
+  bool has_free_provider(const std::string& model, const std::set<std::string>& excluded) const;
+  // The largest frame some provider of the model trusted enough reads; 0 when there is none.
+  size_t largest_frame(const std::string& model) const;
 
   struct Waiter {
     Waiter(net::Clock& clock, net::Executor executor, net::Clock::Time deadline)
@@ -65,6 +69,10 @@ class Router {
   void capacity_changed(const std::string& model, int slots = 1);
   // Every waiter of the model re-checks (a provider left: some may have nobody left to wait for).
   void wake_all(const std::string& model);
+
+  // The decode rate a provider's own claim is believed at (capped; a default when it claims
+  // none). What it is observed to do replaces it, up to twice this.
+  static double claimed_decode_rate(const ProviderSession& session);
 
   size_t queued(const std::string& model) const;
   size_t queued_total() const;

@@ -330,13 +330,27 @@ class PostgresStore final : public Store {
             "ON CONFLICT (public_key) DO UPDATE SET last_seen = excluded.last_seen, key_backend = excluded.key_backend",
             {public_key, key_backend, now})));
     if (!replaces.empty()) {
-      // The old key is retired: a rotation is one-way, so it can never register again.
-      DARKBLOOM_RETURN_IF_ERROR(status_of(
-          run("INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen, replaced_by) "
-              "VALUES ($1, '', $3, $3, $2) ON CONFLICT (public_key) DO UPDATE SET replaced_by = excluded.replaced_by",
-              {replaces, public_key, now})));
+      // The old key is retired: a rotation is one-way, so it can never register again. Only
+      // once, and only to one new key; a key this store never saw leaves no row.
+      auto retired =
+          run("UPDATE provider_keys SET replaced_by = $2 WHERE public_key = $1 "
+              "AND (replaced_by IS NULL OR replaced_by = '' OR replaced_by = $2) RETURNING 1",
+              {replaces, public_key});
+      if (!retired) return retired.error();
+      if (PQntuples(retired->get()) == 0) {
+        auto known = run("SELECT 1 FROM provider_keys WHERE public_key = $1", {replaces});
+        if (!known) return known.error();
+        if (PQntuples(known->get()) > 0) return rotated_elsewhere();
+      }
     }
     return transaction->commit();
+  }
+
+  Status expire_provider_keys(int64_t unix_seconds) override {
+    std::lock_guard lock(mutex_);
+    reconnect_if_broken();
+    return status_of(run("DELETE FROM provider_keys WHERE (replaced_by IS NULL OR replaced_by = '') AND last_seen < $1",
+                         {std::to_string(unix_seconds)}));
   }
 
  private:

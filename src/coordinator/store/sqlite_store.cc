@@ -342,17 +342,32 @@ class SqliteStore final : public Store {
     if (!transaction) return transaction.error();
     DARKBLOOM_RETURN_IF_ERROR(upsert_key(public_key, key_backend));
     if (!replaces.empty()) {
-      // The old key is retired: a rotation is one-way, so it can never register again.
+      // The old key is retired: a rotation is one-way, so it can never register again. Only
+      // once, and only to one new key; a key this store never saw leaves no row.
       auto statement = prepare(
-          "INSERT INTO provider_keys (public_key, key_backend, first_seen, last_seen, replaced_by) "
-          "VALUES (?1, '', ?3, ?3, ?2) ON CONFLICT(public_key) DO UPDATE SET replaced_by = excluded.replaced_by");
+          "UPDATE provider_keys SET replaced_by = ?2 WHERE public_key = ?1 "
+          "AND (replaced_by IS NULL OR replaced_by = '' OR replaced_by = ?2)");
       if (!statement) return statement.error();
       bind_text(statement->get(), 1, replaces);
       bind_text(statement->get(), 2, public_key);
-      sqlite3_bind_int64(statement->get(), 3, unix_seconds_now());
       DARKBLOOM_RETURN_IF_ERROR(step_done(statement->get()));
+      if (sqlite3_changes(db_.get()) == 0) {
+        auto known = prepare("SELECT 1 FROM provider_keys WHERE public_key = ?1");
+        if (!known) return known.error();
+        bind_text(known->get(), 1, replaces);
+        if (sqlite3_step(known->get()) == SQLITE_ROW) return rotated_elsewhere();
+      }
     }
     return transaction->commit();
+  }
+
+  Status expire_provider_keys(int64_t unix_seconds) override {
+    std::lock_guard lock(mutex_);
+    auto statement =
+        prepare("DELETE FROM provider_keys WHERE (replaced_by IS NULL OR replaced_by = '') AND last_seen < ?1");
+    if (!statement) return statement.error();
+    sqlite3_bind_int64(statement->get(), 1, unix_seconds);
+    return step_done(statement->get());
   }
 
  private:

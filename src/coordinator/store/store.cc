@@ -76,6 +76,10 @@ Status BalanceChanges::add(const LedgerEntry& entry) {
   return {};
 }
 
+Error rotated_elsewhere() {
+  return {Errc::already_exists, "the old key was already rotated to another key"};
+}
+
 Error balance_refused(const LedgerEntry& entry) {
   if (entry.amount < 0) {
     return {Errc::resource_exhausted, fmt::format("insufficient balance on account {}", entry.account_id)};

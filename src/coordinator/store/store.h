@@ -123,9 +123,14 @@ class Store {
   virtual Result<std::vector<ReleaseRecord>> list_releases() = 0;
 
   virtual Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) = 0;
-  // Records that `public_key` registered; with `replaces`, also retires that old key.
+  // Records that `public_key` registered (now: last_seen); with `replaces`, also retires that old
+  // key, once and to this key only: Errc::already_exists when it was retired to another key. An
+  // old key the store never saw is not written.
   virtual Status record_provider_key(std::string_view public_key, std::string_view key_backend,
                                      std::string_view replaces) = 0;
+  // Forgets keys last seen before `unix_seconds` that record no rotation (a retired key's row,
+  // with replaced_by, stays forever so the key can never come back).
+  virtual Status expire_provider_keys(int64_t unix_seconds) = 0;
 };
 
 // Largest single movement: a billion USD. Balances stay within [0, 10^18] micro-USD, so sums of
@@ -139,6 +144,8 @@ Status validate_entries(const std::vector<LedgerEntry>& entries);
 Status validate_price(const Price& price);
 // The error for an entry a balance constraint refused.
 Error balance_refused(const LedgerEntry& entry);
+// The error for a rotation whose old key was already retired to another key.
+Error rotated_elsewhere();
 
 // What a batch does to each account's balance, summed, in account-id order. Stores update the
 // accounts in this order, so two transactions always lock shared rows in the same order and

@@ -1,0 +1,346 @@
+// What one hostile party can make the coordinator do to everyone else, without a network: a
+// request too large for a provider's frames is never sent to it, a provider's word about its
+// usage and speed is believed only as far as what the coordinator saw, and the registry keeps
+// out connections that would only take places.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "coordinator/billing/usage_bounds.h"
+#include "coordinator/coordinator_harness.h"
+
+namespace darkbloom::coordinator {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::CoordinatorHarness;
+using testing::FakeProvider;
+using testing::new_outcome;
+
+// A provider whose frames may be at most `bytes`.
+FakeProvider connect_reading(CoordinatorHarness& h, const std::string& model, size_t bytes) {
+  return h.connect_with(model, [bytes](proto::Register& hello) { hello.max_frame_bytes = bytes; });
+}
+
+// A request whose sealed plaintext is about `bytes` long.
+std::shared_ptr<PendingRequest> request_of_size(CoordinatorHarness& h, const std::string& model, size_t bytes) {
+  auto request = h.request(model);
+  request->plaintext = R"({"endpoint":"chat.completions","body":{"x":")" + std::string(bytes, 'a') + "\"}}";
+  return request;
+}
+
+TEST(FrameLimits, the_frame_for_the_largest_default_body_fits_what_providers_read) {
+  CoordinatorHarness h;
+  auto provider = connect_reading(h, "m", proto::kMaxFrameBytes);
+  // A body at the default limit, re-encoded inside the SealedRequest as the handler does.
+  auto request = request_of_size(h, "m", proto::kDefaultMaxBodyBytes);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  ASSERT_EQ(provider.session->in_flight(), 1u);
+  EXPECT_LE(provider.link->frames.back().size(), proto::kMaxFrameBytes);
+  EXPECT_EQ(provider.link->frames.back().size(), request->frame_bytes);  // the estimate is exact
+}
+
+TEST(FrameLimits, a_request_goes_only_to_providers_that_read_its_frame) {
+  CoordinatorHarness h;
+  auto small = connect_reading(h, "m", proto::kMinFrameBytes);
+  auto large = connect_reading(h, "m", proto::kMaxFrameBytes);
+  for (int i = 0; i < 3; ++i) {
+    auto request = request_of_size(h, "m", 100'000);
+    auto outcome = new_outcome();
+    h.dispatch(request, outcome);
+    EXPECT_EQ(large.session->in_flight(), 1u);
+    h.dispatcher.client_gone(*request);
+    h.run();
+  }
+  EXPECT_TRUE(small.link->sent<proto::InferenceRequest>().empty());
+  EXPECT_FALSE(small.session->dropped());
+  // The router itself leaves the small one out (the gateway's own check is the last resort).
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(h.router.pick("m", 10, {}, proto::kMinFrameBytes + 1), large.session);
+  EXPECT_FALSE(h.router.has_candidates("m", {large.session->id()}, proto::kMinFrameBytes + 1));
+  // A small request may go to either.
+  auto request = request_of_size(h, "m", 100);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  EXPECT_EQ(small.session->in_flight() + large.session->in_flight(), 1u);
+}
+
+TEST(FrameLimits, a_request_larger_than_every_provider_reads_is_refused_with_413_and_nobody_is_dropped) {
+  CoordinatorHarness h;
+  auto provider = connect_reading(h, "m", proto::kMinFrameBytes);
+  auto request = request_of_size(h, "m", 100'000);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  ASSERT_TRUE(*outcome);
+  const proto::ApiError& error = std::get<NoAnswer>(**outcome).error;
+  EXPECT_EQ(error.status, 413);
+  EXPECT_NE(error.message.find("too large for the providers"), std::string::npos);
+  EXPECT_TRUE(provider.link->sent<proto::InferenceRequest>().empty());
+  EXPECT_FALSE(provider.session->dropped());
+}
+
+TEST(FrameLimits, a_provider_that_announces_no_limit_is_taken_to_read_ten_mebibytes) {
+  proto::Register hello;
+  hello.models.push_back({"m", 1, "q8_0", ""});
+  hello.encryption_key.assign(32, 1);
+  hello.hardware.cores = 1;
+  std::string frame = proto::encode(hello);
+  const std::string field = ",\"max_frame_bytes\":" + std::to_string(hello.max_frame_bytes);
+  ASSERT_NE(frame.find(field), std::string::npos);
+  frame.erase(frame.find(field), field.size());
+  auto decoded = proto::decode_provider_message(frame);
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_EQ(std::get<proto::Register>(*decoded).max_frame_bytes, proto::kLegacyFrameBytes);
+}
+
+TEST(UsageBounds, reports_are_billed_up_to_the_bytes_seen_and_lies_are_told_from_honest_overshoot) {
+  const UsageBound bound = usage_bound(1000, 2, 40);
+  EXPECT_EQ(bound.prompt_tokens, 1000 + 2 * kTemplateTokensPerMessage + kTemplateTokensPerRequest);
+  EXPECT_EQ(bound.completion_tokens, 41);  // every byte a token, and the end-of-sequence token
+
+  const BilledUsage fair = bill_usage(300, 12, bound);
+  EXPECT_EQ(fair.prompt_tokens, 300);
+  EXPECT_EQ(fair.completion_tokens, 12);
+  EXPECT_FALSE(fair.beyond_honest);
+
+  // A stop string of 256 bytes held back: more tokens than bytes, billed at the bound, believed.
+  const BilledUsage held_back = bill_usage(300, 41 + 256, bound);
+  EXPECT_EQ(held_back.completion_tokens, 41);
+  EXPECT_FALSE(held_back.beyond_honest);
+
+  const BilledUsage lie = bill_usage(300, 1 << 30, bound);
+  EXPECT_EQ(lie.completion_tokens, 41);
+  EXPECT_TRUE(lie.beyond_honest);
+  EXPECT_TRUE(bill_usage(honest_ceiling(bound.prompt_tokens) + 1, 1, bound).beyond_honest);
+  EXPECT_FALSE(bill_usage(honest_ceiling(bound.prompt_tokens), honest_ceiling(41), bound).beyond_honest);
+  EXPECT_EQ(bill_usage(-5, -5, bound).completion_tokens, 0);
+}
+
+// Dispatches a request to `provider` and has it answer `pieces`, then complete reporting the
+// given usage. Returns the request's events after the first one, the Complete last.
+struct Answered {
+  FirstAnswer answer;
+  std::vector<ProviderEvent> events;  // after the first
+};
+Answered answer_with(CoordinatorHarness& h, FakeProvider& provider, const std::vector<std::string>& pieces,
+                     int prompt_tokens, int completion_tokens, bool ignore_eos = false) {
+  auto request = h.request("m", 64);
+  request->body_bytes = 200;
+  request->parsed.ignore_eos = ignore_eos;
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  const proto::InferenceRequest sent = provider.link->sent<proto::InferenceRequest>().back();
+  std::string text;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    h.gateway.receive(*provider.session, provider.chunk_frame(sent, i, pieces[i]));
+    text += pieces[i];
+  }
+  h.gateway.receive(*provider.session,
+                    provider.complete_frame(sent, pieces.size(), prompt_tokens, completion_tokens, text));
+  h.run();
+  EXPECT_TRUE(*outcome);
+  Answered answered{std::get<FirstAnswer>(std::move(**outcome)), {}};
+  while (auto event = answered.answer.attempt->events->try_pop()) answered.events.push_back(std::move(*event));
+  return answered;
+}
+
+TEST(UsageBounds, a_provider_claiming_more_tokens_than_it_sent_is_billed_at_the_bound_and_distrusted) {
+  CoordinatorHarness h;
+  auto provider = h.connect_attested("m");
+  ASSERT_EQ(provider.session->trust(), TrustLevel::self_signed);
+  Answered answered = answer_with(h, provider, {"hi"}, 5, 1 << 30);
+  const auto& done = std::get<provider_event::Complete>(answered.events.back());
+  EXPECT_EQ(done.completion_tokens, 3);  // 2 bytes + the end token
+  EXPECT_EQ(done.prompt_tokens, 5);
+  EXPECT_EQ(done.receipt_completion_tokens, 1 << 30);  // what it signed, passed on as signed
+  EXPECT_EQ(provider.session->trust(), TrustLevel::none);
+  EXPECT_NE(provider.session->trust_state().reason.find("completion tokens"), std::string::npos);
+  EXPECT_FALSE(provider.session->dropped());
+}
+
+TEST(UsageBounds, an_unattested_provider_that_lies_about_usage_is_dropped_after_its_answer) {
+  CoordinatorHarness h;
+  auto provider = h.connect("m");
+  Answered answered = answer_with(h, provider, {"hello"}, 1 << 30, 2);
+  const auto& done = std::get<provider_event::Complete>(answered.events.back());
+  EXPECT_EQ(done.prompt_tokens, usage_bound(200, 0, 5).prompt_tokens);
+  EXPECT_TRUE(provider.session->dropped());
+}
+
+TEST(UsageBounds, with_ignore_eos_many_tokens_without_text_are_billed_at_the_bound_and_trusted) {
+  CoordinatorHarness h;
+  auto provider = h.connect_attested("m");
+  // The consumer asked to generate past end-of-sequence tokens, which render as nothing.
+  Answered answered = answer_with(h, provider, {"a"}, 5, 8000, true);
+  EXPECT_EQ(std::get<provider_event::Complete>(answered.events.back()).completion_tokens, 2);
+  EXPECT_EQ(provider.session->trust(), TrustLevel::self_signed);
+}
+
+TEST(UsageBounds, an_honest_overshoot_is_billed_at_the_bound_and_trusted) {
+  CoordinatorHarness h;
+  auto provider = h.connect_attested("m");
+  // Ten tokens of a held-back stop string on top of a 4-byte answer.
+  Answered answered = answer_with(h, provider, {"ab", "cd"}, 20, 15);
+  EXPECT_EQ(std::get<provider_event::Complete>(answered.events.back()).completion_tokens, 5);
+  EXPECT_EQ(provider.session->trust(), TrustLevel::self_signed);
+}
+
+TEST(UsageBounds, empty_chunks_relay_and_bill_nothing_and_are_bounded_in_number) {
+  CoordinatorHarness h;
+  auto provider = h.connect("m");
+  Answered answered = answer_with(h, provider, {"a", "", "", "b"}, 3, 2);
+  // The first event was "a"; then only "b" and the completion: the empty chunks were not relayed.
+  ASSERT_EQ(answered.events.size(), 2u);
+  EXPECT_EQ(std::get<provider_event::Text>(answered.events[0]).text, "b");
+  EXPECT_FALSE(provider.session->dropped());
+
+  // More chunks than an honest provider sends for max_tokens drops it.
+  auto request = h.request("m", 4);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  const proto::InferenceRequest sent = provider.link->sent<proto::InferenceRequest>().back();
+  const int64_t allowed = int64_t{4} + kHonestSlackTokens + 1;
+  for (int64_t seq = 0; seq <= allowed && !provider.session->dropped(); ++seq) {
+    h.gateway.receive(*provider.session, provider.chunk_frame(sent, static_cast<uint64_t>(seq), ""));
+  }
+  EXPECT_TRUE(provider.session->dropped());
+  EXPECT_NE(provider.link->close_reason.find("larger than any request allows"), std::string::npos);
+}
+
+TEST(UsageBounds, observed_speed_counts_billed_tokens_and_is_capped_at_twice_the_claim) {
+  CoordinatorHarness h;
+  auto provider = h.connect("m", 1, 50);
+  auto request = h.request("m", 64);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  const proto::InferenceRequest sent = provider.link->sent<proto::InferenceRequest>().back();
+  h.gateway.receive(*provider.session, provider.chunk_frame(sent, 0, std::string(60, 'x')));
+  h.advance(1ms);
+  // 61 tokens billable in 1 ms would be 60,000 tokens/s; the claim was 50.
+  h.gateway.receive(*provider.session, provider.complete_frame(sent, 1, 3, 61, ""));
+  h.run();
+  EXPECT_DOUBLE_EQ(provider.session->observed_decode_tps(), 100);
+}
+
+// A connection that has not registered (yet), from `remote`.
+std::shared_ptr<testing::FakeLink> connect_silent(CoordinatorHarness& h, const std::string& remote) {
+  auto link = std::make_shared<testing::FakeLink>();
+  link->remote_address = remote;
+  h.gateway.connect(link);
+  return link;
+}
+
+TEST(Registry, a_connection_that_does_not_register_in_time_is_dropped) {
+  CoordinatorHarness h;
+  auto silent = connect_silent(h, "10.0.0.9:1");
+  auto provider = h.connect("m");
+  h.advance(h.config().register_timeout - 1ms);
+  EXPECT_TRUE(silent->open);
+  h.advance(1ms);
+  EXPECT_FALSE(silent->open);
+  EXPECT_NE(silent->close_reason.find("no valid register"), std::string::npos);
+  EXPECT_FALSE(provider.session->dropped());
+  EXPECT_EQ(h.registry.size(), 1u);
+}
+
+TEST(Registry, new_connections_are_refused_past_the_idle_and_per_address_caps) {
+  auto config = CoordinatorHarness::default_config();
+  config.max_untrusted_providers = 3;
+  config.max_providers_per_address = 2;
+  CoordinatorHarness h(config);
+  // Registered providers that serve (open mode) count toward neither idle cap.
+  for (int i = 0; i < 4; ++i) {
+    h.connect_with("m", [](proto::Register&) {}).link->remote_address = fmt::format("10.0.1.{}:1", i);
+  }
+  EXPECT_FALSE(h.gateway.admission_refusal("10.0.0.7:5"));
+  connect_silent(h, "10.0.0.7:5");
+  connect_silent(h, "10.0.0.7:6");
+  auto per_address = h.gateway.admission_refusal("10.0.0.7:7");
+  ASSERT_TRUE(per_address);
+  EXPECT_EQ(per_address->status, 429);
+  EXPECT_NE(per_address->message.find("from this address"), std::string::npos);
+  EXPECT_FALSE(h.gateway.admission_refusal("10.0.0.8:1"));  // another address is still welcome
+  connect_silent(h, "10.0.0.8:1");
+  auto idle = h.gateway.admission_refusal("10.0.0.9:1");
+  ASSERT_TRUE(idle);
+  EXPECT_NE(idle->message.find("waiting to be trusted"), std::string::npos);
+  // Once the silent ones are dropped, there is room again.
+  h.advance(h.config().register_timeout);
+  EXPECT_FALSE(h.gateway.admission_refusal("10.0.0.9:1"));
+  EXPECT_EQ(address_of("127.0.0.2:9"), "127.0.0.2");
+  EXPECT_EQ(address_of("[2001:db8::1]:80"), "2001:db8::/64");
+  EXPECT_EQ(address_of("2001:db8::2:80"), "2001:db8::/64");  // as Exchange::remote_address writes it
+  EXPECT_EQ(address_of("[::ffff:10.0.0.1]:80"), "10.0.0.1");
+}
+
+TEST(Registry, an_unattested_provider_is_closed_unless_in_open_mode) {
+  auto config = CoordinatorHarness::default_config();
+  config.min_trust = TrustLevel::self_signed;
+  CoordinatorHarness h(config);
+  auto unattested = h.connect("m");
+  EXPECT_TRUE(unattested.session->dropped());
+  EXPECT_NE(unattested.link->close_reason.find("serves only attested providers"), std::string::npos);
+  auto attested = h.connect_attested("m");
+  EXPECT_FALSE(attested.session->dropped());
+}
+
+TEST(Registry, outside_open_mode_a_provider_nobody_can_route_to_is_closed_after_a_while) {
+  auto config = CoordinatorHarness::default_config();
+  config.min_trust = TrustLevel::self_signed;
+  CoordinatorHarness h(config);
+  auto mute = h.connect_attested("m");  // never answers its challenges
+  auto honest = h.connect_attested("m");
+  h.gateway.receive(*honest.session, proto::encode(honest.answer_last_challenge()));
+  h.run();
+  ASSERT_TRUE(honest.session->routable(config.min_trust, h.clock.now()));
+  // Eviction passes see the mute one unroutable; the honest one answers each new challenge.
+  size_t answered = honest.challenges().size();
+  for (auto elapsed = 0ms; elapsed <= config.unroutable_timeout + config.eviction_interval() * 2;
+       elapsed += config.eviction_interval()) {
+    h.advance(config.eviction_interval());
+    h.gateway.receive(*mute.session, proto::encode(proto::Heartbeat{"idle", "m"}));
+    h.gateway.receive(*honest.session, proto::encode(proto::Heartbeat{"idle", "m"}));
+    if (honest.challenges().size() > answered) {
+      answered = honest.challenges().size();
+      h.gateway.receive(*honest.session, proto::encode(honest.answer_last_challenge()));
+    }
+    h.run();
+    h.gateway.evict_silent();
+  }
+  EXPECT_TRUE(mute.session->dropped());
+  EXPECT_NE(mute.link->close_reason.find("not trusted enough to serve"), std::string::npos);
+  EXPECT_FALSE(honest.session->dropped());
+  h.gateway.stop();
+  h.run();
+}
+
+TEST(Registry, a_provider_with_more_models_than_allowed_is_refused) {
+  CoordinatorHarness h;
+  auto greedy = h.connect_with("m0", [&](proto::Register& hello) {
+    for (size_t i = 1; i <= h.config().max_models_per_provider; ++i) {
+      hello.models.push_back({fmt::format("m{}", i), 1, "q8_0", ""});
+    }
+  });
+  EXPECT_TRUE(greedy.session->dropped());
+  EXPECT_NE(greedy.link->close_reason.find("at most"), std::string::npos);
+}
+
+TEST(Registry, a_key_is_recorded_only_once_it_passes_a_challenge) {
+  CoordinatorHarness h;
+  auto provider = h.connect_attested("m");
+  const std::string key = provider.identity->document.public_key;
+  EXPECT_FALSE(h.store().find_provider_key(key)->has_value());
+  h.gateway.receive(*provider.session, proto::encode(provider.answer_last_challenge()));
+  h.run();
+  ASSERT_EQ(provider.session->trust_state().passed, 1u);
+  EXPECT_TRUE(h.store().find_provider_key(key)->has_value());
+
+  // One that never answers leaves nothing behind.
+  auto silent = h.connect_attested("m");
+  h.advance(h.config().challenge_timeout);
+  EXPECT_FALSE(h.store().find_provider_key(silent.identity->document.public_key)->has_value());
+  h.gateway.stop();
+  h.run();
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator

@@ -1,0 +1,188 @@
+// Hostile consumers and providers against real processes on 127.0.0.1 with the default limits:
+// each scenario repeats an attack and asserts its outcome (not its timing), and that a legitimate
+// client keeps being served while it runs. After each scenario the books balance.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import {
+  tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders, readEvents,
+  FakeProvider, RawWebSocket, registerMessage, call,
+} from "./cluster.mjs";
+
+const MODEL_ID = "hostile-model";
+
+// A legitimate streamed request: resolves with its events once [DONE] came (or the body ended).
+async function legitimateStream(coordinator, key, maxTokens = 48) {
+  const response = await fetch(`${coordinator.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: MODEL_ID, messages: [{ role: "user", content: "Tell me a story" }], stream: true,
+      max_tokens: maxTokens, ignore_eos: true }),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return readEvents(response);
+}
+
+function assertCleanStream(events) {
+  assert.equal(events.filter((e) => e === "[DONE]").length, 1);
+  assert.equal(events.at(-1), "[DONE]");
+  for (const event of events.slice(0, -1)) assert.equal(JSON.parse(event).error, undefined, event);
+}
+
+describe("hostile consumers and providers, default limits", () => {
+  let dir, model, coordinator, providers, legit, attacker;
+
+  const query = (sql) => JSON.parse(execFileSync("/usr/bin/python3", ["-c",
+    "import json, sqlite3, sys; print(json.dumps(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()))",
+    `${dir}/data/coordinator.db`, sql]).toString());
+  const number = (sql) => Number(query(sql)[0][0] ?? 0);
+  // Retries `check` (which throws until it holds) for up to 5 s: settlements are written in
+  // group commits every 10 ms, later on a busy machine.
+  const eventually = async (check) => {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try { return await check(); } catch (error) { if (Date.now() > deadline) throw error; }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  // Every account's balance (escrows too) against every credit, none negative.
+  const assertBooksBalance = () => eventually(() => {
+    assert.equal(number("SELECT COALESCE(SUM(balance), 0) FROM accounts"),
+      number("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'admin_credit'"));
+    assert.equal(number("SELECT COUNT(*) FROM accounts WHERE balance < 0"), 0);
+  });
+  const balance = async (account) => (await call(coordinator, "GET", "/v1/balance", { key: account.api_key })).json
+    .balance_micro_usd;
+
+  before(async () => {
+    dir = tempDir();
+    model = synthModel(dir, MODEL_ID);
+    coordinator = await startCoordinator({ dataDir: `${dir}/data` });  // default limits: no flags
+    legit = await createAccount(coordinator);
+    await adminCredit(coordinator, legit.account_id, 1_000_000_000);
+    attacker = await createAccount(coordinator);
+    await adminCredit(coordinator, attacker.account_id, 1_000_000_000);
+    providers = [await startProvider(coordinator, model), await startProvider(coordinator, model)];
+    await waitForProviders(coordinator, 2);
+  });
+
+  after(async () => {
+    for (const p of providers) await p.kill();
+    await coordinator.kill();
+  });
+
+  it("an 8.5 MB message costs no provider its connection, and a body over the limit is a 413", async () => {
+    const stream = legitimateStream(coordinator, legit.api_key, 96);
+    const content = "hello world ".repeat(Math.floor(8.5e6 / 12));
+    for (let i = 0; i < 2; i++) {
+      const answer = await call(coordinator, "POST", "/v1/chat/completions", { key: attacker.api_key,
+        body: { model: MODEL_ID, messages: [{ role: "user", content }], max_tokens: 4 } });
+      // The provider reads it, and refuses it for what it is: longer than the model's context.
+      assert.equal(answer.status, 400, answer.text);
+      assert.equal(answer.json.error.code, "context_length_exceeded");
+    }
+    assertCleanStream(await stream);
+    for (const provider of providers) {
+      assert.doesNotMatch(provider.output.stderr, /larger than|connection to the coordinator ended/);
+    }
+    const health = (await call(coordinator, "GET", "/health")).json;
+    assert.equal(health.providers, 2);
+
+    const before = await balance(attacker);
+    const tooLarge = await call(coordinator, "POST", "/v1/chat/completions", { key: attacker.api_key,
+      body: { model: MODEL_ID, messages: [{ role: "user", content: "x".repeat((10 << 20) + 1) }] } });
+    assert.equal(tooLarge.status, 413);
+    assert.equal(tooLarge.json.error.code, "request_too_large");
+    assert.equal(await balance(attacker), before, "nothing reserved for a refused body");
+    await assertBooksBalance();
+  });
+
+  it("a provider that claims more tokens than it sent is billed at the bound and distrusted", async () => {
+    const liarModel = "liar-model";
+    // 1,000 micro-USD per output token, nothing for input: the charge counts output tokens.
+    const priced = await call(coordinator, "PUT", "/v1/admin/pricing",
+      { body: { model: liarModel, input_per_million: 0, output_per_million: 1_000_000_000 } });
+    assert.equal(priced.status, 200, priced.text);
+    const liar = await FakeProvider.connect(coordinator.port, { model: liarModel });
+    try {
+      const consumer = await createAccount(coordinator);
+      await adminCredit(coordinator, consumer.account_id, 1_000_000);
+      const answer = call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+        body: { model: liarModel, messages: [{ role: "user", content: "hi" }], max_tokens: 500 } });
+      const request = await liar.next("inference_request");
+      const { sessionKey } = liar.open(request);
+      liar.socket.send(liar.chunk(request.request_id, sessionKey, 0, "ok"));
+      liar.socket.send(liar.chunk(request.request_id, sessionKey, 1, ""));
+      liar.socket.send(liar.complete(request.request_id, sessionKey, 2, 2 ** 30, { text: "ok" }));
+      const response = await answer;
+      assert.equal(response.status, 200, response.text);
+      assert.equal(response.json.choices[0].message.content, "ok");
+      assert.equal(response.json.usage.completion_tokens, 3, "2 bytes of answer and the end token");
+      assert.equal(response.headers.get("x-receipt-completion-tokens"), String(2 ** 30), "the receipt as signed");
+      await liar.waitForTrust(/^none reported \d+ prompt and 1073741824 completion tokens/);
+      await eventually(async () => {
+        const usage = await call(coordinator, "GET", "/v1/usage", { key: consumer.api_key });
+        assert.equal(usage.json.data[0]?.cost_micro_usd, 3_000);
+      });
+      assert.equal(await balance(consumer), 1_000_000 - 3_000);
+      // No longer trusted: the next request for its model finds nobody to serve it.
+      const refused = await call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+        body: { model: liarModel, messages: [{ role: "user", content: "hi" }], max_tokens: 5 } });
+      assert.notEqual(refused.status, 200);
+    } finally {
+      liar.socket.socket.destroy();
+    }
+    await assertBooksBalance();
+  });
+
+  it("a registration flood is closed or refused, and the public listing stays small", async () => {
+    const keysBefore = number("SELECT COUNT(*) FROM provider_keys");
+    const stream = legitimateStream(coordinator, legit.api_key, 96);
+    // An attested provider that never answers its challenge leaves no key behind.
+    const mute = await FakeProvider.connect(coordinator.port, { model: "mute-model", answerChallenges: false,
+      waitForTrust: false });
+    // Unattested registrations from one address: each closed at once (this coordinator is not in
+    // open mode), none registered.
+    for (let i = 0; i < 40; i++) {
+      const raw = await RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.2" });
+      raw.send(registerMessage(`flood-${i}`));
+      assert.equal(await raw.next(), null, "closed without a registered message");
+    }
+    // Connections that never register, from another address, all at once: 32 taken, then 429.
+    const attempts = await Promise.allSettled(Array.from({ length: 40 },
+      () => RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.3" })));
+    const silent = attempts.filter((a) => a.status === "fulfilled").map((a) => a.value);
+    for (const refusal of attempts.filter((a) => a.status === "rejected")) {
+      assert.match(refusal.reason.message, /no upgrade: 429/);
+    }
+    assert.equal(silent.length, 32);
+    // Another address is still welcome, and a real provider too.
+    const welcome = await RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.4" });
+    welcome.socket.destroy();
+    assertCleanStream(await stream);
+    const health = (await call(coordinator, "GET", "/health")).json;
+    assert.equal(health.routable, 2);
+    assert.equal(health.providers, 3, "the two real providers and the mute one");
+
+    // The public listing: routable providers only (not the mute one), in pages.
+    const listing = (await call(coordinator, "GET", "/v1/providers/attestation")).json;
+    assert.equal(listing.data.length, 2);
+    assert.equal(listing.has_more, false);
+    const first = (await call(coordinator, "GET", "/v1/providers/attestation?limit=1")).json;
+    assert.equal(first.data.length, 1);
+    assert.equal(first.has_more, true);
+    const second = (await call(coordinator, "GET", `/v1/providers/attestation?limit=1&after=${first.last_id}`)).json;
+    assert.equal(second.data.length, 1);
+    assert.equal(second.has_more, false);
+    assert.notEqual(second.data[0].provider_id, first.data[0].provider_id);
+    assert.equal((await call(coordinator, "GET", "/v1/providers/attestation?limit=0")).status, 400);
+
+    // The silent ones are closed when their time to register runs out (10 s by default).
+    for (const raw of silent) assert.equal(await raw.next(15000), null);
+    const again = await RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.3" });
+    again.socket.destroy();
+    assert.equal(mute.challenges.length >= 1, true);
+    assert.equal(number("SELECT COUNT(*) FROM provider_keys"), keysBefore, "only keys that passed a challenge");
+    mute.socket.socket.destroy();
+  });
+});
