@@ -91,8 +91,9 @@ int64_t ObjectReader::integer(std::string_view key, int64_t min, int64_t max) {
     value = v->as_int64();
   } else if (v->is_uint64() && v->as_uint64() <= static_cast<uint64_t>(INT64_MAX)) {
     value = static_cast<int64_t>(v->as_uint64());
-  } else if (v->is_double() && v->as_double() == static_cast<double>(static_cast<int64_t>(v->as_double())) &&
-             std::abs(v->as_double()) < 9e15) {
+  } else if (v->is_double() && std::abs(v->as_double()) < 9e15 &&
+             v->as_double() == static_cast<double>(static_cast<int64_t>(v->as_double()))) {
+    // The range first: converting a double beyond int64 (1e300) is undefined behaviour.
     value = static_cast<int64_t>(v->as_double());  // 3.0 is an integer in JSON's eyes
   } else {
     fail(key, "must be an integer");

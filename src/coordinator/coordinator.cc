@@ -10,6 +10,7 @@
 #include "coordinator/api/request_dispatcher.h"
 #include "coordinator/billing/ledger_writer.h"
 #include "coordinator/gateway/provider_gateway.h"
+#include "coordinator/store/store_worker.h"
 
 namespace darkbloom::coordinator {
 
@@ -44,18 +45,21 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
       clock_(clock),
       random_(random),
       store_(std::move(store)),
+      store_worker_(std::make_unique<StoreWorker>(clock_, StoreWorkerOptions{})),
       ledger_(std::move(ledger)) {
   keys_ = std::make_unique<ApiKeys>(*store_, clock_, random_);
   registry_ = std::make_unique<ProviderRegistry>(clock_, random_);
   router_ = std::make_unique<Router>(executor_, clock_, random_, *registry_,
                                      RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait});
   gateway_ = std::make_unique<ProviderGateway>(ProviderGateway::Dependencies{
-      executor_, config_, clock_, random_, *registry_, *router_, *store_, *keys_, releases_});
-  api_.reset(new ApiContext{config_, clock_, random_, *store_, *ledger_, *keys_, *registry_, *router_, releases_});
+      executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_, *keys_, releases_});
+  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *ledger_, *keys_, *registry_, *router_,
+                            releases_});
   dispatcher_ = std::make_unique<RequestDispatcher>(
       RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_});
   completions_ = std::make_unique<CompletionHandler>(*api_, *dispatcher_, *gateway_);
   server_ = std::make_unique<http::Server>(executor_, routes(), config_.limits);
+  server_->set_header_check([this](const http::Request& request) { return completions_->check_before_body(request); });
 }
 
 Coordinator::~Coordinator() {
@@ -80,7 +84,7 @@ Result<uint16_t> Coordinator::start() {
   log::info("store: {}; billing as coordinator '{}'", store_->kind(), config_.billing.coordinator_id);
   ledger_running_.set(true);
   net::asio::co_spawn(executor_,
-                      run_ledger_writer(*ledger_, clock_, config_.ledger_flush_interval,
+                      run_ledger_writer(*ledger_, *store_worker_, clock_, config_.ledger_flush_interval,
                                         config_.ledger_release_interval, ledger_running_),
                       net::asio::detached);
   return port;
@@ -89,6 +93,15 @@ Result<uint16_t> Coordinator::start() {
 void Coordinator::stop() {
   if (server_) server_->stop();
   if (gateway_) gateway_->stop();
+  if (store_worker_ && !store_worker_->stop()) {
+    // A call is stuck in a database that stopped answering: joining would hang the shutdown.
+    // The worker and the store are left to the process's end; the next start returns the escrow.
+    log::error("store: the database is not answering; stopping without writing the ledger");
+    (void)store_worker_.release();
+    (void)store_.release();
+    ledger_running_.set(false);
+    return;
+  }
   if (ledger_running_) {
     ledger_running_.set(false);
     // What is settled is written; allowances go back to their accounts.

@@ -15,6 +15,7 @@
 namespace darkbloom::coordinator {
 
 class Store;
+class StoreWorker;
 class Ledger;
 class ApiKeys;
 class ProviderRegistry;
@@ -48,6 +49,7 @@ class Coordinator {
   net::Clock& clock_;
   RandomSource& random_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<StoreWorker> store_worker_;  // stopped before the store and ledger go
   std::unique_ptr<Ledger> ledger_;
   net::SharedFlag ledger_running_{false};
   std::set<std::string> releases_;  // approved binary hashes, loaded from the store

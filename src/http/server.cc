@@ -46,12 +46,62 @@ proto::ApiError protocol_error(unsigned status, std::string type, std::string co
   return error;
 }
 
+// How long accepting pauses when the process is out of descriptors, rather than spinning.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+// 429 answers to connections over their address's limit in progress at once, per address and in
+// all; beyond them such connections are closed at accept.
+constexpr size_t kRefusalsPerAddress = 8;
+constexpr size_t kRefusals = 64;
+
+bool out_of_descriptors(const error_code& error) {
+  return error == asio::error::no_descriptors || error.value() == ENFILE || error == asio::error::no_buffer_space ||
+         error == asio::error::no_memory;
+}
+
 }  // namespace
+
+// ---- ConnectionCounter ----
+
+ConnectionCounter::Slot::Slot(std::shared_ptr<ConnectionCounter> counter, std::string address)
+    : counter_(std::move(counter)), address_(std::move(address)) {
+  counter_->total_ += 1;
+  counter_->by_address_[address_] += 1;
+}
+
+ConnectionCounter::Slot::~Slot() {
+  counter_->total_ -= 1;
+  if (--counter_->by_address_[address_] == 0) counter_->by_address_.erase(address_);
+}
+
+size_t ConnectionCounter::from(const std::string& address) const {
+  const auto it = by_address_.find(address);
+  return it == by_address_.end() ? 0 : it->second;
+}
+
+std::string address_key(const asio::ip::address& address) {
+  if (!address.is_v6()) return address.to_string();
+  const auto v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  // One IPv6 subscriber usually holds a whole /64: counted as one address.
+  auto bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
+std::string address_key(std::string_view remote) {
+  const size_t colon = remote.rfind(':');
+  std::string_view host = colon == std::string_view::npos ? remote : remote.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  error_code error;
+  const auto address = asio::ip::make_address(host, error);
+  return error ? std::string(host) : address_key(address);
+}
 
 // ---- Exchange ----
 
-Exchange::Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits)
-    : stream_(std::move(stream)), request_(std::move(request)), limits_(limits) {
+Exchange::Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits,
+                   std::shared_ptr<ConnectionCounter::Slot> slot)
+    : stream_(std::move(stream)), request_(std::move(request)), limits_(limits), slot_(std::move(slot)) {
   keep_alive_ = request_.keep_alive();
 }
 
@@ -210,6 +260,7 @@ awaitable<Result<std::shared_ptr<WebSocket>>> Exchange::accept_websocket() {
   auto [error] = co_await ws.async_accept(request_, as_tuple_awaitable);
   if (error) co_return make_error(Errc::unavailable, "WebSocket handshake failed: " + error.message());
   auto socket = std::make_shared<WebSocket>(std::move(ws), limits_.websocket, remote);
+  socket->hold(std::move(slot_));  // still one of the server's connections
   co_return socket;
 }
 
@@ -268,36 +319,117 @@ void Server::stop() {
 
 awaitable<void> Server::accept_loop() {
   auto alive = alive_;
+  asio::steady_timer backoff(executor_);
+  auto last_warning = std::chrono::steady_clock::time_point{};
   while (acceptor_.is_open()) {
     auto [error, socket] = co_await acceptor_.async_accept(as_tuple_awaitable);
     if (!alive) co_return;
     if (error) {
       if (error == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-      log::warn("accept failed: {}", error.message());
+      // Out of descriptors: the pending connection stays queued, so accepting again at once
+      // would spin. Pause, and say so at most once a second.
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_warning > std::chrono::seconds(1)) {
+        log::warn("accept failed: {}", error.message());
+        last_warning = now;
+      }
+      if (out_of_descriptors(error)) {
+        backoff.expires_after(kAcceptBackoff);
+        co_await backoff.async_wait(as_tuple_awaitable);
+        if (!alive) co_return;
+      }
       continue;
     }
-    if (connections_.size() >= limits_.max_connections) {
+    if (counter_->total() >= limits_.max_connections) {
+      error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    const auto remote = socket.remote_endpoint(error);
+    if (error) {  // gone already
       error_code ignored;
       socket.close(ignored);
       continue;
     }
     socket.set_option(tcp::no_delay(true), error);
+    const std::string address = address_key(remote.address());
+    const size_t from_address = counter_->from(address);
+    const bool over_address_limit = from_address >= limits_.max_connections_per_address;
+    // Refusals hold a connection for a moment too: a few per address and in all, then plain closes.
+    if (over_address_limit &&
+        (from_address >= limits_.max_connections_per_address + kRefusalsPerAddress || refusing_ >= kRefusals)) {
+      error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    auto slot = std::make_shared<ConnectionCounter::Slot>(counter_, address);
     auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
     connections_.insert(stream);
-    asio::co_spawn(executor_, serve_connection(stream), [this, alive, stream](std::exception_ptr failure) {
-      if (failure) {
-        try {
-          std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-          log::error("connection failed: {}", e.what());
-        }
-      }
-      if (alive) connections_.erase(stream);
-    });
+    asio::co_spawn(executor_, serve_connection(stream, std::move(slot), over_address_limit),
+                   [this, alive, stream](std::exception_ptr failure) {
+                     if (failure) {
+                       try {
+                         std::rethrow_exception(failure);
+                       } catch (const std::exception& e) {
+                         log::error("connection failed: {}", e.what());
+                       }
+                     }
+                     if (alive) connections_.erase(stream);
+                   });
   }
 }
 
-awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stream) {
+awaitable<void> Server::refuse_connection(beast::tcp_stream& stream) {
+  ++refusing_;
+  struct Done {
+    size_t& refusing;
+    ~Done() { --refusing; }
+  } done{refusing_};
+  beast::flat_buffer buffer;
+  bhttp::request_parser<bhttp::empty_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
+  stream.expires_after(std::chrono::seconds(1));
+  auto [error, n] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple_awaitable);
+  const unsigned version = error ? 11 : parser.get().version();
+  const proto::ApiError reply =
+      proto::rate_limited("Too many connections from your address; close some or retry later");
+  Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
+  response.set(bhttp::field::retry_after, "5");
+  response.keep_alive(false);
+  stream.expires_after(std::chrono::seconds(1));
+  co_await bhttp::async_write(stream, response, as_tuple_awaitable);
+  error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().close(ignored);
+}
+
+awaitable<bool> Server::refused_before_body(beast::tcp_stream& stream, const Request& request, unsigned version) {
+  std::optional<std::pair<proto::ApiError, Headers>> refusal;
+  // An unknown route or method is answered before any body is read, too.
+  const std::string_view target(request.target().data(), request.target().size());
+  proto::ApiError route_error;
+  if (router_.find(request.method(), target.substr(0, target.find('?')), &route_error) == nullptr) {
+    refusal.emplace(std::move(route_error), Headers{});
+  } else if (header_check_) {
+    refusal = co_await header_check_(request);
+  }
+  if (!refusal) co_return false;
+  const auto& [reply, headers] = *refusal;
+  Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
+  for (const auto& [name, value] : headers) response.set(name, value);
+  response.keep_alive(false);  // the body was never read: the connection cannot carry another request
+  stream.expires_after(limits_.write_timeout);
+  co_await bhttp::async_write(stream, response, as_tuple_awaitable);
+  co_await lingering_close(stream);
+  co_return true;
+}
+
+awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stream,
+                                         std::shared_ptr<ConnectionCounter::Slot> slot, bool over_address_limit) {
+  if (over_address_limit) {
+    co_await refuse_connection(*stream);
+    co_return;
+  }
   beast::flat_buffer buffer;
   bool first = true;
   for (;;) {
@@ -309,7 +441,14 @@ awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stre
     auto [header_error, header_bytes] = co_await bhttp::async_read_header(*stream, buffer, parser, as_tuple_awaitable);
     unsigned version = 11;
     if (!header_error) version = parser.get().version();
+    // A body still to come is read only for a known route and, where the route checks one, a valid
+    // credential: refusals come first, before any 100 Continue.
+    if (!header_error && !parser.is_done()) {
+      const bool refused = co_await refused_before_body(*stream, parser.get(), version);
+      if (refused) co_return;
+    }
     if (!header_error && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
+      stream->expires_after(limits_.write_timeout);
       Response go_on{bhttp::status::continue_, version};
       auto [continue_error, n] = co_await bhttp::async_write(*stream, go_on, as_tuple_awaitable);
       if (continue_error) break;
@@ -342,7 +481,7 @@ awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stre
       co_return;
     }
     stream->expires_never();
-    Exchange exchange(stream, parser.release(), limits_);
+    Exchange exchange(stream, parser.release(), limits_, slot);
     proto::ApiError route_error;
     const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error);
     if (handler == nullptr) {

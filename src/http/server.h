@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -27,12 +28,45 @@ struct ServerLimits {
   std::chrono::seconds read_timeout{30};   // to receive a whole request once it started
   std::chrono::seconds idle_timeout{75};   // keep-alive connection with no request
   std::chrono::seconds write_timeout{60};  // one write (a response or an SSE event) to a slow client
-  size_t max_connections = 4096;
+  size_t max_connections = 4096;           // HTTP and WebSocket connections together; beyond: closed at accept
+  // From one IP address (an IPv6 /64); beyond: answered 429 with Retry-After, then closed.
+  size_t max_connections_per_address = 256;
   WebSocketOptions websocket;
 };
 
+// Counts open connections, in all and per address. A connection holds its Slot for as long as it
+// is open, through a WebSocket upgrade too. Network thread only.
+class ConnectionCounter {
+ public:
+  class Slot {
+   public:
+    Slot(std::shared_ptr<ConnectionCounter> counter, std::string address);
+    ~Slot();
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+
+   private:
+    std::shared_ptr<ConnectionCounter> counter_;
+    std::string address_;
+  };
+
+  size_t total() const { return total_; }
+  size_t from(const std::string& address) const;
+
+ private:
+  size_t total_ = 0;
+  std::unordered_map<std::string, size_t> by_address_;
+};
+
+// What per-address limits count for a remote IP address: the address itself, or the /64 of an
+// IPv6 one ("2001:db8::/64"); an IPv4-mapped IPv6 address counts as its IPv4 address.
+std::string address_key(const asio::ip::address& address);
+// The same for a "HOST:PORT" remote as Exchange::remote_address() writes it ("[v6]:PORT" too).
+std::string address_key(std::string_view remote);
+
 using Request = bhttp::request<bhttp::string_body>;
 using Response = bhttp::response<bhttp::string_body>;
+using Headers = std::vector<std::pair<std::string, std::string>>;
 
 class Exchange;
 using Handler = std::function<awaitable<void>(Exchange&)>;
@@ -41,7 +75,8 @@ using Handler = std::function<awaitable<void>(Exchange&)>;
 // takes the answer; a handler that does none gets a 500.
 class Exchange {
  public:
-  Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits);
+  Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits,
+           std::shared_ptr<ConnectionCounter::Slot> slot = nullptr);
   ~Exchange();
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
@@ -85,6 +120,7 @@ class Exchange {
   std::shared_ptr<beast::tcp_stream> stream_;
   Request request_;
   const ServerLimits& limits_;
+  std::shared_ptr<ConnectionCounter::Slot> slot_;  // handed to the WebSocket on an upgrade
   bool answered_ = false;
   bool keep_alive_ = true;
   bool streaming_ = false;
@@ -105,6 +141,11 @@ class Router {
   std::unordered_map<std::string, std::vector<std::pair<bhttp::verb, Handler>>> routes_;
 };
 
+// Looks at a request's headers before its body is read: a refusal (with its headers) is answered
+// at once and the body never read, so an unauthenticated client cannot make the server read and
+// hold a large body. (Unknown routes and methods are refused before the body without it.)
+using HeaderCheck = std::function<awaitable<std::optional<std::pair<proto::ApiError, Headers>>>(const Request&)>;
+
 class Server {
  public:
   Server(asio::any_io_executor executor, Router router, ServerLimits limits = {});
@@ -112,19 +153,29 @@ class Server {
 
   // Binds and starts accepting; returns the bound port (useful with port 0).
   Result<uint16_t> listen(const std::string& host, uint16_t port);
+  void set_header_check(HeaderCheck check) { header_check_ = std::move(check); }
   // Stops accepting and closes every open connection.
   void stop();
-  size_t open_connections() const { return connections_.size(); }
+  // HTTP connections and WebSocket sessions open now.
+  size_t open_connections() const { return counter_->total(); }
 
  private:
   awaitable<void> accept_loop();
-  awaitable<void> serve_connection(std::shared_ptr<beast::tcp_stream> stream);
+  awaitable<void> serve_connection(std::shared_ptr<beast::tcp_stream> stream,
+                                   std::shared_ptr<ConnectionCounter::Slot> slot, bool over_address_limit);
+  // Reads the request's headers and answers it 429 (too many connections from its address).
+  awaitable<void> refuse_connection(beast::tcp_stream& stream);
+  // Runs the header check; true when it refused (and answered) the request.
+  awaitable<bool> refused_before_body(beast::tcp_stream& stream, const Request& request, unsigned version);
 
   asio::any_io_executor executor_;
   Router router_;
   ServerLimits limits_;
   tcp::acceptor acceptor_;
   std::unordered_set<std::shared_ptr<beast::tcp_stream>> connections_;
+  std::shared_ptr<ConnectionCounter> counter_ = std::make_shared<ConnectionCounter>();
+  size_t refusing_ = 0;  // 429s for connections over their address's limit, in progress
+  HeaderCheck header_check_;
   net::SharedFlag alive_{true};
 };
 

@@ -128,6 +128,7 @@ void WebSocket::abort(std::string reason) {
   error_code ignored;
   stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream_.next_layer().close();
+  held_.reset();  // the connection is gone, whoever still holds this object
 }
 
 void WebSocket::close_now(std::string reason) {
@@ -144,6 +145,7 @@ void WebSocket::close_now(std::string reason) {
     error_code ignored;
     self->stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
     self->stream_.next_layer().close();
+    self->held_.reset();  // the connection is gone, whoever still holds this object
   });
 }
 

@@ -46,6 +46,8 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
   void close(std::string reason);
 
   bool is_open() const { return open_.load(); }
+  // Keeps `token` (the connection's place in the server's count) until the socket is closed.
+  void hold(std::shared_ptr<void> token) { held_ = std::move(token); }
   const std::string& remote() const { return remote_; }
   // Why the connection ended, for logs ("" while open).
   std::string close_reason() const;
@@ -73,6 +75,7 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
   std::chrono::steady_clock::time_point write_started_;
   std::chrono::steady_clock::time_point last_received_;
   std::string close_reason_;
+  std::shared_ptr<void> held_;
 };
 
 }  // namespace darkbloom::http

@@ -94,6 +94,9 @@ ApiError not_found_error(std::string message) {
 ApiError server_error(std::string message) {
   return make(500, "server_error", "server_error", std::move(message));
 }
+ApiError service_unavailable(std::string message) {
+  return make(503, "server_error", "service_unavailable", std::move(message));
+}
 ApiError insufficient_quota(std::string message) {
   return make(402, "insufficient_quota", "insufficient_quota", std::move(message));
 }
@@ -266,7 +269,7 @@ std::string ChunkFormatter::usage_chunk(const Usage& usage) const {
   chunk["choices"] = bj::array{};
   chunk["usage"] = bj::object{{"prompt_tokens", usage.prompt_tokens},
                               {"completion_tokens", usage.completion_tokens},
-                              {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+                              {"total_tokens", int64_t{usage.prompt_tokens} + usage.completion_tokens}};
   return bj::serialize(chunk);
 }
 
@@ -299,7 +302,7 @@ std::string ChunkFormatter::complete_response(std::string_view text, std::string
   }
   response["usage"] = bj::object{{"prompt_tokens", usage.prompt_tokens},
                                  {"completion_tokens", usage.completion_tokens},
-                                 {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+                                 {"total_tokens", int64_t{usage.prompt_tokens} + usage.completion_tokens}};
   return bj::serialize(response);
 }
 

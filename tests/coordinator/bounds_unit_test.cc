@@ -266,10 +266,10 @@ TEST(Registry, new_connections_are_refused_past_the_idle_and_per_address_caps) {
   // Once the silent ones are dropped, there is room again.
   h.advance(h.config().register_timeout);
   EXPECT_FALSE(h.gateway.admission_refusal("10.0.0.9:1"));
-  EXPECT_EQ(address_of("127.0.0.2:9"), "127.0.0.2");
-  EXPECT_EQ(address_of("[2001:db8::1]:80"), "2001:db8::/64");
-  EXPECT_EQ(address_of("2001:db8::2:80"), "2001:db8::/64");  // as Exchange::remote_address writes it
-  EXPECT_EQ(address_of("[::ffff:10.0.0.1]:80"), "10.0.0.1");
+  EXPECT_EQ(http::address_key("127.0.0.2:9"), "127.0.0.2");
+  EXPECT_EQ(http::address_key("[2001:db8::1]:80"), "2001:db8::/64");
+  EXPECT_EQ(http::address_key("2001:db8::2:80"), "2001:db8::/64");  // as Exchange::remote_address writes it
+  EXPECT_EQ(http::address_key("[::ffff:10.0.0.1]:80"), "10.0.0.1");
 }
 
 TEST(Registry, an_unattested_provider_is_closed_unless_in_open_mode) {

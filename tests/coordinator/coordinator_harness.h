@@ -19,6 +19,7 @@
 #include "coordinator/registry/provider_registry.h"
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
+#include "coordinator/store/store_worker.h"
 #include "crypto/sealed_box.h"
 #include "net/clock.h"
 #include "support/fake_attester.h"
@@ -114,11 +115,12 @@ class CoordinatorHarness {
   explicit CoordinatorHarness(coordinator::CoordinatorConfig config)
       : config_(std::move(config)),
         store_(open_store()),
+        store_worker(clock, coordinator::StoreWorkerOptions{0, 256, std::chrono::milliseconds(3000)}),
         keys(*store_, clock, random),
         registry(clock, random),
         router(io.get_executor(), clock, random, registry,
                coordinator::RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait}),
-        gateway({io.get_executor(), config_, clock, random, registry, router, *store_, keys, releases}),
+        gateway({io.get_executor(), config_, clock, random, registry, router, *store_, store_worker, keys, releases}),
         dispatcher({io.get_executor(), config_, clock, random, router, gateway}) {}
 
   // Open mode, short timeouts in round numbers.
@@ -182,6 +184,18 @@ class CoordinatorHarness {
     run();
   }
 
+  // Runs a coroutine to its end on the harness's io_context (it must not wait for time to pass).
+  template <class T>
+  T finish(net::awaitable<T> work) {
+    std::optional<T> result;
+    net::asio::co_spawn(
+        io.get_executor(), [&]() -> net::awaitable<void> { result.emplace(co_await std::move(work)); },
+        net::asio::detached);
+    run();
+    if (!result) throw std::runtime_error("the coroutine did not finish");
+    return std::move(*result);
+  }
+
   // A request for `model` as the completion handler hands it to the dispatcher.
   std::shared_ptr<coordinator::PendingRequest> request(const std::string& model, int max_tokens = 16) {
     auto request = std::make_shared<coordinator::PendingRequest>();
@@ -224,6 +238,7 @@ class CoordinatorHarness {
   coordinator::Store& store() { return *store_; }
 
   std::set<std::string> releases;
+  coordinator::StoreWorker store_worker;  // inline: store calls run in order, on the test's thread
   coordinator::ApiKeys keys;
   coordinator::ProviderRegistry registry;
   coordinator::Router router;

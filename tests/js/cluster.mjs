@@ -90,9 +90,11 @@ export async function freePort() {
   });
 }
 
-export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-secret", args = [] } = {}) {
-  const proc = await startProcess(COORDINATOR,
-    ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "info", ...args],
+// `launcher` runs the coordinator under another command (e.g. ["prlimit", "--nofile=128"]).
+export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-secret", args = [], launcher = [] } = {}) {
+  const command = [...launcher, COORDINATOR,
+    "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "info", ...args];
+  const proc = await startProcess(command[0], command.slice(1),
     { ready: /listening on 127\.0\.0\.1:(\d+)/, env: { DARKBLOOM_ADMIN_TOKEN: adminToken }, name: "coordinator" });
   proc.port = Number(proc.match[1]);
   proc.url = `http://127.0.0.1:${proc.port}`;

@@ -4,9 +4,10 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import net from "node:net";
 import {
   tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders, readEvents,
-  FakeProvider, RawWebSocket, registerMessage, call,
+  FakeProvider, RawWebSocket, registerMessage, call, startPostgres,
 } from "./cluster.mjs";
 
 const MODEL_ID = "hostile-model";
@@ -186,3 +187,143 @@ describe("hostile consumers and providers, default limits", () => {
     mute.socket.socket.destroy();
   });
 });
+
+describe("connections", () => {
+  // Opens a TCP connection from `localAddress`, sends `text`, resolves with what comes back
+  // until the server closes (or `ms` passes).
+  const exchange = (port, text, { localAddress = "127.0.0.1", ms = 5000 } = {}) => new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress }, () => socket.write(text));
+    let received = "";
+    const timer = setTimeout(() => { socket.destroy(); resolve(received); }, ms);
+    socket.on("data", (data) => { received += data.toString(); });
+    socket.on("close", () => { clearTimeout(timer); resolve(received); });
+    socket.on("error", (error) => { clearTimeout(timer); if (received) resolve(received); else reject(error); });
+  });
+  const idle = (port, localAddress) => new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress }, () => resolve(socket));
+    socket.on("error", reject);
+  });
+
+  it("refuses an unauthenticated body before reading it, and caps connections per address", async () => {
+    const dir = tempDir();
+    const coordinator = await startCoordinator({ dataDir: `${dir}/data` });
+    try {
+      // 10 MiB announced, nothing sent: the answer comes without a 100 Continue or the body.
+      const answer = await exchange(coordinator.port, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" +
+        `Content-Type: application/json\r\nContent-Length: ${10 << 20}\r\nExpect: 100-continue\r\n` +
+        "Authorization: Bearer db-nope\r\n\r\n");
+      assert.match(answer, /^HTTP\/1\.1 401 /);
+      assert.doesNotMatch(answer, /100 Continue/);
+      assert.match(answer, /Missing or unknown API key/);
+      // Nor for an admin route without the admin token, or a route that does not exist.
+      for (const [target, status] of [["/v1/admin/credit", 401], ["/v1/nowhere", 404]]) {
+        const refused = await exchange(coordinator.port, `POST ${target} HTTP/1.1\r\nHost: x\r\n` +
+          `Content-Length: ${10 << 20}\r\nExpect: 100-continue\r\n\r\n`);
+        assert.match(refused, new RegExp(`^HTTP/1\\.1 ${status} `), target);
+        assert.doesNotMatch(refused, /100 Continue/, target);
+      }
+
+      // 256 connections from one address are taken; the next is answered 429 and closed.
+      const held = [];
+      for (let i = 0; i < 256; i++) held.push(await idle(coordinator.port, "127.0.0.6"));
+      const refused = await exchange(coordinator.port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        { localAddress: "127.0.0.6" });
+      assert.match(refused, /^HTTP\/1\.1 429 /);
+      assert.match(refused, /Retry-After: 5/i);
+      const other = await exchange(coordinator.port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        { localAddress: "127.0.0.7" });
+      assert.match(other, /^HTTP\/1\.1 200 /);
+      for (const socket of held) socket.destroy();
+    } finally {
+      await coordinator.kill();
+    }
+  });
+
+  it("keeps its connection cap below the open-file limit and keeps serving past it", async () => {
+    const dir = tempDir();
+    const coordinator = await startCoordinator({ dataDir: `${dir}/data`, launcher: ["prlimit", "--nofile=128:128"] });
+    try {
+      assert.match(coordinator.output.stderr, /connections capped at 96 by the open-file limit \(128\)/);
+      const held = [];
+      for (let i = 0; i < 110; i++) {
+        try { held.push(await idle(coordinator.port, `127.0.1.${1 + (i % 50)}`)); } catch { /* closed */ }
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      for (const socket of held) socket.destroy();
+      await new Promise((r) => setTimeout(r, 200));
+      const health = await exchange(coordinator.port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      assert.match(health, /^HTTP\/1\.1 200 /);
+    } finally {
+      await coordinator.kill();
+    }
+  });
+});
+
+describe("a database that stops answering", () => {
+  let dir, pg, database, coordinator, provider;
+
+  // SIGSTOP the server and every backend: connections stay open and nothing answers, the way a
+  // hung database looks (a crashed one at least closes its sockets).
+  const signalPostgres = (signal) => {
+    const backends = execFileSync("pgrep", ["-P", String(pg.child.pid)]).toString().trim().split("\n").filter(Boolean);
+    for (const pid of [pg.child.pid, ...backends.map(Number)]) process.kill(pid, signal);
+  };
+  const answersWithin = (promise, ms) => Promise.race([promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))]);
+
+  before(async () => {
+    dir = tempDir();
+    pg = await startPostgres(dir);
+    database = pg.createDatabase("frozen");
+    const model = synthModel(dir, MODEL_ID);
+    coordinator = await startCoordinator({ dataDir: `${dir}/data`, args: ["--database-url", pg.url("frozen")] });
+    provider = await startProvider(coordinator, model);
+    await waitForProviders(coordinator, 1);
+  });
+
+  after(async () => {
+    try { signalPostgres("SIGCONT"); } catch { /* already gone */ }
+    await provider.kill();
+    await coordinator.kill();
+    await pg.kill();
+  });
+
+  it("keeps streaming for known keys, answers 503 fast for what needs it, and loses no settlement", async () => {
+    const consumer = await createAccount(coordinator);
+    await adminCredit(coordinator, consumer.account_id, 1_000_000_000);
+    assertCleanStream(await legitimateStream(coordinator, consumer.api_key, 8));  // key cached, credit held
+
+    signalPostgres("SIGSTOP");
+    try {
+      // A key nobody has seen needs the database: its lookup waits on the stuck worker.
+      const stuck = call(coordinator, "GET", "/v1/balance", { key: `db-${"7".repeat(64)}` });
+      // Streams of known keys go on: the key is cached and the reservation is made in memory.
+      for (let i = 0; i < 3; i++) assertCleanStream(await answersWithin(legitimateStream(coordinator, consumer.api_key, 8), 20000));
+      assert.equal((await answersWithin(call(coordinator, "GET", "/health"), 5000)).status, 200);
+      // Once the worker has been stuck past its limit (5 s), whatever needs the database is a
+      // fast 503 with Retry-After instead of another wait.
+      await new Promise((r) => setTimeout(r, 5500));
+      const refused = await answersWithin(call(coordinator, "GET", "/v1/balance", { key: `db-${"8".repeat(64)}` }), 5000);
+      assert.equal(refused.status, 503, refused.text);
+      assert.equal(refused.json.error.code, "service_unavailable");
+      assert.equal(refused.headers.get("retry-after"), "2");
+      const admin = await answersWithin(call(coordinator, "POST", "/v1/admin/keys"), 5000);
+      assert.equal(admin.status, 503);
+      signalPostgres("SIGCONT");
+      assert.equal((await answersWithin(stuck, 20000)).status, 401, "answered once the database is back");
+    } finally {
+      signalPostgres("SIGCONT");
+    }
+    // The settlements made while it was stuck are written now: 4 charges, the books balance.
+    const number = (sql) => Number(pg.query(database.split("/").pop(), sql)[0][0] ?? 0);
+    const deadline = Date.now() + 20000;
+    while (number("SELECT COUNT(*) FROM ledger WHERE kind = 'charge'") < 4 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(number("SELECT COUNT(*) FROM ledger WHERE kind = 'charge'"), 4);
+    assert.equal(number("SELECT COALESCE(SUM(balance), 0) FROM accounts"),
+      number("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'admin_credit'"));
+    assert.equal((await call(coordinator, "GET", "/v1/balance", { key: `db-${"9".repeat(64)}` })).status, 401);
+  });
+});
+

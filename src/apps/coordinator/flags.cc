@@ -87,6 +87,14 @@ void add_routing_flags(CLI::App& app, CoordinatorConfig& config) {
   app.add_option("--max-body-bytes", config.limits.body_bytes, "largest request body accepted (413 beyond)")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
       ->capture_default_str();
+  app.add_option("--max-connections", config.limits.max_connections,
+                 "HTTP and WebSocket connections at once (also kept below the open-file limit)")
+      ->check(CLI::Range(16, 1 << 24))
+      ->capture_default_str();
+  app.add_option("--max-connections-per-address", config.limits.max_connections_per_address,
+                 "connections at once from one IP address or IPv6 /64 (429 beyond)")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
 }
 
 void add_registry_flags(CLI::App& app, CoordinatorConfig& config) {

@@ -1,12 +1,15 @@
 // darkbloom-coordinator: the network's front door. Argument parsing and wiring only.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 
 #include "apps/common/config_layers.h"
 #include "apps/coordinator/flags.h"
 #include "base/log.h"
+#include "base/system_info.h"
 #include "coordinator/coordinator.h"
 #include "crypto/sealed_box.h"
 #include "crypto/system_random.h"
@@ -58,11 +61,27 @@ std::optional<int> configure(int argc, char** argv, coordinator::CoordinatorConf
 
 }  // namespace
 
+// Connections (HTTP and WebSocket) take one descriptor each: the caps stay below the descriptor
+// limit, raised to the hard limit first, with room for the database, logs and the rest.
+static void size_connection_caps(coordinator::CoordinatorConfig& config) {
+  const uint64_t descriptors = raise_descriptor_limit();
+  if (descriptors == 0) return;
+  const uint64_t reserve = std::min<uint64_t>(256, descriptors / 4);
+  const size_t usable = static_cast<size_t>(std::min<uint64_t>(descriptors - reserve, SIZE_MAX));
+  if (config.limits.max_connections > usable) {
+    log::warn("connections capped at {} by the open-file limit ({}); raise it (ulimit -n) for more", usable,
+              descriptors);
+    config.limits.max_connections = usable;
+  }
+  config.max_providers = std::min(config.max_providers, config.limits.max_connections);
+}
+
 int main(int argc, char** argv) {
   coordinator::CoordinatorConfig config;
   if (auto exit_code = configure(argc, argv, config)) return *exit_code;
   try {
     crypto::initialize();
+    size_connection_caps(config);
     net::Clock& clock = net::system_clock();
     RandomSource& random = crypto::system_random();
     // The coordinator outlives the io_context: destroying the io_context destroys suspended
@@ -85,7 +104,12 @@ int main(int argc, char** argv) {
       owner->stop();
       io.stop();
     });
-    io.run();
+    try {
+      io.run();
+    } catch (...) {
+      owner->stop();  // the store's worker is joined while the io_context it answers to still exists
+      throw;
+    }
   } catch (const std::exception& e) {
     return fail(e.what());
   }

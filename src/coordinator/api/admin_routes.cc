@@ -53,12 +53,18 @@ awaitable<void> handle_admin_keys(http::Exchange& exchange, ApiContext& context)
     }
     name = std::move(*given);
   }
-  auto created = context.keys.create_account_key(name);
+  auto make_key = [&context, &name] { return context.keys.make_account_key(name); };
+  auto created = co_await context.store_worker.run(make_key);
   if (!created) {
+    if (created.error().code == Errc::unavailable) {
+      co_await respond_store_failure(exchange, created.error());
+      co_return;
+    }
     log::error("creating a key failed: {}", created.error().message);
     co_await exchange.respond_error(proto::server_error("Creating the key failed"));
     co_return;
   }
+  context.keys.remember(*created);
   // Encoded before the co_await: GCC 12 destroys a braced temporary inside a co_await
   // expression twice (a double free).
   const std::string answer = proto::encode_created_key({created->api_key, created->account_id});
@@ -78,9 +84,10 @@ awaitable<bool> add_release(http::Exchange& exchange, ApiContext& context) {
     co_return false;
   }
   release->created_at = unix_seconds(context.clock.wall_now());
-  if (auto added = context.store.add_release(*release); !added) {
+  auto store_release = [&context, &release] { return context.store.add_release(*release); };
+  if (const Status added = co_await context.store_worker.run(store_release); !added) {
     log::error("adding a release failed: {}", added.error().message);
-    co_await exchange.respond_error(proto::server_error("Adding the release failed"));
+    co_await respond_store_failure(exchange, added.error());
     co_return false;
   }
   if (context.releases.empty()) {
@@ -98,9 +105,10 @@ awaitable<void> handle_admin_releases(http::Exchange& exchange, ApiContext& cont
     const bool added = co_await add_release(exchange, context);
     if (!added) co_return;
   }
-  auto releases = context.store.list_releases();
+  auto read_releases = [&context] { return context.store.list_releases(); };
+  auto releases = co_await context.store_worker.run(read_releases);
   if (!releases) {
-    co_await exchange.respond_error(proto::server_error("Reading the releases failed"));
+    co_await respond_store_failure(exchange, releases.error());
     co_return;
   }
   co_await exchange.respond_json(200, proto::encode_release_list(release_list(*releases)));

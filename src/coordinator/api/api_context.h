@@ -12,6 +12,7 @@
 #include "coordinator/registry/provider_registry.h"
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
+#include "coordinator/store/store_worker.h"
 #include "http/server.h"
 #include "net/clock.h"
 
@@ -22,6 +23,7 @@ struct ApiContext {
   net::Clock& clock;
   RandomSource& random;
   Store& store;
+  StoreWorker& store_worker;  // every store call from a handler goes through it
   Ledger& ledger;
   ApiKeys& keys;
   ProviderRegistry& registry;

@@ -51,15 +51,18 @@ awaitable<void> handle_admin_credit(http::Exchange& exchange, ApiContext& contex
   }
   const std::string request_id =
       "credit_" + (body->idempotency_key ? *body->idempotency_key : context.random.id("", 12));
-  auto applied =
-      context.store.apply({LedgerEntry{request_id, body->account, LedgerKind::admin_credit, body->amount, 0}});
+  const std::vector<LedgerEntry> credit{
+      LedgerEntry{request_id, body->account, LedgerKind::admin_credit, body->amount, 0}};
+  auto apply = [&context, &credit] { return context.store.apply(credit); };
+  auto applied = co_await context.store_worker.run(apply);
   if (!applied) {
-    co_await exchange.respond_error(store_error(applied.error()));
+    co_await respond_store_failure(exchange, applied.error());
     co_return;
   }
-  auto balance = context.ledger.balance(body->account);
+  auto read_balance = [&context, account = body->account] { return context.ledger.balance(account); };
+  auto balance = co_await context.store_worker.run(read_balance);
   if (!balance) {
-    co_await exchange.respond_error(store_error(balance.error()));
+    co_await respond_store_failure(exchange, balance.error());
     co_return;
   }
   // credited 0: this idempotency key was used before.
@@ -77,10 +80,13 @@ awaitable<bool> set_price(http::Exchange& exchange, ApiContext& context) {
     co_await exchange.respond_error(error);
     co_return false;
   }
-  Status done = context.store.set_price(*price);
-  if (done) done = context.ledger.reload_prices();
+  auto store_price = [&context, &price]() -> Status {
+    DARKBLOOM_RETURN_IF_ERROR(context.store.set_price(*price));
+    return context.ledger.reload_prices();
+  };
+  const Status done = co_await context.store_worker.run(store_price);
   if (!done) {
-    co_await exchange.respond_error(store_error(done.error()));
+    co_await respond_store_failure(exchange, done.error());
     co_return false;
   }
   co_return true;
@@ -94,9 +100,10 @@ awaitable<void> handle_admin_pricing(http::Exchange& exchange, ApiContext& conte
     const bool set = co_await set_price(exchange, context);
     if (!set) co_return;
   }
-  auto prices = context.store.prices();
+  auto read_prices = [&context] { return context.store.prices(); };
+  auto prices = co_await context.store_worker.run(read_prices);
   if (!prices) {
-    co_await exchange.respond_error(store_error(prices.error()));
+    co_await respond_store_failure(exchange, prices.error());
     co_return;
   }
   const BillingOptions& billing = context.config.billing;
@@ -117,19 +124,23 @@ awaitable<void> handle_admin_referrals(http::Exchange& exchange, ApiContext& con
     co_return;
   }
   const auto& [account, referrer] = *body;
-  if (auto set = context.store.set_referrer(account, referrer); !set) {
-    co_await exchange.respond_error(store_error(set.error()));
+  auto store_referrer = [&context, &body] { return context.store.set_referrer(body->first, body->second); };
+  const Status set = co_await context.store_worker.run(store_referrer);
+  if (!set) {
+    co_await respond_store_failure(exchange, set.error());
     co_return;
   }
   co_await exchange.respond_json(200, proto::encode_referral(account, referrer));
 }
 
 awaitable<void> handle_balance(http::Exchange& exchange, ApiContext& context) {
-  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
+  const std::optional<std::string> account =
+      co_await authenticate_consumer(exchange, context.keys, context.store_worker);
   if (!account) co_return;
-  auto balance = context.ledger.balance(*account);
+  auto read_balance = [&context, &account] { return context.ledger.balance(*account); };
+  auto balance = co_await context.store_worker.run(read_balance);
   if (!balance) {
-    co_await exchange.respond_error(store_error(balance.error()));
+    co_await respond_store_failure(exchange, balance.error());
     co_return;
   }
   co_await exchange.respond_json(200, proto::encode_balance(*account, *balance));
@@ -137,16 +148,18 @@ awaitable<void> handle_balance(http::Exchange& exchange, ApiContext& context) {
 
 // The account's charges, newest first (?limit=N, at most 1000, default 100).
 awaitable<void> handle_usage(http::Exchange& exchange, ApiContext& context) {
-  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
+  const std::optional<std::string> account =
+      co_await authenticate_consumer(exchange, context.keys, context.store_worker);
   if (!account) co_return;
   const std::optional<int> limit = limit_param(exchange.query(), 100, 1000);
   if (!limit) {
     co_await exchange.respond_error(proto::invalid_request("limit must be a number from 1 to 1000", "limit"));
     co_return;
   }
-  auto charges = context.store.charges(*account, *limit);
+  auto read_charges = [&context, &account, &limit] { return context.store.charges(*account, *limit); };
+  auto charges = co_await context.store_worker.run(read_charges);
   if (!charges) {
-    co_await exchange.respond_error(store_error(charges.error()));
+    co_await respond_store_failure(exchange, charges.error());
     co_return;
   }
   std::vector<proto::UsageEntry> entries;

@@ -66,7 +66,8 @@ proto::ProviderAttestation attestation_of(const ProviderSession& session) {
 
 awaitable<void> handle_models(http::Exchange& exchange, ApiContext& context) {
   // A named result: GCC 12 mishandles a co_await's temporary inside a condition.
-  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context.keys);
+  const std::optional<std::string> account =
+      co_await authenticate_consumer(exchange, context.keys, context.store_worker);
   if (!account) co_return;
   co_await exchange.respond_json(200,
                                  proto::encode_model_list(model_summaries(context.registry, context.config.min_trust)));

@@ -54,6 +54,23 @@ void CompletionHandler::add_routes(http::Router& routes) {
              [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::completions); });
 }
 
+net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(const http::Request& request) {
+  const std::string_view target(request.target().data(), request.target().size());
+  const std::string_view path = target.substr(0, target.find('?'));
+  const auto header = request.find(http::bhttp::field::authorization);
+  const std::string authorization = header == request.end() ? std::string() : std::string(header->value());
+  if (path.substr(0, 10) == "/v1/admin/") {
+    if (auto refusal = admin_refusal(authorization, context_.config.admin_token)) co_return Refusal{*refusal, {}};
+    co_return std::nullopt;
+  }
+  if (request.method() != http::bhttp::verb::post || (path != "/v1/chat/completions" && path != "/v1/completions")) {
+    co_return std::nullopt;
+  }
+  auto checked = co_await check_consumer_key(authorization, context_.keys, context_.store_worker);
+  if (auto* refusal = std::get_if<Refusal>(&checked)) co_return std::move(*refusal);
+  co_return std::nullopt;  // the handler looks the key up again: a cache hit
+}
+
 Headers CompletionHandler::response_headers(const PendingRequest& request, const ProviderSession& provider) const {
   Headers headers;
   headers.emplace_back("X-Request-Id", request.public_id);
@@ -97,7 +114,8 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
 awaitable<bool> CompletionHandler::authenticate_and_parse(http::Exchange& exchange, proto::Endpoint endpoint,
                                                           PendingRequest& request) {
   const auto started = context_.clock.now();
-  const std::optional<std::string> account = co_await authenticate_consumer(exchange, context_.keys);
+  const std::optional<std::string> account =
+      co_await authenticate_consumer(exchange, context_.keys, context_.store_worker);
   if (!account) co_return false;
   proto::ApiError error;
   auto parsed = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
@@ -118,15 +136,28 @@ awaitable<bool> CompletionHandler::reserve_credit(http::Exchange& exchange, Pend
   // The worst case: every byte of the body a prompt token (a token is at least one byte) and
   // max_tokens generated. In memory against this coordinator's allowance (docs/billing.md).
   const auto started = context_.clock.now();
-  auto reservation =
-      context_.ledger.reserve(request.account_id, request.public_id, request.parsed.model,
-                              static_cast<int64_t>(exchange.request().body().size()), request.max_tokens);
+  const int64_t max_input = static_cast<int64_t>(exchange.request().body().size());
+  std::optional<Result<Reservation>> in_memory = context_.ledger.reserve_in_memory(
+      request.account_id, request.public_id, request.parsed.model, max_input, request.max_tokens);
+  Result<Reservation> reservation = make_error(Errc::internal, "not reserved");
+  if (in_memory) {
+    reservation = std::move(*in_memory);
+  } else {
+    // The allowance ran short: a hold, on the store's worker.
+    auto hold_and_reserve = [&ledger = context_.ledger, account = request.account_id, id = request.public_id,
+                             model = request.parsed.model, max_input, max_output = request.max_tokens] {
+      return ledger.reserve(account, id, model, max_input, max_output);
+    };
+    reservation = co_await context_.store_worker.run(hold_and_reserve);
+  }
   request.timing.reserve_us = context_.clock.micros_since(started);
   if (reservation) {
     request.reservation = std::move(*reservation);
     co_return true;
   }
-  if (reservation.error().code == Errc::resource_exhausted) {
+  if (reservation.error().code == Errc::unavailable) {
+    co_await respond_store_failure(exchange, reservation.error());
+  } else if (reservation.error().code == Errc::resource_exhausted) {
     co_await exchange.respond_error(proto::insufficient_quota(
         "Your balance does not cover this request's worst case: add credit, or lower max_tokens (" +
         reservation.error().message + ")"));

@@ -22,6 +22,10 @@ class CompletionHandler {
   // Adds both completion routes.
   void add_routes(http::Router& routes);
   net::awaitable<void> handle(http::Exchange& exchange, proto::Endpoint endpoint);
+  // The server's header check, for requests with a body still to read: a completion request
+  // without a valid API key, or an admin request without the admin token, is refused before its
+  // body (up to --max-body-bytes) is read.
+  net::awaitable<std::optional<Refusal>> check_before_body(const http::Request& request);
 
  private:
   // Each step answers the client itself when it fails and then returns false.

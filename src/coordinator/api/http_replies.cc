@@ -38,6 +38,8 @@ Headers retry_after(int seconds) {
 
 proto::ApiError store_error(const Error& error) {
   switch (error.code) {
+    case Errc::unavailable:
+      return proto::service_unavailable("The database is not answering; retry shortly (" + error.message + ")");
     case Errc::not_found:
       return proto::not_found_error(error.message);
     case Errc::invalid_argument:
@@ -50,34 +52,54 @@ proto::ApiError store_error(const Error& error) {
   }
 }
 
-net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange& exchange, ApiKeys& keys) {
-  auto account = keys.authenticate(exchange.header("Authorization"));
+net::awaitable<void> respond_store_failure(http::Exchange& exchange, const Error& error) {
+  const Headers headers = error.code == Errc::unavailable ? retry_after(kStoreRetryAfterSeconds) : Headers{};
+  co_await exchange.respond_error(store_error(error), headers);
+}
+
+net::awaitable<std::variant<std::string, Refusal>> check_consumer_key(std::string_view authorization, ApiKeys& keys,
+                                                                      StoreWorker& worker) {
+  auto account = co_await keys.authenticate(authorization, worker);
   if (!account) {
-    log::error("key lookup failed: {}", account.error().message);
-    co_await exchange.respond_error(proto::server_error("Key lookup failed"));
-    co_return std::nullopt;
+    if (account.error().code != Errc::unavailable) log::error("key lookup failed: {}", account.error().message);
+    const Headers headers =
+        account.error().code == Errc::unavailable ? retry_after(kStoreRetryAfterSeconds) : Headers{};
+    co_return Refusal{store_error(account.error()), headers};
   }
   if (!*account) {
-    co_await exchange.respond_error(
-        proto::authentication_error("Missing or unknown API key: send 'Authorization: Bearer db-...'"));
+    co_return Refusal{proto::authentication_error("Missing or unknown API key: send 'Authorization: Bearer db-...'"),
+                      Headers{}};
+  }
+  co_return std::move(**account);
+}
+
+net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange& exchange, ApiKeys& keys,
+                                                                 StoreWorker& worker) {
+  auto checked = co_await check_consumer_key(exchange.header("Authorization"), keys, worker);
+  if (auto* refusal = std::get_if<Refusal>(&checked)) {
+    co_await exchange.respond_error(refusal->first, refusal->second);
     co_return std::nullopt;
   }
-  co_return std::move(*account);
+  co_return std::move(std::get<std::string>(checked));
+}
+
+std::optional<proto::ApiError> admin_refusal(std::string_view authorization, const std::string& admin_token) {
+  if (admin_token.empty()) {
+    return proto::authentication_error("The admin API is disabled: set an admin token (DARKBLOOM_ADMIN_TOKEN)");
+  }
+  // Hashes of equal length, compared in constant time: the token's length and bytes stay secret.
+  const std::string_view token = bearer_token(authorization);
+  if (!crypto::equal_constant_time(crypto::sha256(as_bytes(token)), crypto::sha256(as_bytes(admin_token)))) {
+    return proto::authentication_error("Missing or wrong admin token");
+  }
+  return std::nullopt;
 }
 
 net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token) {
-  if (admin_token.empty()) {
-    co_await exchange.respond_error(
-        proto::authentication_error("The admin API is disabled: set an admin token (DARKBLOOM_ADMIN_TOKEN)"));
-    co_return false;
-  }
-  // Hashes of equal length, compared in constant time: the token's length and bytes stay secret.
-  const std::string_view token = bearer_token(exchange.header("Authorization"));
-  if (!crypto::equal_constant_time(crypto::sha256(as_bytes(token)), crypto::sha256(as_bytes(admin_token)))) {
-    co_await exchange.respond_error(proto::authentication_error("Missing or wrong admin token"));
-    co_return false;
-  }
-  co_return true;
+  const std::optional<proto::ApiError> refusal = admin_refusal(exchange.header("Authorization"), admin_token);
+  if (!refusal) co_return true;
+  co_await exchange.respond_error(*refusal);
+  co_return false;
 }
 
 }  // namespace darkbloom::coordinator

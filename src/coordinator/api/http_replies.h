@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "base/json.h"
@@ -15,7 +16,7 @@
 
 namespace darkbloom::coordinator {
 
-using Headers = std::vector<std::pair<std::string, std::string>>;
+using Headers = http::Headers;
 
 Headers retry_after(int seconds);
 
@@ -24,8 +25,12 @@ std::optional<std::string_view> query_value(std::string_view query, std::string_
 // ?limit=N: `fallback` when absent, nullopt unless 1..`max`.
 std::optional<int> limit_param(std::string_view query, int fallback, int max);
 
-// The OpenAI-shaped answer to a store error: 404, 400 for a refused change, else a logged 500.
+// The OpenAI-shaped answer to a store error: 503 while the database is not answering
+// (Errc::unavailable, see StoreWorker), 404, 400 for a refused change, else a logged 500.
 proto::ApiError store_error(const Error& error);
+// Answers store_error(error), with Retry-After on a 503.
+net::awaitable<void> respond_store_failure(http::Exchange& exchange, const Error& error);
+inline constexpr int kStoreRetryAfterSeconds = 2;
 
 // The JSON object body read by `read` (a function of json::ObjectReader&), or (nullopt) the
 // OpenAI-shaped 400 to answer in `error`.
@@ -46,12 +51,21 @@ auto read_body(const http::Exchange& exchange, Read read, proto::ApiError* error
   return fields;
 }
 
-// The account of the request's API key; otherwise answers (401, or 500 if the lookup failed)
-// and returns nullopt.
-net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange& exchange, ApiKeys& keys);
+// An error to answer and the headers that go with it.
+using Refusal = std::pair<proto::ApiError, Headers>;
+// The account of an Authorization header's API key, or the refusal: 401; 503 with Retry-After
+// while the database is not answering; 500 if the lookup failed.
+net::awaitable<std::variant<std::string, Refusal>> check_consumer_key(std::string_view authorization, ApiKeys& keys,
+                                                                      StoreWorker& worker);
+// The account of the request's API key; otherwise answers check_consumer_key's refusal and
+// returns nullopt.
+net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange& exchange, ApiKeys& keys,
+                                                                 StoreWorker& worker);
 
-// Answers 401 and returns false unless the request carries the admin token (an empty token
-// disables the admin API).
+// The 401 for an Authorization header without the admin token (an empty token disables the
+// admin API); nullopt when it carries it.
+std::optional<proto::ApiError> admin_refusal(std::string_view authorization, const std::string& admin_token);
+// Answers admin_refusal's 401 and returns false unless the request carries the admin token.
 net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token);
 
 }  // namespace darkbloom::coordinator

@@ -3,6 +3,7 @@
 #include "base/encoding.h"
 #include "base/time.h"
 #include "crypto/hash.h"
+#include "crypto/secure_bytes.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -26,7 +27,7 @@ std::string_view bearer_token(std::string_view header) {
   return header.substr(kBearer.size());
 }
 
-Result<CreatedKey> ApiKeys::create_account_key(std::string_view account_name) {
+Result<CreatedKey> ApiKeys::make_account_key(std::string_view account_name) {
   auto account = store_.create_account(account_name);
   if (!account) return account.error();
   CreatedKey created;
@@ -38,8 +39,43 @@ Result<CreatedKey> ApiKeys::create_account_key(std::string_view account_name) {
   record.account_id = created.account_id;
   record.created_at = unix_seconds(clock_.wall_now());
   DARKBLOOM_RETURN_IF_ERROR(store_.add_api_key(record));
-  verified_[record.key_hash] = record.account_id;
   return created;
+}
+
+void ApiKeys::remember(const CreatedKey& created) {
+  verified_[crypto::sha256_hex(as_bytes(created.api_key))] = created.account_id;
+  // Keys created here are never in the unknown cache (they are random); clearing it anyway keeps
+  // "a created key works at once" true whatever created it.
+  unknown_.clear();
+}
+
+Result<CreatedKey> ApiKeys::create_account_key(std::string_view account_name) {
+  auto created = make_account_key(account_name);
+  if (created) remember(*created);
+  return created;
+}
+
+ApiKeys::Cached ApiKeys::cached(const std::string& hash) {
+  if (const auto it = verified_.find(hash); it != verified_.end()) return {true, it->second};
+  if (const auto it = unknown_.find(hash); it != unknown_.end()) {
+    if (clock_.now() < it->second) return {true, std::nullopt};
+    unknown_.erase(it);
+  }
+  return {};
+}
+
+std::optional<std::string> ApiKeys::learn(const std::string& hash, const std::optional<ApiKeyRecord>& record) {
+  if (record) {
+    verified_[hash] = record->account_id;
+    return record->account_id;
+  }
+  const auto now = clock_.now();
+  if (unknown_.size() >= kMaxUnknown) {
+    std::erase_if(unknown_, [now](const auto& entry) { return entry.second <= now; });
+    if (unknown_.size() >= kMaxUnknown) unknown_.clear();  // a flood: start over rather than grow
+  }
+  unknown_[hash] = now + kUnknownTtl;
+  return std::nullopt;
 }
 
 Result<std::optional<std::string>> ApiKeys::authenticate(std::string_view authorization_header) {
@@ -50,12 +86,28 @@ Result<std::optional<std::string>> ApiKeys::authenticate_key(std::string_view ke
   if (!well_formed(key)) return std::optional<std::string>{};
   // Looking up by hash means the comparison never touches the secret itself.
   const std::string hash = crypto::sha256_hex(as_bytes(key));
-  if (const auto it = verified_.find(hash); it != verified_.end()) return std::optional<std::string>{it->second};
+  if (Cached hit = cached(hash); hit.known) return hit.account;
   auto record = store_.find_api_key(hash);
   if (!record) return record.error();
-  if (!*record) return std::optional<std::string>{};
-  verified_[hash] = (*record)->account_id;
-  return std::optional<std::string>{(*record)->account_id};
+  return learn(hash, *record);
+}
+
+net::awaitable<Result<std::optional<std::string>>> ApiKeys::authenticate(std::string_view authorization_header,
+                                                                         StoreWorker& worker) {
+  std::string key(bearer_token(authorization_header));
+  co_return co_await authenticate_key(std::move(key), worker);
+}
+
+net::awaitable<Result<std::optional<std::string>>> ApiKeys::authenticate_key(std::string key, StoreWorker& worker) {
+  const bool usable = well_formed(key);
+  const std::string hash = usable ? crypto::sha256_hex(as_bytes(key)) : std::string();
+  crypto::wipe_memory(key.data(), key.size());  // a secret: only its hash is kept
+  if (!usable) co_return std::optional<std::string>{};
+  if (Cached hit = cached(hash); hit.known) co_return hit.account;
+  auto find = [this, hash] { return store_.find_api_key(hash); };
+  auto record = co_await worker.run(find);
+  if (!record) co_return record.error();
+  co_return learn(hash, *record);
 }
 
 }  // namespace darkbloom::coordinator

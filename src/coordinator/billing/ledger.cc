@@ -73,20 +73,14 @@ std::string Ledger::escrow_id(std::string_view account_id) const {
   return fmt::format("escrow_{}_{}", options_.coordinator_id, account_id);
 }
 
-Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_view request_id, std::string_view model,
-                                    int64_t max_input_tokens, int64_t max_output_tokens) {
-  const int64_t worst = cost(model, max_input_tokens, max_output_tokens);
+std::optional<Result<Reservation>> Ledger::reserve_in_memory(std::string_view account_id, std::string_view request_id,
+                                                             std::string_view model, int64_t worst) {
   std::lock_guard lock(mutex_);
   if (open_.count(request_id) != 0) {
     return make_error(Errc::already_exists, fmt::format("request {} is already reserved", request_id));
   }
   Allowance& allowance = allowances_[std::string(account_id)];
-  if (allowance.available < worst) {
-    // The slow path, once per `hold_requests` requests: one transaction moves a chunk of the
-    // balance into escrow.
-    const int64_t wanted = worst > kMaxEntryAmount / options_.hold_requests ? worst : worst * options_.hold_requests;
-    DARKBLOOM_RETURN_IF_ERROR(hold(account_id, worst - allowance.available, wanted));
-  }
+  if (allowance.available < worst) return std::nullopt;
   allowance.available -= worst;
   allowance.open += 1;
   allowance.last_used = clock_.now();
@@ -94,10 +88,44 @@ Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_vie
   return Reservation{std::string(request_id), std::string(account_id), std::string(model), worst};
 }
 
+std::optional<Result<Reservation>> Ledger::reserve_in_memory(std::string_view account_id, std::string_view request_id,
+                                                             std::string_view model, int64_t max_input_tokens,
+                                                             int64_t max_output_tokens) {
+  return reserve_in_memory(account_id, request_id, model, cost(model, max_input_tokens, max_output_tokens));
+}
+
+Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_view request_id, std::string_view model,
+                                    int64_t max_input_tokens, int64_t max_output_tokens) {
+  const int64_t worst = cost(model, max_input_tokens, max_output_tokens);
+  // The slow path, once per `hold_requests` requests: one transaction moves a chunk of the
+  // balance into escrow. The store is called without the lock, so the network thread's
+  // reservations and settlements never wait for it; another hold may land meanwhile, so the
+  // allowance is looked at again after each.
+  const int64_t wanted = worst > kMaxEntryAmount / options_.hold_requests ? worst : worst * options_.hold_requests;
+  for (int round = 0; round < 3; ++round) {
+    if (auto reserved = reserve_in_memory(account_id, request_id, model, worst)) return std::move(*reserved);
+    int64_t needed = 0;
+    {
+      std::lock_guard lock(mutex_);
+      needed = worst - allowances_[std::string(account_id)].available;
+    }
+    if (needed <= 0) continue;  // a settlement returned enough meanwhile
+    DARKBLOOM_RETURN_IF_ERROR(hold(account_id, needed, wanted));
+  }
+  // Other reservations took each hold before this one could: busy, not broke.
+  return make_error(Errc::unavailable, "the balance was taken by other requests while holding it; try again");
+}
+
 Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted) {
   const std::string escrow = escrow_id(account_id);
-  if (escrows_created_.count(escrow) == 0) {
+  bool escrow_exists = false;
+  {
+    std::lock_guard lock(mutex_);
+    escrow_exists = escrows_created_.count(escrow) != 0;
+  }
+  if (!escrow_exists) {
     DARKBLOOM_RETURN_IF_ERROR(store_.ensure_account(escrow, "escrow", account_id));
+    std::lock_guard lock(mutex_);
     escrows_created_.insert(escrow);
   }
   // Another coordinator may spend from the same balance between reading and holding: the
@@ -115,14 +143,14 @@ Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted)
     auto held = store_.apply(
         {entry(id, std::string(account_id), LedgerKind::hold, -amount), entry(id, escrow, LedgerKind::hold, amount)});
     if (held) {
+      // Read with each hold, not on every settlement: a referral set later counts from the next hold.
+      auto referrer = store_.referrer(account_id);
+      if (!referrer) log::warn("billing: cannot read the referrer of {}: {}", account_id, referrer.error().message);
+      std::lock_guard lock(mutex_);
       Allowance& allowance = allowances_[std::string(account_id)];
       allowance.available += amount;
-      // Read with each hold, not on every settlement: a referral set later counts from the next hold.
-      if (auto referrer = store_.referrer(account_id)) {
-        allowance.referrer = *referrer;
-      } else {
-        log::warn("billing: cannot read the referrer of {}: {}", account_id, referrer.error().message);
-      }
+      allowance.last_used = clock_.now();  // not released as idle before the reservation takes it
+      if (referrer) allowance.referrer = *referrer;
       return {};
     }
     if (held.error().code != Errc::resource_exhausted) return held.error();
@@ -233,29 +261,38 @@ void Ledger::unspend(const std::vector<LedgerEntry>& settlement) {
 
 Status Ledger::release_idle(bool force) {
   DARKBLOOM_RETURN_IF_ERROR(flush());  // the escrow then holds exactly the allowance
-  std::vector<std::pair<std::string, int64_t>> releases;
+  for (;;) {
+    auto released = release_next_idle(force);
+    if (!released) return released.error();
+    if (!*released) return {};
+  }
+}
+
+Result<bool> Ledger::release_next_idle(bool force) {
+  std::string account;
+  int64_t amount = 0;
   {
     std::lock_guard lock(mutex_);
     const auto now = clock_.now();
-    for (auto& [account, allowance] : allowances_) {
+    for (auto& [id, allowance] : allowances_) {
       if (allowance.open > 0 || allowance.available <= 0) continue;
       if (!force && now - allowance.last_used < options_.idle_release) continue;
-      releases.emplace_back(account, allowance.available);
+      account = id;
+      amount = allowance.available;
       allowance.available = 0;
+      break;
     }
   }
-  Status first_failure;
-  for (const auto& [account, amount] : releases) {
-    const std::string id = "release_" + random_.id("", 8);
-    auto released = store_.apply(
-        {entry(id, escrow_id(account), LedgerKind::release, -amount), entry(id, account, LedgerKind::release, amount)});
-    if (!released) {
-      std::lock_guard lock(mutex_);
-      allowances_[account].available += amount;  // still in escrow; try again later
-      if (first_failure) first_failure = released.error();
-    }
+  if (account.empty()) return false;
+  const std::string id = "release_" + random_.id("", 8);
+  auto released = store_.apply(
+      {entry(id, escrow_id(account), LedgerKind::release, -amount), entry(id, account, LedgerKind::release, amount)});
+  if (!released) {
+    std::lock_guard lock(mutex_);
+    allowances_[account].available += amount;  // still in escrow; try again later
+    return released.error();
   }
-  return first_failure;
+  return true;
 }
 
 Result<int64_t> Ledger::balance(std::string_view account_id) {

@@ -73,7 +73,13 @@ class Ledger {
   // floor(in * in_rate / 1e6) + floor(out * out_rate / 1e6), at least the minimum charge.
   int64_t cost(std::string_view model, int64_t input_tokens, int64_t output_tokens) const;
 
-  // Sets aside the worst case. Errc::resource_exhausted when the balance does not cover it
+  // Sets aside the worst case from this coordinator's allowance, in memory; nullopt when the
+  // allowance does not cover it and a hold is needed (then reserve(), off the network thread).
+  std::optional<Result<Reservation>> reserve_in_memory(std::string_view account_id, std::string_view request_id,
+                                                       std::string_view model, int64_t max_input_tokens,
+                                                       int64_t max_output_tokens);
+  // Sets aside the worst case, holding more of the balance first when needed (database calls,
+  // made without the ledger's lock). Errc::resource_exhausted when the balance does not cover it
   // (answered 402), Errc::not_found for an unknown account.
   Result<Reservation> reserve(std::string_view account_id, std::string_view request_id, std::string_view model,
                               int64_t max_input_tokens, int64_t max_output_tokens);
@@ -89,8 +95,12 @@ class Ledger {
 
   // Writes the queued settlements in one transaction.
   Status flush();
-  // Returns allowances without open reservations, unused for idle_release (or all with `force`).
+  // Returns allowances without open reservations, unused for idle_release (or all with `force`),
+  // after a flush.
   Status release_idle(bool force = false);
+  // Returns one such allowance; false when there is none. One store transaction: the writer
+  // calls it once per account, so no single call on the StoreWorker grows with their number.
+  Result<bool> release_next_idle(bool force = false);
 
   // What the account can spend: its balance plus this coordinator's unreserved allowance.
   Result<int64_t> balance(std::string_view account_id);
@@ -112,6 +122,8 @@ class Ledger {
   };
 
   std::string escrow_id(std::string_view account_id) const;
+  std::optional<Result<Reservation>> reserve_in_memory(std::string_view account_id, std::string_view request_id,
+                                                       std::string_view model, int64_t worst);
   Status hold(std::string_view account_id, int64_t needed, int64_t wanted);
 
   Store& store_;

@@ -80,7 +80,18 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
 }
 
 void ProviderGateway::challenge_passed(ProviderSession& session) {
-  if (!record_key(session)) return;
+  TrustState& trust = session.trust_state_;
+  if (trust.key_recording && !trust.key_recorded_at) return;  // the first record decides
+  if (key_needs_recording(session)) {
+    const bool first = !trust.key_recorded_at;
+    trust.key_recording = true;
+    net::asio::co_spawn(executor_, record_key(registry_.find(session.id_)), net::asio::detached);
+    if (first) return;  // trusted once the key is recorded (record_key marks the pass)
+  }
+  mark_challenge_passed(session);
+}
+
+void ProviderGateway::mark_challenge_passed(ProviderSession& session) {
   TrustState& trust = session.trust_state_;
   const bool was_routable = session.routable(config_.min_trust, clock_.now());
   trust.consecutive_failures = 0;

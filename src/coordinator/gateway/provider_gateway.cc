@@ -19,6 +19,7 @@ ProviderGateway::ProviderGateway(Dependencies d)
       registry_(d.registry),
       router_(d.router),
       store_(d.store),
+      store_worker_(d.store_worker),
       keys_(d.keys),
       releases_(d.releases) {}
 
@@ -42,7 +43,7 @@ awaitable<void> ProviderGateway::handle(http::Exchange& exchange) {
     co_return;
   }
   // Counted from here: upgrades in parallel must not all pass the caps before any is a session.
-  const PendingUpgrade pending(pending_upgrades_, address_of(remote));
+  const PendingUpgrade pending(pending_upgrades_, http::address_key(remote));
   auto socket = co_await exchange.accept_websocket();
   if (!socket) {
     log::warn("provider handshake failed: {}", socket.error().message);
@@ -61,7 +62,7 @@ std::optional<proto::ApiError> ProviderGateway::admission_refusal(std::string_vi
   if (registry_.idle_count(config_.min_trust) + pending >= config_.max_untrusted_providers) {
     return proto::rate_limited("This coordinator has as many providers waiting to be trusted as it takes");
   }
-  const std::string address = address_of(remote);
+  const std::string address = http::address_key(remote);
   if (registry_.count_from(address) + pending_upgrades_.from(address) >= config_.max_providers_per_address) {
     return proto::rate_limited("This coordinator has as many providers from this address as it takes");
   }
@@ -115,6 +116,11 @@ void ProviderGateway::receive(ProviderSession& session, std::string_view frame) 
 }
 
 void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessage message) {
+  if (session.registering_) {
+    // The provider waits for `registered` before it sends anything else.
+    drop(session, "a message before registration finished");
+    return;
+  }
   if (auto* hello = std::get_if<proto::Register>(&message)) {
     if (session.registered_) {
       drop(session, "register sent twice");
@@ -189,12 +195,14 @@ void ProviderGateway::drop(ProviderSession& session, const std::string& reason) 
   }
 }
 
-void ProviderGateway::expire_keys() {
+awaitable<void> ProviderGateway::expire_keys() {
   const auto now = clock_.now();
-  if (keys_expired_at_ != net::Clock::Time{} && now - keys_expired_at_ < std::chrono::hours(1)) return;
+  if (keys_expired_at_ && now - *keys_expired_at_ < std::chrono::hours(1)) co_return;
   keys_expired_at_ = now;
-  const auto cutoff = clock_.wall_now() - config_.provider_key_expiry;
-  if (auto expired = store_.expire_provider_keys(unix_seconds(cutoff)); !expired) {
+  auto expire = [this, cutoff = unix_seconds(clock_.wall_now() - config_.provider_key_expiry)] {
+    return store_.expire_provider_keys(cutoff);
+  };
+  if (const Status expired = co_await store_worker_.run(expire); !expired) {
     log::warn("cannot expire unused provider keys: {}", expired.error().message);
   }
 }
@@ -226,7 +234,8 @@ awaitable<void> ProviderGateway::eviction_loop() {
     co_await timer.wait();
     if (!running) co_return;
     evict_silent();
-    expire_keys();
+    // Detached: a database that stopped answering must not stop the evictions.
+    net::asio::co_spawn(executor_, expire_keys(), net::asio::detached);
   }
 }
 

@@ -20,6 +20,7 @@
 #include "coordinator/registry/provider_registry.h"
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
+#include "coordinator/store/store_worker.h"
 #include "net/clock.h"
 #include "net/shared_flag.h"
 
@@ -35,6 +36,7 @@ class ProviderGateway {
     ProviderRegistry& registry;
     Router& router;
     Store& store;
+    StoreWorker& store_worker;  // every store call goes through it
     ApiKeys& keys;
     const std::set<std::string>& releases;  // the approved binary hashes
   };
@@ -73,13 +75,22 @@ class ProviderGateway {
 
   // registration.cc
   void on_register(ProviderSession& session, proto::Register hello);
-  // Verifies the attestation and the key's history, and records the key; false after a drop.
-  bool verify_identity(ProviderSession& session, const proto::Register& hello);
+  // What needs the store: the attestation's key history and the account token; then `registered`.
+  net::awaitable<void> complete_registration(std::shared_ptr<ProviderSession> session, proto::Register hello,
+                                             crypto::PublicKey key);
+  // What the store knows of a registering key and of the key it says it rotated from.
+  struct KeyHistory {
+    std::optional<ProviderKeyRecord> key;
+    std::optional<ProviderKeyRecord> old_key;
+  };
+  // Verifies the attestation and the key's history; false after a drop.
+  net::awaitable<bool> verify_identity(ProviderSession& session, const proto::Register& hello);
   // The operator's account a provider's work is paid to; false after a drop.
-  bool bind_account(ProviderSession& session, proto::Register& hello);
-  // Records a key the first time it passes a challenge (and retires the key it rotated from);
-  // false after a drop.
-  bool record_key(ProviderSession& session);
+  net::awaitable<bool> bind_account(ProviderSession& session, proto::Register& hello);
+  // A key is recorded when it first passes a challenge (and marked seen once a day after that),
+  // retiring the key it rotated from; the first record must succeed before the pass counts.
+  bool key_needs_recording(const ProviderSession& session) const;
+  net::awaitable<void> record_key(std::shared_ptr<ProviderSession> session);
   void retire_rotated_key(const ProviderSession& session, const std::string& old_public_key);
 
   // inference_frames.cc
@@ -96,6 +107,8 @@ class ProviderGateway {
   net::awaitable<void> challenge_loop(std::shared_ptr<ProviderSession> session);
   void on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer);
   void challenge_passed(ProviderSession& session);
+  // The pass itself: fresh, routable, told so.
+  void mark_challenge_passed(ProviderSession& session);
   // A failed or unanswered challenge: the third in a row distrusts the provider.
   void challenge_failed(ProviderSession& session, const std::string& reason);
   // Down to `none` at once, for this whole session (it must reconnect to be trusted again).
@@ -107,7 +120,7 @@ class ProviderGateway {
 
   net::awaitable<void> eviction_loop();
   // Forgets provider keys unused for config.provider_key_expiry, at most once an hour.
-  void expire_keys();
+  net::awaitable<void> expire_keys();
 
   net::Executor executor_;
   const CoordinatorConfig& config_;
@@ -116,10 +129,11 @@ class ProviderGateway {
   ProviderRegistry& registry_;
   Router& router_;
   Store& store_;
+  StoreWorker& store_worker_;
   ApiKeys& keys_;
   const std::set<std::string>& releases_;
   net::SharedFlag running_{true};
-  net::Clock::Time keys_expired_at_{};
+  std::optional<net::Clock::Time> keys_expired_at_;
 
   // WebSocket upgrades accepted by the caps but not yet sessions, per address.
   class PendingUpgrades {

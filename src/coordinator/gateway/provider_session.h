@@ -89,8 +89,10 @@ struct TrustState {
   std::string document_bytes;            // exactly as received and signed
   std::string signature;
   std::string replaces;  // the key this one rotated from, per its rotation statement; "" if none
-  std::optional<net::Clock::Time>
-      key_recorded_at;   // last written to provider_keys (first passed challenge, then daily)
+  // Last written to provider_keys (first passed challenge, then daily), and whether a write is
+  // under way.
+  std::optional<net::Clock::Time> key_recorded_at;
+  bool key_recording = false;
   IssuedChallenge open;  // the challenge awaiting an answer; nonce empty when none
   // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
   std::shared_ptr<net::Timer> challenge_timer;
@@ -144,6 +146,7 @@ class ProviderSession {
 
   std::string id_;
   std::shared_ptr<ProviderLink> link_;
+  bool registering_ = false;  // register received, its store lookups under way
   bool registered_ = false;
   bool dropped_ = false;
   proto::Register info_;

@@ -4,9 +4,13 @@
 
 #include "base/log.h"
 #include "coordinator/gateway/provider_gateway.h"
+#include "coordinator/store/store_worker.h"
 #include "crypto/secure_bytes.h"
 
 namespace darkbloom::coordinator {
+
+using net::awaitable;
+
 namespace {
 
 // How often a key in use is marked seen again in the store.
@@ -15,6 +19,15 @@ constexpr auto kKeySeenRefresh = std::chrono::hours(24);
 // Several heartbeats fit in the eviction window, never more often than 10 per second.
 int heartbeat_interval_ms(std::chrono::milliseconds heartbeat_timeout) {
   return static_cast<int>(std::max<int64_t>(100, heartbeat_timeout.count() / 18));
+}
+
+// Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
+std::string registered_frame(const std::string& provider_id, std::chrono::milliseconds heartbeat_timeout) {
+  proto::Registered registered;
+  registered.provider_id = provider_id;
+  registered.protocol_version = proto::kProtocolVersion;
+  registered.heartbeat_interval_ms = heartbeat_interval_ms(heartbeat_timeout);
+  return proto::encode(registered);
 }
 
 std::string model_list(const proto::Register& info) {
@@ -45,14 +58,24 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
   }
   session.trust_ = TrustLevel::none;
   session.trust_state_.reason = "no attestation";
-  if (hello.attestation && !verify_identity(session, hello)) return;
-  if (!bind_account(session, hello)) return;
+  // The rest needs the store (the key's history, the account token): off the network thread.
+  session.registering_ = true;
+  net::asio::co_spawn(executor_, complete_registration(registry_.find(session.id_), std::move(hello), *key),
+                      net::asio::detached);
+}
+
+awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderSession> shared, proto::Register hello,
+                                                       crypto::PublicKey key) {
+  ProviderSession& session = *shared;
+  if (hello.attestation && !co_await verify_identity(session, hello)) co_return;
+  if (!co_await bind_account(session, hello)) co_return;
+  if (session.dropped_) co_return;  // while the store was asked
+  session.registering_ = false;
   session.info_ = std::move(hello);
-  session.encryption_key_ = *key;
+  session.encryption_key_ = key;
   session.registered_ = true;
   if (session.register_timer_) session.register_timer_->cancel();
-  session.link_->send(proto::encode(
-      proto::Registered{session.id_, proto::kProtocolVersion, heartbeat_interval_ms(config_.heartbeat_timeout)}));
+  session.link_->send(registered_frame(session.id_, config_.heartbeat_timeout));
   send_trust_status(session);
   log::info("provider {} registered: {} (decode {:.1f} tok/s, concurrency {}, trust {})", session.id_,
             model_list(session.info_), session.info_.decode_tps, session.info_.max_concurrency,
@@ -64,33 +87,45 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
   if (session.routable(config_.min_trust, clock_.now())) announce_capacity(session);
 }
 
-bool ProviderGateway::verify_identity(ProviderSession& session, const proto::Register& hello) {
+awaitable<bool> ProviderGateway::verify_identity(ProviderSession& session, const proto::Register& hello) {
   // A provider whose attestation does not verify is dropped: it claims an identity it cannot show.
   auto verified = verify_attestation(*hello.attestation, hello.encryption_key, verification_policy());
   if (!verified) {
     drop(session, "attestation rejected: " + verified.error().message);
-    return false;
+    co_return false;
   }
   const std::string public_key = verified->document.public_key;
-  auto cannot_check = [&](const Error& error) {
-    log::error("provider {}: cannot read key history: {}", session.id_, error.message);
-    drop(session, "the coordinator cannot check this key now; try again later");
-    return false;
-  };
+  const std::string old_public_key = verified->rotation ? verified->rotation->old_public_key : std::string();
   // Without the key's history a retired key could pass: no store, no registration.
-  auto known = store_.find_provider_key(public_key);
-  if (!known) return cannot_check(known.error());
-  if (*known && !(*known)->replaced_by.empty()) {
+  auto read_history = [this, public_key, old_public_key]() -> Result<KeyHistory> {
+    KeyHistory history;
+    auto known = store_.find_provider_key(public_key);
+    if (!known) return known.error();
+    history.key = std::move(*known);
+    if (!old_public_key.empty()) {
+      auto old_key = store_.find_provider_key(old_public_key);
+      if (!old_key) return old_key.error();
+      history.old_key = std::move(*old_key);
+    }
+    return history;
+  };
+  auto history = co_await store_worker_.run(read_history);
+  if (session.dropped_) co_return false;
+  if (!history) {
+    log::error("provider {}: cannot read key history: {}", session.id_, history.error().message);
+    drop(session, "the coordinator cannot check this key now; try again later");
+    co_return false;
+  }
+  if (history->key && !history->key->replaced_by.empty()) {
     drop(session, "attestation rejected: this identity key was rotated out");
-    return false;
+    co_return false;
   }
   std::string replaces;
   if (verified->rotation) {
-    auto old_key = store_.find_provider_key(verified->rotation->old_public_key);
-    if (!old_key) return cannot_check(old_key.error());
-    if (*old_key && !(*old_key)->replaced_by.empty() && (*old_key)->replaced_by != public_key) {
+    const auto& old_key = history->old_key;
+    if (old_key && !old_key->replaced_by.empty() && old_key->replaced_by != public_key) {
       drop(session, "attestation rejected: the old key was already rotated to another key");
-      return false;
+      co_return false;
     }
     replaces = verified->rotation->old_public_key;
     log::info("provider {}: key rotation accepted ({} → {})", session.id_, replaces.substr(0, 12),
@@ -108,7 +143,7 @@ bool ProviderGateway::verify_identity(ProviderSession& session, const proto::Reg
   trust.reason = "attestation verified (" + trust.document.key_backend +
                  (trust.document.degraded_reason.empty() ? "" : ", degraded: " + trust.document.degraded_reason) +
                  "); first challenge pending";
-  return true;
+  co_return true;
 }
 
 void ProviderGateway::retire_rotated_key(const ProviderSession& session, const std::string& old_public_key) {
@@ -120,45 +155,62 @@ void ProviderGateway::retire_rotated_key(const ProviderSession& session, const s
   }
 }
 
-bool ProviderGateway::record_key(ProviderSession& session) {
-  TrustState& trust = session.trust_state_;
+bool ProviderGateway::key_needs_recording(const ProviderSession& session) const {
   // Only keys that proved themselves are written down, so a flood of fresh keys that never answer
   // a challenge leaves no rows behind; a key in use is marked seen again once a day, so expiry
   // only forgets unused ones.
-  const auto now = clock_.now();
-  if (trust.key_recorded_at && now - *trust.key_recorded_at < kKeySeenRefresh) return true;
-  auto recorded = store_.record_provider_key(trust.document.public_key, trust.document.key_backend, trust.replaces);
-  if (!recorded) {
-    if (recorded.error().code == Errc::already_exists) {
-      drop(session, "attestation rejected: " + recorded.error().message);
-    } else {
-      log::error("provider {}: cannot record its key: {}", session.id_, recorded.error().message);
-      drop(session, "the coordinator cannot record this key now; try again later");
-    }
-    return false;
-  }
-  trust.key_recorded_at = now;
-  if (!trust.replaces.empty()) retire_rotated_key(session, trust.replaces);
-  trust.replaces.clear();  // retired once; later refreshes only mark the key seen
-  return true;
+  const TrustState& trust = session.trust_state_;
+  return !trust.key_recording && (!trust.key_recorded_at || clock_.now() - *trust.key_recorded_at >= kKeySeenRefresh);
 }
 
-bool ProviderGateway::bind_account(ProviderSession& session, proto::Register& hello) {
-  if (hello.account_token.empty()) return true;
-  auto account = keys_.authenticate_key(hello.account_token);
-  crypto::wipe_memory(hello.account_token.data(), hello.account_token.size());
+awaitable<void> ProviderGateway::record_key(std::shared_ptr<ProviderSession> shared) {
+  ProviderSession& session = *shared;
+  TrustState& trust = session.trust_state_;
+  // The first record decides: a key whose rotation the store refuses is never routed to. Later
+  // ones only mark the key seen.
+  const bool first = !trust.key_recorded_at;
+  trust.key_recording = true;
+  auto write = [this, key = trust.document.public_key, backend = trust.document.key_backend,
+                replaces = trust.replaces] { return store_.record_provider_key(key, backend, replaces); };
+  const Status recorded = co_await store_worker_.run(write);
+  trust.key_recording = false;
+  if (recorded) {
+    // Written: the old key is retired in the store, so everywhere, even if this session left.
+    if (!trust.replaces.empty()) retire_rotated_key(session, trust.replaces);
+    trust.replaces.clear();
+    trust.key_recorded_at = clock_.now();
+    if (!session.dropped_ && first) mark_challenge_passed(session);
+    co_return;
+  }
+  if (session.dropped_) co_return;
+  if (recorded.error().code == Errc::already_exists) {
+    drop(session, "attestation rejected: " + recorded.error().message);
+  } else if (first) {
+    log::error("provider {}: cannot record its key: {}", session.id_, recorded.error().message);
+    drop(session, "the coordinator cannot record this key now; try again later");
+  } else {
+    log::warn("provider {}: cannot mark its key seen ({}); trying again at its next challenge", session.id_,
+              recorded.error().message);
+  }
+}
+
+awaitable<bool> ProviderGateway::bind_account(ProviderSession& session, proto::Register& hello) {
+  if (hello.account_token.empty()) co_return true;
+  std::string token = std::move(hello.account_token);
   hello.account_token.clear();
+  auto account = co_await keys_.authenticate_key(std::move(token), store_worker_);  // which wipes it
+  if (session.dropped_) co_return false;
   if (!account) {
     log::error("provider {}: cannot check its account token: {}", session.id_, account.error().message);
     drop(session, "the coordinator cannot check the account token now; try again later");
-    return false;
+    co_return false;
   }
   if (!*account) {
     drop(session, "unknown account token: payouts need an API key of the operator's account");
-    return false;
+    co_return false;
   }
   session.account_id_ = **account;
-  return true;
+  co_return true;
 }
 
 }  // namespace darkbloom::coordinator

@@ -1,8 +1,6 @@
 #include "coordinator/registry/provider_registry.h"
 
-#include <algorithm>
-
-#include "net/asio.h"
+#include "http/server.h"
 
 namespace darkbloom::coordinator {
 
@@ -69,23 +67,8 @@ size_t ProviderRegistry::idle_count(TrustLevel min_trust) const {
 
 size_t ProviderRegistry::count_from(std::string_view address) const {
   size_t n = 0;
-  for (const auto& [id, session] : sessions_) n += address_of(session->remote()) == address ? 1 : 0;
+  for (const auto& [id, session] : sessions_) n += http::address_key(session->remote()) == address ? 1 : 0;
   return n;
-}
-
-std::string address_of(std::string_view remote) {
-  const size_t colon = remote.rfind(':');
-  std::string_view host = colon == std::string_view::npos ? remote : remote.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  net::error_code error;
-  const auto address = net::asio::ip::make_address(host, error);
-  if (error || !address.is_v6()) return std::string(host);
-  auto v6 = address.to_v6();
-  if (v6.is_v4_mapped()) return net::asio::ip::make_address_v4(net::asio::ip::v4_mapped, v6).to_string();
-  // One IPv6 subscriber usually holds a whole /64: counted as one address.
-  auto bytes = v6.to_bytes();
-  std::fill(bytes.begin() + 8, bytes.end(), 0);
-  return net::asio::ip::address_v6(bytes).to_string() + "/64";
 }
 
 std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::all() const {

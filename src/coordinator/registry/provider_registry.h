@@ -15,10 +15,6 @@
 
 namespace darkbloom::coordinator {
 
-// What per-address limits count for a "HOST:PORT" remote: the IPv4 address, or the /64 of an
-// IPv6 one ("2001:db8::/64").
-std::string address_of(std::string_view remote);
-
 class ProviderRegistry {
  public:
   ProviderRegistry(net::Clock& clock, RandomSource& random) : clock_(clock), random_(random) {}
@@ -42,7 +38,7 @@ class ProviderRegistry {
   size_t routable_count(TrustLevel min_trust) const;
   // Sessions that serve nothing now: not registered yet, or not routable at `min_trust`.
   size_t idle_count(TrustLevel min_trust) const;
-  // Sessions whose connection comes from `address` (an IP address, without the port).
+  // Sessions whose connection comes from `address` (as http::address_key() names it).
   size_t count_from(std::string_view address) const;
 
  private:

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <set>
+#include <vector>
 
 #include "base/encoding.h"
 #include "base/log.h"
@@ -49,7 +50,8 @@ struct PostgresSession {
     PgResult result(PQexec(connection, sql.c_str()));
     const ExecStatusType status = PQresultStatus(result.get());
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-      return make_error(Errc::io_error, "database error: " + one_line(PQerrorMessage(connection)));
+      return make_error(PQstatus(connection) == CONNECTION_OK ? Errc::io_error : Errc::unavailable,
+                        "database error: " + one_line(PQerrorMessage(connection)));
     }
     return {};
   }
@@ -82,6 +84,8 @@ class PostgresStore final : public Store {
     reconnect_if_broken();
     auto transaction = begin();
     if (!transaction) return transaction.error();
+    // Waiting for another coordinator's migration is not a stuck statement.
+    DARKBLOOM_RETURN_IF_ERROR(command("SET LOCAL statement_timeout = 0"));
     DARKBLOOM_RETURN_IF_ERROR(status_of(run("SELECT pg_advisory_xact_lock($1)", {std::to_string(kMigrationLock)})));
     DARKBLOOM_RETURN_IF_ERROR(command(create_schema_version_table(SqlDialect::postgres)));
     auto current = run("SELECT version FROM schema_version", {});
@@ -437,7 +441,12 @@ class PostgresStore final : public Store {
   Error failure(const PGresult* result) {
     const char* state = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
     last_state_ = state ? state : "";
-    return {Errc::io_error, "database error: " + one_line(PQerrorMessage(connection_.get()))};
+    // A lost connection or a statement cut off by statement_timeout (57014) is a database that is
+    // not answering, not a refused statement: the API answers 503 and retries later.
+    const bool unavailable =
+        PQstatus(connection_.get()) != CONNECTION_OK || last_state_ == "57014" || last_state_.rfind("08", 0) == 0;
+    return {unavailable ? Errc::unavailable : Errc::io_error,
+            "database error: " + one_line(PQerrorMessage(connection_.get()))};
   }
 
   static Status status_of(const Result<PgResult>& result) {
@@ -462,7 +471,27 @@ class PostgresStore final : public Store {
 }  // namespace
 
 Result<std::unique_ptr<Store>> open_postgres_store(const std::string& url) {
-  Connection connection(PQconnectdb(url.c_str()));
+  // Bounds on a database that stops answering, unless the URL sets its own: connecting gives up
+  // after 5 s, a statement after 10 s, and a silent peer is noticed by TCP keep-alives within
+  // about 20 s. Keywords are read in order and the URL (expanded from dbname) comes last, so its
+  // settings win.
+  // The environment (PGCONNECT_TIMEOUT, PGOPTIONS) wins over these defaults too.
+  std::vector<const char*> keywords{"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                    "tcp_user_timeout"};
+  std::vector<const char*> values{"1", "10", "5", "2", "20000"};
+  if (std::getenv("PGCONNECT_TIMEOUT") == nullptr) {
+    keywords.push_back("connect_timeout");
+    values.push_back("5");
+  }
+  if (std::getenv("PGOPTIONS") == nullptr) {
+    keywords.push_back("options");
+    values.push_back("-c statement_timeout=10000");
+  }
+  keywords.push_back("dbname");
+  values.push_back(url.c_str());
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  Connection connection(PQconnectdbParams(keywords.data(), values.data(), 1));
   if (!connection || PQstatus(connection.get()) != CONNECTION_OK) {
     return make_error(Errc::unavailable, "cannot connect to PostgreSQL: " +
                                              one_line(connection ? PQerrorMessage(connection.get()) : "out of memory"));
