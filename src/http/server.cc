@@ -424,6 +424,79 @@ awaitable<bool> Server::refused_before_body(beast::tcp_stream& stream, const Req
   co_return true;
 }
 
+awaitable<Server::ReadOutcome> Server::read_request(beast::tcp_stream& stream, beast::flat_buffer& buffer, bool first) {
+  bhttp::request_parser<bhttp::string_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
+  parser.body_limit(limits_.body_bytes);
+  stream.expires_after(first ? limits_.read_timeout : limits_.idle_timeout);
+  auto [header_error, header_bytes] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple_awaitable);
+  unsigned version = 11;
+  if (!header_error) version = parser.get().version();
+  // A body still to come is read only for a known route and, where the route checks one, a valid
+  // credential: refusals come first, before any 100 Continue.
+  if (!header_error && !parser.is_done()) {
+    const bool refused = co_await refused_before_body(stream, parser.get(), version);
+    if (refused) co_return ReadOutcome{std::nullopt, true};
+  }
+  if (!header_error && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
+    stream.expires_after(limits_.write_timeout);
+    Response go_on{bhttp::status::continue_, version};
+    auto [continue_error, n] = co_await bhttp::async_write(stream, go_on, as_tuple_awaitable);
+    if (continue_error) co_return ReadOutcome{};
+  }
+  error_code error = header_error;
+  if (!error && !parser.is_done()) {
+    stream.expires_after(limits_.read_timeout);
+    auto [body_error, body_bytes] = co_await bhttp::async_read(stream, buffer, parser, as_tuple_awaitable);
+    error = body_error;
+  }
+  if (!error) co_return ReadOutcome{parser.release(), false};
+  if (error == bhttp::error::end_of_stream || error == asio::error::eof || error == beast::error::timeout ||
+      error == asio::error::operation_aborted || error == asio::error::connection_reset) {
+    co_return ReadOutcome{};
+  }
+  proto::ApiError reply;
+  if (error == bhttp::error::body_limit) {
+    reply = proto::request_too_large(limits_.body_bytes);
+  } else if (error == bhttp::error::header_limit) {
+    reply = protocol_error(431, "invalid_request_error", "request_header_fields_too_large",
+                           fmt::format("Request headers are larger than {} bytes", limits_.header_bytes));
+  } else {
+    reply = proto::invalid_request("Malformed HTTP request: " + error.message());
+  }
+  Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
+  response.keep_alive(false);
+  stream.expires_after(limits_.write_timeout);
+  co_await bhttp::async_write(stream, response, as_tuple_awaitable);
+  co_await lingering_close(stream);
+  co_return ReadOutcome{std::nullopt, true};
+}
+
+awaitable<Server::AfterRequest> Server::handle_request(Exchange& exchange) {
+  proto::ApiError route_error;
+  const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error);
+  if (handler == nullptr) {
+    co_await exchange.respond_error(route_error);
+    co_return exchange.keep_alive() ? AfterRequest::next : AfterRequest::close;
+  }
+  bool failed = false;
+  std::string failure;
+  try {
+    co_await (*handler)(exchange);
+  } catch (const std::exception& e) {
+    failed = true;
+    failure = e.what();
+  }
+  if (failed) log::error("handler for {} failed: {}", std::string(exchange.path()), failure);
+  if (exchange.taken_over()) co_return AfterRequest::taken_over;
+  if (!exchange.answered()) {
+    co_await exchange.respond_error(proto::server_error(failed ? "Internal error" : "The handler did not answer"));
+  } else if (failed) {
+    co_return AfterRequest::close;  // a half-written answer: the connection cannot be reused
+  }
+  co_return exchange.keep_alive() ? AfterRequest::next : AfterRequest::close;
+}
+
 awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stream,
                                          std::shared_ptr<ConnectionCounter::Slot> slot, bool over_address_limit) {
   if (over_address_limit) {
@@ -431,79 +504,15 @@ awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stre
     co_return;
   }
   beast::flat_buffer buffer;
-  bool first = true;
-  for (;;) {
-    bhttp::request_parser<bhttp::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
-    parser.body_limit(limits_.body_bytes);
-    stream->expires_after(first ? limits_.read_timeout : limits_.idle_timeout);
-    first = false;
-    auto [header_error, header_bytes] = co_await bhttp::async_read_header(*stream, buffer, parser, as_tuple_awaitable);
-    unsigned version = 11;
-    if (!header_error) version = parser.get().version();
-    // A body still to come is read only for a known route and, where the route checks one, a valid
-    // credential: refusals come first, before any 100 Continue.
-    if (!header_error && !parser.is_done()) {
-      const bool refused = co_await refused_before_body(*stream, parser.get(), version);
-      if (refused) co_return;
-    }
-    if (!header_error && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
-      stream->expires_after(limits_.write_timeout);
-      Response go_on{bhttp::status::continue_, version};
-      auto [continue_error, n] = co_await bhttp::async_write(*stream, go_on, as_tuple_awaitable);
-      if (continue_error) break;
-    }
-    error_code error = header_error;
-    if (!error && !parser.is_done()) {
-      stream->expires_after(limits_.read_timeout);
-      auto [body_error, body_bytes] = co_await bhttp::async_read(*stream, buffer, parser, as_tuple_awaitable);
-      error = body_error;
-    }
-    if (error) {
-      if (error == bhttp::error::end_of_stream || error == asio::error::eof || error == beast::error::timeout ||
-          error == asio::error::operation_aborted || error == asio::error::connection_reset) {
-        break;
-      }
-      proto::ApiError reply;
-      if (error == bhttp::error::body_limit) {
-        reply = proto::request_too_large(limits_.body_bytes);
-      } else if (error == bhttp::error::header_limit) {
-        reply = protocol_error(431, "invalid_request_error", "request_header_fields_too_large",
-                               fmt::format("Request headers are larger than {} bytes", limits_.header_bytes));
-      } else {
-        reply = proto::invalid_request("Malformed HTTP request: " + error.message());
-      }
-      Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
-      response.keep_alive(false);
-      stream->expires_after(limits_.write_timeout);
-      co_await bhttp::async_write(*stream, response, as_tuple_awaitable);
-      co_await lingering_close(*stream);
-      co_return;
-    }
+  for (bool first = true;; first = false) {
+    ReadOutcome read = co_await read_request(*stream, buffer, first);
+    if (read.closed) co_return;
+    if (!read.request) break;
     stream->expires_never();
-    Exchange exchange(stream, parser.release(), limits_, slot);
-    proto::ApiError route_error;
-    const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error);
-    if (handler == nullptr) {
-      co_await exchange.respond_error(route_error);
-    } else {
-      bool failed = false;
-      std::string failure;
-      try {
-        co_await (*handler)(exchange);
-      } catch (const std::exception& e) {
-        failed = true;
-        failure = e.what();
-      }
-      if (failed) log::error("handler for {} failed: {}", std::string(exchange.path()), failure);
-      if (exchange.taken_over()) co_return;
-      if (!exchange.answered()) {
-        co_await exchange.respond_error(proto::server_error(failed ? "Internal error" : "The handler did not answer"));
-      } else if (failed) {
-        break;  // a half-written answer: the connection cannot be reused
-      }
-    }
-    if (!exchange.keep_alive()) break;
+    Exchange exchange(stream, std::move(*read.request), limits_, slot);
+    const AfterRequest after = co_await handle_request(exchange);
+    if (after == AfterRequest::taken_over) co_return;
+    if (after == AfterRequest::close) break;
   }
   error_code ignored;
   stream->socket().shutdown(tcp::socket::shutdown_send, ignored);

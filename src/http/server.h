@@ -163,6 +163,16 @@ class Server {
   awaitable<void> accept_loop();
   awaitable<void> serve_connection(std::shared_ptr<beast::tcp_stream> stream,
                                    std::shared_ptr<ConnectionCounter::Slot> slot, bool over_address_limit);
+  // One request read whole: headers, the checks before the body, 100 Continue, the body. No
+  // request: the connection ends; `closed` when an error answer was sent and it is closed already.
+  struct ReadOutcome {
+    std::optional<Request> request;
+    bool closed = false;
+  };
+  awaitable<ReadOutcome> read_request(beast::tcp_stream& stream, beast::flat_buffer& buffer, bool first);
+  enum class AfterRequest { next, close, taken_over };
+  // Routes and answers one request; what the connection does next.
+  awaitable<AfterRequest> handle_request(Exchange& exchange);
   // Reads the request's headers and answers it 429 (too many connections from its address).
   awaitable<void> refuse_connection(beast::tcp_stream& stream);
   // Runs the header check; true when it refused (and answered) the request.

@@ -94,6 +94,9 @@ ApiError not_found_error(std::string message) {
 ApiError server_error(std::string message) {
   return make(500, "server_error", "server_error", std::move(message));
 }
+ApiError no_provider_available(std::string message) {
+  return make(503, "server_error", "no_provider_available", std::move(message));
+}
 ApiError service_unavailable(std::string message) {
   return make(503, "server_error", "service_unavailable", std::move(message));
 }

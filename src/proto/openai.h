@@ -39,6 +39,8 @@ ApiError provider_error(std::string message);
 ApiError timeout_error(std::string message);
 ApiError not_found_error(std::string message);
 ApiError server_error(std::string message);
+// 503: the model was served moments ago and its providers are gone for now (reconnecting).
+ApiError no_provider_available(std::string message);
 // 503: a part the request needs (the database) is not answering; retry after a while.
 ApiError service_unavailable(std::string message);
 // 402: the account's balance does not cover the request's worst case.

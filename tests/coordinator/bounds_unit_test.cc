@@ -7,6 +7,7 @@
 
 #include "coordinator/billing/usage_bounds.h"
 #include "coordinator/coordinator_harness.h"
+#include "coordinator/gateway/provider_text.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -340,6 +341,65 @@ TEST(Registry, a_key_is_recorded_only_once_it_passes_a_challenge) {
   EXPECT_FALSE(h.store().find_provider_key(silent.identity->document.public_key)->has_value());
   h.gateway.stop();
   h.run();
+}
+
+TEST(ProviderInfluence, a_repeated_accept_is_a_protocol_error_and_late_frames_are_bounded) {
+  CoordinatorHarness h;
+  auto provider = h.connect("m");
+  auto request = h.request("m");
+  auto outcome = testing::new_outcome();
+  h.dispatch(request, outcome);
+  const proto::InferenceRequest sent = provider.link->sent<proto::InferenceRequest>().back();
+  h.gateway.receive(*provider.session, proto::encode(proto::InferenceAccepted{sent.request_id}));
+  EXPECT_FALSE(provider.session->dropped());
+  h.gateway.receive(*provider.session, proto::encode(proto::InferenceAccepted{sent.request_id}));
+  EXPECT_TRUE(provider.session->dropped());
+  EXPECT_NE(provider.link->close_reason.find("inference_accepted sent twice"), std::string::npos);
+
+  // Frames for attempts not in flight (ended, or never sent) are ignored, within a budget that
+  // refills over time; a provider sending them faster is flooding.
+  auto other = h.connect("m");
+  auto second = h.request("m");
+  auto second_outcome = testing::new_outcome();
+  h.dispatch(second, second_outcome);
+  const proto::InferenceRequest abandoned = other.link->sent<proto::InferenceRequest>().back();
+  h.dispatcher.client_gone(*second);
+  h.run();
+  h.gateway.receive(*other.session, proto::encode(proto::InferenceAccepted{abandoned.request_id}));
+  h.gateway.receive(*other.session, other.chunk_frame(abandoned, 0, "late"));
+  h.gateway.receive(*other.session, proto::encode(proto::InferenceAccepted{"att_never_sent"}));
+  EXPECT_FALSE(other.session->dropped());
+  const std::string late = proto::encode(proto::InferenceAccepted{"att_late"});
+  for (int i = 0; i < static_cast<int>(ProviderSession::kLateFrameBurst) && !other.session->dropped(); ++i) {
+    h.gateway.receive(*other.session, late);
+  }
+  EXPECT_TRUE(other.session->dropped());
+  EXPECT_NE(other.link->close_reason.find("too many frames"), std::string::npos);
+  // At an honest pace the budget refills.
+  auto third = h.connect("m");
+  for (int i = 0; i < 3 * static_cast<int>(ProviderSession::kLateFrameBurst); ++i) {
+    h.gateway.receive(*third.session, late);
+    if (i % 100 == 99) h.clock.advance(std::chrono::milliseconds(200));
+  }
+  EXPECT_FALSE(third.session->dropped());
+}
+
+TEST(ProviderInfluence, provider_text_is_escaped_and_its_log_lines_are_rate_limited) {
+  EXPECT_EQ(printable("ok\n2026-01-01 info forged\x01"), "ok\\n2026-01-01 info forged\\x01");
+  EXPECT_EQ(printable(std::string(400, 'a'), 10), std::string(10, 'a') + "…");
+  EXPECT_EQ(printable("a\u2028b\u0085c"), "a\\u2028b\\u0085c");
+  EXPECT_EQ(printable("ab\u00e9", 3), "ab…");  // not half of é
+
+  CoordinatorHarness h;
+  auto provider = h.connect("m");
+  int allowed = 0;
+  uint64_t suppressed = 0;
+  for (int i = 0; i < 100; ++i) allowed += provider.session->may_log(h.clock.now(), &suppressed) ? 1 : 0;
+  EXPECT_EQ(allowed, static_cast<int>(ProviderSession::kLogBurst));
+  h.clock.advance(ProviderSession::kLogRefill);
+  EXPECT_TRUE(provider.session->may_log(h.clock.now(), &suppressed));
+  EXPECT_EQ(suppressed, 100u - static_cast<uint64_t>(ProviderSession::kLogBurst));
+  EXPECT_FALSE(provider.session->may_log(h.clock.now(), &suppressed));
 }
 
 }  // namespace

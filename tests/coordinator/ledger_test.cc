@@ -4,6 +4,8 @@
 // (consumers, escrows, providers, referrers, platform) add up to what was credited.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -20,7 +22,9 @@ namespace {
 class FlakyStore final : public Store {
  public:
   explicit FlakyStore(Store& inner) : inner_(inner) {}
-  int failing_applies = 0;
+  int failing_applies = 0;  // refused, not written
+  int lost_replies = 0;     // written, but the reply never came: the outcome is unknown to the caller
+  bool claim_held = true;
 
   std::string_view kind() const override { return inner_.kind(); }
   Result<std::string> create_account(std::string_view name) override { return inner_.create_account(name); }
@@ -31,6 +35,11 @@ class FlakyStore final : public Store {
     if (failing_applies > 0) {
       --failing_applies;
       return make_error(Errc::io_error, "database error: connection lost");
+    }
+    if (lost_replies > 0) {
+      --lost_replies;
+      (void)inner_.apply(entries);
+      return make_error(Errc::unavailable, "database error: connection lost during COMMIT");
     }
     return inner_.apply(entries);
   }
@@ -51,6 +60,7 @@ class FlakyStore final : public Store {
   }
   Result<std::optional<std::string>> referrer(std::string_view account) override { return inner_.referrer(account); }
   Status claim_coordinator(std::string_view id) override { return inner_.claim_coordinator(id); }
+  bool claims_held() const override { return claim_held; }
   Status add_release(const ReleaseRecord& release) override { return inner_.add_release(release); }
   Result<std::vector<ReleaseRecord>> list_releases() override { return inner_.list_releases(); }
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view key) override {
@@ -194,6 +204,60 @@ TEST_P(LedgerTest, settlements_survive_a_database_outage) {
   EXPECT_EQ(**store_->balance(provider_), 250 * 95 / 100);
   ASSERT_TRUE(ledger.release_idle(true));
   EXPECT_EQ(**store_->balance(alice_), 100'000 - 250);
+  EXPECT_EQ(total_balances(), credited_);
+}
+
+// A hold or a release whose COMMIT reply was lost is applied again under the same id: counted once
+// in memory whatever the database did, and the books balance.
+TEST_P(LedgerTest, holds_and_releases_with_unknown_outcomes_are_counted_once) {
+  credit(alice_, 100'000);
+  FlakyStore flaky(*store_);
+  Ledger ledger(flaky, {});
+  ASSERT_TRUE(ledger.start());
+  flaky.lost_replies = 1;  // the hold lands, its reply is lost
+  auto refused = ledger.reserve(alice_, "req_1", "m", 1'000, 1'000);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::unavailable);
+  auto reservation = ledger.reserve(alice_, "req_1", "m", 1'000, 1'000);
+  ASSERT_TRUE(reservation) << reservation.error().message;
+  // One hold in the database, not two: the retry found it applied.
+  const auto holds = store_->ledger(alice_, 100);
+  ASSERT_TRUE(holds);
+  EXPECT_EQ(
+      std::count_if(holds->begin(), holds->end(), [](const LedgerEntry& e) { return e.kind == LedgerKind::hold; }), 1);
+  ledger.settle(*reservation, 1'000, 1'000, provider_);
+  ASSERT_TRUE(ledger.flush());
+  flaky.lost_replies = 1;  // the release lands, its reply is lost
+  EXPECT_FALSE(ledger.release_idle(true));
+  EXPECT_EQ(*ledger.balance(alice_), 100'000 - 250) << "not counted back into the allowance as well";
+  ASSERT_TRUE(ledger.release_idle(true));  // applied again: found written
+  EXPECT_EQ(**store_->balance(alice_), 100'000 - 250);
+  EXPECT_EQ(*ledger.balance(alice_), 100'000 - 250);
+  EXPECT_TRUE(store_->escrows("escrow_")->empty());
+  EXPECT_EQ(total_balances(), credited_);
+}
+
+// Without its coordinator-id claim (a PostgreSQL reconnect that could not take it again) the
+// ledger neither reserves nor writes: another coordinator may be using the same escrow.
+TEST_P(LedgerTest, a_lost_coordinator_claim_pauses_billing_until_it_is_held_again) {
+  credit(alice_, 100'000);
+  FlakyStore flaky(*store_);
+  Ledger ledger(flaky, {});
+  ASSERT_TRUE(ledger.start());
+  auto reservation = ledger.reserve(alice_, "req_1", "m", 1'000, 1'000);
+  ASSERT_TRUE(reservation);
+  ledger.settle(*reservation, 1'000, 1'000, provider_);
+  flaky.claim_held = false;
+  auto paused = ledger.reserve(alice_, "req_2", "m", 1'000, 1'000);
+  ASSERT_FALSE(paused);
+  EXPECT_EQ(paused.error().code, Errc::unavailable);
+  EXPECT_FALSE(ledger.reserve_in_memory(alice_, "req_3", "m", 1'000, 1'000).value());
+  EXPECT_FALSE(ledger.flush());
+  EXPECT_GT(ledger.queued(), 0u) << "kept for when the claim is back";
+  flaky.claim_held = true;
+  ASSERT_TRUE(ledger.flush());
+  EXPECT_EQ(**store_->balance(provider_), 250 * 95 / 100);
+  ASSERT_TRUE(ledger.release_idle(true));
   EXPECT_EQ(total_balances(), credited_);
 }
 

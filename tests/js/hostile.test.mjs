@@ -259,6 +259,38 @@ describe("connections", () => {
   });
 });
 
+describe("transient gaps", () => {
+  it("a model whose providers just left answers 503 with Retry-After, not 404", async () => {
+    const dir = tempDir();
+    const model = synthModel(dir, MODEL_ID);
+    const coordinator = await startCoordinator({ dataDir: `${dir}/data` });
+    try {
+      const consumer = await createAccount(coordinator);
+      await adminCredit(coordinator, consumer.account_id, 1_000_000_000);
+      const provider = await startProvider(coordinator, model);
+      await waitForProviders(coordinator, 1);
+      assertCleanStream(await legitimateStream(coordinator, consumer.api_key, 4));
+      await provider.kill();
+      await waitForProviders(coordinator, 0);
+      const gap = await call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+        body: { model: MODEL_ID, messages: [{ role: "user", content: "x" }], max_tokens: 4 } });
+      assert.equal(gap.status, 503, gap.text);
+      assert.equal(gap.json.error.code, "no_provider_available");
+      assert.equal(gap.headers.get("retry-after"), "5");
+      const unknown = await call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+        body: { model: "never-served", messages: [{ role: "user", content: "x" }], max_tokens: 4 } });
+      assert.equal(unknown.status, 404);
+      // The provider comes back: served again.
+      const back = await startProvider(coordinator, model);
+      await waitForProviders(coordinator, 1);
+      assertCleanStream(await legitimateStream(coordinator, consumer.api_key, 4));
+      await back.kill();
+    } finally {
+      await coordinator.kill();
+    }
+  });
+});
+
 describe("a database that stops answering", () => {
   let dir, pg, database, coordinator, provider;
 

@@ -176,6 +176,11 @@ awaitable<bool> CompletionHandler::check_model_served(http::Exchange& exchange, 
         fmt::format("No provider of '{}' is trusted enough: this coordinator requires trust level {} (see "
                     "/v1/providers/attestation)",
                     model, trust_level_name(context_.config.min_trust))));
+  } else if (context_.registry.served_recently(model)) {
+    // Its providers are likely reconnecting: a client should retry, not give up on the model.
+    co_await exchange.respond_error(
+        proto::no_provider_available(fmt::format("No provider of '{}' is connected right now; retry shortly", model)),
+        retry_after(5));
   } else {
     co_await exchange.respond_error(proto::model_not_found(model));
   }

@@ -73,8 +73,18 @@ std::string Ledger::escrow_id(std::string_view account_id) const {
   return fmt::format("escrow_{}_{}", options_.coordinator_id, account_id);
 }
 
+Status Ledger::check_claim() const {
+  if (store_.claims_held()) return {};
+  return make_error(Errc::unavailable,
+                    fmt::format("billing is paused: this coordinator's id '{}' is not held on the database; it is "
+                                "taken again at the next call",
+                                options_.coordinator_id));
+}
+
 std::optional<Result<Reservation>> Ledger::reserve_in_memory(std::string_view account_id, std::string_view request_id,
                                                              std::string_view model, int64_t worst) {
+  // Without the claim another coordinator may be spending from the same escrow accounts.
+  if (Status claimed = check_claim(); !claimed) return Result<Reservation>(claimed.error());
   std::lock_guard lock(mutex_);
   if (open_.count(request_id) != 0) {
     return make_error(Errc::already_exists, fmt::format("request {} is already reserved", request_id));
@@ -102,6 +112,7 @@ Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_vie
   // reservations and settlements never wait for it; another hold may land meanwhile, so the
   // allowance is looked at again after each.
   const int64_t wanted = worst > kMaxEntryAmount / options_.hold_requests ? worst : worst * options_.hold_requests;
+  if (!store_.claims_held()) (void)store_.balance(account_id);  // a call takes a lost claim again, if it can
   for (int round = 0; round < 3; ++round) {
     if (auto reserved = reserve_in_memory(account_id, request_id, model, worst)) return std::move(*reserved);
     int64_t needed = 0;
@@ -128,6 +139,12 @@ Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted)
     std::lock_guard lock(mutex_);
     escrows_created_.insert(escrow);
   }
+  // A hold whose outcome is unknown goes first, under its own id: applied again it either lands
+  // now or is found applied before (entries are idempotent per id), and is counted once.
+  // Landed, it joins the allowance and the caller looks again before holding more.
+  auto settled = settle_unknown_hold(account_id);
+  if (!settled) return settled.error();
+  if (*settled) return {};
   // Another coordinator may spend from the same balance between reading and holding: the
   // store refuses an overdraft, so read again and retry with what is left.
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -139,23 +156,54 @@ Status Ledger::hold(std::string_view account_id, int64_t needed, int64_t wanted)
       return make_error(Errc::resource_exhausted,
                         fmt::format("the balance does not cover this request's worst case ({} micro-USD)", needed));
     }
+    // One id per hold, kept for as long as its outcome is unknown.
     const std::string id = fmt::format("hold_{}_{}", options_.coordinator_id, random_.id("", 8));
-    auto held = store_.apply(
-        {entry(id, std::string(account_id), LedgerKind::hold, -amount), entry(id, escrow, LedgerKind::hold, amount)});
+    std::vector<LedgerEntry> entries{entry(id, std::string(account_id), LedgerKind::hold, -amount),
+                                     entry(id, escrow, LedgerKind::hold, amount)};
+    auto held = store_.apply(entries);
     if (held) {
-      // Read with each hold, not on every settlement: a referral set later counts from the next hold.
-      auto referrer = store_.referrer(account_id);
-      if (!referrer) log::warn("billing: cannot read the referrer of {}: {}", account_id, referrer.error().message);
-      std::lock_guard lock(mutex_);
-      Allowance& allowance = allowances_[std::string(account_id)];
-      allowance.available += amount;
-      allowance.last_used = clock_.now();  // not released as idle before the reservation takes it
-      if (referrer) allowance.referrer = *referrer;
+      held_in_escrow(account_id, amount);
       return {};
     }
-    if (held.error().code != Errc::resource_exhausted) return held.error();
+    if (held.error().code == Errc::resource_exhausted) continue;  // refused: it did not happen
+    if (!definite_refusal(held.error())) {
+      std::lock_guard lock(mutex_);
+      unknown_holds_[std::string(account_id)] = UnknownWrite{std::move(entries), amount};
+    }
+    return held.error();
   }
   return make_error(Errc::resource_exhausted, "the balance changed while holding it; try again");
+}
+
+Result<bool> Ledger::settle_unknown_hold(std::string_view account_id) {
+  std::optional<UnknownWrite> unknown;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = unknown_holds_.find(account_id);
+    if (it == unknown_holds_.end()) return false;
+    unknown = std::move(it->second);
+    unknown_holds_.erase(it);
+  }
+  auto applied = store_.apply(unknown->entries);
+  if (applied) {
+    held_in_escrow(account_id, unknown->amount);
+    return true;
+  }
+  if (definite_refusal(applied.error())) return false;  // it never happened: hold afresh
+  std::lock_guard lock(mutex_);
+  unknown_holds_[std::string(account_id)] = std::move(*unknown);
+  return applied.error();
+}
+
+void Ledger::held_in_escrow(std::string_view account_id, int64_t amount) {
+  // Read with each hold, not on every settlement: a referral set later counts from the next hold.
+  auto referrer = store_.referrer(account_id);
+  if (!referrer) log::warn("billing: cannot read the referrer of {}: {}", account_id, referrer.error().message);
+  std::lock_guard lock(mutex_);
+  Allowance& allowance = allowances_[std::string(account_id)];
+  allowance.available += amount;
+  allowance.last_used = clock_.now();  // not released as idle before the reservation takes it
+  if (referrer) allowance.referrer = *referrer;
 }
 
 Settlement Ledger::settle(const Reservation& reservation, int64_t input_tokens, int64_t output_tokens,
@@ -198,6 +246,8 @@ void Ledger::refund(const Reservation& reservation) {
 }
 
 Status Ledger::flush() {
+  if (!store_.claims_held()) (void)store_.balance(options_.platform_account);  // take the claim again, if it can
+  DARKBLOOM_RETURN_IF_ERROR(check_claim());                                    // the queue waits
   std::vector<LedgerEntry> batch;
   {
     std::lock_guard lock(mutex_);
@@ -269,6 +319,40 @@ Status Ledger::release_idle(bool force) {
 }
 
 Result<bool> Ledger::release_next_idle(bool force) {
+  // A hold whose outcome is unknown is settled here too, so a landed one joins the allowance (and
+  // goes back with it) instead of waiting for its account's next hold.
+  std::string unknown_hold;
+  {
+    std::lock_guard lock(mutex_);
+    if (!unknown_holds_.empty()) unknown_hold = unknown_holds_.begin()->first;
+  }
+  if (!unknown_hold.empty()) {
+    auto settled = settle_unknown_hold(unknown_hold);
+    if (!settled) return settled.error();
+    return true;
+  }
+  // A release whose outcome is unknown goes first, under its own id; its amount is in neither
+  // the allowance nor (as far as anyone knows) the escrow until that is settled.
+  std::optional<UnknownWrite> unknown;
+  {
+    std::lock_guard lock(mutex_);
+    if (!unknown_releases_.empty()) {
+      unknown = std::move(unknown_releases_.back());
+      unknown_releases_.pop_back();
+    }
+  }
+  if (unknown) {
+    auto applied = store_.apply(unknown->entries);
+    if (applied) return true;
+    std::lock_guard lock(mutex_);
+    if (definite_refusal(applied.error())) {
+      // It never happened: the money is still in escrow.
+      allowances_[unknown->entries.back().account_id].available += unknown->amount;
+      return true;
+    }
+    unknown_releases_.push_back(std::move(*unknown));
+    return applied.error();
+  }
   std::string account;
   int64_t amount = 0;
   {
@@ -285,11 +369,18 @@ Result<bool> Ledger::release_next_idle(bool force) {
   }
   if (account.empty()) return false;
   const std::string id = "release_" + random_.id("", 8);
-  auto released = store_.apply(
-      {entry(id, escrow_id(account), LedgerKind::release, -amount), entry(id, account, LedgerKind::release, amount)});
+  std::vector<LedgerEntry> entries{entry(id, escrow_id(account), LedgerKind::release, -amount),
+                                   entry(id, account, LedgerKind::release, amount)};
+  auto released = store_.apply(entries);
   if (!released) {
     std::lock_guard lock(mutex_);
-    allowances_[account].available += amount;  // still in escrow; try again later
+    if (definite_refusal(released.error())) {
+      allowances_[account].available += amount;  // still in escrow; try again later
+    } else {
+      // Maybe written: counting it back into the allowance could spend it twice. Kept aside and
+      // applied again under the same id until the store says either way.
+      unknown_releases_.push_back(UnknownWrite{std::move(entries), amount});
+    }
     return released.error();
   }
   return true;

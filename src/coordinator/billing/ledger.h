@@ -122,6 +122,18 @@ class Ledger {
   };
 
   std::string escrow_id(std::string_view account_id) const;
+  // A hold or release the store may or may not have written (its reply was lost): applied again
+  // under the same id, it is written once whatever happened.
+  struct UnknownWrite {
+    std::vector<LedgerEntry> entries;
+    int64_t amount = 0;
+  };
+  // True when the account's unknown hold turned out written (now in the allowance).
+  Result<bool> settle_unknown_hold(std::string_view account_id);
+  // Errc::unavailable while the store does not hold this coordinator's id claim.
+  Status check_claim() const;
+  // A hold landed: its amount joins the allowance.
+  void held_in_escrow(std::string_view account_id, int64_t amount);
   std::optional<Result<Reservation>> reserve_in_memory(std::string_view account_id, std::string_view request_id,
                                                        std::string_view model, int64_t worst);
   Status hold(std::string_view account_id, int64_t needed, int64_t wanted);
@@ -136,6 +148,8 @@ class Ledger {
   std::set<std::string, std::less<>> escrows_created_;
   std::map<std::string, int64_t, std::less<>> open_;  // request id -> reserved amount; settling removes it
   std::vector<LedgerEntry> queue_;
+  std::map<std::string, UnknownWrite, std::less<>> unknown_holds_;  // by account
+  std::vector<UnknownWrite> unknown_releases_;
 };
 
 }  // namespace darkbloom::coordinator

@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "coordinator/gateway/provider_gateway.h"
+#include "coordinator/gateway/provider_text.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -107,7 +108,8 @@ void ProviderGateway::challenge_failed(ProviderSession& session, const std::stri
   TrustState& trust = session.trust_state_;
   trust.failed += 1;
   trust.consecutive_failures += 1;
-  log::warn("provider {}: challenge failed ({} in a row): {}", session.id_, trust.consecutive_failures, reason);
+  log::warn("provider {}: challenge failed ({} in a row): {}", session.id_, trust.consecutive_failures,
+            printable(reason));
   if (trust.consecutive_failures >= kChallengeStrikes) {
     distrust(session, "three challenges in a row failed; last: " + reason);
     return;
@@ -119,7 +121,7 @@ void ProviderGateway::challenge_failed(ProviderSession& session, const std::stri
 void ProviderGateway::distrust(ProviderSession& session, const std::string& reason) {
   TrustState& trust = session.trust_state_;
   if (session.trust_ == TrustLevel::none && trust.fresh_until == net::Clock::Time{}) return;
-  log::warn("provider {} untrusted: {}", session.id_, reason);
+  log::warn("provider {} untrusted: {}", session.id_, printable(reason));
   session.trust_ = TrustLevel::none;
   trust.fresh_until = {};
   trust.open = {};

@@ -25,18 +25,35 @@ constexpr double kObservedRateCap = 2;
 }  // namespace
 
 void ProviderGateway::on_inference_message(ProviderSession& session, proto::ProviderMessage& message) {
+  // A frame for an attempt that is not in flight is late (abandoned, retried elsewhere or
+  // cancelled before the provider knew; an honest provider sends one for every id it got, maybe
+  // much later) and is ignored, within a budget that refills over time: a provider sending them
+  // faster than that is flooding.
   auto attempt_of = [&](const std::string& request_id) -> std::shared_ptr<Attempt> {
     const auto it = session.in_flight_.find(request_id);
-    return it == session.in_flight_.end() ? nullptr : it->second;
+    if (it != session.in_flight_.end()) return it->second;
+    if (!session.take_late_frame(clock_.now())) drop(session, "too many frames for requests not in flight");
+    return nullptr;
   };
   if (auto* accepted = std::get_if<proto::InferenceAccepted>(&message)) {
-    if (auto attempt = attempt_of(accepted->request_id)) attempt->events->push_here(provider_event::Accepted{});
+    if (auto attempt = attempt_of(accepted->request_id)) {
+      // Once, and before any output: repeats would only grow the attempt's event queue.
+      if (attempt->accepted || attempt->next_seq > 0) {
+        drop(session, "inference_accepted sent twice or after output");
+        return;
+      }
+      attempt->accepted = true;
+      attempt->events->push_here(provider_event::Accepted{});
+    }
   } else if (auto* chunk = std::get_if<proto::InferenceChunk>(&message)) {
     if (auto attempt = attempt_of(chunk->request_id)) on_chunk(session, *attempt, *chunk);
   } else if (auto* complete = std::get_if<proto::InferenceComplete>(&message)) {
     if (auto attempt = attempt_of(complete->request_id)) on_complete(session, *attempt, *complete);
   } else if (auto* error = std::get_if<proto::InferenceError>(&message)) {
-    finish_attempt(session, error->request_id, provider_event::Failed{error->status_code, error->message, error->code});
+    if (attempt_of(error->request_id)) {
+      finish_attempt(session, error->request_id,
+                     provider_event::Failed{error->status_code, error->message, error->code});
+    }
   }
 }
 

@@ -5,11 +5,20 @@
 #include "base/log.h"
 #include "base/time.h"
 #include "coordinator/api/http_replies.h"
+#include "coordinator/gateway/provider_text.h"
 #include "http/websocket.h"
 
 namespace darkbloom::coordinator {
 
 using net::awaitable;
+
+namespace {
+
+std::string suppressed_note(uint64_t suppressed) {
+  return suppressed == 0 ? std::string() : fmt::format(" ({} such lines suppressed before this)", suppressed);
+}
+
+}  // namespace
 
 ProviderGateway::ProviderGateway(Dependencies d)
     : executor_(std::move(d.executor)),
@@ -138,10 +147,17 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   } else if (auto* answer = std::get_if<proto::AttestationResponse>(&message)) {
     on_challenge_answer(session, *answer);
   } else if (auto* status = std::get_if<proto::LoadModelStatus>(&message)) {
-    log::info("provider {}: load_model {} {}{}", session.id_, status->model, status->status,
-              status->message.empty() ? "" : ": " + status->message);
+    uint64_t suppressed = 0;
+    if (session.may_log(clock_.now(), &suppressed)) {
+      log::info("provider {}: load_model {} {}{}{}", session.id_, printable(status->model), printable(status->status),
+                status->message.empty() ? "" : ": " + printable(status->message), suppressed_note(suppressed));
+    }
   } else if (auto* unknown = std::get_if<proto::UnknownMessage>(&message)) {
-    log::info("provider {}: ignoring message of unknown type '{}'", session.id_, unknown->type);
+    uint64_t suppressed = 0;
+    if (session.may_log(clock_.now(), &suppressed)) {
+      log::info("provider {}: ignoring message of unknown type '{}'{}", session.id_, printable(unknown->type),
+                suppressed_note(suppressed));
+    }
   } else {
     on_inference_message(session, message);
   }
@@ -181,14 +197,15 @@ void ProviderGateway::abandon_attempt(ProviderSession& session, const std::strin
 void ProviderGateway::drop(ProviderSession& session, const std::string& reason) {
   if (session.dropped_) return;
   session.dropped_ = true;
-  log::warn("provider {} dropped: {}", session.id_, reason);
+  log::warn("provider {} dropped: {}", session.id_, printable(reason));
   if (session.register_timer_) session.register_timer_->cancel();
   if (session.trust_state_.challenge_timer) session.trust_state_.challenge_timer->cancel();
   session.link_->close(reason);
   auto in_flight = std::move(session.in_flight_);
   session.in_flight_.clear();
   for (auto& [request_id, attempt] : in_flight) attempt->events->push_here(provider_event::Gone{reason});
-  registry_.remove(session.id_);
+  // A routable provider's models count as served recently: requests for them are told to retry.
+  registry_.remove(session.id_, session.registered_ && session.routable(config_.min_trust, clock_.now()));
   // Waiters for its models re-check: some may have no provider left to wait for.
   if (session.registered_) {
     for (const auto& model : session.info_.models) router_.wake_all(model.id);

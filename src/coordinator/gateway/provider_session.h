@@ -4,8 +4,10 @@
 // challenges, drop). Everything runs on the coordinator's network thread, so there are no locks.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,7 +74,8 @@ struct Attempt {
   // more tokens than bytes is then honest.
   bool ignore_eos = false;
   net::Clock::Time first_chunk_at{};
-  std::string text;  // the answer so far, to check the receipt against; wiped when it finishes
+  std::string text;       // the answer so far, to check the receipt against; wiped when it finishes
+  bool accepted = false;  // inference_accepted came (once, before any output)
 
   // An honest provider sends at most one chunk per token and one for the held-back tail.
   int64_t max_chunks() const { return int64_t{max_tokens} + kHonestSlackTokens + 1; }
@@ -128,10 +131,20 @@ class ProviderSession {
   // The largest frame it reads (announced in register); nothing larger is sent to it.
   size_t max_frame_bytes() const { return info_.max_frame_bytes; }
   bool has_attempt(const std::string& request_id) const { return in_flight_.count(request_id) != 0; }
+  // Frames for attempts not in flight: a bucket of kLateFrameBurst, refilled at kLateFramesPerSecond.
+  static constexpr double kLateFrameBurst = 10'000;
+  static constexpr double kLateFramesPerSecond = 1'000;
+  // Takes one late frame from the budget; false when it is spent.
+  bool take_late_frame(net::Clock::Time now);
   // Measured on this provider's own answers; 0 until one finished.
   double observed_decode_tps() const { return observed_decode_tps_; }
 
   bool serves(const std::string& model) const;
+  static constexpr double kLogBurst = 20;
+  static constexpr std::chrono::seconds kLogRefill{3};
+  // Whether a log line caused by this provider's messages may be written now (at most kLogBurst
+  // at once, then one per kLogRefill); returns how many were suppressed before it through `*suppressed`.
+  bool may_log(net::Clock::Time now, uint64_t* suppressed);
   // Tokens the provider still has to produce for requests in flight (their max_tokens).
   int64_t queued_tokens() const;
   bool has_capacity() const { return static_cast<int>(in_flight_.size()) < info_.max_concurrency; }
@@ -160,6 +173,13 @@ class ProviderSession {
   std::shared_ptr<net::Timer> register_timer_;      // until it registers or is dropped
   proto::Heartbeat heartbeat_;
   std::map<std::string, std::shared_ptr<Attempt>> in_flight_;
+  double late_frames_left_ = kLateFrameBurst;
+  net::Clock::Time late_frames_refilled_{};
+  // Log lines the provider's own messages may cause: a bucket of kLogBurst, one back every
+  // kLogRefill; what is suppressed is counted and reported with the next line.
+  double log_tokens_ = kLogBurst;
+  net::Clock::Time log_refilled_{};
+  uint64_t log_suppressed_ = 0;
   double observed_decode_tps_ = 0;
 };
 

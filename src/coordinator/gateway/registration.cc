@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "coordinator/gateway/provider_gateway.h"
+#include "coordinator/gateway/provider_text.h"
 #include "coordinator/store/store_worker.h"
 #include "crypto/secure_bytes.h"
 
@@ -32,7 +33,7 @@ std::string registered_frame(const std::string& provider_id, std::chrono::millis
 
 std::string model_list(const proto::Register& info) {
   std::string models;
-  for (const auto& model : info.models) models += (models.empty() ? "" : ", ") + model.id;
+  for (const auto& model : info.models) models += (models.empty() ? "" : ", ") + printable(model.id, 80);
   return models;
 }
 

@@ -1,5 +1,7 @@
 #include "coordinator/registry/provider_registry.h"
 
+#include <algorithm>
+
 #include "http/server.h"
 
 namespace darkbloom::coordinator {
@@ -10,8 +12,28 @@ std::shared_ptr<ProviderSession> ProviderRegistry::add(std::shared_ptr<ProviderL
   return session;
 }
 
-void ProviderRegistry::remove(const std::string& id) {
-  sessions_.erase(id);
+void ProviderRegistry::remove(const std::string& id, bool was_serving) {
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  const auto now = clock_.now();
+  if (was_serving) {
+    for (const auto& model : it->second->info().models) last_served_[model.id] = now;
+  }
+  sessions_.erase(it);
+  if (last_served_.size() > kMaxRememberedModels) {
+    std::erase_if(last_served_, [&](const auto& entry) { return now - entry.second > kRecentlyServed; });
+  }
+  while (last_served_.size() > kMaxRememberedModels) {  // the oldest go first
+    auto oldest = std::min_element(last_served_.begin(), last_served_.end(),
+                                   [](const auto& a, const auto& b) { return a.second < b.second; });
+    last_served_.erase(oldest);
+  }
+}
+
+bool ProviderRegistry::served_recently(const std::string& model) const {
+  if (any_serving(model)) return true;
+  const auto it = last_served_.find(model);
+  return it != last_served_.end() && clock_.now() - it->second <= kRecentlyServed;
 }
 
 std::shared_ptr<ProviderSession> ProviderRegistry::find(const std::string& id) const {

@@ -21,7 +21,8 @@ class ProviderRegistry {
 
   // A new session for a provider that just connected over `link`.
   std::shared_ptr<ProviderSession> add(std::shared_ptr<ProviderLink> link);
-  void remove(const std::string& id);
+  // `was_serving`: it was routable, so its models count as served recently.
+  void remove(const std::string& id, bool was_serving = false);
   std::shared_ptr<ProviderSession> find(const std::string& id) const;
 
   // Active providers serving `model` that are routable at `min_trust` now.
@@ -31,6 +32,11 @@ class ProviderRegistry {
   std::vector<std::shared_ptr<ProviderSession>> trusted(const std::string& model, TrustLevel min_trust) const;
   // True when any active provider, trusted or not, serves `model`.
   bool any_serving(const std::string& model) const;
+  // True when one serves it now or did within kRecentlyServed: its providers are likely
+  // reconnecting, so a request is told to retry (503), not that the model does not exist (404).
+  bool served_recently(const std::string& model) const;
+  static constexpr std::chrono::minutes kRecentlyServed{10};
+  static constexpr size_t kMaxRememberedModels = 10'000;
   std::vector<std::shared_ptr<ProviderSession>> all() const;
   size_t size() const { return sessions_.size(); }
   size_t registered_count() const;
@@ -45,6 +51,7 @@ class ProviderRegistry {
   net::Clock& clock_;
   RandomSource& random_;
   std::unordered_map<std::string, std::shared_ptr<ProviderSession>> sessions_;
+  std::unordered_map<std::string, net::Clock::Time> last_served_;  // model -> when its last provider left
 };
 
 }  // namespace darkbloom::coordinator

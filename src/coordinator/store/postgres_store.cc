@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -147,6 +148,8 @@ class PostgresStore final : public Store {
     DARKBLOOM_RETURN_IF_ERROR(validate_entries(entries));
     std::lock_guard lock(mutex_);
     reconnect_if_broken();
+    // Without the coordinator-id claim another coordinator may be using these escrow accounts.
+    if (claims_lost_) return make_error(Errc::unavailable, "this coordinator's id is not held on the database");
     auto transaction = begin();
     if (!transaction) return transaction.error();
     int added = 0;
@@ -250,6 +253,8 @@ class PostgresStore final : public Store {
     if (!result) return result.error();
     return read_entries(*result);
   }
+
+  bool claims_held() const override { return !claims_lost_.load(); }
 
   Status claim_coordinator(std::string_view id) override {
     std::lock_guard lock(mutex_);
@@ -361,14 +366,24 @@ class PostgresStore final : public Store {
   // Before an operation (never inside a transaction): a lost connection is opened again, so one
   // server restart or network blip does not fail every later call.
   void reconnect_if_broken() {
-    if (PQstatus(connection_.get()) == CONNECTION_OK) return;
-    PQreset(connection_.get());
-    if (PQstatus(connection_.get()) != CONNECTION_OK) return;
-    log::warn("store: reconnected to PostgreSQL");
-    // Advisory locks belong to the session that ended: take the claims again.
-    for (const std::string& id : claims_) {
-      if (auto claimed = try_claim(id); !claimed) log::error("store: {}", claimed.error().message);
+    if (PQstatus(connection_.get()) == CONNECTION_OK && !claims_lost_) return;
+    if (PQstatus(connection_.get()) != CONNECTION_OK) {
+      // Advisory locks belong to the session that ended: until they are taken again, another
+      // coordinator may hold this one's id, and billing pauses (claims_held()).
+      if (!claims_.empty()) claims_lost_ = true;
+      PQreset(connection_.get());
+      if (PQstatus(connection_.get()) != CONNECTION_OK) return;
+      log::warn("store: reconnected to PostgreSQL");
     }
+    bool all = true;
+    for (const std::string& id : claims_) {
+      if (auto claimed = try_claim(id); !claimed) {
+        log::error("store: {}; billing paused until it is taken again", claimed.error().message);
+        all = false;
+      }
+    }
+    if (all && claims_lost_) log::info("store: coordinator id claimed again; billing resumes");
+    claims_lost_ = !all;
   }
 
   Status try_claim(std::string_view id) {
@@ -466,6 +481,7 @@ class PostgresStore final : public Store {
   std::mutex mutex_;
   std::string last_state_;        // SQLSTATE of the last failure
   std::set<std::string> claims_;  // coordinator ids this session holds
+  std::atomic<bool> claims_lost_{false};
 };
 
 }  // namespace

@@ -112,6 +112,9 @@ class Store {
   // vanished holds on until TCP gives up), so a coordinator restarted that fast may see
   // Errc::already_exists and should be started again.
   virtual Status claim_coordinator(std::string_view id) = 0;
+  // False while a claim is not held (PostgreSQL: between losing the connection, which ends the
+  // session's advisory locks, and taking them again). Safe from any thread.
+  virtual bool claims_held() const { return true; }
 
   // Records who referred an account. Once set it does not change (Errc::already_exists); an
   // account cannot refer itself and both must exist (Errc::not_found).
