@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "coordinator/auth/rate_limiter.h"
 #include "coordinator/billing/ledger.h"
 #include "coordinator/trust/trust_level.h"
 #include "http/server.h"
@@ -36,6 +37,7 @@ struct CoordinatorConfig {
   std::chrono::milliseconds first_chunk_timeout{10'000};
   std::chrono::milliseconds heartbeat_timeout{90'000};   // a provider silent this long is evicted
   std::chrono::milliseconds inference_timeout{600'000};  // longest silence between chunks once streaming
+  RateLimits rate_limits;                                // per account, unless an admin set its own (0 = unlimited)
   int default_max_tokens = 8192;                         // bound injected when a request has none
   size_t max_providers = 4096;                           // WebSocket sessions at once
   // The registry's own defences (docs/network.md, Limits): a new session must register in time;

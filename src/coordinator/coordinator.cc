@@ -32,6 +32,11 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(net::Executor executor,
   auto coordinator = std::unique_ptr<Coordinator>(
       new Coordinator(std::move(executor), std::move(config), clock, random, std::move(*store), std::move(ledger)));
   for (const auto& release : *releases) coordinator->releases_.insert(release.binary_hash);
+  auto limits = coordinator->store_->account_limits();
+  if (!limits) return limits.error();
+  for (const AccountLimits& own : *limits) {
+    coordinator->limiter_->set(own.account_id, RateLimits{own.requests_per_second, own.burst, own.max_concurrent});
+  }
   if (!coordinator->releases_.empty()) {
     log::info("release allow-list: {} approved provider binaries", coordinator->releases_.size());
   }
@@ -48,13 +53,14 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
       store_worker_(std::make_unique<StoreWorker>(clock_, StoreWorkerOptions{})),
       ledger_(std::move(ledger)) {
   keys_ = std::make_unique<ApiKeys>(*store_, clock_, random_);
+  limiter_ = std::make_unique<RateLimiter>(clock_, config_.rate_limits);
   registry_ = std::make_unique<ProviderRegistry>(clock_, random_);
   router_ = std::make_unique<Router>(executor_, clock_, random_, *registry_,
                                      RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait});
   gateway_ = std::make_unique<ProviderGateway>(ProviderGateway::Dependencies{
       executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_, *keys_, releases_});
-  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *ledger_, *keys_, *registry_, *router_,
-                            releases_});
+  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *ledger_, *keys_, *limiter_, *registry_,
+                            *router_, releases_});
   dispatcher_ = std::make_unique<RequestDispatcher>(
       RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_});
   completions_ = std::make_unique<CompletionHandler>(*api_, *dispatcher_, *gateway_);

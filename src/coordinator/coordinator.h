@@ -18,6 +18,7 @@ class Store;
 class StoreWorker;
 class Ledger;
 class ApiKeys;
+class RateLimiter;
 class ProviderRegistry;
 class Router;
 class ProviderGateway;
@@ -54,6 +55,7 @@ class Coordinator {
   net::SharedFlag ledger_running_{false};
   std::set<std::string> releases_;  // approved binary hashes, loaded from the store
   std::unique_ptr<ApiKeys> keys_;
+  std::unique_ptr<RateLimiter> limiter_;
   std::unique_ptr<ProviderRegistry> registry_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<ProviderGateway> gateway_;

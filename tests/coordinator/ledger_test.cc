@@ -70,6 +70,8 @@ class FlakyStore final : public Store {
     return inner_.record_provider_key(key, backend, replaces);
   }
   Status expire_provider_keys(int64_t unix_seconds) override { return inner_.expire_provider_keys(unix_seconds); }
+  Status set_account_limits(const AccountLimits& limits) override { return inner_.set_account_limits(limits); }
+  Result<std::vector<AccountLimits>> account_limits() override { return inner_.account_limits(); }
 
  private:
   Store& inner_;

@@ -376,6 +376,21 @@ TEST_P(StoreTest, releases_and_provider_keys_round_trip) {
   EXPECT_EQ((*retired)->replaced_by, "key2");
 }
 
+TEST_P(StoreTest, account_limits_round_trip_and_name_a_real_account) {
+  auto store = open();
+  const std::string alice = *store->create_account("alice");
+  ASSERT_TRUE(store->set_account_limits({alice, 5, 10, 2}));
+  ASSERT_TRUE(store->set_account_limits({alice, 0, 0, 0}));  // unlimited
+  auto all = store->account_limits();
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].account_id, alice);
+  EXPECT_EQ((*all)[0].requests_per_second, 0);
+  auto unknown = store->set_account_limits({"acct_nobody", 1, 1, 1});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, Errc::not_found);
+}
+
 // Reopening applies no migration twice and keeps everything.
 TEST_P(StoreTest, reopening_keeps_the_data) {
   std::string alice;

@@ -11,7 +11,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import {
-  tempDir, synthModel, startCoordinator, createKey, startProvider, waitForProviders, startPostgres,
+  tempDir, synthModel, startCoordinator, createAccount, adminCredit, setLimits, startProvider, waitForProviders,
+  startPostgres,
 } from "./cluster.mjs";
 
 const { values: args } = parseArgs({
@@ -37,7 +38,10 @@ for (const store of ["sqlite", "postgres"]) {
     providers.push(await startProvider(coordinator, model, ["--max-batch", "64"]));
   }
   await waitForProviders(coordinator, providers.length);
-  const key = await createKey(coordinator);
+  const account = await createAccount(coordinator);
+  await adminCredit(coordinator, account.account_id, 1_000_000_000);
+  await setLimits(coordinator, account.account_id);  // the benchmark sends faster than the defaults allow
+  const key = account.api_key;
   console.log(`== ${store}: ${args.requests} requests, concurrency ${args.concurrency}, ${providers.length} providers`);
   // Asynchronously: the coordinator's and providers' logs must keep draining meanwhile.
   const { stdout } = await promisify(execFile)(process.execPath, [path.join(here, "loadgen.mjs"), "--url",

@@ -102,6 +102,17 @@ export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-
   return proc;
 }
 
+// Sets an account's request limits (PUT /v1/admin/limits; 0 = unlimited, the default here).
+export async function setLimits(coordinator, accountId, { rps = 0, burst = 0, maxConcurrent = 0 } = {}) {
+  const response = await fetch(`${coordinator.url}/v1/admin/limits`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${coordinator.adminToken}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ account_id: accountId, requests_per_second: rps, burst, max_concurrent: maxConcurrent }),
+  });
+  if (response.status !== 200) throw new Error(`admin limits failed: ${response.status} ${await response.text()}`);
+  return await response.json();
+}
+
 // A new account with an API key, credited with `credit` micro-USD (default: 1,000 USD, plenty
 // for tests whose subject is not money).
 export async function createKey(coordinator, credit = 1_000_000_000) {

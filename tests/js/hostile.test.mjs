@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import net from "node:net";
 import {
   tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders, readEvents,
-  FakeProvider, RawWebSocket, registerMessage, call, startPostgres,
+  FakeProvider, RawWebSocket, registerMessage, call, startPostgres, setLimits,
 } from "./cluster.mjs";
 
 const MODEL_ID = "hostile-model";
@@ -253,6 +253,62 @@ describe("connections", () => {
       await new Promise((r) => setTimeout(r, 200));
       const health = await exchange(coordinator.port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
       assert.match(health, /^HTTP\/1\.1 200 /);
+    } finally {
+      await coordinator.kill();
+    }
+  });
+});
+
+describe("request limits per account", () => {
+  it("a burst past an account's limits gets 429 with Retry-After and x-ratelimit-*, and an admin can lift them", async () => {
+    const dir = tempDir();
+    const model = synthModel(dir, MODEL_ID, ["--ctx", "8192"]);
+    const coordinator = await startCoordinator({ dataDir: `${dir}/data`, args: ["--queue-depth", "200"] });
+    try {
+      const provider = await startProvider(coordinator, model, ["--ctx", "8192"]);
+      await waitForProviders(coordinator, 1);
+      const consumer = await createAccount(coordinator);
+      await adminCredit(coordinator, consumer.account_id, 1_000_000_000);
+      const chat = () => call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+        body: { model: MODEL_ID, messages: [{ role: "user", content: "x" }], max_tokens: 1 } });
+      // 60 at once against a bucket of 40 that refills at 1 per second (slow enough that a busy
+      // machine's pace does not matter).
+      await setLimits(coordinator, consumer.account_id, { rps: 1, burst: 40, maxConcurrent: 64 });
+      const answers = await Promise.all(Array.from({ length: 60 }, chat));
+      const limited = answers.filter((a) => a.status === 429);
+      assert.ok(limited.length >= 15 && limited.length <= 20, `${limited.length} of 60 refused`);
+      assert.equal(answers.filter((a) => a.status === 200).length, 60 - limited.length);
+      for (const answer of limited) {
+        assert.equal(answer.json.error.code, "rate_limit_exceeded");
+        assert.equal(answer.headers.get("retry-after"), "1");
+        assert.equal(answer.headers.get("x-ratelimit-limit-requests"), "40");
+        assert.equal(answer.headers.get("x-ratelimit-remaining-requests"), "0");
+        assert.match(answer.headers.get("x-ratelimit-reset-requests"), /^\d+(ms|s)$/);
+      }
+      assert.equal(answers.find((a) => a.status === 200).headers.get("x-ratelimit-limit-requests"), "40");
+
+      // The admin lifts them (0 = unlimited), kept in the store: 60 at once all run.
+      const set = await call(coordinator, "PUT", "/v1/admin/limits",
+        { body: { account_id: consumer.account_id, requests_per_second: 0, burst: 0, max_concurrent: 0 } });
+      assert.equal(set.status, 200, set.text);
+      assert.equal((await call(coordinator, "PUT", "/v1/admin/limits", { key: consumer.api_key,
+        body: { account_id: consumer.account_id, requests_per_second: 0, burst: 0, max_concurrent: 0 } })).status, 401);
+      assert.equal((await call(coordinator, "PUT", "/v1/admin/limits",
+        { body: { account_id: "acct_nobody", requests_per_second: 1, burst: 1, max_concurrent: 1 } })).status, 404);
+      const lifted = await Promise.all(Array.from({ length: 60 }, chat));
+      assert.deepEqual([...new Set(lifted.map((a) => a.status))], [200]);
+
+      // A cap on requests in flight: the third concurrent stream of an account limited to 2 waits for nothing.
+      await setLimits(coordinator, consumer.account_id, { maxConcurrent: 2 });
+      const long = { model: MODEL_ID, messages: [{ role: "user", content: "x" }], max_tokens: 8000, ignore_eos: true, stream: true };
+      const open = await Promise.all([0, 1].map(() => fetch(`${coordinator.url}/v1/chat/completions`, { method: "POST",
+        headers: { Authorization: `Bearer ${consumer.api_key}`, "Content-Type": "application/json" }, body: JSON.stringify(long) })));
+      for (const response of open) assert.equal(response.status, 200);
+      const third = await call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key, body: long });
+      assert.equal(third.status, 429);
+      assert.match(third.json.error.message, /in flight/);
+      for (const response of open) await response.body.cancel();
+      await provider.kill();
     } finally {
       await coordinator.kill();
     }

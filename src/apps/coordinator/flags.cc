@@ -87,6 +87,19 @@ void add_routing_flags(CLI::App& app, CoordinatorConfig& config) {
   app.add_option("--max-body-bytes", config.limits.body_bytes, "largest request body accepted (413 beyond)")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))
       ->capture_default_str();
+  app.add_option(
+         "--rate-limit", config.rate_limits.requests_per_second,
+         "requests per second per account by default (0 = unlimited; PUT /v1/admin/limits sets an account's own)")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
+  app.add_option("--rate-burst", config.rate_limits.burst,
+                 "requests an account may send at once before --rate-limit applies")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
+  app.add_option("--max-concurrent-per-key", config.rate_limits.max_concurrent,
+                 "completion requests in flight per account by default (0 = unlimited)")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
   app.add_option("--max-connections", config.limits.max_connections,
                  "HTTP and WebSocket connections at once (also kept below the open-file limit)")
       ->check(CLI::Range(16, 1 << 24))
@@ -107,7 +120,7 @@ void add_registry_flags(CLI::App& app, CoordinatorConfig& config) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--max-providers-per-address", config.max_providers_per_address,
-                 "provider connections at once from one IP address")
+                 "provider connections at once from one IP address or IPv6 /64")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--max-models-per-provider", config.max_models_per_provider,

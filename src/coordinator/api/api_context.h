@@ -7,6 +7,7 @@
 
 #include "base/random.h"
 #include "coordinator/auth/api_keys.h"
+#include "coordinator/auth/rate_limiter.h"
 #include "coordinator/billing/ledger.h"
 #include "coordinator/config.h"
 #include "coordinator/registry/provider_registry.h"
@@ -26,6 +27,7 @@ struct ApiContext {
   StoreWorker& store_worker;  // every store call from a handler goes through it
   Ledger& ledger;
   ApiKeys& keys;
+  RateLimiter& limiter;
   ProviderRegistry& registry;
   Router& router;
   std::set<std::string>& releases;  // approved binary hashes, as loaded from the store
@@ -35,8 +37,8 @@ struct ApiContext {
 void add_catalog_routes(http::Router& routes, ApiContext& context);
 // POST /v1/admin/keys, GET|POST /v1/admin/releases.
 void add_admin_routes(http::Router& routes, ApiContext& context);
-// POST /v1/admin/credit, GET|PUT /v1/admin/pricing, POST /v1/admin/referrals, GET /v1/balance,
-// GET /v1/usage.
+// POST /v1/admin/credit, GET|PUT /v1/admin/pricing, POST /v1/admin/referrals, PUT /v1/admin/limits,
+// GET /v1/balance, GET /v1/usage.
 void add_billing_routes(http::Router& routes, ApiContext& context);
 
 }  // namespace darkbloom::coordinator

@@ -133,6 +133,41 @@ awaitable<void> handle_admin_referrals(http::Exchange& exchange, ApiContext& con
   co_await exchange.respond_json(200, proto::encode_referral(account, referrer));
 }
 
+AccountLimits read_limits(json::ObjectReader& reader) {
+  AccountLimits limits;
+  limits.account_id = reader.string("account_id", 128);
+  limits.requests_per_second = reader.integer("requests_per_second", 0, 1'000'000);
+  limits.burst = reader.integer("burst", 0, 1'000'000);
+  limits.max_concurrent = reader.integer("max_concurrent", 0, 1'000'000);
+  return limits;
+}
+
+// PUT {"account_id", "requests_per_second", "burst", "max_concurrent"} (0 = unlimited): the
+// account's own limits, kept in the store and in force at once on this coordinator.
+awaitable<void> handle_admin_limits(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  proto::ApiError error;
+  const auto limits = read_body(exchange, read_limits, &error);
+  if (!limits) {
+    co_await exchange.respond_error(error);
+    co_return;
+  }
+  auto store_limits = [&context, &limits] { return context.store.set_account_limits(*limits); };
+  if (const Status stored = co_await context.store_worker.run(store_limits); !stored) {
+    co_await respond_store_failure(exchange, stored.error());
+    co_return;
+  }
+  context.limiter.set(limits->account_id,
+                      RateLimits{limits->requests_per_second, limits->burst, limits->max_concurrent});
+  json::bj::object answer;
+  answer["account_id"] = limits->account_id;
+  answer["requests_per_second"] = limits->requests_per_second;
+  answer["burst"] = limits->burst;
+  answer["max_concurrent"] = limits->max_concurrent;
+  const std::string body = json::bj::serialize(answer);
+  co_await exchange.respond_json(200, body);
+}
+
 awaitable<void> handle_balance(http::Exchange& exchange, ApiContext& context) {
   const std::optional<std::string> account =
       co_await authenticate_consumer(exchange, context.keys, context.store_worker);
@@ -178,6 +213,7 @@ void add_billing_routes(http::Router& routes, ApiContext& context) {
   routes.add(verb::put, "/v1/admin/pricing", route(handle_admin_pricing));
   routes.add(verb::get, "/v1/admin/pricing", route(handle_admin_pricing));
   routes.add(verb::post, "/v1/admin/referrals", route(handle_admin_referrals));
+  routes.add(verb::put, "/v1/admin/limits", route(handle_admin_limits));
   routes.add(verb::get, "/v1/balance", route(handle_balance));
   routes.add(verb::get, "/v1/usage", route(handle_usage));
 }

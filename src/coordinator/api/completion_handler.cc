@@ -83,6 +83,7 @@ Headers CompletionHandler::response_headers(const PendingRequest& request, const
     headers.emplace_back("X-Provider-Public-Key", provider.trust_state().document.public_key);
   }
   headers.emplace_back("X-Timing", request.timing.header());
+  headers.insert(headers.end(), request.rate_headers.begin(), request.rate_headers.end());
   return headers;
 }
 
@@ -92,6 +93,9 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
   request->created = unix_seconds(context_.clock.wall_now());
   request->body_bytes = static_cast<int64_t>(exchange.request().body().size());
   if (!co_await authenticate_and_parse(exchange, endpoint, *request)) co_return;
+  // Held until the request ends: its place among the account's requests in flight.
+  RateLimiter::Ticket in_flight;
+  if (!co_await admit(exchange, *request, in_flight)) co_return;
   if (!co_await reserve_credit(exchange, *request)) co_return;
   const RefundUnlessSettled refund_guard{context_.ledger, request};
   if (!co_await check_model_served(exchange, *request)) co_return;
@@ -130,6 +134,20 @@ awaitable<bool> CompletionHandler::authenticate_and_parse(http::Exchange& exchan
   if (!request.parsed.max_tokens) request.parsed.body["max_tokens"] = request.max_tokens;
   request.timing.parse_us = context_.clock.micros_since(started);
   co_return true;
+}
+
+awaitable<bool> CompletionHandler::admit(http::Exchange& exchange, PendingRequest& request,
+                                         RateLimiter::Ticket& in_flight) {
+  RateLimiter::Decision decision = context_.limiter.admit(request.account_id);
+  request.rate_headers = decision.headers;
+  if (decision.allowed) {
+    in_flight = std::move(decision.ticket);
+    co_return true;
+  }
+  Headers headers = retry_after(decision.retry_after_seconds);
+  headers.insert(headers.end(), decision.headers.begin(), decision.headers.end());
+  co_await exchange.respond_error(proto::rate_limited(decision.reason), headers);
+  co_return false;
 }
 
 awaitable<bool> CompletionHandler::reserve_credit(http::Exchange& exchange, PendingRequest& request) {

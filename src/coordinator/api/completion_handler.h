@@ -31,6 +31,8 @@ class CompletionHandler {
   // Each step answers the client itself when it fails and then returns false.
   net::awaitable<bool> authenticate_and_parse(http::Exchange& exchange, proto::Endpoint endpoint,
                                               PendingRequest& request);
+  // The account's rate and in-flight limits: 429 with Retry-After and x-ratelimit-* when over.
+  net::awaitable<bool> admit(http::Exchange& exchange, PendingRequest& request, RateLimiter::Ticket& in_flight);
   net::awaitable<bool> reserve_credit(http::Exchange& exchange, PendingRequest& request);
   net::awaitable<bool> check_model_served(http::Exchange& exchange, const PendingRequest& request);
 

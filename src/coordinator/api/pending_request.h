@@ -6,6 +6,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "coordinator/api/request_timing.h"
 #include "coordinator/billing/ledger.h"
@@ -24,6 +26,7 @@ struct PendingRequest {
   size_t frame_bytes = 0;  // of the inference_request that carries it, sealed
   int64_t body_bytes = 0;  // of the request as received: bounds the prompt tokens billed
   RequestTiming timing;
+  std::vector<std::pair<std::string, std::string>> rate_headers;  // x-ratelimit-*, on the provider's answer
   int max_tokens = 0;
   int64_t created = 0;  // unix seconds
   bool client_gone = false;

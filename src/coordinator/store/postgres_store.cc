@@ -204,6 +204,36 @@ class PostgresStore final : public Store {
     return {};
   }
 
+  Status set_account_limits(const AccountLimits& limits) override {
+    std::lock_guard lock(mutex_);
+    reconnect_if_broken();
+    auto result = run(
+        "INSERT INTO account_limits (account_id, requests_per_second, burst, max_concurrent) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (account_id) DO UPDATE SET requests_per_second = excluded.requests_per_second, "
+        "burst = excluded.burst, max_concurrent = excluded.max_concurrent",
+        {limits.account_id, std::to_string(limits.requests_per_second), std::to_string(limits.burst),
+         std::to_string(limits.max_concurrent)});
+    if (!result) {
+      if (last_state_ == "23503") return make_error(Errc::not_found, fmt::format("no account {}", limits.account_id));
+      return result.error();
+    }
+    return {};
+  }
+
+  Result<std::vector<AccountLimits>> account_limits() override {
+    std::lock_guard lock(mutex_);
+    reconnect_if_broken();
+    auto result = run(
+        "SELECT account_id, requests_per_second, burst, max_concurrent FROM account_limits ORDER BY account_id", {});
+    if (!result) return result.error();
+    std::vector<AccountLimits> all;
+    for (int row = 0; row < PQntuples(result->get()); ++row) {
+      all.push_back(
+          {text(*result, row, 0), integer(*result, row, 1), integer(*result, row, 2), integer(*result, row, 3)});
+    }
+    return all;
+  }
+
   Result<std::vector<Price>> prices() override {
     std::lock_guard lock(mutex_);
     reconnect_if_broken();

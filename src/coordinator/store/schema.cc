@@ -67,6 +67,14 @@ constexpr std::string_view kMigrations[] = {
         output_per_million {int64} NOT NULL CHECK (output_per_million >= 0)
       );
     )sql",
+    R"sql(
+      CREATE TABLE account_limits (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+        requests_per_second {int64} NOT NULL CHECK (requests_per_second >= 0),
+        burst {int64} NOT NULL CHECK (burst >= 0),
+        max_concurrent {int64} NOT NULL CHECK (max_concurrent >= 0)
+      );
+    )sql",
 };
 
 std::string in_dialect(std::string_view sql, SqlDialect dialect) {

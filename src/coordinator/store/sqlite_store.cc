@@ -190,6 +190,41 @@ class SqliteStore final : public Store {
     return step_done(statement->get());
   }
 
+  Status set_account_limits(const AccountLimits& limits) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "INSERT INTO account_limits (account_id, requests_per_second, burst, max_concurrent) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(account_id) DO UPDATE SET requests_per_second = excluded.requests_per_second, "
+        "burst = excluded.burst, max_concurrent = excluded.max_concurrent");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, limits.account_id);
+    sqlite3_bind_int64(statement->get(), 2, limits.requests_per_second);
+    sqlite3_bind_int64(statement->get(), 3, limits.burst);
+    sqlite3_bind_int64(statement->get(), 4, limits.max_concurrent);
+    if (sqlite3_step(statement->get()) != SQLITE_DONE) {
+      if (sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        return make_error(Errc::not_found, fmt::format("no account {}", limits.account_id));
+      }
+      return failure("set_account_limits");
+    }
+    return {};
+  }
+
+  Result<std::vector<AccountLimits>> account_limits() override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "SELECT account_id, requests_per_second, burst, max_concurrent FROM account_limits ORDER BY account_id");
+    if (!statement) return statement.error();
+    std::vector<AccountLimits> all;
+    int rc;
+    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
+      all.push_back({column_text(statement->get(), 0), sqlite3_column_int64(statement->get(), 1),
+                     sqlite3_column_int64(statement->get(), 2), sqlite3_column_int64(statement->get(), 3)});
+    }
+    if (rc != SQLITE_DONE) return failure("account_limits");
+    return all;
+  }
+
   Result<std::vector<Price>> prices() override {
     std::lock_guard lock(mutex_);
     auto statement = prepare("SELECT model, input_per_million, output_per_million FROM prices ORDER BY model");

@@ -64,6 +64,14 @@ struct Price {
   int64_t output_per_million = 0;
 };
 
+// An account's request limits (the admin route); 0 means unlimited.
+struct AccountLimits {
+  std::string account_id;
+  int64_t requests_per_second = 0;
+  int64_t burst = 0;
+  int64_t max_concurrent = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -134,6 +142,9 @@ class Store {
   // Forgets keys last seen before `unix_seconds` that record no rotation (a retired key's row,
   // with replaced_by, stays forever so the key can never come back).
   virtual Status expire_provider_keys(int64_t unix_seconds) = 0;
+  // Sets an account's limits (Errc::not_found for an unknown account); all of them.
+  virtual Status set_account_limits(const AccountLimits& limits) = 0;
+  virtual Result<std::vector<AccountLimits>> account_limits() = 0;
 };
 
 // Largest single movement: a billion USD. Balances stay within [0, 10^18] micro-USD, so sums of
