@@ -4,6 +4,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import fs from "node:fs";
 import net from "node:net";
 import {
   tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders, readEvents,
@@ -353,7 +354,13 @@ describe("a database that stops answering", () => {
   // SIGSTOP the server and every backend: connections stay open and nothing answers, the way a
   // hung database looks (a crashed one at least closes its sockets).
   const signalPostgres = (signal) => {
-    const backends = execFileSync("pgrep", ["-P", String(pg.child.pid)]).toString().trim().split("\n").filter(Boolean);
+    // The server's children (its backends), from /proc: field 4 of /proc/PID/stat is the parent.
+    const backends = fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name)).filter((pid) => {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pg.child.pid;
+      } catch { return false; }  // gone meanwhile
+    });
     for (const pid of [pg.child.pid, ...backends.map(Number)]) process.kill(pid, signal);
   };
   const answersWithin = (promise, ms) => Promise.race([promise,
