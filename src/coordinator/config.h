@@ -38,8 +38,9 @@ struct CoordinatorConfig {
   std::chrono::milliseconds heartbeat_timeout{90'000};   // a provider silent this long is evicted
   std::chrono::milliseconds inference_timeout{600'000};  // longest silence between chunks once streaming
   RateLimits rate_limits;                                // per account, unless an admin set its own (0 = unlimited)
-  int default_max_tokens = 8192;                         // bound injected when a request has none
-  size_t max_providers = 4096;                           // WebSocket sessions at once
+  int64_t max_admin_failures = 10;  // failed admin-token attempts per address before a throttle; 0 = none
+  int default_max_tokens = 8192;    // bound injected when a request has none
+  size_t max_providers = 4096;      // WebSocket sessions at once
   // The registry's own defences (docs/network.md, Limits): a new session must register in time;
   // sessions that serve nothing yet (not registered, or not routable at min_trust) are capped, as
   // are sessions per source address and models per provider.

@@ -54,18 +54,21 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
       ledger_(std::move(ledger)) {
   keys_ = std::make_unique<ApiKeys>(*store_, clock_, random_);
   limiter_ = std::make_unique<RateLimiter>(clock_, config_.rate_limits);
+  admin_failures_ = std::make_unique<FailedAttempts>(clock_, config_.max_admin_failures);
   registry_ = std::make_unique<ProviderRegistry>(clock_, random_);
   router_ = std::make_unique<Router>(executor_, clock_, random_, *registry_,
                                      RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait});
   gateway_ = std::make_unique<ProviderGateway>(ProviderGateway::Dependencies{
       executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_, *keys_, releases_});
-  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *ledger_, *keys_, *limiter_, *registry_,
-                            *router_, releases_});
+  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *ledger_, *keys_, *limiter_,
+                            *admin_failures_, *registry_, *router_, releases_});
   dispatcher_ = std::make_unique<RequestDispatcher>(
       RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_});
   completions_ = std::make_unique<CompletionHandler>(*api_, *dispatcher_, *gateway_);
   server_ = std::make_unique<http::Server>(executor_, routes(), config_.limits);
-  server_->set_header_check([this](const http::Request& request) { return completions_->check_before_body(request); });
+  server_->set_header_check([this](const http::Request& request, const std::string& address) {
+    return completions_->check_before_body(request, address);
+  });
 }
 
 Coordinator::~Coordinator() {

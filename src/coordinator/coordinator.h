@@ -19,6 +19,7 @@ class StoreWorker;
 class Ledger;
 class ApiKeys;
 class RateLimiter;
+class FailedAttempts;
 class ProviderRegistry;
 class Router;
 class ProviderGateway;
@@ -56,6 +57,7 @@ class Coordinator {
   std::set<std::string> releases_;  // approved binary hashes, loaded from the store
   std::unique_ptr<ApiKeys> keys_;
   std::unique_ptr<RateLimiter> limiter_;
+  std::unique_ptr<FailedAttempts> admin_failures_;
   std::unique_ptr<ProviderRegistry> registry_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<ProviderGateway> gateway_;

@@ -411,7 +411,10 @@ awaitable<bool> Server::refused_before_body(beast::tcp_stream& stream, const Req
   if (router_.find(request.method(), target.substr(0, target.find('?')), &route_error) == nullptr) {
     refusal.emplace(std::move(route_error), Headers{});
   } else if (header_check_) {
-    refusal = co_await header_check_(request);
+    error_code error;
+    const auto remote = stream.socket().remote_endpoint(error);
+    const std::string address = error ? std::string("unknown") : address_key(remote.address());
+    refusal = co_await header_check_(request, address);
   }
   if (!refusal) co_return false;
   const auto& [reply, headers] = *refusal;

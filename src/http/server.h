@@ -144,7 +144,9 @@ class Router {
 // Looks at a request's headers before its body is read: a refusal (with its headers) is answered
 // at once and the body never read, so an unauthenticated client cannot make the server read and
 // hold a large body. (Unknown routes and methods are refused before the body without it.)
-using HeaderCheck = std::function<awaitable<std::optional<std::pair<proto::ApiError, Headers>>>(const Request&)>;
+// The address is the client's, as address_key() names it.
+using HeaderCheck =
+    std::function<awaitable<std::optional<std::pair<proto::ApiError, Headers>>>(const Request&, const std::string&)>;
 
 class Server {
  public:

@@ -1,6 +1,8 @@
 // Request limits per account: a token bucket (rate, burst) and a cap on requests in flight, each
-// 0 for unlimited, an account's own replacing the defaults; refusals say when to retry.
+// 0 for unlimited, an account's own replacing the defaults; refusals say when to retry. And
+// failed admin-token attempts per address.
 #include "coordinator/auth/rate_limiter.h"
+#include "coordinator/auth/failed_attempts.h"
 
 #include <gtest/gtest.h>
 
@@ -73,6 +75,24 @@ TEST(RateLimiter, a_request_refused_for_the_in_flight_cap_costs_no_token) {
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(limiter.admit("acct_a").allowed);
   { RateLimiter::Ticket done = std::move(running.ticket); }
   EXPECT_TRUE(limiter.admit("acct_a").allowed) << "the one token left was not spent on refusals";
+}
+
+TEST(FailedAttempts, an_address_that_keeps_failing_waits_and_others_do_not) {
+  net::ManualClock clock;
+  FailedAttempts failures(clock);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(failures.wait_seconds("10.0.0.1"), 0) << i;
+    failures.failed("10.0.0.1");
+  }
+  EXPECT_EQ(failures.wait_seconds("10.0.0.1"), FailedAttempts::kRefill.count());
+  EXPECT_EQ(failures.wait_seconds("10.0.0.2"), 0);
+  clock.advance(FailedAttempts::kRefill);
+  EXPECT_EQ(failures.wait_seconds("10.0.0.1"), 0);  // one more try
+  failures.failed("10.0.0.1");
+  EXPECT_GT(failures.wait_seconds("10.0.0.1"), 0);
+  FailedAttempts off(clock, 0);
+  for (int i = 0; i < 100; ++i) off.failed("10.0.0.1");
+  EXPECT_EQ(off.wait_seconds("10.0.0.1"), 0);
 }
 
 }  // namespace

@@ -240,6 +240,23 @@ describe("connections", () => {
     }
   });
 
+  it("throttles an address that keeps failing the admin token, and only that address", async () => {
+    const dir = tempDir();
+    const coordinator = await startCoordinator({ dataDir: `${dir}/data` });
+    const admin = (token, localAddress) => exchange(coordinator.port, "POST /v1/admin/keys HTTP/1.1\r\nHost: x\r\n" +
+      `Authorization: Bearer ${token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, { localAddress });
+    try {
+      for (let i = 0; i < 10; i++) assert.match(await admin("guess", "127.0.0.8"), /^HTTP\/1\.1 401 /);
+      const throttled = await admin("guess", "127.0.0.8");
+      assert.match(throttled, /^HTTP\/1\.1 429 /);
+      assert.match(throttled, /Retry-After: \d+/i);
+      assert.match(await admin(coordinator.adminToken, "127.0.0.8"), /^HTTP\/1\.1 429 /, "even the right token, for now");
+      assert.match(await admin(coordinator.adminToken, "127.0.0.9"), /^HTTP\/1\.1 200 /);
+    } finally {
+      await coordinator.kill();
+    }
+  });
+
   it("keeps its connection cap below the open-file limit and keeps serving past it", async () => {
     const dir = tempDir();
     const coordinator = await startCoordinator({ dataDir: `${dir}/data`, launcher: ["prlimit", "--nofile=128:128"] });

@@ -96,6 +96,11 @@ void add_routing_flags(CLI::App& app, CoordinatorConfig& config) {
                  "requests an account may send at once before --rate-limit applies")
       ->check(CLI::Range(0, 1'000'000))
       ->capture_default_str();
+  app.add_option("--max-admin-failures", config.max_admin_failures,
+                 "failed admin-token attempts per address before its admin requests wait (0 = no throttle; "
+                 "behind a proxy every client shares one address)")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
   app.add_option("--max-concurrent-per-key", config.rate_limits.max_concurrent,
                  "completion requests in flight per account by default (0 = unlimited)")
       ->check(CLI::Range(0, 1'000'000))

@@ -42,7 +42,7 @@ std::vector<proto::Release> release_list(const std::vector<ReleaseRecord>& recor
 
 // {"name"?}: a new account and its first key, shown this once.
 awaitable<void> handle_admin_keys(http::Exchange& exchange, ApiContext& context) {
-  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
   std::string name = "account";
   if (!exchange.request().body().empty()) {
     proto::ApiError error;
@@ -100,7 +100,7 @@ awaitable<bool> add_release(http::Exchange& exchange, ApiContext& context) {
 
 // POST {"binary_hash", "version"?, "note"?} approves a binary; GET lists the approved ones.
 awaitable<void> handle_admin_releases(http::Exchange& exchange, ApiContext& context) {
-  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
   if (exchange.request().method() == http::bhttp::verb::post) {
     const bool added = co_await add_release(exchange, context);
     if (!added) co_return;

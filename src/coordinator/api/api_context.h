@@ -7,6 +7,7 @@
 
 #include "base/random.h"
 #include "coordinator/auth/api_keys.h"
+#include "coordinator/auth/failed_attempts.h"
 #include "coordinator/auth/rate_limiter.h"
 #include "coordinator/billing/ledger.h"
 #include "coordinator/config.h"
@@ -28,6 +29,7 @@ struct ApiContext {
   Ledger& ledger;
   ApiKeys& keys;
   RateLimiter& limiter;
+  FailedAttempts& admin_failures;  // failed admin-token attempts per address
   ProviderRegistry& registry;
   Router& router;
   std::set<std::string>& releases;  // approved binary hashes, as loaded from the store

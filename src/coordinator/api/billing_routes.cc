@@ -42,7 +42,7 @@ std::vector<proto::ModelPrice> price_list(const std::vector<Price>& prices) {
 
 // {"account_id", "amount_micro_usd", "idempotency_key"?}: the key makes a retried call a no-op.
 awaitable<void> handle_admin_credit(http::Exchange& exchange, ApiContext& context) {
-  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
   proto::ApiError error;
   const auto body = read_body(exchange, read_credit, &error);
   if (!body) {
@@ -95,7 +95,7 @@ awaitable<bool> set_price(http::Exchange& exchange, ApiContext& context) {
 // PUT {"model"?, "input_per_million", "output_per_million"} sets a price ("" or absent: the
 // default); GET lists them.
 awaitable<void> handle_admin_pricing(http::Exchange& exchange, ApiContext& context) {
-  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
   if (exchange.request().method() == http::bhttp::verb::put) {
     const bool set = co_await set_price(exchange, context);
     if (!set) co_return;
@@ -116,7 +116,7 @@ awaitable<void> handle_admin_pricing(http::Exchange& exchange, ApiContext& conte
 
 // {"account_id", "referrer_id"}: set once.
 awaitable<void> handle_admin_referrals(http::Exchange& exchange, ApiContext& context) {
-  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
   proto::ApiError error;
   const auto body = read_body(exchange, read_referral, &error);
   if (!body) {
@@ -145,7 +145,7 @@ AccountLimits read_limits(json::ObjectReader& reader) {
 // PUT {"account_id", "requests_per_second", "burst", "max_concurrent"} (0 = unlimited): the
 // account's own limits, kept in the store and in force at once on this coordinator.
 awaitable<void> handle_admin_limits(http::Exchange& exchange, ApiContext& context) {
-  if (!co_await authorize_admin(exchange, context.config.admin_token)) co_return;
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
   proto::ApiError error;
   const auto limits = read_body(exchange, read_limits, &error);
   if (!limits) {

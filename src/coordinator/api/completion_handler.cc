@@ -54,14 +54,14 @@ void CompletionHandler::add_routes(http::Router& routes) {
              [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::completions); });
 }
 
-net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(const http::Request& request) {
+net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(const http::Request& request,
+                                                                            const std::string& address) {
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
   const auto header = request.find(http::bhttp::field::authorization);
   const std::string authorization = header == request.end() ? std::string() : std::string(header->value());
   if (path.substr(0, 10) == "/v1/admin/") {
-    if (auto refusal = admin_refusal(authorization, context_.config.admin_token)) co_return Refusal{*refusal, {}};
-    co_return std::nullopt;
+    co_return admin_refusal(authorization, context_.config.admin_token, context_.admin_failures, address);
   }
   if (request.method() != http::bhttp::verb::post || (path != "/v1/chat/completions" && path != "/v1/completions")) {
     co_return std::nullopt;

@@ -25,7 +25,7 @@ class CompletionHandler {
   // The server's header check, for requests with a body still to read: a completion request
   // without a valid API key, or an admin request without the admin token, is refused before its
   // body (up to --max-body-bytes) is read.
-  net::awaitable<std::optional<Refusal>> check_before_body(const http::Request& request);
+  net::awaitable<std::optional<Refusal>> check_before_body(const http::Request& request, const std::string& address);
 
  private:
   // Each step answers the client itself when it fails and then returns false.

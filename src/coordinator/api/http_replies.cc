@@ -1,5 +1,7 @@
 #include "coordinator/api/http_replies.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "base/encoding.h"
@@ -95,10 +97,27 @@ std::optional<proto::ApiError> admin_refusal(std::string_view authorization, con
   return std::nullopt;
 }
 
-net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token) {
-  const std::optional<proto::ApiError> refusal = admin_refusal(exchange.header("Authorization"), admin_token);
+std::optional<Refusal> admin_refusal(std::string_view authorization, const std::string& admin_token,
+                                     FailedAttempts& failures, const std::string& address) {
+  // A disabled admin API is not something to guess at: said as it is, nothing counted.
+  if (admin_token.empty()) return Refusal{*admin_refusal(authorization, admin_token), Headers{}};
+  if (const int wait = failures.wait_seconds(address); wait > 0) {
+    return Refusal{
+        proto::rate_limited(fmt::format("Too many failed admin attempts from your address; retry in {} s", wait)),
+        retry_after(wait)};
+  }
+  std::optional<proto::ApiError> refusal = admin_refusal(authorization, admin_token);
+  if (!refusal) return std::nullopt;
+  failures.failed(address);
+  return Refusal{std::move(*refusal), Headers{}};
+}
+
+net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token,
+                                     FailedAttempts& failures) {
+  const std::optional<Refusal> refusal = admin_refusal(exchange.header("Authorization"), admin_token, failures,
+                                                       http::address_key(exchange.remote_address()));
   if (!refusal) co_return true;
-  co_await exchange.respond_error(*refusal);
+  co_await exchange.respond_error(refusal->first, refusal->second);
   co_return false;
 }
 

@@ -12,6 +12,7 @@
 
 #include "base/json.h"
 #include "coordinator/auth/api_keys.h"
+#include "coordinator/auth/failed_attempts.h"
 #include "http/server.h"
 
 namespace darkbloom::coordinator {
@@ -65,7 +66,12 @@ net::awaitable<std::optional<std::string>> authenticate_consumer(http::Exchange&
 // The 401 for an Authorization header without the admin token (an empty token disables the
 // admin API); nullopt when it carries it.
 std::optional<proto::ApiError> admin_refusal(std::string_view authorization, const std::string& admin_token);
-// Answers admin_refusal's 401 and returns false unless the request carries the admin token.
-net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token);
+// admin_refusal, counting failures per address (`address` as http::address_key names it): an
+// address that failed too often gets 429 with Retry-After for every admin request for a while.
+std::optional<Refusal> admin_refusal(std::string_view authorization, const std::string& admin_token,
+                                     FailedAttempts& failures, const std::string& address);
+// Answers that refusal and returns false unless the request carries the admin token.
+net::awaitable<bool> authorize_admin(http::Exchange& exchange, const std::string& admin_token,
+                                     FailedAttempts& failures);
 
 }  // namespace darkbloom::coordinator
