@@ -295,18 +295,19 @@ TEST(ApiKeys, a_created_key_authenticates_and_others_do_not) {
   auto created = h.keys.create_account_key("alice");
   ASSERT_TRUE(created);
   EXPECT_EQ(created->api_key.substr(0, 3), "db-");
-  auto account = h.keys.authenticate("Bearer " + created->api_key);
+  auto account = h.finish(h.keys.authenticate("Bearer " + created->api_key, h.store_worker));
   ASSERT_TRUE(account);
   EXPECT_EQ(*account, std::optional<std::string>(created->account_id));
   // A fresh cache finds it in the store by its hash.
   ApiKeys fresh(h.store(), h.clock, h.random);
-  EXPECT_EQ(*fresh.authenticate("Bearer " + created->api_key), std::optional<std::string>(created->account_id));
+  EXPECT_EQ(*h.finish(fresh.authenticate("Bearer " + created->api_key, h.store_worker)),
+            std::optional<std::string>(created->account_id));
 
   std::string other = created->api_key;
   other.back() = other.back() == '0' ? '1' : '0';
   const std::vector<std::string> refused_headers{"Bearer " + other, created->api_key, "Bearer db-short", "Basic x"};
   for (const std::string& header : refused_headers) {
-    auto refused = h.keys.authenticate(header);
+    auto refused = h.finish(h.keys.authenticate(header, h.store_worker));
     ASSERT_TRUE(refused) << header;
     EXPECT_FALSE(*refused) << header;
   }

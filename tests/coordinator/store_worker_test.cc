@@ -49,7 +49,7 @@ TEST(ApiKeys, the_unknown_key_cache_is_bounded_and_cleared_when_a_key_is_created
   CoordinatorHarness h;
   for (size_t i = 0; i <= ApiKeys::kMaxUnknown + 10; ++i) {
     const std::string key = fmt::format("db-{:064x}", i);
-    ASSERT_TRUE(h.keys.authenticate_key(key));
+    ASSERT_TRUE(h.finish(h.keys.authenticate_key(key, h.store_worker)));
     ASSERT_LE(h.keys.unknown_cached(), ApiKeys::kMaxUnknown);
   }
   EXPECT_GT(h.keys.unknown_cached(), 0u);

@@ -78,20 +78,6 @@ std::optional<std::string> ApiKeys::learn(const std::string& hash, const std::op
   return std::nullopt;
 }
 
-Result<std::optional<std::string>> ApiKeys::authenticate(std::string_view authorization_header) {
-  return authenticate_key(bearer_token(authorization_header));
-}
-
-Result<std::optional<std::string>> ApiKeys::authenticate_key(std::string_view key) {
-  if (!well_formed(key)) return std::optional<std::string>{};
-  // Looking up by hash means the comparison never touches the secret itself.
-  const std::string hash = crypto::sha256_hex(as_bytes(key));
-  if (Cached hit = cached(hash); hit.known) return hit.account;
-  auto record = store_.find_api_key(hash);
-  if (!record) return record.error();
-  return learn(hash, *record);
-}
-
 net::awaitable<Result<std::optional<std::string>>> ApiKeys::authenticate(std::string_view authorization_header,
                                                                          StoreWorker& worker) {
   std::string key(bearer_token(authorization_header));

@@ -43,11 +43,8 @@ class ApiKeys {
   // unknown key. A database that fails is an error (Errc::unavailable when it is not answering).
   net::awaitable<Result<std::optional<std::string>>> authenticate(std::string_view authorization_header,
                                                                   StoreWorker& worker);
-  // The same, blocking on the store on a miss (tests, tools).
-  Result<std::optional<std::string>> authenticate(std::string_view authorization_header);
   // For a bare key (a provider's account token).
   net::awaitable<Result<std::optional<std::string>>> authenticate_key(std::string key, StoreWorker& worker);
-  Result<std::optional<std::string>> authenticate_key(std::string_view key);
 
   size_t unknown_cached() const { return unknown_.size(); }
 

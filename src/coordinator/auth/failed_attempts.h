@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "net/clock.h"
+#include "net/token_bucket.h"
 
 namespace darkbloom::coordinator {
 
@@ -27,44 +28,30 @@ class FailedAttempts {
     if (burst_ <= 0) return 0;
     const auto it = budgets_.find(key_for(address));
     if (it == budgets_.end()) return 0;
-    refill(it->second);
-    if (it->second.left >= 1) return 0;
-    return std::max(1, static_cast<int>(std::ceil((1 - it->second.left) * static_cast<double>(kRefill.count()))));
+    const double wait = it->second.seconds_to_next(clock_.now());
+    return wait <= 0 ? 0 : std::max(1, static_cast<int>(std::ceil(wait)));
   }
   void failed(const std::string& address) {
     if (burst_ <= 0) return;
+    const auto now = clock_.now();
     if (budgets_.size() >= kMaxAddresses && budgets_.count(address) == 0) {
-      const auto now = clock_.now();
-      const double burst = burst_;
-      std::erase_if(budgets_, [now, burst](const auto& entry) {  // those that would be full again anyway
-        return entry.second.left + std::chrono::duration<double>(now - entry.second.refilled) / kRefill >= burst;
-      });
+      std::erase_if(budgets_, [now](const auto& entry) { return entry.second.full_by(now); });  // forgotten anyway
     }
-    auto [it, fresh] = budgets_.try_emplace(key_for(address), Budget{burst_, clock_.now()});
-    refill(it->second);
-    it->second.left = std::max(0.0, it->second.left - 1);
+    auto it = budgets_.try_emplace(key_for(address), burst_, 1.0 / static_cast<double>(kRefill.count())).first;
+    it->second.spend(now);
   }
 
  private:
-  struct Budget {
-    double left = 0;
-    net::Clock::Time refilled{};
-  };
   // While the table is full, addresses it does not know share one budget: a flood from many
   // addresses neither grows it nor clears anyone's throttle.
   std::string key_for(const std::string& address) const {
     if (budgets_.size() < kMaxAddresses || budgets_.count(address) != 0) return address;
     return "(others)";
   }
-  void refill(Budget& budget) {
-    const auto now = clock_.now();
-    budget.left = std::min(burst_, budget.left + std::chrono::duration<double>(now - budget.refilled) / kRefill);
-    budget.refilled = now;
-  }
 
   net::Clock& clock_;
   double burst_;
-  std::unordered_map<std::string, Budget> budgets_;
+  std::unordered_map<std::string, net::TokenBucket> budgets_;
 };
 
 }  // namespace darkbloom::coordinator

@@ -33,26 +33,22 @@ RateLimiter::Decision RateLimiter::admit(const std::string& account) {
   const bool rate_limited = limits.requests_per_second > 0;
   const double burst = static_cast<double>(std::max<int64_t>(1, limits.burst));
   const double rate = static_cast<double>(limits.requests_per_second);
-  if (rate_limited) {
-    if (!state.started) {
-      state.tokens = burst;
-      state.started = true;
-    } else {
-      const double elapsed = std::chrono::duration<double>(now - state.refilled).count();
-      state.tokens = std::min(burst, state.tokens + elapsed * rate);
-    }
-    state.refilled = now;
+  if (rate_limited && (!state.bucket || state.bucket_limits.requests_per_second != limits.requests_per_second ||
+                       state.bucket_limits.burst != limits.burst)) {
+    state.bucket.emplace(burst, rate);
+    state.bucket_limits = limits;
   }
   const bool at_cap = limits.max_concurrent > 0 && *state.in_flight >= limits.max_concurrent;
-  const bool out_of_tokens = rate_limited && state.tokens < 1;
-  if (rate_limited && !at_cap && !out_of_tokens) state.tokens -= 1;
+  const bool out_of_tokens = rate_limited && state.bucket->level(now) < 1;
+  if (rate_limited && !at_cap && !out_of_tokens) state.bucket->take(now);
   if (rate_limited) {
-    decision.headers = {{"x-ratelimit-limit-requests", std::to_string(static_cast<int64_t>(burst))},
-                        {"x-ratelimit-remaining-requests", std::to_string(static_cast<int64_t>(state.tokens))},
-                        {"x-ratelimit-reset-requests", duration_text((burst - state.tokens) / rate)}};
+    decision.headers = {
+        {"x-ratelimit-limit-requests", std::to_string(static_cast<int64_t>(burst))},
+        {"x-ratelimit-remaining-requests", std::to_string(static_cast<int64_t>(state.bucket->level(now)))},
+        {"x-ratelimit-reset-requests", duration_text(state.bucket->seconds_to_full(now))}};
   }
   if (out_of_tokens) {
-    const double wait = (1 - state.tokens) / rate;
+    const double wait = state.bucket->seconds_to_next(now);
     decision.reason = fmt::format("Rate limit reached: {} requests per second (burst {}) for this account; retry in {}",
                                   limits.requests_per_second, static_cast<int64_t>(burst), duration_text(wait));
     decision.retry_after_seconds = static_cast<int>(std::max(1.0, std::ceil(wait)));

@@ -7,12 +7,14 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "net/clock.h"
+#include "net/token_bucket.h"
 
 namespace darkbloom::coordinator {
 
@@ -69,10 +71,9 @@ class RateLimiter {
 
  private:
   struct Account {
-    double tokens = 0;
-    net::Clock::Time refilled{};
+    std::optional<net::TokenBucket> bucket;  // made (full) for these limits; again when they change
+    RateLimits bucket_limits;
     std::shared_ptr<int64_t> in_flight = std::make_shared<int64_t>(0);
-    bool started = false;
   };
 
   net::Clock& clock_;

@@ -22,6 +22,7 @@
 #include "crypto/sealed_box.h"
 #include "net/async_queue.h"
 #include "net/clock.h"
+#include "net/token_bucket.h"
 #include "proto/provider_messages.h"
 
 namespace darkbloom::coordinator {
@@ -173,12 +174,10 @@ class ProviderSession {
   std::shared_ptr<net::Timer> register_timer_;      // until it registers or is dropped
   proto::Heartbeat heartbeat_;
   std::map<std::string, std::shared_ptr<Attempt>> in_flight_;
-  double late_frames_left_ = kLateFrameBurst;
-  net::Clock::Time late_frames_refilled_{};
+  net::TokenBucket late_frames_{kLateFrameBurst, kLateFramesPerSecond};
   // Log lines the provider's own messages may cause: a bucket of kLogBurst, one back every
   // kLogRefill; what is suppressed is counted and reported with the next line.
-  double log_tokens_ = kLogBurst;
-  net::Clock::Time log_refilled_{};
+  net::TokenBucket log_budget_{kLogBurst, 1.0 / std::chrono::duration<double>(kLogRefill).count()};
   uint64_t log_suppressed_ = 0;
   double observed_decode_tps_ = 0;
 };

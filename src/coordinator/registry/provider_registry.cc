@@ -31,7 +31,6 @@ void ProviderRegistry::remove(const std::string& id, bool was_serving) {
 }
 
 bool ProviderRegistry::served_recently(const std::string& model) const {
-  if (any_serving(model)) return true;
   const auto it = last_served_.find(model);
   return it != last_served_.end() && clock_.now() - it->second <= kRecentlyServed;
 }

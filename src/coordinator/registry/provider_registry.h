@@ -32,7 +32,7 @@ class ProviderRegistry {
   std::vector<std::shared_ptr<ProviderSession>> trusted(const std::string& model, TrustLevel min_trust) const;
   // True when any active provider, trusted or not, serves `model`.
   bool any_serving(const std::string& model) const;
-  // True when one serves it now or did within kRecentlyServed: its providers are likely
+  // True when a routable provider of it left within kRecentlyServed: its providers are likely
   // reconnecting, so a request is told to retry (503), not that the model does not exist (404).
   bool served_recently(const std::string& model) const;
   static constexpr std::chrono::minutes kRecentlyServed{10};
