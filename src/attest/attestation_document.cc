@@ -170,13 +170,20 @@ std::string rfc3339(std::chrono::system_clock::time_point time) {
 }
 
 Result<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text) {
+  auto invalid = [text] {
+    return make_error(Errc::bad_format,
+                      fmt::format("'{}' is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)", text.substr(0, 64)));
+  };
+  // Exactly the form rfc3339() writes: strptime alone also takes unpadded fields, leading
+  // spaces, a 60th second or 31 February (which timegm then moves to another time).
+  if (text.size() != 20) return invalid();
   std::tm utc{};
   const std::string copy(text);
   const char* end = strptime(copy.c_str(), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  if (end == nullptr || *end != '\0') {
-    return make_error(Errc::bad_format, fmt::format("'{}' is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)", text));
-  }
-  return std::chrono::system_clock::from_time_t(timegm(&utc));
+  if (end == nullptr || *end != '\0') return invalid();
+  const auto time = std::chrono::system_clock::from_time_t(timegm(&utc));
+  if (rfc3339(time) != text) return invalid();
+  return time;
 }
 
 Result<std::string> self_binary_hash() {

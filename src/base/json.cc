@@ -5,10 +5,10 @@
 
 namespace darkbloom::json {
 
-Result<bj::value> parse(std::string_view text, std::string_view what) {
+Result<bj::value> parse(std::string_view text, std::string_view what, size_t max_depth) {
   boost::system::error_code error;
   bj::parse_options options;
-  options.max_depth = 64;
+  options.max_depth = max_depth;
   bj::value value = bj::parse(text, error, {}, options);
   if (error) return make_error(Errc::bad_format, std::string(what) + ": invalid JSON: " + error.message());
   return value;

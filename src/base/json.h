@@ -14,8 +14,13 @@ namespace darkbloom::json {
 
 namespace bj = boost::json;
 
-// Parses a complete JSON text; `what` names the source in error messages.
-Result<bj::value> parse(std::string_view text, std::string_view what);
+// How deeply arrays and objects may nest in what parse() takes (deeper is an error, not a deep
+// recursion later).
+inline constexpr size_t kMaxDepth = 64;
+
+// Parses a complete JSON text; `what` names the source in error messages. `max_depth` is for
+// envelopes that wrap a document already held to kMaxDepth (one level each).
+Result<bj::value> parse(std::string_view text, std::string_view what, size_t max_depth = kMaxDepth);
 
 // Compact serialisation.
 std::string dump(const bj::value& value);

@@ -86,9 +86,13 @@ awaitable<Result<std::string>> WebSocket::read() {
       reason = open_ ? error.message() : close_reason();
     }
     if (open_) {
+      // The peer closed, vanished or broke the protocol: there is nobody to say goodbye to, and
+      // the socket and its place among the server's connections go now, not at the next ping.
       open_ = false;
       if (close_reason_.empty()) close_reason_ = reason;
       wake_.cancel();
+      watchdog_.cancel();
+      drop_socket();
     }
     co_return make_error(Errc::unavailable, reason);
   }
@@ -125,6 +129,10 @@ void WebSocket::close(std::string reason) {
 
 void WebSocket::abort(std::string reason) {
   close_now(std::move(reason));
+  drop_socket();
+}
+
+void WebSocket::drop_socket() {
   error_code ignored;
   stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream_.next_layer().close();
@@ -142,10 +150,7 @@ void WebSocket::close_now(std::string reason) {
   if (reason.empty()) close_frame = websocket::close_reason(websocket::close_code::normal);
   stream_.async_close(close_frame, [self = shared_from_this()](error_code) {
     // The closing handshake is bounded by the handshake timeout; then drop the socket.
-    error_code ignored;
-    self->stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
-    self->stream_.next_layer().close();
-    self->held_.reset();  // the connection is gone, whoever still holds this object
+    self->drop_socket();
   });
 }
 

@@ -60,6 +60,8 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
   // Closes the socket itself, ending every pending operation at once (for a peer that stopped
   // reading, whose closing handshake would wait behind a stuck write).
   void abort(std::string reason);
+  // Shuts the TCP socket and releases the server's connection slot.
+  void drop_socket();
 
   Stream stream_;
   WebSocketOptions options_;

@@ -47,10 +47,10 @@ SealedPayload sealed_from(json::ObjectReader& parent, std::string_view key) {
   return sealed;
 }
 
-Result<bj::object> parse_object(std::string_view frame, std::string_view what) {
+Result<bj::object> parse_object(std::string_view frame, std::string_view what, size_t max_depth = json::kMaxDepth) {
   if (frame.size() > kMaxFrameBytes)
     return make_error(Errc::out_of_range, fmt::format("{} is larger than {} bytes", what, kMaxFrameBytes));
-  auto value = json::parse(frame, what);
+  auto value = json::parse(frame, what, max_depth);
   if (!value) return value.error();
   if (!value->is_object()) return make_error(Errc::bad_format, std::string(what) + " is not a JSON object");
   return std::move(value->as_object());
@@ -396,7 +396,9 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
 }
 
 Result<SealedRequest> decode_sealed_request(std::string_view plaintext) {
-  auto object = parse_object(plaintext, "sealed request");
+  // The body inside may nest as deeply as a consumer's body may (the coordinator held it to
+  // kMaxDepth); the envelope around it adds one level.
+  auto object = parse_object(plaintext, "sealed request", json::kMaxDepth + 1);
   if (!object) return object.error();
   json::ObjectReader r(*object, "sealed request");
   SealedRequest m;

@@ -99,6 +99,12 @@ TEST(Time, rfc3339_round_trips_and_rejects_other_forms) {
   EXPECT_FALSE(parse_rfc3339("2026-11-27 23:48:45"));
   EXPECT_FALSE(parse_rfc3339("2026-11-27T23:48:45+01:00"));
   EXPECT_FALSE(parse_rfc3339(""));
+  // strptime alone takes each of these; a signed timestamp has exactly one spelling.
+  EXPECT_FALSE(parse_rfc3339("2026-2-27T23:48:45Z"));
+  EXPECT_FALSE(parse_rfc3339(" 2026-11-27T23:48:45Z"));
+  EXPECT_FALSE(parse_rfc3339("2026-11-27T23:48:60Z"));
+  EXPECT_FALSE(parse_rfc3339("2026-02-31T23:48:45Z"));
+  EXPECT_FALSE(parse_rfc3339(std::string_view("2026-11-27T23:48:45Z\0x", 22)));
 }
 
 TEST(Posture, hardening_disables_dumps_and_scrubs_loader_variables) {

@@ -103,6 +103,21 @@ TEST(ProviderMessages, malformed_frames_name_the_problem) {
   }
 }
 
+// Whatever nesting a consumer's body may have, the provider reads it inside the sealed envelope.
+TEST(ProviderMessages, a_sealed_request_holds_a_body_nested_as_deeply_as_a_consumer_may_send) {
+  // The body object and kMaxDepth - 1 arrays inside it: as deep as a consumer's body may nest.
+  std::string nested = "1";
+  for (size_t depth = 1; depth < json::kMaxDepth; ++depth) nested = "[" + nested + "]";
+  const std::string body = R"({"model":"m","deep":)" + nested + "}";
+  auto parsed = json::parse(body, "body");
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  ASSERT_FALSE(static_cast<bool>(json::parse(R"({"deep":[)" + nested + "]}", "deeper")))
+      << "the test nests to the limit";
+  auto decoded = decode_sealed_request(encode(SealedRequest{"chat.completions", parsed->as_object()}));
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_EQ(json::dump(decoded->body), body);
+}
+
 TEST(ProviderMessages, frames_over_the_limit_are_refused) {
   // docs/protocol.md states this number: the frame for a 10 MiB body, sealed, in base64, + 64 KiB.
   static_assert(kMaxFrameBytes == 14'046'550);
