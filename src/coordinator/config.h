@@ -53,6 +53,10 @@ struct CoordinatorConfig {
   std::chrono::milliseconds unroutable_timeout{120'000};
   std::chrono::hours provider_key_expiry{24 * 90};  // a key unused this long is forgotten
   http::ServerLimits limits;
+  // Workers that parse and seal large bodies off the network thread, and how many such jobs may
+  // wait or run at once (beyond: 503 with Retry-After).
+  size_t offload_threads = 1;
+  size_t offload_max_waiting = 16;
 
   // How often silent providers are looked for: a third of the heartbeat timeout, within 0.1–30 s.
   std::chrono::milliseconds eviction_interval() const {

@@ -51,6 +51,7 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
       random_(random),
       store_(std::move(store)),
       store_worker_(std::make_unique<StoreWorker>(clock_, StoreWorkerOptions{})),
+      offload_(std::make_unique<net::Offload>(config_.offload_threads, config_.offload_max_waiting)),
       ledger_(std::move(ledger)) {
   keys_ = std::make_unique<ApiKeys>(*store_, clock_, random_);
   limiter_ = std::make_unique<RateLimiter>(clock_, config_.rate_limits);
@@ -60,10 +61,10 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
                                      RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait});
   gateway_ = std::make_unique<ProviderGateway>(ProviderGateway::Dependencies{
       executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_, *keys_, releases_});
-  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *ledger_, *keys_, *limiter_,
+  api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *offload_, *ledger_, *keys_, *limiter_,
                             *admin_failures_, *registry_, *router_, releases_});
   dispatcher_ = std::make_unique<RequestDispatcher>(
-      RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_});
+      RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_, *offload_});
   completions_ = std::make_unique<CompletionHandler>(*api_, *dispatcher_, *gateway_);
   server_ = std::make_unique<http::Server>(executor_, routes(), config_.limits);
   server_->set_header_check([this](const http::Request& request, const std::string& address) {
@@ -101,6 +102,7 @@ Result<uint16_t> Coordinator::start() {
 
 void Coordinator::stop() {
   if (server_) server_->stop();
+  if (offload_) offload_->stop();
   if (gateway_) gateway_->stop();
   if (store_worker_ && !store_worker_->stop()) {
     // A call is stuck in a database that stopped answering: joining would hang the shutdown.

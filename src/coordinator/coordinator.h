@@ -10,6 +10,7 @@
 #include "base/random.h"
 #include "coordinator/config.h"
 #include "net/clock.h"
+#include "net/offload.h"
 #include "net/shared_flag.h"
 
 namespace darkbloom::coordinator {
@@ -52,6 +53,7 @@ class Coordinator {
   RandomSource& random_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<StoreWorker> store_worker_;  // stopped before the store and ledger go
+  std::unique_ptr<net::Offload> offload_;      // joined in stop(): its jobs resume handlers
   std::unique_ptr<Ledger> ledger_;
   net::SharedFlag ledger_running_{false};
   std::set<std::string> releases_;  // approved binary hashes, loaded from the store

@@ -404,3 +404,104 @@ TEST(ProviderInfluence, provider_text_is_escaped_and_its_log_lines_are_rate_limi
 
 }  // namespace
 }  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+// Large bodies are sealed off the network thread: the provider's slot is taken meanwhile, and
+// whatever happens to the provider or the client in that window decides whether it is sent.
+struct SealingWindow : ::testing::Test {
+  static std::shared_ptr<PendingRequest> large_request(CoordinatorHarness& h) {
+    return request_of_size(h, "m", kOffloadBodyBytes);
+  }
+};
+
+TEST_F(SealingWindow, the_slot_is_taken_while_a_large_body_is_sealed_and_the_frame_follows) {
+  CoordinatorHarness h;
+  h.offload.hold(true);
+  auto provider = h.connect("m");
+  auto request = large_request(h);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  EXPECT_EQ(h.offload.held(), 1u);
+  EXPECT_EQ(provider.session->in_flight(), 1u);
+  EXPECT_FALSE(provider.session->has_capacity());
+  EXPECT_TRUE(provider.link->sent<proto::InferenceRequest>().empty());
+  h.offload.run_held();
+  h.run();
+  ASSERT_EQ(provider.link->sent<proto::InferenceRequest>().size(), 1u);
+  EXPECT_EQ(provider.link->frames.back().size(), request->frame_bytes);
+}
+
+TEST_F(SealingWindow, a_provider_dropped_meanwhile_gets_nothing_and_another_one_serves) {
+  CoordinatorHarness h;
+  h.offload.hold(true);
+  auto a = h.connect("m");
+  auto b = h.connect("m");
+  auto request = large_request(h);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  FakeProvider& picked = a.session->in_flight() == 1 ? a : b;
+  FakeProvider& other = &picked == &a ? b : a;
+  h.gateway.drop(*picked.session, "gone while sealing");
+  h.offload.run_held();
+  h.run();
+  EXPECT_TRUE(picked.link->sent<proto::InferenceRequest>().empty());
+  EXPECT_EQ(picked.session->in_flight(), 0u);
+  h.offload.run_held();  // the second attempt's seal
+  h.run();
+  EXPECT_EQ(other.link->sent<proto::InferenceRequest>().size(), 1u);
+  EXPECT_EQ(other.session->in_flight(), 1u);
+}
+
+TEST_F(SealingWindow, a_provider_distrusted_meanwhile_gets_no_plaintext) {
+  auto config = CoordinatorHarness::default_config();
+  config.min_trust = TrustLevel::self_signed;
+  CoordinatorHarness h(config);
+  auto provider = h.connect_attested("m");
+  h.gateway.receive(*provider.session, proto::encode(provider.answer_last_challenge()));
+  h.run();
+  ASSERT_TRUE(provider.session->routable(config.min_trust, h.clock.now()));
+  h.offload.hold(true);
+  auto request = large_request(h);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  ASSERT_EQ(provider.session->in_flight(), 1u);
+  // The next challenge comes, and a forged answer to it, while the body is sealed: distrusted.
+  const size_t challenges = provider.challenges().size();
+  h.advance(config.challenge_interval);
+  ASSERT_GT(provider.challenges().size(), challenges);
+  testing::FakeAttester forger(provider.keys.public_key(), h.clock.wall_now());
+  forger.document = provider.identity->document;
+  h.gateway.receive(*provider.session, proto::encode(provider.answer_last_challenge(forger)));
+  h.run();
+  ASSERT_EQ(provider.session->trust(), TrustLevel::none);
+  h.offload.run_held();
+  h.run();
+  EXPECT_TRUE(provider.link->sent<proto::InferenceRequest>().empty());
+  EXPECT_EQ(provider.session->in_flight(), 0u);
+  ASSERT_TRUE(*outcome);
+  EXPECT_TRUE(std::holds_alternative<NoAnswer>(**outcome));
+  h.gateway.stop();
+  h.run();
+}
+
+TEST_F(SealingWindow, a_client_that_left_meanwhile_sends_nothing_and_frees_the_slot) {
+  CoordinatorHarness h;
+  h.offload.hold(true);
+  auto provider = h.connect("m");
+  auto request = large_request(h);
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  h.dispatcher.client_gone(*request);
+  h.run();
+  h.offload.run_held();
+  h.run();
+  EXPECT_TRUE(provider.link->sent<proto::InferenceRequest>().empty());
+  EXPECT_TRUE(provider.link->sent<proto::Cancel>().empty());
+  EXPECT_EQ(provider.session->in_flight(), 0u);
+  EXPECT_TRUE(*outcome);
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator

@@ -96,6 +96,11 @@ void add_routing_flags(CLI::App& app, CoordinatorConfig& config) {
                  "requests an account may send at once before --rate-limit applies")
       ->check(CLI::Range(0, 1'000'000))
       ->capture_default_str();
+  app.add_option("--offload-threads", config.offload_threads,
+                 "threads that parse and seal request bodies of 64 KiB and more off the network thread (0 = on "
+                 "the network thread, which then stalls every other client while it works)")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   app.add_option("--max-admin-failures", config.max_admin_failures,
                  "failed admin-token attempts per address before its admin requests wait (0 = no throttle; "
                  "behind a proxy every client shares one address)")

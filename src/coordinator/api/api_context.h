@@ -17,6 +17,7 @@
 #include "coordinator/store/store_worker.h"
 #include "http/server.h"
 #include "net/clock.h"
+#include "net/offload.h"
 
 namespace darkbloom::coordinator {
 
@@ -26,6 +27,7 @@ struct ApiContext {
   RandomSource& random;
   Store& store;
   StoreWorker& store_worker;  // every store call from a handler goes through it
+  net::Offload& offload;      // parsing and sealing of large bodies (kOffloadBodyBytes and up)
   Ledger& ledger;
   ApiKeys& keys;
   RateLimiter& limiter;

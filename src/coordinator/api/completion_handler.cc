@@ -92,19 +92,17 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
   request->public_id = context_.random.id("req_", 8);
   request->created = unix_seconds(context_.clock.wall_now());
   request->body_bytes = static_cast<int64_t>(exchange.request().body().size());
-  if (!co_await authenticate_and_parse(exchange, endpoint, *request)) co_return;
+  const std::optional<std::string> account =
+      co_await authenticate_consumer(exchange, context_.keys, context_.store_worker);
+  if (!account) co_return;
+  request->account_id = *account;
   // Held until the request ends: its place among the account's requests in flight.
   RateLimiter::Ticket in_flight;
   if (!co_await admit(exchange, *request, in_flight)) co_return;
+  if (!co_await parse(exchange, endpoint, *request)) co_return;
   if (!co_await reserve_credit(exchange, *request)) co_return;
   const RefundUnlessSettled refund_guard{context_.ledger, request};
   if (!co_await check_model_served(exchange, *request)) co_return;
-  {
-    proto::SealedRequest sealed;
-    sealed.endpoint = std::string(proto::endpoint_name(endpoint));
-    sealed.body = request->parsed.body;
-    request->plaintext = proto::encode(sealed);
-  }
   exchange.on_client_gone([this, request] { dispatcher_.client_gone(*request); });
   DispatchOutcome outcome = co_await dispatcher_.dispatch(request);
   if (auto* answer = std::get_if<FirstAnswer>(&outcome)) {
@@ -115,23 +113,78 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
   }
 }
 
-awaitable<bool> CompletionHandler::authenticate_and_parse(http::Exchange& exchange, proto::Endpoint endpoint,
-                                                          PendingRequest& request) {
+ParsedBody parse_body(proto::Endpoint endpoint, std::string_view body, int default_max_tokens) {
+  ParsedBody out;
+  auto parsed = proto::parse_completion_body(endpoint, body, &out.error);
+  if (!parsed) return out;
+  // Without a bound the worst case is unbounded; inject one so any reservation covers it.
+  if (!parsed->max_tokens) parsed->body["max_tokens"] = default_max_tokens;
+  proto::SealedRequest sealed;
+  sealed.endpoint = std::string(proto::endpoint_name(endpoint));
+  sealed.body = parsed->body;
+  out.plaintext = proto::encode(sealed);
+  out.parsed = std::move(*parsed);
+  return out;
+}
+
+namespace {
+
+// An account's place among the large bodies being parsed: a few at a time per account, so one
+// account cannot keep the offload workers busy for everyone.
+constexpr int kLargeBodiesPerAccount = 4;
+
+class LargeBodyTicket {
+ public:
+  LargeBodyTicket(std::unordered_map<std::string, int>& counts, std::string account)
+      : counts_(counts), account_(std::move(account)) {
+    ++counts_[account_];
+  }
+  ~LargeBodyTicket() {
+    if (--counts_[account_] <= 0) counts_.erase(account_);
+  }
+  LargeBodyTicket(const LargeBodyTicket&) = delete;
+  LargeBodyTicket& operator=(const LargeBodyTicket&) = delete;
+
+ private:
+  std::unordered_map<std::string, int>& counts_;
+  std::string account_;
+};
+
+}  // namespace
+
+awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoint endpoint, PendingRequest& request) {
   const auto started = context_.clock.now();
-  const std::optional<std::string> account =
-      co_await authenticate_consumer(exchange, context_.keys, context_.store_worker);
-  if (!account) co_return false;
-  proto::ApiError error;
-  auto parsed = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
-  if (!parsed) {
-    co_await exchange.respond_error(error);
+  const std::string_view body = exchange.request().body();
+  const int default_max_tokens = context_.config.default_max_tokens;
+  std::optional<ParsedBody> parsed;
+  if (body.size() < kOffloadBodyBytes) {
+    parsed = parse_body(endpoint, body, default_max_tokens);
+  } else if (const auto it = large_bodies_.find(request.account_id);
+             it != large_bodies_.end() && it->second >= kLargeBodiesPerAccount) {
+    co_await exchange.respond_error(
+        proto::rate_limited(fmt::format("This account has {} large requests being read already; retry shortly",
+                                        kLargeBodiesPerAccount)),
+        retry_after(1));
+    co_return false;
+  } else {
+    // A large body takes a noticeable time to parse: not on the thread that serves everyone.
+    const LargeBodyTicket ticket(large_bodies_, request.account_id);
+    auto job = [endpoint, body, default_max_tokens] { return parse_body(endpoint, body, default_max_tokens); };
+    parsed = co_await context_.offload.run(job);
+    if (!parsed) {
+      co_await exchange.respond_error(
+          proto::service_unavailable("The coordinator is busy reading other large requests; retry shortly"),
+          retry_after(1));
+      co_return false;
+    }
+  }
+  if (!parsed->parsed) {
+    co_await exchange.respond_error(parsed->error);
     co_return false;
   }
-  request.parsed = std::move(*parsed);
-  request.account_id = *account;
-  // Without a bound the worst case is unbounded; inject one so any reservation covers it.
-  request.max_tokens = request.parsed.max_tokens.value_or(context_.config.default_max_tokens);
-  if (!request.parsed.max_tokens) request.parsed.body["max_tokens"] = request.max_tokens;
+  request.parsed = std::move(*parsed->parsed);
+  request.plaintext = std::move(parsed->plaintext);
+  request.max_tokens = request.parsed.max_tokens.value_or(default_max_tokens);
   request.timing.parse_us = context_.clock.micros_since(started);
   co_return true;
 }

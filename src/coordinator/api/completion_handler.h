@@ -6,6 +6,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 
 #include "coordinator/api/api_context.h"
 #include "coordinator/api/pending_request.h"
@@ -13,6 +17,16 @@
 #include "proto/openai.h"
 
 namespace darkbloom::coordinator {
+
+// A completion body parsed and validated (`parsed` empty: `error` says why, a 400), with the
+// max_tokens bound injected where it had none, and the SealedRequest plaintext that will be
+// sealed for the provider. Pure: runs on any thread.
+struct ParsedBody {
+  std::optional<proto::CompletionRequest> parsed;
+  proto::ApiError error;
+  std::string plaintext;
+};
+ParsedBody parse_body(proto::Endpoint endpoint, std::string_view body, int default_max_tokens);
 
 class CompletionHandler {
  public:
@@ -29,8 +43,10 @@ class CompletionHandler {
 
  private:
   // Each step answers the client itself when it fails and then returns false.
-  net::awaitable<bool> authenticate_and_parse(http::Exchange& exchange, proto::Endpoint endpoint,
-                                              PendingRequest& request);
+  // The body parsed and validated, and the plaintext for the provider encoded; a body of
+  // kOffloadBodyBytes or more on the offload workers. Runs after admit(): a client over its
+  // limits makes the coordinator parse nothing.
+  net::awaitable<bool> parse(http::Exchange& exchange, proto::Endpoint endpoint, PendingRequest& request);
   // The account's rate and in-flight limits: 429 with Retry-After and x-ratelimit-* when over.
   net::awaitable<bool> admit(http::Exchange& exchange, PendingRequest& request, RateLimiter::Ticket& in_flight);
   net::awaitable<bool> reserve_credit(http::Exchange& exchange, PendingRequest& request);
@@ -51,6 +67,7 @@ class CompletionHandler {
   ApiContext& context_;
   RequestDispatcher& dispatcher_;
   ProviderGateway& gateway_;
+  std::unordered_map<std::string, int> large_bodies_;  // account → large bodies being parsed
 };
 
 }  // namespace darkbloom::coordinator

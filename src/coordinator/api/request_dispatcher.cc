@@ -36,7 +36,8 @@ RequestDispatcher::RequestDispatcher(Dependencies d)
       clock_(d.clock),
       random_(d.random),
       router_(d.router),
-      gateway_(d.gateway) {}
+      gateway_(d.gateway),
+      offload_(d.offload) {}
 
 void RequestDispatcher::client_gone(PendingRequest& request) {
   request.client_gone = true;
@@ -59,26 +60,45 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
     if (!pick.provider) break;
     std::shared_ptr<ProviderSession> provider = pick.provider;
 
-    // Seal for this provider with a key pair made for this attempt alone.
+    // Seal for this provider with a key pair made for this attempt alone. The attempt counts as
+    // in flight from here, so the provider's capacity stays taken while a large body is sealed.
     const auto encrypt_started = clock_.now();
-    auto sealed = seal_attempt(*request, *provider);
-    request->timing.encrypt_us += clock_.micros_since(encrypt_started);
-    if (!sealed) {
+    auto fresh = new_attempt(*request, *provider);
+    if (!fresh) {
       excluded.insert(provider->id());
       last_error = proto::provider_error("Sealing to the provider failed");
       continue;
     }
+    request->attempt = fresh->attempt;
+    gateway_.reserve_attempt(*provider, fresh->attempt);
+    std::optional<std::string> frame;
+    try {
+      frame = co_await seal_frame(*request, *fresh);
+    } catch (...) {
+      gateway_.abandon_attempt(*provider, fresh->attempt->request_id, false);
+      throw;
+    }
+    request->timing.encrypt_us += clock_.micros_since(encrypt_started);
+    if (!frame) {  // the coordinator is stopping
+      gateway_.abandon_attempt(*provider, fresh->attempt->request_id, false);
+      request->attempt.reset();
+      co_return NoAnswer{proto::service_unavailable("The coordinator is stopping; retry shortly"), retry_after(1)};
+    }
+    if (request->client_gone) {  // left while the body was sealed: nothing to send
+      gateway_.abandon_attempt(*provider, fresh->attempt->request_id, false);
+      request->attempt.reset();
+      break;
+    }
     const auto dispatch_started = clock_.now();
-    request->attempt = sealed->attempt;
-    const bool sent = gateway_.dispatch(*provider, sealed->attempt, sealed->message);
+    const bool sent = gateway_.send_attempt(*provider, *fresh->attempt, std::move(*frame));
     request->timing.dispatch_us += clock_.micros_since(dispatch_started);
-    if (!sent) {  // larger than it reads after all: never sent
+    if (!sent) {  // gone or distrusted while it was sealed, or larger than it reads: never sent
       request->attempt.reset();
       excluded.insert(provider->id());
       continue;
     }
 
-    AttemptEnd end = co_await await_first_chunk(*request, provider, sealed->attempt, last_error);
+    AttemptEnd end = co_await await_first_chunk(*request, provider, fresh->attempt, last_error);
     if (end.answer) co_return std::move(*end.answer);
     if (end.final_error) co_return std::move(*end.final_error);
     request->attempt.reset();
@@ -133,12 +153,12 @@ awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingReque
   co_return Pick{provider, std::nullopt};
 }
 
-Result<RequestDispatcher::SealedAttempt> RequestDispatcher::seal_attempt(const PendingRequest& request,
-                                                                         const ProviderSession& provider) {
+Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const PendingRequest& request,
+                                                                     const ProviderSession& provider) {
   try {
     const crypto::KeyPair session_keys = crypto::KeyPair::generate();
-    SealedAttempt sealed{std::make_shared<Attempt>(), {}};
-    Attempt& attempt = *sealed.attempt;
+    NewAttempt fresh{std::make_shared<Attempt>(), {}};
+    Attempt& attempt = *fresh.attempt;
     attempt.request_id = new_attempt_id(random_);
     attempt.model = request.parsed.model;
     attempt.max_tokens = request.max_tokens;
@@ -147,16 +167,38 @@ Result<RequestDispatcher::SealedAttempt> RequestDispatcher::seal_attempt(const P
     attempt.ignore_eos = request.parsed.ignore_eos;
     attempt.events = std::make_shared<net::AsyncQueue<ProviderEvent>>(executor_, clock_);
     attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
-    sealed.message.request_id = attempt.request_id;
-    sealed.message.model = attempt.model;
-    sealed.message.sealed_body.sender_public_key.assign(session_keys.public_key().begin(),
-                                                        session_keys.public_key().end());
-    sealed.message.sealed_body.ciphertext =
-        crypto::seal(as_bytes(request.plaintext), provider.encryption_key(), session_keys);
-    return sealed;
+    fresh.message.request_id = attempt.request_id;
+    fresh.message.model = attempt.model;
+    fresh.message.sealed_body.sender_public_key.assign(session_keys.public_key().begin(),
+                                                       session_keys.public_key().end());
+    return fresh;
   } catch (const std::exception& e) {
     return make_error(Errc::invalid_argument, e.what());
   }
+}
+
+namespace {
+
+// The plaintext sealed on the attempt's channel, in its inference_request frame.
+std::string sealed_frame(std::string_view plaintext, const crypto::Channel& channel,
+                         const proto::InferenceRequest& message) {
+  proto::InferenceRequest sealed = message;
+  sealed.sealed_body.ciphertext = channel.seal(as_bytes(plaintext));
+  return proto::encode(sealed);
+}
+
+}  // namespace
+
+awaitable<std::optional<std::string>> RequestDispatcher::seal_frame(const PendingRequest& request,
+                                                                    const NewAttempt& fresh) {
+  if (request.plaintext.size() < kOffloadBodyBytes) {
+    co_return sealed_frame(request.plaintext, *fresh.attempt->channel, fresh.message);
+  }
+  // The request and the attempt outlive the job: the caller holds both while it waits. Not
+  // refused for being busy: the provider slot is taken already, which bounds these calls.
+  auto job = [plaintext = std::string_view(request.plaintext), channel = fresh.attempt->channel.get(),
+              message = &fresh.message] { return sealed_frame(plaintext, *channel, *message); };
+  co_return co_await offload_.run(job, net::Offload::Bound::unbounded);
 }
 
 awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(PendingRequest& request,

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <variant>
@@ -17,6 +18,7 @@
 #include "coordinator/gateway/provider_gateway.h"
 #include "coordinator/routing/router.h"
 #include "net/clock.h"
+#include "net/offload.h"
 
 namespace darkbloom::coordinator {
 
@@ -42,6 +44,7 @@ class RequestDispatcher {
     RandomSource& random;
     Router& router;
     ProviderGateway& gateway;
+    net::Offload& offload;  // seals large bodies (kOffloadBodyBytes and up)
   };
   explicit RequestDispatcher(Dependencies dependencies);
 
@@ -58,12 +61,16 @@ class RequestDispatcher {
   net::awaitable<Pick> pick_provider(PendingRequest& request, const std::set<std::string>& excluded);
   std::shared_ptr<ProviderSession> timed_pick(PendingRequest& request, const std::set<std::string>& excluded);
 
-  // A new attempt for `provider`: its key pair, the request sealed with it, and the message.
-  struct SealedAttempt {
+  // A new attempt for `provider`: its ids, event queue and channel (a key pair made for this
+  // attempt alone), and its message without the ciphertext yet.
+  struct NewAttempt {
     std::shared_ptr<Attempt> attempt;
     proto::InferenceRequest message;
   };
-  Result<SealedAttempt> seal_attempt(const PendingRequest& request, const ProviderSession& provider);
+  Result<NewAttempt> new_attempt(const PendingRequest& request, const ProviderSession& provider);
+  // The request's plaintext sealed on the attempt's channel, as the inference_request frame; on
+  // the offload workers for a large body. nullopt: the coordinator is stopping.
+  net::awaitable<std::optional<std::string>> seal_frame(const PendingRequest& request, const NewAttempt& fresh);
 
   // Waits for the attempt's first chunk. nullopt: it failed in a way another provider may not
   // (`last_error` says how); a NoAnswer: stop trying.
@@ -81,6 +88,7 @@ class RequestDispatcher {
   RandomSource& random_;
   Router& router_;
   ProviderGateway& gateway_;
+  net::Offload& offload_;
 };
 
 }  // namespace darkbloom::coordinator

@@ -163,15 +163,25 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   }
 }
 
-bool ProviderGateway::dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt,
-                               const proto::InferenceRequest& request) {
-  std::string frame = proto::encode(request);
-  if (frame.size() > session.max_frame_bytes()) {
-    log::error("request {}: a {}-byte frame is larger than provider {} reads ({} bytes); not sent", attempt->request_id,
-               frame.size(), session.id_, session.max_frame_bytes());
+void ProviderGateway::reserve_attempt(ProviderSession& session, std::shared_ptr<Attempt> attempt) {
+  session.in_flight_[attempt->request_id] = std::move(attempt);
+}
+
+bool ProviderGateway::send_attempt(ProviderSession& session, const Attempt& attempt, std::string frame) {
+  const auto it = session.in_flight_.find(attempt.request_id);
+  if (it == session.in_flight_.end() || it->second.get() != &attempt) return false;  // dropped meanwhile
+  // Sealing a large body takes a while: the provider may have lost its trust since it was picked.
+  const bool routable = !session.dropped_ && session.routable(config_.min_trust, clock_.now());
+  const bool fits = frame.size() <= session.max_frame_bytes();
+  if (!routable || !fits) {
+    if (!fits) {
+      log::error("request {}: a {}-byte frame is larger than provider {} reads ({} bytes); not sent",
+                 attempt.request_id, frame.size(), session.id_, session.max_frame_bytes());
+    }
+    session.in_flight_.erase(it);
+    router_.capacity_changed(attempt.model);
     return false;
   }
-  session.in_flight_[attempt->request_id] = std::move(attempt);
   session.link_->send(std::move(frame));
   return true;
 }

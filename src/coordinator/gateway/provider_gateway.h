@@ -59,9 +59,14 @@ class ProviderGateway {
   void receive(ProviderSession& session, std::string_view frame);
   void drop(ProviderSession& session, const std::string& reason);
 
-  // Sends a sealed request to the provider and counts the attempt as in flight there; false
-  // (nothing sent) when the frame is larger than the provider reads.
-  bool dispatch(ProviderSession& session, std::shared_ptr<Attempt> attempt, const proto::InferenceRequest& request);
+  // Counts an attempt as in flight on the provider (taking one of its slots) before its frame is
+  // sealed; abandon_attempt() gives the slot back when it is never sent.
+  void reserve_attempt(ProviderSession& session, std::shared_ptr<Attempt> attempt);
+  // Sends a reserved attempt's inference_request frame. False (nothing sent, the slot given back)
+  // when the attempt is no longer in flight there (the provider dropped meanwhile), the provider
+  // is no longer routable (distrusted, or its trust lapsed, while the body was sealed) or the
+  // frame is larger than it reads.
+  bool send_attempt(ProviderSession& session, const Attempt& attempt, std::string frame);
   // Stops an attempt on its provider: forgets it (late frames are dropped) and sends cancel.
   void abandon_attempt(ProviderSession& session, const std::string& request_id, bool send_cancel);
   // Drops every provider silent for longer than the heartbeat timeout.
