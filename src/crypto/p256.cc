@@ -184,6 +184,16 @@ Result<P256Key> P256Key::load_pem(const std::string& path) {
   return P256Key(std::move(key));
 }
 
+Result<P256Key> P256Key::from_pem(std::string_view pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return make_error(Errc::internal, "cannot read a PEM key from memory");
+  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  ERR_clear_error();
+  if (!key) return make_error(Errc::bad_format, "not a PEM private key");
+  if (!is_p256(key.get())) return make_error(Errc::unsupported, "the key is not an EC P-256 key");
+  return P256Key(std::move(key));
+}
+
 std::vector<uint8_t> P256Key::sign(std::span<const uint8_t> message) const {
   MdCtxPtr ctx(EVP_MD_CTX_new());
   size_t length = 0;

@@ -54,6 +54,8 @@ class P256Key {
   static P256Key generate();
   // Reads a PEM private key file (EC P-256 only).
   static Result<P256Key> load_pem(const std::string& path);
+  // The same from the PEM text itself (fixed keys of tests and fuzzers).
+  static Result<P256Key> from_pem(std::string_view pem);
 
   const std::vector<uint8_t>& public_key() const { return public_key_; }  // X ‖ Y
   // DER ECDSA signature over SHA-256(message).
