@@ -209,9 +209,18 @@ export async function startPostgres(dir) {
   execFileSync(...asUser(`${bin}/initdb`, ["-D", `${pgDir}/data`, "-U", "darkbloom", "--auth=trust", "-E", "UTF8",
     "--no-sync", "--no-instructions"]), { stdio: "ignore" });
   const port = await freePort();
-  const proc = await startProcess(...asUser(`${bin}/postgres`, ["-D", `${pgDir}/data`, "-p", String(port), "-k", pgDir,
+  const launch = () => startProcess(...asUser(`${bin}/postgres`, ["-D", `${pgDir}/data`, "-p", String(port), "-k", pgDir,
     "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
   { ready: /ready to accept connections/, name: "postgres" });
+  const proc = await launch();
+  // A fast shutdown (open transactions rolled back, connections closed), and a start again on
+  // the same port and data: a database that went away for a while.
+  proc.stop = async () => { await proc.kill("SIGINT"); };
+  proc.start = async () => {
+    const started = await launch();
+    Object.assign(proc, { child: started.child, output: started.output, kill: started.kill,
+      exitedPromise: started.exitedPromise, exited: false });
+  };
   proc.port = port;
   proc.url = (db = "postgres") => `postgresql://darkbloom@127.0.0.1:${port}/${db}`;
   proc.query = (db, sql) => execFileSync("psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "darkbloom", "-d", db,

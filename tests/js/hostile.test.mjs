@@ -7,29 +7,10 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import {
-  tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders, readEvents,
+  tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders,
   FakeProvider, RawWebSocket, registerMessage, call, startPostgres, setLimits,
 } from "./cluster.mjs";
-
-const MODEL_ID = "hostile-model";
-
-// A legitimate streamed request: resolves with its events once [DONE] came (or the body ended).
-async function legitimateStream(coordinator, key, maxTokens = 48) {
-  const response = await fetch(`${coordinator.url}/v1/chat/completions`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ model: MODEL_ID, messages: [{ role: "user", content: "Tell me a story" }], stream: true,
-      max_tokens: maxTokens, ignore_eos: true }),
-  });
-  assert.equal(response.status, 200, await response.clone().text());
-  return readEvents(response);
-}
-
-function assertCleanStream(events) {
-  assert.equal(events.filter((e) => e === "[DONE]").length, 1);
-  assert.equal(events.at(-1), "[DONE]");
-  for (const event of events.slice(0, -1)) assert.equal(JSON.parse(event).error, undefined, event);
-}
+import { MODEL_ID, oversizedBody, legitimateStream, assertCleanStream, rawExchange } from "./attacks.mjs";
 
 describe("hostile consumers and providers, default limits", () => {
   let dir, model, coordinator, providers, legit, attacker;
@@ -75,27 +56,14 @@ describe("hostile consumers and providers, default limits", () => {
 
   it("an 8.5 MB message costs no provider its connection, and a body over the limit is a 413", async () => {
     const stream = legitimateStream(coordinator, legit.api_key, 96);
-    const content = "hello world ".repeat(Math.floor(8.5e6 / 12));
-    for (let i = 0; i < 2; i++) {
-      const answer = await call(coordinator, "POST", "/v1/chat/completions", { key: attacker.api_key,
-        body: { model: MODEL_ID, messages: [{ role: "user", content }], max_tokens: 4 } });
-      // The provider reads it, and refuses it for what it is: longer than the model's context.
-      assert.equal(answer.status, 400, answer.text);
-      assert.equal(answer.json.error.code, "context_length_exceeded");
-    }
+    // The provider reads it, and refuses it for what it is: longer than the model's context.
+    await oversizedBody({ coordinator, health: async () => (await call(coordinator, "GET", "/health")).json,
+      balance }, attacker);
     assertCleanStream(await stream);
     for (const provider of providers) {
       assert.doesNotMatch(provider.output.stderr, /larger than|connection to the coordinator ended/);
     }
-    const health = (await call(coordinator, "GET", "/health")).json;
-    assert.equal(health.providers, 2);
-
-    const before = await balance(attacker);
-    const tooLarge = await call(coordinator, "POST", "/v1/chat/completions", { key: attacker.api_key,
-      body: { model: MODEL_ID, messages: [{ role: "user", content: "x".repeat((10 << 20) + 1) }] } });
-    assert.equal(tooLarge.status, 413);
-    assert.equal(tooLarge.json.error.code, "request_too_large");
-    assert.equal(await balance(attacker), before, "nothing reserved for a refused body");
+    assert.equal((await call(coordinator, "GET", "/health")).json.providers, 2);
     await assertBooksBalance();
   });
 
@@ -190,16 +158,7 @@ describe("hostile consumers and providers, default limits", () => {
 });
 
 describe("connections", () => {
-  // Opens a TCP connection from `localAddress`, sends `text`, resolves with what comes back
-  // until the server closes (or `ms` passes).
-  const exchange = (port, text, { localAddress = "127.0.0.1", ms = 5000 } = {}) => new Promise((resolve, reject) => {
-    const socket = net.connect({ host: "127.0.0.1", port, localAddress }, () => socket.write(text));
-    let received = "";
-    const timer = setTimeout(() => { socket.destroy(); resolve(received); }, ms);
-    socket.on("data", (data) => { received += data.toString(); });
-    socket.on("close", () => { clearTimeout(timer); resolve(received); });
-    socket.on("error", (error) => { clearTimeout(timer); if (received) resolve(received); else reject(error); });
-  });
+  const exchange = rawExchange;
   const idle = (port, localAddress) => new Promise((resolve, reject) => {
     const socket = net.connect({ host: "127.0.0.1", port, localAddress }, () => resolve(socket));
     socket.on("error", reject);
