@@ -5,12 +5,41 @@
 
 namespace darkbloom::json {
 
+namespace {
+
+// Whether a number in `value` overflowed a double: "1e400" parses to infinity, which JSON cannot
+// write back (it would come out as `Infinity`, which no JSON parser reads).
+bool has_non_finite_number(const bj::value& value) {
+  switch (value.kind()) {
+    case bj::kind::double_:
+      return !std::isfinite(value.get_double());
+    case bj::kind::array:
+      for (const bj::value& item : value.get_array()) {
+        if (has_non_finite_number(item)) return true;
+      }
+      return false;
+    case bj::kind::object:
+      for (const auto& field : value.get_object()) {
+        if (has_non_finite_number(field.value())) return true;
+      }
+      return false;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 Result<bj::value> parse(std::string_view text, std::string_view what, size_t max_depth) {
   boost::system::error_code error;
   bj::parse_options options;
   options.max_depth = max_depth;
   bj::value value = bj::parse(text, error, {}, options);
   if (error) return make_error(Errc::bad_format, std::string(what) + ": invalid JSON: " + error.message());
+  // Nesting is bounded by max_depth, and so is this recursion.
+  if (has_non_finite_number(value)) {
+    return make_error(Errc::bad_format, std::string(what) + ": invalid JSON: a number too large for a double");
+  }
   return value;
 }
 

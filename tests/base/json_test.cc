@@ -31,6 +31,19 @@ TEST(JsonReader, integers_out_of_any_range_are_refused_without_undefined_behavio
   EXPECT_FALSE(reader.ok());
 }
 
+// A number beyond a double (found by fuzzing): parsed it would be infinity, which serialises as
+// `Infinity`, so what the coordinator forwarded no provider could read.
+TEST(JsonParse, numbers_too_large_for_a_double_are_refused) {
+  for (const char* text : {R"({"n": 5e083648})", R"([1, [-1e400]])", R"({"a": {"b": 1e309}})"}) {
+    auto parsed = parse(text, "test");
+    ASSERT_FALSE(parsed) << text;
+    EXPECT_NE(parsed.error().message.find("too large"), std::string::npos) << parsed.error().message;
+  }
+  auto largest = parse(R"({"n": 1.7976931348623157e308, "m": 1e-400})", "test");
+  ASSERT_TRUE(largest);
+  EXPECT_TRUE(parse(dump(*largest), "again")) << dump(*largest);
+}
+
 TEST(JsonReader, numbers_keep_to_their_range) {
   auto parsed = parse(R"({"x": 1e300, "y": 0.5})", "test");
   ASSERT_TRUE(parsed);
