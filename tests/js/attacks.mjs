@@ -243,21 +243,33 @@ export async function liarProvider(cluster) {
   return { liars: 1 };
 }
 
+// `count` unattested registrations from `localAddress`, one after another: each must be closed at
+// once (a coordinator not in open mode registers none of them).
+export async function unattestedRegistrations(port, { count = 40, localAddress = "127.0.0.2" } = {}) {
+  for (let i = 0; i < count; i++) {
+    const raw = await RawWebSocket.connect(port, "/ws/provider", { localAddress });
+    raw.send(registerMessage(`flood-${i}`));
+    assert.equal(await raw.next(), null, "an unattested registration is closed without a registered message");
+  }
+}
+
+// `count` connections from `localAddress` at once that never register: those past the per-address
+// cap are refused with 429. Resolves with the open ones.
+export async function silentSessions(port, { count = 40, localAddress = "127.0.0.3" } = {}) {
+  const attempts = await Promise.allSettled(Array.from({ length: count },
+    () => RawWebSocket.connect(port, "/ws/provider", { localAddress })));
+  for (const refusal of attempts.filter((a) => a.status === "rejected")) {
+    assert.match(refusal.reason.message, /no upgrade: 429/);
+  }
+  return attempts.filter((a) => a.status === "fulfilled").map((a) => a.value);
+}
+
 // Unattested registrations (closed at once) and connections that never register (capped per
 // address, then closed at the registration deadline); the public listing stays small.
 export async function registrationFlood(cluster, { waitForDeadline = true } = {}) {
   const { coordinator } = cluster;
-  for (let i = 0; i < 40; i++) {
-    const raw = await RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.2" });
-    raw.send(registerMessage(`flood-${i}`));
-    assert.equal(await raw.next(), null, "an unattested registration is closed");
-  }
-  const attempts = await Promise.allSettled(Array.from({ length: 40 },
-    () => RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.3" })));
-  const silent = attempts.filter((a) => a.status === "fulfilled").map((a) => a.value);
-  for (const refusal of attempts.filter((a) => a.status === "rejected")) {
-    assert.match(refusal.reason.message, /no upgrade: 429/);
-  }
+  await unattestedRegistrations(coordinator.port);
+  const silent = await silentSessions(coordinator.port);
   assert.ok(silent.length <= 32, `${silent.length} silent sessions from one address`);
   const listing = (await call(coordinator, "GET", "/v1/providers/attestation")).json;
   assert.ok(listing.data.length <= cluster.providers.length + 1, "only routable providers are listed");
@@ -284,6 +296,38 @@ export async function badKeyFlood(cluster, { ms = 3000, loops = 8 } = {}) {
     }
   }));
   return { bad_keys: sent };
+}
+
+// A provider that tries to grow the coordinator's memory and logs: 500 messages of an unknown
+// type whose name forges a log line (escaped, and at most a burst of 20 lines plus a count), then
+// a repeated inference_accepted (a protocol error: dropped, and the consumer answered, not left
+// hanging).
+export async function providerFloods(cluster) {
+  const { coordinator } = cluster;
+  const model = "noisy-model";
+  const noisy = await FakeProvider.connect(coordinator.port, { model });
+  const logBefore = coordinator.output.stderr.length;
+  const forged = "x\n2026-01-01T00:00:00.000Z error forged by a provider";
+  for (let i = 0; i < 500; i++) noisy.socket.send(JSON.stringify({ type: forged }));
+  // The coordinator has read them all once it answers what came after them.
+  noisy.socket.send(JSON.stringify(noisy.challengeAnswer({ nonce: "none", timestamp: "none" })));
+  await eventually(() => assert.match(coordinator.output.stderr.slice(logBefore), /challenge failed|no challenge/));
+  const logged = coordinator.output.stderr.slice(logBefore).split("\n");
+  assert.equal(logged.filter((line) => line.startsWith("2026-01-01T00:00:00.000Z error forged")).length, 0,
+    "a provider's string never starts a log line");
+  const lines = logged.filter((line) => line.includes("ignoring message of unknown type")).length;
+  assert.ok(lines >= 1 && lines <= 21, `${lines} log lines for 500 messages`);
+
+  const consumer = await cluster.newAccount();
+  const answer = call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+    body: { model, messages: [{ role: "user", content: "hi" }], max_tokens: 4 } });
+  const request = await noisy.next("inference_request");
+  for (let i = 0; i < 3; i++) noisy.socket.send(JSON.stringify({ type: "inference_accepted", request_id: request.request_id }));
+  assert.equal(await noisy.next("no-such-message"), null, "dropped for a repeated inference_accepted");
+  const refused = await within(answer, 30000, "the consumer of a dropped provider");
+  assert.ok(refused.status >= 500, `${refused.status} ${refused.text}`);
+  assert.equal(await cluster.balance(consumer), consumer.credit, "nothing charged");
+  return { flood_messages: 503, log_lines: lines };
 }
 
 // 30 kinds of malformed HTTP and JSON: each answered with a 4xx, the coordinator healthy after.

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { tempDir } from "./cluster.mjs";
 import {
   Cluster, legitimateStream, assertCleanStream, malformedRequests, manyStreams, killProviderMidStream,
-  killCoordinator, restartPostgres,
+  killCoordinator, restartPostgres, badKeyFlood, providerFloods,
 } from "./attacks.mjs";
 
 describe("floods and faults, default limits", () => {
@@ -21,6 +21,19 @@ describe("floods and faults, default limits", () => {
     await malformedRequests(cluster, consumer);
     assertCleanStream(await legitimateStream(cluster.coordinator, cluster.legit.api_key, 8));
     assert.equal(await cluster.balance(consumer), consumer.credit, "nothing charged for a refused request");
+    await cluster.assertBooksBalance();
+  });
+
+  it("random API keys get 401s while a legitimate client keeps streaming", async () => {
+    const stream = legitimateStream(cluster.coordinator, cluster.legit.api_key, 256);
+    const { bad_keys: sent } = await badKeyFlood(cluster, { ms: 3000 });
+    assert.ok(sent > 0);
+    assertCleanStream(await stream);
+  });
+
+  it("a provider's floods of messages neither forge log lines nor keep it connected", async () => {
+    await providerFloods(cluster);
+    assertCleanStream(await legitimateStream(cluster.coordinator, cluster.legit.api_key, 8));
     await cluster.assertBooksBalance();
   });
 

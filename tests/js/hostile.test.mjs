@@ -8,9 +8,11 @@ import fs from "node:fs";
 import net from "node:net";
 import {
   tempDir, synthModel, startCoordinator, createAccount, adminCredit, startProvider, waitForProviders,
-  FakeProvider, RawWebSocket, registerMessage, call, startPostgres, setLimits,
+  FakeProvider, RawWebSocket, call, startPostgres, setLimits,
 } from "./cluster.mjs";
-import { MODEL_ID, oversizedBody, legitimateStream, assertCleanStream, rawExchange } from "./attacks.mjs";
+import {
+  MODEL_ID, oversizedBody, legitimateStream, assertCleanStream, rawExchange, unattestedRegistrations, silentSessions,
+} from "./attacks.mjs";
 
 describe("hostile consumers and providers, default limits", () => {
   let dir, model, coordinator, providers, legit, attacker;
@@ -112,19 +114,10 @@ describe("hostile consumers and providers, default limits", () => {
     const mute = await FakeProvider.connect(coordinator.port, { model: "mute-model", answerChallenges: false,
       waitForTrust: false });
     // Unattested registrations from one address: each closed at once (this coordinator is not in
-    // open mode), none registered.
-    for (let i = 0; i < 40; i++) {
-      const raw = await RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.2" });
-      raw.send(registerMessage(`flood-${i}`));
-      assert.equal(await raw.next(), null, "closed without a registered message");
-    }
-    // Connections that never register, from another address, all at once: 32 taken, then 429.
-    const attempts = await Promise.allSettled(Array.from({ length: 40 },
-      () => RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.3" })));
-    const silent = attempts.filter((a) => a.status === "fulfilled").map((a) => a.value);
-    for (const refusal of attempts.filter((a) => a.status === "rejected")) {
-      assert.match(refusal.reason.message, /no upgrade: 429/);
-    }
+    // open mode), none registered. Connections that never register, from another address, all
+    // at once: 32 taken, then 429.
+    await unattestedRegistrations(coordinator.port, { localAddress: "127.0.0.2" });
+    const silent = await silentSessions(coordinator.port, { localAddress: "127.0.0.3" });
     assert.equal(silent.length, 32);
     // Another address is still welcome, and a real provider too.
     const welcome = await RawWebSocket.connect(coordinator.port, "/ws/provider", { localAddress: "127.0.0.4" });

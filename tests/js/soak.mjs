@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { tempDir, setLimits } from "./cluster.mjs";
 import {
   MODEL_ID, Cluster, chatRequest, assertCleanStream, oversizedBody, liarProvider, registrationFlood, badKeyFlood,
-  malformedRequests, manyStreams, killProviderMidStream, killCoordinator, restartPostgres,
+  malformedRequests, providerFloods, manyStreams, killProviderMidStream, killCoordinator, restartPostgres,
 } from "./attacks.mjs";
 
 const seconds = Number(process.env.SOAK_SECONDS ?? 600);
@@ -24,6 +24,7 @@ const attacks = {
   registration_flood: (c) => registrationFlood(c, { waitForDeadline: false }),
   bad_key_flood: (c) => badKeyFlood(c, { ms: 5000 }),
   malformed_requests: (c, attacker) => malformedRequests(c, attacker),
+  provider_floods: (c) => providerFloods(c),
   streams_1000: (c) => manyStreams(c, { count: 1000 }),
 };
 const faults = {
