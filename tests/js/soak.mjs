@@ -58,7 +58,7 @@ function legitimateClient(cluster) {
       try {
         for (;;) {
           const answer = await chatRequest(cluster.coordinator.port, cluster.legit.api_key, body).done;
-          if (answer.status === 429 && !client.stopped) {
+          if (answer.status === 429 && !client.stopped && !client.paused) {
             client.retries += 1;
             await sleep(1000 * Number(answer.headers["retry-after"] ?? 1));
             continue;

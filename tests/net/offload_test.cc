@@ -5,7 +5,10 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace darkbloom::net {
 namespace {
@@ -134,6 +137,64 @@ TEST(Offload, with_no_threads_runs_inline) {
       asio::detached);
   run_until(io, [&] { return done; });
   EXPECT_EQ(*worker, std::this_thread::get_id());
+}
+
+TEST(Offload, an_exception_from_the_work_comes_back_to_the_caller) {
+  asio::io_context io;
+  Offload offload(1, 4);
+  std::optional<std::string> caught;
+  asio::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        auto job = []() -> int { throw std::runtime_error("bad body"); };
+        try {
+          (void)co_await offload.run(job);
+        } catch (const std::runtime_error& e) {
+          caught = e.what();
+        }
+      },
+      asio::detached);
+  run_until(io, [&] { return caught.has_value(); });
+  EXPECT_EQ(*caught, "bad body");
+  EXPECT_EQ(offload.waiting(), 0u);
+}
+
+TEST(Offload, once_stopped_it_refuses_and_skips_what_was_still_queued) {
+  asio::io_context io;
+  Offload offload(0, 4);
+  offload.hold(true);
+  int ran = 0;
+  std::vector<std::optional<int>> results;
+  for (int i = 0; i < 2; ++i) {
+    asio::co_spawn(
+        io,
+        [&]() -> awaitable<void> {
+          auto job = [&ran] { return ++ran; };
+          results.push_back(co_await offload.run(job));
+        },
+        asio::detached);
+  }
+  io.poll();
+  ASSERT_EQ(offload.held(), 2u);
+  offload.stop();
+  offload.run_held();
+  io.restart();
+  io.poll();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_FALSE(results[0]);
+  EXPECT_FALSE(results[1]);
+  EXPECT_EQ(ran, 0);
+  bool refused = false;
+  asio::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        auto job = [] { return 1; };
+        refused = !(co_await offload.run(job));
+      },
+      asio::detached);
+  io.restart();
+  io.poll();
+  EXPECT_TRUE(refused);
 }
 
 }  // namespace

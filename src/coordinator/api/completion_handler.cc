@@ -173,7 +173,9 @@ awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoi
     parsed = co_await context_.offload.run(job);
     if (!parsed) {
       co_await exchange.respond_error(
-          proto::service_unavailable("The coordinator is busy reading other large requests; retry shortly"),
+          proto::service_unavailable(context_.offload.stopped()
+                                         ? "The coordinator is stopping; retry shortly"
+                                         : "The coordinator is busy reading other large requests; retry shortly"),
           retry_after(1));
       co_return false;
     }

@@ -95,6 +95,7 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
     if (!sent) {  // gone or distrusted while it was sealed, or larger than it reads: never sent
       request->attempt.reset();
       excluded.insert(provider->id());
+      last_error = proto::provider_error("The provider left or lost its trust before the request was sent");
       continue;
     }
 
