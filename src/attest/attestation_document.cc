@@ -181,6 +181,9 @@ Result<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view tex
   const std::string copy(text);
   const char* end = strptime(copy.c_str(), "%Y-%m-%dT%H:%M:%SZ", &utc);
   if (end == nullptr || *end != '\0') return invalid();
+  // The clock counts nanoseconds in 64 bits, about 292 years either side of 1970: a year outside
+  // 1970-2200 would overflow on the way in or in the difference to now (found by fuzzing).
+  if (utc.tm_year + 1900 < 1970 || utc.tm_year + 1900 > 2200) return invalid();
   const auto time = std::chrono::system_clock::from_time_t(timegm(&utc));
   if (rfc3339(time) != text) return invalid();
   return time;

@@ -105,6 +105,12 @@ TEST(Time, rfc3339_round_trips_and_rejects_other_forms) {
   EXPECT_FALSE(parse_rfc3339("2026-11-27T23:48:60Z"));
   EXPECT_FALSE(parse_rfc3339("2026-02-31T23:48:45Z"));
   EXPECT_FALSE(parse_rfc3339(std::string_view("2026-11-27T23:48:45Z\0x", 22)));
+  // Years whose nanoseconds overflow the clock (or its difference to now): refused, not UB.
+  EXPECT_FALSE(parse_rfc3339("1709-02-03T04:05:06Z"));
+  EXPECT_FALSE(parse_rfc3339("4052-12-31T23:59:59Z"));
+  EXPECT_FALSE(parse_rfc3339("9999-12-31T23:59:59Z"));
+  EXPECT_TRUE(parse_rfc3339("1970-01-01T00:00:00Z"));
+  EXPECT_TRUE(parse_rfc3339("2200-12-31T23:59:59Z"));
 }
 
 TEST(Posture, hardening_disables_dumps_and_scrubs_loader_variables) {
