@@ -5,6 +5,7 @@
 // it must hold no connection afterwards. The same bytes also go through the address parsers.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -140,7 +141,16 @@ int connect_to(uint16_t port) {
   address.sin_port = htons(port);
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    fuzz::invariant_failed("connect() failed", std::strerror(errno));
+    // libFuzzer's timers interrupt system calls; an interrupted connect goes on by itself.
+    pollfd ready{fd, POLLOUT, 0};
+    int error = errno;
+    if (error == EINTR) {
+      while (poll(&ready, 1, 5000) < 0 && errno == EINTR) {
+      }
+      socklen_t length = sizeof error;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+    }
+    if (error != 0) fuzz::invariant_failed("connect() failed", std::strerror(error));
   }
   return fd;
 }
@@ -149,6 +159,7 @@ int connect_to(uint16_t port) {
 void send_all(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
     const ssize_t sent = send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
     if (sent <= 0) return;
     bytes.remove_prefix(static_cast<size_t>(sent));
   }

@@ -90,10 +90,28 @@ net::awaitable<Result<std::optional<std::string>>> ApiKeys::authenticate_key(std
   crypto::wipe_memory(key.data(), key.size());  // a secret: only its hash is kept
   if (!usable) co_return std::optional<std::string>{};
   if (Cached hit = cached(hash); hit.known) co_return hit.account;
+  // Requests with the same key not yet cached wait for one lookup rather than each making one: a
+  // client opening a thousand streams at once with a new key costs one database call.
+  if (const auto it = lookups_.find(hash); it != lookups_.end()) {
+    const std::shared_ptr<Lookup> lookup = it->second;
+    const net::Executor executor = co_await net::asio::this_coro::executor;
+    auto timer = std::make_shared<net::Timer>(clock_, executor);
+    timer->expires_after(std::chrono::hours(24));
+    lookup->waiters.push_back(timer);
+    co_await timer->wait();
+    if (lookup->result) co_return *lookup->result;
+    co_return make_error(Errc::unavailable, "the key's lookup did not finish");
+  }
+  const auto lookup = std::make_shared<Lookup>();
+  lookups_.emplace(hash, lookup);
   auto find = [this, hash] { return store_.find_api_key(hash); };
   auto record = co_await worker.run(find);
-  if (!record) co_return record.error();
-  co_return learn(hash, *record);
+  Result<std::optional<std::string>> result = record ? Result<std::optional<std::string>>(learn(hash, *record))
+                                                     : Result<std::optional<std::string>>(record.error());
+  lookups_.erase(hash);
+  lookup->result = result;
+  for (const auto& waiter : lookup->waiters) waiter->cancel();
+  co_return result;
 }
 
 }  // namespace darkbloom::coordinator

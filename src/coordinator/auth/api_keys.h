@@ -6,10 +6,12 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "base/random.h"
 #include "coordinator/store/store.h"
@@ -58,11 +60,18 @@ class ApiKeys {
   // Stores what the store said of a hash in the caches.
   std::optional<std::string> learn(const std::string& hash, const std::optional<ApiKeyRecord>& record);
 
+  // A lookup in the store on its way, and the requests with the same key waiting for it.
+  struct Lookup {
+    std::optional<Result<std::optional<std::string>>> result;
+    std::vector<std::shared_ptr<net::Timer>> waiters;  // cancelled (woken) when the result is in
+  };
+
   Store& store_;
   net::Clock& clock_;
   RandomSource& random_;                                       // must be a CSPRNG in production: it makes the secrets
   std::unordered_map<std::string, std::string> verified_;      // key hash → account id
   std::unordered_map<std::string, net::Clock::Time> unknown_;  // key hash → until when it is known unknown
+  std::unordered_map<std::string, std::shared_ptr<Lookup>> lookups_;  // key hash → lookup in flight
 };
 
 // The token of "Bearer <token>", or "" when the header has another shape.
