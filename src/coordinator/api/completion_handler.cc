@@ -210,18 +210,36 @@ awaitable<bool> CompletionHandler::reserve_credit(http::Exchange& exchange, Pend
   // max_tokens generated. In memory against this coordinator's allowance (docs/billing.md).
   const auto started = context_.clock.now();
   const int64_t max_input = static_cast<int64_t>(exchange.request().body().size());
-  std::optional<Result<Reservation>> in_memory = context_.ledger.reserve_in_memory(
-      request.account_id, request.public_id, request.parsed.model, max_input, request.max_tokens);
+  auto in_memory = [&] {
+    return context_.ledger.reserve_in_memory(request.account_id, request.public_id, request.parsed.model, max_input,
+                                             request.max_tokens);
+  };
+  std::optional<Result<Reservation>> reserved = in_memory();
+  // The allowance ran short. While a hold for the account is on its way, wait for it and look
+  // again (a burst of an account's requests makes one hold, not one each), a few times at most.
+  for (int round = 0; !reserved && round < 3; ++round) {
+    const auto holding = holds_.find(request.account_id);
+    if (holding == holds_.end()) break;
+    const std::shared_ptr<net::WaitList> hold = holding->second;
+    co_await hold->wait();
+    reserved = in_memory();
+  }
   Result<Reservation> reservation = make_error(Errc::internal, "not reserved");
-  if (in_memory) {
-    reservation = std::move(*in_memory);
+  if (reserved) {
+    reservation = std::move(*reserved);
   } else {
-    // The allowance ran short: a hold, on the store's worker.
+    // A hold, on the store's worker.
+    auto hold = std::make_shared<net::WaitList>(context_.clock);
+    const bool first = holds_.emplace(request.account_id, hold).second;
     auto hold_and_reserve = [&ledger = context_.ledger, account = request.account_id, id = request.public_id,
                              model = request.parsed.model, max_input, max_output = request.max_tokens] {
       return ledger.reserve(account, id, model, max_input, max_output);
     };
     reservation = co_await context_.store_worker.run(hold_and_reserve);
+    if (first) {
+      holds_.erase(request.account_id);
+      hold->wake_all();
+    }
   }
   request.timing.reserve_us = context_.clock.micros_since(started);
   if (reservation) {

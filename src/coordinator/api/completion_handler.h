@@ -14,6 +14,7 @@
 #include "coordinator/api/api_context.h"
 #include "coordinator/api/pending_request.h"
 #include "coordinator/api/request_dispatcher.h"
+#include "net/wait_list.h"
 #include "proto/openai.h"
 
 namespace darkbloom::coordinator {
@@ -67,7 +68,8 @@ class CompletionHandler {
   ApiContext& context_;
   RequestDispatcher& dispatcher_;
   ProviderGateway& gateway_;
-  std::unordered_map<std::string, int> large_bodies_;  // account → large bodies being parsed
+  std::unordered_map<std::string, int> large_bodies_;                      // account → large bodies being parsed
+  std::unordered_map<std::string, std::shared_ptr<net::WaitList>> holds_;  // account → requests waiting for its hold
 };
 
 }  // namespace darkbloom::coordinator

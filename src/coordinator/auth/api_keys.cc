@@ -94,15 +94,11 @@ net::awaitable<Result<std::optional<std::string>>> ApiKeys::authenticate_key(std
   // client opening a thousand streams at once with a new key costs one database call.
   if (const auto it = lookups_.find(hash); it != lookups_.end()) {
     const std::shared_ptr<Lookup> lookup = it->second;
-    const net::Executor executor = co_await net::asio::this_coro::executor;
-    auto timer = std::make_shared<net::Timer>(clock_, executor);
-    timer->expires_after(std::chrono::hours(24));
-    lookup->waiters.push_back(timer);
-    co_await timer->wait();
+    co_await lookup->waiters.wait();
     if (lookup->result) co_return *lookup->result;
     co_return make_error(Errc::unavailable, "the key's lookup did not finish");
   }
-  const auto lookup = std::make_shared<Lookup>();
+  const auto lookup = std::make_shared<Lookup>(clock_);
   lookups_.emplace(hash, lookup);
   auto find = [this, hash] { return store_.find_api_key(hash); };
   auto record = co_await worker.run(find);
@@ -110,7 +106,7 @@ net::awaitable<Result<std::optional<std::string>>> ApiKeys::authenticate_key(std
                                                      : Result<std::optional<std::string>>(record.error());
   lookups_.erase(hash);
   lookup->result = result;
-  for (const auto& waiter : lookup->waiters) waiter->cancel();
+  lookup->waiters.wake_all();
   co_return result;
 }
 

@@ -11,12 +11,12 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <vector>
 
 #include "base/random.h"
 #include "coordinator/store/store.h"
 #include "coordinator/store/store_worker.h"
 #include "net/clock.h"
+#include "net/wait_list.h"
 
 namespace darkbloom::coordinator {
 
@@ -62,8 +62,9 @@ class ApiKeys {
 
   // A lookup in the store on its way, and the requests with the same key waiting for it.
   struct Lookup {
+    explicit Lookup(net::Clock& clock) : waiters(clock) {}
     std::optional<Result<std::optional<std::string>>> result;
-    std::vector<std::shared_ptr<net::Timer>> waiters;  // cancelled (woken) when the result is in
+    net::WaitList waiters;  // woken when the result is in
   };
 
   Store& store_;
