@@ -475,6 +475,10 @@ export async function killProviderMidStream(cluster) {
 // (no hang), nothing is charged for the cut streams, the escrow goes back to its owners at start,
 // and the providers are back within 30 s.
 export async function killCoordinator(cluster) {
+  // A provider's backoff starts again from 0.5 s only after a session of 30 s (SPEC): kills closer
+  // together than that are a flapping coordinator, which providers rightly approach ever more
+  // slowly (up to 30 s apart). The soak kills no sooner.
+  if (cluster.providersBackAt) await sleep(Math.max(0, cluster.providersBackAt + 31000 - Date.now()));
   const consumer = await cluster.newAccount();
   const streams = Array.from({ length: 3 }, (_, i) => chatRequest(cluster.coordinator.port, consumer.api_key,
     { model: MODEL_ID, stream: true, max_tokens: 6000, ignore_eos: true, messages: [{ role: "user", content: `cut ${i}` }] }));
@@ -492,6 +496,7 @@ export async function killCoordinator(cluster) {
   assert.deepEqual(await cluster.usage(consumer), []);
   await waitForProviders(cluster.coordinator, cluster.providers.length, 30000 - (Date.now() - restarted));
   const reconnectMs = Date.now() - restarted;
+  cluster.providersBackAt = Date.now();
   await waitForRoutable(cluster.coordinator, cluster.providers.length);
   assertCleanStream(await legitimateStream(cluster.coordinator, consumer.api_key, 8));
   return { coordinator_kills: 1, reconnect_ms: reconnectMs };
