@@ -14,29 +14,24 @@
 #include "coordinator/trust/attestation_verifier.h"
 #include "fuzz/fuzz_support.h"
 #include "proto/provider_messages.h"
+#include "tests/support/fake_attester.h"
 
 namespace {
 
 using namespace darkbloom;
 
-// The challenge that is open, and what the provider registered with (posture all good).
+// The challenge that is open.
 const coordinator::IssuedChallenge kIssued{"bm9uY2Utbm9uY2Utbm9uY2Utbm9uY2Utbm9uY2U=", "2026-12-01T00:00:00Z"};
 
+// What FakeAttester registers (posture all good), for the fuzz key, stamped at the challenge.
 attest::AttestationDocument registered_document() {
-  attest::AttestationDocument document;
-  document.public_key = base64_encode(fuzz::fuzz_key().public_key());
-  document.key_backend = "ephemeral";
-  document.encryption_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-  document.binary_hash = std::string(64, 'c');
-  document.version = "0.1.0";
-  document.hardware_cpu = "cpu";
-  document.hardware_memory_gb = 8;
-  document.os = "Linux";
-  document.posture.core_dumps_disabled = true;
-  document.posture.not_traced = true;
-  document.posture.env_clean = true;
-  document.timestamp = kIssued.timestamp;
-  return document;
+  const std::array<uint8_t, 32> encryption_key = [] {
+    std::array<uint8_t, 32> key{};
+    key.fill(1);
+    return key;
+  }();
+  return testing::FakeAttester(encryption_key, fuzz::fuzz_now(), *crypto::P256Key::from_pem(fuzz::kFuzzKeyPem))
+      .document;
 }
 
 }  // namespace

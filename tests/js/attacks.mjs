@@ -227,11 +227,12 @@ export async function oversizedBody(cluster, attacker, { bodies = 2 } = {}) {
   return { bodies: bodies + 1 };
 }
 
-// A provider that reports 2^30 completion tokens for a two-byte answer: billed at the bound and
-// distrusted.
+// A provider that reports 2^30 completion tokens for a two-byte answer (and an empty chunk):
+// billed at the bound, the receipt kept as signed, distrusted, and passed over afterwards.
 export async function liarProvider(cluster) {
   const { coordinator } = cluster;
   const liarModel = "liar-model";
+  // 1,000 micro-USD per output token, nothing for input: the charge counts output tokens.
   const priced = await call(coordinator, "PUT", "/v1/admin/pricing",
     { body: { model: liarModel, input_per_million: 0, output_per_million: 1_000_000_000 } });
   assert.equal(priced.status, 200, priced.text);
@@ -243,12 +244,20 @@ export async function liarProvider(cluster) {
     const request = await liar.next("inference_request");
     const { sessionKey } = liar.open(request);
     liar.socket.send(liar.chunk(request.request_id, sessionKey, 0, "ok"));
-    liar.socket.send(liar.complete(request.request_id, sessionKey, 1, 2 ** 30, { text: "ok" }));
+    liar.socket.send(liar.chunk(request.request_id, sessionKey, 1, ""));
+    liar.socket.send(liar.complete(request.request_id, sessionKey, 2, 2 ** 30, { text: "ok" }));
     const response = await answer;
     assert.equal(response.status, 200, response.text);
+    assert.equal(response.json.choices[0].message.content, "ok");
     assert.equal(response.json.usage.completion_tokens, 3, "2 bytes of answer and the end token");
-    await liar.waitForTrust(/^none reported/);
+    assert.equal(response.headers.get("x-receipt-completion-tokens"), String(2 ** 30), "the receipt as signed");
+    await liar.waitForTrust(/^none reported \d+ prompt and 1073741824 completion tokens/);
     await eventually(async () => assert.equal((await cluster.usage(consumer))[0]?.cost_micro_usd, 3_000));
+    assert.equal(await cluster.balance(consumer), 1_000_000 - 3_000);
+    // No longer trusted: the next request for its model finds nobody to serve it.
+    const refused = await call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
+      body: { model: liarModel, messages: [{ role: "user", content: "hi" }], max_tokens: 5 } });
+    assert.notEqual(refused.status, 200);
   } finally {
     liar.socket.socket.destroy();
   }

@@ -3,7 +3,6 @@
 // client keeps being served while it runs. After each scenario the books balance.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import {
@@ -11,99 +10,36 @@ import {
   FakeProvider, RawWebSocket, call, startPostgres, setLimits,
 } from "./cluster.mjs";
 import {
-  MODEL_ID, oversizedBody, legitimateStream, assertCleanStream, rawExchange, unattestedRegistrations, silentSessions,
+  MODEL_ID, Cluster, oversizedBody, liarProvider, legitimateStream, assertCleanStream, rawExchange, unattestedRegistrations, silentSessions,
 } from "./attacks.mjs";
 
 describe("hostile consumers and providers, default limits", () => {
-  let dir, model, coordinator, providers, legit, attacker;
-
-  const query = (sql) => JSON.parse(execFileSync("/usr/bin/python3", ["-c",
-    "import json, sqlite3, sys; print(json.dumps(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall()))",
-    `${dir}/data/coordinator.db`, sql]).toString());
-  const number = (sql) => Number(query(sql)[0][0] ?? 0);
-  // Retries `check` (which throws until it holds) for up to 5 s: settlements are written in
-  // group commits every 10 ms, later on a busy machine.
-  const eventually = async (check) => {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      try { return await check(); } catch (error) { if (Date.now() > deadline) throw error; }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
-  // Every account's balance (escrows too) against every credit, none negative.
-  const assertBooksBalance = () => eventually(() => {
-    assert.equal(number("SELECT COALESCE(SUM(balance), 0) FROM accounts"),
-      number("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'admin_credit'"));
-    assert.equal(number("SELECT COUNT(*) FROM accounts WHERE balance < 0"), 0);
-  });
-  const balance = async (account) => (await call(coordinator, "GET", "/v1/balance", { key: account.api_key })).json
-    .balance_micro_usd;
+  let cluster, coordinator, providers, legit, attacker;
+  const number = (sql) => cluster.number(sql);
+  const assertBooksBalance = () => cluster.assertBooksBalance();
 
   before(async () => {
-    dir = tempDir();
-    model = synthModel(dir, MODEL_ID);
-    coordinator = await startCoordinator({ dataDir: `${dir}/data` });  // default limits: no flags
-    legit = await createAccount(coordinator);
-    await adminCredit(coordinator, legit.account_id, 1_000_000_000);
-    attacker = await createAccount(coordinator);
-    await adminCredit(coordinator, attacker.account_id, 1_000_000_000);
-    providers = [await startProvider(coordinator, model), await startProvider(coordinator, model)];
-    await waitForProviders(coordinator, 2);
+    cluster = await Cluster.start(tempDir());  // default limits: no flags
+    ({ coordinator, providers, legit } = cluster);
+    attacker = await cluster.newAccount();
   });
 
-  after(async () => {
-    for (const p of providers) await p.kill();
-    await coordinator.kill();
-  });
+  after(async () => { await cluster.stop(); });
 
   it("an 8.5 MB message costs no provider its connection, and a body over the limit is a 413", async () => {
     const stream = legitimateStream(coordinator, legit.api_key, 96);
     // The provider reads it, and refuses it for what it is: longer than the model's context.
-    await oversizedBody({ coordinator, health: async () => (await call(coordinator, "GET", "/health")).json,
-      balance }, attacker);
+    await oversizedBody(cluster, attacker);
     assertCleanStream(await stream);
     for (const provider of providers) {
       assert.doesNotMatch(provider.output.stderr, /larger than|connection to the coordinator ended/);
     }
-    assert.equal((await call(coordinator, "GET", "/health")).json.providers, 2);
+    assert.equal((await cluster.health()).providers, 2);
     await assertBooksBalance();
   });
 
   it("a provider that claims more tokens than it sent is billed at the bound and distrusted", async () => {
-    const liarModel = "liar-model";
-    // 1,000 micro-USD per output token, nothing for input: the charge counts output tokens.
-    const priced = await call(coordinator, "PUT", "/v1/admin/pricing",
-      { body: { model: liarModel, input_per_million: 0, output_per_million: 1_000_000_000 } });
-    assert.equal(priced.status, 200, priced.text);
-    const liar = await FakeProvider.connect(coordinator.port, { model: liarModel });
-    try {
-      const consumer = await createAccount(coordinator);
-      await adminCredit(coordinator, consumer.account_id, 1_000_000);
-      const answer = call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
-        body: { model: liarModel, messages: [{ role: "user", content: "hi" }], max_tokens: 500 } });
-      const request = await liar.next("inference_request");
-      const { sessionKey } = liar.open(request);
-      liar.socket.send(liar.chunk(request.request_id, sessionKey, 0, "ok"));
-      liar.socket.send(liar.chunk(request.request_id, sessionKey, 1, ""));
-      liar.socket.send(liar.complete(request.request_id, sessionKey, 2, 2 ** 30, { text: "ok" }));
-      const response = await answer;
-      assert.equal(response.status, 200, response.text);
-      assert.equal(response.json.choices[0].message.content, "ok");
-      assert.equal(response.json.usage.completion_tokens, 3, "2 bytes of answer and the end token");
-      assert.equal(response.headers.get("x-receipt-completion-tokens"), String(2 ** 30), "the receipt as signed");
-      await liar.waitForTrust(/^none reported \d+ prompt and 1073741824 completion tokens/);
-      await eventually(async () => {
-        const usage = await call(coordinator, "GET", "/v1/usage", { key: consumer.api_key });
-        assert.equal(usage.json.data[0]?.cost_micro_usd, 3_000);
-      });
-      assert.equal(await balance(consumer), 1_000_000 - 3_000);
-      // No longer trusted: the next request for its model finds nobody to serve it.
-      const refused = await call(coordinator, "POST", "/v1/chat/completions", { key: consumer.api_key,
-        body: { model: liarModel, messages: [{ role: "user", content: "hi" }], max_tokens: 5 } });
-      assert.notEqual(refused.status, 200);
-    } finally {
-      liar.socket.socket.destroy();
-    }
+    await liarProvider(cluster);
     await assertBooksBalance();
   });
 

@@ -16,10 +16,13 @@
 namespace darkbloom::testing {
 
 struct FakeAttester {
-  crypto::P256Key key = crypto::P256Key::generate();
+  crypto::P256Key key;
   attest::AttestationDocument document;
 
-  FakeAttester(std::span<const uint8_t> encryption_key, std::chrono::system_clock::time_point now) {
+  // `identity` is a fresh key unless one is given (fuzzers sign with a fixed one).
+  FakeAttester(std::span<const uint8_t> encryption_key, std::chrono::system_clock::time_point now,
+               crypto::P256Key identity = crypto::P256Key::generate())
+      : key(std::move(identity)) {
     document.public_key = base64_encode(key.public_key());
     document.key_backend = "ephemeral";
     document.encryption_key = base64_encode(encryption_key);
