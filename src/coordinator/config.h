@@ -19,6 +19,11 @@ struct CoordinatorConfig {
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 8080;
   std::string data_dir = "darkbloom-data";
+  // HTTPS and WSS on the listening port when both are set; without them plaintext, which is
+  // allowed off loopback only with allow_plaintext (a TLS proxy in front).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  bool allow_plaintext = false;
   std::string admin_token;   // empty = admin API disabled
   std::string database_url;  // PostgreSQL; empty = SQLite in data_dir
   BillingOptions billing;

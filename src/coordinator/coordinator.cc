@@ -11,6 +11,7 @@
 #include "coordinator/billing/ledger_writer.h"
 #include "coordinator/gateway/provider_gateway.h"
 #include "coordinator/store/store_worker.h"
+#include "http/tls.h"
 
 namespace darkbloom::coordinator {
 
@@ -88,6 +89,9 @@ http::Router Coordinator::routes() {
 }
 
 Result<uint16_t> Coordinator::start() {
+  if (!config_.tls_cert_file.empty()) {
+    if (auto loaded = reload_tls(); !loaded) return loaded.error();
+  }
   auto port = server_->listen(config_.listen_host, config_.listen_port);
   if (!port) return port.error();
   gateway_->start();
@@ -98,6 +102,14 @@ Result<uint16_t> Coordinator::start() {
                                         config_.ledger_release_interval, ledger_running_),
                       net::asio::detached);
   return port;
+}
+
+Status Coordinator::reload_tls() {
+  auto context = http::make_server_tls_context(config_.tls_cert_file, config_.tls_key_file);
+  if (!context) return context.error();
+  server_->set_tls(std::move(*context));
+  log::info("TLS certificate {}: {}", config_.tls_cert_file, http::describe_certificate_file(config_.tls_cert_file));
+  return {};
 }
 
 void Coordinator::stop() {

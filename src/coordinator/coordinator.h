@@ -37,8 +37,11 @@ class Coordinator {
                                                      net::Clock& clock, RandomSource& random);
   ~Coordinator();
 
-  // Binds and starts serving; returns the bound port.
+  // Binds and starts serving (TLS when config.tls_cert_file is set); returns the bound port.
   Result<uint16_t> start();
+  // Reads the TLS certificate and key again (SIGHUP). New connections use them; open ones keep
+  // theirs. On an error the old certificate stays in use.
+  Status reload_tls();
   // Stops accepting, closes client connections and provider sessions, writes the ledger.
   void stop();
 

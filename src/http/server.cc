@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <charconv>
@@ -14,18 +15,18 @@ namespace websocket = beast::websocket;
 
 // After an error response to a request whose body was not read (413, 431), keep reading and
 // discarding for a moment so the client sees the response instead of a connection reset.
-awaitable<void> lingering_close(beast::tcp_stream& stream) {
+awaitable<void> lingering_close(Transport& stream) {
   error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream.expires_after(std::chrono::seconds(2));
+  stream.tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream.tcp().expires_after(std::chrono::seconds(2));
   std::array<char, 16384> sink;
   size_t drained = 0;
   while (drained < (64u << 20)) {
-    auto [error, n] = co_await stream.async_read_some(asio::buffer(sink), as_tuple_awaitable);
+    auto [error, n] = co_await stream.tcp().async_read_some(asio::buffer(sink), as_tuple_awaitable);
     if (error) break;
     drained += n;
   }
-  stream.socket().close(ignored);
+  stream.tcp().socket().close(ignored);
 }
 
 Response json_response(unsigned status, unsigned version, std::string body) {
@@ -56,6 +57,28 @@ constexpr size_t kRefusals = 64;
 bool out_of_descriptors(const error_code& error) {
   return error == asio::error::no_descriptors || error.value() == ENFILE || error == asio::error::no_buffer_space ||
          error == asio::error::no_memory;
+}
+
+// True once the peer has closed its side (or the socket failed), even with unread bytes queued.
+bool peer_hung_up(int descriptor) {
+  pollfd watched{descriptor, static_cast<short>(POLLRDHUP), 0};
+  return ::poll(&watched, 1, 0) > 0 && (watched.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+// Unread bytes keep the socket readable, so readiness says nothing more: the hang-up is looked for
+// a few times a second until the watch stops.
+void poll_for_hangup(std::shared_ptr<Transport> stream, net::SharedFlag stopped, net::SharedFlag gone,
+                     std::shared_ptr<std::function<void()>> callback) {
+  auto timer = std::make_shared<asio::steady_timer>(stream->get_executor(), std::chrono::milliseconds(250));
+  timer->async_wait([timer, stream, stopped, gone, callback](error_code error) mutable {
+    if (stopped || error) return;
+    if (peer_hung_up(stream->tcp().socket().native_handle())) {
+      gone.set(true);
+      if (callback && *callback) (*callback)();
+      return;
+    }
+    poll_for_hangup(std::move(stream), std::move(stopped), std::move(gone), std::move(callback));
+  });
 }
 
 }  // namespace
@@ -99,7 +122,7 @@ std::string address_key(std::string_view remote) {
 
 // ---- Exchange ----
 
-Exchange::Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits,
+Exchange::Exchange(std::shared_ptr<Transport> stream, Request request, const ServerLimits& limits,
                    std::shared_ptr<ConnectionCounter::Slot> slot)
     : stream_(std::move(stream)), request_(std::move(request)), limits_(limits), slot_(std::move(slot)) {
   keep_alive_ = request_.keep_alive();
@@ -128,7 +151,7 @@ std::string_view Exchange::header(std::string_view name) const {
 
 std::string Exchange::remote_address() const {
   error_code error;
-  const auto endpoint = stream_->socket().remote_endpoint(error);
+  const auto endpoint = stream_->tcp().socket().remote_endpoint(error);
   if (error) return "unknown";
   return fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
 }
@@ -138,9 +161,9 @@ awaitable<void> Exchange::respond(Response response) {
   answered_ = true;
   stop_watching();
   response.keep_alive(keep_alive_);
-  stream_->expires_after(limits_.write_timeout);
+  stream_->tcp().expires_after(limits_.write_timeout);
   auto [error, bytes] = co_await bhttp::async_write(*stream_, response, as_tuple_awaitable);
-  stream_->expires_never();
+  stream_->tcp().expires_never();
   if (error) keep_alive_ = false;
 }
 
@@ -169,9 +192,9 @@ awaitable<bool> Exchange::start_events(const std::vector<std::pair<std::string, 
   response.keep_alive(keep_alive_);
   response.chunked(true);
   bhttp::response_serializer<bhttp::empty_body> serializer{response};
-  stream_->expires_after(limits_.write_timeout);
+  stream_->tcp().expires_after(limits_.write_timeout);
   auto [error, bytes] = co_await bhttp::async_write_header(*stream_, serializer, as_tuple_awaitable);
-  stream_->expires_never();
+  stream_->tcp().expires_never();
   if (error) {
     keep_alive_ = false;
     client_gone_.set(true);
@@ -186,10 +209,10 @@ awaitable<bool> Exchange::send_event(std::string_view data) {
   std::string event;
   event.reserve(data.size() + 8);
   event.append("data: ").append(data).append("\n\n");
-  stream_->expires_after(limits_.write_timeout);
+  stream_->tcp().expires_after(limits_.write_timeout);
   auto [error, bytes] =
       co_await asio::async_write(*stream_, bhttp::make_chunk(asio::buffer(event)), as_tuple_awaitable);
-  stream_->expires_never();
+  stream_->tcp().expires_never();
   if (error) {
     keep_alive_ = false;
     client_gone_.set(true);
@@ -203,9 +226,9 @@ awaitable<void> Exchange::end_events() {
   streaming_ = false;
   stop_watching();
   if (client_gone_) co_return;
-  stream_->expires_after(limits_.write_timeout);
+  stream_->tcp().expires_after(limits_.write_timeout);
   auto [error, bytes] = co_await asio::async_write(*stream_, bhttp::make_chunk_last(), as_tuple_awaitable);
-  stream_->expires_never();
+  stream_->tcp().expires_never();
   if (error) keep_alive_ = false;
 }
 
@@ -223,13 +246,16 @@ void Exchange::start_watching() {
   auto stopped = watch_stopped_;
   auto gone = client_gone_;
   auto callback = gone_callback_;
-  stream->socket().async_wait(tcp::socket::wait_read, [stream, stopped, gone, callback](error_code error) {
+  stream->tcp().socket().async_wait(tcp::socket::wait_read, [stream, stopped, gone, callback](error_code error) {
     if (stopped || error == asio::error::operation_aborted) return;
     char byte;
-    const ssize_t n = ::recv(stream->socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t n = ::recv(stream->tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (error || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
       gone.set(true);
       if (callback && *callback) (*callback)();
+    } else if (n > 0 && stream->is_tls()) {
+      // Under TLS the bytes may be the client's close_notify rather than its next request.
+      poll_for_hangup(stream, stopped, gone, callback);
     }
   });
 }
@@ -314,7 +340,7 @@ Result<uint16_t> Server::listen(const std::string& host, uint16_t port) {
 void Server::stop() {
   error_code ignored;
   acceptor_.close(ignored);
-  for (const auto& stream : connections_) stream->socket().close(ignored);
+  for (const auto& stream : connections_) stream->tcp().socket().close(ignored);
 }
 
 awaitable<void> Server::accept_loop() {
@@ -363,7 +389,8 @@ awaitable<void> Server::accept_loop() {
       continue;
     }
     auto slot = std::make_shared<ConnectionCounter::Slot>(counter_, address);
-    auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+    auto stream = tls_ ? std::make_shared<Transport>(beast::tcp_stream(std::move(socket)), tls_)
+                       : std::make_shared<Transport>(beast::tcp_stream(std::move(socket)));
     connections_.insert(stream);
     asio::co_spawn(executor_, serve_connection(stream, std::move(slot), over_address_limit),
                    [this, alive, stream](std::exception_ptr failure) {
@@ -379,7 +406,7 @@ awaitable<void> Server::accept_loop() {
   }
 }
 
-awaitable<void> Server::refuse_connection(beast::tcp_stream& stream) {
+awaitable<void> Server::refuse_connection(Transport& stream) {
   ++refusing_;
   struct Done {
     size_t& refusing;
@@ -388,7 +415,7 @@ awaitable<void> Server::refuse_connection(beast::tcp_stream& stream) {
   beast::flat_buffer buffer;
   bhttp::request_parser<bhttp::empty_body> parser;
   parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
-  stream.expires_after(std::chrono::seconds(1));
+  stream.tcp().expires_after(std::chrono::seconds(1));
   auto [error, n] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple_awaitable);
   const unsigned version = error ? 11 : parser.get().version();
   const proto::ApiError reply =
@@ -396,14 +423,14 @@ awaitable<void> Server::refuse_connection(beast::tcp_stream& stream) {
   Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
   response.set(bhttp::field::retry_after, "5");
   response.keep_alive(false);
-  stream.expires_after(std::chrono::seconds(1));
+  stream.tcp().expires_after(std::chrono::seconds(1));
   co_await bhttp::async_write(stream, response, as_tuple_awaitable);
   error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream.socket().close(ignored);
+  stream.tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.tcp().socket().close(ignored);
 }
 
-awaitable<bool> Server::refused_before_body(beast::tcp_stream& stream, const Request& request, unsigned version) {
+awaitable<bool> Server::refused_before_body(Transport& stream, const Request& request, unsigned version) {
   std::optional<std::pair<proto::ApiError, Headers>> refusal;
   // An unknown route or method is answered before any body is read, too.
   const std::string_view target(request.target().data(), request.target().size());
@@ -412,7 +439,7 @@ awaitable<bool> Server::refused_before_body(beast::tcp_stream& stream, const Req
     refusal.emplace(std::move(route_error), Headers{});
   } else if (header_check_) {
     error_code error;
-    const auto remote = stream.socket().remote_endpoint(error);
+    const auto remote = stream.tcp().socket().remote_endpoint(error);
     const std::string address = error ? std::string("unknown") : address_key(remote.address());
     refusal = co_await header_check_(request, address);
   }
@@ -421,17 +448,17 @@ awaitable<bool> Server::refused_before_body(beast::tcp_stream& stream, const Req
   Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
   for (const auto& [name, value] : headers) response.set(name, value);
   response.keep_alive(false);  // the body was never read: the connection cannot carry another request
-  stream.expires_after(limits_.write_timeout);
+  stream.tcp().expires_after(limits_.write_timeout);
   co_await bhttp::async_write(stream, response, as_tuple_awaitable);
   co_await lingering_close(stream);
   co_return true;
 }
 
-awaitable<Server::ReadOutcome> Server::read_request(beast::tcp_stream& stream, beast::flat_buffer& buffer, bool first) {
+awaitable<Server::ReadOutcome> Server::read_request(Transport& stream, beast::flat_buffer& buffer, bool first) {
   bhttp::request_parser<bhttp::string_body> parser;
   parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes));
   parser.body_limit(limits_.body_bytes);
-  stream.expires_after(first ? limits_.read_timeout : limits_.idle_timeout);
+  stream.tcp().expires_after(first ? limits_.read_timeout : limits_.idle_timeout);
   auto [header_error, header_bytes] = co_await bhttp::async_read_header(stream, buffer, parser, as_tuple_awaitable);
   unsigned version = 11;
   if (!header_error) version = parser.get().version();
@@ -442,20 +469,22 @@ awaitable<Server::ReadOutcome> Server::read_request(beast::tcp_stream& stream, b
     if (refused) co_return ReadOutcome{std::nullopt, true};
   }
   if (!header_error && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
-    stream.expires_after(limits_.write_timeout);
+    stream.tcp().expires_after(limits_.write_timeout);
     Response go_on{bhttp::status::continue_, version};
     auto [continue_error, n] = co_await bhttp::async_write(stream, go_on, as_tuple_awaitable);
     if (continue_error) co_return ReadOutcome{};
   }
   error_code error = header_error;
   if (!error && !parser.is_done()) {
-    stream.expires_after(limits_.read_timeout);
+    stream.tcp().expires_after(limits_.read_timeout);
     auto [body_error, body_bytes] = co_await bhttp::async_read(stream, buffer, parser, as_tuple_awaitable);
     error = body_error;
   }
   if (!error) co_return ReadOutcome{parser.release(), false};
+  // (A TLS client that closes without close_notify ends with stream_truncated: a quiet close too.)
   if (error == bhttp::error::end_of_stream || error == asio::error::eof || error == beast::error::timeout ||
-      error == asio::error::operation_aborted || error == asio::error::connection_reset) {
+      error == asio::error::operation_aborted || error == asio::error::connection_reset ||
+      error == ssl::error::stream_truncated) {
     co_return ReadOutcome{};
   }
   proto::ApiError reply;
@@ -469,7 +498,7 @@ awaitable<Server::ReadOutcome> Server::read_request(beast::tcp_stream& stream, b
   }
   Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
   response.keep_alive(false);
-  stream.expires_after(limits_.write_timeout);
+  stream.tcp().expires_after(limits_.write_timeout);
   co_await bhttp::async_write(stream, response, as_tuple_awaitable);
   co_await lingering_close(stream);
   co_return ReadOutcome{std::nullopt, true};
@@ -500,8 +529,25 @@ awaitable<Server::AfterRequest> Server::handle_request(Exchange& exchange) {
   co_return exchange.keep_alive() ? AfterRequest::next : AfterRequest::close;
 }
 
-awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stream,
+awaitable<void> Server::serve_connection(std::shared_ptr<Transport> stream,
                                          std::shared_ptr<ConnectionCounter::Slot> slot, bool over_address_limit) {
+  if (auto* tls = stream->tls()) {
+    if (over_address_limit) {
+      // A refusal is not worth a handshake: over its address's limit, a TLS connection is closed.
+      error_code ignored;
+      stream->tcp().socket().close(ignored);
+      co_return;
+    }
+    stream->tcp().expires_after(limits_.tls_handshake_timeout);
+    auto [error] = co_await tls->async_handshake(ssl::stream_base::server, as_tuple_awaitable);
+    if (error) {
+      ++tls_handshake_failures_;
+      log::debug("TLS handshake failed: {}", error.message());
+      error_code ignored;
+      stream->tcp().socket().close(ignored);
+      co_return;
+    }
+  }
   if (over_address_limit) {
     co_await refuse_connection(*stream);
     co_return;
@@ -511,15 +557,15 @@ awaitable<void> Server::serve_connection(std::shared_ptr<beast::tcp_stream> stre
     ReadOutcome read = co_await read_request(*stream, buffer, first);
     if (read.closed) co_return;
     if (!read.request) break;
-    stream->expires_never();
+    stream->tcp().expires_never();
     Exchange exchange(stream, std::move(*read.request), limits_, slot);
     const AfterRequest after = co_await handle_request(exchange);
     if (after == AfterRequest::taken_over) co_return;
     if (after == AfterRequest::close) break;
   }
   error_code ignored;
-  stream->socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream->socket().close(ignored);
+  stream->tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream->tcp().socket().close(ignored);
 }
 
 Result<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) {

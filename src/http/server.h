@@ -16,6 +16,7 @@
 
 #include "base/result.h"
 #include "http/beast.h"
+#include "http/transport.h"
 #include "http/websocket.h"
 #include "net/shared_flag.h"
 #include "proto/openai.h"
@@ -28,7 +29,8 @@ struct ServerLimits {
   std::chrono::seconds read_timeout{30};   // to receive a whole request once it started
   std::chrono::seconds idle_timeout{75};   // keep-alive connection with no request
   std::chrono::seconds write_timeout{60};  // one write (a response or an SSE event) to a slow client
-  size_t max_connections = 4096;           // HTTP and WebSocket connections together; beyond: closed at accept
+  std::chrono::seconds tls_handshake_timeout{10};
+  size_t max_connections = 4096;  // HTTP and WebSocket connections together; beyond: closed at accept
   // From one IP address (an IPv6 /64); beyond: answered 429 with Retry-After, then closed.
   size_t max_connections_per_address = 256;
   WebSocketOptions websocket;
@@ -75,7 +77,7 @@ using Handler = std::function<awaitable<void>(Exchange&)>;
 // takes the answer; a handler that does none gets a 500.
 class Exchange {
  public:
-  Exchange(std::shared_ptr<beast::tcp_stream> stream, Request request, const ServerLimits& limits,
+  Exchange(std::shared_ptr<Transport> stream, Request request, const ServerLimits& limits,
            std::shared_ptr<ConnectionCounter::Slot> slot = nullptr);
   ~Exchange();
   Exchange(const Exchange&) = delete;
@@ -117,7 +119,7 @@ class Exchange {
   void start_watching();
   void stop_watching();
 
-  std::shared_ptr<beast::tcp_stream> stream_;
+  std::shared_ptr<Transport> stream_;
   Request request_;
   const ServerLimits& limits_;
   std::shared_ptr<ConnectionCounter::Slot> slot_;  // handed to the WebSocket on an upgrade
@@ -156,38 +158,47 @@ class Server {
   // Binds and starts accepting; returns the bound port (useful with port 0).
   Result<uint16_t> listen(const std::string& host, uint16_t port);
   void set_header_check(HeaderCheck check) { header_check_ = std::move(check); }
+  // Serves TLS with `context` on connections accepted from now on (nullptr: plaintext).
+  // Connections open already keep the context they started with: a certificate reload
+  // drops nobody.
+  void set_tls(std::shared_ptr<ssl::context> context) { tls_ = std::move(context); }
+  bool serves_tls() const { return tls_ != nullptr; }
   // Stops accepting and closes every open connection.
   void stop();
   // HTTP connections and WebSocket sessions open now.
   size_t open_connections() const { return counter_->total(); }
+  // TLS handshakes that failed or timed out since start.
+  uint64_t tls_handshake_failures() const { return tls_handshake_failures_; }
 
  private:
   awaitable<void> accept_loop();
-  awaitable<void> serve_connection(std::shared_ptr<beast::tcp_stream> stream,
-                                   std::shared_ptr<ConnectionCounter::Slot> slot, bool over_address_limit);
+  awaitable<void> serve_connection(std::shared_ptr<Transport> stream, std::shared_ptr<ConnectionCounter::Slot> slot,
+                                   bool over_address_limit);
   // One request read whole: headers, the checks before the body, 100 Continue, the body. No
   // request: the connection ends; `closed` when an error answer was sent and it is closed already.
   struct ReadOutcome {
     std::optional<Request> request;
     bool closed = false;
   };
-  awaitable<ReadOutcome> read_request(beast::tcp_stream& stream, beast::flat_buffer& buffer, bool first);
+  awaitable<ReadOutcome> read_request(Transport& stream, beast::flat_buffer& buffer, bool first);
   enum class AfterRequest { next, close, taken_over };
   // Routes and answers one request; what the connection does next.
   awaitable<AfterRequest> handle_request(Exchange& exchange);
   // Reads the request's headers and answers it 429 (too many connections from its address).
-  awaitable<void> refuse_connection(beast::tcp_stream& stream);
+  awaitable<void> refuse_connection(Transport& stream);
   // Runs the header check; true when it refused (and answered) the request.
-  awaitable<bool> refused_before_body(beast::tcp_stream& stream, const Request& request, unsigned version);
+  awaitable<bool> refused_before_body(Transport& stream, const Request& request, unsigned version);
 
   asio::any_io_executor executor_;
   Router router_;
   ServerLimits limits_;
   tcp::acceptor acceptor_;
-  std::unordered_set<std::shared_ptr<beast::tcp_stream>> connections_;
+  std::unordered_set<std::shared_ptr<Transport>> connections_;
   std::shared_ptr<ConnectionCounter> counter_ = std::make_shared<ConnectionCounter>();
   size_t refusing_ = 0;  // 429s for connections over their address's limit, in progress
   HeaderCheck header_check_;
+  std::shared_ptr<ssl::context> tls_;
+  uint64_t tls_handshake_failures_ = 0;
   net::SharedFlag alive_{true};
 };
 

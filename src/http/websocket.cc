@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "base/log.h"
 
 namespace darkbloom::http {
@@ -29,7 +31,7 @@ WebSocket::WebSocket(Stream stream, WebSocketOptions options, std::string remote
 WebSocket::~WebSocket() = default;
 
 awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string host, uint16_t port, std::string path,
-                                                                 WebSocketOptions options) {
+                                                                 WebSocketOptions options, ClientTls tls) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
   auto [resolve_error, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), as_tuple_awaitable);
@@ -45,8 +47,16 @@ awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string hos
   }
   error_code ignored;
   tcp_stream.socket().set_option(tcp::no_delay(true), ignored);  // chunks are small and latency-bound
-  tcp_stream.expires_after(options.connect_timeout);             // bounds the handshake below
-  Stream stream(std::move(tcp_stream));
+  tcp_stream.expires_after(options.connect_timeout);             // bounds the handshakes below
+  std::optional<Transport> transport;
+  if (tls.enabled) {
+    auto secured = co_await client_tls_handshake(std::move(tcp_stream), host, tls);
+    if (!secured) co_return secured.error();
+    transport.emplace(std::move(*secured));
+  } else {
+    transport.emplace(std::move(tcp_stream));
+  }
+  Stream stream(std::move(*transport));
   stream.set_option(websocket::stream_base::decorator(
       [](websocket::request_type& request) { request.set(bhttp::field::user_agent, "darkbloom"); }));
   const std::string host_header = fmt::format("{}:{}", host, port);
@@ -56,7 +66,7 @@ awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string hos
     co_return make_error(Errc::unavailable, fmt::format("WebSocket handshake with {}{} failed: {}", host_header, path,
                                                         handshake_error.message()));
   }
-  stream.next_layer().expires_never();
+  stream.next_layer().tcp().expires_never();
   auto socket = std::make_shared<WebSocket>(std::move(stream), options,
                                             fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port()));
   co_return socket;
@@ -134,8 +144,8 @@ void WebSocket::abort(std::string reason) {
 
 void WebSocket::drop_socket() {
   error_code ignored;
-  stream_.next_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream_.next_layer().close();
+  stream_.next_layer().tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream_.next_layer().tcp().close();
   held_.reset();  // the connection is gone, whoever still holds this object
 }
 

@@ -12,6 +12,8 @@
 
 #include "base/result.h"
 #include "http/beast.h"
+#include "http/tls.h"
+#include "http/transport.h"
 
 namespace darkbloom::http {
 
@@ -26,14 +28,14 @@ struct WebSocketOptions {
 
 class WebSocket : public std::enable_shared_from_this<WebSocket> {
  public:
-  using Stream = beast::websocket::stream<beast::tcp_stream>;
+  using Stream = beast::websocket::stream<Transport>;
 
   WebSocket(Stream stream, WebSocketOptions options, std::string remote);
   ~WebSocket();
 
-  // Dials ws://host:port/path (client side).
+  // Dials ws://host:port/path, or wss:// when `tls.enabled` (client side).
   static awaitable<Result<std::shared_ptr<WebSocket>>> connect(std::string host, uint16_t port, std::string path,
-                                                               WebSocketOptions options);
+                                                               WebSocketOptions options, ClientTls tls = {});
 
   // Starts the writer and pinger; call once, before read() and send().
   void start();
