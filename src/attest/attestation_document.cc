@@ -8,6 +8,7 @@
 #include "base/encoding.h"
 #include "base/json.h"
 #include "crypto/hash.h"
+#include "crypto/secure_bytes.h"
 
 namespace darkbloom::attest {
 namespace {
@@ -57,6 +58,7 @@ std::string canonical_json(const AttestationDocument& d) {
   if (!d.degraded_reason.empty()) fields["degraded_reason"] = d.degraded_reason;
   fields["encryption_key"] = d.encryption_key;
   if (!d.binary_hash.empty()) fields["binary_hash"] = d.binary_hash;
+  if (!d.account_binding.empty()) fields["account_binding"] = d.account_binding;
   fields["version"] = d.version;
   std::map<std::string, bj::value> hardware;
   hardware["cpu"] = d.hardware_cpu;
@@ -79,6 +81,7 @@ Result<AttestationDocument> parse_attestation_document(std::string_view json_tex
   d.degraded_reason = r.optional_string("degraded_reason", 4096).value_or("");
   d.encryption_key = r.string("encryption_key", 64);
   d.binary_hash = r.optional_string("binary_hash", 64).value_or("");
+  d.account_binding = r.optional_string("account_binding", 64).value_or("");
   d.version = r.string("version", 64);
   const bj::object& hardware = r.object("hardware");
   if (r.ok()) {
@@ -153,6 +156,17 @@ Result<RotationStatement> parse_rotation_statement(std::string_view json_text) {
   s.timestamp = r.string("timestamp", 64);
   if (!r.ok()) return r.error();
   return s;
+}
+
+std::string account_binding(std::string_view public_key, std::string_view account_token) {
+  std::string message("darkbloom-account-v1");
+  message.push_back('\0');
+  message.append(public_key);
+  message.push_back('\0');
+  message.append(account_token);
+  std::string binding = crypto::sha256_hex(as_bytes(message));
+  crypto::wipe_memory(message.data(), message.size());
+  return binding;
 }
 
 std::string response_hash(std::string_view request_id, int completion_tokens, std::string_view text) {

@@ -21,6 +21,7 @@ struct AttestationDocument {
   std::string degraded_reason;  // optional: why a preferred backend was not used
   std::string encryption_key;   // base64 X25519 key; must equal the one in `register`
   std::string binary_hash;      // optional: hex SHA-256 of the running executable
+  std::string account_binding;  // optional: account_binding() of the payout account's token
   std::string version;
   std::string hardware_cpu;
   int64_t hardware_memory_gb = 0;
@@ -53,6 +54,13 @@ struct RotationStatement {
 
 std::string canonical_json(const RotationStatement& statement);
 Result<RotationStatement> parse_rotation_statement(std::string_view json);
+
+// What binds the payout account to the identity key inside the signed document: hex SHA-256 of
+// "darkbloom-account-v1\0" + the identity key (base64, as in the document) + "\0" + the account
+// token. The document is published, so the hash is domain-separated and keyed to this identity:
+// it matches no other hash of the token (the coordinator's own lookups) and links no two
+// providers of one account.
+std::string account_binding(std::string_view public_key, std::string_view account_token);
 
 // hex SHA-256 of "<request_id>:<completion_tokens>:<text>": what a response receipt signs.
 std::string response_hash(std::string_view request_id, int completion_tokens, std::string_view text);

@@ -12,6 +12,7 @@
 #include "attest/signer.h"
 #include "base/encoding.h"
 #include "base/file.h"
+#include "crypto/hash.h"
 #include "crypto/p256.h"
 #include "support/temp_dir.h"
 
@@ -83,6 +84,20 @@ TEST(AttestationDocument, status_and_rotation_round_trip) {
   RotationStatement rotation{"b2xk", "bmV3", "2026-11-27T23:48:45Z"};
   EXPECT_EQ(canonical_json(rotation),
             R"({"new_public_key":"bmV3","old_public_key":"b2xk","timestamp":"2026-11-27T23:48:45Z"})");
+}
+
+TEST(AccountBinding, is_a_domain_separated_hash_keyed_to_the_identity_and_signed_in_the_document) {
+  // printf 'darkbloom-account-v1\0cHVibGlj\0db-token' | sha256sum
+  EXPECT_EQ(account_binding("cHVibGlj", "db-token"),
+            "12e2b1822287d7b8dc51eff6762d2b125411a97bd9c1fbf06eefd651c8c2e499");
+  EXPECT_NE(account_binding("b3RoZXI=", "db-token"), account_binding("cHVibGlj", "db-token"));
+  EXPECT_NE(account_binding("cHVibGlj", "db-token"), crypto::sha256_hex(as_bytes("db-token")));
+  AttestationDocument document = sample_document();
+  document.account_binding = account_binding(document.public_key, "db-token");
+  auto parsed = parse_attestation_document(canonical_json(document));
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  EXPECT_EQ(parsed->account_binding, document.account_binding);
+  EXPECT_EQ(canonical_json(sample_document()).find("account_binding"), std::string::npos);
 }
 
 TEST(Receipt, hash_is_sha256_of_id_tokens_and_text) {

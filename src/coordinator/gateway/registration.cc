@@ -2,10 +2,13 @@
 // account its work is paid to, and the answer (`registered`, then its trust status).
 #include <fmt/format.h>
 
+#include "attest/attestation_document.h"
+#include "base/encoding.h"
 #include "base/log.h"
 #include "coordinator/gateway/provider_gateway.h"
 #include "coordinator/gateway/provider_text.h"
 #include "coordinator/store/store_worker.h"
+#include "crypto/hash.h"
 #include "crypto/secure_bytes.h"
 
 namespace darkbloom::coordinator {
@@ -196,7 +199,31 @@ awaitable<void> ProviderGateway::record_key(std::shared_ptr<ProviderSession> sha
 }
 
 awaitable<bool> ProviderGateway::bind_account(ProviderSession& session, proto::Register& hello) {
+  // With an attestation, the account is the one its signed document names: a token swapped,
+  // added or removed on the way (a man in the middle taking the payouts) does not match it.
+  if (hello.attestation) {
+    const attest::AttestationDocument& document = session.trust_state_.document;
+    if (document.account_binding.empty() != hello.account_token.empty()) {
+      drop(session, hello.account_token.empty()
+                        ? "the attestation binds a payout account but register carries no account token"
+                        : "register carries an account token the attestation does not bind (account_binding)");
+      co_return false;
+    }
+    if (!hello.account_token.empty()) {
+      const std::string expected = attest::account_binding(document.public_key, hello.account_token);
+      if (expected.size() != document.account_binding.size() ||
+          !crypto::equal_constant_time(as_bytes(expected), as_bytes(document.account_binding))) {
+        drop(session, "the account token does not match the attestation's account_binding");
+        co_return false;
+      }
+    }
+  }
   if (hello.account_token.empty()) co_return true;
+  if (!hello.attestation) {
+    // Nothing signed names the payee: anyone on the path could have put this token here.
+    drop(session, "an account token needs a signed attestation that binds it (account_binding)");
+    co_return false;
+  }
   std::string token = std::move(hello.account_token);
   hello.account_token.clear();
   auto account = co_await keys_.authenticate_key(std::move(token), store_worker_);  // which wipes it
