@@ -97,6 +97,24 @@ void ProviderAgent::stop() {
   if (current_) current_->close("provider shutting down");
 }
 
+awaitable<void> ProviderAgent::drain(std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  draining_ = true;
+  status_.state = "draining";
+  const auto deadline = Clock::now() + timeout;
+  while (!in_flight_.empty() && Clock::now() < deadline) co_await sleep_for(std::chrono::milliseconds(50));
+  if (!in_flight_.empty()) log::warn("provider: {} requests still running after the drain timeout", in_flight_.size());
+  stop();
+}
+
+AgentStatus ProviderAgent::status() const {
+  AgentStatus status = status_;
+  status.requests_served = requests_served_;
+  status.tokens_generated = tokens_generated_;
+  status.in_flight = in_flight_.size();
+  return status;
+}
+
 awaitable<Result<std::string>> ProviderAgent::sign(std::string message) {
   // A named function object: GCC 12 destroys a lambda temporary inside a co_await operand twice.
   auto work = [signer = signer_, message = std::move(message)] { return signer->sign(as_bytes(message)); };
@@ -130,6 +148,10 @@ awaitable<Result<proto::Register>> ProviderAgent::make_register() {
   document.degraded_reason = info.degraded_reason;
   document.encryption_key = base64_encode(keys_.public_key());
   document.binary_hash = binary_hash_;
+  // The payout account, bound to this key: a token swapped or dropped on the way no longer matches.
+  if (!options_.account_token.empty()) {
+    document.account_binding = attest::account_binding(document.public_key, options_.account_token);
+  }
   document.version = options_.version;
   document.hardware_cpu = message.hardware.cpu;
   document.hardware_memory_gb = static_cast<int64_t>(message.hardware.memory_gb + 0.5);
@@ -221,15 +243,18 @@ awaitable<void> ProviderAgent::run() {
   std::mt19937_64 rng(std::random_device{}());
   auto backoff = options_.backoff_initial;
   while (!stopping_) {
+    if (!draining_) status_.state = "connecting";
     auto socket = co_await http::WebSocket::connect(options_.coordinator_host, options_.coordinator_port,
-                                                    options_.coordinator_path, options_.websocket);
+                                                    options_.coordinator_path, options_.websocket, options_.tls);
     bool healthy = false;
     if (!socket) {
       log::warn("provider: {}", socket.error().message);
+      status_.last_error = socket.error().message;
     } else {
       healthy = co_await serve_session(*socket);
     }
     if (stopping_) break;
+    if (!draining_) status_.state = "disconnected";
     if (healthy) backoff = options_.backoff_initial;
     // Full jitter: a random wait up to the current backoff, so restarts do not reconnect in a herd.
     const auto wait = std::chrono::milliseconds(static_cast<int64_t>(
@@ -257,6 +282,7 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
     auto frame = co_await socket->read();
     if (!frame) {
       log::warn("provider: connection to the coordinator ended: {}", frame.error().message);
+      status_.last_error = "connection ended: " + frame.error().message;
       break;
     }
     auto message = proto::decode_coordinator_message(*frame);
@@ -268,6 +294,8 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
     if (auto* welcome = std::get_if<proto::Registered>(&*message)) {
       registered = true;
       registered_at = Clock::now();
+      if (!draining_) status_.state = "registered";
+      status_.provider_id = welcome->provider_id;
       log::info("provider: registered as {} serving '{}'", welcome->provider_id, facts_.info.id);
       std::fprintf(stderr, "provider registered as %s\n", welcome->provider_id.c_str());
       // The coordinator says how often it wants to hear from us; our own setting caps it.
@@ -288,6 +316,8 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
     } else if (auto* challenge = std::get_if<proto::AttestationChallenge>(&*message)) {
       net::asio::co_spawn(executor_, answer_challenge(socket, std::move(*challenge)), net::asio::detached);
     } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {
+      status_.trust_level = trust->trust_level;
+      status_.trust_reason = trust->reason;
       log::info("provider: trust level {}{}", trust->trust_level,
                 trust->reason.empty() ? "" : " (" + trust->reason + ")");
     } else if (auto* unknown = std::get_if<proto::UnknownMessage>(&*message)) {
@@ -375,6 +405,10 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
   };
   if (in_flight_.count(request_id) != 0) co_return;  // a duplicate id: the first one stands
+  if (draining_) {
+    fail(503, "provider is shutting down");
+    co_return;
+  }
   // A debugger attached: refuse to open plaintext while it watches.
   const attest::Posture posture = attest::probe_posture();
   if (!posture.not_traced) {

@@ -30,6 +30,7 @@ struct AgentOptions {
   std::string coordinator_host;
   uint16_t coordinator_port = 0;
   std::string coordinator_path = std::string(proto::kProviderSocketPath);
+  http::ClientTls tls;  // wss:// when enabled
   engine::EngineOptions engine;
   std::string model_id;
   int max_concurrency = 8;
@@ -57,6 +58,18 @@ struct ModelFacts {
 // Hashes the file, reads its quantization and measures speed with a short run.
 Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& model_path, const std::string& model_id);
 
+// What `darkbloom status` shows of a running agent.
+struct AgentStatus {
+  std::string state;  // connecting | registered | disconnected | draining
+  std::string provider_id;
+  std::string trust_level;
+  std::string trust_reason;
+  std::string last_error;
+  uint64_t requests_served = 0;
+  uint64_t tokens_generated = 0;
+  size_t in_flight = 0;
+};
+
 class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
  public:
   ProviderAgent(net::asio::any_io_executor executor, AgentOptions options, std::unique_ptr<engine::Engine> engine,
@@ -65,6 +78,10 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // Runs until stop(): connect, register, serve, and reconnect after every disconnection.
   net::awaitable<void> run();
   void stop();
+  // Takes no new requests (they are refused, so the coordinator sends them elsewhere), waits up to
+  // `timeout` for the ones in flight, then stops.
+  net::awaitable<void> drain(std::chrono::milliseconds timeout);
+  AgentStatus status() const;
   // Stops and frees the engine (finishing its requests); call after the io_context stopped.
   void release_engine() { engine_.reset(); }
 
@@ -103,6 +120,8 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   std::unordered_map<std::string, InFlight> in_flight_;
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;
+  bool draining_ = false;
+  AgentStatus status_;
   std::shared_ptr<http::WebSocket> current_;
   std::vector<std::shared_ptr<net::AsyncQueue<Status>>> load_waiters_;  // non-empty while loading
   std::chrono::milliseconds heartbeat_interval_{5000};

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 DARKBLOOM = None
 COORDINATOR = None
@@ -213,6 +214,21 @@ class Cli(unittest.TestCase):
         self.assert_one_line_error(run("start", "--model", self.path("missing.gguf"), expect_ok=False), "missing.gguf")
         self.assert_one_line_error(run("start", expect_ok=False), "--model is required")
 
+    def test_start_takes_settings_from_the_environment_and_secrets_from_private_files(self):
+        # DARKBLOOM_* variables reach `start` (they were once read into a copy and lost).
+        env = {**os.environ, "DARKBLOOM_MODEL": self.model, "DARKBLOOM_COORDINATOR": "ws://192.0.2.1:9"}
+        result = subprocess.run([DARKBLOOM, "start"], env=env, capture_output=True, text=True, timeout=30)
+        self.assert_one_line_error(result, "plaintext to a non-loopback host", "--allow-plaintext")
+        token = self.path("account-token")
+        with open(token, "w") as f:
+            f.write("db-some-token\n")
+        os.chmod(token, 0o640)
+        self.assert_one_line_error(run("start", "--model", self.model, "--account-token-file", token, expect_ok=False),
+                                   "--account-token-file", "may be read by its group (mode 0640)", "chmod 600")
+        os.chmod(token, 0o600)
+        self.assert_one_line_error(run("start", "--model", self.model, "--account-token-file", token,
+                                       "--account-token", "db-other", expect_ok=False), "both set")
+
     def test_serve_validates_its_port(self):
         self.assertEqual(run("serve", "-m", self.model, "--port", "70000", expect_ok=False).returncode, 2)
 
@@ -279,8 +295,40 @@ class CoordinatorCli(unittest.TestCase):
 
     def test_a_port_in_use_is_a_clear_error(self):
         _, line = self.start("--listen", "127.0.0.1:0", "--data-dir", self.path("a"))
-        port = line.strip().rsplit(":", 1)[1]
+        port = line.split("listening on 127.0.0.1:", 1)[1].split()[0]
         self.assertIn("cannot listen", self.fails("--listen", f"127.0.0.1:{port}", "--data-dir", self.path("b"), code=1))
+
+    def test_secrets_come_from_private_files_and_a_typed_one_warns(self):
+        data = ["--listen", "127.0.0.1:0", "--data-dir", self.path("data")]
+        token_file = self.path("admin-token")
+        with open(token_file, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        os.chmod(token_file, 0o644)
+        message = self.fails(*data, "--admin-token-file", token_file, code=2)
+        self.assertIn("may be read by every user (mode 0644); make it private: chmod 600", message)
+        os.chmod(token_file, 0o600)
+        self.assertIn("both set", self.fails(*data, "--admin-token-file", token_file, "--admin-token", "x" * 40, code=2))
+        self.assertIn("needs at least 32", self.fails(*data, "--admin-token", "short-token", code=2))
+        self.assertIn("needs at least 32", self.fails(*data, env={"DARKBLOOM_ADMIN_TOKEN": "short-token"}, code=2))
+        with open(self.path("db-url"), "w") as f:
+            f.write("postgresql://nobody@127.0.0.1:1/none\n")
+        os.chmod(self.path("db-url"), 0o604)
+        self.assertIn("--database-url-file", self.fails(*data, "--database-url-file", self.path("db-url"), code=2))
+        # From a file: the admin API takes the token, and nothing warns.
+        process, line = self.start(*data, "--admin-token-file", token_file)
+        port = line.split("listening on 127.0.0.1:", 1)[1].split()[0]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/admin/keys", method="POST",
+                                         headers={"Authorization": "Bearer 0123456789abcdef0123456789abcdef"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            self.assertEqual(response.status, 200)
+        process.kill()
+        self.assertNotIn("warn", process.stderr.read())
+        # Typed on the command line: it works, with a warning naming the safer ways.
+        process, _ = self.start(*data, "--admin-token", "0123456789abcdef0123456789abcdef", "--log-level", "warn")
+        process.kill()
+        warning = process.stderr.read()
+        self.assertIn("--admin-token on the command line can be read by every local user", warning)
+        self.assertIn("use --admin-token-file or DARKBLOOM_ADMIN_TOKEN instead", warning)
 
     def test_an_unusable_data_dir_is_a_clear_error(self):
         with open(self.path("file"), "w") as f:

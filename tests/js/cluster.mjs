@@ -32,15 +32,19 @@ export function track(child) {
 }
 process.on("SIGINT", () => { killAll(); process.exit(130); });
 
+const tempDirs = new Set();
+process.on("exit", () => { for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true }); });
+
+// A new directory under the system's temporary directory, removed when the test process exits.
 export function tempDir(prefix = "darkbloom-e2e-") {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  process.on("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
+  tempDirs.add(dir);
   return dir;
 }
 
 // Runs `cmd args`, resolving once a line of its output matches `ready`; rejects if it exits
 // first or takes longer than `timeoutMs`. Output is kept for later assertions.
-function startProcess(cmd, args, { ready, env = {}, timeoutMs = 30000, name = path.basename(cmd) } = {}) {
+export function startProcess(cmd, args, { ready, env = {}, timeoutMs = 30000, name = path.basename(cmd) } = {}) {
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   const output = { stdout: "", stderr: "" };
@@ -91,13 +95,18 @@ export async function freePort() {
 }
 
 // `launcher` runs the coordinator under another command (e.g. ["prlimit", "--nofile=128"]).
-export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-secret", args = [], launcher = [] } = {}) {
+// `tls` ({cert, key}) serves HTTPS and WSS: the HTTPS URL names 127.0.0.1 and the WSS one
+// "localhost", so both kinds of certificate name (IP address, DNS) are checked.
+export async function startCoordinator({ dataDir, port = 0, adminToken = "admin-token-for-tests-0123456789abcdef", args = [], launcher = [],
+  tls = null } = {}) {
+  const tlsArgs = tls ? ["--tls-cert", tls.cert, "--tls-key", tls.key] : [];
   const command = [...launcher, COORDINATOR,
-    "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "info", ...args];
+    "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-level", "info", ...tlsArgs, ...args];
   const proc = await startProcess(command[0], command.slice(1),
     { ready: /listening on 127\.0\.0\.1:(\d+)/, env: { DARKBLOOM_ADMIN_TOKEN: adminToken }, name: "coordinator" });
   proc.port = Number(proc.match[1]);
-  proc.url = `http://127.0.0.1:${proc.port}`;
+  proc.url = tls ? `https://127.0.0.1:${proc.port}` : `http://127.0.0.1:${proc.port}`;
+  proc.wsUrl = tls ? `wss://localhost:${proc.port}` : `ws://127.0.0.1:${proc.port}`;
   proc.adminToken = adminToken;
   return proc;
 }
@@ -141,10 +150,12 @@ export async function adminCredit(coordinator, accountId, amount) {
   return await response.json();
 }
 
+// Each provider gets its own state directory (one agent per directory), unless `args` names one.
 export async function startProvider(coordinator, model, args = [], ready = /provider registered as (prov_[0-9a-z_]+)/) {
+  const stateDir = args.includes("--state-dir") ? [] : ["--state-dir", tempDir("darkbloom-state-")];
   const proc = await startProcess(DARKBLOOM,
-    ["--log-level", "info", "start", "--coordinator", `ws://127.0.0.1:${coordinator.port}`, "--model", model,
-      "--threads", "1", ...args],
+    ["--log-level", "info", "start", "--coordinator", coordinator.wsUrl ?? `ws://127.0.0.1:${coordinator.port}`, "--model", model,
+      "--threads", "1", ...stateDir, ...args],
     { ready, name: "provider" });
   proc.id = proc.match[1];
   return proc;

@@ -2,7 +2,11 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
+
+#include "apps/common/secrets.h"
 #include "http/server.h"
+#include "http/tls.h"
 
 namespace darkbloom::apps {
 namespace {
@@ -35,9 +39,15 @@ CLI::Validator coordinator_id_check() {
       "ID");
 }
 
-void add_store_flags(CLI::App& app, CoordinatorConfig& config) {
+void add_store_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
   app.add_option("--data-dir", config.data_dir, "directory for the database (coordinator.db)")->capture_default_str();
-  app.add_option("--admin-token", config.admin_token, "token for /v1/admin/* (empty disables the admin API)");
+  app.add_option("--admin-token-file", flags.admin_token_file,
+                 "file holding the token for /v1/admin/* (at least 32 characters, mode 0600; none disables the "
+                 "admin API)");
+  app.add_option("--admin-token", config.admin_token,
+                 "the admin token itself: prefer --admin-token-file or DARKBLOOM_ADMIN_TOKEN, a flag shows in ps");
+  app.add_option("--database-url-file", flags.database_url_file,
+                 "file holding the PostgreSQL URL (mode 0600), for a URL with a password");
   app.add_option("--database-url", config.database_url,
                  "PostgreSQL URL (postgresql://USER@HOST:PORT/DB) shared by several coordinators; empty = SQLite "
                  "in --data-dir");
@@ -49,6 +59,14 @@ void add_store_flags(CLI::App& app, CoordinatorConfig& config) {
                  "name of this coordinator's escrow accounts; give each coordinator on one database its own")
       ->check(coordinator_id_check())
       ->capture_default_str();
+}
+
+void add_tls_flags(CLI::App& app, CoordinatorConfig& config) {
+  app.add_option("--tls-cert", config.tls_cert_file,
+                 "PEM certificate chain: serve HTTPS and WSS (reloaded with the key on SIGHUP)");
+  app.add_option("--tls-key", config.tls_key_file, "PEM private key of --tls-cert (mode 0600 or stricter)");
+  app.add_flag("--allow-plaintext", config.allow_plaintext,
+               "serve plain HTTP on a non-loopback --listen without TLS (only behind a TLS proxy)");
 }
 
 void add_trust_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
@@ -144,7 +162,8 @@ void add_registry_flags(CLI::App& app, CoordinatorConfig& config) {
 void add_coordinator_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
   app.add_option("--listen", flags.listen, "address to serve on, HOST:PORT (port 0 picks a free one)")
       ->capture_default_str();
-  add_store_flags(app, config);
+  add_tls_flags(app, config);
+  add_store_flags(app, config, flags);
   add_trust_flags(app, config, flags);
   add_routing_flags(app, config);
   add_registry_flags(app, config);
@@ -158,6 +177,33 @@ Status finish_coordinator_config(const CoordinatorFlags& flags, CoordinatorConfi
   if (!address) return address.error().with_context("--listen");
   config.listen_host = address->first;
   config.listen_port = address->second;
+  if (auto loaded = load_secret("--admin-token", config.admin_token, flags.admin_token_file); !loaded) return loaded;
+  if (auto loaded = load_secret("--database-url", config.database_url, flags.database_url_file); !loaded) {
+    return loaded;
+  }
+  if (!config.admin_token.empty() && config.admin_token.size() < kMinAdminTokenLength) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("the admin token has {} characters; it needs at least {} (make one with `openssl "
+                                  "rand -hex 32`)",
+                                  config.admin_token.size(), kMinAdminTokenLength));
+  }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    return make_error(Errc::invalid_argument, "--tls-cert and --tls-key go together: give both, or neither");
+  }
+  if (!config.tls_key_file.empty()) {
+    // Group-readable is allowed: Debian's ssl-cert group convention.
+    if (auto private_key = check_private_file_mode(config.tls_key_file, true); !private_key) {
+      return private_key.error().with_context("--tls-key");
+    }
+  }
+  if (config.tls_cert_file.empty() && !config.allow_plaintext && !http::is_loopback_host(config.listen_host)) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("--listen {} is not a loopback address: serve TLS there with --tls-cert and "
+                                  "--tls-key, or give --allow-plaintext when a TLS proxy stands in front",
+                                  flags.listen));
+  }
+  warn_if_typed("--admin-token", flags.admin_token_typed);
+  warn_if_typed("--database-url", flags.database_url_typed);
   config.min_trust = *coordinator::parse_trust_level(flags.min_trust);
   return {};
 }

@@ -1,12 +1,17 @@
 // darkbloom-coordinator: the network's front door. Argument parsing and wiring only.
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 
 #include "apps/common/config_layers.h"
+#include "apps/common/secrets.h"
+#include "apps/common/service.h"
 #include "apps/coordinator/flags.h"
 #include "base/log.h"
 #include "base/system_info.h"
@@ -14,6 +19,7 @@
 #include "crypto/sealed_box.h"
 #include "crypto/system_random.h"
 #include "http/server.h"
+#include "http/tls.h"
 
 namespace {
 
@@ -35,6 +41,10 @@ std::optional<int> configure(int argc, char** argv, coordinator::CoordinatorConf
   app.set_version_flag("--version", "darkbloom-coordinator 0.1.0");
   apps::CoordinatorFlags flags;
   apps::add_coordinator_flags(app, config, flags);
+  bool print_unit = false;
+  app.add_flag("--print-systemd-unit", print_unit,
+               "print a systemd unit that runs this coordinator as a service (Type=notify, watchdog, sandboxed) "
+               "and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -45,6 +55,19 @@ std::optional<int> configure(int argc, char** argv, coordinator::CoordinatorConf
     std::fprintf(stderr, "darkbloom-coordinator: error: %s (see --help)\n", e.what());
     return 2;
   }
+  if (print_unit) {
+    apps::UnitOptions unit;
+    unit.description = "Darkbloom coordinator (OpenAI-compatible front door of a Darkbloom network)";
+    std::error_code error;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+    unit.exec_start = fmt::format("{} --config /etc/darkbloom/coordinator.toml --data-dir %S/darkbloom-coordinator",
+                                  error ? std::string("/usr/bin/darkbloom-coordinator") : self.string());
+    unit.state_directory = "darkbloom-coordinator";
+    std::fputs(apps::systemd_unit(unit).c_str(), stdout);
+    return 0;
+  }
+  flags.admin_token_typed = apps::typed_on_command_line(app, "--admin-token");
+  flags.database_url_typed = apps::typed_on_command_line(app, "--database-url");
   if (auto layered = apps::apply_config_layers(app, apps::config_file_path(flags.config_file)); !layered) {
     return fail(layered.error().message, 2);
   }
@@ -91,19 +114,44 @@ int main(int argc, char** argv) {
     auto created = coordinator::Coordinator::create(io.get_executor(), config, clock, random);
     if (!created) return fail(created.error().message);
     owner = std::move(*created);
-    auto port = owner->start();
-    if (!port) return fail(port.error().message);
-    if (config.min_trust == coordinator::TrustLevel::none) {
-      log::warn("open mode (--min-trust none): providers without a verified attestation receive requests");
-    }
-    std::printf("darkbloom-coordinator listening on %s:%u\n", config.listen_host.c_str(), static_cast<unsigned>(*port));
-    std::fflush(stdout);
+    // Signals are taken over before the port opens: from then on a SIGHUP (a reload) or a SIGTERM
+    // is handled, never the default action that kills the process.
     net::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const net::error_code&, int signal) {
+      apps::notify_stopping();
       log::info("signal {}: shutting down", signal);
       owner->stop();
       io.stop();
     });
+    net::asio::signal_set reload(io, SIGHUP);
+    std::function<void()> wait_for_reload = [&] {
+      reload.async_wait([&](const net::error_code& error, int) {
+        if (error) return;
+        if (config.tls_cert_file.empty()) {
+          log::info("SIGHUP: no TLS certificate to reload");
+        } else if (auto reloaded = owner->reload_tls(); !reloaded) {
+          log::error("SIGHUP: TLS certificate not reloaded, the old one stays in use: {}", reloaded.error().message);
+        }
+        wait_for_reload();
+      });
+    };
+    wait_for_reload();
+    auto port = owner->start();
+    if (!port) return fail(port.error().message);
+    if (config.tls_cert_file.empty() && !http::is_loopback_host(config.listen_host)) {
+      log::warn(
+          "serving plain HTTP on {} (--allow-plaintext): API keys and provider traffic cross the network "
+          "in clear unless a TLS proxy stands in front",
+          config.listen_host);
+    }
+    if (config.min_trust == coordinator::TrustLevel::none) {
+      log::warn("open mode (--min-trust none): providers without a verified attestation receive requests");
+    }
+    std::printf("darkbloom-coordinator listening on %s:%u (%s)\n", config.listen_host.c_str(),
+                static_cast<unsigned>(*port), config.tls_cert_file.empty() ? "http" : "https");
+    std::fflush(stdout);
+    apps::notify_ready(fmt::format("listening on {}:{}", config.listen_host, *port));
+    auto watchdog = apps::feed_watchdog(io.get_executor());
     try {
       io.run();
     } catch (...) {

@@ -6,14 +6,24 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+
+#include <unistd.h>
 
 #include "apps/common/config_layers.h"
+#include "apps/common/instance_lock.h"
+#include "apps/common/secrets.h"
+#include "apps/common/service.h"
 #include "apps/darkbloom/commands.h"
 #include "apps/darkbloom/key_options.h"
+#include "attest/attestation_document.h"
 #include "attest/posture.h"
+#include "base/file.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "crypto/sealed_box.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "provider/agent.h"
 #include "provider/local_server.h"
 
@@ -23,13 +33,19 @@ namespace {
 struct StartArgs {
   engine::EngineOptions engine;
   std::string coordinator = "ws://127.0.0.1:8080";
+  std::string coordinator_ca;
+  std::string coordinator_pin;
+  bool allow_plaintext = false;
   std::string model_id;
   int max_concurrency = 0;  // 0: the engine's --max-batch
   std::string account_token;
+  std::string account_token_file;
   double idle_timeout_mins = 60;
   std::string config_file;
   KeyArgs key;
   std::string rotation_file;
+  std::string state_dir;
+  double drain_timeout_s = 30;
 };
 
 struct ServeArgs {
@@ -44,25 +60,98 @@ std::string default_model_id(const std::string& path) {
   return std::filesystem::path(path).stem().string();
 }
 
-// ws://HOST:PORT[/path] → host, port, path.
-Result<std::tuple<std::string, uint16_t, std::string>> parse_coordinator_url(const std::string& url) {
-  constexpr std::string_view kScheme = "ws://";
-  if (url.rfind(kScheme, 0) != 0) {
-    return make_error(
-        Errc::invalid_argument,
-        fmt::format("--coordinator must be a ws://HOST:PORT URL (got '{}'; wss:// is not supported yet)", url));
+struct CoordinatorUrl {
+  std::string host;
+  uint16_t port = 0;
+  std::string path;
+  bool tls = false;
+};
+
+// ws[s]://HOST:PORT[/path] → its parts.
+Result<CoordinatorUrl> parse_coordinator_url(const std::string& url) {
+  CoordinatorUrl parsed;
+  std::string rest;
+  if (url.rfind("wss://", 0) == 0) {
+    parsed.tls = true;
+    rest = url.substr(6);
+  } else if (url.rfind("ws://", 0) == 0) {
+    rest = url.substr(5);
+  } else {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("--coordinator must be a wss://HOST:PORT or ws://HOST:PORT URL (got '{}')", url));
   }
-  std::string rest = url.substr(kScheme.size());
-  std::string path = std::string(proto::kProviderSocketPath);
+  parsed.path = std::string(proto::kProviderSocketPath);
   if (const size_t slash = rest.find('/'); slash != std::string::npos) {
-    if (slash + 1 < rest.size()) path = rest.substr(slash);
+    if (slash + 1 < rest.size()) parsed.path = rest.substr(slash);
     rest = rest.substr(0, slash);
   }
   auto host_port = http::parse_host_port(rest);
   if (!host_port) return make_error(Errc::invalid_argument, "--coordinator: " + host_port.error().message);
   if (host_port->second == 0) return make_error(Errc::invalid_argument, "--coordinator: the port must not be 0");
-  return std::make_tuple(host_port->first, host_port->second, path);
+  parsed.host = host_port->first;
+  parsed.port = host_port->second;
+  return parsed;
 }
+
+// The TLS settings of `darkbloom start`, checked against the URL: plaintext only to loopback
+// unless allowed, and CA or pin only with wss://.
+Result<http::ClientTls> coordinator_tls(const CoordinatorUrl& url, const StartArgs& args) {
+  http::ClientTls tls;
+  tls.enabled = url.tls;
+  if (!url.tls) {
+    if (!args.coordinator_ca.empty() || !args.coordinator_pin.empty()) {
+      return make_error(Errc::invalid_argument,
+                        "--coordinator-ca and --coordinator-cert-sha256 need a wss:// --coordinator");
+    }
+    if (!args.allow_plaintext && !http::is_loopback_host(url.host)) {
+      return make_error(Errc::invalid_argument,
+                        fmt::format("--coordinator {} is plaintext to a non-loopback host: use wss://, or give "
+                                    "--allow-plaintext to send the account token and every request in clear",
+                                    args.coordinator));
+    }
+    return tls;
+  }
+  tls.ca_file = args.coordinator_ca;
+  if (!args.coordinator_pin.empty()) {
+    auto pin = http::parse_certificate_pin(args.coordinator_pin);
+    if (!pin) return pin.error().with_context("--coordinator-cert-sha256");
+    tls.pin_sha256 = *pin;
+  }
+  return tls;
+}
+
+// The agent's status as JSON in STATE_DIR/status.json, replaced whole (write, then rename) so a
+// reader never sees half of it; `darkbloom status` prints it.
+struct StatusFile {
+  std::string dir;
+  std::string coordinator;
+  std::string model_id;
+
+  void write(const provider::AgentStatus& status, const std::string& state = {}) const {
+    json::bj::object object;
+    object["pid"] = static_cast<int64_t>(::getpid());
+    object["coordinator"] = coordinator;
+    object["model"] = model_id;
+    object["state"] = state.empty() ? status.state : state;
+    object["provider_id"] = status.provider_id;
+    object["trust_level"] = status.trust_level;
+    object["trust_reason"] = status.trust_reason;
+    object["requests_served"] = status.requests_served;
+    object["tokens_generated"] = status.tokens_generated;
+    object["in_flight"] = static_cast<uint64_t>(status.in_flight);
+    object["last_error"] = status.last_error;
+    object["updated"] = attest::rfc3339(std::chrono::system_clock::now());
+    const std::string path = (std::filesystem::path(dir) / "status.json").string();
+    const std::string temporary = path + ".tmp";
+    if (auto written = write_file(temporary, json::bj::serialize(object) + "\n"); !written) {
+      log::warn("cannot write {}: {}", temporary, written.error().message);
+      return;
+    }
+    std::error_code error;
+    std::filesystem::rename(temporary, path, error);
+    if (error) log::warn("cannot replace {}: {}", path, error.message());
+  }
+};
 
 std::string default_config_path() {
   const char* home = std::getenv("HOME");
@@ -71,15 +160,27 @@ std::string default_config_path() {
   return std::filesystem::exists(path) ? path : std::string();
 }
 
-int run_start(CLI::App* command, StartArgs args) {
+// `args` is the object the options are bound to: the config layers below write into it.
+int run_start(CLI::App* command, StartArgs& args) {
   const std::string config_path = config_file_path(args.config_file, default_config_path());
+  const bool token_typed = typed_on_command_line(*command, "--account-token");
   if (auto layered = apply_config_layers(*command, config_path); !layered) return fail(layered.error().message);
+  if (auto loaded = load_secret("--account-token", args.account_token, args.account_token_file); !loaded) {
+    return fail(loaded.error().message);
+  }
   if (args.engine.model_path.empty()) return fail("--model is required (or model = \"...\" in the config file)");
   if (!std::filesystem::is_regular_file(args.engine.model_path)) return fail(args.engine.model_path + ": no such file");
   auto url = parse_coordinator_url(args.coordinator);
   if (!url) return fail(url.error().message);
+  auto tls = coordinator_tls(*url, args);
+  if (!tls) return fail(tls.error().message);
   auto key_config = signer_config(args.key);
   if (!key_config) return fail(key_config.error().message);
+  warn_if_typed("--account-token", token_typed);
+  if (args.state_dir.empty()) args.state_dir = default_state_dir();
+  // Before the long load: a second agent on this state directory stops here, naming the first.
+  auto lock = InstanceLock::acquire(args.state_dir);
+  if (!lock) return fail(lock.error().message);
   crypto::initialize();
 
   // The identity key first: a TPM policy failure or a locked token is reported before the long load.
@@ -101,9 +202,10 @@ int run_start(CLI::App* command, StartArgs args) {
                facts->info.quantization.c_str(), facts->prefill_tps, facts->decode_tps, args.coordinator.c_str());
 
   provider::AgentOptions options;
-  options.coordinator_host = std::get<0>(*url);
-  options.coordinator_port = std::get<1>(*url);
-  options.coordinator_path = std::get<2>(*url);
+  options.coordinator_host = url->host;
+  options.coordinator_port = url->port;
+  options.coordinator_path = url->path;
+  options.tls = *tls;
   options.engine = args.engine;
   options.model_id = model_id;
   options.max_concurrency = args.max_concurrency > 0 ? args.max_concurrency : args.engine.max_batch;
@@ -125,13 +227,35 @@ int run_start(CLI::App* command, StartArgs args) {
     }
     io.stop();
   });
+  // SIGTERM or SIGINT (`darkbloom stop`, systemctl stop, Ctrl-C): drain, then exit; a second one
+  // exits at once.
   net::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const http::error_code&, int) {
-    agent->stop();
-    io.stop();
+  const auto drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.drain_timeout_s * 1000.0));
+  signals.async_wait([&](const http::error_code& error, int) {
+    if (error) return;
+    notify_stopping();
+    std::fprintf(stderr, "draining: finishing requests in flight (up to %.0f s)...\n", args.drain_timeout_s);
+    net::asio::co_spawn(io, agent->drain(drain_timeout), [&](std::exception_ptr) { io.stop(); });
+    signals.async_wait([&](const http::error_code& again, int) {
+      if (!again) io.stop();
+    });
   });
+  const StatusFile status_file{args.state_dir, args.coordinator, model_id};
+  // The status file every second; systemd's STATUS= when the connection state changes.
+  std::string last_state;
+  auto status_loop = run_every(io.get_executor(), std::chrono::seconds(1), [&] {
+    const provider::AgentStatus status = agent->status();
+    status_file.write(status);
+    if (status.state != last_state) {
+      last_state = status.state;
+      notify_status(status.state + (status.provider_id.empty() ? "" : " as " + status.provider_id));
+    }
+  });
+  notify_ready("serving " + model_id + " to " + args.coordinator);
+  auto watchdog = feed_watchdog(io.get_executor());
   io.run();
   agent->release_engine();  // while the io_context still exists for the engine's last reports
+  status_file.write(agent->status(), "stopped");
   return 0;
 }
 
@@ -165,7 +289,20 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
       "start",
       "Run the provider agent: serve a model to a coordinator (dials out; opens no port). Options can also be\n"
       "set as DARKBLOOM_<OPTION> or in ~/.config/darkbloom/provider.toml");
-  start_cmd->add_option("--coordinator", start->coordinator, "coordinator URL, ws://HOST:PORT")->capture_default_str();
+  start_cmd
+      ->add_option("--coordinator", start->coordinator,
+                   "coordinator URL, wss://HOST:PORT (ws:// only to loopback unless --allow-plaintext)")
+      ->capture_default_str();
+  start_cmd
+      ->add_option("--coordinator-ca", start->coordinator_ca,
+                   "PEM file of the CA(s) that sign the coordinator's certificate (default: the system store)")
+      ->check(CLI::ExistingFile);
+  start_cmd->add_option("--coordinator-cert-sha256", start->coordinator_pin,
+                        "also require the coordinator's certificate to have this SHA-256 (hex of its DER; ':' "
+                        "allowed, as `openssl x509 -fingerprint -sha256` prints it)");
+  start_cmd->add_flag("--allow-plaintext", start->allow_plaintext,
+                      "allow a ws:// coordinator that is not on loopback (the account token and every request "
+                      "cross the network in clear)");
   start_cmd->add_option("-m,--model", start->engine.model_path, "GGUF model file");
   start_cmd->add_option("--model-id", start->model_id, "name clients use for the model (default: file name)");
   start_cmd->add_option("-t,--threads", start->engine.threads, "compute threads (0 = one per hardware thread)")
@@ -178,9 +315,12 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
                    "engine runs together)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
+  start_cmd->add_option("--account-token-file", start->account_token_file,
+                        "file (mode 0600) holding the API key of your account at the coordinator: payouts for this "
+                        "provider's work go there, bound to its identity key in the signed attestation");
   start_cmd->add_option("--account-token", start->account_token,
-                        "API key of your account at the coordinator: payouts for this provider's work go there "
-                        "(also DARKBLOOM_ACCOUNT_TOKEN)");
+                        "the API key itself: prefer --account-token-file or DARKBLOOM_ACCOUNT_TOKEN, a flag shows in "
+                        "ps");
   start_cmd
       ->add_option("--idle-timeout-mins", start->idle_timeout_mins,
                    "unload the model after this long unused (0 = never)")
@@ -192,6 +332,14 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
   start_cmd->add_option(
       "--rotation-file", start->rotation_file,
       "key-rotation statement from `darkbloom keys rotate` (default ~/.config/darkbloom/rotation.json)");
+  start_cmd->add_option("--state-dir", start->state_dir,
+                        "directory for this agent's lock, PID and status (default $XDG_STATE_HOME/darkbloom or "
+                        "~/.local/state/darkbloom); one agent per directory");
+  start_cmd
+      ->add_option("--drain-timeout", start->drain_timeout_s,
+                   "seconds a stop waits for requests in flight to finish (new ones go to other providers)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
   add_batching_options(start_cmd, &start->engine);
   add_key_options(start_cmd, &start->key);
   start_cmd->callback(

@@ -22,6 +22,8 @@ void register_models(CLI::App& app, CommandRunner* runner);
 void register_bench(CLI::App& app, CommandRunner* runner);
 void register_tokenize(CLI::App& app, CommandRunner* runner);
 void register_provider_commands(CLI::App& app, CommandRunner* runner);
+// `status`, `stop` and `service install`.
+void register_service_commands(CLI::App& app, CommandRunner* runner);
 // `keys show|rotate|delete|approve` and `doctor`.
 void register_keys(CLI::App& app, CommandRunner* runner);
 

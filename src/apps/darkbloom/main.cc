@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   apps::register_bench(app, &runner);
   apps::register_tokenize(app, &runner);
   apps::register_provider_commands(app, &runner);
+  apps::register_service_commands(app, &runner);
   apps::register_keys(app, &runner);
 
   try {
