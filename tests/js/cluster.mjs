@@ -203,7 +203,8 @@ export async function waitForProviders(coordinator, n, timeoutMs = 30000) {
 // root (PostgreSQL refuses root). setpriv execs the server itself with a parent-death signal,
 // so it dies with this test process whatever happens. Returns the process with .url(db) and
 // .query(db, sql) (psql, rows as arrays of strings) and .createDatabase(name).
-export async function startPostgres(dir) {
+// `tls` ({cert, key}) turns on TLS with that certificate (copied in for the postgres user).
+export async function startPostgres(dir, { tls = null } = {}) {
   const bin = fs.readdirSync("/usr/lib/postgresql").sort().map((v) => `/usr/lib/postgresql/${v}/bin`)
     .filter((b) => fs.existsSync(`${b}/postgres`)).pop();
   if (!bin) throw new Error("no PostgreSQL server under /usr/lib/postgresql (./run deps)");
@@ -219,9 +220,17 @@ export async function startPostgres(dir) {
   }
   execFileSync(...asUser(`${bin}/initdb`, ["-D", `${pgDir}/data`, "-U", "darkbloom", "--auth=trust", "-E", "UTF8",
     "--no-sync", "--no-instructions"]), { stdio: "ignore" });
+  const tlsArgs = [];
+  if (tls) {
+    fs.copyFileSync(tls.cert, `${pgDir}/server.pem`);
+    fs.copyFileSync(tls.key, `${pgDir}/server.key`);
+    fs.chmodSync(`${pgDir}/server.key`, 0o600);
+    if (root) execFileSync("chown", ["postgres:postgres", `${pgDir}/server.pem`, `${pgDir}/server.key`]);
+    tlsArgs.push("-c", "ssl=on", "-c", `ssl_cert_file=${pgDir}/server.pem`, "-c", `ssl_key_file=${pgDir}/server.key`);
+  }
   const port = await freePort();
   const launch = () => startProcess(...asUser(`${bin}/postgres`, ["-D", `${pgDir}/data`, "-p", String(port), "-k", pgDir,
-    "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
+    "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200", ...tlsArgs]),
   { ready: /ready to accept connections/, name: "postgres" });
   const proc = await launch();
   // A fast shutdown (open transactions rolled back, connections closed), and a start again on

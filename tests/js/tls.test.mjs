@@ -14,8 +14,8 @@ import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
-  tempDir, synthModel, startCoordinator, startProcess, startProvider, waitForOutput, createAccount, RawWebSocket,
-  DARKBLOOM, COORDINATOR,
+  tempDir, synthModel, startCoordinator, startProcess, startProvider, startPostgres, waitForOutput, createAccount,
+  RawWebSocket, DARKBLOOM, COORDINATOR,
 } from "./cluster.mjs";
 import { makeCa, issue } from "./certs.mjs";
 
@@ -281,4 +281,52 @@ describe("the payout account is bound to the identity key", () => {
       }
     });
   }
+});
+
+describe("PostgreSQL over TLS", () => {
+  let dir, ca, otherCa, postgres;
+
+  before(async () => {
+    dir = tempDir("darkbloom-pg-tls-");
+    ca = makeCa(dir, "pg-ca");
+    otherCa = makeCa(dir, "pg-other-ca");
+    postgres = await startPostgres(dir, { tls: issue(ca, "postgres") });
+  });
+
+  after(async () => {
+    await postgres?.kill();
+  });
+
+  // The URL in a private file, as an operator would keep one with a password.
+  function urlFile(name, url) {
+    const file = `${dir}/${name}.url`;
+    fs.writeFileSync(file, `${url}\n`, { mode: 0o600 });
+    return file;
+  }
+
+  it("connects with sslmode=verify-full and the right CA, over TLS", async () => {
+    const url = `${postgres.createDatabase("tls_ok")}?sslmode=verify-full&sslrootcert=${ca.cert}`;
+    const coordinator = await startCoordinator({ dataDir: `${dir}/ok`, args: ["--database-url-file", urlFile("ok", url)] });
+    try {
+      const account = await createAccount(coordinator);
+      assert.match(account.api_key, /^db-/);
+      const rows = postgres.query("postgres",
+        "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = 'tls_ok'");
+      assert.ok(rows.length >= 1, "the coordinator has no connection to its database");
+      for (const [ssl, version] of rows) {
+        assert.equal(ssl, "t");
+        assert.match(version, /^TLSv1\.[23]$/);
+      }
+    } finally {
+      await coordinator.kill();
+    }
+  });
+
+  it("refuses a server its CA did not sign, with the reason", async () => {
+    const url = `${postgres.createDatabase("tls_wrong")}?sslmode=verify-full&sslrootcert=${otherCa.cert}`;
+    const failed = await run(COORDINATOR, ["--listen", "127.0.0.1:0", "--data-dir", `${dir}/wrong`,
+      "--database-url-file", urlFile("wrong", url)]).then(() => null, (e) => e);
+    assert.ok(failed, "the coordinator started against an untrusted database server");
+    assert.match(failed.stderr, /cannot connect to PostgreSQL: .*certificate verify failed/);
+  });
 });
