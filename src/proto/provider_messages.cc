@@ -154,7 +154,9 @@ Register decode_register(json::ObjectReader& r) {
 Heartbeat decode_heartbeat(json::ObjectReader& r) {
   Heartbeat m;
   m.status = r.string("status", 16);
-  if (r.ok() && m.status != "idle" && m.status != "serving") r.fail("status", "must be idle or serving");
+  if (r.ok() && m.status != "idle" && m.status != "serving" && m.status != "draining") {
+    r.fail("status", "must be idle, serving or draining");
+  }
   m.active_model = r.optional_string("active_model", kMaxModelIdBytes).value_or("");
   m.requests_served = static_cast<uint64_t>(r.optional_integer("requests_served", 0, INT64_MAX).value_or(0));
   m.tokens_generated = static_cast<uint64_t>(r.optional_integer("tokens_generated", 0, INT64_MAX).value_or(0));

@@ -86,7 +86,7 @@ struct Register {
 };
 
 struct Heartbeat {
-  std::string status;  // "idle" | "serving"
+  std::string status;  // "idle" | "serving" | "draining" (stopping: send it nothing new)
   std::string active_model;
   uint64_t requests_served = 0;
   uint64_t tokens_generated = 0;

@@ -52,6 +52,21 @@ std::shared_ptr<void> feed_watchdog(net::asio::any_io_executor executor) {
                    [] { sd_notify(0, "WATCHDOG=1"); });
 }
 
+std::string quote_argument(const std::string& argument) {
+  std::string escaped;
+  for (const char c : argument) {
+    if (c == '%') {
+      escaped += "%%";
+    } else if (c == '"' || c == '\\') {
+      escaped += '\\';
+      escaped += c;
+    } else {
+      escaped += c;
+    }
+  }
+  return argument.find_first_of(" \t\"\\'") == std::string::npos ? escaped : "\"" + escaped + "\"";
+}
+
 std::string systemd_unit(const UnitOptions& options) {
   std::string unit = fmt::format(
       "[Unit]\n"
@@ -63,13 +78,21 @@ std::string systemd_unit(const UnitOptions& options) {
       "Type=notify\n"
       "NotifyAccess=main\n"
       "ExecStart={}\n"
-      "ExecReload=/bin/kill -HUP $MAINPID\n"
       "Restart=on-failure\n"
       "RestartSec=5\n"
       "WatchdogSec=30\n"
-      "TimeoutStopSec=45\n",
-      options.description, options.exec_start);
-  if (!options.user.empty() && !options.user_unit) unit += fmt::format("User={}\n", options.user);
+      "TimeoutStopSec={}\n",
+      options.description, options.exec_start, options.stop_timeout);
+  if (!options.required_file.empty()) {
+    // In [Unit], before its dependencies.
+    unit.insert(unit.find("Wants="), fmt::format("ConditionPathExists={}\n", options.required_file));
+  }
+  if (options.reloads) unit += "ExecReload=/bin/kill -HUP $MAINPID\n";
+  if (!options.start_timeout.empty()) unit += fmt::format("TimeoutStartSec={}\n", options.start_timeout);
+  if (!options.user.empty() && !options.user_unit) {
+    unit += fmt::format("User={}\n", options.user);
+    if (options.tpm_device) unit += "SupplementaryGroups=tss\n";  // /dev/tpmrm0 is root:tss 0660
+  }
   if (!options.state_directory.empty()) {
     unit += fmt::format("StateDirectory={}\nStateDirectoryMode=0700\n", options.state_directory);
   }
@@ -93,8 +116,12 @@ std::string systemd_unit(const UnitOptions& options) {
       "RestrictSUIDSGID=yes\n"
       "LockPersonality=yes\n"
       "MemoryDenyWriteExecute=yes\n"
-      "SystemCallArchitectures=native\n"
-      "CapabilityBoundingSet=\n";
+      "SystemCallArchitectures=native\n";
+  if (options.binds_low_ports && !options.user_unit) {
+    unit += "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n";
+  } else {
+    unit += "CapabilityBoundingSet=\n";
+  }
   if (!options.user_unit) {
     // Devices: none but the TPM's resource manager, where the identity key lives.
     unit += "DevicePolicy=closed\n";

@@ -27,12 +27,20 @@ std::shared_ptr<void> feed_watchdog(net::asio::any_io_executor executor);
 
 struct UnitOptions {
   std::string description;
-  std::string exec_start;       // the command line, absolute path first
-  std::string user;             // empty: root (or the user manager's user with --user)
-  bool user_unit = false;       // for `systemctl --user`: no User=, no device policy
-  bool tpm_device = false;      // DeviceAllow=/dev/tpmrm0
+  std::string exec_start;        // the command line, absolute path first (quote_argument() the parts)
+  std::string user;              // User=; empty: root (or the user manager's user with --user)
+  bool user_unit = false;        // for `systemctl --user`: no User=, no device policy
+  bool tpm_device = false;       // DeviceAllow=/dev/tpmrm0, and the tss group for a User=
+  bool reloads = false;          // handles SIGHUP: ExecReload=
+  bool binds_low_ports = false;  // keeps CAP_NET_BIND_SERVICE (a coordinator on :443)
+  std::string start_timeout;     // TimeoutStartSec=; empty: systemd's default
+  std::string stop_timeout = "45";
+  std::string required_file;    // ConditionPathExists=: not started (rather than failing) without it
   std::string state_directory;  // StateDirectory= (under /var/lib), empty: none
 };
+
+// An argument for ExecStart=: quoted when it has spaces or quotes, '%' doubled (a specifier).
+std::string quote_argument(const std::string& argument);
 
 // A Type=notify unit with a watchdog, restart on failure and sandboxing (NoNewPrivileges,
 // ProtectSystem=strict, PrivateTmp, ...).

@@ -62,6 +62,9 @@ std::optional<int> configure(int argc, char** argv, coordinator::CoordinatorConf
     const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
     unit.exec_start = fmt::format("{} --config /etc/darkbloom/coordinator.toml --data-dir %S/darkbloom-coordinator",
                                   error ? std::string("/usr/bin/darkbloom-coordinator") : self.string());
+    unit.reloads = true;  // SIGHUP reads the TLS certificate again
+    unit.binds_low_ports = true;
+    unit.required_file = "/etc/darkbloom/coordinator.toml";
     unit.state_directory = "darkbloom-coordinator";
     std::fputs(apps::systemd_unit(unit).c_str(), stdout);
     return 0;

@@ -31,6 +31,7 @@ struct StopArgs {
 
 struct InstallArgs {
   bool user = false;
+  std::string run_as;
   std::string unit_dir;
   bool print = false;
   std::string config;
@@ -113,9 +114,14 @@ int run_install(const InstallArgs& args) {
   UnitOptions unit;
   unit.description = "Darkbloom provider agent (sells LLM inference to a coordinator)";
   // %S is the state root (/var/lib, or ~/.local/state for a user unit).
-  unit.exec_start = fmt::format("{} start --config {} --state-dir %S/darkbloom", self_path(), config);
+  unit.exec_start =
+      fmt::format("{} start --config {} --state-dir %S/darkbloom", quote_argument(self_path()), quote_argument(config));
   unit.user_unit = args.user;
+  unit.user = args.run_as;
   unit.tpm_device = true;
+  // Loading, hashing and measuring a large model can take minutes before the agent is ready.
+  unit.start_timeout = "infinity";
+  unit.required_file = config;
   unit.state_directory = "darkbloom";
   const std::string text = systemd_unit(unit);
   if (args.print) {
@@ -170,6 +176,9 @@ void register_service_commands(CLI::App& app, CommandRunner* runner) {
                           "directory to write darkbloom.service to (default /etc/systemd/system, or "
                           "~/.config/systemd/user with --user)");
   install_cmd->add_flag("--print", install->print, "print the unit instead of writing it");
+  install_cmd->add_option("--run-as", install->run_as,
+                          "system unit: the user the agent runs as (User=, with the tss group for the TPM); the "
+                          "model and secret files must be readable by it (default: root)");
   install_cmd->add_option("--config", install->config,
                           "settings file the service reads (default /etc/darkbloom/provider.toml, or "
                           "~/.config/darkbloom/provider.toml with --user)");

@@ -150,9 +150,10 @@ class ProviderSession {
   int64_t queued_tokens() const;
   bool has_capacity() const { return static_cast<int>(in_flight_.size()) < info_.max_concurrency; }
   // Trusted enough for requests now: at or above `min_trust`, and above `none` only with a
-  // recently passed challenge.
+  // recently passed challenge; and not draining before a stop.
   bool routable(TrustLevel min_trust, net::Clock::Time now) const {
-    return trust_ >= min_trust && (min_trust == TrustLevel::none || now < trust_state_.fresh_until);
+    return trust_ >= min_trust && (min_trust == TrustLevel::none || now < trust_state_.fresh_until) &&
+           heartbeat_.status != "draining";
   }
 
  private:
