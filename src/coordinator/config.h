@@ -24,6 +24,10 @@ struct CoordinatorConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   bool allow_plaintext = false;
+  // A second, plain-HTTP listener answering only GET /metrics without a token (empty: none; then
+  // /metrics on the main port needs the admin token).
+  std::string metrics_listen_host;
+  uint16_t metrics_listen_port = 0;
   std::string admin_token;   // empty = admin API disabled
   std::string database_url;  // PostgreSQL; empty = SQLite in data_dir
   BillingOptions billing;

@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "coordinator/api/api_context.h"
 #include "coordinator/api/completion_handler.h"
+#include "coordinator/api/http_replies.h"
 #include "coordinator/api/request_dispatcher.h"
 #include "coordinator/billing/ledger_writer.h"
 #include "coordinator/gateway/provider_gateway.h"
@@ -14,6 +15,8 @@
 #include "http/tls.h"
 
 namespace darkbloom::coordinator {
+
+using net::awaitable;
 
 Result<std::unique_ptr<Coordinator>> Coordinator::create(net::Executor executor, CoordinatorConfig config,
                                                          net::Clock& clock, RandomSource& random) {
@@ -63,7 +66,7 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
   gateway_ = std::make_unique<ProviderGateway>(ProviderGateway::Dependencies{
       executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_, *keys_, releases_});
   api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *offload_, *ledger_, *keys_, *limiter_,
-                            *admin_failures_, *registry_, *router_, releases_});
+                            *admin_failures_, *registry_, *router_, releases_, api_metrics_});
   dispatcher_ = std::make_unique<RequestDispatcher>(
       RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_, *offload_});
   completions_ = std::make_unique<CompletionHandler>(*api_, *dispatcher_, *gateway_);
@@ -71,6 +74,64 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
   server_->set_header_check([this](const http::Request& request, const std::string& address) {
     return completions_->check_before_body(request, address);
   });
+  server_->set_observer([this](std::string_view route, unsigned status) { api_metrics_.count_request(route, status); });
+  register_metrics();
+}
+
+void Coordinator::register_metrics() {
+  metrics::Registry& m = metrics_;
+  m.counter("darkbloom_http_requests_total", "HTTP requests answered, by route and status class",
+            api_metrics_.requests);
+  for (size_t i = 0; i < ApiMetrics::kPhases.size(); ++i) {
+    m.histogram("darkbloom_request_phase_seconds",
+                "time of each X-Timing phase of the requests that reached a provider",
+                {{"phase", ApiMetrics::kPhases[i]}}, api_metrics_.phases[i]);
+  }
+  m.histogram("darkbloom_time_to_first_token_seconds", "from a request's arrival to its first chunk", {},
+              api_metrics_.time_to_first_token);
+  m.counter("darkbloom_tokens_total", "tokens billed", {{"direction", "in"}}, api_metrics_.prompt_tokens);
+  m.counter("darkbloom_tokens_total", "tokens billed", {{"direction", "out"}}, api_metrics_.completion_tokens);
+  m.gauge("darkbloom_queue_depth", "requests waiting for a free provider", {},
+          [this] { return static_cast<double>(router_->queued_total()); });
+  for (const TrustLevel level : {TrustLevel::none, TrustLevel::self_signed, TrustLevel::hardware}) {
+    m.gauge("darkbloom_providers", "registered providers by trust level", {{"trust_level", trust_level_name(level)}},
+            [this, level] {
+              size_t count = 0;
+              for (const auto& session : registry_->all()) count += session->registered() && session->trust() == level;
+              return static_cast<double>(count);
+            });
+  }
+  m.gauge("darkbloom_providers_routable", "providers that receive requests now", {},
+          [this] { return static_cast<double>(registry_->routable_count(config_.min_trust)); });
+  m.counter("darkbloom_challenges_total", "attestation challenges by result", {{"result", "passed"}},
+            gateway_->challenges_passed());
+  m.counter("darkbloom_challenges_total", "attestation challenges by result", {{"result", "failed"}},
+            gateway_->challenges_failed());
+  const Ledger::Counters& ledger = ledger_->counters();
+  m.counter("darkbloom_ledger_reservations_total", "requests whose worst case was set aside", {}, ledger.reservations);
+  m.counter("darkbloom_ledger_refusals_total", "reservations refused for want of balance (402)", {}, ledger.refusals);
+  m.counter("darkbloom_ledger_holds_total", "escrow holds written", {}, ledger.holds);
+  m.counter("darkbloom_ledger_settlements_total", "requests charged", {}, ledger.settlements);
+  m.counter("darkbloom_ledger_settled_micro_usd_total", "micro-USD charged to consumers", {}, ledger.settled_micro_usd);
+  m.histogram("darkbloom_store_call_seconds", "time of each database call on the store worker", {},
+              store_worker_->call_seconds());
+  m.counter("darkbloom_store_errors_total", "database calls that failed", {}, store_worker_->errors());
+  m.counter("darkbloom_store_refused_total", "database calls refused at once (worker full, stuck or stopping)", {},
+            store_worker_->refused());
+  m.gauge("darkbloom_store_waiting", "database calls queued or running", {},
+          [this] { return static_cast<double>(store_worker_->waiting()); });
+  m.gauge("darkbloom_open_connections", "HTTP connections and WebSocket sessions open", {},
+          [this] { return static_cast<double>(server_->open_connections()); });
+  m.counter("darkbloom_tls_handshake_failures_total", "TLS handshakes that failed or timed out", {},
+            [this] { return static_cast<double>(server_->tls_handshake_failures()); });
+}
+
+awaitable<void> Coordinator::serve_metrics(http::Exchange& exchange) {
+  http::Response response{http::bhttp::status::ok, exchange.request().version()};
+  response.set(http::bhttp::field::content_type, metrics::kContentType);
+  response.body() = metrics_.render();
+  response.prepare_payload();
+  co_await exchange.respond(std::move(response));
 }
 
 Coordinator::~Coordinator() {
@@ -85,6 +146,10 @@ http::Router Coordinator::routes() {
   add_billing_routes(routes, *api_);
   routes.add(http::bhttp::verb::get, std::string(proto::kProviderSocketPath),
              [this](http::Exchange& exchange) { return gateway_->handle(exchange); });
+  routes.add(http::bhttp::verb::get, "/metrics", [this](http::Exchange& exchange) -> awaitable<void> {
+    if (!co_await authorize_admin(exchange, config_.admin_token, *admin_failures_)) co_return;
+    co_await serve_metrics(exchange);
+  });
   return routes;
 }
 
@@ -94,6 +159,17 @@ Result<uint16_t> Coordinator::start() {
   }
   auto port = server_->listen(config_.listen_host, config_.listen_port);
   if (!port) return port.error();
+  if (!config_.metrics_listen_host.empty()) {
+    http::Router metrics_routes;
+    metrics_routes.add(http::bhttp::verb::get, "/metrics",
+                       [this](http::Exchange& exchange) { return serve_metrics(exchange); });
+    http::ServerLimits limits;
+    limits.max_connections = 64;
+    metrics_server_ = std::make_unique<http::Server>(executor_, std::move(metrics_routes), limits);
+    auto metrics_port = metrics_server_->listen(config_.metrics_listen_host, config_.metrics_listen_port);
+    if (!metrics_port) return metrics_port.error().with_context("--metrics-listen");
+    log::info("metrics at http://{}:{}/metrics", config_.metrics_listen_host, *metrics_port);
+  }
   gateway_->start();
   log::info("store: {}; billing as coordinator '{}'", store_->kind(), config_.billing.coordinator_id);
   ledger_running_.set(true);
@@ -113,6 +189,7 @@ Status Coordinator::reload_tls() {
 }
 
 void Coordinator::stop() {
+  if (metrics_server_) metrics_server_->stop();
   if (server_) server_->stop();
   if (offload_) offload_->stop();
   if (gateway_) gateway_->stop();

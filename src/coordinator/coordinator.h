@@ -7,7 +7,9 @@
 #include <set>
 #include <string>
 
+#include "base/metrics.h"
 #include "base/random.h"
+#include "coordinator/api/api_metrics.h"
 #include "coordinator/config.h"
 #include "net/clock.h"
 #include "net/offload.h"
@@ -39,6 +41,8 @@ class Coordinator {
 
   // Binds and starts serving (TLS when config.tls_cert_file is set); returns the bound port.
   Result<uint16_t> start();
+  // Every metric in the Prometheus text format (GET /metrics and the --metrics-listen server).
+  std::string render_metrics() const { return metrics_.render(); }
   // Reads the TLS certificate and key again (SIGHUP). New connections use them; open ones keep
   // theirs. On an error the old certificate stays in use.
   Status reload_tls();
@@ -49,6 +53,8 @@ class Coordinator {
   Coordinator(net::Executor executor, CoordinatorConfig config, net::Clock& clock, RandomSource& random,
               std::unique_ptr<Store> store, std::unique_ptr<Ledger> ledger);
   http::Router routes();
+  void register_metrics();
+  net::awaitable<void> serve_metrics(http::Exchange& exchange);
 
   net::Executor executor_;
   CoordinatorConfig config_;
@@ -70,6 +76,9 @@ class Coordinator {
   std::unique_ptr<RequestDispatcher> dispatcher_;
   std::unique_ptr<CompletionHandler> completions_;
   std::unique_ptr<http::Server> server_;
+  std::unique_ptr<http::Server> metrics_server_;  // --metrics-listen
+  ApiMetrics api_metrics_;
+  metrics::Registry metrics_;
 };
 
 }  // namespace darkbloom::coordinator

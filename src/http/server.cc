@@ -159,6 +159,7 @@ std::string Exchange::remote_address() const {
 awaitable<void> Exchange::respond(Response response) {
   if (answered_) co_return;
   answered_ = true;
+  status_ = response.result_int();
   stop_watching();
   response.keep_alive(keep_alive_);
   stream_->tcp().expires_after(limits_.write_timeout);
@@ -182,6 +183,7 @@ awaitable<void> Exchange::respond_error(const proto::ApiError& error,
 awaitable<bool> Exchange::start_events(const std::vector<std::pair<std::string, std::string>>& headers) {
   if (answered_) co_return false;
   answered_ = true;
+  status_ = 200;
   streaming_ = true;
   bhttp::response<bhttp::empty_body> response{bhttp::status::ok, request_.version()};
   response.set(bhttp::field::server, "darkbloom");
@@ -276,6 +278,7 @@ bool Exchange::is_websocket_upgrade() const {
 awaitable<Result<std::shared_ptr<WebSocket>>> Exchange::accept_websocket() {
   if (answered_ || !is_websocket_upgrade()) co_return make_error(Errc::invalid_argument, "not a WebSocket upgrade");
   answered_ = true;
+  status_ = 101;
   taken_over_ = true;
   stop_watching();
   const std::string remote = remote_address();
@@ -406,6 +409,13 @@ awaitable<void> Server::accept_loop() {
   }
 }
 
+void Server::observe(bhttp::verb method, std::string_view target, unsigned status) {
+  if (!observer_) return;
+  const std::string_view path = target.substr(0, target.find('?'));
+  proto::ApiError ignored;
+  observer_(router_.find(method, path, &ignored) != nullptr ? path : std::string_view("unmatched"), status);
+}
+
 awaitable<void> Server::refuse_connection(Transport& stream) {
   ++refusing_;
   struct Done {
@@ -445,6 +455,7 @@ awaitable<bool> Server::refused_before_body(Transport& stream, const Request& re
   }
   if (!refusal) co_return false;
   const auto& [reply, headers] = *refusal;
+  observe(request.method(), target, static_cast<unsigned>(reply.status));
   Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
   for (const auto& [name, value] : headers) response.set(name, value);
   response.keep_alive(false);  // the body was never read: the connection cannot carry another request
@@ -496,6 +507,7 @@ awaitable<Server::ReadOutcome> Server::read_request(Transport& stream, beast::fl
   } else {
     reply = proto::invalid_request("Malformed HTTP request: " + error.message());
   }
+  observe(bhttp::verb::unknown, "", static_cast<unsigned>(reply.status));
   Response response = json_response(static_cast<unsigned>(reply.status), version, reply.to_json());
   response.keep_alive(false);
   stream.tcp().expires_after(limits_.write_timeout);
@@ -509,6 +521,7 @@ awaitable<Server::AfterRequest> Server::handle_request(Exchange& exchange) {
   const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error);
   if (handler == nullptr) {
     co_await exchange.respond_error(route_error);
+    if (observer_) observer_("unmatched", exchange.status());
     co_return exchange.keep_alive() ? AfterRequest::next : AfterRequest::close;
   }
   bool failed = false;
@@ -520,12 +533,14 @@ awaitable<Server::AfterRequest> Server::handle_request(Exchange& exchange) {
     failure = e.what();
   }
   if (failed) log::error("handler for {} failed: {}", std::string(exchange.path()), failure);
-  if (exchange.taken_over()) co_return AfterRequest::taken_over;
+  // A handler that failed after it started answering left a half-written answer behind.
+  const bool half_written = failed && exchange.answered();
   if (!exchange.answered()) {
     co_await exchange.respond_error(proto::server_error(failed ? "Internal error" : "The handler did not answer"));
-  } else if (failed) {
-    co_return AfterRequest::close;  // a half-written answer: the connection cannot be reused
   }
+  if (observer_) observer_(exchange.path(), exchange.status());
+  if (exchange.taken_over()) co_return AfterRequest::taken_over;
+  if (half_written) co_return AfterRequest::close;
   co_return exchange.keep_alive() ? AfterRequest::next : AfterRequest::close;
 }
 

@@ -112,6 +112,8 @@ class Exchange {
   awaitable<Result<std::shared_ptr<WebSocket>>> accept_websocket();
 
   bool answered() const { return answered_; }
+  // The status sent (101 for a WebSocket upgrade), 0 before any.
+  unsigned status() const { return status_; }
   bool keep_alive() const { return keep_alive_; }
   bool taken_over() const { return taken_over_; }
 
@@ -124,6 +126,7 @@ class Exchange {
   const ServerLimits& limits_;
   std::shared_ptr<ConnectionCounter::Slot> slot_;  // handed to the WebSocket on an upgrade
   bool answered_ = false;
+  unsigned status_ = 0;
   bool keep_alive_ = true;
   bool streaming_ = false;
   bool taken_over_ = false;
@@ -158,6 +161,10 @@ class Server {
   // Binds and starts accepting; returns the bound port (useful with port 0).
   Result<uint16_t> listen(const std::string& host, uint16_t port);
   void set_header_check(HeaderCheck check) { header_check_ = std::move(check); }
+  // Told of every answered request: its route (the path of a known route, else "unmatched") and
+  // status, refusals before the body included. Network thread.
+  using Observer = std::function<void(std::string_view route, unsigned status)>;
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
   // Serves TLS with `context` on connections accepted from now on (nullptr: plaintext).
   // Connections open already keep the context they started with: a certificate reload
   // drops nobody.
@@ -186,6 +193,7 @@ class Server {
   awaitable<AfterRequest> handle_request(Exchange& exchange);
   // Reads the request's headers and answers it 429 (too many connections from its address).
   awaitable<void> refuse_connection(Transport& stream);
+  void observe(bhttp::verb method, std::string_view target, unsigned status);
   // Runs the header check; true when it refused (and answered) the request.
   awaitable<bool> refused_before_body(Transport& stream, const Request& request, unsigned version);
 
@@ -197,6 +205,7 @@ class Server {
   std::shared_ptr<ConnectionCounter> counter_ = std::make_shared<ConnectionCounter>();
   size_t refusing_ = 0;  // 429s for connections over their address's limit, in progress
   HeaderCheck header_check_;
+  Observer observer_;
   std::shared_ptr<ssl::context> tls_;
   uint64_t tls_handshake_failures_ = 0;
   net::SharedFlag alive_{true};

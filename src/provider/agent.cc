@@ -101,6 +101,8 @@ awaitable<void> ProviderAgent::drain(std::chrono::milliseconds timeout) {
   auto self = shared_from_this();
   draining_ = true;
   status_.state = "draining";
+  // Told at once, not at the next heartbeat: the coordinator routes nothing new here.
+  if (current_) current_->send(proto::encode(make_heartbeat()));
   const auto deadline = Clock::now() + timeout;
   while (!in_flight_.empty() && Clock::now() < deadline) co_await sleep_for(std::chrono::milliseconds(50));
   if (!in_flight_.empty()) log::warn("provider: {} requests still running after the drain timeout", in_flight_.size());
@@ -223,7 +225,7 @@ awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket>
 
 proto::Heartbeat ProviderAgent::make_heartbeat() const {
   proto::Heartbeat message;
-  message.status = in_flight_.empty() ? "idle" : "serving";
+  message.status = draining_ ? "draining" : in_flight_.empty() ? "idle" : "serving";
   message.requests_served = requests_served_;
   message.tokens_generated = tokens_generated_;
   if (engine_) {
@@ -253,8 +255,9 @@ awaitable<void> ProviderAgent::run() {
     } else {
       healthy = co_await serve_session(*socket);
     }
-    if (stopping_) break;
-    if (!draining_) status_.state = "disconnected";
+    // Draining, a lost link is the end: its requests are gone, and no new ones should come.
+    if (stopping_ || draining_) break;
+    status_.state = "disconnected";
     if (healthy) backoff = options_.backoff_initial;
     // Full jitter: a random wait up to the current backoff, so restarts do not reconnect in a herd.
     const auto wait = std::chrono::milliseconds(static_cast<int64_t>(
@@ -402,6 +405,8 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   auto self = shared_from_this();
   const std::string request_id = message.request_id;
   auto fail = [&](int status, const std::string& text) {
+    const char* outcome = status == 499 ? "cancelled" : status >= 500 ? "failed" : "refused";
+    outcomes_.at({{"outcome", outcome}}).add();
     socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
   };
   if (in_flight_.count(request_id) != 0) co_return;  // a duplicate id: the first one stands
@@ -477,6 +482,8 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
 awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
                                             const crypto::PublicKey& session_key, EngineEventQueue& queue) {
   auto fail = [&](int status, const std::string& text) {
+    const char* outcome = status == 499 ? "cancelled" : status >= 500 ? "failed" : "refused";
+    outcomes_.at({{"outcome", outcome}}).add();
     socket->send(proto::encode(proto::InferenceError{request_id, status, text}));
   };
   const crypto::Channel channel(session_key, keys_);
@@ -506,6 +513,7 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
     } else if (finish.reason == engine::FinishReason::error) {
       fail(500, "engine error: " + finish.error);
     } else {
+      outcomes_.at({{"outcome", "completed"}}).add();
       // Usage travels sealed like the text: nobody on the way can change what will be billed. The
       // receipt lets anyone check later which key produced this answer.
       proto::CompletionContent completion;

@@ -6,10 +6,12 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "attest/signer.h"
+#include "base/metrics.h"
 #include "crypto/sealed_box.h"
 #include "engine/engine.h"
 #include "http/websocket.h"
@@ -82,6 +84,14 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // `timeout` for the ones in flight, then stops.
   net::awaitable<void> drain(std::chrono::milliseconds timeout);
   AgentStatus status() const;
+  // A session with the coordinator is open (its close, after stop(), ends run()).
+  bool connected() const { return current_ != nullptr; }
+  // The engine's counters, or nullopt while the model is unloaded.
+  std::optional<engine::EngineStats> engine_stats() const {
+    return engine_ ? std::optional<engine::EngineStats>(engine_->stats()) : std::nullopt;
+  }
+  // Requests by outcome (completed, cancelled, refused, failed), for /metrics.
+  const metrics::CounterFamily& outcomes() const { return outcomes_; }
   // Stops and frees the engine (finishing its requests); call after the io_context stopped.
   void release_engine() { engine_.reset(); }
 
@@ -122,6 +132,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   bool stopping_ = false;
   bool draining_ = false;
   AgentStatus status_;
+  metrics::CounterFamily outcomes_;
   std::shared_ptr<http::WebSocket> current_;
   std::vector<std::shared_ptr<net::AsyncQueue<Status>>> load_waiters_;  // non-empty while loading
   std::chrono::milliseconds heartbeat_interval_{5000};

@@ -66,7 +66,8 @@ void add_tls_flags(CLI::App& app, CoordinatorConfig& config) {
                  "PEM certificate chain: serve HTTPS and WSS (reloaded with the key on SIGHUP)");
   app.add_option("--tls-key", config.tls_key_file, "PEM private key of --tls-cert (mode 0600 or stricter)");
   app.add_flag("--allow-plaintext", config.allow_plaintext,
-               "serve plain HTTP on a non-loopback --listen without TLS (only behind a TLS proxy)");
+               "serve plain HTTP on a non-loopback --listen without TLS (only behind a TLS proxy), and "
+               "--metrics-listen off loopback");
 }
 
 void add_trust_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
@@ -162,6 +163,9 @@ void add_registry_flags(CLI::App& app, CoordinatorConfig& config) {
 void add_coordinator_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags& flags) {
   app.add_option("--listen", flags.listen, "address to serve on, HOST:PORT (port 0 picks a free one)")
       ->capture_default_str();
+  app.add_option("--metrics-listen", flags.metrics_listen,
+                 "also serve GET /metrics, without a token, in plain HTTP on HOST:PORT (loopback unless "
+                 "--allow-plaintext); without it /metrics on --listen needs the admin token");
   add_tls_flags(app, config);
   add_store_flags(app, config, flags);
   add_trust_flags(app, config, flags);
@@ -201,6 +205,18 @@ Status finish_coordinator_config(const CoordinatorFlags& flags, CoordinatorConfi
                       fmt::format("--listen {} is not a loopback address: serve TLS there with --tls-cert and "
                                   "--tls-key, or give --allow-plaintext when a TLS proxy stands in front",
                                   flags.listen));
+  }
+  if (!flags.metrics_listen.empty()) {
+    auto metrics = http::parse_host_port(flags.metrics_listen);
+    if (!metrics) return metrics.error().with_context("--metrics-listen");
+    if (!config.allow_plaintext && !http::is_loopback_host(metrics->first)) {
+      return make_error(Errc::invalid_argument,
+                        fmt::format("--metrics-listen {} is not a loopback address: metrics are served without a "
+                                    "token or TLS there; give --allow-plaintext to do it anyway",
+                                    flags.metrics_listen));
+    }
+    config.metrics_listen_host = metrics->first;
+    config.metrics_listen_port = metrics->second;
   }
   warn_if_typed("--admin-token", flags.admin_token_typed);
   warn_if_typed("--database-url", flags.database_url_typed);

@@ -14,6 +14,7 @@ namespace darkbloom::apps {
 // Flags whose text becomes a config value only after parsing.
 struct CoordinatorFlags {
   std::string listen = "127.0.0.1:8080";
+  std::string metrics_listen;
   std::string config_file;
   std::string log_level = "info";
   std::string min_trust = "self_signed";

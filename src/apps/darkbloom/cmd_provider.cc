@@ -8,7 +8,11 @@
 #include <filesystem>
 #include <functional>
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "apps/common/config_layers.h"
 #include "apps/common/instance_lock.h"
@@ -21,6 +25,7 @@
 #include "base/file.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "crypto/sealed_box.h"
 #include "http/server.h"
 #include "http/tls.h"
@@ -46,6 +51,7 @@ struct StartArgs {
   std::string rotation_file;
   std::string state_dir;
   double drain_timeout_s = 30;
+  std::string metrics_listen;
 };
 
 struct ServeArgs {
@@ -143,8 +149,13 @@ struct StatusFile {
     object["updated"] = attest::rfc3339(std::chrono::system_clock::now());
     const std::string path = (std::filesystem::path(dir) / "status.json").string();
     const std::string temporary = path + ".tmp";
-    if (auto written = write_file(temporary, json::bj::serialize(object) + "\n"); !written) {
-      log::warn("cannot write {}: {}", temporary, written.error().message);
+    const std::string text = json::bj::serialize(object) + "\n";
+    // Not through a symbolic link someone left in the directory.
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    const bool written = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    if (fd >= 0) ::close(fd);
+    if (!written) {
+      log::warn("cannot write {}: {}", temporary, std::strerror(errno));
       return;
     }
     std::error_code error;
@@ -152,6 +163,64 @@ struct StatusFile {
     if (error) log::warn("cannot replace {}: {}", path, error.message());
   }
 };
+
+// What a provider shows Prometheus: requests by outcome and the engine's batch, cache and token
+// counters (read at scrape time on the network thread, like the heartbeat).
+void register_agent_metrics(metrics::Registry& registry, const std::shared_ptr<provider::ProviderAgent>& agent) {
+  registry.counter("darkbloom_provider_requests_total", "requests by outcome", agent->outcomes());
+  registry.gauge("darkbloom_provider_registered", "1 while registered with the coordinator", {},
+                 [agent] { return agent->status().state == "registered" ? 1.0 : 0.0; });
+  registry.gauge("darkbloom_provider_in_flight", "requests running now", {},
+                 [agent] { return static_cast<double>(agent->status().in_flight); });
+  using Read = double (*)(const engine::EngineStats&);
+  const auto engine_value = [agent](Read read) {
+    return [agent, read] {
+      const auto stats = agent->engine_stats();
+      return stats ? read(*stats) : 0.0;
+    };
+  };
+  registry.gauge("darkbloom_engine_batch_size", "requests in the engine's running batch", {},
+                 engine_value([](const engine::EngineStats& s) { return static_cast<double>(s.running); }));
+  registry.gauge("darkbloom_engine_waiting", "requests waiting for a place in the batch", {},
+                 engine_value([](const engine::EngineStats& s) { return static_cast<double>(s.waiting); }));
+  registry.gauge("darkbloom_engine_kv_blocks_used", "KV-cache blocks held by running requests", {},
+                 engine_value([](const engine::EngineStats& s) { return static_cast<double>(s.kv_blocks_used); }));
+  registry.gauge("darkbloom_engine_kv_blocks_total", "KV-cache blocks in all", {},
+                 engine_value([](const engine::EngineStats& s) { return static_cast<double>(s.kv_blocks_total); }));
+  registry.counter(
+      "darkbloom_engine_tokens_total", "tokens computed (since the model was loaded)", {{"phase", "prefill"}},
+      engine_value([](const engine::EngineStats& s) { return static_cast<double>(s.prompt_tokens_computed); }));
+  registry.counter("darkbloom_engine_tokens_total", "tokens computed (since the model was loaded)",
+                   {{"phase", "decode"}},
+                   engine_value([](const engine::EngineStats& s) { return static_cast<double>(s.tokens_generated); }));
+  registry.gauge("darkbloom_engine_tokens_per_second", "speed of the last engine step of each kind",
+                 {{"phase", "prefill"}},
+                 engine_value([](const engine::EngineStats& s) { return s.last_prefill_tokens_per_second; }));
+  registry.gauge("darkbloom_engine_tokens_per_second", "speed of the last engine step of each kind",
+                 {{"phase", "decode"}},
+                 engine_value([](const engine::EngineStats& s) { return s.last_decode_tokens_per_second; }));
+}
+
+// GET /metrics on a loopback address, plain HTTP, no token.
+Result<std::unique_ptr<http::Server>> serve_metrics(net::asio::any_io_executor executor,
+                                                    const metrics::Registry& registry,
+                                                    const std::pair<std::string, uint16_t>& address) {
+  http::Router routes;
+  routes.add(http::bhttp::verb::get, "/metrics", [&registry](http::Exchange& exchange) -> net::awaitable<void> {
+    http::Response response{http::bhttp::status::ok, exchange.request().version()};
+    response.set(http::bhttp::field::content_type, metrics::kContentType);
+    response.body() = registry.render();
+    response.prepare_payload();
+    co_await exchange.respond(std::move(response));
+  });
+  http::ServerLimits limits;
+  limits.max_connections = 64;
+  auto server = std::make_unique<http::Server>(executor, std::move(routes), limits);
+  auto port = server->listen(address.first, address.second);
+  if (!port) return port.error().with_context("--metrics-listen");
+  std::fprintf(stderr, "metrics at http://%s:%u/metrics\n", address.first.c_str(), static_cast<unsigned>(*port));
+  return server;
+}
 
 std::string default_config_path() {
   const char* home = std::getenv("HOME");
@@ -176,11 +245,26 @@ int run_start(CLI::App* command, StartArgs& args) {
   if (!tls) return fail(tls.error().message);
   auto key_config = signer_config(args.key);
   if (!key_config) return fail(key_config.error().message);
+  std::optional<std::pair<std::string, uint16_t>> metrics_address;
+  if (!args.metrics_listen.empty()) {
+    auto address = http::parse_host_port(args.metrics_listen);
+    if (!address) return fail("--metrics-listen: " + address.error().message);
+    if (!http::is_loopback_host(address->first)) {
+      return fail("--metrics-listen " + args.metrics_listen +
+                  " is not a loopback address: the provider opens no public port (scrape it through a local "
+                  "Prometheus or an SSH tunnel)");
+    }
+    metrics_address = *address;
+  }
   warn_if_typed("--account-token", token_typed);
   if (args.state_dir.empty()) args.state_dir = default_state_dir();
   // Before the long load: a second agent on this state directory stops here, naming the first.
   auto lock = InstanceLock::acquire(args.state_dir);
   if (!lock) return fail(lock.error().message);
+  // No stale status from a previous run while the model loads.
+  const std::string model_id = args.model_id.empty() ? default_model_id(args.engine.model_path) : args.model_id;
+  const StatusFile status_file{args.state_dir, args.coordinator, model_id};
+  status_file.write(provider::AgentStatus{}, "loading");
   crypto::initialize();
 
   // The identity key first: a TPM policy failure or a locked token is reported before the long load.
@@ -194,7 +278,6 @@ int run_start(CLI::App* command, StartArgs& args) {
   std::fprintf(stderr, "loading %s...\n", args.engine.model_path.c_str());
   auto engine = engine::Engine::load(args.engine);
   if (!engine) return fail(engine.error().message);
-  const std::string model_id = args.model_id.empty() ? default_model_id(args.engine.model_path) : args.model_id;
   std::fprintf(stderr, "measuring speed and hashing weights...\n");
   auto facts = provider::measure_model(**engine, args.engine.model_path, model_id);
   if (!facts) return fail(facts.error().message);
@@ -227,20 +310,40 @@ int run_start(CLI::App* command, StartArgs& args) {
     }
     io.stop();
   });
-  // SIGTERM or SIGINT (`darkbloom stop`, systemctl stop, Ctrl-C): drain, then exit; a second one
-  // exits at once.
+  // SIGTERM or SIGINT (`darkbloom stop`, systemctl stop, Ctrl-C): drain, then the agent closes its
+  // session and run() ends, which stops the loop. A second Ctrl-C exits at once; a repeated
+  // SIGTERM changes nothing.
   net::asio::signal_set signals(io, SIGINT, SIGTERM);
   const auto drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.drain_timeout_s * 1000.0));
+  std::function<void()> wait_for_second = [&] {
+    signals.async_wait([&](const http::error_code& again, int signal) {
+      if (again) return;
+      if (signal == SIGINT) {
+        io.stop();
+      } else {
+        wait_for_second();
+      }
+    });
+  };
   signals.async_wait([&](const http::error_code& error, int) {
     if (error) return;
     notify_stopping();
     std::fprintf(stderr, "draining: finishing requests in flight (up to %.0f s)...\n", args.drain_timeout_s);
-    net::asio::co_spawn(io, agent->drain(drain_timeout), [&](std::exception_ptr) { io.stop(); });
-    signals.async_wait([&](const http::error_code& again, int) {
-      if (!again) io.stop();
+    // Connected, run() ends once the session's close completes; otherwise it may be waiting to
+    // reconnect, and nothing is left to finish.
+    net::asio::co_spawn(io, agent->drain(drain_timeout), [&](std::exception_ptr) {
+      if (!agent->connected()) io.stop();
     });
+    wait_for_second();
   });
-  const StatusFile status_file{args.state_dir, args.coordinator, model_id};
+  metrics::Registry registry;
+  register_agent_metrics(registry, agent);
+  std::unique_ptr<http::Server> metrics_server;
+  if (metrics_address) {
+    auto served = serve_metrics(io.get_executor(), registry, *metrics_address);
+    if (!served) return fail(served.error().message);
+    metrics_server = std::move(*served);
+  }
   // The status file every second; systemd's STATUS= when the connection state changes.
   std::string last_state;
   auto status_loop = run_every(io.get_executor(), std::chrono::seconds(1), [&] {
@@ -254,6 +357,7 @@ int run_start(CLI::App* command, StartArgs& args) {
   notify_ready("serving " + model_id + " to " + args.coordinator);
   auto watchdog = feed_watchdog(io.get_executor());
   io.run();
+  if (metrics_server) metrics_server->stop();
   agent->release_engine();  // while the io_context still exists for the engine's last reports
   status_file.write(agent->status(), "stopped");
   return 0;
@@ -332,6 +436,9 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
   start_cmd->add_option(
       "--rotation-file", start->rotation_file,
       "key-rotation statement from `darkbloom keys rotate` (default ~/.config/darkbloom/rotation.json)");
+  start_cmd->add_option("--metrics-listen", start->metrics_listen,
+                        "serve Prometheus metrics at http://HOST:PORT/metrics, loopback only (the provider opens no "
+                        "public port); off by default");
   start_cmd->add_option("--state-dir", start->state_dir,
                         "directory for this agent's lock, PID and status (default $XDG_STATE_HOME/darkbloom or "
                         "~/.local/state/darkbloom); one agent per directory");

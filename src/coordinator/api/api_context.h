@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/random.h"
+#include "coordinator/api/api_metrics.h"
 #include "coordinator/auth/api_keys.h"
 #include "coordinator/auth/failed_attempts.h"
 #include "coordinator/auth/rate_limiter.h"
@@ -35,6 +36,7 @@ struct ApiContext {
   ProviderRegistry& registry;
   Router& router;
   std::set<std::string>& releases;  // approved binary hashes, as loaded from the store
+  ApiMetrics& metrics;
 };
 
 // GET /v1/models, /health, /v1/providers/attestation.

@@ -390,6 +390,9 @@ void CompletionHandler::settle(PendingRequest& request, const ProviderSession& p
   // Usage is the provider's word bounded by what was relayed (the gateway's bill_usage, or the
   // chunks delivered), and never billed beyond the reservation.
   (void)context_.ledger.settle(*request.reservation, prompt_tokens, completion_tokens, provider.account_id());
+  context_.metrics.record(request.timing);
+  context_.metrics.prompt_tokens.add(static_cast<uint64_t>(std::max<int64_t>(0, prompt_tokens)));
+  context_.metrics.completion_tokens.add(static_cast<uint64_t>(std::max<int64_t>(0, completion_tokens)));
   request.reservation.reset();
 }
 

@@ -95,6 +95,7 @@ std::optional<Result<Reservation>> Ledger::reserve_in_memory(std::string_view ac
   allowance.open += 1;
   allowance.last_used = clock_.now();
   open_.emplace(std::string(request_id), worst);
+  counters_.reservations.add();
   return Reservation{std::string(request_id), std::string(account_id), std::string(model), worst};
 }
 
@@ -121,7 +122,11 @@ Result<Reservation> Ledger::reserve(std::string_view account_id, std::string_vie
       needed = worst - allowances_[std::string(account_id)].available;
     }
     if (needed <= 0) continue;  // a settlement returned enough meanwhile
-    DARKBLOOM_RETURN_IF_ERROR(hold(account_id, needed, wanted));
+    if (Status held = hold(account_id, needed, wanted); !held) {
+      if (held.error().code == Errc::resource_exhausted) counters_.refusals.add();
+      return held.error();
+    }
+    counters_.holds.add();
   }
   // Other reservations took each hold before this one could: busy, not broke.
   return make_error(Errc::unavailable, "the balance was taken by other requests while holding it; try again");
@@ -222,6 +227,8 @@ Settlement Ledger::settle(const Reservation& reservation, int64_t input_tokens, 
   const int64_t cost = std::min(reserved, full_cost);
   allowance.available += reserved - cost;
   if (cost == 0) return settlement;
+  counters_.settlements.add();
+  counters_.settled_micro_usd.add(static_cast<uint64_t>(cost));
   settlement.charged = cost;
   settlement.payout = cost * kProviderPayoutPercent / 100;
   const int64_t fee = cost - settlement.payout;

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/metrics.h"
 #include "base/result.h"
 #include "coordinator/store/store.h"
 #include "crypto/system_random.h"
@@ -61,6 +62,16 @@ struct Settlement {
 class Ledger {
  public:
   // `clock` times idle allowances; `random` names release entries.
+  // What the ledger has done since start, for /metrics.
+  struct Counters {
+    metrics::Counter reservations;       // requests whose worst case was set aside
+    metrics::Counter refusals;           // reservations refused: the balance did not cover them (402)
+    metrics::Counter holds;              // escrow holds written (one transaction each)
+    metrics::Counter settlements;        // requests charged
+    metrics::Counter settled_micro_usd;  // charged in all
+  };
+  const Counters& counters() const { return counters_; }
+
   Ledger(Store& store, BillingOptions options, net::Clock& clock = net::system_clock(),
          RandomSource& random = crypto::system_random());
 
@@ -150,6 +161,7 @@ class Ledger {
   std::vector<LedgerEntry> queue_;
   std::map<std::string, UnknownWrite, std::less<>> unknown_holds_;  // by account
   std::vector<UnknownWrite> unknown_releases_;
+  Counters counters_;
 };
 
 }  // namespace darkbloom::coordinator

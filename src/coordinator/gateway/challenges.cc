@@ -42,6 +42,7 @@ awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession>
     if (!running || session->dropped_) break;
     if (trust.open.nonce == challenge.nonce) {
       trust.open = {};
+      challenges_failed_.add();
       challenge_failed(*session, fmt::format("no answer within {:.1f} s",
                                              std::chrono::duration<double>(config_.challenge_timeout).count()));
     }
@@ -64,6 +65,7 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
   trust.open = {};
   if (!issued.nonce.empty() && trust.challenge_timer) trust.challenge_timer->cancel();
   auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
+  if (!result || !result->regressions.empty()) challenges_failed_.add();
   if (!result) {
     // A forged signature or a changed binary is not a flaky network: distrust at once.
     if (result.error().code == Errc::permission_denied) {
@@ -81,6 +83,7 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
 }
 
 void ProviderGateway::challenge_passed(ProviderSession& session) {
+  challenges_passed_.add();
   TrustState& trust = session.trust_state_;
   if (trust.key_recording && !trust.key_recorded_at) return;  // the first record decides
   if (key_needs_recording(session)) {

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "base/metrics.h"
 #include "base/random.h"
 #include "coordinator/auth/api_keys.h"
 #include "coordinator/config.h"
@@ -48,6 +49,10 @@ class ProviderGateway {
   void start();
   // Drops every provider; loops end.
   void stop();
+  // For /metrics: challenge answers that passed, and challenges failed (rejected, regressed or
+  // unanswered).
+  const metrics::Counter& challenges_passed() const { return challenges_passed_; }
+  const metrics::Counter& challenges_failed() const { return challenges_failed_; }
 
   // Why a new provider connection from `remote` ("HOST:PORT") is not taken now: too many sessions,
   // too many that serve nothing yet, or too many from its address. nullopt: take it.
@@ -172,6 +177,8 @@ class ProviderGateway {
     std::string address;
   };
   PendingUpgrades pending_upgrades_;
+  metrics::Counter challenges_passed_;
+  metrics::Counter challenges_failed_;
 };
 
 }  // namespace darkbloom::coordinator

@@ -14,6 +14,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "base/metrics.h"
 #include "base/result.h"
 #include "net/asio.h"
 #include "net/clock.h"
@@ -52,6 +53,12 @@ class StoreWorker {
   // One call has been running longer than stall_after.
   bool stalled() const;
 
+  // For /metrics: how long calls took on the worker, those that failed, and those refused at once
+  // (worker full or stuck, or stopping).
+  const metrics::Histogram& call_seconds() const { return call_seconds_; }
+  const metrics::Counter& errors() const { return errors_; }
+  const metrics::Counter& refused() const { return refused_; }
+
  private:
   // Marks a call running (for stall detection) and returns its ticket.
   uint64_t started();
@@ -65,14 +72,23 @@ class StoreWorker {
   mutable std::mutex mutex_;
   uint64_t next_ticket_ = 0;
   std::map<uint64_t, net::Clock::Time> running_;  // ticket -> start, oldest first
+  metrics::Histogram call_seconds_{metrics::latency_buckets()};
+  metrics::Counter errors_;
+  metrics::Counter refused_;
 };
 
 template <class Function>
 net::awaitable<std::invoke_result_t<Function>> StoreWorker::run(Function function) {
   using Value = std::invoke_result_t<Function>;
   static_assert(std::is_constructible_v<Value, Error>, "StoreWorker runs functions that return a Result");
-  if (!available()) co_return Value(make_error(Errc::unavailable, unavailable_reason()));
-  if (stopped_) co_return Value(make_error(Errc::unavailable, "the coordinator is stopping"));
+  if (!available()) {
+    refused_.add();
+    co_return Value(make_error(Errc::unavailable, unavailable_reason()));
+  }
+  if (stopped_) {
+    refused_.add();
+    co_return Value(make_error(Errc::unavailable, "the coordinator is stopping"));
+  }
   if (!pool_) co_return function();
   waiting_.fetch_add(1);
   auto executor = co_await net::asio::this_coro::executor;
@@ -82,11 +98,14 @@ net::awaitable<std::invoke_result_t<Function>> StoreWorker::run(Function functio
   auto initiate = [this, &result, &function, executor](auto handler) {
     net::asio::post(*pool_, [this, &result, &function, executor, handler = std::move(handler)]() mutable {
       const uint64_t ticket = started();
+      const auto began = std::chrono::steady_clock::now();
       try {
         result.emplace(function());
       } catch (const std::exception& e) {
         result.emplace(make_error(Errc::internal, e.what()));
       }
+      call_seconds_.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+      if (!*result) errors_.add();
       // Posted before the count drops: whoever sees the worker idle finds the answer queued.
       net::asio::post(executor, std::move(handler));
       finished(ticket);
