@@ -78,7 +78,7 @@ export class SoftHsmToken {
     this.env = { SOFTHSM2_CONF: this.conf };
     check("softhsm2-util", ["--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "5678"], { env: this.env });
     this.pinFile = path.join(dir, "pin");
-    fs.writeFileSync(this.pinFile, `${pin}\n`);
+    fs.writeFileSync(this.pinFile, `${pin}\n`, { mode: 0o600 });
   }
 
   // What OpenSC's pkcs11-tool says about the private keys on the token.

@@ -9,6 +9,7 @@ import { execFile } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import https from "node:https";
+import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
@@ -149,6 +150,15 @@ describe("TLS", () => {
         await other.kill();
       }
     }
+  });
+
+  it("closes a connection that never starts its TLS handshake (10 s allowed)", async () => {
+    const socket = net.connect(coordinator.port, "127.0.0.1");
+    socket.on("error", () => {});
+    const closed = new Promise((resolve) => socket.on("close", () => resolve("closed")));
+    const verdict = await Promise.race([closed, new Promise((r) => setTimeout(() => r("still open after 30 s"), 30000))]);
+    socket.destroy();
+    assert.equal(verdict, "closed");
   });
 
   it("drops a plaintext client on the TLS port and goes on serving", async () => {

@@ -187,7 +187,7 @@ describe("identity key in a PKCS#11 token (SoftHSM2)", () => {
 
   it("names a wrong PIN, a missing token and an exportable key instead of using them", () => {
     const wrongPin = path.join(dir, "wrong-pin");
-    fs.writeFileSync(wrongPin, "9999\n");
+    fs.writeFileSync(wrongPin, "9999\n", { mode: 0o600 });
     const wrong = fields(darkbloom(["keys", "show", ...args({ "--pkcs11-pin-file": wrongPin })], token.env).stdout);
     assert.equal(wrong.backend, "ephemeral");
     assert.match(wrong.degraded_reason, /wrong PIN/);

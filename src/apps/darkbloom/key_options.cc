@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "apps/common/secrets.h"
 #include "base/file.h"
 
 namespace darkbloom::apps {
@@ -76,9 +77,8 @@ Result<attest::SignerConfig> signer_config(const KeyArgs& args) {
   config.pkcs11.token = args.pkcs11_token;
   config.pkcs11.label = args.pkcs11_label;
   if (!args.pkcs11_pin_file.empty()) {
-    auto pin = read_file(args.pkcs11_pin_file);
+    auto pin = read_secret_file(args.pkcs11_pin_file);  // private, like every secret file
     if (!pin) return pin.error().with_context("--pkcs11-pin-file");
-    while (!pin->empty() && (pin->back() == '\n' || pin->back() == '\r')) pin->pop_back();
     config.pkcs11.pin = *pin;
   } else if (const char* pin = std::getenv("DARKBLOOM_PKCS11_PIN")) {
     config.pkcs11.pin = pin;
