@@ -118,8 +118,9 @@ void Coordinator::register_metrics() {
   m.counter("darkbloom_store_errors_total", "database calls that failed", {}, store_worker_->errors());
   m.counter("darkbloom_store_refused_total", "database calls refused at once (worker full, stuck or stopping)", {},
             store_worker_->refused());
+  // The worker may be released by stop() (a stuck database) but is never destroyed then.
   m.gauge("darkbloom_store_waiting", "database calls queued or running", {},
-          [this] { return static_cast<double>(store_worker_->waiting()); });
+          [worker = store_worker_.get()] { return static_cast<double>(worker->waiting()); });
   m.gauge("darkbloom_open_connections", "HTTP connections and WebSocket sessions open", {},
           [this] { return static_cast<double>(server_->open_connections()); });
   m.counter("darkbloom_tls_handshake_failures_total", "TLS handshakes that failed or timed out", {},

@@ -278,7 +278,6 @@ bool Exchange::is_websocket_upgrade() const {
 awaitable<Result<std::shared_ptr<WebSocket>>> Exchange::accept_websocket() {
   if (answered_ || !is_websocket_upgrade()) co_return make_error(Errc::invalid_argument, "not a WebSocket upgrade");
   answered_ = true;
-  status_ = 101;
   taken_over_ = true;
   stop_watching();
   const std::string remote = remote_address();
@@ -288,6 +287,7 @@ awaitable<Result<std::shared_ptr<WebSocket>>> Exchange::accept_websocket() {
   ws.read_message_max(limits_.websocket.max_message_bytes);
   auto [error] = co_await ws.async_accept(request_, as_tuple_awaitable);
   if (error) co_return make_error(Errc::unavailable, "WebSocket handshake failed: " + error.message());
+  status_ = 101;
   auto socket = std::make_shared<WebSocket>(std::move(ws), limits_.websocket, remote);
   socket->hold(std::move(slot_));  // still one of the server's connections
   co_return socket;

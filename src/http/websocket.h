@@ -48,6 +48,8 @@ class WebSocket : public std::enable_shared_from_this<WebSocket> {
   void close(std::string reason);
 
   bool is_open() const { return open_.load(); }
+  // Bytes queued to send, the one being written included (on the socket's executor).
+  size_t queued_bytes() const { return queued_bytes_ + (writing_ ? 1 : 0); }
   // Keeps `token` (the connection's place in the server's count) until the socket is closed.
   void hold(std::shared_ptr<void> token) { held_ = std::move(token); }
   const std::string& remote() const { return remote_; }

@@ -154,9 +154,7 @@ Register decode_register(json::ObjectReader& r) {
 Heartbeat decode_heartbeat(json::ObjectReader& r) {
   Heartbeat m;
   m.status = r.string("status", 16);
-  if (r.ok() && m.status != "idle" && m.status != "serving" && m.status != "draining") {
-    r.fail("status", "must be idle, serving or draining");
-  }
+  if (r.ok() && m.status != "idle" && m.status != "serving") r.fail("status", "must be idle or serving");
   m.active_model = r.optional_string("active_model", kMaxModelIdBytes).value_or("");
   m.requests_served = static_cast<uint64_t>(r.optional_integer("requests_served", 0, INT64_MAX).value_or(0));
   m.tokens_generated = static_cast<uint64_t>(r.optional_integer("tokens_generated", 0, INT64_MAX).value_or(0));
@@ -274,6 +272,14 @@ std::string encode(const TrustStatus& m) {
   return dump(object);
 }
 
+std::string encode(const Draining&) {
+  return dump({{"type", "draining"}});
+}
+
+std::string encode(const Earned& m) {
+  return dump({{"type", "earned"}, {"request_id", m.request_id}, {"payout_micro_usd", m.payout_micro_usd}});
+}
+
 std::string encode(const AttestationResponse& m) {
   return dump({{"type", "attestation_response"},
                {"nonce", m.nonce},
@@ -315,6 +321,7 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
   json::ObjectReader r(*object, type);
   if (type == "register") return finish(r, decode_register(r));
   if (type == "heartbeat") return finish(r, decode_heartbeat(r));
+  if (type == "draining") return finish(r, Draining{});
   if (type == "inference_accepted") return finish(r, InferenceAccepted{request_id(r)});
   if (type == "inference_chunk") {
     InferenceChunk m;
@@ -388,6 +395,12 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
     return finish_coordinator(r, std::move(m));
   }
   if (type == "load_model") return finish_coordinator(r, LoadModel{r.string("model", kMaxModelIdBytes)});
+  if (type == "earned") {
+    Earned m;
+    m.request_id = request_id(r);
+    m.payout_micro_usd = r.integer("payout_micro_usd", 0, int64_t{1} << 53);
+    return finish_coordinator(r, std::move(m));
+  }
   if (type == "trust_status") {
     TrustStatus m;
     m.trust_level = r.string("trust_level", 16);
@@ -453,6 +466,7 @@ std::string_view message_type(const ProviderMessage& message) {
         if constexpr (std::is_same_v<T, InferenceComplete>) return "inference_complete";
         if constexpr (std::is_same_v<T, InferenceError>) return "inference_error";
         if constexpr (std::is_same_v<T, LoadModelStatus>) return "load_model_status";
+        if constexpr (std::is_same_v<T, Draining>) return "draining";
         if constexpr (std::is_same_v<T, AttestationResponse>) return "attestation_response";
         if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
       },
@@ -469,6 +483,7 @@ std::string_view message_type(const CoordinatorMessage& message) {
         if constexpr (std::is_same_v<T, LoadModel>) return "load_model";
         if constexpr (std::is_same_v<T, TrustStatus>) return "trust_status";
         if constexpr (std::is_same_v<T, AttestationChallenge>) return "attestation_challenge";
+        if constexpr (std::is_same_v<T, Earned>) return "earned";
         if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
       },
       message);

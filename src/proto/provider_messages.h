@@ -86,7 +86,7 @@ struct Register {
 };
 
 struct Heartbeat {
-  std::string status;  // "idle" | "serving" | "draining" (stopping: send it nothing new)
+  std::string status;  // "idle" | "serving"
   std::string active_model;
   uint64_t requests_served = 0;
   uint64_t tokens_generated = 0;
@@ -140,8 +140,12 @@ struct UnknownMessage {
   std::string type;
 };
 
+// The provider is stopping: route nothing new to it; it finishes what it has. (A message of its
+// own, not a heartbeat status, so that a coordinator that does not know it just ignores it.)
+struct Draining {};
+
 using ProviderMessage = std::variant<Register, Heartbeat, InferenceAccepted, InferenceChunk, InferenceComplete,
-                                     InferenceError, LoadModelStatus, AttestationResponse, UnknownMessage>;
+                                     InferenceError, LoadModelStatus, AttestationResponse, Draining, UnknownMessage>;
 
 // ---- coordinator → provider ----
 
@@ -175,8 +179,14 @@ struct TrustStatus {
   std::string reason;
 };
 
-using CoordinatorMessage =
-    std::variant<Registered, InferenceRequest, Cancel, LoadModel, TrustStatus, AttestationChallenge, UnknownMessage>;
+// What one of the provider's answers earned its payout account, once the request was settled.
+struct Earned {
+  std::string request_id;
+  int64_t payout_micro_usd = 0;
+};
+
+using CoordinatorMessage = std::variant<Registered, InferenceRequest, Cancel, LoadModel, TrustStatus,
+                                        AttestationChallenge, Earned, UnknownMessage>;
 
 // ---- sealed contents ----
 
@@ -217,6 +227,8 @@ std::string encode(const InferenceRequest& message);
 std::string encode(const Cancel& message);
 std::string encode(const LoadModel& message);
 std::string encode(const TrustStatus& message);
+std::string encode(const Earned& message);
+std::string encode(const Draining& message);
 std::string encode(const AttestationChallenge& message);
 std::string encode(const SealedRequest& content);
 std::string encode(const ChunkContent& content);

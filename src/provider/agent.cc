@@ -99,13 +99,17 @@ void ProviderAgent::stop() {
 
 awaitable<void> ProviderAgent::drain(std::chrono::milliseconds timeout) {
   auto self = shared_from_this();
+  // Told at once (once registered: before, nothing is routed here anyway).
+  if (current_ && status_.state == "registered") current_->send(proto::encode(proto::Draining{}));
   draining_ = true;
   status_.state = "draining";
-  // Told at once, not at the next heartbeat: the coordinator routes nothing new here.
-  if (current_) current_->send(proto::encode(make_heartbeat()));
   const auto deadline = Clock::now() + timeout;
   while (!in_flight_.empty() && Clock::now() < deadline) co_await sleep_for(std::chrono::milliseconds(50));
   if (!in_flight_.empty()) log::warn("provider: {} requests still running after the drain timeout", in_flight_.size());
+  // The last answers' frames may still be queued: closing drops the queue, so let it drain first.
+  while (current_ && current_->queued_bytes() > 0 && Clock::now() < deadline) {
+    co_await sleep_for(std::chrono::milliseconds(20));
+  }
   stop();
 }
 
@@ -225,7 +229,7 @@ awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket>
 
 proto::Heartbeat ProviderAgent::make_heartbeat() const {
   proto::Heartbeat message;
-  message.status = draining_ ? "draining" : in_flight_.empty() ? "idle" : "serving";
+  message.status = in_flight_.empty() ? "idle" : "serving";
   message.requests_served = requests_served_;
   message.tokens_generated = tokens_generated_;
   if (engine_) {
@@ -318,6 +322,8 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
       net::asio::co_spawn(executor_, handle_load_model(socket, load->model), net::asio::detached);
     } else if (auto* challenge = std::get_if<proto::AttestationChallenge>(&*message)) {
       net::asio::co_spawn(executor_, answer_challenge(socket, std::move(*challenge)), net::asio::detached);
+    } else if (auto* earned = std::get_if<proto::Earned>(&*message)) {
+      status_.earned_micro_usd += earned->payout_micro_usd;  // bounded per message by the parser
     } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {
       status_.trust_level = trust->trust_level;
       status_.trust_reason = trust->reason;
@@ -459,6 +465,7 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   auto generation = to_generation_request(**engine, *request, &api_error);
   if (!generation) {
     in_flight_.erase(request_id);
+    outcomes_.at({{"outcome", "refused"}}).add();
     socket->send(proto::encode(proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code}));
     co_return;
   }

@@ -70,6 +70,7 @@ struct AgentStatus {
   uint64_t requests_served = 0;
   uint64_t tokens_generated = 0;
   size_t in_flight = 0;
+  int64_t earned_micro_usd = 0;  // this run's payouts, as the coordinator reported them
 };
 
 class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {

@@ -133,6 +133,10 @@ class RunningAgent(unittest.TestCase):
         api(cls.port, "/v1/admin/credit", ADMIN_TOKEN, body={"account_id": account["account_id"],
                                                              "amount_micro_usd": 1_000_000_000})
         cls.api_key = account["api_key"]
+        # The agent's operator: payouts, and what `status` says they earned, go there.
+        cls.operator_token = cls.path("operator-token")
+        with open(os.open(cls.operator_token, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(api(cls.port, "/v1/admin/keys", ADMIN_TOKEN, body={})["api_key"] + "\n")
 
     @classmethod
     def tearDownClass(cls):
@@ -152,7 +156,8 @@ class RunningAgent(unittest.TestCase):
         if notify:
             env["NOTIFY_SOCKET"] = notify.path
         process = subprocess.Popen([DARKBLOOM, "start", "--coordinator", f"ws://127.0.0.1:{self.port}", "--model",
-                                    self.model, "--threads", "1", "--state-dir", state_dir, "--drain-timeout", "20"],
+                                    self.model, "--threads", "1", "--state-dir", state_dir, "--drain-timeout", "20",
+                                    "--account-token-file", self.operator_token],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.addCleanup(lambda: (process.kill(), process.wait(), process.stderr.close()))
         return process
@@ -193,12 +198,19 @@ class RunningAgent(unittest.TestCase):
         self.assertRegex(status.stdout, r"connection\s+registered as prov_")
         self.assertIn(f"ws://127.0.0.1:{self.port}", status.stdout)
         self.assertRegex(status.stdout, r"model\s+service-model")
-        # A request in flight when the stop comes is finished, then the agent exits. (Routable once
-        # its first challenge passed.)
+        # Routable once its first challenge passed.
         deadline = time.monotonic() + 30
         while api(self.port, "/health", self.api_key)["routable"] < 1:
             self.assertLess(time.monotonic(), deadline, "the agent never became routable")
             time.sleep(0.1)
+        # One answer: the coordinator tells the agent what it earned the operator, and status shows it.
+        api(self.port, "/v1/completions", self.api_key, body={"model": "service-model", "prompt": "Hi", "max_tokens": 4})
+        deadline = time.monotonic() + 15
+        while json.loads(self.darkbloom("status", "--state-dir", state, "--json").stdout)["earned_micro_usd"] <= 0:
+            self.assertLess(time.monotonic(), deadline, "no earnings in the status")
+            time.sleep(0.2)
+        self.assertRegex(self.darkbloom("status", "--state-dir", state).stdout, r"earnings\s+0\.\d{6} USD this run")
+        # A request in flight when the stop comes is finished, then the agent exits.
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/v1/completions", method="POST",
             data=json.dumps({"model": "service-model", "prompt": "Once", "max_tokens": 3000, "ignore_eos": True,
@@ -214,6 +226,7 @@ class RunningAgent(unittest.TestCase):
             while api(self.port, "/health", self.api_key)["routable"] != 0:
                 self.assertLess(time.monotonic(), deadline, "the draining agent is still routable")
                 time.sleep(0.05)
+            self.assertIsNone(agent.poll(), "the agent exited instead of draining")
             rest = response.read().decode()
         self.assertTrue('"finish_reason":"length"' in rest and '"error"' not in rest, rest[-400:])
         self.assertTrue(rest.rstrip().endswith("data: [DONE]"), rest[-200:])
@@ -225,7 +238,7 @@ class RunningAgent(unittest.TestCase):
         self.assertEqual(stopped.returncode, 3)
         self.assertIn("no agent running", stopped.stdout)
         self.assertIn('"state":"stopped"', stopped.stdout)
-        self.assertIn('"requests_served":1', stopped.stdout)
+        self.assertIn('"requests_served":2', stopped.stdout)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ describe("metrics", () => {
     }
     const refused = await call(coordinator, "POST", "/v1/chat/completions", { key: "db-unknown", body: {} });
     assert.equal(refused.status, 401);
+    // A path nobody serves is counted as "unmatched", never under its own name.
+    assert.equal((await call(coordinator, "GET", "/no-such-route-1")).status, 404);
+    await prometheus.valueAtLeast('sum(darkbloom_http_requests_total{route="unmatched"})', 1);
+    assert.equal((await prometheus.query('darkbloom_http_requests_total{route=~".*no-such.*"}')).length, 0);
     // Each of these must exist and have moved: requests by route and status, the X-Timing phases,
     // time to first token, tokens, the ledger, the store, challenges; on the provider, requests
     // by outcome and the engine's tokens.

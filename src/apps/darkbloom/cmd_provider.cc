@@ -145,6 +145,7 @@ struct StatusFile {
     object["requests_served"] = status.requests_served;
     object["tokens_generated"] = status.tokens_generated;
     object["in_flight"] = static_cast<uint64_t>(status.in_flight);
+    object["earned_micro_usd"] = status.earned_micro_usd;
     object["last_error"] = status.last_error;
     object["updated"] = attest::rfc3339(std::chrono::system_clock::now());
     const std::string path = (std::filesystem::path(dir) / "status.json").string();
@@ -152,10 +153,17 @@ struct StatusFile {
     const std::string text = json::bj::serialize(object) + "\n";
     // Not through a symbolic link someone left in the directory.
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    const bool written = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    if (fd >= 0) ::close(fd);
-    if (!written) {
-      log::warn("cannot write {}: {}", temporary, std::strerror(errno));
+    std::string why;
+    if (fd < 0) {
+      why = std::strerror(errno);
+    } else {
+      const ssize_t n = ::write(fd, text.data(), text.size());
+      if (n < 0) why = std::strerror(errno);
+      if (n >= 0 && static_cast<size_t>(n) != text.size()) why = "short write";
+      ::close(fd);
+    }
+    if (!why.empty()) {
+      log::warn("cannot write {}: {}", temporary, why);
       return;
     }
     std::error_code error;
@@ -265,6 +273,16 @@ int run_start(CLI::App* command, StartArgs& args) {
   const std::string model_id = args.model_id.empty() ? default_model_id(args.engine.model_path) : args.model_id;
   const StatusFile status_file{args.state_dir, args.coordinator, model_id};
   status_file.write(provider::AgentStatus{}, "loading");
+  // The metrics port too is taken before the long load, so a clash shows at once; its series
+  // arrive with the agent.
+  net::asio::io_context io;
+  metrics::Registry registry;
+  std::unique_ptr<http::Server> metrics_server;
+  if (metrics_address) {
+    auto served = serve_metrics(io.get_executor(), registry, *metrics_address);
+    if (!served) return fail(served.error().message);
+    metrics_server = std::move(*served);
+  }
   crypto::initialize();
 
   // The identity key first: a TPM policy failure or a locked token is reported before the long load.
@@ -296,7 +314,6 @@ int run_start(CLI::App* command, StartArgs& args) {
   options.idle_unload_after = std::chrono::milliseconds(static_cast<int64_t>(args.idle_timeout_mins * 60000.0));
   options.rotation_file = args.rotation_file.empty() ? default_rotation_file() : args.rotation_file;
 
-  net::asio::io_context io;
   auto agent =
       std::make_shared<provider::ProviderAgent>(io.get_executor(), options, std::move(*engine), std::move(*facts),
                                                 std::shared_ptr<attest::AttestationSigner>(std::move(*signer)));
@@ -336,14 +353,7 @@ int run_start(CLI::App* command, StartArgs& args) {
     });
     wait_for_second();
   });
-  metrics::Registry registry;
   register_agent_metrics(registry, agent);
-  std::unique_ptr<http::Server> metrics_server;
-  if (metrics_address) {
-    auto served = serve_metrics(io.get_executor(), registry, *metrics_address);
-    if (!served) return fail(served.error().message);
-    metrics_server = std::move(*served);
-  }
   // The status file every second; systemd's STATUS= when the connection state changes.
   std::string last_state;
   auto status_loop = run_every(io.get_executor(), std::chrono::seconds(1), [&] {

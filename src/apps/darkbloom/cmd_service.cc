@@ -73,7 +73,10 @@ int run_status(const StatusArgs& args) {
   std::printf("  served       %s requests, %s tokens generated, %s in flight\n",
               field(status, "requests_served").c_str(), field(status, "tokens_generated").c_str(),
               field(status, "in_flight").c_str());
-  std::printf("  earnings     the coordinator credits them to the account of --account-token (GET /v1/balance)\n");
+  std::string earned = field(status, "earned_micro_usd");
+  if (earned != "-") earned = fmt::format("{:.6f} USD", std::strtod(earned.c_str(), nullptr) / 1e6);
+  std::printf("  earnings     %s this run, paid to the --account-token account (its GET /v1/balance has them all)\n",
+              earned.c_str());
   std::printf("  last error   %s\n", field(status, "last_error").c_str());
   std::printf("  updated      %s\n", field(status, "updated").c_str());
   return 0;

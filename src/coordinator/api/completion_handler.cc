@@ -389,7 +389,12 @@ void CompletionHandler::settle(PendingRequest& request, const ProviderSession& p
   if (!request.reservation) return;
   // Usage is the provider's word bounded by what was relayed (the gateway's bill_usage, or the
   // chunks delivered), and never billed beyond the reservation.
-  (void)context_.ledger.settle(*request.reservation, prompt_tokens, completion_tokens, provider.account_id());
+  const Settlement settlement =
+      context_.ledger.settle(*request.reservation, prompt_tokens, completion_tokens, provider.account_id());
+  // The operator sees what each answer earned (`darkbloom status`); the platform's cut is not news.
+  if (settlement.payout > 0 && !provider.account_id().empty() && request.attempt) {
+    gateway_.tell_earned(provider, request.attempt->request_id, settlement.payout);
+  }
   context_.metrics.record(request.timing);
   context_.metrics.prompt_tokens.add(static_cast<uint64_t>(std::max<int64_t>(0, prompt_tokens)));
   context_.metrics.completion_tokens.add(static_cast<uint64_t>(std::max<int64_t>(0, completion_tokens)));

@@ -65,7 +65,8 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
   trust.open = {};
   if (!issued.nonce.empty() && trust.challenge_timer) trust.challenge_timer->cancel();
   auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
-  if (!result || !result->regressions.empty()) challenges_failed_.add();
+  // Counted once per challenge issued: an answer to none (late, or never asked for) counts nothing.
+  if (!issued.nonce.empty() && (!result || !result->regressions.empty())) challenges_failed_.add();
   if (!result) {
     // A forged signature or a changed binary is not a flaky network: distrust at once.
     if (result.error().code == Errc::permission_denied) {

@@ -144,6 +144,12 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
   }
   if (auto* heartbeat = std::get_if<proto::Heartbeat>(&message)) {
     session.heartbeat_ = std::move(*heartbeat);
+  } else if (std::holds_alternative<proto::Draining>(message)) {
+    if (!session.draining_) {
+      session.draining_ = true;
+      session.draining_since_ = clock_.now();
+      log::info("provider {} is draining: nothing new goes to it", session.id_);
+    }
   } else if (auto* answer = std::get_if<proto::AttestationResponse>(&message)) {
     on_challenge_answer(session, *answer);
   } else if (auto* status = std::get_if<proto::LoadModelStatus>(&message)) {
@@ -234,6 +240,10 @@ awaitable<void> ProviderGateway::expire_keys() {
   }
 }
 
+void ProviderGateway::tell_earned(const ProviderSession& session, const std::string& request_id, int64_t payout) {
+  if (!session.dropped_) session.link_->send(proto::encode(proto::Earned{request_id, payout}));
+}
+
 void ProviderGateway::evict_silent() {
   const auto now = clock_.now();
   for (auto& session : registry_.all()) {
@@ -243,8 +253,12 @@ void ProviderGateway::evict_silent() {
     }
     // Outside open mode a provider nobody can route to only holds a place: after a while it is
     // closed, and reconnecting gets it judged afresh.
+    if (session->draining_ && now - session->draining_since_ > ProviderSession::kMaxDrain) {
+      drop(*session, "draining for more than an hour");
+      continue;
+    }
     if (!session->registered_ || config_.min_trust == TrustLevel::none) continue;
-    if (session->routable(config_.min_trust, now)) {
+    if (session->draining_ || session->routable(config_.min_trust, now)) {
       session->last_routable_ = now;
     } else if (now - session->last_routable_ > config_.unroutable_timeout) {
       drop(*session, fmt::format("not trusted enough to serve for more than {} s ({})",

@@ -74,6 +74,8 @@ class ProviderGateway {
   bool send_attempt(ProviderSession& session, const Attempt& attempt, std::string frame);
   // Stops an attempt on its provider: forgets it (late frames are dropped) and sends cancel.
   void abandon_attempt(ProviderSession& session, const std::string& request_id, bool send_cancel);
+  // Tells the provider what its answer to `request_id` earned its payout account.
+  void tell_earned(const ProviderSession& session, const std::string& request_id, int64_t payout);
   // Drops every provider silent for longer than the heartbeat timeout.
   void evict_silent();
 

@@ -152,9 +152,12 @@ class ProviderSession {
   // Trusted enough for requests now: at or above `min_trust`, and above `none` only with a
   // recently passed challenge; and not draining before a stop.
   bool routable(TrustLevel min_trust, net::Clock::Time now) const {
-    return trust_ >= min_trust && (min_trust == TrustLevel::none || now < trust_state_.fresh_until) &&
-           heartbeat_.status != "draining";
+    return trust_ >= min_trust && (min_trust == TrustLevel::none || now < trust_state_.fresh_until) && !draining_;
   }
+  // Stopping: finishing its requests, taking no new ones. Not idle, not to be evicted as
+  // untrusted, for at most kMaxDrain.
+  bool draining() const { return draining_; }
+  static constexpr std::chrono::hours kMaxDrain{1};
 
  private:
   friend class ProviderGateway;
@@ -171,6 +174,8 @@ class ProviderSession {
   TrustState trust_state_;
   net::Clock::Time connected_at_;
   net::Clock::Time last_seen_;
+  bool draining_ = false;
+  net::Clock::Time draining_since_{};
   net::Clock::Time last_routable_ = connected_at_;  // seen routable at min_trust, as of the last eviction pass
   std::shared_ptr<net::Timer> register_timer_;      // until it registers or is dropped
   proto::Heartbeat heartbeat_;

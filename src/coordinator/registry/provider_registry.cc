@@ -82,7 +82,9 @@ size_t ProviderRegistry::routable_count(TrustLevel min_trust) const {
 size_t ProviderRegistry::idle_count(TrustLevel min_trust) const {
   const auto now = clock_.now();
   size_t n = 0;
-  for (const auto& [id, session] : sessions_) n += session->active() && session->routable(min_trust, now) ? 0 : 1;
+  for (const auto& [id, session] : sessions_) {
+    n += session->active() && (session->routable(min_trust, now) || session->draining()) ? 0 : 1;
+  }
   return n;
 }
 

@@ -53,7 +53,8 @@ class StoreWorker {
   // One call has been running longer than stall_after.
   bool stalled() const;
 
-  // For /metrics: how long calls took on the worker, those that failed, and those refused at once
+  // For /metrics: how long calls took on the worker, those the database failed (I/O, unavailable,
+  // internal errors; not refusals such as a short balance), and those refused at once
   // (worker full or stuck, or stopping).
   const metrics::Histogram& call_seconds() const { return call_seconds_; }
   const metrics::Counter& errors() const { return errors_; }
@@ -105,7 +106,11 @@ net::awaitable<std::invoke_result_t<Function>> StoreWorker::run(Function functio
         result.emplace(make_error(Errc::internal, e.what()));
       }
       call_seconds_.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
-      if (!*result) errors_.add();
+      // Failures of the database, not answers such as "not enough balance" or "not found".
+      if (!*result) {
+        const Errc code = result->error().code;
+        if (code == Errc::io_error || code == Errc::unavailable || code == Errc::internal) errors_.add();
+      }
       // Posted before the count drops: whoever sees the worker idle finds the answer queued.
       net::asio::post(executor, std::move(handler));
       finished(ticket);
