@@ -186,13 +186,14 @@ export async function waitForOutput(proc, pattern, timeoutMs = 20000) {
   }
 }
 
-// Resolves when the coordinator counts `n` providers.
-export async function waitForProviders(coordinator, n, timeoutMs = 30000) {
+// Resolves when the coordinator counts `n` providers (with `routable`, `n` that receive requests:
+// registered and past their first challenge).
+export async function waitForProviders(coordinator, n, timeoutMs = 30000, { routable = false } = {}) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       const health = await (await fetch(`${coordinator.url}/health`)).json();
-      if (health.providers === n) return;
+      if (health.providers === n && (!routable || health.routable === n)) return;
     } catch { /* not up yet */ }
     if (Date.now() > deadline) throw new Error(`coordinator did not reach ${n} providers`);
     await new Promise((r) => setTimeout(r, 50));

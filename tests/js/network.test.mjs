@@ -33,7 +33,8 @@ describe("coordinator with two providers", () => {
     coordinator = await startCoordinator({ dataDir: `${dir}/data`, args: ["--max-body-bytes", "1048576"] });
     apiKey = await createKey(coordinator);
     providers = [await startProvider(coordinator, model), await startProvider(coordinator, model)];
-    await waitForProviders(coordinator, 2);
+    // Routable, not only registered: the spreading tests below need both to take requests.
+    await waitForProviders(coordinator, 2, 30000, { routable: true });
     openai = client(coordinator, apiKey);
   });
 

@@ -450,8 +450,8 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
                         "serve Prometheus metrics at http://HOST:PORT/metrics, loopback only (the provider opens no "
                         "public port); off by default");
   start_cmd->add_option("--state-dir", start->state_dir,
-                        "directory for this agent's lock, PID and status (default $XDG_STATE_HOME/darkbloom or "
-                        "~/.local/state/darkbloom); one agent per directory");
+                        "directory for this agent's lock, PID and status (default /var/lib/darkbloom for root, else "
+                        "$XDG_STATE_HOME/darkbloom or ~/.local/state/darkbloom); one agent per directory");
   start_cmd
       ->add_option("--drain-timeout", start->drain_timeout_s,
                    "seconds a stop waits for requests in flight to finish (new ones go to other providers)")
