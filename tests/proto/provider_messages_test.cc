@@ -61,9 +61,9 @@ TEST(ProviderMessages, every_message_round_trips) {
     ASSERT_TRUE(decoded) << frame << ": " << decoded.error().message;
     EXPECT_EQ(encode_again(*decoded), frame);
   }
-  for (const std::string& frame : {encode(Registered{"prov_1", 1, 5000}), encode(InferenceRequest{"r1", "m", sealed}),
-                                   encode(Cancel{"r1"}), encode(LoadModel{"m"}), encode(TrustStatus{"none", "why"}),
-                                   encode(Earned{"r1", 950})}) {
+  for (const std::string& frame :
+       {encode(Registered{"prov_1", 1, 5000}), encode(InferenceRequest{"r1", "m", sealed}), encode(Cancel{"r1"}),
+        encode(LoadModel{"m"}), encode(TrustStatus{"none", "why"}), encode(Earned{"r1", 950})}) {
     auto decoded = decode_coordinator_message(frame);
     ASSERT_TRUE(decoded) << frame << ": " << decoded.error().message;
     EXPECT_EQ(encode_again(*decoded), frame);
