@@ -12,6 +12,7 @@
 #include "coordinator/billing/ledger_writer.h"
 #include "coordinator/gateway/provider_gateway.h"
 #include "coordinator/store/store_worker.h"
+#include "http/metrics_endpoint.h"
 #include "http/tls.h"
 
 namespace darkbloom::coordinator {
@@ -127,14 +128,6 @@ void Coordinator::register_metrics() {
             [this] { return static_cast<double>(server_->tls_handshake_failures()); });
 }
 
-awaitable<void> Coordinator::serve_metrics(http::Exchange& exchange) {
-  http::Response response{http::bhttp::status::ok, exchange.request().version()};
-  response.set(http::bhttp::field::content_type, metrics::kContentType);
-  response.body() = metrics_.render();
-  response.prepare_payload();
-  co_await exchange.respond(std::move(response));
-}
-
 Coordinator::~Coordinator() {
   stop();
 }
@@ -149,7 +142,7 @@ http::Router Coordinator::routes() {
              [this](http::Exchange& exchange) { return gateway_->handle(exchange); });
   routes.add(http::bhttp::verb::get, "/metrics", [this](http::Exchange& exchange) -> awaitable<void> {
     if (!co_await authorize_admin(exchange, config_.admin_token, *admin_failures_)) co_return;
-    co_await serve_metrics(exchange);
+    co_await http::respond_metrics(exchange, metrics_);
   });
   return routes;
 }
@@ -161,15 +154,12 @@ Result<uint16_t> Coordinator::start() {
   auto port = server_->listen(config_.listen_host, config_.listen_port);
   if (!port) return port.error();
   if (!config_.metrics_listen_host.empty()) {
-    http::Router metrics_routes;
-    metrics_routes.add(http::bhttp::verb::get, "/metrics",
-                       [this](http::Exchange& exchange) { return serve_metrics(exchange); });
-    http::ServerLimits limits;
-    limits.max_connections = 64;
-    metrics_server_ = std::make_unique<http::Server>(executor_, std::move(metrics_routes), limits);
-    auto metrics_port = metrics_server_->listen(config_.metrics_listen_host, config_.metrics_listen_port);
-    if (!metrics_port) return metrics_port.error().with_context("--metrics-listen");
-    log::info("metrics at http://{}:{}/metrics", config_.metrics_listen_host, *metrics_port);
+    uint16_t metrics_port = 0;
+    auto served = http::serve_metrics_only(executor_, metrics_, config_.metrics_listen_host,
+                                           config_.metrics_listen_port, &metrics_port);
+    if (!served) return served.error().with_context("--metrics-listen");
+    metrics_server_ = std::move(*served);
+    log::info("metrics at http://{}:{}/metrics", config_.metrics_listen_host, metrics_port);
   }
   gateway_->start();
   log::info("store: {}; billing as coordinator '{}'", store_->kind(), config_.billing.coordinator_id);

@@ -54,7 +54,6 @@ class Coordinator {
               std::unique_ptr<Store> store, std::unique_ptr<Ledger> ledger);
   http::Router routes();
   void register_metrics();
-  net::awaitable<void> serve_metrics(http::Exchange& exchange);
 
   net::Executor executor_;
   CoordinatorConfig config_;

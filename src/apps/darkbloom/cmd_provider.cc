@@ -22,11 +22,11 @@
 #include "apps/darkbloom/key_options.h"
 #include "attest/attestation_document.h"
 #include "attest/posture.h"
-#include "base/file.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "crypto/sealed_box.h"
+#include "http/metrics_endpoint.h"
 #include "http/server.h"
 #include "http/tls.h"
 #include "provider/agent.h"
@@ -209,27 +209,6 @@ void register_agent_metrics(metrics::Registry& registry, const std::shared_ptr<p
                  engine_value([](const engine::EngineStats& s) { return s.last_decode_tokens_per_second; }));
 }
 
-// GET /metrics on a loopback address, plain HTTP, no token.
-Result<std::unique_ptr<http::Server>> serve_metrics(net::asio::any_io_executor executor,
-                                                    const metrics::Registry& registry,
-                                                    const std::pair<std::string, uint16_t>& address) {
-  http::Router routes;
-  routes.add(http::bhttp::verb::get, "/metrics", [&registry](http::Exchange& exchange) -> net::awaitable<void> {
-    http::Response response{http::bhttp::status::ok, exchange.request().version()};
-    response.set(http::bhttp::field::content_type, metrics::kContentType);
-    response.body() = registry.render();
-    response.prepare_payload();
-    co_await exchange.respond(std::move(response));
-  });
-  http::ServerLimits limits;
-  limits.max_connections = 64;
-  auto server = std::make_unique<http::Server>(executor, std::move(routes), limits);
-  auto port = server->listen(address.first, address.second);
-  if (!port) return port.error().with_context("--metrics-listen");
-  std::fprintf(stderr, "metrics at http://%s:%u/metrics\n", address.first.c_str(), static_cast<unsigned>(*port));
-  return server;
-}
-
 std::string default_config_path() {
   const char* home = std::getenv("HOME");
   if (home == nullptr) return {};
@@ -279,9 +258,13 @@ int run_start(CLI::App* command, StartArgs& args) {
   metrics::Registry registry;
   std::unique_ptr<http::Server> metrics_server;
   if (metrics_address) {
-    auto served = serve_metrics(io.get_executor(), registry, *metrics_address);
-    if (!served) return fail(served.error().message);
+    uint16_t port = 0;
+    auto served =
+        http::serve_metrics_only(io.get_executor(), registry, metrics_address->first, metrics_address->second, &port);
+    if (!served) return fail("--metrics-listen: " + served.error().message);
     metrics_server = std::move(*served);
+    std::fprintf(stderr, "metrics at http://%s:%u/metrics\n", metrics_address->first.c_str(),
+                 static_cast<unsigned>(port));
   }
   crypto::initialize();
 
