@@ -2,10 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <list>
+#include <mutex>
+
 #include "base/log.h"
 #include "base/system_info.h"
 #include "base/thread_pool.h"
 #include "base/utf8.h"
+#include "engine/grammar/json_schema.h"
+#include "engine/grammar/matcher.h"
 #include "engine/kernels/kernel_set.h"
 #include "engine/model/model.h"
 #include "engine/scheduler/scheduler.h"
@@ -15,6 +20,8 @@ namespace {
 
 constexpr int kDefaultContextCap = 4096;
 constexpr size_t kMaxStopStrings = 16;
+// Compiled grammars kept for reuse (each holds its token-mask cache).
+constexpr size_t kCachedGrammars = 16;
 
 class LocalEngine final : public Engine {
  public:
@@ -56,7 +63,40 @@ class LocalEngine final : public Engine {
         return make_error(Errc::invalid_argument, "stop strings must be non-empty valid UTF-8");
       }
     }
+    if (request.logprobs < -1 || request.logprobs > kMaxTopLogprobs) {
+      return make_error(Errc::invalid_argument, fmt::format("top logprobs must be between 0 and {}", kMaxTopLogprobs));
+    }
+    if (request.grammar && &request.grammar->trie() != &trie()) {
+      return make_error(Errc::invalid_argument, "the grammar was made for another model");
+    }
     return scheduler_.enqueue(std::move(request), std::move(sink));
+  }
+
+  Result<std::shared_ptr<grammar::GrammarRuntime>> json_grammar(const json::bj::value* schema) const override {
+    std::string key = schema == nullptr ? std::string() : json::dump(*schema);
+    {
+      std::lock_guard lock(grammar_mutex_);
+      for (auto it = grammars_.begin(); it != grammars_.end(); ++it) {
+        if (it->first == key) {
+          auto found = it->second;
+          grammars_.splice(grammars_.begin(), grammars_, it);  // most recently used first
+          return found;
+        }
+      }
+    }
+    grammar::Grammar compiled;
+    if (schema == nullptr) {
+      compiled = grammar::json_object_grammar();
+    } else {
+      auto result = grammar::compile_json_schema(*schema);
+      if (!result) return result.error();
+      compiled = std::move(*result);
+    }
+    auto runtime = std::make_shared<grammar::GrammarRuntime>(std::move(compiled), &trie());
+    std::lock_guard lock(grammar_mutex_);
+    grammars_.emplace_front(std::move(key), runtime);
+    if (grammars_.size() > kCachedGrammars) grammars_.pop_back();
+    return runtime;
   }
 
   void cancel(RequestId id) override { scheduler_.cancel(id); }
@@ -72,6 +112,15 @@ class LocalEngine final : public Engine {
  private:
   std::unique_ptr<Model> model_;
   Tokenizer tokenizer_;
+  // The vocabulary's trie for grammars, built at the first one.
+  const grammar::TokenTrie& trie() const {
+    std::call_once(trie_once_, [this] { trie_ = std::make_unique<grammar::TokenTrie>(tokenizer_); });
+    return *trie_;
+  }
+  mutable std::once_flag trie_once_;
+  mutable std::unique_ptr<grammar::TokenTrie> trie_;
+  mutable std::mutex grammar_mutex_;
+  mutable std::list<std::pair<std::string, std::shared_ptr<grammar::GrammarRuntime>>> grammars_;
   ThreadPool pool_;
   const kernels::KernelSet& kernels_;
   int context_;

@@ -9,12 +9,17 @@
 #include <string_view>
 #include <vector>
 
+#include "base/json.h"
 #include "base/result.h"
 #include "engine/model/model_config.h"
 #include "engine/sampling/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace darkbloom::engine {
+
+namespace grammar {
+class GrammarRuntime;
+}
 
 struct EngineOptions {
   std::string model_path;
@@ -34,6 +39,29 @@ struct GenerationRequest {
   int max_tokens = 256;           // > 0
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
   bool ignore_eos = false;        // keep going past end-of-generation tokens (benchmarks)
+  // Structured output: every token must keep the text within this grammar (Engine::json_grammar),
+  // and the request stops with `stop` only where the text is complete. Stop strings do not
+  // apply: they could cut the text short of valid.
+  std::shared_ptr<grammar::GrammarRuntime> grammar;
+  // -1: no log-probabilities. 0 to kMaxTopLogprobs: the sink's on_token gets each sampled
+  // token's log-probability and this many most likely alternatives.
+  int logprobs = -1;
+};
+
+inline constexpr int kMaxTopLogprobs = 20;
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+};
+
+// A sampled token with its log-probability under the distribution it was drawn from: the
+// log-softmax of the logits after penalties and the grammar's mask, before temperature and the
+// top-k/top-p/min-p cuts (so it does not depend on those settings).
+struct SampledToken {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<TokenLogprob> top;  // most likely first
 };
 
 enum class FinishReason { stop, length, cancelled, error };
@@ -56,6 +84,9 @@ class GenerationSink {
   virtual ~GenerationSink() = default;
   // Newly completed text: whole UTF-8 characters, never part of a stop string.
   virtual void on_text(std::string_view delta) = 0;
+  // With logprobs asked for: each sampled token, before the text it completes (end-of-generation
+  // tokens and tokens whose text a stop string swallowed are reported too).
+  virtual void on_token(const SampledToken& /*token*/) {}
   // Exactly once per accepted request, after its last on_text.
   virtual void on_finish(const FinishEvent& event) = 0;
 };
@@ -105,6 +136,12 @@ class Engine {
   // tokenizer.chat_template from the file, empty when absent.
   virtual const std::string& chat_template() const = 0;
   virtual uint64_t weight_bytes_per_token() const = 0;
+
+  // A grammar for JSON output on this model's vocabulary: any JSON object when `schema` is null,
+  // else the texts `schema` accepts. Grammars are cached by schema text, so requests with the
+  // same schema share their token masks. Errors (Errc::invalid_argument) name the unsupported
+  // keyword and its path in the schema.
+  virtual Result<std::shared_ptr<grammar::GrammarRuntime>> json_grammar(const json::bj::value* schema) const = 0;
 };
 
 }  // namespace darkbloom::engine

@@ -299,18 +299,66 @@ void Router::add(bhttp::verb method, std::string path, Handler handler) {
   routes_[std::move(path)].emplace_back(method, std::move(handler));
 }
 
-const Handler* Router::find(bhttp::verb method, std::string_view path, proto::ApiError* error) const {
-  const auto it = routes_.find(std::string(path));
-  if (it == routes_.end()) {
+void Router::add_prefix(bhttp::verb method, std::string prefix, Handler handler) {
+  for (auto& [existing, handlers] : prefixes_) {
+    if (existing == prefix) {
+      handlers.emplace_back(method, std::move(handler));
+      return;
+    }
+  }
+  prefixes_.emplace_back(std::move(prefix), Handlers{});
+  prefixes_.back().second.emplace_back(method, std::move(handler));
+}
+
+const Handler* Router::find(bhttp::verb method, std::string_view path, proto::ApiError* error,
+                            std::string* route) const {
+  const Handlers* handlers = nullptr;
+  std::string name;
+  if (const auto it = routes_.find(std::string(path)); it != routes_.end()) {
+    handlers = &it->second;
+    name = it->first;
+  } else {
+    for (const auto& [prefix, candidates] : prefixes_) {
+      if (path.size() > prefix.size() && path.starts_with(prefix)) {
+        handlers = &candidates;
+        name = prefix + "*";
+        break;
+      }
+    }
+  }
+  if (handlers == nullptr) {
     *error = proto::not_found_error(fmt::format("No route for {}", path));
     return nullptr;
   }
-  for (const auto& [verb, handler] : it->second) {
-    if (verb == method) return &handler;
+  for (const auto& [verb, handler] : *handlers) {
+    if (verb == method) {
+      if (route != nullptr) *route = std::move(name);
+      return &handler;
+    }
   }
   *error = protocol_error(405, "invalid_request_error", "method_not_allowed",
                           fmt::format("Method {} is not allowed on {}", std::string(bhttp::to_string(method)), path));
   return nullptr;
+}
+
+std::string percent_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
 }
 
 // ---- Server ----
@@ -413,7 +461,10 @@ void Server::observe(bhttp::verb method, std::string_view target, unsigned statu
   if (!observer_) return;
   const std::string_view path = target.substr(0, target.find('?'));
   proto::ApiError ignored;
-  observer_(router_.find(method, path, &ignored) != nullptr ? path : std::string_view("unmatched"), status);
+  std::string route;
+  observer_(
+      router_.find(method, path, &ignored, &route) != nullptr ? std::string_view(route) : std::string_view("unmatched"),
+      status);
 }
 
 awaitable<void> Server::refuse_connection(Transport& stream) {
@@ -518,7 +569,8 @@ awaitable<Server::ReadOutcome> Server::read_request(Transport& stream, beast::fl
 
 awaitable<Server::AfterRequest> Server::handle_request(Exchange& exchange) {
   proto::ApiError route_error;
-  const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error);
+  std::string route;
+  const Handler* handler = router_.find(exchange.request().method(), exchange.path(), &route_error, &route);
   if (handler == nullptr) {
     co_await exchange.respond_error(route_error);
     if (observer_) observer_("unmatched", exchange.status());
@@ -538,7 +590,7 @@ awaitable<Server::AfterRequest> Server::handle_request(Exchange& exchange) {
   if (!exchange.answered()) {
     co_await exchange.respond_error(proto::server_error(failed ? "Internal error" : "The handler did not answer"));
   }
-  if (observer_) observer_(exchange.path(), exchange.status());
+  if (observer_) observer_(route, exchange.status());
   if (exchange.taken_over()) co_return AfterRequest::taken_over;
   if (half_written) co_return AfterRequest::close;
   co_return exchange.keep_alive() ? AfterRequest::next : AfterRequest::close;

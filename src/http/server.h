@@ -139,12 +139,22 @@ class Exchange {
 class Router {
  public:
   void add(bhttp::verb method, std::string path, Handler handler);
+  // Every path that starts with `prefix` and goes on (e.g. "/v1/models/" for /v1/models/{id});
+  // exact paths win. Such a route is named "<prefix>*" (metrics labels stay bounded).
+  void add_prefix(bhttp::verb method, std::string prefix, Handler handler);
   // The handler for a request, or nullptr with `*error` set (404 unknown path, 405 wrong method).
-  const Handler* find(bhttp::verb method, std::string_view path, proto::ApiError* error) const;
+  // `route`, when given, receives the matched route's name.
+  const Handler* find(bhttp::verb method, std::string_view path, proto::ApiError* error,
+                      std::string* route = nullptr) const;
 
  private:
-  std::unordered_map<std::string, std::vector<std::pair<bhttp::verb, Handler>>> routes_;
+  using Handlers = std::vector<std::pair<bhttp::verb, Handler>>;
+  std::unordered_map<std::string, Handlers> routes_;
+  std::vector<std::pair<std::string, Handlers>> prefixes_;
 };
+
+// "%2F" → "/" and so on; a malformed escape stays as it is.
+std::string percent_decode(std::string_view text);
 
 // Looks at a request's headers before its body is read: a refusal (with its headers) is answered
 // at once and the body never read, so an unauthenticated client cannot make the server read and

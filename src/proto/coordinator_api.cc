@@ -46,23 +46,33 @@ bj::object attestation_entry(const ProviderAttestation& provider) {
 
 }  // namespace
 
+namespace {
+
+bj::object model_object(const ModelSummary& summary) {
+  bj::object metadata;
+  metadata["provider_count"] = summary.provider_count;
+  metadata["attested_providers"] = summary.attested_providers;
+  metadata["trust_level"] = summary.trust_level;
+  metadata["quantization"] = summary.quantization;
+  bj::object model;
+  model["id"] = summary.id;
+  model["object"] = "model";
+  model["created"] = 0;
+  model["owned_by"] = "darkbloom";
+  model["metadata"] = std::move(metadata);
+  return model;
+}
+
+}  // namespace
+
 std::string encode_model_list(const std::vector<ModelSummary>& models) {
   bj::array data;
-  for (const auto& summary : models) {
-    bj::object metadata;
-    metadata["provider_count"] = summary.provider_count;
-    metadata["attested_providers"] = summary.attested_providers;
-    metadata["trust_level"] = summary.trust_level;
-    metadata["quantization"] = summary.quantization;
-    bj::object model;
-    model["id"] = summary.id;
-    model["object"] = "model";
-    model["created"] = 0;
-    model["owned_by"] = "darkbloom";
-    model["metadata"] = std::move(metadata);
-    data.push_back(std::move(model));
-  }
+  for (const auto& summary : models) data.push_back(model_object(summary));
   return list_of(std::move(data));
+}
+
+std::string encode_model(const ModelSummary& model) {
+  return json::dump(model_object(model));
 }
 
 std::string encode_health(const Health& health) {

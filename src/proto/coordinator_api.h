@@ -19,6 +19,8 @@ struct ModelSummary {
   std::string quantization;
 };
 std::string encode_model_list(const std::vector<ModelSummary>& models);
+// One model object, as GET /v1/models/{id} answers.
+std::string encode_model(const ModelSummary& model);
 
 struct Health {
   size_t providers = 0;

@@ -51,7 +51,77 @@ bool content_text(const bj::value& content, std::string* out, std::string* probl
   return true;
 }
 
+// response_format: {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}.
+// Problems are reported whole (their message names the field) under the param "response_format".
+std::optional<std::string> parse_response_format(json::ObjectReader& r, CompletionRequest* request) {
+  const bj::value* format = r.find("response_format");
+  if (format == nullptr || format->is_null()) return std::nullopt;
+  if (!format->is_object()) return "response_format: must be an object with a \"type\"";
+  json::ObjectReader f(format->as_object(), "response_format");
+  request->response_format = f.string("type", 32);
+  if (f.ok() && request->response_format != "text" && request->response_format != "json_object" &&
+      request->response_format != "json_schema") {
+    f.fail("type", fmt::format("must be text, json_object or json_schema, not '{}'", request->response_format));
+  }
+  if (f.ok() && request->response_format == "json_schema") {
+    const bj::object& spec = f.object("json_schema");
+    if (f.ok()) {
+      json::ObjectReader j(spec, "response_format.json_schema");
+      const std::string name = j.string("name", 64);
+      if (j.ok() &&
+          (name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                               std::string::npos)) {
+        j.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+      }
+      j.optional_boolean("strict");
+      j.optional_string("description", 4096);
+      if (const bj::value* schema = j.find("schema"); schema != nullptr && !schema->is_null()) {
+        if (!schema->is_object() && !schema->is_bool()) {
+          j.fail("schema", "must be a JSON Schema object");
+        } else {
+          request->json_schema = *schema;
+        }
+      }
+      if (!j.ok()) return j.error().message;
+    }
+  }
+  if (!f.ok()) return f.error().message;
+  return std::nullopt;
+}
+
+void parse_logprobs(Endpoint endpoint, json::ObjectReader& r, CompletionRequest* request) {
+  if (endpoint == Endpoint::chat_completions) {
+    request->logprobs = r.optional_boolean("logprobs").value_or(false);
+    const auto top = r.optional_integer("top_logprobs", 0, 20);
+    if (r.ok() && top && !request->logprobs && *top > 0) {
+      r.fail("top_logprobs", "needs \"logprobs\": true");
+    }
+    request->top_logprobs = static_cast<int>(top.value_or(0));
+  } else {
+    const auto top = r.optional_integer("logprobs", 0, 5);
+    request->logprobs = top.has_value();
+    request->top_logprobs = static_cast<int>(top.value_or(0));
+  }
+}
+
 }  // namespace
+
+void append_logprobs(bj::value* all, const bj::value& part) {
+  if (!part.is_object()) return;
+  if (!all->is_object()) {
+    *all = part;
+    return;
+  }
+  bj::object& into = all->as_object();
+  for (const auto& [key, value] : part.as_object()) {
+    bj::value* existing = into.if_contains(key);
+    if (existing != nullptr && existing->is_array() && value.is_array()) {
+      for (const bj::value& item : value.as_array()) existing->as_array().push_back(item);
+    } else {
+      into[key] = value;
+    }
+  }
+}
 
 std::string ApiError::to_json() const {
   bj::object error{{"message", message}, {"type", type}, {"code", code.empty() ? type : code}};
@@ -190,6 +260,10 @@ Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::
   request.repetition_penalty = r.optional_number("repetition_penalty", 0.01, 10);
   request.seed = r.optional_integer("seed", INT64_MIN, INT64_MAX);
   if (const auto n = r.optional_integer("n", 1, 128); n && *n != 1) r.fail("n", "only n = 1 is supported");
+  if (check()) {
+    if (auto problem = parse_response_format(r, &request)) return fail(*problem, "response_format");
+  }
+  if (check()) parse_logprobs(endpoint, r, &request);
   request.ignore_eos = r.optional_boolean("ignore_eos").value_or(false);
   if (const bj::value* stop = r.find("stop")) {
     if (stop->is_string()) {
@@ -241,16 +315,16 @@ std::optional<std::string> ChunkFormatter::opening_chunk() const {
   return bj::serialize(chunk);
 }
 
-std::string ChunkFormatter::content_chunk(std::string_view text) const {
+std::string ChunkFormatter::content_chunk(std::string_view text, const bj::value& logprobs) const {
   if (endpoint_ == Endpoint::chat_completions) {
     bj::object chunk = base("chat.completion.chunk");
     chunk["choices"] = bj::array{bj::object{
-        {"index", 0}, {"delta", bj::object{{"content", text}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}};
+        {"index", 0}, {"delta", bj::object{{"content", text}}}, {"logprobs", logprobs}, {"finish_reason", nullptr}}};
     return bj::serialize(chunk);
   }
   bj::object chunk = base("text_completion");
   chunk["choices"] =
-      bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", nullptr}}};
+      bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", nullptr}}};
   return bj::serialize(chunk);
 }
 
@@ -289,19 +363,19 @@ std::string ChunkFormatter::receipt_chunk(const Receipt& receipt) const {
   return bj::serialize(chunk);
 }
 
-std::string ChunkFormatter::complete_response(std::string_view text, std::string_view finish_reason,
-                                              const Usage& usage) const {
+std::string ChunkFormatter::complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage,
+                                              const bj::value& logprobs) const {
   bj::object response;
   if (endpoint_ == Endpoint::chat_completions) {
     response = base("chat.completion");
     response["choices"] = bj::array{bj::object{{"index", 0},
                                                {"message", bj::object{{"role", "assistant"}, {"content", text}}},
-                                               {"logprobs", nullptr},
+                                               {"logprobs", logprobs},
                                                {"finish_reason", finish_reason}}};
   } else {
     response = base("text_completion");
     response["choices"] =
-        bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
+        bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish_reason}}};
   }
   response["usage"] = bj::object{{"prompt_tokens", usage.prompt_tokens},
                                  {"completion_tokens", usage.completion_tokens},

@@ -71,6 +71,14 @@ struct CompletionRequest {
   std::optional<int64_t> seed;
   std::vector<std::string> stop;
   bool ignore_eos = false;  // extension (as in vLLM): keep generating past end-of-sequence tokens
+  // response_format.type: "text", "json_object" or "json_schema". The schema itself (null when
+  // the json_schema gives none) is checked where it is compiled, by the provider.
+  std::string response_format = "text";
+  json::bj::value json_schema;
+  // Log-probabilities of the sampled tokens, with `top_logprobs` alternatives each (chat:
+  // logprobs + top_logprobs 0-20; completions: logprobs 0-5).
+  bool logprobs = false;
+  int top_logprobs = 0;
   json::bj::object body;
 };
 
@@ -103,14 +111,16 @@ class ChunkFormatter {
 
   // The first chat chunk carries the assistant role (and empty content); completions have none.
   std::optional<std::string> opening_chunk() const;
-  std::string content_chunk(std::string_view text) const;
+  // `logprobs` (null when none) is the choice's logprobs object for the tokens of `text`.
+  std::string content_chunk(std::string_view text, const json::bj::value& logprobs = nullptr) const;
   std::string finish_chunk(std::string_view finish_reason) const;
   std::string usage_chunk(const Usage& usage) const;
   // The last event before [DONE] when the provider signed its answer: `choices` is empty and the
   // receipt sits in `darkbloom_receipt`.
   std::string receipt_chunk(const Receipt& receipt) const;
   // The non-streaming response object.
-  std::string complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage) const;
+  std::string complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage,
+                                const json::bj::value& logprobs = nullptr) const;
 
   const std::string& id() const { return id_; }
 
@@ -122,6 +132,10 @@ class ChunkFormatter {
   std::string model_;
   int64_t created_;
 };
+
+// Appends a chunk's logprobs object to those of the chunks before it (the arrays in it grow),
+// for a whole response assembled from chunks.
+void append_logprobs(json::bj::value* all, const json::bj::value& part);
 
 // A `data:` event of a stream error, sent in-band after the stream started.
 std::string stream_error_event(const ApiError& error);

@@ -236,6 +236,7 @@ std::string encode(const InferenceError& m) {
                     {"status_code", m.status_code},
                     {"message", m.message}};
   if (!m.code.empty()) object["code"] = m.code;
+  if (!m.param.empty()) object["param"] = m.param;
   return dump(object);
 }
 
@@ -297,7 +298,9 @@ std::string encode(const SealedRequest& m) {
   return dump({{"endpoint", m.endpoint}, {"body", m.body}});
 }
 std::string encode(const ChunkContent& m) {
-  return dump({{"seq", m.seq}, {"text", m.text}});
+  bj::object object{{"seq", m.seq}, {"text", m.text}};
+  if (!m.logprobs.is_null()) object["logprobs"] = m.logprobs;
+  return dump(object);
 }
 
 std::string encode(const CompletionContent& m) {
@@ -341,6 +344,7 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
     m.status_code = static_cast<int>(r.integer("status_code", 400, 599));
     m.message = r.string("message", kMaxTextBytes);
     m.code = r.optional_string("code", 64).value_or("");
+    m.param = r.optional_string("param", 128).value_or("");
     return finish(r, std::move(m));
   }
   if (type == "load_model_status") {
@@ -433,6 +437,13 @@ Result<ChunkContent> decode_chunk_content(std::string_view plaintext) {
   ChunkContent m;
   m.seq = static_cast<uint64_t>(r.integer("seq", 0, int64_t{1} << 40));
   m.text = r.string("text", kMaxFrameBytes);
+  if (const bj::value* logprobs = r.find("logprobs"); logprobs != nullptr && !logprobs->is_null()) {
+    if (logprobs->is_object()) {
+      m.logprobs = *logprobs;
+    } else {
+      r.fail("logprobs", "must be an object");
+    }
+  }
   if (!r.ok()) return r.error();
   return m;
 }

@@ -117,6 +117,9 @@ struct InferenceError {
   int status_code = 500;  // 400 bad body, 499 cancelled, 500 engine error, 503 unsafe posture
   std::string message;
   std::string code;  // optional: "context_length_exceeded" marks a request no provider can serve
+  // optional: the request field a 400 is about. Such a 400 is the request's own fault (a schema
+  // the provider cannot compile, ...): it goes to the client as it is, with no other provider tried.
+  std::string param;
 };
 
 // Answer to a challenge: `signature` covers nonce + timestamp; `status` is a canonical status
@@ -201,6 +204,7 @@ struct SealedRequest {
 struct ChunkContent {
   uint64_t seq = 0;
   std::string text;
+  json::bj::value logprobs;  // null, or the OpenAI choice's logprobs object for this text's tokens
 };
 
 // What an inference_complete opens to; `seq` is the number of chunks sent before it. The

@@ -466,7 +466,8 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   if (!generation) {
     in_flight_.erase(request_id);
     outcomes_.at({{"outcome", "refused"}}).add();
-    socket->send(proto::encode(proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code}));
+    socket->send(proto::encode(
+        proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code, api_error.param}));
     co_return;
   }
   auto queue = std::make_shared<EngineEventQueue>(executor_);
@@ -481,13 +482,15 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   if (entry.cancelled) (*engine)->cancel(*engine_id);  // cancelled while the model was loading
   socket->send(proto::encode(proto::InferenceAccepted{request_id}));
 
-  co_await relay_answer(socket, request_id, *session_key, *queue);
+  LogprobsCollector logprobs(endpoint, (*engine)->tokenizer());
+  co_await relay_answer(socket, request_id, *session_key, *queue, std::move(logprobs));
   in_flight_.erase(request_id);
   last_activity_ = Clock::now();
 }
 
 awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                            const crypto::PublicKey& session_key, EngineEventQueue& queue) {
+                                            const crypto::PublicKey& session_key, EngineEventQueue& queue,
+                                            LogprobsCollector logprobs) {
   auto fail = [&](int status, const std::string& text) {
     const char* outcome = status == 499 ? "cancelled" : status >= 500 ? "failed" : "refused";
     outcomes_.at({{"outcome", outcome}}).add();
@@ -498,9 +501,13 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   std::string answer;  // for the receipt; wiped below
   for (;;) {
     EngineEvent event = co_await queue.pop();
+    if (auto* sampled = std::get_if<engine::SampledToken>(&event)) {
+      logprobs.add(*sampled);
+      continue;
+    }
     if (auto* text = std::get_if<std::string>(&event)) {
       answer += *text;
-      std::string content = proto::encode(proto::ChunkContent{seq++, *text});
+      std::string content = proto::encode(proto::ChunkContent{seq++, *text, logprobs.take(*text)});
       proto::InferenceChunk chunk;
       chunk.request_id = request_id;
       chunk.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());

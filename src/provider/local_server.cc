@@ -37,6 +37,8 @@ http::Router LocalServer::routes() {
   });
   router.add(http::bhttp::verb::get, "/v1/models",
              [this](http::Exchange& exchange) { return handle_models(exchange); });
+  router.add_prefix(http::bhttp::verb::get, "/v1/models/",
+                    [this](http::Exchange& exchange) { return handle_model(exchange); });
   router.add(http::bhttp::verb::post, "/v1/chat/completions", [this](http::Exchange& exchange) {
     return handle_completion(exchange, proto::Endpoint::chat_completions);
   });
@@ -45,7 +47,7 @@ http::Router LocalServer::routes() {
   return router;
 }
 
-std::string LocalServer::models_json() const {
+bj::object LocalServer::model_object() const {
   // Built outside the coroutine: GCC 12 mis-compiles brace-initialised JSON inside coroutines.
   const auto& config = engine_.model_config();
   bj::object metadata;
@@ -58,8 +60,12 @@ std::string LocalServer::models_json() const {
   model["created"] = created_;
   model["owned_by"] = "darkbloom";
   model["metadata"] = std::move(metadata);
+  return model;
+}
+
+std::string LocalServer::models_json() const {
   bj::array data;
-  data.push_back(std::move(model));
+  data.push_back(model_object());
   bj::object list;
   list["object"] = "list";
   list["data"] = std::move(data);
@@ -68,6 +74,17 @@ std::string LocalServer::models_json() const {
 
 awaitable<void> LocalServer::handle_models(http::Exchange& exchange) {
   co_await exchange.respond_json(200, models_json());
+}
+
+awaitable<void> LocalServer::handle_model(http::Exchange& exchange) {
+  const std::string id = http::percent_decode(exchange.path().substr(std::string_view("/v1/models/").size()));
+  if (id != model_id_) {
+    const proto::ApiError not_found = proto::model_not_found(id);
+    co_await exchange.respond_error(not_found);
+    co_return;
+  }
+  const std::string body = bj::serialize(model_object());
+  co_await exchange.respond_json(200, body);
 }
 
 awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::Endpoint endpoint) {
@@ -99,6 +116,7 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
 
   const std::string request_id = next_request_id();
   const Answer answer{
+      endpoint,
       proto::ChunkFormatter(endpoint, proto::response_id(endpoint, request_id), model_id_, unix_seconds_now()),
       {{"X-Request-Id", request_id}}};
   if (request->stream) {
@@ -110,10 +128,17 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
 
 awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, EngineEventQueue& queue, const Answer& answer) {
   std::string text;
+  LogprobsCollector collector(answer.endpoint, engine_.tokenizer());
+  bj::value logprobs;
   for (;;) {
     EngineEvent event = co_await queue.pop();
+    if (auto* sampled = std::get_if<engine::SampledToken>(&event)) {
+      collector.add(*sampled);
+      continue;
+    }
     if (auto* delta = std::get_if<std::string>(&event)) {
       text += *delta;
+      proto::append_logprobs(&logprobs, collector.take(*delta));
       continue;
     }
     const auto& finish = std::get<engine::FinishEvent>(event);
@@ -123,8 +148,9 @@ awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, EngineEvent
       co_return;
     }
     const proto::Usage usage{finish.prompt_tokens, finish.completion_tokens};
-    co_await exchange.respond_json(
-        200, answer.format.complete_response(text, openai_finish_reason(finish.reason), usage), answer.headers);
+    const std::string body =
+        answer.format.complete_response(text, openai_finish_reason(finish.reason), usage, logprobs);
+    co_await exchange.respond_json(200, body, answer.headers);
     co_return;
   }
 }
@@ -138,10 +164,16 @@ awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, EngineEventQ
   const proto::ChunkFormatter& format = answer.format;
   bool client_ok = true;
   if (auto opening = format.opening_chunk()) client_ok = co_await exchange.send_event(*opening);
+  LogprobsCollector collector(answer.endpoint, engine_.tokenizer());
   for (;;) {
     EngineEvent event = co_await queue.pop();
+    if (auto* sampled = std::get_if<engine::SampledToken>(&event)) {
+      collector.add(*sampled);
+      continue;
+    }
     if (auto* delta = std::get_if<std::string>(&event)) {
-      if (client_ok && !co_await exchange.send_event(format.content_chunk(*delta))) {
+      const std::string chunk = format.content_chunk(*delta, collector.take(*delta));
+      if (client_ok && !co_await exchange.send_event(chunk)) {
         client_ok = false;
         engine_.cancel(engine_id);
       }

@@ -1,6 +1,6 @@
 // `darkbloom serve`: the engine alone behind the OpenAI API on a local port, with no coordinator
 // and no sealing. POST /v1/chat/completions, POST /v1/completions (streaming and not),
-// GET /v1/models, GET /health.
+// GET /v1/models, GET /v1/models/{id}, GET /health.
 #pragma once
 
 #include <string>
@@ -27,6 +27,7 @@ class LocalServer {
   net::awaitable<void> handle_completion(http::Exchange& exchange, proto::Endpoint endpoint);
   // How an answer is written: the chunk format and the headers every answer carries.
   struct Answer {
+    proto::Endpoint endpoint;
     proto::ChunkFormatter format;
     std::vector<std::pair<std::string, std::string>> headers;
   };
@@ -36,6 +37,9 @@ class LocalServer {
   net::awaitable<void> relay_stream(http::Exchange& exchange, EngineEventQueue& queue, engine::RequestId engine_id,
                                     const Answer& answer, bool include_usage);
   net::awaitable<void> handle_models(http::Exchange& exchange);
+  // GET /v1/models/{id}: the one model, or 404.
+  net::awaitable<void> handle_model(http::Exchange& exchange);
+  json::bj::object model_object() const;
   std::string models_json() const;
 
   net::asio::any_io_executor executor_;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "base/utf8.h"
 #include "engine/chat/chat_template.h"
 
 namespace darkbloom::provider {
@@ -53,11 +54,82 @@ Result<engine::GenerationRequest> to_generation_request(const engine::Engine& en
   out.sampling.frequency_penalty = static_cast<float>(request.frequency_penalty.value_or(0.0));
   out.sampling.repetition_penalty = static_cast<float>(request.repetition_penalty.value_or(1.0));
   if (request.seed) out.sampling.seed = static_cast<uint64_t>(*request.seed);
+  out.logprobs = request.logprobs ? request.top_logprobs : -1;
+  if (request.response_format == "json_object" || request.response_format == "json_schema") {
+    const json::bj::value* schema = request.json_schema.is_null() ? nullptr : &request.json_schema;
+    auto grammar = engine.json_grammar(schema);
+    if (!grammar) {
+      *error =
+          proto::invalid_request("response_format.json_schema.schema: " + grammar.error().message, "response_format");
+      return grammar.error();
+    }
+    out.grammar = std::move(*grammar);
+  }
   if (auto status = out.sampling.validate(); !status) {
     *error = proto::invalid_request(status.error().message);
     return status.error();
   }
   return out;
+}
+
+namespace {
+
+json::bj::array byte_values(std::string_view bytes) {
+  json::bj::array out;
+  for (char c : bytes) out.push_back(static_cast<uint8_t>(c));
+  return out;
+}
+
+}  // namespace
+
+json::bj::value LogprobsCollector::take(std::string_view text) {
+  namespace bj = json::bj;
+  if (pending_.empty()) {
+    offset_ += text.size();
+    return nullptr;
+  }
+  bj::object result;
+  if (endpoint_ == proto::Endpoint::chat_completions) {
+    bj::array content;
+    for (const auto& sampled : pending_) {
+      const std::string piece = tokenizer_.token_to_piece(sampled.token);
+      bj::array top;
+      for (const auto& alternative : sampled.top) {
+        const std::string alternative_piece = tokenizer_.token_to_piece(alternative.token);
+        top.push_back(bj::object{{"token", utf8::sanitize(alternative_piece)},
+                                 {"logprob", alternative.logprob},
+                                 {"bytes", byte_values(alternative_piece)}});
+      }
+      content.push_back(bj::object{{"token", utf8::sanitize(piece)},
+                                   {"logprob", sampled.logprob},
+                                   {"bytes", byte_values(piece)},
+                                   {"top_logprobs", std::move(top)}});
+    }
+    result["content"] = std::move(content);
+    result["refusal"] = nullptr;
+  } else {
+    bj::array tokens, token_logprobs, top_logprobs, text_offset;
+    size_t offset = offset_;
+    for (const auto& sampled : pending_) {
+      const std::string piece = tokenizer_.token_to_piece(sampled.token);
+      tokens.push_back(bj::value(utf8::sanitize(piece)));
+      token_logprobs.push_back(sampled.logprob);
+      bj::object top;
+      for (const auto& alternative : sampled.top) {
+        top[utf8::sanitize(tokenizer_.token_to_piece(alternative.token))] = alternative.logprob;
+      }
+      top_logprobs.push_back(std::move(top));
+      text_offset.push_back(offset);
+      offset += piece.size();
+    }
+    result["tokens"] = std::move(tokens);
+    result["token_logprobs"] = std::move(token_logprobs);
+    result["top_logprobs"] = std::move(top_logprobs);
+    result["text_offset"] = std::move(text_offset);
+  }
+  pending_.clear();
+  offset_ += text.size();
+  return result;
 }
 
 }  // namespace darkbloom::provider

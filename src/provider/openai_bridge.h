@@ -18,8 +18,9 @@ Result<engine::GenerationRequest> to_generation_request(const engine::Engine& en
                                                         const proto::CompletionRequest& request,
                                                         proto::ApiError* error);
 
-// What an engine request emits: text deltas, then exactly one finish.
-using EngineEvent = std::variant<std::string, engine::FinishEvent>;
+// What an engine request emits: text deltas (with sampled tokens before them when logprobs were
+// asked for), then exactly one finish.
+using EngineEvent = std::variant<std::string, engine::SampledToken, engine::FinishEvent>;
 using EngineEventQueue = net::AsyncQueue<EngineEvent>;
 
 // An engine sink that forwards into a queue living on an Asio executor.
@@ -27,10 +28,31 @@ class QueueSink final : public engine::GenerationSink {
  public:
   explicit QueueSink(std::shared_ptr<EngineEventQueue> queue) : queue_(std::move(queue)) {}
   void on_text(std::string_view delta) override { queue_->push(std::string(delta)); }
+  void on_token(const engine::SampledToken& token) override { queue_->push(token); }
   void on_finish(const engine::FinishEvent& event) override { queue_->push(event); }
 
  private:
   std::shared_ptr<EngineEventQueue> queue_;
+};
+
+// Log-probabilities of sampled tokens, held until the text they produced is sent, in the
+// endpoint's shape: chat {"content": [{token, logprob, bytes, top_logprobs}], "refusal": null};
+// completions {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. Tokens that produce
+// no text (the end token, text a stop string swallowed) are not reported.
+class LogprobsCollector {
+ public:
+  LogprobsCollector(proto::Endpoint endpoint, const engine::Tokenizer& tokenizer)
+      : endpoint_(endpoint), tokenizer_(tokenizer) {}
+  void add(const engine::SampledToken& token) { pending_.push_back(token); }
+  // The logprobs object for the tokens before `text` (null when there are none); the text moves
+  // the offsets of the next ones.
+  json::bj::value take(std::string_view text);
+
+ private:
+  proto::Endpoint endpoint_;
+  const engine::Tokenizer& tokenizer_;
+  std::vector<engine::SampledToken> pending_;
+  size_t offset_ = 0;  // bytes of text sent before
 };
 
 // OpenAI's name for how generation ended.

@@ -4,10 +4,13 @@
 
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
+#include <semaphore>
 #include <thread>
 
+#include "base/json.h"
 #include "base/thread_pool.h"
 #include "engine/collecting_sink.h"
 #include "engine/kernels/kernel_set.h"
@@ -87,6 +90,86 @@ TEST_F(EngineTest, greedy_generation_is_deterministic_and_stops_at_max_tokens) {
 
 // The scheduler decodes incrementally with the KV cache; recomputing the whole sequence from
 // scratch at every step must choose the same greedy tokens.
+TEST_F(EngineTest, structured_output_is_valid_and_the_same_alone_and_batched) {
+  auto schema = json::parse(
+      R"({"type":"object","properties":{"mood":{"enum":["calm","busy"]},"n":{"type":"integer","minimum":0,"maximum":99},)"
+      R"("tags":{"type":"array","items":{"type":"string","maxLength":3},"maxItems":2}},"required":["mood","n","tags"]})",
+      "schema");
+  ASSERT_TRUE(schema);
+  auto grammar = engine_->json_grammar(&*schema);
+  ASSERT_TRUE(grammar) << grammar.error().message;
+  auto constrained = [&](uint64_t seed) {
+    GenerationRequest r = request("Report:", 96, 1.0f);
+    r.ignore_eos = false;
+    r.sampling.seed = seed;
+    r.grammar = *grammar;
+    r.stop = {"\""};  // stop strings do not apply to structured output
+    return r;
+  };
+  std::vector<std::pair<std::string, FinishEvent>> alone;
+  for (uint64_t seed = 1; seed <= 6; ++seed) alone.push_back(run(constrained(seed)));
+  int stopped = 0;
+  for (const auto& [text, event] : alone) {
+    if (event.reason != FinishReason::stop) continue;
+    ++stopped;
+    auto value = json::parse(text, "answer");
+    ASSERT_TRUE(value) << text;
+    const auto& object = value->as_object();
+    EXPECT_TRUE(object.at("mood") == "calm" || object.at("mood") == "busy") << text;
+    EXPECT_LE(object.at("n").as_int64(), 99) << text;
+    EXPECT_LE(object.at("tags").as_array().size(), 2u) << text;
+  }
+  EXPECT_GE(stopped, 3);
+  // All six at once: one batch, the same answers token for token.
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine_->submit(constrained(seed), sinks.back()));
+  }
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    const FinishEvent event = sinks[i]->wait();
+    EXPECT_EQ(sinks[i]->text(), alone[i].first);
+    EXPECT_EQ(event.reason, alone[i].second.reason);
+    EXPECT_EQ(event.completion_tokens, alone[i].second.completion_tokens);
+  }
+}
+
+TEST_F(EngineTest, logprobs_are_those_of_the_distribution_before_temperature) {
+  struct Tokens final : GenerationSink {
+    void on_text(std::string_view) override {}
+    void on_token(const SampledToken& token) override { tokens.push_back(token); }
+    void on_finish(const FinishEvent&) override { done.release(); }
+    std::vector<SampledToken> tokens;
+    std::binary_semaphore done{0};
+  };
+  auto sample = [&](float temperature) {
+    GenerationRequest r = request("The river ran", 1, temperature);
+    r.logprobs = 5;
+    r.sampling.seed = 4;
+    auto sink = std::make_shared<Tokens>();
+    EXPECT_TRUE(engine_->submit(std::move(r), sink));
+    sink->done.acquire();
+    return sink->tokens;
+  };
+  const auto greedy = sample(0.0f);
+  const auto hot = sample(1.5f);
+  ASSERT_EQ(greedy.size(), 1u);
+  ASSERT_EQ(hot.size(), 1u);
+  ASSERT_EQ(greedy[0].top.size(), 5u);
+  EXPECT_EQ(greedy[0].token, greedy[0].top[0].token);
+  EXPECT_FLOAT_EQ(greedy[0].logprob, greedy[0].top[0].logprob);
+  double mass = 0;
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(hot[0].top[i].token, greedy[0].top[i].token);
+    EXPECT_FLOAT_EQ(hot[0].top[i].logprob, greedy[0].top[i].logprob);
+    if (i > 0) {
+      EXPECT_GE(greedy[0].top[i - 1].logprob, greedy[0].top[i].logprob);
+    }
+    mass += std::exp(greedy[0].top[i].logprob);
+  }
+  EXPECT_LE(mass, 1.0 + 1e-6);
+}
+
 TEST_F(EngineTest, incremental_decoding_matches_full_recomputation) {
   const int n = 12;
   const auto [text, event] = run(request("Engineers checked the machines", n));

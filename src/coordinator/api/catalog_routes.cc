@@ -73,6 +73,29 @@ awaitable<void> handle_models(http::Exchange& exchange, ApiContext& context) {
                                  proto::encode_model_list(model_summaries(context.registry, context.config.min_trust)));
 }
 
+// The model's summary, or nullopt when no routable provider serves it.
+std::optional<proto::ModelSummary> find_model(const ApiContext& context, const std::string& id) {
+  for (auto& summary : model_summaries(context.registry, context.config.min_trust)) {
+    if (summary.id == id) return summary;
+  }
+  return std::nullopt;
+}
+
+awaitable<void> handle_model(http::Exchange& exchange, ApiContext& context) {
+  const std::optional<std::string> account =
+      co_await authenticate_consumer(exchange, context.keys, context.store_worker);
+  if (!account) co_return;
+  const std::string id = http::percent_decode(exchange.path().substr(std::string_view("/v1/models/").size()));
+  const std::optional<proto::ModelSummary> model = find_model(context, id);
+  if (!model) {
+    const proto::ApiError not_found = proto::model_not_found(id);
+    co_await exchange.respond_error(not_found);
+    co_return;
+  }
+  const std::string body = proto::encode_model(*model);
+  co_await exchange.respond_json(200, body);
+}
+
 awaitable<void> handle_health(http::Exchange& exchange, ApiContext& context) {
   const proto::Health health{context.registry.registered_count(),
                              context.registry.routable_count(context.config.min_trust), context.router.queued_total()};
@@ -134,6 +157,7 @@ awaitable<void> handle_attestations(http::Exchange& exchange, ApiContext& contex
 void add_catalog_routes(http::Router& routes, ApiContext& context) {
   using http::bhttp::verb;
   routes.add(verb::get, "/v1/models", [&context](http::Exchange& e) { return handle_models(e, context); });
+  routes.add_prefix(verb::get, "/v1/models/", [&context](http::Exchange& e) { return handle_model(e, context); });
   routes.add(verb::get, "/health", [&context](http::Exchange& e) { return handle_health(e, context); });
   auto listing = std::make_shared<AttestationListing>();
   routes.add(verb::get, "/v1/providers/attestation",

@@ -308,10 +308,12 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
   const proto::ChunkFormatter format = formatter_for(request);
   const Headers headers = response_headers(request, *answer.provider);
   std::string text;
+  json::bj::value logprobs;
   for (;;) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
       text += chunk->text;
+      proto::append_logprobs(&logprobs, chunk->logprobs);
       continue;
     }
     if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
@@ -326,7 +328,8 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
         with_receipt.emplace_back("X-Receipt-Request-Id", complete->receipt_request_id);
         with_receipt.emplace_back("X-Receipt-Completion-Tokens", std::to_string(complete->receipt_completion_tokens));
       }
-      co_await exchange.respond_json(200, format.complete_response(text, complete->finish_reason, usage), with_receipt);
+      const std::string body = format.complete_response(text, complete->finish_reason, usage, logprobs);
+      co_await exchange.respond_json(200, body, with_receipt);
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
       cancel_at_provider(answer);
     } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
@@ -353,7 +356,7 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
   while (open) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      std::string data = format.content_chunk(chunk->text);
+      std::string data = format.content_chunk(chunk->text, chunk->logprobs);
       open = co_await exchange.send_event(data);
       if (open) ++request.delivered_chunks;  // billed only once the client has it (never empty: one byte or more)
       crypto::wipe_memory(data.data(), data.size());

@@ -224,10 +224,11 @@ awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(Pe
       co_return AttemptEnd{FirstAnswer{provider, attempt, std::move(*event)}, std::nullopt, false};
     }
     if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
-      if (failed->code == "context_length_exceeded") {
-        // The request itself is too long for the model: no other provider would do better.
-        proto::ApiError rejected = proto::invalid_request(failed->message);
-        rejected.code = failed->code;
+      if (failed->code == "context_length_exceeded" || (failed->status_code == 400 && !failed->param.empty())) {
+        // The request itself is too long for the model, or one of its fields cannot be served (a
+        // schema the provider cannot compile): no other provider would do better.
+        proto::ApiError rejected = proto::invalid_request(failed->message, failed->param);
+        if (!failed->code.empty()) rejected.code = failed->code;
         co_return AttemptEnd{std::nullopt, NoAnswer{rejected, {}}, false};
       }
       last_error = proto::provider_error("The provider failed: " + failed->message);

@@ -52,7 +52,7 @@ void ProviderGateway::on_inference_message(ProviderSession& session, proto::Prov
   } else if (auto* error = std::get_if<proto::InferenceError>(&message)) {
     if (attempt_of(error->request_id)) {
       finish_attempt(session, error->request_id,
-                     provider_event::Failed{error->status_code, error->message, error->code});
+                     provider_event::Failed{error->status_code, error->message, error->code, error->param});
     }
   }
 }
@@ -89,7 +89,7 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
   if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
   if (content->text.empty()) return;                                            // nothing to relay, nothing to bill
   if (!session.trust_state_.public_key.empty()) attempt.text += content->text;  // for the receipt
-  attempt.events->push_here(provider_event::Text{std::move(content->text)});
+  attempt.events->push_here(provider_event::Text{std::move(content->text), std::move(content->logprobs)});
 }
 
 void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,

@@ -32,6 +32,7 @@ namespace provider_event {
 struct Accepted {};
 struct Text {
   std::string text;
+  json::bj::value logprobs;  // null, or the provider's logprobs object for this text
 };
 struct Complete {
   int prompt_tokens = 0;  // billed: the provider's report, bounded (billing/usage_bounds.h)
@@ -47,7 +48,8 @@ struct Complete {
 struct Failed {
   int status_code = 500;
   std::string message;
-  std::string code;  // "context_length_exceeded": the request itself cannot be served anywhere
+  std::string code;   // "context_length_exceeded": the request itself cannot be served anywhere
+  std::string param;  // a 400 about this request field: the request's own fault, not retried
 };
 struct Gone {  // the provider disconnected or was dropped
   std::string reason;

@@ -1,5 +1,7 @@
 #include "engine/sampling/sampler.h"
 
+#include "engine/engine.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -70,8 +72,7 @@ void Sampler::apply_penalties(std::span<float> logits) const {
   }
 }
 
-// NOLINTNEXTLINE(readability-function-size): a kernel: the sampling chain in its documented order, one pass per step.
-int32_t Sampler::sample(std::span<float> logits) {
+int32_t Sampler::sample(std::span<float> logits, SampledToken* info, int top) {
   // A model that produced NaN (broken weights, overflow) must end the request, not feed NaN
   // into comparisons that sorting and filtering rely on.
   float best = -INFINITY;
@@ -81,6 +82,42 @@ int32_t Sampler::sample(std::span<float> logits) {
   }
   if (!std::isfinite(best)) throw std::runtime_error("the model produced no finite logits");
   apply_penalties(logits);
+  if (info == nullptr) return choose(logits);
+  // The distribution sampled from, before temperature and truncation: log-softmax of the logits.
+  float max_logit = -INFINITY;
+  for (float logit : logits) max_logit = std::max(max_logit, logit);
+  double total = 0.0;
+  for (float logit : logits) total += std::exp(static_cast<double>(logit - max_logit));
+  const float log_total = max_logit + static_cast<float>(std::log(total));
+  info->top.clear();
+  if (top > 0) {
+    // The `top` largest logits, ties to the lower id: a small heap with the weakest on top.
+    auto stronger = [](const TokenLogprob& a, const TokenLogprob& b) {
+      return a.logprob > b.logprob || (a.logprob == b.logprob && a.token < b.token);
+    };
+    std::vector<TokenLogprob>& heap = info->top;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const TokenLogprob candidate{static_cast<int32_t>(i), logits[i]};
+      if (heap.size() < static_cast<size_t>(top)) {
+        heap.push_back(candidate);
+        std::push_heap(heap.begin(), heap.end(), stronger);
+      } else if (stronger(candidate, heap.front())) {
+        std::pop_heap(heap.begin(), heap.end(), stronger);
+        heap.back() = candidate;
+        std::push_heap(heap.begin(), heap.end(), stronger);
+      }
+    }
+    std::sort_heap(heap.begin(), heap.end(), stronger);
+    for (TokenLogprob& entry : heap) entry.logprob -= log_total;
+  }
+  const int32_t token = choose(logits);
+  info->token = token;
+  info->logprob = logits[static_cast<size_t>(token)] - log_total;
+  return token;
+}
+
+// NOLINTNEXTLINE(readability-function-size): a kernel: the sampling chain in its documented order, one pass per step.
+int32_t Sampler::choose(std::span<float> logits) {
   if (params_.temperature <= 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }

@@ -12,6 +12,10 @@
 #include "base/result.h"
 
 namespace darkbloom::engine {
+struct SampledToken;
+}
+
+namespace darkbloom::engine {
 
 struct SamplingParams {
   float temperature = 1.0f;         // 0 = greedy
@@ -32,8 +36,9 @@ class Sampler {
  public:
   Sampler(const SamplingParams& params, std::span<const int32_t> prompt);
 
-  // Samples from `logits` (modified in place by penalties and filters).
-  int32_t sample(std::span<float> logits);
+  // Samples from `logits` (modified in place by penalties and filters). With `info`, also the
+  // token's log-probability and the `top` most likely tokens' (see SampledToken).
+  int32_t sample(std::span<float> logits, SampledToken* info = nullptr, int top = 0);
   // Records a token that became part of the output, for the penalties.
   void accept(int32_t token);
 
@@ -41,6 +46,8 @@ class Sampler {
 
  private:
   void apply_penalties(std::span<float> logits) const;
+  // The sampling chain after penalties: argmax, or top-k, temperature, top-p, min-p and a draw.
+  int32_t choose(std::span<float> logits);
   double uniform();
 
   SamplingParams params_;

@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "base/log.h"
+#include "engine/grammar/matcher.h"
 #include "engine/sampling/sampler.h"
 #include "engine/scheduler/stop_matcher.h"
 #include "engine/tokenizer/streaming_detokenizer.h"
@@ -47,6 +48,7 @@ struct Scheduler::Row {
   std::optional<Sampler> sampler;
   std::optional<StreamingDetokenizer> detokenizer;
   std::optional<StopMatcher> stop_matcher;
+  std::optional<grammar::Matcher> matcher;  // structured output
   FinishEvent event;
   bool done = false;
 
@@ -148,7 +150,9 @@ void Scheduler::admit() {
       row.tokens = row.request.prompt_tokens;
       row.sampler.emplace(row.request.sampling, row.request.prompt_tokens);
       row.detokenizer.emplace(tokenizer_);
-      row.stop_matcher.emplace(row.request.stop);
+      // Stop strings could cut structured output short of valid: they apply to free text only.
+      row.stop_matcher.emplace(row.request.grammar ? std::vector<std::string>{} : row.request.stop);
+      if (row.request.grammar) row.matcher.emplace(row.request.grammar);
       row.event.prompt_tokens = static_cast<int>(row.tokens.size());
     }
     // Reuse published blocks of the same beginning, leaving at least the last token to compute
@@ -332,17 +336,28 @@ void Scheduler::advance(Row& row, std::span<float> logits) {
     row.first_token = now;
     row.event.prefill_ms = milliseconds_between(row.admitted, now);
   }
-  const int32_t token = row.sampler->sample(logits);
+  if (row.matcher && !grammar::apply_mask(*row.matcher->allowed_tokens(), logits)) {
+    finish(row, FinishReason::error, "no token of this model's vocabulary can continue the structured output");
+    return;
+  }
+  SampledToken sampled;
+  const bool report = row.request.logprobs >= 0;
+  const int32_t token = row.sampler->sample(logits, report ? &sampled : nullptr, std::max(row.request.logprobs, 0));
+  if (report) row.sink->on_token(sampled);
   row.sampler->accept(token);
   row.event.completion_tokens += 1;
-  if (!row.request.ignore_eos && tokenizer_.is_end_of_generation(token)) {
-    finish(row, FinishReason::stop);
+  if ((!row.request.ignore_eos || row.matcher) && tokenizer_.is_end_of_generation(token)) {
+    finish(row, FinishReason::stop);  // under a grammar the mask allows the end only where the text is complete
+    return;
+  }
+  if (row.matcher && !row.matcher->accept(token)) {
+    finish(row, FinishReason::error, "the sampled token does not fit the structured output");
     return;
   }
   const std::string text = row.stop_matcher->push(row.detokenizer->push(token));
   if (!text.empty()) row.sink->on_text(text);
-  if (row.stop_matcher->stopped()) {
-    finish(row, FinishReason::stop);
+  if (row.stop_matcher->stopped() || (row.matcher && row.matcher->finished())) {
+    finish(row, FinishReason::stop);  // a stop string, or structured output with nothing more to come
     return;
   }
   // The token is fed at position n_cached next step: it needs room in the context.
