@@ -22,6 +22,9 @@ constexpr int kDefaultContextCap = 4096;
 constexpr size_t kMaxStopStrings = 16;
 // Compiled grammars kept for reuse (each holds its token-mask cache).
 constexpr size_t kCachedGrammars = 16;
+constexpr size_t kShareStacksBelow = 256u << 10;
+// Schemas larger than this are refused (compiling one is work on the caller's thread).
+constexpr size_t kMaxSchemaBytes = 256u << 10;
 
 class LocalEngine final : public Engine {
  public:
@@ -77,12 +80,18 @@ class LocalEngine final : public Engine {
     {
       std::lock_guard lock(grammar_mutex_);
       for (auto it = grammars_.begin(); it != grammars_.end(); ++it) {
-        if (it->first == key) {
+        // A runtime that has grown large (one client's varied answers) is not shared further:
+        // a fresh one takes its place, so nobody inherits a full arena.
+        if (it->first == key && it->second->stack_count() < kShareStacksBelow) {
           auto found = it->second;
           grammars_.splice(grammars_.begin(), grammars_, it);  // most recently used first
           return found;
         }
       }
+    }
+    if (key.size() > kMaxSchemaBytes) {
+      return make_error(Errc::invalid_argument, fmt::format("the schema takes {} bytes; at most {} are supported",
+                                                            key.size(), kMaxSchemaBytes));
     }
     grammar::Grammar compiled;
     if (schema == nullptr) {

@@ -168,6 +168,22 @@ TEST_F(EngineTest, logprobs_are_those_of_the_distribution_before_temperature) {
     mass += std::exp(greedy[0].top[i].logprob);
   }
   EXPECT_LE(mass, 1.0 + 1e-6);
+
+  // Under a grammar that allows two tokens' worth of choices, only possible tokens are listed
+  // (masked ones have no finite log-probability).
+  auto schema = json::parse(R"({"enum":["yes","no"]})", "schema");
+  ASSERT_TRUE(schema);
+  GenerationRequest r = request("Answer:", 4, 0.0f);
+  r.logprobs = 20;
+  r.grammar = *engine_->json_grammar(&*schema);
+  auto sink = std::make_shared<Tokens>();
+  ASSERT_TRUE(engine_->submit(std::move(r), sink));
+  sink->done.acquire();
+  ASSERT_FALSE(sink->tokens.empty());
+  for (const auto& token : sink->tokens) {
+    EXPECT_LT(token.top.size(), 20u);
+    for (const auto& alternative : token.top) EXPECT_TRUE(std::isfinite(alternative.logprob));
+  }
 }
 
 TEST_F(EngineTest, incremental_decoding_matches_full_recomputation) {

@@ -224,7 +224,9 @@ awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(Pe
       co_return AttemptEnd{FirstAnswer{provider, attempt, std::move(*event)}, std::nullopt, false};
     }
     if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
-      if (failed->code == "context_length_exceeded" || (failed->status_code == 400 && !failed->param.empty())) {
+      if (failed->code == "context_length_exceeded" ||
+          (failed->status_code == 400 && failed->param == "response_format" &&
+           request.parsed.response_format != "text")) {
         // The request itself is too long for the model, or one of its fields cannot be served (a
         // schema the provider cannot compile): no other provider would do better.
         proto::ApiError rejected = proto::invalid_request(failed->message, failed->param);

@@ -22,7 +22,9 @@ constexpr int64_t kLargestInteger = 9'999'999'999'999'999;  // 16 nines
 constexpr int64_t kMaxLengthBound = 4096;
 constexpr int64_t kMaxItemsBound = 1024;
 // A schema whose grammar grows past this many elements is refused.
-constexpr size_t kMaxElements = 4u << 20;
+constexpr size_t kMaxElements = 1u << 20;
+constexpr size_t kMaxProperties = 1024;
+constexpr size_t kMaxEnumValues = 4096;
 
 const std::set<std::string, std::less<>> kAnnotations = {
     "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly",
@@ -248,6 +250,14 @@ class SchemaCompiler {
     const bool exclusive = keyword.starts_with("exclusive");
     if (value->is_bool()) return fail(path, fmt::format("'{}' as a boolean (draft 4) is not supported", keyword)), 0;
     if (!value->is_number()) return fail(path, fmt::format("'{}' must be a number", keyword)), 0;
+    if (value->is_int64() || value->is_uint64()) {
+      const int64_t exact = value->is_int64() ? value->as_int64()
+                                              : static_cast<int64_t>(std::min<uint64_t>(value->as_uint64(), INT64_MAX));
+      if (exact > kLargestInteger || exact < -kLargestInteger) {
+        return fail(path, fmt::format("'{}' must be within ±{}", keyword, kLargestInteger)), 0;
+      }
+      return exclusive ? exact + (lower ? 1 : -1) : exact;
+    }
     const double bound = value->to_number<double>();
     if (!std::isfinite(bound) || std::fabs(bound) > static_cast<double>(kLargestInteger)) {
       return fail(path, fmt::format("'{}' must be within ±{}", keyword, kLargestInteger)), 0;
@@ -378,6 +388,9 @@ class SchemaCompiler {
     std::vector<std::string> names;
     if (const bj::value* declared = schema.if_contains("properties")) {
       if (!declared->is_object()) return fail(path, "'properties' must be an object");
+      if (declared->as_object().size() > kMaxProperties) {
+        return fail(path, fmt::format("more than {} properties are not supported", kMaxProperties));
+      }
       for (const auto& [name, sub] : declared->as_object()) {
         names.emplace_back(name);
         properties.emplace_back(std::string(name), schema_value(sub, path + "/properties/" + pointer_escape(name)));
@@ -496,6 +509,31 @@ class SchemaCompiler {
 
   Element literal_value(const bj::value& value) { return g_.literal(json::dump(value)); }
 
+  // Whether `value` has one of the schema's types (true when it names none).
+  static bool type_allows(const bj::object& schema, const bj::value& value) {
+    const bj::value* type = schema.if_contains("type");
+    if (type == nullptr) return true;
+    auto matches = [&](std::string_view name) {
+      if (name == "null") return value.is_null();
+      if (name == "boolean") return value.is_bool();
+      if (name == "string") return value.is_string();
+      if (name == "array") return value.is_array();
+      if (name == "object") return value.is_object();
+      if (name == "number") return value.is_number();
+      if (name == "integer") {
+        return value.is_int64() || value.is_uint64() ||
+               (value.is_double() && std::floor(value.as_double()) == value.as_double());
+      }
+      return false;
+    };
+    if (type->is_string()) return matches(type->as_string());
+    if (!type->is_array()) return true;
+    for (const bj::value& one : type->as_array()) {
+      if (one.is_string() && matches(one.as_string())) return true;
+    }
+    return false;
+  }
+
   Element reference(const std::string& target, const std::string& path) {
     if (auto it = refs_.find(target); it != refs_.end()) return Grammar::ref(it->second);
     if (target != "#" && !target.starts_with("#/")) {
@@ -580,7 +618,7 @@ class SchemaCompiler {
     bool closed = false;
     auto merge = [&](const bj::object& part, const std::string& where) -> bool {
       for (const auto& [key, value] : part) {
-        if (kAnnotations.count(key) || key == "allOf") continue;
+        if (kAnnotations.count(key) || (key == "allOf" && &part == &schema)) continue;
         if (key == "type" && value.is_string() && value.as_string() == "object") continue;
         if (key == "properties" && value.is_object()) {
           for (const auto& [name, sub] : value.as_object()) {
@@ -610,6 +648,21 @@ class SchemaCompiler {
       const std::string where = fmt::format("{}/allOf/{}", path, i);
       if (!member.is_object()) return fail(where, "'allOf' members must be object schemas");
       if (!merge(member.as_object(), where)) return g_.empty();
+    }
+    // A member that closes itself (additionalProperties: false) must declare every property the
+    // merge may produce, or an answer valid for the others would fail it.
+    for (size_t i = 0; i < members.as_array().size(); ++i) {
+      const bj::object& member = members.as_array()[i].as_object();
+      const bj::value* additional = member.if_contains("additionalProperties");
+      if (additional == nullptr || !additional->is_bool() || additional->as_bool()) continue;
+      const bj::value* own = member.if_contains("properties");
+      for (const auto& [name, sub] : properties) {
+        if (own == nullptr || !own->is_object() || !own->as_object().contains(name)) {
+          return fail(fmt::format("{}/allOf/{}", path, i),
+                      fmt::format("'additionalProperties': false excludes '{}', which another 'allOf' member declares",
+                                  std::string_view(name)));
+        }
+      }
     }
     merged["type"] = "object";
     merged["properties"] = std::move(properties);
@@ -652,11 +705,20 @@ class SchemaCompiler {
       }
       return reference(std::string(ref->as_string()), path);
     }
-    if (const bj::value* value = object.if_contains("const")) return literal_value(*value);
+    if (const bj::value* value = object.if_contains("const")) {
+      if (!type_allows(object, *value)) return fail(path, "the 'const' value does not have the schema's 'type'");
+      return literal_value(*value);
+    }
     if (const bj::value* values = object.if_contains("enum")) {
       if (!values->is_array() || values->as_array().empty()) return fail(path, "'enum' must be a non-empty array");
+      if (values->as_array().size() > kMaxEnumValues) {
+        return fail(path, fmt::format("'enum' with more than {} values is not supported", kMaxEnumValues));
+      }
       std::vector<std::vector<Element>> alternatives;
-      for (const bj::value& value : values->as_array()) alternatives.push_back({literal_value(value)});
+      for (const bj::value& value : values->as_array()) {
+        if (type_allows(object, value)) alternatives.push_back({literal_value(value)});
+      }
+      if (alternatives.empty()) return fail(path, "no 'enum' value has the schema's 'type'");
       return g_.choice(alternatives);
     }
     for (const char* key : {"anyOf", "oneOf"}) {

@@ -2,13 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace darkbloom::engine::grammar {
 namespace {
 
-// The largest count a pattern's {m,n} may ask for.
+// The largest count a pattern's {m,n} may ask for, the longest pattern, the deepest nesting of
+// groups, and the grammar a pattern may grow (each bound keeps a hostile pattern cheap).
 constexpr int kMaxPatternRepeat = 1024;
+constexpr size_t kMaxPatternBytes = 4096;
+constexpr int kMaxGroupDepth = 32;
+constexpr size_t kMaxPatternElements = 1u << 20;
 
 // Well-formed UTF-8 sequences of two to four bytes (RFC 3629), whose lead byte is not excluded.
 std::vector<std::vector<Element>> multibyte_chars(Grammar& g, const ByteSet& excluded_lead) {
@@ -51,6 +56,10 @@ class PatternCompiler {
   PatternCompiler(Grammar& g, std::string_view pattern) : g_(g), text_(pattern) {}
 
   Result<Element> compile() {
+    if (text_.size() > kMaxPatternBytes) {
+      return make_error(Errc::invalid_argument, fmt::format("a pattern longer than {} bytes", kMaxPatternBytes));
+    }
+    elements_at_start_ = g_.element_count();
     bool anchored_start = false;
     bool anchored_end = false;
     std::string_view body = text_;
@@ -132,6 +141,10 @@ class PatternCompiler {
         fail("a repetition must be {m}, {m,} or {m,n}");
         return item;
       }
+      if (std::count(inside.begin(), inside.end(), ',') > 1) {
+        fail("a repetition must be {m}, {m,} or {m,n}");
+        return item;
+      }
       if (a < 0 || a > kMaxPatternRepeat || b > kMaxPatternRepeat || (b >= 0 && b < a)) {
         fail(fmt::format("repetition counts must be between 0 and {}, the first not above the second",
                          kMaxPatternRepeat));
@@ -147,12 +160,18 @@ class PatternCompiler {
     if (!at_end() && (peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{')) {
       fail("a quantifier cannot follow a quantifier");
     }
-    return g_.repeat(item, min, max);
+    const Element repeated = g_.repeat(item, min, max);
+    if (g_.element_count() - elements_at_start_ > kMaxPatternElements) fail("the pattern's repetitions are too large");
+    return repeated;
   }
 
   Element atom() {
     const char c = peek();
     if (c == '(') {
+      if (++group_depth_ > kMaxGroupDepth) {
+        fail(fmt::format("groups nested more than {} deep", kMaxGroupDepth));
+        return {};
+      }
       ++pos_;
       if (text_.substr(pos_, 2) == "?:") {
         pos_ += 2;
@@ -166,13 +185,14 @@ class PatternCompiler {
         return {};
       }
       ++pos_;
+      --group_depth_;
       return inner;
     }
     if (c == '[') return char_class();
     if (c == '.') {
       ++pos_;
       CharClass any = CharClass::any();
-      any.ascii.remove(ByteSet::of('\n'));
+      any.ascii.remove(ByteSet::of('\n')).remove(ByteSet::of('\r'));
       return json_string_char(g_, any);
     }
     if (c == '\\') {
@@ -231,10 +251,11 @@ class PatternCompiler {
         CharClass positive;
         --pos_;
         text_lowered_escape(&positive);
+        // ASCII only: which non-ASCII characters count as letters, digits or spaces differs
+        // between regex dialects, so none are generated.
         CharClass all = CharClass::any();
         all.ascii.remove(positive.ascii);
         set->ascii.add(all.ascii);
-        set->non_ascii = true;
         return true;
       }
       case 'n':
@@ -351,7 +372,7 @@ class PatternCompiler {
     if (negated) {
       CharClass all = CharClass::any();
       all.ascii.remove(set.ascii);
-      all.non_ascii = !set.non_ascii;
+      all.non_ascii = false;  // as for \S: dialects disagree on which non-ASCII characters a class holds
       set = all;
     }
     if (set.ascii.empty() && !set.non_ascii) {
@@ -366,6 +387,8 @@ class PatternCompiler {
   size_t pos_ = 0;
   bool ok_ = true;
   std::string problem_;
+  int group_depth_ = 0;
+  size_t elements_at_start_ = 0;
 };
 
 }  // namespace

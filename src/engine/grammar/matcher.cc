@@ -12,6 +12,12 @@ namespace {
 constexpr size_t kMaskCacheBytes = 16u << 20;
 // Stacks one runtime may intern before it refuses to go further (a runaway grammar).
 constexpr size_t kMaxStacks = 1u << 20;
+// One closure follows at most this many rule references and returns (C++ recursion and time);
+// paths beyond are dropped, which only narrows what may be generated.
+constexpr int kMaxClosureDepth = 16384;
+constexpr size_t kMaxClosureSteps = 1u << 16;
+// A state keeps at most this many stacks (an anyOf of very many similar branches).
+constexpr size_t kMaxStacksPerState = 4096;
 
 uint64_t node_key(int32_t position, int32_t parent) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(position)) << 32) | static_cast<uint32_t>(parent);
@@ -81,10 +87,11 @@ TokenTrie::TokenTrie(const Tokenizer& tokenizer) : n_vocab_(tokenizer.n_vocab())
 GrammarRuntime::GrammarRuntime(Grammar grammar, const TokenTrie* trie, int max_depth)
     : grammar_(std::move(grammar)), trie_(trie), max_depth_(max_depth) {
   if (grammar_.root() < 0) throw std::logic_error("grammar without a root rule");
-  std::vector<std::pair<int32_t, int32_t>> expanded;
+  Closure closure;
   for (int32_t start : grammar_.alternatives(grammar_.root())) {
-    close(start, -1, &initial_.stacks, &initial_.accepting, &expanded);
+    close(start, -1, &initial_.stacks, &initial_.accepting, &closure, 0);
   }
+  if (initial_.stacks.size() > kMaxStacksPerState) initial_.stacks.resize(kMaxStacksPerState);
   std::sort(initial_.stacks.begin(), initial_.stacks.end());
   initial_.stacks.erase(std::unique(initial_.stacks.begin(), initial_.stacks.end()), initial_.stacks.end());
 }
@@ -98,11 +105,13 @@ int32_t GrammarRuntime::intern(int32_t position, int32_t parent) {
   nodes_.push_back({position, parent, depth});
   successors_.emplace_back();
   node_ids_.emplace(key, id);
+  stack_count_.store(nodes_.size(), std::memory_order_relaxed);
   return id;
 }
 
 void GrammarRuntime::close(int32_t position, int32_t parent, std::vector<int32_t>* out, bool* accepting,
-                           std::vector<std::pair<int32_t, int32_t>>* expanded) {
+                           Closure* closure, int depth) {
+  if (depth > kMaxClosureDepth || ++closure->steps > kMaxClosureSteps) return;
   const std::vector<Element>& elements = grammar_.elements();
   const Element& element = elements[static_cast<size_t>(position)];
   switch (element.kind) {
@@ -116,7 +125,7 @@ void GrammarRuntime::close(int32_t position, int32_t parent, std::vector<int32_t
         *accepting = true;
       } else {
         const Node below = nodes_[static_cast<size_t>(parent)];  // a copy: close() may grow nodes_
-        close(below.position, below.parent, out, accepting, expanded);
+        close(below.position, below.parent, out, accepting, closure, depth + 1);
       }
       return;
     case Element::Kind::rule: {
@@ -129,10 +138,11 @@ void GrammarRuntime::close(int32_t position, int32_t parent, std::vector<int32_t
       }
       // A rule expanded again over the same stack without a byte in between adds nothing (and
       // would loop for ever on rules that match the empty text).
-      const std::pair<int32_t, int32_t> key{element.index, after};
-      if (std::find(expanded->begin(), expanded->end(), key) != expanded->end()) return;
-      expanded->push_back(key);
-      for (int32_t start : grammar_.alternatives(element.index)) close(start, after, out, accepting, expanded);
+      const uint64_t key = node_key(element.index, after);
+      if (!closure->expanded.insert(key).second) return;
+      for (int32_t start : grammar_.alternatives(element.index)) {
+        close(start, after, out, accepting, closure, depth + 1);
+      }
       return;
     }
   }
@@ -142,11 +152,12 @@ const GrammarRuntime::Successors& GrammarRuntime::successors(int32_t node) {
   if (successors_[static_cast<size_t>(node)].computed) return successors_[static_cast<size_t>(node)];
   std::vector<int32_t> found;
   bool accepting = false;
-  std::vector<std::pair<int32_t, int32_t>> expanded;
+  Closure closure;
   const Node current = nodes_[static_cast<size_t>(node)];
-  close(current.position + 1, current.parent, &found, &accepting, &expanded);
+  close(current.position + 1, current.parent, &found, &accepting, &closure, 0);
   std::sort(found.begin(), found.end());
   found.erase(std::unique(found.begin(), found.end()), found.end());
+  if (found.size() > kMaxStacksPerState) found.resize(kMaxStacksPerState);
   Successors& entry = successors_[static_cast<size_t>(node)];  // after close(): interning may grow the vector
   entry.begin = static_cast<int32_t>(successor_pool_.size());
   entry.count = static_cast<int32_t>(found.size());
@@ -172,6 +183,7 @@ void GrammarRuntime::advance(const MatchState& from, uint8_t byte, MatchState* t
   if (sources > 1) {
     std::sort(to->stacks.begin(), to->stacks.end());
     to->stacks.erase(std::unique(to->stacks.begin(), to->stacks.end()), to->stacks.end());
+    if (to->stacks.size() > kMaxStacksPerState) to->stacks.resize(kMaxStacksPerState);
   }
 }
 

@@ -12,11 +12,13 @@
 // thread-safe: one thread (the scheduler's) uses it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/grammar/grammar.h"
@@ -48,7 +50,8 @@ class TokenTrie {
   int32_t n_vocab_ = 0;
   std::vector<std::string> pieces_;
   std::vector<int32_t> end_tokens_;
-  std::vector<Node> nodes_;  // nodes_[0] is the root (no byte)
+  std::vector<Node> nodes_;
+  std::atomic<size_t> stack_count_{0};  // nodes_[0] is the root (no byte)
   std::vector<int32_t> tokens_;
 };
 
@@ -84,7 +87,8 @@ class GrammarRuntime {
   const Grammar& grammar() const { return grammar_; }
   const TokenTrie& trie() const { return *trie_; }
   size_t cached_masks() const { return masks_.size(); }
-  size_t stack_count() const { return nodes_.size(); }
+  // Interned stacks so far; any thread may ask (the engine stops sharing a runtime that grew large).
+  size_t stack_count() const { return stack_count_.load(std::memory_order_relaxed); }
 
  private:
   struct Node {
@@ -99,10 +103,13 @@ class GrammarRuntime {
     bool computed = false;
   };
 
+  struct Closure {
+    std::unordered_set<uint64_t> expanded;  // (rule, stack) pairs expanded already
+    size_t steps = 0;
+  };
   int32_t intern(int32_t position, int32_t parent);  // -1 when too deep
   // The stacks reached from `position` (with `parent` below it) whose tops are byte sets.
-  void close(int32_t position, int32_t parent, std::vector<int32_t>* out, bool* accepting,
-             std::vector<std::pair<int32_t, int32_t>>* expanded);
+  void close(int32_t position, int32_t parent, std::vector<int32_t>* out, bool* accepting, Closure* closure, int depth);
   const Successors& successors(int32_t node);
   void walk(int32_t trie_node, const MatchState& state, size_t depth, TokenMask* mask);
 
@@ -110,6 +117,7 @@ class GrammarRuntime {
   const TokenTrie* trie_;
   int max_depth_;
   std::vector<Node> nodes_;
+  std::atomic<size_t> stack_count_{0};
   std::unordered_map<uint64_t, int32_t> node_ids_;
   std::vector<Successors> successors_;
   std::vector<int32_t> successor_pool_;

@@ -97,6 +97,7 @@ int32_t Sampler::sample(std::span<float> logits, SampledToken* info, int top) {
     };
     std::vector<TokenLogprob>& heap = info->top;
     for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] == -INFINITY) continue;  // masked out: not a possible token (and -inf is not JSON)
       const TokenLogprob candidate{static_cast<int32_t>(i), logits[i]};
       if (heap.size() < static_cast<size_t>(top)) {
         heap.push_back(candidate);

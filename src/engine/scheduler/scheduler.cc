@@ -347,7 +347,11 @@ void Scheduler::advance(Row& row, std::span<float> logits) {
   row.sampler->accept(token);
   row.event.completion_tokens += 1;
   if ((!row.request.ignore_eos || row.matcher) && tokenizer_.is_end_of_generation(token)) {
-    finish(row, FinishReason::stop);  // under a grammar the mask allows the end only where the text is complete
+    if (row.matcher && !row.matcher->accepting()) {
+      finish(row, FinishReason::error, "the model ended structured output before it was complete");
+    } else {
+      finish(row, FinishReason::stop);  // under a grammar the mask allows the end only where the text is complete
+    }
     return;
   }
   if (row.matcher && !row.matcher->accept(token)) {

@@ -131,6 +131,28 @@ TEST(JsonSchemaGrammar, whitespace_and_digits_are_bounded) {
   EXPECT_FALSE(matches(integer, std::string(17, '9')));
 }
 
+TEST(JsonSchemaGrammar, enum_values_of_another_type_are_left_out_and_large_bounds_are_exact) {
+  GrammarRuntime strings = compile(R"({"type":"string","enum":["a",1,null]})");
+  EXPECT_TRUE(matches(strings, R"("a")"));
+  EXPECT_FALSE(matches(strings, "1"));
+  GrammarRuntime big = compile(R"({"type":"integer","minimum":9007199254740993,"maximum":9007199254740995})");
+  EXPECT_FALSE(matches(big, "9007199254740992"));
+  EXPECT_TRUE(matches(big, "9007199254740993"));
+}
+
+TEST(JsonSchemaGrammar, huge_closures_are_cut_short_not_fatal) {
+  // 65536 optional characters in a row: the closure after the opening quote is cut short (paths
+  // beyond it are dropped, which only narrows what may come), never a stack overflow. 1024
+  // optional properties stay within the bound.
+  GrammarRuntime optional_chars = compile(R"({"type":"string","pattern":"^((a?){1024}){64}$"})");
+  EXPECT_FALSE(matches(optional_chars, R"("ab")"));
+  std::string properties;
+  for (int i = 0; i < 1024; ++i) properties += fmt::format(R"({}"p{}":{{"type":"integer"}})", i ? "," : "", i);
+  GrammarRuntime wide = compile(R"({"type":"object","properties":{)" + properties + "}}");
+  EXPECT_TRUE(matches(wide, R"({"p0":1})"));
+  EXPECT_TRUE(matches(wide, R"({})"));
+}
+
 TEST(JsonSchemaGrammar, plain_json_objects) {
   GrammarRuntime runtime(json_object_grammar(), nullptr);
   for (const char* text : {R"({})", R"({"a":1,"b":[true,null,"x",{"c":-2.5e3}]})", "\n{ \"k\" : \"v\" }\n"}) {
@@ -158,6 +180,16 @@ TEST(JsonSchemaGrammar, unsupported_keywords_are_refused_with_their_path) {
   EXPECT_NE(refusal(R"(17)").find("must be an object or a boolean"), std::string::npos);
   EXPECT_NE(refusal(R"({"type":"string","maxLength":100000})").find("'maxLength' above"), std::string::npos);
   EXPECT_NE(refusal(R"({"type":"integer","minimum":5,"maximum":4})").find("no integer"), std::string::npos);
+  EXPECT_NE(refusal(R"({"type":"string","pattern":"a{1,2,3}"})").find("{m}, {m,} or {m,n}"), std::string::npos);
+  EXPECT_NE(refusal(R"({"type":"string","pattern":")" + std::string(40, '(') + "a" + std::string(40, ')') + R"("})")
+                .find("nested more than"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"allOf":[{"properties":{"a":{}},"additionalProperties":false},{"properties":{"b":{}}}]})")
+                .find("excludes 'b'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"allOf":[{"properties":{"a":{}}},{"allOf":[{"required":["x"]}]}]})").find("'allOf'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type":"string","enum":[1,2]})").find("no 'enum' value"), std::string::npos);
 }
 
 class TokenMaskTest : public ::testing::Test {
