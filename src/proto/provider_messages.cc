@@ -13,6 +13,7 @@ namespace bj = json::bj;
 
 constexpr size_t kMaxTextBytes = 4096;              // free-text fields: versions, messages, names
 constexpr size_t kMaxSealedBytes = kMaxFrameBytes;  // base64 of a sealed body within a frame
+constexpr size_t kMaxFeatures = 32;                 // names in register.features
 
 std::string dump(const bj::object& object) {
   return bj::serialize(object);
@@ -148,6 +149,19 @@ Register decode_register(json::ObjectReader& r) {
       kMaxFrameBytes,
       static_cast<size_t>(
           r.optional_integer("max_frame_bytes", kMinFrameBytes, int64_t{1} << 30).value_or(kLegacyFrameBytes)));
+  if (const bj::value* features = r.find("features")) {
+    if (!features->is_array() || features->as_array().size() > kMaxFeatures) {
+      r.fail("features", fmt::format("must be an array of at most {} names", kMaxFeatures));
+    } else {
+      for (const bj::value& name : features->as_array()) {
+        if (!name.is_string() || name.as_string().empty() || name.as_string().size() > 64) {
+          r.fail("features", "must hold names of 1 to 64 bytes");
+          break;
+        }
+        m.features.emplace_back(name.as_string());
+      }
+    }
+  }
   return m;
 }
 
@@ -168,6 +182,19 @@ Heartbeat decode_heartbeat(json::ObjectReader& r) {
 }
 
 }  // namespace
+
+uint32_t feature_bits(const std::vector<std::string>& features) {
+  uint32_t bits = 0;
+  for (const auto& feature : features) {
+    if (feature == kFeatureResponseFormat) bits |= kFeatureBitResponseFormat;
+    if (feature == kFeatureLogprobs) bits |= kFeatureBitLogprobs;
+  }
+  return bits;
+}
+
+std::vector<std::string> provider_features() {
+  return {std::string(kFeatureResponseFormat), std::string(kFeatureLogprobs)};
+}
 
 std::string encode(const Register& m) {
   bj::array models;
@@ -191,6 +218,11 @@ std::string encode(const Register& m) {
                     {"decode_tps", m.decode_tps},
                     {"max_concurrency", m.max_concurrency},
                     {"max_frame_bytes", m.max_frame_bytes}};
+  if (!m.features.empty()) {
+    bj::array features;
+    for (const auto& feature : m.features) features.push_back(bj::value(feature));
+    object["features"] = std::move(features);
+  }
   if (m.attestation) {
     bj::object attestation{{"document", m.attestation->document}, {"signature", m.attestation->signature}};
     if (!m.attestation->rotation_statement.empty()) {

@@ -83,7 +83,20 @@ struct Register {
   std::string account_token;
   // The largest WebSocket message this provider reads; the coordinator sends nothing larger.
   size_t max_frame_bytes = kLegacyFrameBytes;
+  // What this provider can do beyond plain text (kFeature* names); requests that need more are
+  // not routed to it. Providers from before a feature existed announce nothing.
+  std::vector<std::string> features;
 };
+
+// Features a provider may announce, and as bits for routing.
+inline constexpr std::string_view kFeatureResponseFormat = "response_format";  // json_object, json_schema
+inline constexpr std::string_view kFeatureLogprobs = "logprobs";
+inline constexpr uint32_t kFeatureBitResponseFormat = 1;
+inline constexpr uint32_t kFeatureBitLogprobs = 2;
+// The bits of the features named (unknown names are ignored).
+uint32_t feature_bits(const std::vector<std::string>& features);
+// The names of features this build of the provider has.
+std::vector<std::string> provider_features();
 
 struct Heartbeat {
   std::string status;  // "idle" | "serving"

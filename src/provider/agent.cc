@@ -144,6 +144,7 @@ awaitable<Result<proto::Register>> ProviderAgent::make_register() {
   message.max_concurrency = options_.max_concurrency;
   message.account_token = options_.account_token;
   message.max_frame_bytes = options_.websocket.max_message_bytes;
+  message.features = proto::provider_features();
 
   // The attestation document binds the identity key to this process's X25519 key, binary and
   // posture at this moment; it is signed over exactly the bytes sent.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <chrono>
 
 #include "base/json.h"
 #include "base/log.h"
@@ -23,12 +24,48 @@ std::string next_request_id() {
 }  // namespace
 
 LocalServer::LocalServer(net::asio::any_io_executor executor, engine::Engine& engine, std::string model_id,
-                         http::ServerLimits limits)
+                         http::ServerLimits limits, std::string api_key)
     : executor_(executor),
       engine_(engine),
+      api_key_(std::move(api_key)),
       model_id_(std::move(model_id)),
       created_(unix_seconds_now()),
-      server_(executor, routes(), limits) {}
+      server_(executor, routes(), limits) {
+  if (api_key_.empty()) return;
+  server_.set_header_check([this](const http::Request& request, const std::string&)
+                               -> awaitable<std::optional<std::pair<proto::ApiError, http::Headers>>> {
+    std::optional<std::pair<proto::ApiError, http::Headers>> refusal;
+    const std::string_view target(request.target().data(), request.target().size());
+    if (target == "/health" || key_matches(request)) co_return refusal;
+    refusal.emplace(proto::authentication_error("Incorrect or missing API key: send \"Authorization: Bearer <key>\""),
+                    http::Headers{{"WWW-Authenticate", "Bearer"}});
+    co_return refusal;
+  });
+}
+
+awaitable<bool> LocalServer::authorized(http::Exchange& exchange) {
+  // Requests with a body were checked before it was read; these are the others (GET).
+  if (api_key_.empty() || key_matches(exchange.request())) co_return true;
+  const proto::ApiError refusal =
+      proto::authentication_error("Incorrect or missing API key: send \"Authorization: Bearer <key>\"");
+  co_await exchange.respond_error(refusal);
+  co_return false;
+}
+
+bool LocalServer::key_matches(const http::Request& request) const {
+  const auto header = request.find(http::bhttp::field::authorization);
+  if (header == request.end()) return false;
+  const std::string_view value(header->value().data(), header->value().size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!value.starts_with(kBearer)) return false;
+  const std::string_view given = value.substr(kBearer.size());
+  // Constant time in the key's contents: a wrong key says nothing about how close it was.
+  unsigned char difference = given.size() == api_key_.size() ? 0 : 1;
+  for (size_t i = 0; i < api_key_.size(); ++i) {
+    difference |= static_cast<unsigned char>(api_key_[i] ^ (i < given.size() ? given[i] : 0));
+  }
+  return difference == 0;
+}
 
 http::Router LocalServer::routes() {
   http::Router router;
@@ -73,10 +110,16 @@ std::string LocalServer::models_json() const {
 }
 
 awaitable<void> LocalServer::handle_models(http::Exchange& exchange) {
+  // A named result: GCC 12 mishandles a co_await inside a condition.
+  const bool allowed = co_await authorized(exchange);
+  if (!allowed) co_return;
   co_await exchange.respond_json(200, models_json());
 }
 
 awaitable<void> LocalServer::handle_model(http::Exchange& exchange) {
+  // A named result: GCC 12 mishandles a co_await inside a condition.
+  const bool allowed = co_await authorized(exchange);
+  if (!allowed) co_return;
   const std::string id = http::percent_decode(exchange.path().substr(std::string_view("/v1/models/").size()));
   if (id != model_id_) {
     const proto::ApiError not_found = proto::model_not_found(id);
@@ -88,6 +131,10 @@ awaitable<void> LocalServer::handle_model(http::Exchange& exchange) {
 }
 
 awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::Endpoint endpoint) {
+  const auto parse_start = std::chrono::steady_clock::now();
+  // A named result: GCC 12 mishandles a co_await inside a condition.
+  const bool allowed = co_await authorized(exchange);
+  if (!allowed) co_return;
   proto::ApiError error;
   auto request = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
   if (!request) {
@@ -115,10 +162,13 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
   exchange.on_client_gone([this, engine_id] { engine_.cancel(engine_id); });
 
   const std::string request_id = next_request_id();
+  const int64_t parse_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - parse_start).count();
   const Answer answer{
       endpoint,
       proto::ChunkFormatter(endpoint, proto::response_id(endpoint, request_id), model_id_, unix_seconds_now()),
-      {{"X-Request-Id", request_id}}};
+      {{"X-Request-Id", request_id}, {"X-Timing", fmt::format(R"({{"parse_us":{}}})", parse_us)}},
+      parse_us};
   if (request->stream) {
     co_await relay_stream(exchange, *queue, engine_id, answer, request->include_usage);
   } else {
@@ -150,7 +200,13 @@ awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, EngineEvent
     const proto::Usage usage{finish.prompt_tokens, finish.completion_tokens};
     const std::string body =
         answer.format.complete_response(text, openai_finish_reason(finish.reason), usage, logprobs);
-    co_await exchange.respond_json(200, body, answer.headers);
+    // A whole answer knows every phase by now.
+    std::vector<std::pair<std::string, std::string>> headers{answer.headers.front()};
+    headers.emplace_back("X-Timing", fmt::format(R"({{"parse_us":{},"queue_us":{},"prefill_us":{},"decode_us":{}}})",
+                                                 answer.parse_us, static_cast<int64_t>(finish.queue_ms * 1000),
+                                                 static_cast<int64_t>(finish.prefill_ms * 1000),
+                                                 static_cast<int64_t>(finish.decode_ms * 1000)));
+    co_await exchange.respond_json(200, body, headers);
     co_return;
   }
 }

@@ -191,6 +191,25 @@ class Cli(unittest.TestCase):
             self.assertGreater(d["busy_ttft_ms"], 0)
         self.assert_one_line_error(run("bench", "engine", "-m", self.model, "--batch", "0", expect_ok=False), "batch")
 
+    def test_bench_grammar_prints_mask_times_and_decoding(self):
+        schema = self.path("schema.json")
+        with open(schema, "w") as f:
+            json.dump({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}, f)
+        out = run("bench", "grammar", "-m", self.model, "--schema", schema, "--answers", "3", "--gen", "8",
+                  "--batch", "1,2", "--threads", "1").stdout
+        self.assertIn("mask step on a", out)
+        for row in ("first answer (cold cache)", "later answers (warm cache)", "constrained"):
+            self.assertIn(row, out)
+        # A schema the engine refuses, and one that is not JSON: one line each.
+        with open(schema, "w") as f:
+            json.dump({"type": "object", "minProperties": 1}, f)
+        self.assert_one_line_error(run("bench", "grammar", "-m", self.model, "--schema", schema, expect_ok=False),
+                                   "minProperties")
+        with open(schema, "w") as f:
+            f.write("{nope")
+        self.assert_one_line_error(run("bench", "grammar", "-m", self.model, "--schema", schema, expect_ok=False),
+                                   "schema.json")
+
     def test_perplexity_needs_enough_text(self):
         with open(self.path("short.txt"), "w") as f:
             f.write("hi")

@@ -56,8 +56,9 @@ TEST(FrameLimits, a_request_goes_only_to_providers_that_read_its_frame) {
   EXPECT_TRUE(small.link->sent<proto::InferenceRequest>().empty());
   EXPECT_FALSE(small.session->dropped());
   // The router itself leaves the small one out (the gateway's own check is the last resort).
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(h.router.pick("m", 10, {}, proto::kMinFrameBytes + 1), large.session);
-  EXPECT_FALSE(h.router.has_candidates("m", {large.session->id()}, proto::kMinFrameBytes + 1));
+  const ProviderNeeds large_frames{proto::kMinFrameBytes + 1};
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(h.router.pick("m", 10, {}, large_frames), large.session);
+  EXPECT_FALSE(h.router.has_candidates("m", {large.session->id()}, large_frames));
   // A small request may go to either.
   auto request = request_of_size(h, "m", 100);
   auto outcome = new_outcome();
@@ -501,6 +502,40 @@ TEST_F(SealingWindow, a_client_that_left_meanwhile_sends_nothing_and_frees_the_s
   EXPECT_TRUE(provider.link->sent<proto::Cancel>().empty());
   EXPECT_EQ(provider.session->in_flight(), 0u);
   EXPECT_TRUE(*outcome);
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+TEST(ProviderFeatures, requests_that_need_structured_output_go_only_to_providers_that_announced_it) {
+  CoordinatorHarness h;
+  auto old = h.connect_with("m", [](proto::Register& hello) { hello.features.clear(); });
+  auto current = h.connect_with("m", [](proto::Register& hello) { hello.features = proto::provider_features(); });
+  const ProviderNeeds structured{0, proto::kFeatureBitResponseFormat | proto::kFeatureBitLogprobs};
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(h.router.pick("m", 10, {}, structured), current.session);
+  EXPECT_FALSE(h.router.has_candidates("m", {current.session->id()}, structured));
+  // Plain requests may go to either.
+  std::set<std::string> chosen;
+  for (int i = 0; i < 50; ++i) chosen.insert(h.router.pick("m", 10, {})->id());
+  EXPECT_EQ(chosen.size(), 2u);
+}
+
+TEST(ProviderFeatures, with_only_older_providers_a_structured_request_is_refused_with_503_and_nothing_is_sent) {
+  CoordinatorHarness h;
+  auto old = h.connect_with("m", [](proto::Register& hello) { hello.features.clear(); });
+  auto request = h.request("m");
+  request->parsed.response_format = "json_schema";
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  ASSERT_TRUE(outcome->has_value());
+  auto* refused = std::get_if<NoAnswer>(&**outcome);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_EQ(refused->error.status, 503);
+  EXPECT_NE(refused->error.message.find("response_format"), std::string::npos);
+  EXPECT_TRUE(old.link->sent<proto::InferenceRequest>().empty());
 }
 
 }  // namespace

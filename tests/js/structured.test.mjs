@@ -5,6 +5,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
@@ -225,4 +226,34 @@ describe("structured output through a coordinator with two providers", () => {
   it("json_object answers, SDK stream helpers and completions", () => checkJsonObjectAndStreaming(openai));
   it("logprobs travel sealed and arrive whole and streamed", () => checkLogprobs(openai));
   it("GET /v1/models/{id}", () => checkModelLookup(openai));
+});
+
+describe("darkbloom serve with an API key", () => {
+  let dir, serve;
+  before(async () => {
+    dir = tempDir();
+    const model = synthModel(dir, MODEL_ID);
+    const keyFile = path.join(dir, "api-key");
+    fs.writeFileSync(keyFile, "serve-key-0123456789\n", { mode: 0o600 });
+    serve = await startServe(model, ["--api-key-file", keyFile]);
+  });
+  after(async () => serve && (await serve.kill()));
+
+  it("refuses requests without the key in the OpenAI shape and answers with it, with X-Timing", async () => {
+    const wrong = new OpenAI({ apiKey: "serve-key-0123456788", baseURL: `${serve.url}/v1`, maxRetries: 0 });
+    await assert.rejects(wrong.models.list(), (error) => error.status === 401 && error.type === "authentication_error");
+    const bare = await fetch(`${serve.url}/v1/chat/completions`, { method: "POST", body: "{}" });
+    assert.equal(bare.status, 401);
+    assert.equal((await bare.json()).error.code, "invalid_api_key");
+    assert.equal((await fetch(`${serve.url}/health`)).status, 200);
+
+    const right = new OpenAI({ apiKey: "serve-key-0123456789", baseURL: `${serve.url}/v1`, maxRetries: 0 });
+    const { data, response } = await right.chat.completions
+      .create({ model: MODEL_ID, messages: [{ role: "user", content: "Hi" }], max_tokens: 4, ignore_eos: true })
+      .withResponse();
+    assert.equal(data.usage.completion_tokens, 4);
+    const timing = JSON.parse(response.headers.get("x-timing"));
+    for (const key of ["parse_us", "queue_us", "prefill_us", "decode_us"]) assert.equal(typeof timing[key], "number", key);
+    assert.ok(timing.prefill_us > 0 && timing.decode_us > 0);
+  });
 });

@@ -5,7 +5,9 @@
 #include <sstream>
 
 #include "apps/darkbloom/commands.h"
+#include "base/file.h"
 #include "engine/evaluation/engine_bench.h"
+#include "engine/evaluation/grammar_bench.h"
 #include "engine/evaluation/machine_speed.h"
 
 namespace darkbloom::apps {
@@ -141,6 +143,62 @@ int run_bench(const BenchArgs& args) {
   return 0;
 }
 
+struct GrammarBenchArgs {
+  engine::EngineOptions engine;
+  std::string schema_path;
+  std::string batches = "1,8";
+  engine::GrammarBenchOptions bench;
+};
+
+int run_grammar_bench(const GrammarBenchArgs& args) {
+  auto batches = parse_list(args.batches, "--batch", 1, 256);
+  if (!batches) return fail(batches.error().message);
+  auto text = read_file(args.schema_path);
+  if (!text) return fail(text.error().message);
+  auto schema = json::parse(*text, args.schema_path);
+  if (!schema) return fail(schema.error().message);
+  engine::EngineOptions options = args.engine;
+  options.max_batch = std::max(options.max_batch, *std::max_element(batches->begin(), batches->end()));
+  if (options.context == 0) options.context = 512;
+  auto loaded = engine::Engine::load(options);
+  if (!loaded) return fail(loaded.error().message);
+  engine::GrammarBenchOptions bench = args.bench;
+  bench.batch_sizes = *batches;
+  auto result = engine::run_grammar_bench(**loaded, *schema, bench,
+                                          [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
+  if (!result) return fail(result.error().message);
+  const auto& r = *result;
+  std::printf("%s", fmt::format("mask step on a {}-token vocabulary ({} threads, {} kernels):\n", r.n_vocab,
+                                (*loaded)->threads(), (*loaded)->kernels_name())
+                        .c_str());
+  std::printf("%s", fmt::format("  {:<28} {:>7} {:>10} {:>10}\n", "", "steps", "p50 us", "p99 us").c_str());
+  auto row = [](const char* name, const engine::MaskTimes& t) {
+    std::printf("%s", fmt::format("  {:<28} {:>7} {:>10.1f} {:>10.1f}\n", name, t.steps, t.p50_us, t.p99_us).c_str());
+  };
+  row("first answer (cold cache)", r.cold);
+  row("later answers (warm cache)", r.warm);
+  row("all", r.all);
+  std::printf("%s", fmt::format("  {} of {} simulated answers complete; {} masks cached, {} stacks\n",
+                                r.answers_completed, bench.answers, r.cached_masks, r.stacks)
+                        .c_str());
+  std::printf("%s", fmt::format("decoding ({} tokens per request, random sampling):\n", bench.gen_tokens).c_str());
+  std::printf("%s", fmt::format("  {:>5} {:>14} {:>14} {:>9} {:>14} {:>18}\n", "batch", "free t/s", "constrained",
+                                "ratio", "step ms", "mask p50 of step")
+                        .c_str());
+  for (const auto& d : r.decode) {
+    const double step_ms = d.free_tokens_per_second > 0 ? 1000.0 / d.free_tokens_per_second : 0;
+    const double share = step_ms > 0 ? r.all.p50_us * d.batch / (step_ms * 1000.0) : 0;
+    std::printf("%s", fmt::format("  {:>5} {:>14.2f} {:>14.2f} {:>8.1f}% {:>14.2f} {:>17.2f}%\n", d.batch,
+                                  d.free_tokens_per_second, d.constrained_tokens_per_second,
+                                  d.free_tokens_per_second > 0
+                                      ? 100.0 * d.constrained_tokens_per_second / d.free_tokens_per_second
+                                      : 0.0,
+                                  step_ms, 100.0 * share)
+                          .c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app, CommandRunner* runner) {
@@ -170,6 +228,31 @@ void register_bench(CLI::App& app, CommandRunner* runner) {
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "print JSON instead of a table");
   cmd->callback([runner, args] { *runner = [args] { return run_bench(*args); }; });
+
+  auto grammar_args = std::make_shared<GrammarBenchArgs>();
+  CLI::App* grammar = bench->add_subcommand(
+      "grammar",
+      "What structured output costs: the mask step per token (p50/p99, cold and warm cache) over\n"
+      "random answers to a JSON schema, and free vs constrained decoding through the engine");
+  grammar->add_option("-m,--model", grammar_args->engine.model_path, "GGUF model file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  grammar->add_option("--schema", grammar_args->schema_path, "JSON Schema file (as in response_format)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  grammar->add_option("-t,--threads", grammar_args->engine.threads, "threads (0 = one per core)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  grammar->add_option("-b,--batch", grammar_args->batches, "comma-separated batch sizes for the decoding runs")
+      ->capture_default_str();
+  grammar->add_option("--answers", grammar_args->bench.answers, "simulated answers for the mask timings")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  grammar->add_option("--gen", grammar_args->bench.gen_tokens, "tokens per request in the decoding runs")
+      ->check(CLI::Range(2, 1 << 16))
+      ->capture_default_str();
+  add_kernels_option(grammar, &grammar_args->engine.kernels);
+  grammar->callback([runner, grammar_args] { *runner = [grammar_args] { return run_grammar_bench(*grammar_args); }; });
 }
 
 }  // namespace darkbloom::apps

@@ -153,7 +153,10 @@ void register_models(CLI::App& app, CommandRunner* runner) {
   synth_cmd->add_option("--kv-heads", synth->n_head_kv, "key/value heads")->capture_default_str();
   synth_cmd->add_option("--head-dim", synth->head_dim, "head size (0 = embd / heads)")->capture_default_str();
   synth_cmd->add_option("--ffn", synth->n_ff, "feed-forward width")->capture_default_str();
-  synth_cmd->add_option("--vocab", synth->n_vocab, "vocabulary size of the synthetic vocabulary (0 = 512)")
+  synth_cmd
+      ->add_option("--vocab", synth->n_vocab,
+                   "vocabulary size: of the synthetic vocabulary (0 = 512); with --tokenizer-json the embedding\n"
+                   "rows, padded past the tokenizer with unused tokens as published models are (0 = its size)")
       ->capture_default_str();
   synth_cmd->add_option("--ctx", synth->context_length, "training context to record")->capture_default_str();
   synth_cmd->add_option("--rope-theta", synth->rope_theta, "RoPE base frequency")->capture_default_str();

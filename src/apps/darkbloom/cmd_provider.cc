@@ -59,6 +59,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string model_id;
+  std::string api_key_file;
 };
 
 // The model id a provider announces: --model-id, or the file name without ".gguf".
@@ -360,10 +361,16 @@ int run_serve(const ServeArgs& args) {
   crypto::initialize();
   // The io_context outlives the engine: an engine stopped at exit still reports to queues on it.
   net::asio::io_context io;
+  std::string api_key;
+  if (!args.api_key_file.empty()) {
+    auto key = read_secret_file(args.api_key_file);
+    if (!key) return fail("--api-key-file: " + key.error().message);
+    api_key = std::move(*key);
+  }
   auto engine = engine::Engine::load(args.engine);
   if (!engine) return fail(engine.error().message);
   const std::string model_id = args.model_id.empty() ? default_model_id(args.engine.model_path) : args.model_id;
-  provider::LocalServer server(io.get_executor(), **engine, model_id);
+  provider::LocalServer server(io.get_executor(), **engine, model_id, {}, api_key);
   auto port = server.listen(args.host, static_cast<uint16_t>(args.port));
   if (!port) return fail(port.error().message);
   std::printf("darkbloom serve: '%s' at http://%s:%u/v1\n", model_id.c_str(), args.host.c_str(),
@@ -453,6 +460,11 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   serve_cmd->add_option("--model-id", serve->model_id, "name clients use for the model (default: file name)");
+  serve_cmd
+      ->add_option("--api-key-file", serve->api_key_file,
+                   "file holding the API key clients must send as \"Authorization: Bearer KEY\" (only you may\n"
+                   "read it); without one any local client may use the server")
+      ->check(CLI::ExistingFile);
   serve_cmd->callback([runner, serve] { *runner = [serve] { return run_serve(*serve); }; });
 }
 

@@ -52,6 +52,15 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
     // Sent anyway, the frame would cost the provider its connection and every stream on it.
     co_return NoAnswer{proto::request_too_large_for_providers(request->frame_bytes, largest), {}};
   }
+  if (router_.has_candidates(request->parsed.model, {}, ProviderNeeds{request->frame_bytes}) &&
+      !router_.has_candidates(request->parsed.model, {}, needs_of(*request))) {
+    // Providers of the model are there, but all of them run a version without what it asks for.
+    co_return NoAnswer{
+        proto::no_provider_available(fmt::format(
+            "No provider of '{}' supports {} yet (they run an older version); retry later", request->parsed.model,
+            needs_of(*request).features & proto::kFeatureBitResponseFormat ? "response_format" : "logprobs")),
+        retry_after(30)};
+  }
   std::set<std::string> excluded;
   proto::ApiError last_error = proto::provider_error("No provider could serve the request");
   for (int attempt_number = 0; attempt_number < config_.max_attempts && !request->client_gone; ++attempt_number) {
@@ -109,10 +118,17 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
   co_return NoAnswer{last_error, {}};
 }
 
+ProviderNeeds RequestDispatcher::needs_of(const PendingRequest& request) {
+  ProviderNeeds needs{request.frame_bytes, 0};
+  if (request.parsed.response_format != "text") needs.features |= proto::kFeatureBitResponseFormat;
+  if (request.parsed.logprobs) needs.features |= proto::kFeatureBitLogprobs;
+  return needs;
+}
+
 std::shared_ptr<ProviderSession> RequestDispatcher::timed_pick(PendingRequest& request,
                                                                const std::set<std::string>& excluded) {
   const auto started = clock_.now();
-  auto provider = router_.pick(request.parsed.model, request.max_tokens, excluded, request.frame_bytes);
+  auto provider = router_.pick(request.parsed.model, request.max_tokens, excluded, needs_of(request));
   request.timing.route_us += clock_.micros_since(started);
   return provider;
 }
@@ -125,7 +141,7 @@ awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingReque
   if (router_.queued(model) == 0) provider = timed_pick(request, excluded);
   bool lost_turn = false;
   // Waiting helps only if some provider of the model has not failed this request already.
-  while (!provider && router_.has_candidates(model, excluded, request.frame_bytes)) {
+  while (!provider && router_.has_candidates(model, excluded, needs_of(request))) {
     const auto queue_started = clock_.now();
     if (!request.waiter) request.waiter = router_.make_waiter();
     const QueueOutcome outcome = co_await router_.wait_for_capacity(model, request.waiter, lost_turn);

@@ -59,6 +59,8 @@ class RequestDispatcher {
   };
   // The best provider not in `excluded`, waiting in the model's queue while all are busy.
   net::awaitable<Pick> pick_provider(PendingRequest& request, const std::set<std::string>& excluded);
+  // What a provider must offer to take the request: its frame size and the features it uses.
+  static ProviderNeeds needs_of(const PendingRequest& request);
   std::shared_ptr<ProviderSession> timed_pick(PendingRequest& request, const std::set<std::string>& excluded);
 
   // A new attempt for `provider`: its ids, event queue and channel (a key pair made for this

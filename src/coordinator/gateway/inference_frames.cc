@@ -82,7 +82,9 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
   attempt.next_seq += 1;
   attempt.chunks_received += 1;
   attempt.bytes_received += content->text.size();
-  if (attempt.bytes_received > kMaxAttemptBytes || attempt.chunks_received > attempt.max_chunks()) {
+  if (!content->logprobs.is_null()) attempt.logprobs_bytes += plaintext->size() - content->text.size();
+  if (attempt.bytes_received > kMaxAttemptBytes || attempt.chunks_received > attempt.max_chunks() ||
+      attempt.logprobs_bytes > kMaxAttemptLogprobsBytes) {
     drop(session, "answer larger than any request allows");
     return;
   }

@@ -70,6 +70,7 @@ struct Attempt {
   std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
   uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
   size_t bytes_received = 0;                 // text bytes so far, against kMaxAttemptBytes
+  size_t logprobs_bytes = 0;                 // bytes of logprobs so far, against kMaxAttemptLogprobsBytes
   int64_t chunks_received = 0;               // empty ones too, against max_chunks()
   int64_t body_bytes = 0;                    // of the consumer's request: with `messages`, bounds
   int64_t messages = 0;                      // the prompt tokens billed (billing/usage_bounds.h)
@@ -87,6 +88,9 @@ struct Attempt {
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
 // coordinator's memory; it is dropped.
 inline constexpr size_t kMaxAttemptBytes = 64u << 20;
+// Logprobs an attempt may send in all: about 20k tokens with 20 alternatives each. The coordinator
+// holds them for a whole (non-streamed) answer.
+inline constexpr size_t kMaxAttemptLogprobsBytes = 32u << 20;
 
 // What the coordinator knows of a provider's identity and how its challenges went.
 struct TrustState {
@@ -133,6 +137,8 @@ class ProviderSession {
   size_t in_flight() const { return in_flight_.size(); }
   // The largest frame it reads (announced in register); nothing larger is sent to it.
   size_t max_frame_bytes() const { return info_.max_frame_bytes; }
+  // proto::kFeatureBit* of what it announced at registration.
+  uint32_t features() const { return proto::feature_bits(info_.features); }
   bool has_attempt(const std::string& request_id) const { return in_flight_.count(request_id) != 0; }
   // Frames for attempts not in flight: a bucket of kLateFrameBurst, refilled at kLateFramesPerSecond.
   static constexpr double kLateFrameBurst = 10'000;

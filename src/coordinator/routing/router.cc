@@ -32,11 +32,10 @@ double Router::expected_ms(const ProviderSession& session, int max_tokens) const
 }
 
 std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_tokens,
-                                              const std::set<std::string>& excluded, size_t frame_bytes) {
+                                              const std::set<std::string>& excluded, const ProviderNeeds& needs) {
   std::vector<std::pair<double, std::shared_ptr<ProviderSession>>> candidates;
   for (auto& session : registry_.serving(model, options_.min_trust)) {
-    if (excluded.count(session->id()) || !session->has_capacity() || !session->is_open() ||
-        session->max_frame_bytes() < frame_bytes) {
+    if (excluded.count(session->id()) || !session->has_capacity() || !session->is_open() || !needs.met_by(*session)) {
       continue;
     }
     candidates.emplace_back(expected_ms(*session, max_tokens), session);
@@ -62,9 +61,10 @@ bool Router::model_known(const std::string& model) const {
   return !registry_.trusted(model, options_.min_trust).empty();
 }
 
-bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded, size_t frame_bytes) const {
+bool Router::has_candidates(const std::string& model, const std::set<std::string>& excluded,
+                            const ProviderNeeds& needs) const {
   for (const auto& session : registry_.trusted(model, options_.min_trust)) {
-    if (!excluded.count(session->id()) && session->max_frame_bytes() >= frame_bytes) return true;
+    if (!excluded.count(session->id()) && needs.met_by(*session)) return true;
   }
   return false;
 }

@@ -27,22 +27,32 @@ struct RoutingOptions {
 
 enum class QueueOutcome { ready, full, expired, abandoned };
 
+// What a request needs of a provider besides serving its model.
+struct ProviderNeeds {
+  size_t frame_bytes = 0;  // it reads frames this large (the sealed request's)
+  uint32_t features = 0;   // proto::kFeatureBit*: it announced these (structured output, logprobs)
+  bool met_by(const ProviderSession& session) const {
+    return session.max_frame_bytes() >= frame_bytes && (session.features() & features) == features;
+  }
+};
+
 class Router {
  public:
   Router(net::Executor executor, net::Clock& clock, RandomSource& random, ProviderRegistry& registry,
          RoutingOptions options);
 
-  // The best provider for the request now, or nullptr. Providers that read no frame of
-  // `frame_bytes` (the sealed request's) are never chosen.
+  // The best provider for the request now, or nullptr. Providers that do not meet `needs` (read
+  // no frame as large as the sealed request, lack a feature it needs) are never chosen.
   std::shared_ptr<ProviderSession> pick(const std::string& model, int max_tokens, const std::set<std::string>& excluded,
-                                        size_t frame_bytes = 0);
+                                        const ProviderNeeds& needs = {});
   // True when some registered provider trusted enough serves the model (busy, or waiting for
   // its next challenge, or not).
   bool model_known(const std::string& model) const;
   // True when some registered provider serves the model, trusted or not.
   bool model_served(const std::string& model) const { return registry_.any_serving(model); }
-  // True when some such provider of the model is not in `excluded` and reads frames of `frame_bytes`.
-  bool has_candidates(const std::string& model, const std::set<std::string>& excluded, size_t frame_bytes = 0) const;
+  // True when some such provider of the model is not in `excluded` and meets `needs`.
+  bool has_candidates(const std::string& model, const std::set<std::string>& excluded,
+                      const ProviderNeeds& needs = {}) const;
   // True when a provider of the model not in `excluded` has a free slot now, whatever frames it reads.
   bool has_free_provider(const std::string& model, const std::set<std::string>& excluded) const;
   // The largest frame some provider of the model trusted enough reads; 0 when there is none.

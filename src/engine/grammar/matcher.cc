@@ -8,7 +8,7 @@
 namespace darkbloom::engine::grammar {
 namespace {
 
-// Masks are cached until they take this much memory, then the cache starts over.
+// Masks are cached until they take this much memory, then half of them are dropped.
 constexpr size_t kMaskCacheBytes = 16u << 20;
 // Stacks one runtime may intern before it refuses to go further (a runaway grammar).
 constexpr size_t kMaxStacks = 1u << 20;
@@ -216,7 +216,11 @@ std::shared_ptr<const TokenMask> GrammarRuntime::allowed_tokens(const MatchState
   if (state.accepting) {
     for (int32_t token : trie_->end_tokens()) (*mask)[static_cast<size_t>(token) >> 6] |= uint64_t{1} << (token & 63);
   }
-  if (masks_.size() * mask->size() * sizeof(uint64_t) >= kMaskCacheBytes) masks_.clear();
+  if (masks_.size() * mask->size() * sizeof(uint64_t) >= kMaskCacheBytes) {
+    // Full: every other entry goes, so the states in use now are not all recomputed at once.
+    bool drop = true;
+    for (auto it = masks_.begin(); it != masks_.end(); drop = !drop) it = drop ? masks_.erase(it) : std::next(it);
+  }
   masks_.emplace(std::move(key), mask);
   return mask;
 }
@@ -243,13 +247,20 @@ namespace darkbloom::engine::grammar {
 bool apply_mask(const TokenMask& mask, std::span<float> logits) {
   uint64_t any = 0;
   const size_t n = logits.size();
+  float* data = logits.data();
   for (size_t word = 0; word * 64 < n; ++word) {
     const uint64_t bits = mask[word];
     any |= bits;
     if (bits == ~uint64_t{0}) continue;
-    const size_t end = std::min(n, word * 64 + 64);
-    for (size_t i = word * 64; i < end; ++i) {
-      if (!((bits >> (i & 63)) & 1)) logits[i] = -INFINITY;
+    const size_t begin = word * 64;
+    const size_t end = std::min(n, begin + 64);
+    if (bits == 0) {
+      // Most words of a structural state allow nothing: a plain fill the compiler vectorises.
+      std::fill(data + begin, data + end, -INFINITY);
+      continue;
+    }
+    for (size_t i = begin; i < end; ++i) {
+      data[i] = ((bits >> (i - begin)) & 1) ? data[i] : -INFINITY;
     }
   }
   return any != 0;

@@ -7,6 +7,7 @@
 
 #include "engine/gguf/gguf_writer.h"
 #include "engine/kernels/quantize.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/vocabulary_spec.h"
 
 namespace darkbloom::engine {
@@ -85,10 +86,19 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
                                           ? synthesize_vocabulary(o.n_vocab > 0 ? o.n_vocab : 512, o.seed)
                                           : import_hf_tokenizer(o.tokenizer_json, o.tokenizer_config);
   if (!vocabulary) return vocabulary.error();
-  const int64_t n_vocab = static_cast<int64_t>(vocabulary->tokens.size());
-  if (!o.tokenizer_json.empty() && o.n_vocab > 0 && o.n_vocab != n_vocab) {
-    return fail(fmt::format("the tokenizer has {} tokens; --vocab {} does not match", n_vocab, o.n_vocab));
+  if (!o.tokenizer_json.empty() && o.n_vocab > 0) {
+    const auto real = static_cast<int>(vocabulary->tokens.size());
+    if (o.n_vocab < real) {
+      return fail(fmt::format("the tokenizer has {} tokens; --vocab {} is smaller", real, o.n_vocab));
+    }
+    // Published models pad the embedding past the tokenizer (Qwen2.5: 151,643 + added tokens
+    // padded to 151,936); the padding rows are unused tokens, as in their GGUF files.
+    for (int id = real; id < o.n_vocab; ++id) {
+      vocabulary->tokens.push_back(fmt::format("[PAD{}]", id));
+      vocabulary->token_types.push_back(static_cast<int32_t>(TokenType::unused));
+    }
   }
+  const int64_t n_vocab = static_cast<int64_t>(vocabulary->tokens.size());
 
   GgufWriter writer;
   const std::string& arch = o.architecture;

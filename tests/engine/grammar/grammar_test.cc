@@ -255,13 +255,15 @@ TEST_F(TokenMaskTest, masks_from_the_trie_equal_a_check_of_every_token_along_ran
   const char* schemas[] = {
       R"({"type":"object","properties":{"name":{"type":"string","maxLength":12},"tags":{"type":"array","items":{"enum":["a","bc"]},"maxItems":3},"n":{"type":"integer","minimum":-5,"maximum":500}},"required":["name","n"]})",
       R"({"type":"string","pattern":"^[a-f]+(-[0-9]{1,3})?$"})",
+      R"({"$defs":{"n":{"type":"object","properties":{"k":{"type":"string","maxLength":3},"next":{"anyOf":[{"$ref":"#/$defs/n"},{"type":"null"}]}},"required":["k","next"]}},"$ref":"#/$defs/n"})",
+      R"({"type":"array","items":{"anyOf":[{"type":"string","format":"date"},{"type":"number"},{"const":"done"}]},"maxItems":4})",
   };
   std::mt19937 rng(7);
   for (const char* schema : schemas) {
     auto grammar = compile_json_schema(parse(schema));
     ASSERT_TRUE(grammar);
     auto runtime = std::make_shared<GrammarRuntime>(std::move(*grammar), trie_);
-    for (int answer = 0; answer < 8; ++answer) {
+    for (int answer = 0; answer < 12; ++answer) {
       Matcher matcher(runtime);
       MatchState state = runtime->initial();
       for (int step = 0; step < 40 && !matcher.finished(); ++step) {
