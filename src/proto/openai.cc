@@ -259,7 +259,7 @@ Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::
   request.frequency_penalty = r.optional_number("frequency_penalty", -2, 2);
   request.repetition_penalty = r.optional_number("repetition_penalty", 0.01, 10);
   request.seed = r.optional_integer("seed", INT64_MIN, INT64_MAX);
-  if (const auto n = r.optional_integer("n", 1, 128); n && *n != 1) r.fail("n", "only n = 1 is supported");
+  request.n = static_cast<int>(r.optional_integer("n", 1, kMaxChoices).value_or(1));
   if (check()) {
     if (auto problem = parse_response_format(r, &request)) return fail(*problem, "response_format");
   }
@@ -305,39 +305,43 @@ bj::object ChunkFormatter::base(std::string_view object_name) const {
   return {{"id", id_}, {"object", object_name}, {"created", created_}, {"model", model_}};
 }
 
-std::optional<std::string> ChunkFormatter::opening_chunk() const {
+std::optional<std::string> ChunkFormatter::opening_chunk(int index) const {
   if (endpoint_ != Endpoint::chat_completions) return std::nullopt;
   bj::object chunk = base("chat.completion.chunk");
-  chunk["choices"] = bj::array{bj::object{{"index", 0},
+  chunk["choices"] = bj::array{bj::object{{"index", index},
                                           {"delta", bj::object{{"role", "assistant"}, {"content", ""}}},
                                           {"logprobs", nullptr},
                                           {"finish_reason", nullptr}}};
   return bj::serialize(chunk);
 }
 
-std::string ChunkFormatter::content_chunk(std::string_view text, const bj::value& logprobs) const {
+std::string ChunkFormatter::content_chunk(std::string_view text, const bj::value& logprobs, int index) const {
   if (endpoint_ == Endpoint::chat_completions) {
     bj::object chunk = base("chat.completion.chunk");
-    chunk["choices"] = bj::array{bj::object{
-        {"index", 0}, {"delta", bj::object{{"content", text}}}, {"logprobs", logprobs}, {"finish_reason", nullptr}}};
+    chunk["choices"] = bj::array{bj::object{{"index", index},
+                                            {"delta", bj::object{{"content", text}}},
+                                            {"logprobs", logprobs},
+                                            {"finish_reason", nullptr}}};
     return bj::serialize(chunk);
   }
   bj::object chunk = base("text_completion");
   chunk["choices"] =
-      bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", nullptr}}};
+      bj::array{bj::object{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", nullptr}}};
   return bj::serialize(chunk);
 }
 
-std::string ChunkFormatter::finish_chunk(std::string_view finish_reason) const {
+std::string ChunkFormatter::finish_chunk(std::string_view finish_reason, int index) const {
   if (endpoint_ == Endpoint::chat_completions) {
     bj::object chunk = base("chat.completion.chunk");
-    chunk["choices"] = bj::array{bj::object{
-        {"index", 0}, {"delta", bj::object{{"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
+    chunk["choices"] = bj::array{bj::object{{"index", index},
+                                            {"delta", bj::object{{"content", ""}}},
+                                            {"logprobs", nullptr},
+                                            {"finish_reason", finish_reason}}};
     return bj::serialize(chunk);
   }
   bj::object chunk = base("text_completion");
   chunk["choices"] =
-      bj::array{bj::object{{"index", 0}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
+      bj::array{bj::object{{"index", index}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}};
   return bj::serialize(chunk);
 }
 
@@ -365,18 +369,29 @@ std::string ChunkFormatter::receipt_chunk(const Receipt& receipt) const {
 
 std::string ChunkFormatter::complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage,
                                               const bj::value& logprobs) const {
-  bj::object response;
-  if (endpoint_ == Endpoint::chat_completions) {
-    response = base("chat.completion");
-    response["choices"] = bj::array{bj::object{{"index", 0},
-                                               {"message", bj::object{{"role", "assistant"}, {"content", text}}},
-                                               {"logprobs", logprobs},
-                                               {"finish_reason", finish_reason}}};
-  } else {
-    response = base("text_completion");
-    response["choices"] =
-        bj::array{bj::object{{"index", 0}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish_reason}}};
+  std::vector<Choice> one(1);
+  one[0].text = std::string(text);
+  one[0].finish_reason = std::string(finish_reason);
+  one[0].logprobs = logprobs;
+  return complete_response(one, usage);
+}
+
+std::string ChunkFormatter::complete_response(const std::vector<Choice>& choices, const Usage& usage) const {
+  const bool chat = endpoint_ == Endpoint::chat_completions;
+  bj::object response = base(chat ? "chat.completion" : "text_completion");
+  bj::array array;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    bj::object choice{{"index", i}};
+    if (chat) {
+      choice["message"] = bj::object{{"role", "assistant"}, {"content", choices[i].text}};
+    } else {
+      choice["text"] = choices[i].text;
+    }
+    choice["logprobs"] = choices[i].logprobs;
+    choice["finish_reason"] = choices[i].finish_reason;
+    array.push_back(std::move(choice));
   }
+  response["choices"] = std::move(array);
   response["usage"] = bj::object{{"prompt_tokens", usage.prompt_tokens},
                                  {"completion_tokens", usage.completion_tokens},
                                  {"total_tokens", int64_t{usage.prompt_tokens} + usage.completion_tokens}};

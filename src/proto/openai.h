@@ -79,8 +79,12 @@ struct CompletionRequest {
   // logprobs + top_logprobs 0-20; completions: logprobs 0-5).
   bool logprobs = false;
   int top_logprobs = 0;
+  int n = 1;  // choices, 1 to kMaxChoices
   json::bj::object body;
 };
+
+// The most choices (`n`) one request may ask for.
+inline constexpr int kMaxChoices = 8;
 
 // Parses and validates a body for an endpoint. Errors are 400s naming the field in `param`.
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);
@@ -109,11 +113,12 @@ class ChunkFormatter {
  public:
   ChunkFormatter(Endpoint endpoint, std::string id, std::string model, int64_t created);
 
-  // The first chat chunk carries the assistant role (and empty content); completions have none.
-  std::optional<std::string> opening_chunk() const;
+  // The first chat chunk of a choice carries the assistant role (and empty content); completions
+  // have none.
+  std::optional<std::string> opening_chunk(int index = 0) const;
   // `logprobs` (null when none) is the choice's logprobs object for the tokens of `text`.
-  std::string content_chunk(std::string_view text, const json::bj::value& logprobs = nullptr) const;
-  std::string finish_chunk(std::string_view finish_reason) const;
+  std::string content_chunk(std::string_view text, const json::bj::value& logprobs = nullptr, int index = 0) const;
+  std::string finish_chunk(std::string_view finish_reason, int index = 0) const;
   std::string usage_chunk(const Usage& usage) const;
   // The last event before [DONE] when the provider signed its answer: `choices` is empty and the
   // receipt sits in `darkbloom_receipt`.
@@ -121,6 +126,13 @@ class ChunkFormatter {
   // The non-streaming response object.
   std::string complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage,
                                 const json::bj::value& logprobs = nullptr) const;
+  // With several choices (n > 1), in index order.
+  struct Choice {
+    std::string text;
+    std::string finish_reason;
+    json::bj::value logprobs;  // null when none
+  };
+  std::string complete_response(const std::vector<Choice>& choices, const Usage& usage) const;
 
   const std::string& id() const { return id_; }
 

@@ -331,6 +331,7 @@ std::string encode(const SealedRequest& m) {
 }
 std::string encode(const ChunkContent& m) {
   bj::object object{{"seq", m.seq}, {"text", m.text}};
+  if (m.index != 0) object["index"] = m.index;
   if (!m.logprobs.is_null()) object["logprobs"] = m.logprobs;
   return dump(object);
 }
@@ -340,6 +341,11 @@ std::string encode(const CompletionContent& m) {
                     {"prompt_tokens", m.prompt_tokens},
                     {"completion_tokens", m.completion_tokens},
                     {"finish_reason", m.finish_reason}};
+  if (!m.finish_reasons.empty()) {
+    bj::array reasons;
+    for (const auto& reason : m.finish_reasons) reasons.push_back(bj::value(reason));
+    object["finish_reasons"] = std::move(reasons);
+  }
   if (!m.response_hash.empty()) {
     object["response_hash"] = m.response_hash;
     object["receipt_signature"] = m.receipt_signature;
@@ -469,6 +475,7 @@ Result<ChunkContent> decode_chunk_content(std::string_view plaintext) {
   ChunkContent m;
   m.seq = static_cast<uint64_t>(r.integer("seq", 0, int64_t{1} << 40));
   m.text = r.string("text", kMaxFrameBytes);
+  m.index = static_cast<int>(r.optional_integer("index", 0, kMaxChoices - 1).value_or(0));
   if (const bj::value* logprobs = r.find("logprobs"); logprobs != nullptr && !logprobs->is_null()) {
     if (logprobs->is_object()) {
       m.logprobs = *logprobs;
@@ -491,6 +498,20 @@ Result<CompletionContent> decode_completion_content(std::string_view plaintext) 
   m.finish_reason = r.string("finish_reason", 16);
   if (r.ok() && m.finish_reason != "stop" && m.finish_reason != "length") {
     r.fail("finish_reason", "must be stop or length");
+  }
+  if (const bj::value* reasons = r.find("finish_reasons")) {
+    if (!reasons->is_array() || reasons->as_array().empty() ||
+        reasons->as_array().size() > static_cast<size_t>(kMaxChoices)) {
+      r.fail("finish_reasons", fmt::format("must be an array of 1 to {} reasons", kMaxChoices));
+    } else {
+      for (const bj::value& reason : reasons->as_array()) {
+        if (!reason.is_string() || (reason.as_string() != "stop" && reason.as_string() != "length")) {
+          r.fail("finish_reasons", "must hold stop or length");
+          break;
+        }
+        m.finish_reasons.emplace_back(reason.as_string());
+      }
+    }
   }
   m.response_hash = r.optional_string("response_hash", 64).value_or("");
   m.receipt_signature = r.optional_string("receipt_signature", 256).value_or("");

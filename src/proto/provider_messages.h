@@ -217,6 +217,7 @@ struct SealedRequest {
 struct ChunkContent {
   uint64_t seq = 0;
   std::string text;
+  int index = 0;             // the choice (request with n > 1), 0 to kMaxChoices - 1
   json::bj::value logprobs;  // null, or the OpenAI choice's logprobs object for this text's tokens
 };
 
@@ -226,9 +227,10 @@ struct CompletionContent {
   uint64_t seq = 0;
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  std::string finish_reason;      // "stop" | "length"
-  std::string response_hash;      // optional: hex SHA-256 of "<request_id>:<completion_tokens>:<text>"
-  std::string receipt_signature;  // optional: base64 DER ECDSA over response_hash
+  std::string finish_reason;                // "stop" | "length" (of the first choice when there are several)
+  std::vector<std::string> finish_reasons;  // with n > 1: one per choice, in index order
+  std::string response_hash;                // optional: hex SHA-256 of "<request_id>:<completion_tokens>:<text>"
+  std::string receipt_signature;            // optional: base64 DER ECDSA over response_hash
 };
 
 std::string encode(const Register& message);

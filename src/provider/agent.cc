@@ -316,7 +316,7 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
       auto it = in_flight_.find(cancel->request_id);
       if (it != in_flight_.end() && !it->second.cancelled) {
         it->second.cancelled = true;
-        if (engine_ && it->second.engine_id != 0) engine_->cancel(it->second.engine_id);
+        if (it->second.run) it->second.run->cancel();
       }
     } else if (auto* load = std::get_if<proto::LoadModel>(&*message)) {
       // Loading can take long; the session keeps reading (cancels, pings) meanwhile.
@@ -336,7 +336,7 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
   }
   // The coordinator forgets this session's requests; stop them here too.
   for (auto& [request_id, entry] : in_flight_) {
-    if (!entry.cancelled && engine_ && entry.engine_id != 0) engine_->cancel(entry.engine_id);
+    if (!entry.cancelled && entry.run) entry.run->cancel();
     entry.cancelled = true;
   }
   socket->close("");
@@ -471,27 +471,24 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
         proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code, api_error.param}));
     co_return;
   }
-  auto queue = std::make_shared<EngineEventQueue>(executor_);
-  auto engine_id = (*engine)->submit(std::move(*generation), std::make_shared<QueueSink>(queue));
-  if (!engine_id) {
+  auto run = std::make_shared<ChoiceRun>(**engine, executor_, endpoint, std::move(*generation), request->n);
+  if (auto started = run->start(); !started) {
     in_flight_.erase(request_id);
-    fail(400, engine_id.error().message);
+    fail(400, started.error().message);
     co_return;
   }
   InFlight& entry = in_flight_[request_id];
-  entry.engine_id = *engine_id;
-  if (entry.cancelled) (*engine)->cancel(*engine_id);  // cancelled while the model was loading
+  entry.run = run;
+  if (entry.cancelled) run->cancel();  // cancelled while the model was loading
   socket->send(proto::encode(proto::InferenceAccepted{request_id}));
 
-  LogprobsCollector logprobs(endpoint, (*engine)->tokenizer());
-  co_await relay_answer(socket, request_id, *session_key, *queue, std::move(logprobs));
+  co_await relay_answer(socket, request_id, *session_key, *run);
   in_flight_.erase(request_id);
   last_activity_ = Clock::now();
 }
 
 awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                            const crypto::PublicKey& session_key, EngineEventQueue& queue,
-                                            LogprobsCollector logprobs) {
+                                            const crypto::PublicKey& session_key, ChoiceRun& run) {
   auto fail = [&](int status, const std::string& text) {
     const char* outcome = status == 499 ? "cancelled" : status >= 500 ? "failed" : "refused";
     outcomes_.at({{"outcome", outcome}}).add();
@@ -499,60 +496,77 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   };
   const crypto::Channel channel(session_key, keys_);
   uint64_t seq = 0;
-  std::string answer;  // for the receipt; wiped below
-  for (;;) {
-    EngineEvent event = co_await queue.pop();
-    if (auto* sampled = std::get_if<engine::SampledToken>(&event)) {
-      logprobs.add(*sampled);
-      continue;
-    }
-    if (auto* text = std::get_if<std::string>(&event)) {
-      answer += *text;
-      std::string content = proto::encode(proto::ChunkContent{seq++, *text, logprobs.take(*text)});
+  std::string answer;  // every chunk's text in the order sent, for the receipt; wiped below
+  std::vector<engine::FinishEvent> finishes(static_cast<size_t>(run.choices()));
+  while (!run.finished()) {
+    ChoiceRun::Event event = co_await run.next();
+    if (!event.finish) {
+      answer += event.text;
+      proto::ChunkContent content_fields;
+      content_fields.seq = seq++;
+      content_fields.text = std::move(event.text);
+      content_fields.index = event.index;
+      content_fields.logprobs = std::move(event.logprobs);
+      std::string content = proto::encode(content_fields);
       proto::InferenceChunk chunk;
       chunk.request_id = request_id;
       chunk.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
       chunk.sealed.ciphertext = channel.seal(as_bytes(content));
       crypto::wipe_memory(content.data(), content.size());
-      crypto::wipe_memory(text->data(), text->size());
+      crypto::wipe_memory(content_fields.text.data(), content_fields.text.size());
       socket->send(proto::encode(chunk));
       continue;
     }
-    const auto& finish = std::get<engine::FinishEvent>(event);
-    log::info("provider: request {} finished {} after {} tokens", request_id, engine::finish_reason_name(finish.reason),
-              finish.completion_tokens);
-    requests_served_ += 1;
-    tokens_generated_ += static_cast<uint64_t>(finish.completion_tokens);
-    if (finish.reason == engine::FinishReason::cancelled) {
-      fail(499, "cancelled");
-    } else if (finish.reason == engine::FinishReason::error) {
-      fail(500, "engine error: " + finish.error);
-    } else {
-      outcomes_.at({{"outcome", "completed"}}).add();
-      // Usage travels sealed like the text: nobody on the way can change what will be billed. The
-      // receipt lets anyone check later which key produced this answer.
-      proto::CompletionContent completion;
-      completion.seq = seq;
-      completion.prompt_tokens = finish.prompt_tokens;
-      completion.completion_tokens = finish.completion_tokens;
-      completion.finish_reason = openai_finish_reason(finish.reason);
-      completion.response_hash = attest::response_hash(request_id, finish.completion_tokens, answer);
-      auto receipt = co_await sign(completion.response_hash);
-      if (!receipt) {
-        // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
-        log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
-        fail(500, "cannot sign the receipt: " + receipt.error().message);
-      } else {
-        completion.receipt_signature = *receipt;
-        std::string content = proto::encode(completion);
-        proto::InferenceComplete complete;
-        complete.request_id = request_id;
-        complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
-        complete.sealed.ciphertext = channel.seal(as_bytes(content));
-        socket->send(proto::encode(complete));
-      }
+    finishes[static_cast<size_t>(event.index)] = *event.finish;
+    // One choice that cannot finish ends them all: the answer would be incomplete.
+    if (event.finish->reason == engine::FinishReason::cancelled ||
+        event.finish->reason == engine::FinishReason::error) {
+      run.cancel();
     }
-    break;
+  }
+  int completion_tokens = 0;
+  const engine::FinishEvent* failed = nullptr;
+  for (const auto& finish : finishes) {
+    completion_tokens += finish.completion_tokens;
+    const bool ended_badly =
+        finish.reason == engine::FinishReason::cancelled || finish.reason == engine::FinishReason::error;
+    if (ended_badly && (failed == nullptr || finish.reason == engine::FinishReason::error)) failed = &finish;
+  }
+  log::info("provider: request {} finished {} after {} tokens", request_id,
+            engine::finish_reason_name(failed ? failed->reason : finishes[0].reason), completion_tokens);
+  requests_served_ += 1;
+  tokens_generated_ += static_cast<uint64_t>(completion_tokens);
+  if (failed != nullptr && failed->reason == engine::FinishReason::error) {
+    fail(500, "engine error: " + failed->error);
+  } else if (failed != nullptr) {
+    fail(499, "cancelled");
+  } else {
+    outcomes_.at({{"outcome", "completed"}}).add();
+    // Usage travels sealed like the text: nobody on the way can change what will be billed. The
+    // receipt lets anyone check later which key produced this answer.
+    proto::CompletionContent completion;
+    completion.seq = seq;
+    completion.prompt_tokens = finishes[0].prompt_tokens;  // the prompt once, as OpenAI counts it
+    completion.completion_tokens = completion_tokens;
+    completion.finish_reason = openai_finish_reason(finishes[0].reason);
+    if (finishes.size() > 1) {
+      for (const auto& finish : finishes) completion.finish_reasons.emplace_back(openai_finish_reason(finish.reason));
+    }
+    completion.response_hash = attest::response_hash(request_id, completion_tokens, answer);
+    auto receipt = co_await sign(completion.response_hash);
+    if (!receipt) {
+      // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
+      log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
+      fail(500, "cannot sign the receipt: " + receipt.error().message);
+    } else {
+      completion.receipt_signature = *receipt;
+      std::string content = proto::encode(completion);
+      proto::InferenceComplete complete;
+      complete.request_id = request_id;
+      complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
+      complete.sealed.ciphertext = channel.seal(as_bytes(content));
+      socket->send(proto::encode(complete));
+    }
   }
   crypto::wipe_memory(answer.data(), answer.size());
 }

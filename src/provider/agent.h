@@ -100,7 +100,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
 
  private:
   struct InFlight {
-    engine::RequestId engine_id = 0;
+    std::shared_ptr<ChoiceRun> run;  // set once submitted to the engine
     bool cancelled = false;
   };
 
@@ -111,8 +111,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // The engine's output for one accepted request, sealed chunk by chunk to the request's session
   // key, then the sealed completion with its signed receipt (or the error that ended it).
   net::awaitable<void> relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                    const crypto::PublicKey& session_key, EngineEventQueue& queue,
-                                    LogprobsCollector logprobs);
+                                    const crypto::PublicKey& session_key, ChoiceRun& run);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
   // Signs on the signing thread (a TPM takes milliseconds); base64 DER.

@@ -152,14 +152,12 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
     co_await exchange.respond_error(error);
     co_return;
   }
-  auto queue = std::make_shared<EngineEventQueue>(executor_);
-  auto id = engine_.submit(std::move(*generation), std::make_shared<QueueSink>(queue));
-  if (!id) {
-    co_await exchange.respond_error(proto::invalid_request(id.error().message));
+  auto run = std::make_shared<ChoiceRun>(engine_, executor_, endpoint, std::move(*generation), request->n);
+  if (auto started = run->start(); !started) {
+    co_await exchange.respond_error(proto::invalid_request(started.error().message));
     co_return;
   }
-  const engine::RequestId engine_id = *id;
-  exchange.on_client_gone([this, engine_id] { engine_.cancel(engine_id); });
+  exchange.on_client_gone([run] { run->cancel(); });
 
   const std::string request_id = next_request_id();
   const int64_t parse_us =
@@ -170,86 +168,109 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
       {{"X-Request-Id", request_id}, {"X-Timing", fmt::format(R"({{"parse_us":{}}})", parse_us)}},
       parse_us};
   if (request->stream) {
-    co_await relay_stream(exchange, *queue, engine_id, answer, request->include_usage);
+    co_await relay_stream(exchange, *run, answer, request->include_usage);
   } else {
-    co_await respond_whole(exchange, *queue, answer);
+    co_await respond_whole(exchange, *run, answer);
   }
 }
 
-awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, EngineEventQueue& queue, const Answer& answer) {
-  std::string text;
-  LogprobsCollector collector(answer.endpoint, engine_.tokenizer());
-  bj::value logprobs;
-  for (;;) {
-    EngineEvent event = co_await queue.pop();
-    if (auto* sampled = std::get_if<engine::SampledToken>(&event)) {
-      collector.add(*sampled);
-      continue;
-    }
-    if (auto* delta = std::get_if<std::string>(&event)) {
-      text += *delta;
-      proto::append_logprobs(&logprobs, collector.take(*delta));
-      continue;
-    }
-    const auto& finish = std::get<engine::FinishEvent>(event);
-    if (finish.reason == engine::FinishReason::cancelled) co_return;  // the client left
+namespace {
+
+// What the choices of an answer add up to, once every one has finished.
+struct Totals {
+  proto::Usage usage;
+  const engine::FinishEvent* failed = nullptr;  // an error first, else a cancellation
+};
+
+Totals totals_of(const std::vector<engine::FinishEvent>& finishes) {
+  Totals totals;
+  totals.usage.prompt_tokens = finishes[0].prompt_tokens;  // the prompt once, as OpenAI counts it
+  for (const auto& finish : finishes) {
+    totals.usage.completion_tokens += finish.completion_tokens;
     if (finish.reason == engine::FinishReason::error) {
-      co_await exchange.respond_error(proto::server_error("Generation failed: " + finish.error), answer.headers);
-      co_return;
+      if (totals.failed == nullptr || totals.failed->reason != engine::FinishReason::error) totals.failed = &finish;
+    } else if (finish.reason == engine::FinishReason::cancelled && totals.failed == nullptr) {
+      totals.failed = &finish;
     }
-    const proto::Usage usage{finish.prompt_tokens, finish.completion_tokens};
-    const std::string body =
-        answer.format.complete_response(text, openai_finish_reason(finish.reason), usage, logprobs);
-    // A whole answer knows every phase by now.
-    std::vector<std::pair<std::string, std::string>> headers{answer.headers.front()};
-    headers.emplace_back("X-Timing", fmt::format(R"({{"parse_us":{},"queue_us":{},"prefill_us":{},"decode_us":{}}})",
-                                                 answer.parse_us, static_cast<int64_t>(finish.queue_ms * 1000),
-                                                 static_cast<int64_t>(finish.prefill_ms * 1000),
-                                                 static_cast<int64_t>(finish.decode_ms * 1000)));
-    co_await exchange.respond_json(200, body, headers);
+  }
+  return totals;
+}
+
+}  // namespace
+
+awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& run, const Answer& answer) {
+  std::vector<proto::ChunkFormatter::Choice> choices(static_cast<size_t>(run.choices()));
+  std::vector<engine::FinishEvent> finishes(choices.size());
+  while (!run.finished()) {
+    ChoiceRun::Event event = co_await run.next();
+    auto& choice = choices[static_cast<size_t>(event.index)];
+    if (!event.finish) {
+      choice.text += event.text;
+      proto::append_logprobs(&choice.logprobs, event.logprobs);
+      continue;
+    }
+    finishes[static_cast<size_t>(event.index)] = *event.finish;
+    choice.finish_reason = openai_finish_reason(event.finish->reason);
+    if (event.finish->reason == engine::FinishReason::error) run.cancel();  // the answer cannot be whole
+  }
+  const Totals totals = totals_of(finishes);
+  if (totals.failed && totals.failed->reason == engine::FinishReason::cancelled) co_return;  // the client left
+  if (totals.failed) {
+    co_await exchange.respond_error(proto::server_error("Generation failed: " + totals.failed->error), answer.headers);
     co_return;
   }
+  const std::string body = answer.format.complete_response(choices, totals.usage);
+  // A whole answer knows every phase by now (of its first choice).
+  const engine::FinishEvent& first = finishes[0];
+  std::vector<std::pair<std::string, std::string>> headers{answer.headers.front()};
+  headers.emplace_back("X-Timing", fmt::format(R"({{"parse_us":{},"queue_us":{},"prefill_us":{},"decode_us":{}}})",
+                                               answer.parse_us, static_cast<int64_t>(first.queue_ms * 1000),
+                                               static_cast<int64_t>(first.prefill_ms * 1000),
+                                               static_cast<int64_t>(first.decode_ms * 1000)));
+  co_await exchange.respond_json(200, body, headers);
 }
 
-awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, EngineEventQueue& queue,
-                                          engine::RequestId engine_id, const Answer& answer, bool include_usage) {
+awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& run, const Answer& answer,
+                                          bool include_usage) {
   if (!co_await exchange.start_events(answer.headers)) {
-    engine_.cancel(engine_id);
+    run.cancel();
     co_return;
   }
   const proto::ChunkFormatter& format = answer.format;
   bool client_ok = true;
-  if (auto opening = format.opening_chunk()) client_ok = co_await exchange.send_event(*opening);
-  LogprobsCollector collector(answer.endpoint, engine_.tokenizer());
-  for (;;) {
-    EngineEvent event = co_await queue.pop();
-    if (auto* sampled = std::get_if<engine::SampledToken>(&event)) {
-      collector.add(*sampled);
-      continue;
-    }
-    if (auto* delta = std::get_if<std::string>(&event)) {
-      const std::string chunk = format.content_chunk(*delta, collector.take(*delta));
-      if (client_ok && !co_await exchange.send_event(chunk)) {
-        client_ok = false;
-        engine_.cancel(engine_id);
-      }
-      continue;
-    }
-    const auto& finish = std::get<engine::FinishEvent>(event);
-    if (!client_ok || finish.reason == engine::FinishReason::cancelled) co_return;
-    if (finish.reason == engine::FinishReason::error) {
-      co_await exchange.send_event(
-          proto::stream_error_event(proto::server_error("Generation failed: " + finish.error)));
-    } else {
-      co_await exchange.send_event(format.finish_chunk(openai_finish_reason(finish.reason)));
-      if (include_usage) {
-        co_await exchange.send_event(format.usage_chunk({finish.prompt_tokens, finish.completion_tokens}));
-      }
-    }
-    co_await exchange.send_event("[DONE]");
-    co_await exchange.end_events();
-    co_return;
+  for (int i = 0; i < run.choices() && client_ok; ++i) {
+    if (auto opening = format.opening_chunk(i)) client_ok = co_await exchange.send_event(*opening);
   }
+  std::vector<engine::FinishEvent> finishes(static_cast<size_t>(run.choices()));
+  while (!run.finished()) {
+    ChoiceRun::Event event = co_await run.next();
+    std::string chunk;
+    if (!event.finish) {
+      chunk = format.content_chunk(event.text, event.logprobs, event.index);
+    } else {
+      finishes[static_cast<size_t>(event.index)] = *event.finish;
+      const engine::FinishReason reason = event.finish->reason;
+      if (reason == engine::FinishReason::cancelled || reason == engine::FinishReason::error) {
+        run.cancel();  // the answer cannot be whole
+        continue;
+      }
+      chunk = format.finish_chunk(openai_finish_reason(reason), event.index);
+    }
+    if (client_ok && !co_await exchange.send_event(chunk)) {
+      client_ok = false;
+      run.cancel();
+    }
+  }
+  const Totals totals = totals_of(finishes);
+  if (!client_ok || (totals.failed && totals.failed->reason == engine::FinishReason::cancelled)) co_return;
+  if (totals.failed) {
+    co_await exchange.send_event(
+        proto::stream_error_event(proto::server_error("Generation failed: " + totals.failed->error)));
+  } else if (include_usage) {
+    co_await exchange.send_event(format.usage_chunk(totals.usage));
+  }
+  co_await exchange.send_event("[DONE]");
+  co_await exchange.end_events();
 }
 
 }  // namespace darkbloom::provider

@@ -39,10 +39,9 @@ class LocalServer {
     int64_t parse_us = 0;  // body read → submitted to the engine (parsing, template, tokens, grammar)
   };
   // stream: false. One JSON response once the engine has finished.
-  net::awaitable<void> respond_whole(http::Exchange& exchange, EngineEventQueue& queue, const Answer& answer);
+  net::awaitable<void> respond_whole(http::Exchange& exchange, ChoiceRun& run, const Answer& answer);
   // stream: true. One SSE event per delta; a client that leaves cancels the generation.
-  net::awaitable<void> relay_stream(http::Exchange& exchange, EngineEventQueue& queue, engine::RequestId engine_id,
-                                    const Answer& answer, bool include_usage);
+  net::awaitable<void> relay_stream(http::Exchange& exchange, ChoiceRun& run, const Answer& answer, bool include_usage);
   net::awaitable<void> handle_models(http::Exchange& exchange);
   // GET /v1/models/{id}: the one model, or 404.
   net::awaitable<void> handle_model(http::Exchange& exchange);

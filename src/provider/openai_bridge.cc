@@ -1,6 +1,7 @@
 #include "provider/openai_bridge.h"
 
 #include <fmt/format.h>
+#include <string.h>  // explicit_bzero
 
 #include "base/utf8.h"
 #include "engine/chat/chat_template.h"
@@ -130,6 +131,98 @@ json::bj::value LogprobsCollector::take(std::string_view text) {
   pending_.clear();
   offset_ += text.size();
   return result;
+}
+
+class ChoiceRun::Sink final : public engine::GenerationSink {
+ public:
+  Sink(std::shared_ptr<net::AsyncQueue<Tagged>> queue, int index) : queue_(std::move(queue)), index_(index) {}
+  void on_text(std::string_view delta) override { queue_->push({index_, std::string(delta)}); }
+  void on_token(const engine::SampledToken& token) override { queue_->push({index_, token}); }
+  void on_finish(const engine::FinishEvent& event) override { queue_->push({index_, event}); }
+
+ private:
+  std::shared_ptr<net::AsyncQueue<Tagged>> queue_;
+  int index_;
+};
+
+ChoiceRun::ChoiceRun(engine::Engine& engine, net::asio::any_io_executor executor, proto::Endpoint endpoint,
+                     engine::GenerationRequest request, int n)
+    : engine_(engine),
+      request_(std::move(request)),
+      n_(n),
+      queue_(std::make_shared<net::AsyncQueue<Tagged>>(executor)),
+      running_(static_cast<size_t>(n)) {
+  for (int i = 0; i < n; ++i) collectors_.emplace_back(endpoint, engine.tokenizer());
+}
+
+ChoiceRun::~ChoiceRun() {
+  for (const auto& id : running_) {
+    if (id) engine_.cancel(*id);
+  }
+  if (!request_.prompt_tokens.empty()) {
+    explicit_bzero(request_.prompt_tokens.data(), request_.prompt_tokens.size() * sizeof(int32_t));
+  }
+}
+
+Status ChoiceRun::start() {
+  engine::GenerationRequest first = request_;
+  if (n_ == 1) first = std::move(request_);
+  auto id = engine_.submit(std::move(first), std::make_shared<Sink>(queue_, 0));
+  if (!id) return id.error();
+  running_[0] = *id;
+  return {};
+}
+
+void ChoiceRun::submit_others() {
+  others_submitted_ = true;
+  for (int i = 1; i < n_; ++i) {
+    engine::GenerationRequest copy = request_;
+    if (copy.sampling.seed) copy.sampling.seed = *copy.sampling.seed + static_cast<uint64_t>(i);
+    Result<engine::RequestId> id = make_error(Errc::cancelled, "cancelled");
+    if (!cancelled_) id = engine_.submit(std::move(copy), std::make_shared<Sink>(queue_, i));
+    if (id) {
+      running_[static_cast<size_t>(i)] = *id;
+      continue;
+    }
+    // Not run (cancelled first, or refused as choice 0 was not): it ends here.
+    engine::FinishEvent ended;
+    ended.reason = cancelled_ ? engine::FinishReason::cancelled : engine::FinishReason::error;
+    ended.error = id.error().message;
+    queue_->push_here({i, ended});
+  }
+  explicit_bzero(request_.prompt_tokens.data(), request_.prompt_tokens.size() * sizeof(int32_t));
+  request_.prompt_tokens.clear();
+}
+
+void ChoiceRun::cancel() {
+  cancelled_ = true;
+  for (const auto& id : running_) {
+    if (id) engine_.cancel(*id);
+  }
+}
+
+net::awaitable<ChoiceRun::Event> ChoiceRun::next() {
+  for (;;) {
+    Tagged tagged = co_await queue_->pop();
+    const int index = tagged.first;
+    if (index == 0 && !others_submitted_ && n_ > 1) submit_others();  // choice 0's prompt is in the cache now
+    LogprobsCollector& collector = collectors_[static_cast<size_t>(index)];
+    if (auto* sampled = std::get_if<engine::SampledToken>(&tagged.second)) {
+      collector.add(*sampled);
+      continue;
+    }
+    Event event;
+    event.index = index;
+    if (auto* text = std::get_if<std::string>(&tagged.second)) {
+      event.logprobs = collector.take(*text);
+      event.text = std::move(*text);
+      co_return event;
+    }
+    event.finish = std::get<engine::FinishEvent>(tagged.second);
+    running_[static_cast<size_t>(index)].reset();
+    finished_ += 1;
+    co_return event;
+  }
 }
 
 }  // namespace darkbloom::provider

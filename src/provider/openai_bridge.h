@@ -4,8 +4,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "engine/engine.h"
 #include "net/async_queue.h"
@@ -53,6 +56,51 @@ class LogprobsCollector {
   const engine::Tokenizer& tokenizer_;
   std::vector<engine::SampledToken> pending_;
   size_t offset_ = 0;  // bytes of text sent before
+};
+
+// The `n` answers (choices) of one request on the engine. Choice 0 is submitted first and the
+// others once it has produced something (its prompt is then in the KV cache, and they reuse the
+// cached blocks of the prompt instead of computing them again). Choice i samples with seed + i
+// when a seed is given. Events come out in order of arrival, tagged with their choice; text comes
+// with the logprobs of its tokens when they were asked for. Lives on one executor; not thread-safe.
+class ChoiceRun {
+ public:
+  struct Event {
+    int index = 0;
+    std::string text;                           // a text delta, unless `finish` is set
+    json::bj::value logprobs;                   // null, or the logprobs object for the text's tokens
+    std::optional<engine::FinishEvent> finish;  // the choice ended
+  };
+
+  ChoiceRun(engine::Engine& engine, net::asio::any_io_executor executor, proto::Endpoint endpoint,
+            engine::GenerationRequest request, int n);
+  ~ChoiceRun();
+  ChoiceRun(const ChoiceRun&) = delete;
+  ChoiceRun& operator=(const ChoiceRun&) = delete;
+
+  // Submits choice 0; an error is the engine's refusal (nothing runs then).
+  Status start();
+  // The next event; call only while some choice has not finished.
+  net::awaitable<Event> next();
+  // Stops every choice (each still reports its finish, as cancelled).
+  void cancel();
+  int choices() const { return n_; }
+  bool finished() const { return finished_ == n_; }
+
+ private:
+  using Tagged = std::pair<int, EngineEvent>;
+  class Sink;
+  void submit_others();
+
+  engine::Engine& engine_;
+  engine::GenerationRequest request_;  // what choices 1.. are made from; wiped once they are
+  int n_;
+  std::shared_ptr<net::AsyncQueue<Tagged>> queue_;
+  std::vector<std::optional<engine::RequestId>> running_;
+  std::vector<LogprobsCollector> collectors_;
+  int finished_ = 0;
+  bool others_submitted_ = false;
+  bool cancelled_ = false;
 };
 
 // OpenAI's name for how generation ended.

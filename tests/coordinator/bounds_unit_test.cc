@@ -540,3 +540,67 @@ TEST(ProviderFeatures, with_only_older_providers_a_structured_request_is_refused
 
 }  // namespace
 }  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+// A request for `n` choices dispatched to `provider`; returns what it was sent.
+proto::InferenceRequest dispatch_choices(CoordinatorHarness& h, FakeProvider& provider, int n,
+                                         std::shared_ptr<PendingRequest>* request) {
+  *request = h.request("m", 64);
+  (*request)->parsed.n = n;
+  auto outcome = new_outcome();
+  h.dispatch(*request, outcome);
+  return provider.link->sent<proto::InferenceRequest>().back();
+}
+
+std::string chunk_for_choice(const FakeProvider& provider, const proto::InferenceRequest& sent, uint64_t seq,
+                             int index) {
+  proto::ChunkContent content;
+  content.seq = seq;
+  content.text = "x";
+  content.index = index;
+  return proto::encode(proto::InferenceChunk{sent.request_id, provider.seal_for(sent, proto::encode(content))});
+}
+
+TEST(Choices, a_chunk_for_a_choice_the_request_did_not_ask_for_drops_the_provider) {
+  CoordinatorHarness h;
+  auto provider = h.connect("m");
+  std::shared_ptr<PendingRequest> request;
+  const proto::InferenceRequest sent = dispatch_choices(h, provider, 2, &request);
+  h.gateway.receive(*provider.session, chunk_for_choice(provider, sent, 0, 1));
+  EXPECT_FALSE(provider.session->dropped());
+  h.gateway.receive(*provider.session, chunk_for_choice(provider, sent, 1, 2));
+  EXPECT_TRUE(provider.session->dropped());
+}
+
+TEST(Choices, a_completion_must_give_one_finish_reason_per_choice) {
+  for (const std::vector<std::string>& reasons : {std::vector<std::string>{}, std::vector<std::string>{"stop"},
+                                                  std::vector<std::string>{"stop", "stop", "stop"}}) {
+    CoordinatorHarness h;
+    auto provider = h.connect("m");
+    std::shared_ptr<PendingRequest> request;
+    const proto::InferenceRequest sent = dispatch_choices(h, provider, 2, &request);
+    proto::CompletionContent content;
+    content.prompt_tokens = 3;
+    content.finish_reason = "stop";
+    content.finish_reasons = reasons;
+    h.gateway.receive(*provider.session, proto::encode(proto::InferenceComplete{
+                                             sent.request_id, provider.seal_for(sent, proto::encode(content))}));
+    EXPECT_TRUE(provider.session->dropped()) << reasons.size() << " reasons";
+  }
+  CoordinatorHarness h;
+  auto provider = h.connect("m");
+  std::shared_ptr<PendingRequest> request;
+  const proto::InferenceRequest sent = dispatch_choices(h, provider, 2, &request);
+  proto::CompletionContent content;
+  content.prompt_tokens = 3;
+  content.finish_reason = "stop";
+  content.finish_reasons = {"stop", "length"};
+  h.gateway.receive(*provider.session, proto::encode(proto::InferenceComplete{
+                                           sent.request_id, provider.seal_for(sent, proto::encode(content))}));
+  EXPECT_FALSE(provider.session->dropped());
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator

@@ -181,6 +181,40 @@ async function checkLogprobs(openai) {
   for (const top of lp.top_logprobs) assert.ok(Object.keys(top).length >= 1 && Object.keys(top).length <= 2);
 }
 
+// n choices: each is the answer of one request with seed + i; streamed and whole agree; usage adds up.
+async function checkChoices(openai) {
+  const ask = (extra) => ({
+    model: MODEL_ID, messages: [{ role: "user", content: "Tell me about rivers and mills" }], max_tokens: 10,
+    temperature: 1, ignore_eos: true, ...extra,
+  });
+  const whole = await openai.chat.completions.create(ask({ n: 3, seed: 11 }));
+  assert.equal(whole.choices.length, 3);
+  assert.deepEqual(whole.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(whole.usage.completion_tokens, 30);
+  for (let i = 0; i < 3; ++i) {
+    const single = await openai.chat.completions.create(ask({ seed: 11 + i }));
+    assert.equal(whole.choices[i].message.content, single.choices[0].message.content, `choice ${i}`);
+    assert.equal(whole.choices[i].finish_reason, "length");
+  }
+  assert.equal(whole.usage.prompt_tokens, (await openai.chat.completions.create(ask({ seed: 1 }))).usage.prompt_tokens);
+
+  const stream = openai.chat.completions.stream(ask({ n: 3, seed: 11, stream_options: { include_usage: true } }));
+  const streamed = await stream.finalChatCompletion();
+  assert.deepEqual(streamed.choices.map((c) => c.message.content), whole.choices.map((c) => c.message.content));
+  assert.deepEqual(streamed.choices.map((c) => c.finish_reason), ["length", "length", "length"]);
+
+  // Completions too, and structured output in every choice.
+  const texts = await openai.completions.create({
+    model: MODEL_ID, prompt: "Once", n: 2, max_tokens: 160, seed: 4, response_format: responseFormat("enums", SCHEMAS.enums),
+  });
+  assert.equal(texts.choices.length, 2);
+  for (const choice of texts.choices) {
+    if (choice.finish_reason === "stop") assert.ok(validate([{ schema: SCHEMAS.enums, text: choice.text }])[0].valid);
+  }
+  await assert.rejects(openai.chat.completions.create(ask({ n: 9 })),
+    (error) => error.status === 400 && error.param === "n");
+}
+
 async function checkModelLookup(openai) {
   const model = await openai.models.retrieve(MODEL_ID);
   assert.equal(model.id, MODEL_ID);
@@ -203,6 +237,7 @@ describe("structured output on darkbloom serve", () => {
   it("json_object answers, SDK stream helpers and completions", () => checkJsonObjectAndStreaming(openai));
   it("logprobs: greedy tokens are the top ones, streamed equals whole, completions shape", () => checkLogprobs(openai));
   it("GET /v1/models/{id}", () => checkModelLookup(openai));
+  it("n choices, whole and streamed", () => checkChoices(openai));
 });
 
 describe("structured output through a coordinator with two providers", () => {
@@ -226,6 +261,7 @@ describe("structured output through a coordinator with two providers", () => {
   it("json_object answers, SDK stream helpers and completions", () => checkJsonObjectAndStreaming(openai));
   it("logprobs travel sealed and arrive whole and streamed", () => checkLogprobs(openai));
   it("GET /v1/models/{id}", () => checkModelLookup(openai));
+  it("n choices travel sealed, indexed, and are billed together", () => checkChoices(openai));
 });
 
 describe("darkbloom serve with an API key", () => {

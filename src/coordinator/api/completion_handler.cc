@@ -186,7 +186,8 @@ awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoi
   }
   request.parsed = std::move(*parsed->parsed);
   request.plaintext = std::move(parsed->plaintext);
-  request.max_tokens = request.parsed.max_tokens.value_or(default_max_tokens);
+  // Every choice may run to max_tokens: the request's output bound (reserved, routed by) is n times it.
+  request.max_tokens = request.parsed.max_tokens.value_or(default_max_tokens) * request.parsed.n;
   request.timing.parse_us = context_.clock.micros_since(started);
   co_return true;
 }
@@ -307,13 +308,13 @@ awaitable<void> CompletionHandler::relay(http::Exchange& exchange, PendingReques
 awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer) {
   const proto::ChunkFormatter format = formatter_for(request);
   const Headers headers = response_headers(request, *answer.provider);
-  std::string text;
-  json::bj::value logprobs;
+  std::vector<proto::ChunkFormatter::Choice> choices(static_cast<size_t>(request.parsed.n));
   for (;;) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      text += chunk->text;
-      proto::append_logprobs(&logprobs, chunk->logprobs);
+      auto& choice = choices[static_cast<size_t>(chunk->index)];  // the gateway checked the index
+      choice.text += chunk->text;
+      proto::append_logprobs(&choice.logprobs, chunk->logprobs);
       continue;
     }
     if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
@@ -328,7 +329,8 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
         with_receipt.emplace_back("X-Receipt-Request-Id", complete->receipt_request_id);
         with_receipt.emplace_back("X-Receipt-Completion-Tokens", std::to_string(complete->receipt_completion_tokens));
       }
-      const std::string body = format.complete_response(text, complete->finish_reason, usage, logprobs);
+      for (size_t i = 0; i < choices.size(); ++i) choices[i].finish_reason = complete->finish_reasons[i];
+      const std::string body = format.complete_response(choices, usage);
       co_await exchange.respond_json(200, body, with_receipt);
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
       cancel_at_provider(answer);
@@ -340,7 +342,7 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
     }
     break;
   }
-  crypto::wipe_memory(text.data(), text.size());
+  for (auto& choice : choices) crypto::wipe_memory(choice.text.data(), choice.text.size());
 }
 
 awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, PendingRequest& request,
@@ -352,18 +354,23 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
     co_return;
   }
   bool open = true;
-  if (auto opening = format.opening_chunk()) open = co_await exchange.send_event(*opening);
+  for (int i = 0; i < request.parsed.n && open; ++i) {
+    if (auto opening = format.opening_chunk(i)) open = co_await exchange.send_event(*opening);
+  }
   while (open) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      std::string data = format.content_chunk(chunk->text, chunk->logprobs);
+      std::string data = format.content_chunk(chunk->text, chunk->logprobs, chunk->index);
       open = co_await exchange.send_event(data);
       if (open) ++request.delivered_chunks;  // billed only once the client has it (never empty: one byte or more)
       crypto::wipe_memory(data.data(), data.size());
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
     } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
       settle(request, provider, complete->prompt_tokens, complete->completion_tokens);
-      co_await exchange.send_event(format.finish_chunk(complete->finish_reason));
+      for (size_t i = 0; i < complete->finish_reasons.size(); ++i) {
+        const std::string finish = format.finish_chunk(complete->finish_reasons[i], static_cast<int>(i));
+        co_await exchange.send_event(finish);
+      }
       if (request.parsed.include_usage) {
         co_await exchange.send_event(format.usage_chunk({complete->prompt_tokens, complete->completion_tokens}));
       }

@@ -179,6 +179,7 @@ Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const Pendi
     attempt.request_id = new_attempt_id(random_);
     attempt.model = request.parsed.model;
     attempt.max_tokens = request.max_tokens;
+    attempt.choices = request.parsed.n;
     attempt.body_bytes = request.body_bytes;
     attempt.messages = static_cast<int64_t>(request.parsed.messages.size());
     attempt.ignore_eos = request.parsed.ignore_eos;

@@ -79,6 +79,10 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
                               attempt.next_seq));
     return;
   }
+  if (content->index >= attempt.choices) {
+    drop(session, fmt::format("chunk for choice {} of a request with {}", content->index, attempt.choices));
+    return;
+  }
   attempt.next_seq += 1;
   attempt.chunks_received += 1;
   attempt.bytes_received += content->text.size();
@@ -91,7 +95,8 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
   if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
   if (content->text.empty()) return;                                            // nothing to relay, nothing to bill
   if (!session.trust_state_.public_key.empty()) attempt.text += content->text;  // for the receipt
-  attempt.events->push_here(provider_event::Text{std::move(content->text), std::move(content->logprobs)});
+  attempt.events->push_here(
+      provider_event::Text{std::move(content->text), std::move(content->logprobs), content->index});
 }
 
 void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
@@ -111,6 +116,12 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
     drop(session, fmt::format("completion after {} chunks, {} were received", content->seq, attempt.next_seq));
     return;
   }
+  std::vector<std::string> reasons = content->finish_reasons;
+  if (reasons.empty() && attempt.choices == 1) reasons.push_back(content->finish_reason);
+  if (static_cast<int>(reasons.size()) != attempt.choices) {
+    drop(session, fmt::format("completion with {} finish reasons for {} choices", reasons.size(), attempt.choices));
+    return;
+  }
   // Usage is the provider's word, believed up to what the coordinator saw (docs/billing.md).
   const BilledUsage billed =
       bill_usage(content->prompt_tokens, content->completion_tokens,
@@ -120,6 +131,7 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
   done.prompt_tokens = static_cast<int>(billed.prompt_tokens);
   done.completion_tokens = static_cast<int>(billed.completion_tokens);
   done.finish_reason = content->finish_reason;
+  done.finish_reasons = std::move(reasons);
   check_receipt(session, attempt, *content, done);
   crypto::wipe_memory(attempt.text.data(), attempt.text.size());
   attempt.text.clear();

@@ -33,11 +33,13 @@ struct Accepted {};
 struct Text {
   std::string text;
   json::bj::value logprobs;  // null, or the provider's logprobs object for this text
+  int index = 0;             // the choice
 };
 struct Complete {
   int prompt_tokens = 0;  // billed: the provider's report, bounded (billing/usage_bounds.h)
   int completion_tokens = 0;
   std::string finish_reason;
+  std::vector<std::string> finish_reasons;  // one per choice, in order (the request's n of them)
   // The provider's receipt, verified against the relayed text; empty when it sent none. It signs
   // the completion tokens the provider reported, which may exceed those billed.
   int receipt_completion_tokens = 0;
@@ -65,7 +67,8 @@ using ProviderEvent = std::variant<provider_event::Accepted, provider_event::Tex
 struct Attempt {
   std::string request_id;
   std::string model;
-  int max_tokens = 0;
+  int max_tokens = 0;  // of all choices together
+  int choices = 1;     // the request's n
   std::shared_ptr<net::AsyncQueue<ProviderEvent>> events;
   std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
   uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
