@@ -174,6 +174,13 @@ std::string response_hash(std::string_view request_id, int completion_tokens, st
   return crypto::sha256_hex(as_bytes(message));
 }
 
+std::string receipt_text(const std::vector<std::string>& choices) {
+  if (choices.size() == 1) return choices[0];
+  std::string text;
+  for (const std::string& choice : choices) text += std::to_string(choice.size()) + ":" + choice;
+  return text;
+}
+
 std::string rfc3339(std::chrono::system_clock::time_point time) {
   const std::time_t seconds = std::chrono::system_clock::to_time_t(time);
   std::tm utc{};

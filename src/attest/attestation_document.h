@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "attest/posture.h"
 #include "base/result.h"
@@ -64,6 +65,9 @@ std::string account_binding(std::string_view public_key, std::string_view accoun
 
 // hex SHA-256 of "<request_id>:<completion_tokens>:<text>": what a response receipt signs.
 std::string response_hash(std::string_view request_id, int completion_tokens, std::string_view text);
+// The <text> a receipt covers: the answer's text, or with several choices each choice's text after
+// its length in bytes, in index order ("2:hi5:there"), so no text moves between choices unseen.
+std::string receipt_text(const std::vector<std::string>& choices);
 
 // "2026-11-27T23:48:45Z"
 std::string rfc3339(std::chrono::system_clock::time_point time);

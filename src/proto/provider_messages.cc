@@ -188,12 +188,26 @@ uint32_t feature_bits(const std::vector<std::string>& features) {
   for (const auto& feature : features) {
     if (feature == kFeatureResponseFormat) bits |= kFeatureBitResponseFormat;
     if (feature == kFeatureLogprobs) bits |= kFeatureBitLogprobs;
+    if (feature == kFeatureChoices) bits |= kFeatureBitChoices;
   }
   return bits;
 }
 
+std::string feature_names(uint32_t bits) {
+  std::string names;
+  const std::pair<uint32_t, std::string_view> known[] = {{kFeatureBitResponseFormat, kFeatureResponseFormat},
+                                                         {kFeatureBitLogprobs, kFeatureLogprobs},
+                                                         {kFeatureBitChoices, kFeatureChoices}};
+  for (const auto& [bit, name] : known) {
+    if ((bits & bit) == 0) continue;
+    if (!names.empty()) names += ", ";
+    names += name;
+  }
+  return names;
+}
+
 std::vector<std::string> provider_features() {
-  return {std::string(kFeatureResponseFormat), std::string(kFeatureLogprobs)};
+  return {std::string(kFeatureResponseFormat), std::string(kFeatureLogprobs), std::string(kFeatureChoices)};
 }
 
 std::string encode(const Register& m) {

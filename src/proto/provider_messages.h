@@ -91,10 +91,13 @@ struct Register {
 // Features a provider may announce, and as bits for routing.
 inline constexpr std::string_view kFeatureResponseFormat = "response_format";  // json_object, json_schema
 inline constexpr std::string_view kFeatureLogprobs = "logprobs";
+inline constexpr std::string_view kFeatureChoices = "n";  // several choices per request
 inline constexpr uint32_t kFeatureBitResponseFormat = 1;
 inline constexpr uint32_t kFeatureBitLogprobs = 2;
-// The bits of the features named (unknown names are ignored).
+inline constexpr uint32_t kFeatureBitChoices = 4;
+// The bits of the features named (unknown names are ignored), and back ("response_format, n").
 uint32_t feature_bits(const std::vector<std::string>& features);
+std::string feature_names(uint32_t bits);
 // The names of features this build of the provider has.
 std::vector<std::string> provider_features();
 

@@ -496,12 +496,12 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   };
   const crypto::Channel channel(session_key, keys_);
   uint64_t seq = 0;
-  std::string answer;  // every chunk's text in the order sent, for the receipt; wiped below
+  std::vector<std::string> answers(static_cast<size_t>(run.choices()));  // for the receipt; wiped below
   std::vector<engine::FinishEvent> finishes(static_cast<size_t>(run.choices()));
   while (!run.finished()) {
     ChoiceRun::Event event = co_await run.next();
     if (!event.finish) {
-      answer += event.text;
+      answers[static_cast<size_t>(event.index)] += event.text;
       proto::ChunkContent content_fields;
       content_fields.seq = seq++;
       content_fields.text = std::move(event.text);
@@ -552,7 +552,9 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
     if (finishes.size() > 1) {
       for (const auto& finish : finishes) completion.finish_reasons.emplace_back(openai_finish_reason(finish.reason));
     }
-    completion.response_hash = attest::response_hash(request_id, completion_tokens, answer);
+    std::string covered = attest::receipt_text(answers);
+    completion.response_hash = attest::response_hash(request_id, completion_tokens, covered);
+    crypto::wipe_memory(covered.data(), covered.size());
     auto receipt = co_await sign(completion.response_hash);
     if (!receipt) {
       // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
@@ -568,7 +570,7 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
       socket->send(proto::encode(complete));
     }
   }
-  crypto::wipe_memory(answer.data(), answer.size());
+  for (std::string& answer : answers) crypto::wipe_memory(answer.data(), answer.size());
 }
 
 }  // namespace darkbloom::provider

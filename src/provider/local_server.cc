@@ -32,23 +32,28 @@ LocalServer::LocalServer(net::asio::any_io_executor executor, engine::Engine& en
       created_(unix_seconds_now()),
       server_(executor, routes(), limits) {
   if (api_key_.empty()) return;
-  server_.set_header_check([this](const http::Request& request, const std::string&)
-                               -> awaitable<std::optional<std::pair<proto::ApiError, http::Headers>>> {
-    std::optional<std::pair<proto::ApiError, http::Headers>> refusal;
-    const std::string_view target(request.target().data(), request.target().size());
-    if (target == "/health" || key_matches(request)) co_return refusal;
-    refusal.emplace(proto::authentication_error("Incorrect or missing API key: send \"Authorization: Bearer <key>\""),
-                    http::Headers{{"WWW-Authenticate", "Bearer"}});
-    co_return refusal;
-  });
+  server_.set_header_check(
+      [this](const http::Request& request,
+             const std::string&) -> awaitable<std::optional<std::pair<proto::ApiError, http::Headers>>> {
+        // Built in a plain function: GCC 12 mis-compiles braced temporaries inside coroutines.
+        co_return refusal_for(request);
+      });
+}
+
+std::optional<std::pair<proto::ApiError, http::Headers>> LocalServer::refusal_for(const http::Request& request) const {
+  const std::string_view target(request.target().data(), request.target().size());
+  if (target == "/health" || key_matches(request)) return std::nullopt;
+  return std::make_pair(
+      proto::authentication_error("Incorrect or missing API key: send \"Authorization: Bearer <key>\""),
+      http::Headers{{"WWW-Authenticate", "Bearer"}});
 }
 
 awaitable<bool> LocalServer::authorized(http::Exchange& exchange) {
   // Requests with a body were checked before it was read; these are the others (GET).
-  if (api_key_.empty() || key_matches(exchange.request())) co_return true;
-  const proto::ApiError refusal =
-      proto::authentication_error("Incorrect or missing API key: send \"Authorization: Bearer <key>\"");
-  co_await exchange.respond_error(refusal);
+  const std::optional<std::pair<proto::ApiError, http::Headers>> refusal =
+      api_key_.empty() ? std::nullopt : refusal_for(exchange.request());
+  if (!refusal) co_return true;
+  co_await exchange.respond_error(refusal->first, refusal->second);
   co_return false;
 }
 

@@ -27,6 +27,8 @@ class LocalServer {
  private:
   http::Router routes();
   bool key_matches(const http::Request& request) const;
+  // The 401 (with its WWW-Authenticate header) for a request without the key; nullopt when it has it.
+  std::optional<std::pair<proto::ApiError, http::Headers>> refusal_for(const http::Request& request) const;
   // True when no key is set or the request carries it; else answers 401.
   net::awaitable<bool> authorized(http::Exchange& exchange);
   // Parses, checks the model, submits to the engine, then answers in one of the two ways below.

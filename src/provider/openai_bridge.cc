@@ -165,8 +165,8 @@ ChoiceRun::~ChoiceRun() {
 }
 
 Status ChoiceRun::start() {
-  engine::GenerationRequest first = request_;
-  if (n_ == 1) first = std::move(request_);
+  // With one choice the request moves on; with more, choice 0 gets a copy (request_ is wiped later).
+  engine::GenerationRequest first = n_ == 1 ? std::move(request_) : request_;
   auto id = engine_.submit(std::move(first), std::make_shared<Sink>(queue_, 0));
   if (!id) return id.error();
   running_[0] = *id;

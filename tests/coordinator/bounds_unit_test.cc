@@ -544,6 +544,11 @@ TEST(ProviderFeatures, with_only_older_providers_a_structured_request_is_refused
 namespace darkbloom::coordinator {
 namespace {
 
+// A provider of this version: it announces every feature.
+FakeProvider connect_current(CoordinatorHarness& h) {
+  return h.connect_with("m", [](proto::Register& hello) { hello.features = proto::provider_features(); });
+}
+
 // A request for `n` choices dispatched to `provider`; returns what it was sent.
 proto::InferenceRequest dispatch_choices(CoordinatorHarness& h, FakeProvider& provider, int n,
                                          std::shared_ptr<PendingRequest>* request) {
@@ -551,7 +556,9 @@ proto::InferenceRequest dispatch_choices(CoordinatorHarness& h, FakeProvider& pr
   (*request)->parsed.n = n;
   auto outcome = new_outcome();
   h.dispatch(*request, outcome);
-  return provider.link->sent<proto::InferenceRequest>().back();
+  const auto sent = provider.link->sent<proto::InferenceRequest>();
+  EXPECT_EQ(sent.size(), 1u);
+  return sent.empty() ? proto::InferenceRequest{} : sent.back();
 }
 
 std::string chunk_for_choice(const FakeProvider& provider, const proto::InferenceRequest& sent, uint64_t seq,
@@ -565,7 +572,7 @@ std::string chunk_for_choice(const FakeProvider& provider, const proto::Inferenc
 
 TEST(Choices, a_chunk_for_a_choice_the_request_did_not_ask_for_drops_the_provider) {
   CoordinatorHarness h;
-  auto provider = h.connect("m");
+  auto provider = connect_current(h);
   std::shared_ptr<PendingRequest> request;
   const proto::InferenceRequest sent = dispatch_choices(h, provider, 2, &request);
   h.gateway.receive(*provider.session, chunk_for_choice(provider, sent, 0, 1));
@@ -578,7 +585,7 @@ TEST(Choices, a_completion_must_give_one_finish_reason_per_choice) {
   for (const std::vector<std::string>& reasons : {std::vector<std::string>{}, std::vector<std::string>{"stop"},
                                                   std::vector<std::string>{"stop", "stop", "stop"}}) {
     CoordinatorHarness h;
-    auto provider = h.connect("m");
+    auto provider = connect_current(h);
     std::shared_ptr<PendingRequest> request;
     const proto::InferenceRequest sent = dispatch_choices(h, provider, 2, &request);
     proto::CompletionContent content;
@@ -590,7 +597,7 @@ TEST(Choices, a_completion_must_give_one_finish_reason_per_choice) {
     EXPECT_TRUE(provider.session->dropped()) << reasons.size() << " reasons";
   }
   CoordinatorHarness h;
-  auto provider = h.connect("m");
+  auto provider = connect_current(h);
   std::shared_ptr<PendingRequest> request;
   const proto::InferenceRequest sent = dispatch_choices(h, provider, 2, &request);
   proto::CompletionContent content;
@@ -600,6 +607,75 @@ TEST(Choices, a_completion_must_give_one_finish_reason_per_choice) {
   h.gateway.receive(*provider.session, proto::encode(proto::InferenceComplete{
                                            sent.request_id, provider.seal_for(sent, proto::encode(content))}));
   EXPECT_FALSE(provider.session->dropped());
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+TEST(Choices, a_request_for_several_choices_takes_as_many_of_the_providers_sequences) {
+  CoordinatorHarness h;
+  auto provider = h.connect_with("m", [](proto::Register& hello) {
+    hello.features = proto::provider_features();
+    hello.max_concurrency = 4;
+  });
+  std::shared_ptr<PendingRequest> request;
+  dispatch_choices(h, provider, 3, &request);
+  EXPECT_EQ(provider.session->sequences_in_flight(), 3);
+  EXPECT_TRUE(provider.session->has_capacity());
+  const ProviderNeeds plain{};
+  EXPECT_EQ(h.router.pick("m", 10, {}, plain), provider.session);
+  std::shared_ptr<PendingRequest> second;
+  auto outcome = new_outcome();
+  second = h.request("m", 64);
+  second->parsed.n = 2;
+  h.dispatch(second, outcome);  // 3 + 2 > 4: it waits
+  EXPECT_EQ(provider.link->sent<proto::InferenceRequest>().size(), 1u);
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+TEST(ProviderFeatures, waiters_that_cannot_use_a_freed_provider_pass_it_on_once_to_one_that_can) {
+  CoordinatorConfig config = CoordinatorHarness::default_config();
+  config.queue_depth = 4;
+  CoordinatorHarness h(config);
+  auto old = h.connect_with("m", [](proto::Register& hello) { hello.features.clear(); });
+  auto current = connect_current(h);
+  // Both busy: a plain request on each.
+  std::vector<std::shared_ptr<PendingRequest>> busy;
+  for (int i = 0; i < 2; ++i) {
+    busy.push_back(h.request("m", 64));
+    h.dispatch(busy.back(), new_outcome());
+  }
+  ASSERT_EQ(old.session->in_flight() + current.session->in_flight(), 2u);
+  // Two structured requests and then a plain one wait.
+  std::vector<std::shared_ptr<PendingRequest>> waiting;
+  std::vector<testing::Outcome> outcomes;
+  for (const char* format : {"json_object", "json_object", "text"}) {
+    waiting.push_back(h.request("m", 64));
+    waiting.back()->parsed.response_format = format;
+    outcomes.push_back(new_outcome());
+    h.dispatch(waiting.back(), outcomes.back());
+  }
+  EXPECT_EQ(h.router.queued("m"), 3u);
+  // The old provider finishes: the structured waiters cannot use it and hand the wake-up on, each
+  // once, to the plain request behind them (no endless passing back and forth).
+  const proto::InferenceRequest sent = old.link->sent<proto::InferenceRequest>().back();
+  h.gateway.receive(*old.session, old.complete_frame(sent, 0, 3, 1, ""));
+  h.run();
+  // The plain request went to it (its first chunk is awaited now); the structured ones still wait.
+  ASSERT_EQ(old.link->sent<proto::InferenceRequest>().size(), 2u);
+  ASSERT_TRUE(waiting[2]->attempt);
+  EXPECT_EQ(old.link->sent<proto::InferenceRequest>().back().request_id, waiting[2]->attempt->request_id);
+  EXPECT_FALSE(waiting[0]->attempt);
+  EXPECT_FALSE(waiting[1]->attempt);
+  EXPECT_EQ(h.router.queued("m"), 2u);
 }
 
 }  // namespace

@@ -262,6 +262,14 @@ describe("structured output through a coordinator with two providers", () => {
   it("logprobs travel sealed and arrive whole and streamed", () => checkLogprobs(openai));
   it("GET /v1/models/{id}", () => checkModelLookup(openai));
   it("n choices travel sealed, indexed, and are billed together", () => checkChoices(openai));
+  it("refuses more logprob entries than it holds for a whole answer", async () => {
+    await assert.rejects(
+      openai.chat.completions.create({
+        model: MODEL_ID, messages: [{ role: "user", content: "x" }], n: 8, max_tokens: 4096, logprobs: true,
+        top_logprobs: 20,
+      }),
+      (error) => error.status === 400 && error.param === "max_tokens" && /entries/.test(error.message));
+  });
 });
 
 describe("darkbloom serve with an API key", () => {

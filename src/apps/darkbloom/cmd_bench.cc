@@ -159,7 +159,8 @@ int run_grammar_bench(const GrammarBenchArgs& args) {
   if (!schema) return fail(schema.error().message);
   engine::EngineOptions options = args.engine;
   options.max_batch = std::max(options.max_batch, *std::max_element(batches->begin(), batches->end()));
-  if (options.context == 0) options.context = 512;
+  // Room for the decoding runs' short prompts and --gen tokens.
+  if (options.context == 0) options.context = std::max(512, args.bench.gen_tokens + 64);
   auto loaded = engine::Engine::load(options);
   if (!loaded) return fail(loaded.error().message);
   engine::GrammarBenchOptions bench = args.bench;

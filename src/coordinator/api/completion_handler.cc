@@ -188,6 +188,16 @@ awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoi
   request.plaintext = std::move(parsed->plaintext);
   // Every choice may run to max_tokens: the request's output bound (reserved, routed by) is n times it.
   request.max_tokens = request.parsed.max_tokens.value_or(default_max_tokens) * request.parsed.n;
+  if (request.parsed.logprobs && int64_t{request.max_tokens} * (request.parsed.top_logprobs + 1) > kMaxLogprobEntries) {
+    // The coordinator holds a whole answer's logprobs: their number is bounded.
+    const proto::ApiError refusal = proto::invalid_request(
+        fmt::format("logprobs for n x max_tokens = {} tokens with {} alternatives each is more than the {} entries "
+                    "a request may ask for; lower max_tokens, n or top_logprobs",
+                    request.max_tokens, request.parsed.top_logprobs, kMaxLogprobEntries),
+        "max_tokens");
+    co_await exchange.respond_error(refusal);
+    co_return false;
+  }
   request.timing.parse_us = context_.clock.micros_since(started);
   co_return true;
 }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "base/encoding.h"
 #include "base/log.h"
 
@@ -55,11 +57,10 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
   if (router_.has_candidates(request->parsed.model, {}, ProviderNeeds{request->frame_bytes}) &&
       !router_.has_candidates(request->parsed.model, {}, needs_of(*request))) {
     // Providers of the model are there, but all of them run a version without what it asks for.
-    co_return NoAnswer{
-        proto::no_provider_available(fmt::format(
-            "No provider of '{}' supports {} yet (they run an older version); retry later", request->parsed.model,
-            needs_of(*request).features & proto::kFeatureBitResponseFormat ? "response_format" : "logprobs")),
-        retry_after(30)};
+    co_return NoAnswer{proto::no_provider_available(fmt::format(
+                           "No provider of '{}' supports all of {} yet (they run an older version); retry later",
+                           request->parsed.model, proto::feature_names(needs_of(*request).features))),
+                       retry_after(30)};
   }
   std::set<std::string> excluded;
   proto::ApiError last_error = proto::provider_error("No provider could serve the request");
@@ -119,9 +120,10 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
 }
 
 ProviderNeeds RequestDispatcher::needs_of(const PendingRequest& request) {
-  ProviderNeeds needs{request.frame_bytes, 0};
+  ProviderNeeds needs{request.frame_bytes, 0, request.parsed.n};
   if (request.parsed.response_format != "text") needs.features |= proto::kFeatureBitResponseFormat;
   if (request.parsed.logprobs) needs.features |= proto::kFeatureBitLogprobs;
+  if (request.parsed.n > 1) needs.features |= proto::kFeatureBitChoices;
   return needs;
 }
 
@@ -162,9 +164,9 @@ awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingReque
     }
     provider = timed_pick(request, excluded);
     lost_turn = true;  // if another request took the slot first, wait again at the front
-    // Woken for a provider whose frames are too small for this request: the wake-up is for the
-    // next in line, or that provider would sit idle while they wait.
-    if (!provider && router_.has_free_provider(model, excluded)) router_.capacity_changed(model);
+    // Woken for a provider this request cannot use (its frames are too small, it lacks a feature):
+    // the wake-up is for the next in line, or that provider would sit idle while they wait.
+    if (!provider && router_.has_free_provider(model, excluded)) router_.pass_wake_up(model, *request.waiter);
   }
   request.waiter.reset();
   co_return Pick{provider, std::nullopt};
@@ -180,6 +182,13 @@ Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const Pendi
     attempt.model = request.parsed.model;
     attempt.max_tokens = request.max_tokens;
     attempt.choices = request.parsed.n;
+    if (request.parsed.logprobs) {
+      // Entries are bounded when the request is admitted (kMaxLogprobEntries); what an honest
+      // provider writes for them, with room for the chunks' JSON around them.
+      const int64_t entries = int64_t{request.max_tokens} * (request.parsed.top_logprobs + 1);
+      attempt.max_logprobs_bytes =
+          std::min(static_cast<size_t>(entries) * kMaxLogprobEntryBytes + (1u << 20), kMaxAttemptLogprobsBytes);
+    }
     attempt.body_bytes = request.body_bytes;
     attempt.messages = static_cast<int64_t>(request.parsed.messages.size());
     attempt.ignore_eos = request.parsed.ignore_eos;

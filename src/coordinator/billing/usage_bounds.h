@@ -23,11 +23,13 @@ inline constexpr int64_t kHonestSlackTokens = 256 + 16;
 struct UsageBound {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t choices = 1;  // each choice may end with its own end token and hold back its own stop string
 };
 
 // The most a request can have used: `body_bytes` of request body with `messages` chat messages
-// (0 for a completions prompt), and `output_bytes` of text relayed to the client.
-UsageBound usage_bound(int64_t body_bytes, int64_t messages, int64_t output_bytes);
+// (0 for a completions prompt), and `output_bytes` of text relayed to the client over `choices`
+// answers (n).
+UsageBound usage_bound(int64_t body_bytes, int64_t messages, int64_t output_bytes, int64_t choices = 1);
 
 struct BilledUsage {
   int64_t prompt_tokens = 0;      // min(reported, bound)
@@ -37,9 +39,9 @@ struct BilledUsage {
 
 BilledUsage bill_usage(int64_t reported_prompt_tokens, int64_t reported_completion_tokens, const UsageBound& bound);
 
-// The most an honest provider reports against a bound of `bound` tokens.
-constexpr int64_t honest_ceiling(int64_t bound) {
-  return 2 * bound + kHonestSlackTokens;
+// The most an honest provider reports against a bound of `bound` tokens over `choices` answers.
+constexpr int64_t honest_ceiling(int64_t bound, int64_t choices = 1) {
+  return 2 * bound + kHonestSlackTokens * choices;
 }
 
 }  // namespace darkbloom::coordinator

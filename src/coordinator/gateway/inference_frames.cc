@@ -88,13 +88,17 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
   attempt.bytes_received += content->text.size();
   if (!content->logprobs.is_null()) attempt.logprobs_bytes += plaintext->size() - content->text.size();
   if (attempt.bytes_received > kMaxAttemptBytes || attempt.chunks_received > attempt.max_chunks() ||
-      attempt.logprobs_bytes > kMaxAttemptLogprobsBytes) {
+      attempt.logprobs_bytes > attempt.max_logprobs_bytes) {
     drop(session, "answer larger than any request allows");
     return;
   }
   if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
-  if (content->text.empty()) return;                                            // nothing to relay, nothing to bill
-  if (!session.trust_state_.public_key.empty()) attempt.text += content->text;  // for the receipt
+  if (content->text.empty()) return;               // nothing to relay, nothing to bill
+  if (!session.trust_state_.public_key.empty()) {  // for the receipt
+    if (attempt.texts.size() < static_cast<size_t>(attempt.choices))
+      attempt.texts.resize(static_cast<size_t>(attempt.choices));
+    attempt.texts[static_cast<size_t>(content->index)] += content->text;
+  }
   attempt.events->push_here(
       provider_event::Text{std::move(content->text), std::move(content->logprobs), content->index});
 }
@@ -123,9 +127,9 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
     return;
   }
   // Usage is the provider's word, believed up to what the coordinator saw (docs/billing.md).
-  const BilledUsage billed =
-      bill_usage(content->prompt_tokens, content->completion_tokens,
-                 usage_bound(attempt.body_bytes, attempt.messages, static_cast<int64_t>(attempt.bytes_received)));
+  const BilledUsage billed = bill_usage(
+      content->prompt_tokens, content->completion_tokens,
+      usage_bound(attempt.body_bytes, attempt.messages, static_cast<int64_t>(attempt.bytes_received), attempt.choices));
   observe_decode_rate(session, attempt, billed.completion_tokens);
   provider_event::Complete done;
   done.prompt_tokens = static_cast<int>(billed.prompt_tokens);
@@ -133,8 +137,8 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
   done.finish_reason = content->finish_reason;
   done.finish_reasons = std::move(reasons);
   check_receipt(session, attempt, *content, done);
-  crypto::wipe_memory(attempt.text.data(), attempt.text.size());
-  attempt.text.clear();
+  for (std::string& text : attempt.texts) crypto::wipe_memory(text.data(), text.size());
+  attempt.texts.clear();
   const std::string lie =
       billed.beyond_honest && !attempt.ignore_eos
           ? fmt::format(
@@ -158,8 +162,9 @@ void ProviderGateway::observe_decode_rate(ProviderSession& session, const Attemp
   if (tokens <= 1 || attempt.next_seq == 0) return;
   const double seconds = std::chrono::duration<double>(clock_.now() - attempt.first_chunk_at).count();
   if (seconds <= 0) return;
-  const double rate =
-      std::min(static_cast<double>(tokens - 1) / seconds, kObservedRateCap * Router::claimed_decode_rate(session));
+  // The choices of one request decode side by side: the provider's speed is one choice's.
+  const double rate = std::min(static_cast<double>(tokens - 1) / attempt.choices / seconds,
+                               kObservedRateCap * Router::claimed_decode_rate(session));
   const double old_rate = session.observed_decode_tps_;
   session.observed_decode_tps_ =
       old_rate > 0 ? (1 - kObservedRateWeight) * old_rate + kObservedRateWeight * rate : rate;
@@ -174,8 +179,13 @@ void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& att
     distrust(session, "an answer came without its receipt");
     return;
   }
-  auto receipt = verify_receipt(attempt.request_id, content.completion_tokens, attempt.text, content.response_hash,
+  std::vector<std::string> texts = attempt.texts;
+  texts.resize(static_cast<size_t>(attempt.choices));  // choices that sent no text
+  std::string covered = attest::receipt_text(texts);
+  auto receipt = verify_receipt(attempt.request_id, content.completion_tokens, covered, content.response_hash,
                                 content.receipt_signature, trust.public_key);
+  crypto::wipe_memory(covered.data(), covered.size());
+  for (std::string& text : texts) crypto::wipe_memory(text.data(), text.size());
   if (!receipt) {
     // The answer may still be right, but this provider signs what it did not send.
     distrust(session, "receipt rejected: " + receipt.error().message);

@@ -23,6 +23,12 @@ bool ProviderSession::take_late_frame(net::Clock::Time now) {
   return late_frames_.take(now);
 }
 
+int ProviderSession::sequences_in_flight() const {
+  int total = 0;
+  for (const auto& [id, attempt] : in_flight_) total += attempt->choices;
+  return total;
+}
+
 int64_t ProviderSession::queued_tokens() const {
   int64_t total = 0;
   for (const auto& [id, attempt] : in_flight_) total += attempt->max_tokens;

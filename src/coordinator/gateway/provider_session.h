@@ -73,7 +73,8 @@ struct Attempt {
   std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
   uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
   size_t bytes_received = 0;                 // text bytes so far, against kMaxAttemptBytes
-  size_t logprobs_bytes = 0;                 // bytes of logprobs so far, against kMaxAttemptLogprobsBytes
+  size_t logprobs_bytes = 0;                 // bytes of logprobs so far, against max_logprobs_bytes
+  size_t max_logprobs_bytes = 0;             // what the request's logprobs may honestly take
   int64_t chunks_received = 0;               // empty ones too, against max_chunks()
   int64_t body_bytes = 0;                    // of the consumer's request: with `messages`, bounds
   int64_t messages = 0;                      // the prompt tokens billed (billing/usage_bounds.h)
@@ -81,8 +82,8 @@ struct Attempt {
   // more tokens than bytes is then honest.
   bool ignore_eos = false;
   net::Clock::Time first_chunk_at{};
-  std::string text;       // the answer so far, to check the receipt against; wiped when it finishes
-  bool accepted = false;  // inference_accepted came (once, before any output)
+  std::vector<std::string> texts;  // each choice's answer so far, to check the receipt against; wiped at the end
+  bool accepted = false;           // inference_accepted came (once, before any output)
 
   // An honest provider sends at most one chunk per token and one for the held-back tail.
   int64_t max_chunks() const { return int64_t{max_tokens} + kHonestSlackTokens + 1; }
@@ -91,9 +92,13 @@ struct Attempt {
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
 // coordinator's memory; it is dropped.
 inline constexpr size_t kMaxAttemptBytes = 64u << 20;
-// Logprobs an attempt may send in all: about 20k tokens with 20 alternatives each. The coordinator
-// holds them for a whole (non-streamed) answer.
-inline constexpr size_t kMaxAttemptLogprobsBytes = 32u << 20;
+// Log-probability entries (a token or an alternative) one request may ask for: n x max_tokens x
+// (top_logprobs + 1). The coordinator holds them for a whole answer; beyond, the request is refused.
+inline constexpr int64_t kMaxLogprobEntries = 1 << 18;
+// Bytes one entry may take on the wire on average, as the provider writes it (a token's text and
+// bytes, escaped), and what an attempt's logprobs may take in all.
+inline constexpr size_t kMaxLogprobEntryBytes = 1024;
+inline constexpr size_t kMaxAttemptLogprobsBytes = 64u << 20;
 
 // What the coordinator knows of a provider's identity and how its challenges went.
 struct TrustState {
@@ -159,7 +164,12 @@ class ProviderSession {
   bool may_log(net::Clock::Time now, uint64_t* suppressed);
   // Tokens the provider still has to produce for requests in flight (their max_tokens).
   int64_t queued_tokens() const;
-  bool has_capacity() const { return static_cast<int>(in_flight_.size()) < info_.max_concurrency; }
+  // Room for a request of `sequences` choices (n): each takes one of the provider's concurrent
+  // sequences. An idle provider takes any request, however many choices it has.
+  bool has_capacity(int sequences = 1) const {
+    return in_flight_.empty() || sequences_in_flight() + sequences <= info_.max_concurrency;
+  }
+  int sequences_in_flight() const;
   // Trusted enough for requests now: at or above `min_trust`, and above `none` only with a
   // recently passed challenge; and not draining before a stop.
   bool routable(TrustLevel min_trust, net::Clock::Time now) const {

@@ -35,7 +35,8 @@ std::shared_ptr<ProviderSession> Router::pick(const std::string& model, int max_
                                               const std::set<std::string>& excluded, const ProviderNeeds& needs) {
   std::vector<std::pair<double, std::shared_ptr<ProviderSession>>> candidates;
   for (auto& session : registry_.serving(model, options_.min_trust)) {
-    if (excluded.count(session->id()) || !session->has_capacity() || !session->is_open() || !needs.met_by(*session)) {
+    if (excluded.count(session->id()) || !session->has_capacity(needs.sequences) || !session->is_open() ||
+        !needs.met_by(*session)) {
       continue;
     }
     candidates.emplace_back(expected_ms(*session, max_tokens), session);
@@ -116,7 +117,23 @@ void Router::abandon(const std::shared_ptr<Waiter>& waiter) {
   waiter->timer.cancel();
 }
 
+void Router::pass_wake_up(const std::string& model, Waiter& passing) {
+  const uint64_t generation = capacity_generation_[model];
+  if (passing.passed_generation == generation) return;  // passed this event on once already
+  passing.passed_generation = generation;
+  auto it = queues_.find(model);
+  if (it == queues_.end()) return;
+  for (auto& waiter : it->second) {
+    if (!waiter->woken && !waiter->abandoned && waiter->passed_generation != generation) {
+      waiter->woken = true;
+      waiter->timer.cancel();
+      return;
+    }
+  }
+}
+
 void Router::capacity_changed(const std::string& model, int slots) {
+  capacity_generation_[model] += 1;
   auto it = queues_.find(model);
   if (it == queues_.end()) return;
   for (auto& waiter : it->second) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <set>
@@ -31,6 +32,7 @@ enum class QueueOutcome { ready, full, expired, abandoned };
 struct ProviderNeeds {
   size_t frame_bytes = 0;  // it reads frames this large (the sealed request's)
   uint32_t features = 0;   // proto::kFeatureBit*: it announced these (structured output, logprobs)
+  int sequences = 1;       // concurrent sequences it takes (its n choices)
   bool met_by(const ProviderSession& session) const {
     return session.max_frame_bytes() >= frame_bytes && (session.features() & features) == features;
   }
@@ -65,6 +67,10 @@ class Router {
     net::Clock::Time deadline;  // fixed for the whole wait, across re-queues
     bool woken = false;
     bool abandoned = false;
+    // The capacity event (Router::capacity_generation) whose wake-up this waiter passed on, having
+    // no use for what was freed: it does not pass the same event again, so two waiters that
+    // cannot use a free provider do not wake each other in turn.
+    uint64_t passed_generation = UINT64_MAX;
   };
   std::shared_ptr<Waiter> make_waiter();
 
@@ -77,6 +83,9 @@ class Router {
 
   // Capacity may have freed up for a model: wake the first `slots` waiters of its queue.
   void capacity_changed(const std::string& model, int slots = 1);
+  // A woken waiter that cannot use the freed capacity (its provider lacks a feature or reads too
+  // small frames) hands its wake-up to the next waiter that has not passed this event on yet.
+  void pass_wake_up(const std::string& model, Waiter& passing);
   // Every waiter of the model re-checks (a provider left: some may have nobody left to wait for).
   void wake_all(const std::string& model);
 
@@ -97,6 +106,7 @@ class Router {
   ProviderRegistry& registry_;
   RoutingOptions options_;
   std::unordered_map<std::string, std::deque<std::shared_ptr<Waiter>>> queues_;
+  std::unordered_map<std::string, uint64_t> capacity_generation_;  // counts capacity_changed per model
 };
 
 }  // namespace darkbloom::coordinator

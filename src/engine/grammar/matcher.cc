@@ -12,9 +12,8 @@ namespace {
 constexpr size_t kMaskCacheBytes = 16u << 20;
 // Stacks one runtime may intern before it refuses to go further (a runaway grammar).
 constexpr size_t kMaxStacks = 1u << 20;
-// One closure follows at most this many rule references and returns (C++ recursion and time);
-// paths beyond are dropped, which only narrows what may be generated.
-constexpr int kMaxClosureDepth = 16384;
+// One closure takes at most this many steps (rule references and returns); paths beyond are
+// dropped, which only narrows what may be generated.
 constexpr size_t kMaxClosureSteps = 1u << 16;
 // A state keeps at most this many stacks (an anyOf of very many similar branches).
 constexpr size_t kMaxStacksPerState = 4096;
@@ -89,7 +88,7 @@ GrammarRuntime::GrammarRuntime(Grammar grammar, const TokenTrie* trie, int max_d
   if (grammar_.root() < 0) throw std::logic_error("grammar without a root rule");
   Closure closure;
   for (int32_t start : grammar_.alternatives(grammar_.root())) {
-    close(start, -1, &initial_.stacks, &initial_.accepting, &closure, 0);
+    close(start, -1, &initial_.stacks, &initial_.accepting, &closure);
   }
   if (initial_.stacks.size() > kMaxStacksPerState) initial_.stacks.resize(kMaxStacksPerState);
   std::sort(initial_.stacks.begin(), initial_.stacks.end());
@@ -110,40 +109,41 @@ int32_t GrammarRuntime::intern(int32_t position, int32_t parent) {
 }
 
 void GrammarRuntime::close(int32_t position, int32_t parent, std::vector<int32_t>* out, bool* accepting,
-                           Closure* closure, int depth) {
-  if (depth > kMaxClosureDepth || ++closure->steps > kMaxClosureSteps) return;
+                           Closure* closure) {
+  // A work list, not recursion: a closure may run through thousands of rules (many optional
+  // parts in a row) and must not depend on the thread's stack. The order of the found stacks
+  // does not matter: the caller sorts them.
+  std::vector<std::pair<int32_t, int32_t>>& work = closure->work;
+  work.clear();
+  work.emplace_back(position, parent);
   const std::vector<Element>& elements = grammar_.elements();
-  const Element& element = elements[static_cast<size_t>(position)];
-  switch (element.kind) {
-    case Element::Kind::bytes: {
-      const int32_t node = intern(position, parent);
+  while (!work.empty()) {
+    if (++closure->steps > kMaxClosureSteps) return;  // what is left is dropped
+    const auto [at, below] = work.back();
+    work.pop_back();
+    const Element& element = elements[static_cast<size_t>(at)];
+    if (element.kind == Element::Kind::bytes) {
+      const int32_t node = intern(at, below);
       if (node >= 0) out->push_back(node);
-      return;
-    }
-    case Element::Kind::end:
-      if (parent < 0) {
+    } else if (element.kind == Element::Kind::end) {
+      if (below < 0) {
         *accepting = true;
       } else {
-        const Node below = nodes_[static_cast<size_t>(parent)];  // a copy: close() may grow nodes_
-        close(below.position, below.parent, out, accepting, closure, depth + 1);
+        const Node returned = nodes_[static_cast<size_t>(below)];
+        work.emplace_back(returned.position, returned.parent);
       }
-      return;
-    case Element::Kind::rule: {
-      // Where to continue after the rule; a rule in last place returns straight to `parent`, so
+    } else {
+      // Where to continue after the rule; a rule in last place returns straight to `below`, so
       // repetition (R := item R) does not grow the stack.
-      int32_t after = parent;
-      if (elements[static_cast<size_t>(position) + 1].kind != Element::Kind::end) {
-        after = intern(position + 1, parent);
-        if (after < 0) return;
+      int32_t after = below;
+      if (elements[static_cast<size_t>(at) + 1].kind != Element::Kind::end) {
+        after = intern(at + 1, below);
+        if (after < 0) continue;
       }
       // A rule expanded again over the same stack without a byte in between adds nothing (and
       // would loop for ever on rules that match the empty text).
-      const uint64_t key = node_key(element.index, after);
-      if (!closure->expanded.insert(key).second) return;
-      for (int32_t start : grammar_.alternatives(element.index)) {
-        close(start, after, out, accepting, closure, depth + 1);
-      }
-      return;
+      if (!closure->expanded.insert(node_key(element.index, after)).second) continue;
+      for (int32_t start : grammar_.alternatives(element.index)) work.emplace_back(start, after);
     }
   }
 }
@@ -154,7 +154,7 @@ const GrammarRuntime::Successors& GrammarRuntime::successors(int32_t node) {
   bool accepting = false;
   Closure closure;
   const Node current = nodes_[static_cast<size_t>(node)];
-  close(current.position + 1, current.parent, &found, &accepting, &closure, 0);
+  close(current.position + 1, current.parent, &found, &accepting, &closure);
   std::sort(found.begin(), found.end());
   found.erase(std::unique(found.begin(), found.end()), found.end());
   if (found.size() > kMaxStacksPerState) found.resize(kMaxStacksPerState);

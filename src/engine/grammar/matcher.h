@@ -106,10 +106,11 @@ class GrammarRuntime {
   struct Closure {
     std::unordered_set<uint64_t> expanded;  // (rule, stack) pairs expanded already
     size_t steps = 0;
+    std::vector<std::pair<int32_t, int32_t>> work;  // (position, stack below) still to follow
   };
   int32_t intern(int32_t position, int32_t parent);  // -1 when too deep
   // The stacks reached from `position` (with `parent` below it) whose tops are byte sets.
-  void close(int32_t position, int32_t parent, std::vector<int32_t>* out, bool* accepting, Closure* closure, int depth);
+  void close(int32_t position, int32_t parent, std::vector<int32_t>* out, bool* accepting, Closure* closure);
   const Successors& successors(int32_t node);
   void walk(int32_t trie_node, const MatchState& state, size_t depth, TokenMask* mask);
 
