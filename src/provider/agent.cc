@@ -541,36 +541,45 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   } else if (failed != nullptr) {
     fail(499, "cancelled");
   } else {
-    outcomes_.at({{"outcome", "completed"}}).add();
-    // Usage travels sealed like the text: nobody on the way can change what will be billed. The
-    // receipt lets anyone check later which key produced this answer.
-    proto::CompletionContent completion;
-    completion.seq = seq;
-    completion.prompt_tokens = finishes[0].prompt_tokens;  // the prompt once, as OpenAI counts it
-    completion.completion_tokens = completion_tokens;
-    completion.finish_reason = openai_finish_reason(finishes[0].reason);
-    if (finishes.size() > 1) {
-      for (const auto& finish : finishes) completion.finish_reasons.emplace_back(openai_finish_reason(finish.reason));
-    }
-    std::string covered = attest::receipt_text(answers);
-    completion.response_hash = attest::response_hash(request_id, completion_tokens, covered);
-    crypto::wipe_memory(covered.data(), covered.size());
-    auto receipt = co_await sign(completion.response_hash);
-    if (!receipt) {
-      // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
-      log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
-      fail(500, "cannot sign the receipt: " + receipt.error().message);
-    } else {
-      completion.receipt_signature = *receipt;
-      std::string content = proto::encode(completion);
-      proto::InferenceComplete complete;
-      complete.request_id = request_id;
-      complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
-      complete.sealed.ciphertext = channel.seal(as_bytes(content));
-      socket->send(proto::encode(complete));
-    }
+    co_await send_completion(socket, request_id, channel, seq, finishes, answers);
   }
   for (std::string& answer : answers) crypto::wipe_memory(answer.data(), answer.size());
+}
+
+awaitable<void> ProviderAgent::send_completion(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
+                                               const crypto::Channel& channel, uint64_t seq,
+                                               const std::vector<engine::FinishEvent>& finishes,
+                                               const std::vector<std::string>& answers) {
+  // Usage travels sealed like the text: nobody on the way can change what will be billed. The
+  // receipt lets anyone check later which key produced this answer.
+  proto::CompletionContent completion;
+  completion.seq = seq;
+  completion.prompt_tokens = finishes[0].prompt_tokens;  // the prompt once, as OpenAI counts it
+  for (const auto& finish : finishes) completion.completion_tokens += finish.completion_tokens;
+  completion.finish_reason = openai_finish_reason(finishes[0].reason);
+  if (finishes.size() > 1) {
+    for (const auto& finish : finishes) completion.finish_reasons.emplace_back(openai_finish_reason(finish.reason));
+  }
+  std::string covered = attest::receipt_text(answers);
+  completion.response_hash = attest::response_hash(request_id, completion.completion_tokens, covered);
+  crypto::wipe_memory(covered.data(), covered.size());
+  auto receipt = co_await sign(completion.response_hash);
+  if (!receipt) {
+    // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
+    log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
+    outcomes_.at({{"outcome", "failed"}}).add();
+    socket->send(
+        proto::encode(proto::InferenceError{request_id, 500, "cannot sign the receipt: " + receipt.error().message}));
+    co_return;
+  }
+  outcomes_.at({{"outcome", "completed"}}).add();
+  completion.receipt_signature = *receipt;
+  std::string content = proto::encode(completion);
+  proto::InferenceComplete complete;
+  complete.request_id = request_id;
+  complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
+  complete.sealed.ciphertext = channel.seal(as_bytes(content));
+  socket->send(proto::encode(complete));
 }
 
 }  // namespace darkbloom::provider

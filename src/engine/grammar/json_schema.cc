@@ -672,6 +672,24 @@ class SchemaCompiler {
     return object_schema(merged_.back()->as_object(), path);
   }
 
+  // anyOf, and oneOf generated as anyOf (an answer may match several branches).
+  Element any_of(const bj::object& object, const char* key, const std::string& path) {
+    const bj::value* members = object.if_contains(key);
+    if (!members->is_array() || members->as_array().empty()) {
+      return fail(path, fmt::format("'{}' must be a non-empty array", key));
+    }
+    for (const auto& [other, value] : object) {
+      if (other != key && other != "$defs" && other != "definitions" && !kAnnotations.count(other)) {
+        return fail(path, fmt::format("'{}' beside '{}' is not supported", key, std::string_view(other)));
+      }
+    }
+    std::vector<std::vector<Element>> alternatives;
+    for (size_t i = 0; i < members->as_array().size(); ++i) {
+      alternatives.push_back({schema_value(members->as_array()[i], fmt::format("{}/{}/{}", path, key, i))});
+    }
+    return g_.choice(alternatives);
+  }
+
   Element schema_value(const bj::value& schema, const std::string& path) {
     if (!ok_) return g_.empty();
     if (g_.element_count() > kMaxElements) return fail(path, "the schema is too large");
@@ -722,21 +740,7 @@ class SchemaCompiler {
       return g_.choice(alternatives);
     }
     for (const char* key : {"anyOf", "oneOf"}) {
-      const bj::value* members = object.if_contains(key);
-      if (members == nullptr) continue;
-      if (!members->is_array() || members->as_array().empty()) {
-        return fail(path, fmt::format("'{}' must be a non-empty array", key));
-      }
-      for (const auto& [other, value] : object) {
-        if (other != key && other != "$defs" && other != "definitions" && !kAnnotations.count(other)) {
-          return fail(path, fmt::format("'{}' beside '{}' is not supported", key, std::string_view(other)));
-        }
-      }
-      std::vector<std::vector<Element>> alternatives;
-      for (size_t i = 0; i < members->as_array().size(); ++i) {
-        alternatives.push_back({schema_value(members->as_array()[i], fmt::format("{}/{}/{}", path, key, i))});
-      }
-      return g_.choice(alternatives);
+      if (object.contains(key)) return any_of(object, key, path);
     }
     if (object.contains("allOf")) return all_of(object, path);
     const bj::value* type = object.if_contains("type");
