@@ -48,22 +48,6 @@ struct GenerationRequest {
   int logprobs = -1;
 };
 
-inline constexpr int kMaxTopLogprobs = 20;
-
-struct TokenLogprob {
-  int32_t token = 0;
-  float logprob = 0;
-};
-
-// A sampled token with its log-probability under the distribution it was drawn from: the
-// log-softmax of the logits after penalties and the grammar's mask, before temperature and the
-// top-k/top-p/min-p cuts (so it does not depend on those settings).
-struct SampledToken {
-  int32_t token = 0;
-  float logprob = 0;
-  std::vector<TokenLogprob> top;  // most likely first
-};
-
 enum class FinishReason { stop, length, cancelled, error };
 const char* finish_reason_name(FinishReason reason);
 

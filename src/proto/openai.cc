@@ -367,15 +367,6 @@ std::string ChunkFormatter::receipt_chunk(const Receipt& receipt) const {
   return bj::serialize(chunk);
 }
 
-std::string ChunkFormatter::complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage,
-                                              const bj::value& logprobs) const {
-  std::vector<Choice> one(1);
-  one[0].text = std::string(text);
-  one[0].finish_reason = std::string(finish_reason);
-  one[0].logprobs = logprobs;
-  return complete_response(one, usage);
-}
-
 std::string ChunkFormatter::complete_response(const std::vector<Choice>& choices, const Usage& usage) const {
   const bool chat = endpoint_ == Endpoint::chat_completions;
   bj::object response = base(chat ? "chat.completion" : "text_completion");

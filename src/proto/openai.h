@@ -123,10 +123,7 @@ class ChunkFormatter {
   // The last event before [DONE] when the provider signed its answer: `choices` is empty and the
   // receipt sits in `darkbloom_receipt`.
   std::string receipt_chunk(const Receipt& receipt) const;
-  // The non-streaming response object.
-  std::string complete_response(std::string_view text, std::string_view finish_reason, const Usage& usage,
-                                const json::bj::value& logprobs = nullptr) const;
-  // With several choices (n > 1), in index order.
+  // The non-streaming response object, its choices in index order.
   struct Choice {
     std::string text;
     std::string finish_reason;

@@ -170,13 +170,22 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
   const Answer answer{
       endpoint,
       proto::ChunkFormatter(endpoint, proto::response_id(endpoint, request_id), model_id_, unix_seconds_now()),
-      {{"X-Request-Id", request_id}, {"X-Timing", fmt::format(R"({{"parse_us":{}}})", parse_us)}},
-      parse_us};
+      request_id, parse_us};
   if (request->stream) {
     co_await relay_stream(exchange, *run, answer, request->include_usage);
   } else {
     co_await respond_whole(exchange, *run, answer);
   }
+}
+
+http::Headers LocalServer::Answer::headers(const engine::FinishEvent* finished) const {
+  const std::string timing = finished == nullptr
+                                 ? fmt::format(R"({{"parse_us":{}}})", parse_us)
+                                 : fmt::format(R"({{"parse_us":{},"queue_us":{},"prefill_us":{},"decode_us":{}}})",
+                                               parse_us, static_cast<int64_t>(finished->queue_ms * 1000),
+                                               static_cast<int64_t>(finished->prefill_ms * 1000),
+                                               static_cast<int64_t>(finished->decode_ms * 1000));
+  return {{"X-Request-Id", request_id}, {"X-Timing", timing}};
 }
 
 namespace {
@@ -221,23 +230,20 @@ awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& 
   const Totals totals = totals_of(finishes);
   if (totals.failed && totals.failed->reason == engine::FinishReason::cancelled) co_return;  // the client left
   if (totals.failed) {
-    co_await exchange.respond_error(proto::server_error("Generation failed: " + totals.failed->error), answer.headers);
+    const http::Headers headers = answer.headers();
+    co_await exchange.respond_error(proto::server_error("Generation failed: " + totals.failed->error), headers);
     co_return;
   }
   const std::string body = answer.format.complete_response(choices, totals.usage);
   // A whole answer knows every phase by now (of its first choice).
-  const engine::FinishEvent& first = finishes[0];
-  std::vector<std::pair<std::string, std::string>> headers{answer.headers.front()};
-  headers.emplace_back("X-Timing", fmt::format(R"({{"parse_us":{},"queue_us":{},"prefill_us":{},"decode_us":{}}})",
-                                               answer.parse_us, static_cast<int64_t>(first.queue_ms * 1000),
-                                               static_cast<int64_t>(first.prefill_ms * 1000),
-                                               static_cast<int64_t>(first.decode_ms * 1000)));
+  const http::Headers headers = answer.headers(&finishes[0]);
   co_await exchange.respond_json(200, body, headers);
 }
 
 awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& run, const Answer& answer,
                                           bool include_usage) {
-  if (!co_await exchange.start_events(answer.headers)) {
+  const http::Headers headers = answer.headers();
+  if (!co_await exchange.start_events(headers)) {
     run.cancel();
     co_return;
   }

@@ -37,8 +37,10 @@ class LocalServer {
   struct Answer {
     proto::Endpoint endpoint;
     proto::ChunkFormatter format;
-    std::vector<std::pair<std::string, std::string>> headers;
+    std::string request_id;
     int64_t parse_us = 0;  // body read → submitted to the engine (parsing, template, tokens, grammar)
+    // X-Request-Id and X-Timing: parse_us, and with the first choice's finish every phase.
+    http::Headers headers(const engine::FinishEvent* finished = nullptr) const;
   };
   // stream: false. One JSON response once the engine has finished.
   net::awaitable<void> respond_whole(http::Exchange& exchange, ChoiceRun& run, const Answer& answer);

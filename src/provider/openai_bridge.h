@@ -24,19 +24,6 @@ Result<engine::GenerationRequest> to_generation_request(const engine::Engine& en
 // What an engine request emits: text deltas (with sampled tokens before them when logprobs were
 // asked for), then exactly one finish.
 using EngineEvent = std::variant<std::string, engine::SampledToken, engine::FinishEvent>;
-using EngineEventQueue = net::AsyncQueue<EngineEvent>;
-
-// An engine sink that forwards into a queue living on an Asio executor.
-class QueueSink final : public engine::GenerationSink {
- public:
-  explicit QueueSink(std::shared_ptr<EngineEventQueue> queue) : queue_(std::move(queue)) {}
-  void on_text(std::string_view delta) override { queue_->push(std::string(delta)); }
-  void on_token(const engine::SampledToken& token) override { queue_->push(token); }
-  void on_finish(const engine::FinishEvent& event) override { queue_->push(event); }
-
- private:
-  std::shared_ptr<EngineEventQueue> queue_;
-};
 
 // Log-probabilities of sampled tokens, held until the text they produced is sent, in the
 // endpoint's shape: chat {"content": [{token, logprob, bytes, top_logprobs}], "refusal": null};

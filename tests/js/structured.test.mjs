@@ -130,6 +130,7 @@ async function checkJsonObjectAndStreaming(openai) {
     content += chunk.choices[0]?.text ?? "";
     finish = chunk.choices[0]?.finish_reason ?? finish;
   }
+  assert.match(content, /^\s*\{/);  // an object begins, whether or not it finished
   if (finish === "stop") assert.ok(validate([{ schema, text: content }])[0].valid, content);
 }
 
@@ -209,6 +210,7 @@ async function checkChoices(openai) {
   });
   assert.equal(texts.choices.length, 2);
   for (const choice of texts.choices) {
+    assert.match(choice.text, /^\s*\{/);
     if (choice.finish_reason === "stop") assert.ok(validate([{ schema: SCHEMAS.enums, text: choice.text }])[0].valid);
   }
   await assert.rejects(openai.chat.completions.create(ask({ n: 9 })),

@@ -92,8 +92,13 @@ TEST(OpenAiResponses, errors_and_chunks_have_the_shapes_strict_clients_expect) {
   const ChunkFormatter text(Endpoint::completions, "cmpl-1", "m", 5);
   EXPECT_FALSE(text.opening_chunk());
   EXPECT_EQ(
-      text.complete_response("hi", "length", {1, 2}),
+      text.complete_response({{"hi", "length", nullptr}}, {1, 2}),
       R"({"id":"cmpl-1","object":"text_completion","created":5,"model":"m","choices":[{"index":0,"text":"hi","logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}})");
+  // Several choices, in index order, each with its own logprobs and finish.
+  EXPECT_EQ(
+      chat.complete_response(
+          {{"a", "stop", nullptr}, {"bc", "length", json::bj::object{{"content", json::bj::array{}}}}}, {2, 3}),
+      R"({"id":"chatcmpl-1","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"a"},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"bc"},"logprobs":{"content":[]},"finish_reason":"length"}],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}})");
 }
 
 }  // namespace

@@ -146,7 +146,7 @@ class ProviderSession {
   // The largest frame it reads (announced in register); nothing larger is sent to it.
   size_t max_frame_bytes() const { return info_.max_frame_bytes; }
   // proto::kFeatureBit* of what it announced at registration.
-  uint32_t features() const { return proto::feature_bits(info_.features); }
+  uint32_t features() const { return features_; }
   bool has_attempt(const std::string& request_id) const { return in_flight_.count(request_id) != 0; }
   // Frames for attempts not in flight: a bucket of kLateFrameBurst, refilled at kLateFramesPerSecond.
   static constexpr double kLateFrameBurst = 10'000;
@@ -189,6 +189,7 @@ class ProviderSession {
   bool registered_ = false;
   bool dropped_ = false;
   proto::Register info_;
+  uint32_t features_ = 0;  // info_.features as bits, read on every routing decision
   std::string account_id_;
   crypto::PublicKey encryption_key_{};
   TrustLevel trust_ = TrustLevel::none;

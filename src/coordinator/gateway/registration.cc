@@ -76,6 +76,7 @@ awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderS
   if (session.dropped_) co_return;  // while the store was asked
   session.registering_ = false;
   session.info_ = std::move(hello);
+  session.features_ = proto::feature_bits(session.info_.features);
   session.encryption_key_ = key;
   session.registered_ = true;
   if (session.register_timer_) session.register_timer_->cancel();

@@ -240,10 +240,6 @@ bool Matcher::accept(int32_t token) {
   return true;
 }
 
-}  // namespace darkbloom::engine::grammar
-
-namespace darkbloom::engine::grammar {
-
 bool apply_mask(const TokenMask& mask, std::span<float> logits) {
   uint64_t any = 0;
   const size_t n = logits.size();

@@ -1,7 +1,5 @@
 #include "engine/sampling/sampler.h"
 
-#include "engine/engine.h"
-
 #include <fmt/format.h>
 
 #include <algorithm>

@@ -1,5 +1,6 @@
 // Picks the next token from logits with per-request settings: penalties, temperature, top-k,
-// top-p, min-p and a seeded generator. Temperature 0 takes a pure argmax path.
+// top-p, min-p and a seeded generator, and reports what it sampled from (log-probabilities).
+// Temperature 0 takes a pure argmax path.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +11,6 @@
 #include <vector>
 
 #include "base/result.h"
-
-namespace darkbloom::engine {
-struct SampledToken;
-}
 
 namespace darkbloom::engine {
 
@@ -30,6 +27,22 @@ struct SamplingParams {
 
   // Rejects values outside the ranges above, naming the field.
   Status validate() const;
+};
+
+inline constexpr int kMaxTopLogprobs = 20;
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+};
+
+// A sampled token with its log-probability under the distribution it was drawn from: the
+// log-softmax of the logits after penalties and the grammar's mask, before temperature and the
+// top-k/top-p/min-p cuts (so it does not depend on those settings).
+struct SampledToken {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<TokenLogprob> top;  // most likely first
 };
 
 class Sampler {
