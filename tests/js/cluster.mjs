@@ -307,6 +307,9 @@ export class RawWebSocket {
     this.messages = [];
     this.waiters = [];
     this.closed = new Promise((resolve) => socket.on("close", resolve));
+    // A peer that goes away resets the connection when it had unread data: that is a close (the
+    // "close" event follows), not a crash of the test process.
+    socket.on("error", (error) => { this.error = error; });
     socket.on("data", (data) => this.#receive(data));
   }
 

@@ -126,10 +126,18 @@ TEST_F(ChoiceRunTest, cancelling_ends_every_choice_including_those_not_yet_submi
   Outcome outcome = drain(early);
   for (const auto& finish : outcome.finishes) EXPECT_EQ(finish.reason, engine::FinishReason::cancelled);
 
+  // Cancelled after two texts, when every choice is running. The engine runs on its own thread, so
+  // a choice may still reach its end before the cancel does (on a loaded machine, all of them):
+  // what must hold is that every choice reports its end, cancelled or complete, and nothing runs on.
   ChoiceRun late(*engine_, io_.get_executor(), proto::Endpoint::chat_completions, request(1), 3);
   ASSERT_TRUE(late.start());
   outcome = drain(late, 2);
-  for (const auto& finish : outcome.finishes) EXPECT_EQ(finish.reason, engine::FinishReason::cancelled);
+  for (const auto& finish : outcome.finishes) {
+    if (finish.reason != engine::FinishReason::cancelled) {
+      EXPECT_EQ(finish.reason, engine::FinishReason::length);
+      EXPECT_EQ(finish.completion_tokens, 12);
+    }
+  }
   EXPECT_EQ(engine_->stats().running, 0);
 }
 
