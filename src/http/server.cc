@@ -206,10 +206,15 @@ awaitable<bool> Exchange::start_events(const std::vector<std::pair<std::string, 
 }
 
 awaitable<bool> Exchange::send_event(std::string_view data) {
+  co_return co_await send_event(std::string_view(), data);
+}
+
+awaitable<bool> Exchange::send_event(std::string_view name, std::string_view data) {
   if (!streaming_ || client_gone_) co_return false;
   // One event per chunk, flushed by the write itself: "data: <json>\n\n".
   std::string event;
-  event.reserve(data.size() + 8);
+  event.reserve(name.size() + data.size() + 16);
+  if (!name.empty()) event.append("event: ").append(name).append("\n");
   event.append("data: ").append(data).append("\n\n");
   stream_->tcp().expires_after(limits_.write_timeout);
   auto [error, bytes] =

@@ -100,6 +100,8 @@ class Exchange {
   // one "data: ...\n\n" event. Returns false once the client is gone.
   awaitable<bool> start_events(const std::vector<std::pair<std::string, std::string>>& headers = {});
   awaitable<bool> send_event(std::string_view data);
+  // An event with a name ("event: <name>" before its data; none when empty).
+  awaitable<bool> send_event(std::string_view name, std::string_view data);
   awaitable<void> end_events();
 
   // Calls `callback` (on the connection's executor) when the client closes its side while the

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <unordered_set>
+
 namespace darkbloom::proto {
 namespace {
 
@@ -104,6 +106,178 @@ void parse_logprobs(Endpoint endpoint, json::ObjectReader& r, CompletionRequest*
   }
 }
 
+bool valid_tool_name(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxToolNameBytes &&
+         name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+             std::string_view::npos;
+}
+
+// tools: [{"type": "function", "function": {"name", "description", "parameters", "strict"}}].
+// The schemas are compiled (and refused) by the provider, which links the grammar code.
+void parse_tools(json::ObjectReader& r, CompletionRequest* request) {
+  const bj::value* tools = r.find("tools");
+  if (tools == nullptr || tools->is_null()) return;
+  if (!tools->is_array() || tools->as_array().size() > kMaxTools) {
+    r.fail("tools", fmt::format("must be an array of at most {} tools", kMaxTools));
+    return;
+  }
+  for (size_t i = 0; i < tools->as_array().size() && r.ok(); ++i) {
+    const bj::value& item = tools->as_array()[i];
+    const std::string where = fmt::format("tools[{}]", i);
+    if (!item.is_object()) {
+      r.fail(where, "must be an object");
+      return;
+    }
+    json::ObjectReader t(item.as_object(), where);
+    const std::string type = t.string("type", 32);
+    if (t.ok() && type != "function") t.fail("type", "must be \"function\"");
+    const bj::object& function = t.object("function");
+    if (!t.ok()) {
+      r.fail(where + "." + t.failed_field(), t.error().message);
+      return;
+    }
+    json::ObjectReader f(function, where + ".function");
+    Tool tool;
+    tool.name = f.string("name", kMaxToolNameBytes);
+    if (f.ok() && !valid_tool_name(tool.name)) f.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+    tool.description = f.optional_string("description", 16384).value_or("");
+    f.optional_boolean("strict");
+    if (const bj::value* parameters = f.find("parameters"); parameters != nullptr && !parameters->is_null()) {
+      if (!parameters->is_object()) {
+        f.fail("parameters", "must be a JSON Schema object");
+      } else {
+        tool.parameters = *parameters;
+      }
+    }
+    if (f.ok() && find_tool(*request, tool.name) != nullptr) f.fail("name", "names another tool already defined");
+    if (!f.ok()) {
+      r.fail(where + ".function." + f.failed_field(), f.error().message);
+      return;
+    }
+    request->tools.push_back(std::move(tool));
+  }
+}
+
+// tool_choice: "none" | "auto" | "required" | {"type": "function", "function": {"name"}}.
+void parse_tool_choice(json::ObjectReader& r, CompletionRequest* request) {
+  request->tool_choice = request->tools.empty() ? ToolChoice::none : ToolChoice::automatic;
+  request->parallel_tool_calls = r.optional_boolean("parallel_tool_calls").value_or(true);
+  const bj::value* choice = r.find("tool_choice");
+  if (choice == nullptr || choice->is_null() || !r.ok()) return;
+  if (choice->is_string()) {
+    const std::string_view name = choice->as_string();
+    if (name == "none") {
+      request->tool_choice = ToolChoice::none;
+    } else if (name == "auto") {
+      request->tool_choice = ToolChoice::automatic;
+    } else if (name == "required") {
+      request->tool_choice = ToolChoice::required;
+    } else {
+      r.fail("tool_choice", "must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+      return;
+    }
+  } else if (choice->is_object()) {
+    json::ObjectReader c(choice->as_object(), "tool_choice");
+    const std::string type = c.string("type", 32);
+    if (c.ok() && type != "function") c.fail("type", "must be \"function\"");
+    const bj::object& function = c.object("function");
+    if (c.ok()) {
+      json::ObjectReader f(function, "tool_choice.function");
+      request->tool_choice_name = f.string("name", kMaxToolNameBytes);
+      if (!f.ok()) c.fail("function", f.error().message);
+    }
+    if (!c.ok()) {
+      r.fail("tool_choice", c.error().message);
+      return;
+    }
+    request->tool_choice = ToolChoice::named;
+  } else {
+    r.fail("tool_choice", "must be a string or an object");
+    return;
+  }
+  if (request->tool_choice != ToolChoice::none && request->tools.empty()) {
+    r.fail("tool_choice", "needs \"tools\" to choose from");
+  } else if (request->tool_choice == ToolChoice::named && find_tool(*request, request->tool_choice_name) == nullptr) {
+    r.fail("tool_choice", fmt::format("names '{}', which is not among the tools", request->tool_choice_name));
+  }
+}
+
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}].
+bool parse_message_tool_calls(const bj::value& calls, ChatMessage* message, std::string* problem, std::string* field) {
+  if (!calls.is_array() || calls.as_array().size() > kMaxHistoryToolCalls) {
+    *field = "tool_calls";
+    *problem = fmt::format("must be an array of at most {} calls", kMaxHistoryToolCalls);
+    return false;
+  }
+  for (size_t i = 0; i < calls.as_array().size(); ++i) {
+    const std::string where = fmt::format("tool_calls[{}]", i);
+    const bj::value& item = calls.as_array()[i];
+    if (!item.is_object()) {
+      *field = where;
+      *problem = "must be an object";
+      return false;
+    }
+    json::ObjectReader c(item.as_object(), where);
+    ToolCall call;
+    call.id = c.string("id", kMaxToolCallIdBytes);
+    const std::string type = c.optional_string("type", 32).value_or("function");
+    if (c.ok() && type != "function") c.fail("type", "must be \"function\"");
+    const bj::object& function = c.object("function");
+    if (c.ok()) {
+      json::ObjectReader f(function, where + ".function");
+      call.name = f.string("name", kMaxToolNameBytes);
+      if (f.ok() && !valid_tool_name(call.name)) f.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+      call.arguments = f.string("arguments", 1u << 20);
+      if (!f.ok()) c.fail("function." + f.failed_field(), f.error().message);
+    }
+    if (!c.ok()) {
+      *field = where + "." + c.failed_field();
+      *problem = c.error().message;
+      return false;
+    }
+    message->tool_calls.push_back(std::move(call));
+  }
+  return true;
+}
+
+// One entry of `messages`; `earlier_calls` holds the ids of the calls made before it (a tool
+// message answers one of them).
+std::optional<ApiError> parse_message(const bj::value& value, const std::string& param,
+                                      const std::unordered_set<std::string>& earlier_calls, ChatMessage* message) {
+  if (!value.is_object()) return invalid_request(param + ": must be an object", param);
+  json::ObjectReader m(value.as_object(), param);
+  message->role = m.string("role", 32);
+  if (m.ok() && message->role != "system" && message->role != "developer" && message->role != "user" &&
+      message->role != "assistant" && message->role != "tool") {
+    m.fail("role", "must be system, developer, user, assistant or tool");
+  }
+  if (m.ok() && message->role == "tool") {
+    message->tool_call_id = m.string("tool_call_id", kMaxToolCallIdBytes);
+    if (m.ok() && !earlier_calls.contains(message->tool_call_id)) {
+      m.fail("tool_call_id",
+             fmt::format("'{}' is not the id of a tool call in an earlier assistant message", message->tool_call_id));
+    }
+  }
+  if (!m.ok()) return invalid_request(m.error().message, param + "." + m.failed_field());
+  const bj::object& object = value.as_object();
+  if (const bj::value* calls = object.if_contains("tool_calls");
+      calls != nullptr && !calls->is_null() && message->role == "assistant") {
+    std::string problem, field;
+    if (!parse_message_tool_calls(*calls, message, &problem, &field)) {
+      return invalid_request(param + "." + field + ": " + problem, param + "." + field);
+    }
+  }
+  const bj::value* content = object.if_contains("content");
+  if (content == nullptr && message->tool_calls.empty()) {
+    return invalid_request(param + ".content: is required", param + ".content");
+  }
+  std::string problem;
+  if (content != nullptr && !content_text(*content, &message->content, &problem)) {
+    return invalid_request(param + ".content: " + problem, param + ".content");
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 void append_logprobs(bj::value* all, const bj::value& part) {
@@ -175,11 +349,27 @@ ApiError insufficient_quota(std::string message) {
 }
 
 std::string response_id(Endpoint endpoint, std::string_view request_id) {
-  return (endpoint == Endpoint::chat_completions ? "chatcmpl-" : "cmpl-") + std::string(request_id);
+  switch (endpoint) {
+    case Endpoint::chat_completions:
+      return "chatcmpl-" + std::string(request_id);
+    case Endpoint::completions:
+      return "cmpl-" + std::string(request_id);
+    case Endpoint::responses:
+      break;
+  }
+  return "resp_" + std::string(request_id);
 }
 
 std::string_view endpoint_name(Endpoint endpoint) {
-  return endpoint == Endpoint::chat_completions ? "chat.completions" : "completions";
+  switch (endpoint) {
+    case Endpoint::chat_completions:
+      return "chat.completions";
+    case Endpoint::completions:
+      return "completions";
+    case Endpoint::responses:
+      break;
+  }
+  return "responses";
 }
 
 // NOLINTNEXTLINE(readability-function-size): a parser: one block per OpenAI request field.
@@ -203,22 +393,14 @@ Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::
     const bj::array& messages = r.array("messages", kMaxMessages);
     if (check() && messages.empty()) r.fail("messages", "must contain at least one message");
     if (!check()) return fail(r.error().message, r.failed_field());
+    std::unordered_set<std::string> call_ids;
     for (size_t i = 0; i < messages.size(); ++i) {
-      const std::string param = fmt::format("messages[{}]", i);
-      if (!messages[i].is_object()) return fail(param + ": must be an object", param);
-      json::ObjectReader m(messages[i].as_object(), param);
       ChatMessage message;
-      message.role = m.string("role", 32);
-      if (m.ok() && message.role != "system" && message.role != "developer" && message.role != "user" &&
-          message.role != "assistant" && message.role != "tool") {
-        m.fail("role", "must be system, developer, user, assistant or tool");
+      if (auto problem = parse_message(messages[i], fmt::format("messages[{}]", i), call_ids, &message)) {
+        *error = std::move(*problem);
+        return make_error(Errc::invalid_argument, error->message);
       }
-      if (!m.ok()) return fail(m.error().message, param + "." + m.failed_field());
-      const bj::value* content = messages[i].as_object().if_contains("content");
-      if (content == nullptr) return fail(param + ".content: is required", param + ".content");
-      std::string problem;
-      if (!content_text(*content, &message.content, &problem))
-        return fail(param + ".content: " + problem, param + ".content");
+      for (const ToolCall& call : message.tool_calls) call_ids.insert(call.id);
       request.messages.push_back(std::move(message));
     }
   } else {
@@ -264,6 +446,12 @@ Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const bj::
     if (auto problem = parse_response_format(r, &request)) return fail(*problem, "response_format");
   }
   if (check()) parse_logprobs(endpoint, r, &request);
+  if (endpoint == Endpoint::chat_completions) {
+    if (check()) parse_tools(r, &request);
+    if (check()) parse_tool_choice(r, &request);
+  } else if (check() && (r.has("tools") || r.has("tool_choice"))) {
+    r.fail(r.has("tools") ? "tools" : "tool_choice", "is for chat completions (/v1/chat/completions)");
+  }
   request.ignore_eos = r.optional_boolean("ignore_eos").value_or(false);
   if (const bj::value* stop = r.find("stop")) {
     if (stop->is_string()) {
@@ -298,6 +486,58 @@ Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_v
   return parse_completion_request(endpoint, *value, error);
 }
 
+const Tool* find_tool(const CompletionRequest& request, std::string_view name) {
+  for (const Tool& tool : request.tools) {
+    if (tool.name == name) return &tool;
+  }
+  return nullptr;
+}
+
+std::string receipt_choice_text(std::string_view content, const std::vector<ToolCall>& calls) {
+  if (calls.empty()) return std::string(content);
+  size_t size = content.size() + 16;
+  for (const ToolCall& call : calls) size += call.id.size() + call.name.size() + call.arguments.size() + 40;
+  std::string text;
+  text.reserve(size);  // one buffer: the caller wipes it, and no copy is left behind by growth
+  auto field = [&](std::string_view value) {
+    text += std::to_string(value.size());
+    text += ':';
+    text += value;
+  };
+  text += '\x1f';
+  field(content);
+  for (const ToolCall& call : calls) {
+    field(call.id);
+    field(call.name);
+    field(call.arguments);
+  }
+  return text;
+}
+
+void append_tool_call(std::vector<ToolCall>* calls, const ToolCallDelta& delta) {
+  if (delta.index < 0) return;
+  if (static_cast<size_t>(delta.index) >= calls->size()) calls->resize(static_cast<size_t>(delta.index) + 1);
+  ToolCall& call = (*calls)[static_cast<size_t>(delta.index)];
+  if (!delta.id.empty()) call.id = delta.id;
+  if (!delta.name.empty()) call.name = delta.name;
+  call.arguments += delta.arguments;
+}
+
+namespace {
+
+bj::object tool_call_object(const ToolCall& call) {
+  bj::object function;
+  function["name"] = call.name;
+  function["arguments"] = call.arguments;
+  bj::object object;
+  object["id"] = call.id;
+  object["type"] = "function";
+  object["function"] = std::move(function);
+  return object;
+}
+
+}  // namespace
+
 ChunkFormatter::ChunkFormatter(Endpoint endpoint, std::string id, std::string model, int64_t created)
     : endpoint_(endpoint), id_(std::move(id)), model_(std::move(model)), created_(created) {}
 
@@ -327,6 +567,33 @@ std::string ChunkFormatter::content_chunk(std::string_view text, const bj::value
   bj::object chunk = base("text_completion");
   chunk["choices"] =
       bj::array{bj::object{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", nullptr}}};
+  return bj::serialize(chunk);
+}
+
+std::string ChunkFormatter::tool_call_chunk(const std::vector<ToolCallDelta>& deltas, int index) const {
+  bj::array calls;
+  for (const ToolCallDelta& delta : deltas) {
+    bj::object function;
+    if (!delta.name.empty()) function["name"] = delta.name;
+    function["arguments"] = delta.arguments;
+    bj::object call;
+    call["index"] = delta.index;
+    if (!delta.id.empty()) {
+      call["id"] = delta.id;
+      call["type"] = "function";
+    }
+    call["function"] = std::move(function);
+    calls.push_back(std::move(call));
+  }
+  bj::object delta;
+  delta["tool_calls"] = std::move(calls);
+  bj::object choice;
+  choice["index"] = index;
+  choice["delta"] = std::move(delta);
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = nullptr;
+  bj::object chunk = base("chat.completion.chunk");
+  chunk["choices"] = bj::array{std::move(choice)};
   return bj::serialize(chunk);
 }
 
@@ -374,7 +641,16 @@ std::string ChunkFormatter::complete_response(const std::vector<Choice>& choices
   for (size_t i = 0; i < choices.size(); ++i) {
     bj::object choice{{"index", i}};
     if (chat) {
-      choice["message"] = bj::object{{"role", "assistant"}, {"content", choices[i].text}};
+      bj::object message{{"role", "assistant"}};
+      // An answer that only calls tools has no content (null, as OpenAI sends it).
+      const bool calls_only = choices[i].text.empty() && !choices[i].tool_calls.empty();
+      message["content"] = calls_only ? bj::value(nullptr) : bj::value(choices[i].text);
+      if (!choices[i].tool_calls.empty()) {
+        bj::array calls;
+        for (const ToolCall& call : choices[i].tool_calls) calls.push_back(tool_call_object(call));
+        message["tool_calls"] = std::move(calls);
+      }
+      choice["message"] = std::move(message);
     } else {
       choice["text"] = choices[i].text;
     }

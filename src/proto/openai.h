@@ -46,15 +46,45 @@ ApiError service_unavailable(std::string message);
 // 402: the account's balance does not cover the request's worst case.
 ApiError insufficient_quota(std::string message);
 
-enum class Endpoint { chat_completions, completions };
-std::string_view endpoint_name(Endpoint endpoint);  // "chat.completions" | "completions"
-// The response's "id": "chatcmpl-" or "cmpl-" followed by the request id.
+// `responses` is POST /v1/responses (proto/responses.h): the chat completion it asks for is what a
+// provider runs, so providers only ever see the other two.
+enum class Endpoint { chat_completions, completions, responses };
+std::string_view endpoint_name(Endpoint endpoint);  // "chat.completions" | "completions" | "responses"
+// The response's "id": "chatcmpl-", "cmpl-" or "resp_" followed by the request id.
 std::string response_id(Endpoint endpoint, std::string_view request_id);
+
+// A function call the model made: `arguments` is JSON text (an object, as the model wrote it).
+struct ToolCall {
+  std::string id;  // "call_..." as the provider named it
+  std::string name;
+  std::string arguments;
+};
 
 struct ChatMessage {
   std::string role;  // system, developer, user, assistant, tool
   std::string content;
+  std::vector<ToolCall> tool_calls;  // assistant: the calls it made (content may then be empty)
+  std::string tool_call_id;          // tool: the call this message answers
 };
+
+// A function the model may call: `parameters` is its JSON Schema (null when it takes none).
+struct Tool {
+  std::string name;
+  std::string description;
+  json::bj::value parameters;
+};
+
+// tool_choice: none (never call), auto (the model decides), required (call at least one),
+// named (call `tool_choice_name`). Without tools it is `none`.
+enum class ToolChoice { none, automatic, required, named };
+
+// Bounds on tools: definitions per request (as OpenAI), calls in one answer, calls in one
+// assistant message of the history.
+inline constexpr size_t kMaxTools = 128;
+inline constexpr size_t kMaxToolCalls = 16;
+inline constexpr size_t kMaxHistoryToolCalls = 128;
+inline constexpr size_t kMaxToolNameBytes = 64;
+inline constexpr size_t kMaxToolCallIdBytes = 64;
 
 // What a completion request asks for, validated. `body` keeps the whole original object
 // (unknown fields included) so it can be forwarded as received.
@@ -80,6 +110,11 @@ struct CompletionRequest {
   bool logprobs = false;
   int top_logprobs = 0;
   int n = 1;  // choices, 1 to kMaxChoices
+  // Functions the model may call (chat only), and how it must choose among them.
+  std::vector<Tool> tools;
+  ToolChoice tool_choice = ToolChoice::none;
+  std::string tool_choice_name;     // the function a `named` choice forces
+  bool parallel_tool_calls = true;  // several calls in one answer
   json::bj::object body;
 };
 
@@ -90,6 +125,26 @@ inline constexpr int kMaxChoices = 8;
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);
 // The same from the raw request body (malformed JSON is a 400 too).
 Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_view body, ApiError* error);
+
+// A piece of a tool call as it streams: the first piece of call `index` carries its id and name;
+// any piece may carry a fragment of its arguments.
+struct ToolCallDelta {
+  int index = 0;  // of the call within its choice
+  std::string id;
+  std::string name;
+  std::string arguments;
+};
+
+// Adds a streamed piece to the calls assembled so far.
+void append_tool_call(std::vector<ToolCall>* calls, const ToolCallDelta& delta);
+
+// What a receipt covers of one choice (attest::receipt_text joins the choices): its content; with
+// tool calls, "\x1f" then the content, and each call's id, name and arguments, each field after
+// its length in bytes and ':' ("\x1f2:hi7:call_ab3:add2:{}").
+std::string receipt_choice_text(std::string_view content, const std::vector<ToolCall>& calls);
+
+// The tool named `name`, or null.
+const Tool* find_tool(const CompletionRequest& request, std::string_view name);
 
 // ---- responses ----
 
@@ -118,6 +173,8 @@ class ChunkFormatter {
   std::optional<std::string> opening_chunk(int index = 0) const;
   // `logprobs` (null when none) is the choice's logprobs object for the tokens of `text`.
   std::string content_chunk(std::string_view text, const json::bj::value& logprobs = nullptr, int index = 0) const;
+  // Pieces of tool calls (chat only).
+  std::string tool_call_chunk(const std::vector<ToolCallDelta>& deltas, int index = 0) const;
   std::string finish_chunk(std::string_view finish_reason, int index = 0) const;
   std::string usage_chunk(const Usage& usage) const;
   // The last event before [DONE] when the provider signed its answer: `choices` is empty and the
@@ -128,6 +185,7 @@ class ChunkFormatter {
     std::string text;
     std::string finish_reason;
     json::bj::value logprobs;  // null when none
+    std::vector<ToolCall> tool_calls;
   };
   std::string complete_response(const std::vector<Choice>& choices, const Usage& usage) const;
 

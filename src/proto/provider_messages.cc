@@ -189,6 +189,7 @@ uint32_t feature_bits(const std::vector<std::string>& features) {
     if (feature == kFeatureResponseFormat) bits |= kFeatureBitResponseFormat;
     if (feature == kFeatureLogprobs) bits |= kFeatureBitLogprobs;
     if (feature == kFeatureChoices) bits |= kFeatureBitChoices;
+    if (feature == kFeatureTools) bits |= kFeatureBitTools;
   }
   return bits;
 }
@@ -197,7 +198,8 @@ std::string feature_names(uint32_t bits) {
   std::string names;
   const std::pair<uint32_t, std::string_view> known[] = {{kFeatureBitResponseFormat, kFeatureResponseFormat},
                                                          {kFeatureBitLogprobs, kFeatureLogprobs},
-                                                         {kFeatureBitChoices, kFeatureChoices}};
+                                                         {kFeatureBitChoices, kFeatureChoices},
+                                                         {kFeatureBitTools, kFeatureTools}};
   for (const auto& [bit, name] : known) {
     if ((bits & bit) == 0) continue;
     if (!names.empty()) names += ", ";
@@ -207,7 +209,8 @@ std::string feature_names(uint32_t bits) {
 }
 
 std::vector<std::string> provider_features() {
-  return {std::string(kFeatureResponseFormat), std::string(kFeatureLogprobs), std::string(kFeatureChoices)};
+  return {std::string(kFeatureResponseFormat), std::string(kFeatureLogprobs), std::string(kFeatureChoices),
+          std::string(kFeatureTools)};
 }
 
 std::string encode(const Register& m) {
@@ -347,6 +350,16 @@ std::string encode(const ChunkContent& m) {
   bj::object object{{"seq", m.seq}, {"text", m.text}};
   if (m.index != 0) object["index"] = m.index;
   if (!m.logprobs.is_null()) object["logprobs"] = m.logprobs;
+  if (!m.tool_calls.empty()) {
+    bj::array calls;
+    for (const ToolCallDelta& delta : m.tool_calls) {
+      bj::object call{{"index", delta.index}, {"arguments", delta.arguments}};
+      if (!delta.id.empty()) call["id"] = delta.id;
+      if (!delta.name.empty()) call["name"] = delta.name;
+      calls.push_back(std::move(call));
+    }
+    object["tool_calls"] = std::move(calls);
+  }
   return dump(object);
 }
 
@@ -497,6 +510,26 @@ Result<ChunkContent> decode_chunk_content(std::string_view plaintext) {
       r.fail("logprobs", "must be an object");
     }
   }
+  if (const bj::value* calls = r.find("tool_calls"); calls != nullptr && r.ok()) {
+    if (!calls->is_array() || calls->as_array().size() > kMaxToolCalls) {
+      r.fail("tool_calls", fmt::format("must be an array of at most {} pieces", kMaxToolCalls));
+    }
+    for (size_t i = 0; r.ok() && i < calls->as_array().size(); ++i) {
+      const bj::value& item = calls->as_array()[i];
+      if (!item.is_object()) {
+        r.fail("tool_calls", "must hold objects");
+        break;
+      }
+      json::ObjectReader c(item.as_object(), fmt::format("chunk.tool_calls[{}]", i));
+      ToolCallDelta delta;
+      delta.index = static_cast<int>(c.integer("index", 0, static_cast<int64_t>(kMaxToolCalls) - 1));
+      delta.id = c.optional_string("id", kMaxToolCallIdBytes).value_or("");
+      delta.name = c.optional_string("name", kMaxToolNameBytes).value_or("");
+      delta.arguments = c.string("arguments", kMaxFrameBytes);
+      if (!c.ok()) return c.error();
+      m.tool_calls.push_back(std::move(delta));
+    }
+  }
   if (!r.ok()) return r.error();
   return m;
 }
@@ -510,17 +543,16 @@ Result<CompletionContent> decode_completion_content(std::string_view plaintext) 
   m.prompt_tokens = static_cast<int>(r.integer("prompt_tokens", 0, 1 << 30));
   m.completion_tokens = static_cast<int>(r.integer("completion_tokens", 0, 1 << 30));
   m.finish_reason = r.string("finish_reason", 16);
-  if (r.ok() && m.finish_reason != "stop" && m.finish_reason != "length") {
-    r.fail("finish_reason", "must be stop or length");
-  }
+  auto known = [](std::string_view reason) { return reason == "stop" || reason == "length" || reason == "tool_calls"; };
+  if (r.ok() && !known(m.finish_reason)) r.fail("finish_reason", "must be stop, length or tool_calls");
   if (const bj::value* reasons = r.find("finish_reasons")) {
     if (!reasons->is_array() || reasons->as_array().empty() ||
         reasons->as_array().size() > static_cast<size_t>(kMaxChoices)) {
       r.fail("finish_reasons", fmt::format("must be an array of 1 to {} reasons", kMaxChoices));
     } else {
       for (const bj::value& reason : reasons->as_array()) {
-        if (!reason.is_string() || (reason.as_string() != "stop" && reason.as_string() != "length")) {
-          r.fail("finish_reasons", "must hold stop or length");
+        if (!reason.is_string() || !known(reason.as_string())) {
+          r.fail("finish_reasons", "must hold stop, length or tool_calls");
           break;
         }
         m.finish_reasons.emplace_back(reason.as_string());

@@ -95,6 +95,8 @@ inline constexpr std::string_view kFeatureChoices = "n";  // several choices per
 inline constexpr uint32_t kFeatureBitResponseFormat = 1;
 inline constexpr uint32_t kFeatureBitLogprobs = 2;
 inline constexpr uint32_t kFeatureBitChoices = 4;
+inline constexpr std::string_view kFeatureTools = "tools";  // tools, tool_choice, tool-call history
+inline constexpr uint32_t kFeatureBitTools = 8;
 // The bits of the features named (unknown names are ignored), and back ("response_format, n").
 uint32_t feature_bits(const std::vector<std::string>& features);
 std::string feature_names(uint32_t bits);
@@ -220,8 +222,9 @@ struct SealedRequest {
 struct ChunkContent {
   uint64_t seq = 0;
   std::string text;
-  int index = 0;             // the choice (request with n > 1), 0 to kMaxChoices - 1
-  json::bj::value logprobs;  // null, or the OpenAI choice's logprobs object for this text's tokens
+  int index = 0;                          // the choice (request with n > 1), 0 to kMaxChoices - 1
+  json::bj::value logprobs;               // null, or the OpenAI choice's logprobs object for this text's tokens
+  std::vector<ToolCallDelta> tool_calls;  // pieces of the choice's tool calls (chat with tools)
 };
 
 // What an inference_complete opens to; `seq` is the number of chunks sent before it. The
@@ -230,7 +233,7 @@ struct CompletionContent {
   uint64_t seq = 0;
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  std::string finish_reason;                // "stop" | "length" (of the first choice when there are several)
+  std::string finish_reason;                // "stop" | "length" | "tool_calls" (of the first choice)
   std::vector<std::string> finish_reasons;  // with n > 1: one per choice, in index order
   std::string response_hash;                // optional: hex SHA-256 of "<request_id>:<completion_tokens>:<text>"
   std::string receipt_signature;            // optional: base64 DER ECDSA over response_hash

@@ -471,7 +471,8 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
         proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code, api_error.param}));
     co_return;
   }
-  auto run = std::make_shared<ChoiceRun>(**engine, executor_, endpoint, std::move(*generation), request->n);
+  auto run = std::make_shared<ChoiceRun>(**engine, executor_, endpoint, std::move(*generation), request->n,
+                                         tool_call_parser(**engine, *request));
   if (auto started = run->start(); !started) {
     in_flight_.erase(request_id);
     fail(400, started.error().message);
@@ -497,16 +498,21 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   const crypto::Channel channel(session_key, keys_);
   uint64_t seq = 0;
   std::vector<std::string> answers(static_cast<size_t>(run.choices()));  // for the receipt; wiped below
-  std::vector<engine::FinishEvent> finishes(static_cast<size_t>(run.choices()));
+  std::vector<std::vector<proto::ToolCall>> calls(answers.size());
+  std::vector<engine::FinishEvent> finishes(answers.size());
+  std::vector<std::string> reasons(answers.size());
   while (!run.finished()) {
     ChoiceRun::Event event = co_await run.next();
     if (!event.finish) {
-      answers[static_cast<size_t>(event.index)] += event.text;
+      const auto index = static_cast<size_t>(event.index);
+      answers[index] += event.text;
+      for (const auto& delta : event.tool_calls) proto::append_tool_call(&calls[index], delta);
       proto::ChunkContent content_fields;
       content_fields.seq = seq++;
       content_fields.text = std::move(event.text);
       content_fields.index = event.index;
       content_fields.logprobs = std::move(event.logprobs);
+      content_fields.tool_calls = std::move(event.tool_calls);
       std::string content = proto::encode(content_fields);
       proto::InferenceChunk chunk;
       chunk.request_id = request_id;
@@ -514,10 +520,12 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
       chunk.sealed.ciphertext = channel.seal(as_bytes(content));
       crypto::wipe_memory(content.data(), content.size());
       crypto::wipe_memory(content_fields.text.data(), content_fields.text.size());
+      for (auto& delta : content_fields.tool_calls) crypto::wipe_memory(delta.arguments.data(), delta.arguments.size());
       socket->send(proto::encode(chunk));
       continue;
     }
     finishes[static_cast<size_t>(event.index)] = *event.finish;
+    reasons[static_cast<size_t>(event.index)] = event.finish_reason;
     // One choice that cannot finish ends them all: the answer would be incomplete.
     if (event.finish->reason == engine::FinishReason::cancelled ||
         event.finish->reason == engine::FinishReason::error) {
@@ -541,25 +549,32 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   } else if (failed != nullptr) {
     fail(499, "cancelled");
   } else {
-    co_await send_completion(socket, request_id, channel, seq, finishes, answers);
+    for (size_t i = 0; i < answers.size(); ++i) {
+      std::string covered = proto::receipt_choice_text(answers[i], calls[i]);
+      crypto::wipe_memory(answers[i].data(), answers[i].size());
+      answers[i] = std::move(covered);
+    }
+    const Finishes ended{finishes, reasons};
+    co_await send_completion(socket, request_id, channel, seq, ended, answers);
   }
   for (std::string& answer : answers) crypto::wipe_memory(answer.data(), answer.size());
+  for (auto& choice_calls : calls) {
+    for (auto& call : choice_calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
+  }
 }
 
 awaitable<void> ProviderAgent::send_completion(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                               const crypto::Channel& channel, uint64_t seq,
-                                               const std::vector<engine::FinishEvent>& finishes,
+                                               const crypto::Channel& channel, uint64_t seq, const Finishes& ended,
                                                const std::vector<std::string>& answers) {
+  const std::vector<engine::FinishEvent>& finishes = ended.events;
   // Usage travels sealed like the text: nobody on the way can change what will be billed. The
   // receipt lets anyone check later which key produced this answer.
   proto::CompletionContent completion;
   completion.seq = seq;
   completion.prompt_tokens = finishes[0].prompt_tokens;  // the prompt once, as OpenAI counts it
   for (const auto& finish : finishes) completion.completion_tokens += finish.completion_tokens;
-  completion.finish_reason = openai_finish_reason(finishes[0].reason);
-  if (finishes.size() > 1) {
-    for (const auto& finish : finishes) completion.finish_reasons.emplace_back(openai_finish_reason(finish.reason));
-  }
+  completion.finish_reason = ended.reasons[0];
+  if (finishes.size() > 1) completion.finish_reasons = ended.reasons;
   std::string covered = attest::receipt_text(answers);
   completion.response_hash = attest::response_hash(request_id, completion.completion_tokens, covered);
   crypto::wipe_memory(covered.data(), covered.size());

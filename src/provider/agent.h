@@ -112,10 +112,15 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // key, then the sealed completion with its signed receipt (or the error that ended it).
   net::awaitable<void> relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
                                     const crypto::PublicKey& session_key, ChoiceRun& run);
-  // The sealed completion with usage and the signed receipt (or the error when it cannot be signed).
+  // How each choice ended: the engine's event and OpenAI's reason ("tool_calls" after calls).
+  struct Finishes {
+    std::vector<engine::FinishEvent> events;
+    std::vector<std::string> reasons;
+  };
+  // The sealed completion with usage and the signed receipt (or the error when it cannot be
+  // signed); `answers` are the choices' receipt texts.
   net::awaitable<void> send_completion(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                       const crypto::Channel& channel, uint64_t seq,
-                                       const std::vector<engine::FinishEvent>& finishes,
+                                       const crypto::Channel& channel, uint64_t seq, const Finishes& ended,
                                        const std::vector<std::string>& answers);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);

@@ -86,6 +86,8 @@ http::Router LocalServer::routes() {
   });
   router.add(http::bhttp::verb::post, "/v1/completions",
              [this](http::Exchange& exchange) { return handle_completion(exchange, proto::Endpoint::completions); });
+  router.add(http::bhttp::verb::post, "/v1/responses",
+             [this](http::Exchange& exchange) { return handle_completion(exchange, proto::Endpoint::responses); });
   return router;
 }
 
@@ -141,7 +143,9 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
   const bool allowed = co_await authorized(exchange);
   if (!allowed) co_return;
   proto::ApiError error;
-  auto request = proto::parse_completion_body(endpoint, exchange.request().body(), &error);
+  auto request = endpoint == proto::Endpoint::responses
+                     ? proto::parse_responses_body(exchange.request().body(), &error)
+                     : proto::parse_completion_body(endpoint, exchange.request().body(), &error);
   if (!request) {
     co_await exchange.respond_error(error);
     co_return;
@@ -157,7 +161,10 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
     co_await exchange.respond_error(error);
     co_return;
   }
-  auto run = std::make_shared<ChoiceRun>(engine_, executor_, endpoint, std::move(*generation), request->n);
+  // A Responses request runs as the chat completion it was translated into.
+  const proto::Endpoint runs_as = endpoint == proto::Endpoint::responses ? proto::Endpoint::chat_completions : endpoint;
+  auto run = std::make_shared<ChoiceRun>(engine_, executor_, runs_as, std::move(*generation), request->n,
+                                         tool_call_parser(engine_, *request));
   if (auto started = run->start(); !started) {
     co_await exchange.respond_error(proto::invalid_request(started.error().message));
     co_return;
@@ -167,10 +174,7 @@ awaitable<void> LocalServer::handle_completion(http::Exchange& exchange, proto::
   const std::string request_id = next_request_id();
   const int64_t parse_us =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - parse_start).count();
-  const Answer answer{
-      endpoint,
-      proto::ChunkFormatter(endpoint, proto::response_id(endpoint, request_id), model_id_, unix_seconds_now()),
-      request_id, parse_us};
+  Answer answer{proto::answer_writer(*request, request_id, unix_seconds_now()), request_id, parse_us};
   if (request->stream) {
     co_await relay_stream(exchange, *run, answer, request->include_usage);
   } else {
@@ -212,7 +216,7 @@ Totals totals_of(const std::vector<engine::FinishEvent>& finishes) {
 
 }  // namespace
 
-awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& run, const Answer& answer) {
+awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& run, Answer& answer) {
   std::vector<proto::ChunkFormatter::Choice> choices(static_cast<size_t>(run.choices()));
   std::vector<engine::FinishEvent> finishes(choices.size());
   while (!run.finished()) {
@@ -221,10 +225,11 @@ awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& 
     if (!event.finish) {
       choice.text += event.text;
       proto::append_logprobs(&choice.logprobs, event.logprobs);
+      for (const auto& delta : event.tool_calls) proto::append_tool_call(&choice.tool_calls, delta);
       continue;
     }
     finishes[static_cast<size_t>(event.index)] = *event.finish;
-    choice.finish_reason = openai_finish_reason(event.finish->reason);
+    choice.finish_reason = event.finish_reason;
     if (event.finish->reason == engine::FinishReason::error) run.cancel();  // the answer cannot be whole
   }
   const Totals totals = totals_of(finishes);
@@ -234,53 +239,72 @@ awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& 
     co_await exchange.respond_error(proto::server_error("Generation failed: " + totals.failed->error), headers);
     co_return;
   }
-  const std::string body = answer.format.complete_response(choices, totals.usage);
+  const std::string body = answer.writer->whole(choices, totals.usage, nullptr);
   // A whole answer knows every phase by now (of its first choice).
   const http::Headers headers = answer.headers(&finishes[0]);
   co_await exchange.respond_json(200, body, headers);
 }
 
-awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& run, const Answer& answer,
+namespace {
+
+awaitable<bool> send_all(http::Exchange& exchange, const std::vector<proto::StreamEvent>& events) {
+  for (const proto::StreamEvent& event : events) {
+    // A named result: GCC 12 mishandles a co_await inside a condition.
+    const bool sent = co_await exchange.send_event(event.name, event.data);
+    if (!sent) co_return false;
+  }
+  co_return true;
+}
+
+// The events of one piece of an answer: its content, then its calls.
+std::vector<proto::StreamEvent> piece_events(proto::AnswerWriter& writer, const ChoiceRun::Event& event) {
+  std::vector<proto::StreamEvent> events;
+  if (!event.text.empty()) events = writer.text(event.index, event.text, event.logprobs);
+  if (!event.tool_calls.empty()) {
+    for (auto& call : writer.tool_calls(event.index, event.tool_calls)) events.push_back(std::move(call));
+  }
+  return events;
+}
+
+}  // namespace
+
+awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& run, Answer& answer,
                                           bool include_usage) {
   const http::Headers headers = answer.headers();
   if (!co_await exchange.start_events(headers)) {
     run.cancel();
     co_return;
   }
-  const proto::ChunkFormatter& format = answer.format;
-  bool client_ok = true;
-  for (int i = 0; i < run.choices() && client_ok; ++i) {
-    if (auto opening = format.opening_chunk(i)) client_ok = co_await exchange.send_event(*opening);
-  }
+  proto::AnswerWriter& writer = *answer.writer;
+  bool client_ok = co_await send_all(exchange, writer.start(run.choices()));
   std::vector<engine::FinishEvent> finishes(static_cast<size_t>(run.choices()));
+  std::vector<std::string> reasons(finishes.size());
   while (!run.finished()) {
     ChoiceRun::Event event = co_await run.next();
-    std::string chunk;
+    std::vector<proto::StreamEvent> events;
     if (!event.finish) {
-      chunk = format.content_chunk(event.text, event.logprobs, event.index);
+      events = piece_events(writer, event);
     } else {
       finishes[static_cast<size_t>(event.index)] = *event.finish;
+      reasons[static_cast<size_t>(event.index)] = event.finish_reason;
       const engine::FinishReason reason = event.finish->reason;
       if (reason == engine::FinishReason::cancelled || reason == engine::FinishReason::error) {
         run.cancel();  // the answer cannot be whole
         continue;
       }
-      chunk = format.finish_chunk(openai_finish_reason(reason), event.index);
+      events = writer.finish_choice(event.index, event.finish_reason);
     }
-    if (client_ok && !co_await exchange.send_event(chunk)) {
-      client_ok = false;
-      run.cancel();
-    }
+    if (!client_ok) continue;
+    client_ok = co_await send_all(exchange, events);
+    if (!client_ok) run.cancel();
   }
   const Totals totals = totals_of(finishes);
   if (!client_ok || (totals.failed && totals.failed->reason == engine::FinishReason::cancelled)) co_return;
   if (totals.failed) {
-    co_await exchange.send_event(
-        proto::stream_error_event(proto::server_error("Generation failed: " + totals.failed->error)));
-  } else if (include_usage) {
-    co_await exchange.send_event(format.usage_chunk(totals.usage));
+    co_await send_all(exchange, writer.error(proto::server_error("Generation failed: " + totals.failed->error)));
+  } else {
+    co_await send_all(exchange, writer.end(reasons, totals.usage, include_usage, nullptr));
   }
-  co_await exchange.send_event("[DONE]");
   co_await exchange.end_events();
 }
 

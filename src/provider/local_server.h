@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "http/server.h"
+#include "proto/answer_stream.h"
 #include "provider/openai_bridge.h"
 
 namespace darkbloom::provider {
@@ -35,17 +36,16 @@ class LocalServer {
   net::awaitable<void> handle_completion(http::Exchange& exchange, proto::Endpoint endpoint);
   // How an answer is written: the chunk format and the headers every answer carries.
   struct Answer {
-    proto::Endpoint endpoint;
-    proto::ChunkFormatter format;
+    std::unique_ptr<proto::AnswerWriter> writer;  // the endpoint's shape
     std::string request_id;
     int64_t parse_us = 0;  // body read → submitted to the engine (parsing, template, tokens, grammar)
     // X-Request-Id and X-Timing: parse_us, and with the first choice's finish every phase.
     http::Headers headers(const engine::FinishEvent* finished = nullptr) const;
   };
   // stream: false. One JSON response once the engine has finished.
-  net::awaitable<void> respond_whole(http::Exchange& exchange, ChoiceRun& run, const Answer& answer);
+  net::awaitable<void> respond_whole(http::Exchange& exchange, ChoiceRun& run, Answer& answer);
   // stream: true. One SSE event per delta; a client that leaves cancels the generation.
-  net::awaitable<void> relay_stream(http::Exchange& exchange, ChoiceRun& run, const Answer& answer, bool include_usage);
+  net::awaitable<void> relay_stream(http::Exchange& exchange, ChoiceRun& run, Answer& answer, bool include_usage);
   net::awaitable<void> handle_models(http::Exchange& exchange);
   // GET /v1/models/{id}: the one model, or 404.
   net::awaitable<void> handle_model(http::Exchange& exchange);

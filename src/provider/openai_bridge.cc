@@ -4,6 +4,7 @@
 #include <string.h>  // explicit_bzero
 
 #include "base/utf8.h"
+#include "crypto/system_random.h"
 #include "engine/chat/chat_template.h"
 
 namespace darkbloom::provider {
@@ -12,17 +13,143 @@ const char* openai_finish_reason(engine::FinishReason reason) {
   return reason == engine::FinishReason::length ? "length" : "stop";
 }
 
+namespace {
+
+namespace bj = json::bj;
+
+// The tools as the model is shown them (none when it may not call them).
+std::vector<std::string> tool_definitions(const proto::CompletionRequest& request) {
+  std::vector<std::string> out;
+  if (request.tool_choice == proto::ToolChoice::none) return out;
+  for (const proto::Tool& tool : request.tools) {
+    bj::object function;
+    function["name"] = tool.name;
+    if (!tool.description.empty()) function["description"] = tool.description;
+    function["parameters"] = tool.parameters.is_null() ? bj::value(bj::object{{"type", "object"}}) : tool.parameters;
+    bj::object definition;
+    definition["type"] = "function";
+    definition["function"] = std::move(function);
+    out.push_back(bj::serialize(definition));
+  }
+  return out;
+}
+
+std::vector<engine::ChatTurn> chat_turns(const proto::CompletionRequest& request) {
+  std::vector<engine::ChatTurn> turns;
+  turns.reserve(request.messages.size());
+  for (const auto& message : request.messages) {
+    engine::ChatTurn turn{message.role, message.content};
+    for (const auto& call : message.tool_calls) turn.tool_calls.push_back({call.name, call.arguments});
+    turns.push_back(std::move(turn));
+  }
+  return turns;
+}
+
+bj::value parameters_schema(const proto::Tool& tool) {
+  return tool.parameters.is_null() ? bj::value(bj::object{{"type", "object"}}) : tool.parameters;
+}
+
+// A schema moved under `prefix` in a larger one: its references to its own root ("#", "#/...")
+// now point below the prefix.
+bj::value moved_schema(const bj::value& schema, const std::string& prefix) {
+  if (schema.is_array()) {
+    bj::array out;
+    for (const bj::value& item : schema.as_array()) out.push_back(moved_schema(item, prefix));
+    return out;
+  }
+  if (!schema.is_object()) return schema;
+  bj::object out;
+  for (const auto& [key, value] : schema.as_object()) {
+    if (key == "$ref" && value.is_string() && value.as_string().starts_with("#")) {
+      out[key] = prefix + std::string(value.as_string().subview(1));
+    } else {
+      out[key] = moved_schema(value, prefix);
+    }
+  }
+  return out;
+}
+
+// What a forced call is constrained to: the named tool's arguments, or a list of calls.
+bj::value forced_call_schema(const proto::CompletionRequest& request) {
+  if (request.tool_choice == proto::ToolChoice::named) {
+    return parameters_schema(*proto::find_tool(request, request.tool_choice_name));
+  }
+  bj::array choices;
+  for (size_t i = 0; i < request.tools.size(); ++i) {
+    const proto::Tool& tool = request.tools[i];
+    bj::object properties;
+    properties["name"] = bj::object{{"const", tool.name}};
+    // Each function's schema sits at #/items/anyOf/<i>/properties/arguments of the list's.
+    properties["arguments"] =
+        moved_schema(parameters_schema(tool), fmt::format("#/items/anyOf/{}/properties/arguments", i));
+    bj::object call;
+    call["type"] = "object";
+    call["properties"] = std::move(properties);
+    call["required"] = bj::array{"name", "arguments"};
+    call["additionalProperties"] = false;
+    choices.push_back(std::move(call));
+  }
+  bj::object list;
+  list["type"] = "array";
+  list["items"] = bj::object{{"anyOf", std::move(choices)}};
+  list["minItems"] = 1;
+  list["maxItems"] = request.parallel_tool_calls ? proto::kMaxToolCalls : 1;
+  return list;
+}
+
+// The 400 for a forced call whose schema does not compile, naming the function at fault.
+proto::ApiError refused_parameters(const engine::Engine& engine, const proto::CompletionRequest& request,
+                                   const Error& combined) {
+  for (size_t i = 0; i < request.tools.size(); ++i) {
+    const proto::Tool& tool = request.tools[i];
+    if (request.tool_choice == proto::ToolChoice::named && tool.name != request.tool_choice_name) continue;
+    const bj::value schema = parameters_schema(tool);
+    if (auto alone = engine.json_grammar(&schema); !alone) {
+      const std::string param = fmt::format("tools[{}].function.parameters", i);
+      return proto::invalid_request(param + ": " + alone.error().message, param);
+    }
+  }
+  return proto::invalid_request("tools: " + combined.message, "tools");
+}
+
+bool forced(proto::ToolChoice choice) {
+  return choice == proto::ToolChoice::named || choice == proto::ToolChoice::required;
+}
+
+}  // namespace
+
+std::optional<engine::ToolCallParser> tool_call_parser(const engine::Engine& engine,
+                                                       const proto::CompletionRequest& request) {
+  using Mode = engine::ToolCallParser::Mode;
+  if (request.tool_choice == proto::ToolChoice::none) return std::nullopt;
+  std::vector<std::string> names;
+  for (const proto::Tool& tool : request.tools) names.push_back(tool.name);
+  const size_t max_calls = request.parallel_tool_calls ? proto::kMaxToolCalls : 1;
+  switch (request.tool_choice) {
+    case proto::ToolChoice::named:
+      return engine::ToolCallParser(Mode::forced_named, std::move(names), 1, request.tool_choice_name);
+    case proto::ToolChoice::required:
+      return engine::ToolCallParser(Mode::forced_list, std::move(names), max_calls);
+    case proto::ToolChoice::automatic:
+    case proto::ToolChoice::none:
+      break;
+  }
+  const auto syntax = engine::tool_call_syntax(engine::detect_chat_format(engine.chat_template()));
+  return engine::ToolCallParser(syntax == engine::ToolCallSyntax::llama3_json ? Mode::llama3_json : Mode::hermes,
+                                std::move(names), max_calls);
+}
+
 Result<engine::GenerationRequest> to_generation_request(const engine::Engine& engine,
                                                         const proto::CompletionRequest& request,
                                                         proto::ApiError* error) {
   engine::GenerationRequest out;
   const engine::Tokenizer& tokenizer = engine.tokenizer();
   std::string param;
-  if (request.endpoint == proto::Endpoint::chat_completions) {
-    std::vector<engine::ChatTurn> turns;
-    turns.reserve(request.messages.size());
-    for (const auto& message : request.messages) turns.push_back({message.role, message.content});
-    out.prompt_tokens = engine::encode_chat(tokenizer, engine::detect_chat_format(engine.chat_template()), turns);
+  if (request.endpoint != proto::Endpoint::completions) {
+    const auto turns = chat_turns(request);
+    const auto tools = tool_definitions(request);
+    out.prompt_tokens =
+        engine::encode_chat(tokenizer, engine::detect_chat_format(engine.chat_template()), turns, tools);
     param = "messages";
   } else {
     // A raw prompt belongs to its sender alone, so special-token text in it is honoured.
@@ -56,12 +183,23 @@ Result<engine::GenerationRequest> to_generation_request(const engine::Engine& en
   out.sampling.repetition_penalty = static_cast<float>(request.repetition_penalty.value_or(1.0));
   if (request.seed) out.sampling.seed = static_cast<uint64_t>(*request.seed);
   out.logprobs = request.logprobs ? request.top_logprobs : -1;
-  if (request.response_format == "json_object" || request.response_format == "json_schema") {
+  if (!forced(request.tool_choice) &&
+      (request.response_format == "json_object" || request.response_format == "json_schema")) {
     const json::bj::value* schema = request.json_schema.is_null() ? nullptr : &request.json_schema;
     auto grammar = engine.json_grammar(schema);
     if (!grammar) {
       *error =
           proto::invalid_request("response_format.json_schema.schema: " + grammar.error().message, "response_format");
+      return grammar.error();
+    }
+    out.grammar = std::move(*grammar);
+  }
+  if (forced(request.tool_choice)) {
+    // A forced call is constrained to its arguments' schema (in place of any response_format).
+    const bj::value schema = forced_call_schema(request);
+    auto grammar = engine.json_grammar(&schema);
+    if (!grammar) {
+      *error = refused_parameters(engine, request, grammar.error());
       return grammar.error();
     }
     out.grammar = std::move(*grammar);
@@ -146,13 +284,14 @@ class ChoiceRun::Sink final : public engine::GenerationSink {
 };
 
 ChoiceRun::ChoiceRun(engine::Engine& engine, net::asio::any_io_executor executor, proto::Endpoint endpoint,
-                     engine::GenerationRequest request, int n)
+                     engine::GenerationRequest request, int n, std::optional<engine::ToolCallParser> tools)
     : engine_(engine),
       request_(std::move(request)),
       n_(n),
       queue_(std::make_shared<net::AsyncQueue<Tagged>>(executor)),
       running_(static_cast<size_t>(n)) {
   for (int i = 0; i < n; ++i) collectors_.emplace_back(endpoint, engine.tokenizer());
+  if (tools) parsers_.assign(static_cast<size_t>(n), *tools);
 }
 
 ChoiceRun::~ChoiceRun() {
@@ -201,28 +340,86 @@ void ChoiceRun::cancel() {
   }
 }
 
+void ChoiceRun::push_parsed(int index, std::vector<engine::ToolCallSegment> segments) {
+  LogprobsCollector& collector = collectors_[static_cast<size_t>(index)];
+  bool content = false;
+  bool calls = false;
+  // In the order written: content and calls alternate as separate events.
+  for (auto& segment : segments) {
+    if (!segment.call) {
+      Event event;
+      event.index = index;
+      event.logprobs = collector.take(segment.content);
+      event.text = std::move(segment.content);
+      ready_.push_back(std::move(event));
+      content = true;
+      continue;
+    }
+    if (!calls || ready_.back().tool_calls.empty()) {
+      Event event;
+      event.index = index;
+      ready_.push_back(std::move(event));
+    }
+    calls = true;
+    engine::ToolCallPiece& piece = *segment.call;
+    proto::ToolCallDelta delta;
+    delta.index = piece.index;
+    if (!piece.name.empty()) {
+      delta.id = crypto::system_random().id("call_", 12);
+      delta.name = std::move(piece.name);
+    }
+    delta.arguments = std::move(piece.arguments);
+    ready_.back().tool_calls.push_back(std::move(delta));
+  }
+  if (calls && !content) collector.take({});  // logprobs cover content; the tokens of calls are not reported
+}
+
+void ChoiceRun::on_text(int index, std::string text) {
+  if (parsers_.empty()) {
+    Event event;
+    event.index = index;
+    event.logprobs = collectors_[static_cast<size_t>(index)].take(text);
+    event.text = std::move(text);
+    ready_.push_back(std::move(event));
+    return;
+  }
+  push_parsed(index, parsers_[static_cast<size_t>(index)].feed(text));
+  explicit_bzero(text.data(), text.size());
+}
+
+void ChoiceRun::on_finish(int index, const engine::FinishEvent& finish) {
+  bool called = false;
+  if (!parsers_.empty()) {
+    engine::ToolCallParser& parser = parsers_[static_cast<size_t>(index)];
+    push_parsed(index, parser.finish());
+    called = parser.calls() > 0;
+  }
+  Event event;
+  event.index = index;
+  event.finish = finish;
+  event.finish_reason =
+      called && finish.reason == engine::FinishReason::stop ? "tool_calls" : openai_finish_reason(finish.reason);
+  running_[static_cast<size_t>(index)].reset();
+  finished_ += 1;
+  ready_.push_back(std::move(event));
+}
+
 net::awaitable<ChoiceRun::Event> ChoiceRun::next() {
-  for (;;) {
+  while (ready_.empty()) {
     Tagged tagged = co_await queue_->pop();
     const int index = tagged.first;
     if (index == 0 && !others_submitted_ && n_ > 1) submit_others();  // choice 0's prompt is in the cache now
-    LogprobsCollector& collector = collectors_[static_cast<size_t>(index)];
     if (auto* sampled = std::get_if<engine::SampledToken>(&tagged.second)) {
-      collector.add(*sampled);
-      continue;
+      collectors_[static_cast<size_t>(index)].add(*sampled);
+    } else if (auto* text = std::get_if<std::string>(&tagged.second)) {
+      on_text(index, std::move(*text));
+    } else {
+      on_finish(index, std::get<engine::FinishEvent>(tagged.second));
     }
-    Event event;
-    event.index = index;
-    if (auto* text = std::get_if<std::string>(&tagged.second)) {
-      event.logprobs = collector.take(*text);
-      event.text = std::move(*text);
-      co_return event;
-    }
-    event.finish = std::get<engine::FinishEvent>(tagged.second);
-    running_[static_cast<size_t>(index)].reset();
-    finished_ += 1;
-    co_return event;
   }
+  Event event = std::move(ready_.front());
+  ready_.pop_front();
+  co_return event;
 }
 
 }  // namespace darkbloom::provider

@@ -3,6 +3,7 @@
 // Shared by the provider agent and `darkbloom serve`.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "engine/chat/tool_calls.h"
 #include "engine/engine.h"
 #include "net/async_queue.h"
 #include "proto/openai.h"
@@ -20,6 +22,11 @@ namespace darkbloom::provider {
 Result<engine::GenerationRequest> to_generation_request(const engine::Engine& engine,
                                                         const proto::CompletionRequest& request,
                                                         proto::ApiError* error);
+
+// How the answers of a request with tools are read for calls (none without tools, or with
+// tool_choice none).
+std::optional<engine::ToolCallParser> tool_call_parser(const engine::Engine& engine,
+                                                       const proto::CompletionRequest& request);
 
 // What an engine request emits: text deltas (with sampled tokens before them when logprobs were
 // asked for), then exactly one finish.
@@ -54,13 +61,16 @@ class ChoiceRun {
  public:
   struct Event {
     int index = 0;
-    std::string text;                           // a text delta, unless `finish` is set
-    json::bj::value logprobs;                   // null, or the logprobs object for the text's tokens
-    std::optional<engine::FinishEvent> finish;  // the choice ended
+    std::string text;                              // a content delta, unless `finish` is set
+    json::bj::value logprobs;                      // null, or the logprobs object for the text's tokens
+    std::vector<proto::ToolCallDelta> tool_calls;  // pieces of the choice's calls (with `text` or alone)
+    std::optional<engine::FinishEvent> finish;     // the choice ended
+    std::string finish_reason;                     // with `finish`: OpenAI's name ("tool_calls" after calls)
   };
 
+  // With `tools`, each choice's text is read for tool calls (content and calls come out apart).
   ChoiceRun(engine::Engine& engine, net::asio::any_io_executor executor, proto::Endpoint endpoint,
-            engine::GenerationRequest request, int n);
+            engine::GenerationRequest request, int n, std::optional<engine::ToolCallParser> tools = std::nullopt);
   ~ChoiceRun();
   ChoiceRun(const ChoiceRun&) = delete;
   ChoiceRun& operator=(const ChoiceRun&) = delete;
@@ -72,12 +82,16 @@ class ChoiceRun {
   // Stops every choice (each still reports its finish, as cancelled).
   void cancel();
   int choices() const { return n_; }
-  bool finished() const { return finished_ == n_; }
+  bool finished() const { return finished_ == n_ && ready_.empty(); }
 
  private:
   using Tagged = std::pair<int, EngineEvent>;
   class Sink;
   void submit_others();
+  // The events a text delta or a finish makes (content, calls, the finish), queued in ready_.
+  void on_text(int index, std::string text);
+  void on_finish(int index, const engine::FinishEvent& finish);
+  void push_parsed(int index, std::vector<engine::ToolCallSegment> segments);
 
   engine::Engine& engine_;
   engine::GenerationRequest request_;  // what choices 1.. are made from; wiped once they are
@@ -85,6 +99,8 @@ class ChoiceRun {
   std::shared_ptr<net::AsyncQueue<Tagged>> queue_;
   std::vector<std::optional<engine::RequestId>> running_;
   std::vector<LogprobsCollector> collectors_;
+  std::vector<engine::ToolCallParser> parsers_;  // one per choice, or none
+  std::deque<Event> ready_;
   int finished_ = 0;
   bool others_submitted_ = false;
   bool cancelled_ = false;

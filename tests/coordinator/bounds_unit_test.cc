@@ -674,3 +674,103 @@ TEST(ProviderFeatures, waiters_that_cannot_use_a_freed_provider_pass_it_on_once_
 
 }  // namespace
 }  // namespace darkbloom::coordinator
+
+namespace darkbloom::coordinator {
+namespace {
+
+// A chunk of an answer: text, tool-call pieces, or both.
+struct Piece {
+  std::string text;
+  std::vector<proto::ToolCallDelta> calls;
+};
+
+// Whether a provider is dropped for answering a request that offers get_weather and add (with
+// `choice`; none: no tools at all) with these chunks, then completing with `finish` (if any).
+bool dropped_for_calls(const std::vector<Piece>& chunks, const std::string& finish = {},
+                       proto::ToolChoice choice = proto::ToolChoice::automatic) {
+  CoordinatorHarness h;
+  auto provider = h.connect_with("m", [](proto::Register& hello) { hello.features = proto::provider_features(); });
+  auto request = h.request("m", 64);
+  if (choice != proto::ToolChoice::none) {
+    request->parsed.tools.push_back({"get_weather", "", nullptr});
+    request->parsed.tools.push_back({"add", "", nullptr});
+    request->parsed.tool_choice = choice;
+    request->parsed.tool_choice_name = "get_weather";
+  }
+  auto outcome = new_outcome();
+  h.dispatch(request, outcome);
+  const auto sent = provider.link->sent<proto::InferenceRequest>();
+  EXPECT_EQ(sent.size(), 1u);
+  if (sent.empty()) return false;
+  uint64_t seq = 0;
+  for (const auto& piece : chunks) {
+    proto::ChunkContent content;
+    content.seq = seq++;
+    content.text = piece.text;
+    content.tool_calls = piece.calls;
+    h.gateway.receive(*provider.session, proto::encode(proto::InferenceChunk{
+                                             sent[0].request_id, provider.seal_for(sent[0], proto::encode(content))}));
+  }
+  if (!finish.empty()) {
+    proto::CompletionContent content;
+    content.seq = seq;
+    content.prompt_tokens = 3;
+    content.completion_tokens = 2;
+    content.finish_reason = finish;
+    h.gateway.receive(*provider.session, proto::encode(proto::InferenceComplete{
+                                             sent[0].request_id, provider.seal_for(sent[0], proto::encode(content))}));
+  }
+  return provider.session->dropped();
+}
+
+TEST(ToolCalls, a_provider_may_only_call_offered_functions_in_order_with_ids) {
+  const proto::ToolCallDelta start{0, "call_1", "get_weather", "{\"ci"};
+  const proto::ToolCallDelta more{0, "", "", "ty\":1}"};
+  const proto::ToolCallDelta second{1, "call_2", "add", "{}"};
+  EXPECT_FALSE(dropped_for_calls({{"", {start}}, {"", {more}}}, "tool_calls"));
+  EXPECT_FALSE(dropped_for_calls({{"Let me see.", {start, more}}, {"", {second}}, {"Done.", {}}}, "stop"));
+  EXPECT_TRUE(dropped_for_calls({{"", {{0, "call_1", "rm_rf", "{}"}}}}));        // not offered
+  EXPECT_TRUE(dropped_for_calls({{"", {{1, "call_1", "get_weather", "{}"}}}}));  // skips call 0
+  EXPECT_TRUE(dropped_for_calls({{"", {start}}, {"", {{0, "", "add", "}"}}}}));  // renamed midway
+  EXPECT_TRUE(dropped_for_calls({{"", {start}}, {"", {{0, "", "", ""}}}}));      // continued with nothing
+  EXPECT_TRUE(dropped_for_calls({{"", {start, second}}, {"", {more}}}));         // an earlier call goes on
+  EXPECT_TRUE(dropped_for_calls({{"", {start}}, {"text", {more}}}));             // goes on after text
+  EXPECT_TRUE(dropped_for_calls({{"", {{0, "", "get_weather", "{}"}}}}));        // no id
+  EXPECT_TRUE(dropped_for_calls({{"", {{0, "call 1", "get_weather", "{}"}}}}));  // a malformed id
+  EXPECT_TRUE(dropped_for_calls({{"", {start}}}, {}, proto::ToolChoice::none));  // no tools offered
+  EXPECT_TRUE(dropped_for_calls({}, "tool_calls"));                              // finished with calls it never made
+}
+
+TEST(ToolCalls, a_forced_call_is_answered_with_that_call_alone) {
+  const proto::ToolCallDelta weather{0, "call_1", "get_weather", "{}"};
+  EXPECT_FALSE(dropped_for_calls({{"", {weather}}}, "tool_calls", proto::ToolChoice::named));
+  EXPECT_FALSE(dropped_for_calls({{"", {weather}}}, "length", proto::ToolChoice::named));
+  EXPECT_TRUE(dropped_for_calls({{"", {{0, "call_1", "add", "{}"}}}}, {}, proto::ToolChoice::named));  // another
+  EXPECT_TRUE(dropped_for_calls({{"", {weather, {1, "call_2", "get_weather", "{}"}}}}, {},
+                                proto::ToolChoice::named));                                // twice
+  EXPECT_TRUE(dropped_for_calls({{"Sure!", {}}}, {}, proto::ToolChoice::required));        // text
+  EXPECT_TRUE(dropped_for_calls({{"", {weather}}}, "stop", proto::ToolChoice::required));  // not ended as a call
+  EXPECT_FALSE(dropped_for_calls({{"", {weather}}, {"", {{1, "call_2", "add", "{}"}}}}, "tool_calls",
+                                 proto::ToolChoice::required));
+}
+
+TEST(ToolCalls, calls_count_as_output_for_the_usage_bound) {
+  // 20 calls' worth of arguments and markup bound more tokens than the 2 bytes of text would.
+  EXPECT_GT(usage_bound(100, 1, static_cast<int64_t>(2 + 3 * (11 + kToolCallMarkupBytes))).completion_tokens,
+            usage_bound(100, 1, 2).completion_tokens);
+  Attempt attempt;
+  attempt.choices = 1;
+  attempt.tool_names = {"get_weather"};
+  attempt.max_tool_calls = 2;
+  proto::ChunkContent content;
+  content.tool_calls = {{0, "call_1", "get_weather", "{}"}};
+  EXPECT_FALSE(ProviderGateway::check_tool_calls(attempt, content));
+  EXPECT_EQ(attempt.bytes_received, std::string("get_weather{}").size() + kToolCallMarkupBytes);
+  content.tool_calls = {{1, "call_2", "get_weather", "{}"}};
+  EXPECT_FALSE(ProviderGateway::check_tool_calls(attempt, content));
+  content.tool_calls = {{2, "call_3", "get_weather", "{}"}};
+  EXPECT_TRUE(ProviderGateway::check_tool_calls(attempt, content));  // a third call: more than allowed
+}
+
+}  // namespace
+}  // namespace darkbloom::coordinator

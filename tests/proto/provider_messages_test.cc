@@ -148,6 +148,24 @@ TEST(SealedContents, round_trip_and_validate) {
   EXPECT_EQ(completion->completion_tokens, 20);
   EXPECT_FALSE(
       decode_completion_content(R"({"seq":0,"prompt_tokens":1,"completion_tokens":1,"finish_reason":"maybe"})"));
+  EXPECT_TRUE(
+      decode_completion_content(R"({"seq":0,"prompt_tokens":1,"completion_tokens":1,"finish_reason":"tool_calls"})"));
+}
+
+TEST(SealedContents, tool_call_pieces_round_trip_and_are_bounded) {
+  ChunkContent content;
+  content.seq = 2;
+  content.tool_calls = {{0, "call_x", "get_weather", R"({"a":)"}, {1, "", "", "1}"}};
+  auto decoded = decode_chunk_content(encode(content));
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  ASSERT_EQ(decoded->tool_calls.size(), 2u);
+  EXPECT_EQ(decoded->tool_calls[0].id, "call_x");
+  EXPECT_EQ(decoded->tool_calls[0].name, "get_weather");
+  EXPECT_EQ(decoded->tool_calls[1].index, 1);
+  EXPECT_EQ(decoded->tool_calls[1].arguments, "1}");
+  EXPECT_FALSE(decode_chunk_content(R"({"seq":0,"text":"","tool_calls":[{"index":16,"arguments":""}]})"));
+  EXPECT_FALSE(decode_chunk_content(R"({"seq":0,"text":"","tool_calls":[{"index":0}]})"));
+  EXPECT_FALSE(decode_chunk_content(R"({"seq":0,"text":"","tool_calls":{"index":0}})"));
 }
 
 }  // namespace

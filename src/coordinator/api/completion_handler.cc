@@ -20,21 +20,27 @@ struct RefundUnlessSettled {
   }
 };
 
-// Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
-std::string receipt_event(const proto::ChunkFormatter& format, const provider_event::Complete& complete,
-                          const ProviderSession& provider) {
+// The provider's signed receipt, when it sent one. Built outside the coroutine: GCC 12
+// miscompiles brace-initialised temporaries inside them.
+std::optional<proto::Receipt> receipt_of(const provider_event::Complete& complete, const ProviderSession& provider) {
+  if (complete.response_hash.empty()) return std::nullopt;
   proto::Receipt receipt;
   receipt.request_id = complete.receipt_request_id;
   receipt.completion_tokens = complete.receipt_completion_tokens;
   receipt.response_hash = complete.response_hash;
   receipt.signature = complete.receipt_signature;
   receipt.public_key = provider.trust_state().document.public_key;
-  return format.receipt_chunk(receipt);
+  return receipt;
 }
 
-proto::ChunkFormatter formatter_for(const PendingRequest& request) {
-  return proto::ChunkFormatter(request.parsed.endpoint, proto::response_id(request.parsed.endpoint, request.public_id),
-                               request.parsed.model, request.created);
+// Sends events in order while the client takes them, wiping each (they hold answer text).
+awaitable<bool> send_all(http::Exchange& exchange, std::vector<proto::StreamEvent> events) {
+  bool open = true;
+  for (proto::StreamEvent& event : events) {
+    if (open) open = co_await exchange.send_event(event.name, event.data);
+    crypto::wipe_memory(event.data.data(), event.data.size());
+  }
+  co_return open;
 }
 
 // The ending of an answer that failed after it started: for a stream, in-band.
@@ -52,6 +58,8 @@ void CompletionHandler::add_routes(http::Router& routes) {
              [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::chat_completions); });
   routes.add(http::bhttp::verb::post, "/v1/completions",
              [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::completions); });
+  routes.add(http::bhttp::verb::post, "/v1/responses",
+             [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::responses); });
 }
 
 net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(const http::Request& request,
@@ -63,7 +71,8 @@ net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(cons
   if (path.substr(0, 10) == "/v1/admin/") {
     co_return admin_refusal(authorization, context_.config.admin_token, context_.admin_failures, address);
   }
-  if (request.method() != http::bhttp::verb::post || (path != "/v1/chat/completions" && path != "/v1/completions")) {
+  if (request.method() != http::bhttp::verb::post ||
+      (path != "/v1/chat/completions" && path != "/v1/completions" && path != "/v1/responses")) {
     co_return std::nullopt;
   }
   auto checked = co_await check_consumer_key(authorization, context_.keys, context_.store_worker);
@@ -115,12 +124,15 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
 
 ParsedBody parse_body(proto::Endpoint endpoint, std::string_view body, int default_max_tokens) {
   ParsedBody out;
-  auto parsed = proto::parse_completion_body(endpoint, body, &out.error);
+  auto parsed = endpoint == proto::Endpoint::responses ? proto::parse_responses_body(body, &out.error)
+                                                       : proto::parse_completion_body(endpoint, body, &out.error);
   if (!parsed) return out;
   // Without a bound the worst case is unbounded; inject one so any reservation covers it.
   if (!parsed->max_tokens) parsed->body["max_tokens"] = default_max_tokens;
   proto::SealedRequest sealed;
-  sealed.endpoint = std::string(proto::endpoint_name(endpoint));
+  // A Responses request travels as the chat completion it was translated into.
+  sealed.endpoint = std::string(
+      proto::endpoint_name(endpoint == proto::Endpoint::responses ? proto::Endpoint::chat_completions : endpoint));
   sealed.body = parsed->body;
   out.plaintext = proto::encode(sealed);
   out.parsed = std::move(*parsed);
@@ -316,7 +328,8 @@ awaitable<void> CompletionHandler::relay(http::Exchange& exchange, PendingReques
 }
 
 awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer) {
-  const proto::ChunkFormatter format = formatter_for(request);
+  const std::unique_ptr<proto::AnswerWriter> writer =
+      proto::answer_writer(request.parsed, request.public_id, request.created);
   const Headers headers = response_headers(request, *answer.provider);
   std::vector<proto::ChunkFormatter::Choice> choices(static_cast<size_t>(request.parsed.n));
   for (;;) {
@@ -325,13 +338,15 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
       auto& choice = choices[static_cast<size_t>(chunk->index)];  // the gateway checked the index
       choice.text += chunk->text;
       proto::append_logprobs(&choice.logprobs, chunk->logprobs);
+      for (const auto& delta : chunk->tool_calls) proto::append_tool_call(&choice.tool_calls, delta);
       continue;
     }
     if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
       const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
       settle(request, *answer.provider, complete->prompt_tokens, complete->completion_tokens);
       Headers with_receipt = headers;
-      if (!complete->response_hash.empty()) {
+      const std::optional<proto::Receipt> receipt = receipt_of(*complete, *answer.provider);
+      if (receipt) {
         // The receipt covers the content text and the completion tokens the provider reported
         // (`usage` shows those billed, which may be fewer).
         with_receipt.emplace_back("X-Response-Hash", complete->response_hash);
@@ -340,8 +355,9 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
         with_receipt.emplace_back("X-Receipt-Completion-Tokens", std::to_string(complete->receipt_completion_tokens));
       }
       for (size_t i = 0; i < choices.size(); ++i) choices[i].finish_reason = complete->finish_reasons[i];
-      const std::string body = format.complete_response(choices, usage);
+      std::string body = writer->whole(choices, usage, receipt ? &*receipt : nullptr);
       co_await exchange.respond_json(200, body, with_receipt);
+      crypto::wipe_memory(body.data(), body.size());
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
       cancel_at_provider(answer);
     } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
@@ -352,49 +368,57 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
     }
     break;
   }
-  for (auto& choice : choices) crypto::wipe_memory(choice.text.data(), choice.text.size());
+  for (auto& choice : choices) {
+    crypto::wipe_memory(choice.text.data(), choice.text.size());
+    for (auto& call : choice.tool_calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
+  }
+}
+
+// The events one piece of an answer becomes: its content, then its calls.
+std::vector<proto::StreamEvent> CompletionHandler::text_events(proto::AnswerWriter& writer,
+                                                               const provider_event::Text& chunk) {
+  std::vector<proto::StreamEvent> events;
+  if (!chunk.text.empty()) events = writer.text(chunk.index, chunk.text, chunk.logprobs);
+  if (!chunk.tool_calls.empty()) {
+    for (auto& event : writer.tool_calls(chunk.index, chunk.tool_calls)) events.push_back(std::move(event));
+  }
+  return events;
 }
 
 awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, PendingRequest& request,
                                                 FirstAnswer& answer) {
-  const proto::ChunkFormatter format = formatter_for(request);
+  const std::unique_ptr<proto::AnswerWriter> writer =
+      proto::answer_writer(request.parsed, request.public_id, request.created);
   const ProviderSession& provider = *answer.provider;
   if (!co_await exchange.start_events(response_headers(request, provider))) {
     cancel_at_provider(answer);
     co_return;
   }
-  bool open = true;
-  for (int i = 0; i < request.parsed.n && open; ++i) {
-    if (auto opening = format.opening_chunk(i)) open = co_await exchange.send_event(*opening);
-  }
+  bool open = co_await send_all(exchange, writer->start(request.parsed.n));
   while (open) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      std::string data = format.content_chunk(chunk->text, chunk->logprobs, chunk->index);
-      open = co_await exchange.send_event(data);
+      open = co_await send_all(exchange, text_events(*writer, *chunk));
       if (open) ++request.delivered_chunks;  // billed only once the client has it (never empty: one byte or more)
-      crypto::wipe_memory(data.data(), data.size());
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
+      for (auto& delta : chunk->tool_calls) crypto::wipe_memory(delta.arguments.data(), delta.arguments.size());
     } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
       settle(request, provider, complete->prompt_tokens, complete->completion_tokens);
       for (size_t i = 0; i < complete->finish_reasons.size(); ++i) {
-        const std::string finish = format.finish_chunk(complete->finish_reasons[i], static_cast<int>(i));
-        co_await exchange.send_event(finish);
+        co_await send_all(exchange, writer->finish_choice(static_cast<int>(i), complete->finish_reasons[i]));
       }
-      if (request.parsed.include_usage) {
-        co_await exchange.send_event(format.usage_chunk({complete->prompt_tokens, complete->completion_tokens}));
-      }
-      if (!complete->response_hash.empty()) co_await exchange.send_event(receipt_event(format, *complete, provider));
-      co_await exchange.send_event("[DONE]");
+      const std::optional<proto::Receipt> receipt = receipt_of(*complete, provider);
+      const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
+      co_await send_all(exchange, writer->end(complete->finish_reasons, usage, request.parsed.include_usage,
+                                              receipt ? &*receipt : nullptr));
       co_await exchange.end_events();
       co_return;
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
       open = false;
     } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
       settle(request, provider, 0, request.delivered_chunks);
-      // After the stream started, errors go in-band, then the one [DONE].
-      co_await exchange.send_event(proto::stream_error_event(failure_error(event)));
-      co_await exchange.send_event("[DONE]");
+      // After the stream started, errors go in-band, then the stream's end.
+      co_await send_all(exchange, writer->error(failure_error(event)));
       co_await exchange.end_events();
       co_return;
     }

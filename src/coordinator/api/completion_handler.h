@@ -1,4 +1,4 @@
-// POST /v1/chat/completions and /v1/completions on the coordinator: authenticate, parse,
+// POST /v1/chat/completions, /v1/completions and /v1/responses on the coordinator: authenticate, parse,
 // reserve the worst case, hand the request to the dispatcher (route, queue, seal, dispatch,
 // retries), then relay the provider's chunks to the client as SSE or as one JSON response, and
 // settle what was delivered. The provider never sees the client; the client never sees a
@@ -15,6 +15,7 @@
 #include "coordinator/api/pending_request.h"
 #include "coordinator/api/request_dispatcher.h"
 #include "net/wait_list.h"
+#include "proto/answer_stream.h"
 #include "proto/openai.h"
 
 namespace darkbloom::coordinator {
@@ -34,7 +35,7 @@ class CompletionHandler {
   CompletionHandler(ApiContext& context, RequestDispatcher& dispatcher, ProviderGateway& gateway)
       : context_(context), dispatcher_(dispatcher), gateway_(gateway) {}
 
-  // Adds both completion routes.
+  // Adds the completion routes (chat, completions, responses).
   void add_routes(http::Router& routes);
   net::awaitable<void> handle(http::Exchange& exchange, proto::Endpoint endpoint);
   // The server's header check, for requests with a body still to read: a completion request
@@ -56,6 +57,7 @@ class CompletionHandler {
   net::awaitable<void> relay(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
   net::awaitable<void> relay_whole(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer);
   net::awaitable<void> relay_stream(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer);
+  static std::vector<proto::StreamEvent> text_events(proto::AnswerWriter& writer, const provider_event::Text& chunk);
   // The next event of the answer; an answer silent for the inference timeout ends as Gone.
   net::awaitable<ProviderEvent> next_event(FirstAnswer& answer);
 

@@ -13,6 +13,16 @@ using net::awaitable;
 
 namespace {
 
+// The parts of a prompt a chat template wraps in markers of its own (billing/usage_bounds.h):
+// each message, each tool call in the history, each tool definition, and the instructions that
+// come with tools (counted as eight parts).
+int64_t prompt_parts(const proto::CompletionRequest& request) {
+  auto parts = static_cast<int64_t>(request.messages.size() + request.tools.size());
+  for (const auto& message : request.messages) parts += static_cast<int64_t>(message.tool_calls.size());
+  if (!request.tools.empty()) parts += 8;
+  return parts;
+}
+
 // Attempt ids: "att_" and 8 random bytes, so every one has the same length.
 std::string new_attempt_id(RandomSource& random) {
   return random.id("att_", 8);
@@ -124,6 +134,9 @@ ProviderNeeds RequestDispatcher::needs_of(const PendingRequest& request) {
   if (request.parsed.response_format != "text") needs.features |= proto::kFeatureBitResponseFormat;
   if (request.parsed.logprobs) needs.features |= proto::kFeatureBitLogprobs;
   if (request.parsed.n > 1) needs.features |= proto::kFeatureBitChoices;
+  bool tool_history = false;
+  for (const auto& message : request.parsed.messages) tool_history |= !message.tool_calls.empty();
+  if (!request.parsed.tools.empty() || tool_history) needs.features |= proto::kFeatureBitTools;
   return needs;
 }
 
@@ -190,7 +203,17 @@ Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const Pendi
           std::min(static_cast<size_t>(entries) * kMaxLogprobEntryBytes + (1u << 20), kMaxAttemptLogprobsBytes);
     }
     attempt.body_bytes = request.body_bytes;
-    attempt.messages = static_cast<int64_t>(request.parsed.messages.size());
+    attempt.messages = prompt_parts(request.parsed);
+    const proto::ToolChoice choice = request.parsed.tool_choice;
+    if (choice == proto::ToolChoice::named) {
+      attempt.tool_names = {request.parsed.tool_choice_name};
+      attempt.max_tool_calls = 1;
+    } else if (choice != proto::ToolChoice::none) {
+      for (const auto& tool : request.parsed.tools) attempt.tool_names.push_back(tool.name);
+      attempt.max_tool_calls = request.parsed.parallel_tool_calls ? proto::kMaxToolCalls : 1;
+    }
+    attempt.forced_call = choice == proto::ToolChoice::named || choice == proto::ToolChoice::required;
+    attempt.calls.resize(static_cast<size_t>(request.parsed.n));
     attempt.ignore_eos = request.parsed.ignore_eos;
     attempt.events = std::make_shared<net::AsyncQueue<ProviderEvent>>(executor_, clock_);
     attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
@@ -250,9 +273,13 @@ awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(Pe
       co_return AttemptEnd{FirstAnswer{provider, attempt, std::move(*event)}, std::nullopt, false};
     }
     if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
+      const bool forced_call = request.parsed.tool_choice == proto::ToolChoice::named ||
+                               request.parsed.tool_choice == proto::ToolChoice::required;
       if (failed->code == "context_length_exceeded" ||
           (failed->status_code == 400 && failed->param == "response_format" &&
-           request.parsed.response_format != "text")) {
+           request.parsed.response_format != "text") ||
+          (failed->status_code == 400 && forced_call &&
+           (failed->param == "tools" || failed->param.starts_with("tools[")))) {
         // The request itself is too long for the model, or one of its fields cannot be served (a
         // schema the provider cannot compile): no other provider would do better.
         proto::ApiError rejected = proto::invalid_request(failed->message, failed->param);

@@ -83,6 +83,10 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
     drop(session, fmt::format("chunk for choice {} of a request with {}", content->index, attempt.choices));
     return;
   }
+  if (auto problem = check_tool_calls(attempt, *content)) {
+    drop(session, *problem);
+    return;
+  }
   attempt.next_seq += 1;
   attempt.chunks_received += 1;
   attempt.bytes_received += content->text.size();
@@ -93,14 +97,54 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
     return;
   }
   if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
-  if (content->text.empty()) return;               // nothing to relay, nothing to bill
-  if (!session.trust_state_.public_key.empty()) {  // for the receipt
+  if (content->text.empty() && content->tool_calls.empty()) return;  // nothing to relay, nothing to bill
+  if (!session.trust_state_.public_key.empty()) {                    // for the receipt
     if (attempt.texts.size() < static_cast<size_t>(attempt.choices))
       attempt.texts.resize(static_cast<size_t>(attempt.choices));
     attempt.texts[static_cast<size_t>(content->index)] += content->text;
   }
-  attempt.events->push_here(
-      provider_event::Text{std::move(content->text), std::move(content->logprobs), content->index});
+  attempt.events->push_here(provider_event::Text{std::move(content->text), std::move(content->logprobs), content->index,
+                                                 std::move(content->tool_calls)});
+}
+
+std::optional<std::string> ProviderGateway::check_tool_calls(Attempt& attempt, const proto::ChunkContent& content) {
+  const auto choices = static_cast<size_t>(attempt.choices);
+  attempt.calls.resize(std::max(attempt.calls.size(), choices));
+  attempt.text_since_call.resize(std::max(attempt.text_since_call.size(), choices));
+  const auto choice = static_cast<size_t>(content.index);
+  if (!content.text.empty()) {
+    // A forced call answers with calls only; elsewhere text may come between calls.
+    if (attempt.forced_call) return "text in an answer forced to call a function";
+    if (!attempt.calls[choice].empty()) attempt.text_since_call[choice] = 1;  // text comes before calls in a chunk
+  }
+  if (content.tool_calls.empty()) return std::nullopt;
+  if (attempt.tool_names.empty()) return "tool calls in an answer that may call no tool";
+  std::vector<proto::ToolCall>& calls = attempt.calls[choice];
+  for (const proto::ToolCallDelta& delta : content.tool_calls) {
+    const auto index = static_cast<size_t>(delta.index);
+    if (index == calls.size()) {
+      // A new call: the next one, with an id and a function the request offered.
+      if (calls.size() >= attempt.max_tool_calls) {
+        return fmt::format("more tool calls than the request allows ({})", attempt.max_tool_calls);
+      }
+      const bool id_ok = !delta.id.empty() && delta.id.find_first_not_of(
+                                                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
+                                                  "VWXYZ0123456789_-") == std::string::npos;
+      if (!id_ok) return "a tool call without a well-formed id";
+      if (std::find(attempt.tool_names.begin(), attempt.tool_names.end(), delta.name) == attempt.tool_names.end()) {
+        return fmt::format("a call of '{}', which the request did not offer", delta.name.substr(0, 64));
+      }
+      attempt.bytes_received += delta.name.size() + kToolCallMarkupBytes;
+      attempt.text_since_call[choice] = 0;
+    } else if (index + 1 != calls.size() || !delta.id.empty() || !delta.name.empty() || delta.arguments.empty() ||
+               attempt.text_since_call[choice] != 0) {
+      // Only the last call goes on, with more of its arguments, and not after text.
+      return fmt::format("tool call {} continued out of order, renamed or empty", index);
+    }
+    attempt.bytes_received += delta.arguments.size();
+    proto::append_tool_call(&calls, delta);
+  }
+  return std::nullopt;
 }
 
 void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
@@ -126,6 +170,18 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
     drop(session, fmt::format("completion with {} finish reasons for {} choices", reasons.size(), attempt.choices));
     return;
   }
+  attempt.calls.resize(std::max(attempt.calls.size(), static_cast<size_t>(attempt.choices)));
+  for (size_t i = 0; i < reasons.size(); ++i) {
+    if (reasons[i] == "tool_calls" && attempt.calls[i].empty()) {
+      drop(session, fmt::format("choice {} finished with tool_calls and made none", i));
+      return;
+    }
+    if (reasons[i] == "stop" && attempt.forced_call) {
+      // A forced call's grammar ends only when a call is whole, which finishes with tool_calls.
+      drop(session, fmt::format("choice {} was forced to call a function and stopped without", i));
+      return;
+    }
+  }
   // Usage is the provider's word, believed up to what the coordinator saw (docs/billing.md).
   const BilledUsage billed = bill_usage(
       content->prompt_tokens, content->completion_tokens,
@@ -139,6 +195,10 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
   check_receipt(session, attempt, *content, done);
   for (std::string& text : attempt.texts) crypto::wipe_memory(text.data(), text.size());
   attempt.texts.clear();
+  for (auto& calls : attempt.calls) {
+    for (auto& call : calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
+  }
+  attempt.calls.clear();
   const std::string lie =
       billed.beyond_honest && !attempt.ignore_eos
           ? fmt::format(
@@ -181,6 +241,12 @@ void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& att
   }
   std::vector<std::string> texts = attempt.texts;
   texts.resize(static_cast<size_t>(attempt.choices));  // choices that sent no text
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (attempt.calls[i].empty()) continue;
+    std::string with_calls = proto::receipt_choice_text(texts[i], attempt.calls[i]);
+    crypto::wipe_memory(texts[i].data(), texts[i].size());
+    texts[i] = std::move(with_calls);
+  }
   std::string covered = attest::receipt_text(texts);
   auto receipt = verify_receipt(attempt.request_id, content.completion_tokens, covered, content.response_hash,
                                 content.receipt_signature, trust.public_key);

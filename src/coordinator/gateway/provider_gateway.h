@@ -79,6 +79,10 @@ class ProviderGateway {
   // Drops every provider silent for longer than the heartbeat timeout.
   void evict_silent();
 
+  // The tool-call pieces of a chunk, checked against the request and added to its calls (and to
+  // the bytes that bound its usage): why the provider cannot be believed, or nothing.
+  static std::optional<std::string> check_tool_calls(Attempt& attempt, const proto::ChunkContent& content);
+
  private:
   net::awaitable<void> serve(std::shared_ptr<http::WebSocket> socket, std::shared_ptr<ProviderSession> session);
   net::awaitable<void> register_deadline(std::weak_ptr<ProviderSession> session, std::shared_ptr<net::Timer> timer);
@@ -108,6 +112,7 @@ class ProviderGateway {
   // inference_frames.cc
   void on_chunk(ProviderSession& session, Attempt& attempt, const proto::InferenceChunk& chunk);
   void on_complete(ProviderSession& session, Attempt& attempt, const proto::InferenceComplete& complete);
+
   // Folds a finished answer's speed (on its billed tokens) into the provider's observed rate.
   void observe_decode_rate(ProviderSession& session, const Attempt& attempt, int64_t tokens);
   // The receipt of a finished answer, checked against what was relayed; distrusts a forger.

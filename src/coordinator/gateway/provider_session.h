@@ -32,8 +32,9 @@ namespace provider_event {
 struct Accepted {};
 struct Text {
   std::string text;
-  json::bj::value logprobs;  // null, or the provider's logprobs object for this text
-  int index = 0;             // the choice
+  json::bj::value logprobs;                      // null, or the provider's logprobs object for this text
+  int index = 0;                                 // the choice
+  std::vector<proto::ToolCallDelta> tool_calls;  // pieces of the choice's calls, checked by the gateway
 };
 struct Complete {
   int prompt_tokens = 0;  // billed: the provider's report, bounded (billing/usage_bounds.h)
@@ -84,10 +85,22 @@ struct Attempt {
   net::Clock::Time first_chunk_at{};
   std::vector<std::string> texts;  // each choice's answer so far, to check the receipt against; wiped at the end
   bool accepted = false;           // inference_accepted came (once, before any output)
+  // The functions the answer may call (empty: none), at most max_tool_calls per choice, and each
+  // choice's calls so far (checked as they come, and covered by the receipt). A forced call
+  // (tool_choice required or named) answers with calls only.
+  std::vector<std::string> tool_names;
+  size_t max_tool_calls = 0;
+  bool forced_call = false;
+  std::vector<std::vector<proto::ToolCall>> calls;
+  std::vector<char> text_since_call;  // per choice: text came after its last call began
 
   // An honest provider sends at most one chunk per token and one for the held-back tail.
   int64_t max_chunks() const { return int64_t{max_tokens} + kHonestSlackTokens + 1; }
 };
+
+// Bytes a tool call is counted as beyond its name and arguments: the markup around them (tags,
+// keys, braces) is generated as tokens the client never sees as text (billing/usage_bounds.h).
+inline constexpr size_t kToolCallMarkupBytes = 32;
 
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
 // coordinator's memory; it is dropped.

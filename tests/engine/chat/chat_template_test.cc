@@ -53,5 +53,42 @@ TEST(ChatTemplate, message_contents_never_become_control_tokens) {
   EXPECT_EQ(tokenizer->decode(ids, /*render_special=*/true), render_chat(ChatFormat::chatml, turns));
 }
 
+TEST(ChatTemplate, tools_calls_and_results_are_shown_the_way_each_family_was_trained) {
+  const std::vector<std::string> tools{R"({"type":"function","function":{"name":"add"}})"};
+  const std::vector<ChatTurn> turns{{"system", "Be brief."},
+                                    {"user", "1+2?"},
+                                    {"assistant", "", {{"add", R"({"a":1,"b":2})"}}},
+                                    {"tool", "3"},
+                                    {"tool", "ok"}};
+  const std::string chatml = render_chat(ChatFormat::chatml, turns, tools);
+  // The definitions in the system turn, after the client's system prompt.
+  EXPECT_TRUE(chatml.starts_with("<|im_start|>system\nBe brief.\n\n# Tools")) << chatml;
+  EXPECT_NE(chatml.find("<tools>\n" + tools[0] + "\n</tools>"), std::string::npos) << chatml;
+  EXPECT_NE(chatml.find("<|im_start|>assistant\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\":1,\"b\":2}}\n"
+                        "</tool_call><|im_end|>"),
+            std::string::npos)
+      << chatml;
+  // Consecutive results are one user turn of <tool_response> blocks.
+  EXPECT_NE(chatml.find("<|im_start|>user\n<tool_response>\n3\n</tool_response>\n<tool_response>\nok\n"
+                        "</tool_response><|im_end|>\n<|im_start|>assistant\n"),
+            std::string::npos)
+      << chatml;
+  EXPECT_EQ(chatml.find("Be brief.<|im_end|>"), std::string::npos);  // one system turn, not two
+
+  const std::string llama = render_chat(ChatFormat::llama3, turns, tools);
+  EXPECT_NE(llama.find(tools[0]), std::string::npos);
+  EXPECT_NE(llama.find("<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"add\", \"parameters\": "
+                       "{\"a\":1,\"b\":2}}<|eot_id|>"),
+            std::string::npos)
+      << llama;
+  EXPECT_NE(llama.find("<|start_header_id|>ipython<|end_header_id|>\n\n3<|eot_id|>"), std::string::npos) << llama;
+  EXPECT_EQ(tool_call_syntax(ChatFormat::llama3), ToolCallSyntax::llama3_json);
+  EXPECT_EQ(tool_call_syntax(ChatFormat::chatml), ToolCallSyntax::hermes);
+
+  // Without tools nothing about them is shown.
+  EXPECT_EQ(render_chat(ChatFormat::chatml, std::vector<ChatTurn>{{"user", "Hi"}}),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
 }  // namespace
 }  // namespace darkbloom::engine

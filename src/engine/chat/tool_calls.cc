@@ -1,0 +1,489 @@
+#include "engine/chat/tool_calls.h"
+
+#include <string.h>  // explicit_bzero
+
+#include <algorithm>
+
+#include "base/json.h"
+
+namespace darkbloom::engine {
+namespace {
+
+namespace bj = json::bj;
+
+constexpr std::string_view kOpen = "<tool_call>";
+constexpr std::string_view kClose = "</tool_call>";
+constexpr std::string_view kPythonTag = "<|python_tag|>";
+constexpr size_t kMaxNameBytes = 256;
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+bool only_space(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), is_space);
+}
+
+bool is_arguments_key(std::string_view key) {
+  return key == "arguments" || key == "parameters";
+}
+
+// How many bytes at the end of `text` could begin `marker` (without being all of it).
+size_t partial_suffix(std::string_view text, std::string_view marker) {
+  for (size_t n = std::min(text.size(), marker.size() - 1); n > 0; --n) {
+    if (text.substr(text.size() - n) == marker.substr(0, n)) return n;
+  }
+  return 0;
+}
+
+void wipe(std::string& text) {
+  if (!text.empty()) explicit_bzero(text.data(), text.size());
+  text.clear();
+}
+
+}  // namespace
+
+ToolCallParser::ToolCallParser(Mode mode, std::vector<std::string> tools, size_t max_calls, std::string forced_name)
+    : mode_(mode), tools_(std::move(tools)), max_calls_(max_calls), forced_name_(std::move(forced_name)) {
+  if (mode_ == Mode::llama3_json) state_ = State::opening;
+}
+
+ToolCallParser::~ToolCallParser() {
+  wipe(held_);
+  wipe(whitespace_);
+  wipe(object_.raw);
+  wipe(object_.held_arguments);
+  for (auto& segment : out_) wipe(segment.content);
+}
+
+// ---- output ----
+
+void ToolCallParser::add_content(std::string_view text) {
+  if (text.empty()) return;
+  // Whitespace is held until something visible follows: a call right after it drops it, so an
+  // answer that only calls has no content.
+  size_t visible_end = text.size();
+  while (visible_end > 0 && is_space(text[visible_end - 1])) --visible_end;
+  if (visible_end > 0) {
+    if (out_.empty() || out_.back().call) out_.emplace_back();
+    out_.back().content += whitespace_;
+    out_.back().content.append(text.substr(0, visible_end));
+    wipe(whitespace_);
+  }
+  whitespace_.append(text.substr(visible_end));
+}
+
+void ToolCallParser::add_piece(std::string name, std::string_view arguments) {
+  if (name.empty() && arguments.empty()) return;
+  wipe(whitespace_);
+  const int index = calls_ - 1;
+  if (name.empty() && !out_.empty() && out_.back().call && out_.back().call->index == index) {
+    out_.back().call->arguments.append(arguments);
+    return;
+  }
+  out_.push_back({{}, ToolCallPiece{index, std::move(name), std::string(arguments)}});
+}
+
+void ToolCallParser::flush_whitespace_if_no_call() {
+  if (calls_ == 0 && !whitespace_.empty()) {
+    if (out_.empty() || out_.back().call) out_.emplace_back();
+    out_.back().content += whitespace_;
+  }
+  wipe(whitespace_);
+}
+
+// ---- one call object ----
+
+void ToolCallParser::begin_object() {
+  wipe(object_.raw);
+  wipe(object_.held_arguments);
+  object_ = CallObject{};
+}
+
+void ToolCallParser::try_start_call() {
+  CallObject& o = object_;
+  if (o.started || o.rejected || !o.name_done) return;
+  const bool offered = std::find(tools_.begin(), tools_.end(), o.name) != tools_.end();
+  if (!offered || static_cast<size_t>(calls_) >= max_calls_ ||
+      (o.arguments_kind != 0 && o.arguments_kind != '{' && o.arguments_kind != '"')) {
+    o.rejected = true;
+    return;
+  }
+  if (o.arguments_kind != '{') return;  // no arguments yet, or arguments as a string: decided at the end
+  o.started = true;
+  calls_ += 1;
+  add_piece(o.name, o.held_arguments);
+  wipe(o.held_arguments);
+}
+
+void ToolCallParser::object_string_char(char c) {
+  CallObject& o = object_;
+  auto argument = [&](char ch) {
+    if (o.started) {
+      add_piece({}, std::string_view(&ch, 1));
+    } else {
+      o.held_arguments.push_back(ch);
+    }
+  };
+  if (o.in_arguments) argument(c);
+  if (o.escaped) {
+    o.escaped = false;
+  } else if (c == '\\') {
+    o.escaped = true;
+    return;
+  } else if (c == '"') {
+    o.in_string = false;
+    if (o.reading_key) o.reading_key = false;
+    if (o.reading_name) {
+      o.reading_name = false;
+      o.name_done = true;
+      try_start_call();
+    }
+    if (o.in_arguments && o.depth == 1) {  // arguments given as a string of JSON
+      o.in_arguments = false;
+      o.arguments_done = true;
+    }
+    return;
+  }
+  if (o.reading_key) o.key.push_back(c);
+  if (o.reading_name) o.name.push_back(c);
+  if (o.key.size() > kMaxNameBytes || o.name.size() > kMaxNameBytes) o.rejected = true;
+}
+
+void ToolCallParser::object_structure_char(char c) {
+  CallObject& o = object_;
+  auto argument = [&](char ch) {
+    if (o.started) {
+      add_piece({}, std::string_view(&ch, 1));
+    } else {
+      o.held_arguments.push_back(ch);
+    }
+  };
+  auto arguments_begin = [&] {
+    return o.depth == 1 && o.expecting_value && !o.in_arguments && !o.arguments_done && is_arguments_key(o.key);
+  };
+  if (is_space(c)) {
+    if (o.in_arguments) argument(c);
+    return;
+  }
+  if (arguments_begin()) {
+    o.in_arguments = true;
+    o.arguments_kind = c;
+    o.expecting_value = false;
+    try_start_call();
+  }
+  switch (c) {
+    case '"':
+      o.in_string = true;
+      if (o.in_arguments) {
+        argument(c);
+      } else if (o.depth == 1 && !o.expecting_value) {
+        o.reading_key = true;
+        o.key.clear();
+      } else if (o.depth == 1 && o.key == "name") {
+        o.reading_name = true;
+        o.name.clear();
+      }
+      break;
+    case '{':
+    case '[':
+      if (o.in_arguments) argument(c);
+      o.depth += 1;
+      break;
+    case '}':
+    case ']':
+      if (o.in_arguments) argument(c);
+      o.depth -= 1;
+      if (o.in_arguments && o.depth == 1) {
+        o.in_arguments = false;
+        o.arguments_done = true;
+      }
+      if (o.depth <= 0) o.done = true;
+      break;
+    case ':':
+      if (o.in_arguments) {
+        argument(c);
+      } else if (o.depth == 1) {
+        o.expecting_value = true;
+      }
+      break;
+    case ',':
+      if (o.in_arguments && o.depth > 1) {
+        argument(c);
+      } else if (o.depth == 1) {
+        if (o.in_arguments) {
+          o.in_arguments = false;
+          o.arguments_done = true;
+        }
+        o.expecting_value = false;
+      }
+      break;
+    default:
+      if (o.in_arguments) argument(c);
+      break;
+  }
+  if (o.depth == 1 && o.expecting_value && c != ':' && !o.in_string && !o.in_arguments) o.expecting_value = false;
+}
+
+void ToolCallParser::object_char(char c) {
+  if (!object_.started) object_.raw.push_back(c);
+  if (object_.in_string) {
+    object_string_char(c);
+  } else {
+    object_structure_char(c);
+  }
+}
+
+bool ToolCallParser::end_object(bool closed) {
+  CallObject& o = object_;
+  if (!o.started && !o.rejected && o.name_done && closed) {
+    // A call whose arguments were absent or a string: decided now that it is whole.
+    std::string arguments = "{}";
+    bool ok = o.arguments_kind == 0;
+    if (o.arguments_kind == '"' && o.arguments_done) {
+      auto literal = json::parse(o.held_arguments, "tool call arguments");
+      if (literal && literal->is_string()) {
+        auto inner = json::parse(literal->as_string(), "tool call arguments");
+        ok = inner && inner->is_object();
+        if (ok) arguments = std::string(literal->as_string());
+      }
+    }
+    if (ok) {
+      o.arguments_kind = '{';
+      wipe(o.held_arguments);
+      try_start_call();
+      if (o.started) add_piece({}, arguments);
+      wipe(arguments);
+    }
+  }
+  const bool call = o.started;
+  if (!call && mode_ != Mode::forced_list) add_content(o.raw);
+  begin_object();
+  return call;
+}
+
+void ToolCallParser::give_up_if_too_long(State next) {
+  if (object_.started || object_.raw.size() <= kMaxHeldBytes) return;
+  // Too long to still be the start of a call: what was held is content, and so is what follows.
+  add_content(object_.raw);
+  begin_object();
+  state_ = next;
+}
+
+// ---- the syntaxes ----
+
+void ToolCallParser::step_hermes(char c) {
+  switch (state_) {
+    case State::content: {
+      held_.push_back(c);
+      if (held_ == kOpen) {
+        held_.clear();
+        state_ = State::block_start;
+        return;
+      }
+      const size_t keep = std::string_view(kOpen).starts_with(held_) ? held_.size() : partial_suffix(held_, kOpen);
+      add_content(std::string_view(held_).substr(0, held_.size() - keep));
+      held_.erase(0, held_.size() - keep);
+      return;
+    }
+    case State::block_start:
+      held_.push_back(c);
+      if (is_space(c)) return;
+      if (c != '{') {  // not a call after all
+        const std::string text = std::string(kOpen) + held_;
+        held_.clear();
+        state_ = State::content;
+        add_content(text);
+        return;
+      }
+      begin_object();
+      object_.raw = std::string(kOpen) + held_.substr(0, held_.size() - 1);
+      held_.clear();
+      state_ = State::in_object;
+      object_char(c);
+      return;
+    case State::in_object:
+      if (c == '<' && !object_.in_string) {
+        // JSON has no '<' outside strings: a tag inside the object means it was malformed. A call
+        // keeps the arguments it has; the tag is read on.
+        state_ = end_object(false) ? State::after_object : State::content;
+        step_hermes(c);
+        return;
+      }
+      object_char(c);
+      if (object_.done) {
+        // After a call its closing tag is swallowed; what was no call is content, tag and all.
+        state_ = end_object(true) ? State::after_object : State::content;
+      } else {
+        give_up_if_too_long(State::content);
+      }
+      return;
+    case State::after_object: {
+      // Whitespace and the closing tag after a call are swallowed; anything else is content.
+      held_.push_back(c);
+      const std::string_view rest = std::string_view(held_).substr(
+          held_.find_first_not_of(" \t\r\n") == std::string::npos ? held_.size() : held_.find_first_not_of(" \t\r\n"));
+      if (rest == kClose) {
+        held_.clear();
+        state_ = State::content;
+      } else if (!std::string_view(kClose).starts_with(rest)) {
+        const std::string text = std::move(held_);
+        held_.clear();
+        state_ = State::content;
+        for (char ch : text) step_hermes(ch);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void ToolCallParser::step_llama(char c) {
+  switch (state_) {
+    case State::opening: {
+      held_.push_back(c);
+      std::string_view rest = held_;
+      while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
+      if (rest.starts_with(kPythonTag)) rest.remove_prefix(kPythonTag.size());
+      while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
+      if (rest.empty() || (rest.size() < kPythonTag.size() && kPythonTag.starts_with(rest))) return;
+      if (rest.front() != '{') {
+        state_ = State::rest_is_content;
+        add_content(held_);
+        held_.clear();
+        return;
+      }
+      begin_object();
+      object_.raw = held_.substr(0, held_.size() - 1);
+      held_.clear();
+      state_ = State::in_object;
+      object_char(c);
+      return;
+    }
+    case State::in_object:
+      object_char(c);
+      if (object_.done) {
+        state_ = end_object(true) ? State::between_calls : State::rest_is_content;
+      } else {
+        give_up_if_too_long(State::rest_is_content);
+      }
+      return;
+    case State::between_calls:
+      // Calls are joined by ';'. Anything but another call after them is content.
+      held_.push_back(c);
+      if (is_space(c) || c == ';') return;
+      if (c == '{') {
+        begin_object();  // the separator is dropped, even if what follows is no call
+        held_.clear();
+        state_ = State::in_object;
+        object_char(c);
+        return;
+      }
+      state_ = State::rest_is_content;
+      add_content(held_);
+      held_.clear();
+      return;
+    case State::rest_is_content:
+      add_content(std::string_view(&c, 1));
+      return;
+    default:
+      return;
+  }
+}
+
+void ToolCallParser::step_forced_list(char c) {
+  // [ {call} , {call} ]: each element is read as a call object.
+  if (state_ == State::in_object) {
+    object_char(c);
+    if (object_.done) {
+      end_object(true);
+      state_ = State::content;
+    }
+    return;
+  }
+  if (list_in_string_) {
+    if (list_escaped_) {
+      list_escaped_ = false;
+    } else if (c == '\\') {
+      list_escaped_ = true;
+    } else if (c == '"') {
+      list_in_string_ = false;
+    }
+    return;
+  }
+  if (c == '{' && list_depth_ == 1) {
+    begin_object();
+    state_ = State::in_object;
+    object_char(c);
+  } else if (c == '[' || c == '{') {
+    list_depth_ += 1;
+  } else if (c == ']' || c == '}') {
+    list_depth_ -= 1;
+  } else if (c == '"') {
+    list_in_string_ = true;
+  }
+}
+
+void ToolCallParser::step(char c) {
+  switch (mode_) {
+    case Mode::hermes:
+      step_hermes(c);
+      break;
+    case Mode::llama3_json:
+      step_llama(c);
+      break;
+    case Mode::forced_list:
+      step_forced_list(c);
+      break;
+    case Mode::forced_named:
+      break;
+  }
+}
+
+std::vector<ToolCallSegment> ToolCallParser::feed(std::string_view text) {
+  if (mode_ == Mode::forced_named) {
+    if (!text.empty()) {
+      if (calls_ == 0) {
+        calls_ = 1;
+        add_piece(forced_name_, text);
+      } else {
+        add_piece({}, text);
+      }
+    }
+  } else {
+    for (char c : text) step(c);
+  }
+  return std::exchange(out_, {});
+}
+
+std::vector<ToolCallSegment> ToolCallParser::finish() {
+  switch (state_) {
+    case State::content:
+      add_content(held_);  // a partial "<tool_call>" is text
+      break;
+    case State::block_start:
+      add_content(std::string(kOpen) + held_);
+      break;
+    case State::in_object:
+      end_object(false);  // cut short: a started call keeps the arguments it has
+      break;
+    case State::opening:
+      add_content(held_);
+      break;
+    case State::after_object:
+    case State::between_calls:
+      if (!only_space(held_) && mode_ == Mode::hermes &&
+          !std::string_view(kClose).starts_with(held_.substr(held_.find_first_not_of(" \t\r\n"))))
+        add_content(held_);
+      break;
+    case State::rest_is_content:
+      break;
+  }
+  wipe(held_);
+  state_ = State::rest_is_content;
+  flush_whitespace_if_no_call();  // whitespace is content only in an answer without calls
+  return std::exchange(out_, {});
+}
+
+}  // namespace darkbloom::engine
