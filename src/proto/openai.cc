@@ -143,8 +143,11 @@ void parse_tools(json::ObjectReader& r, CompletionRequest* request) {
     tool.description = f.optional_string("description", 16384).value_or("");
     f.optional_boolean("strict");
     if (const bj::value* parameters = f.find("parameters"); parameters != nullptr && !parameters->is_null()) {
+      const bj::value* type = parameters->is_object() ? parameters->as_object().if_contains("type") : nullptr;
       if (!parameters->is_object()) {
         f.fail("parameters", "must be a JSON Schema object");
+      } else if (type != nullptr && !(type->is_string() && type->as_string() == "object")) {
+        f.fail("parameters", "must describe an object (\"type\": \"object\"): arguments are named");
       } else {
         tool.parameters = *parameters;
       }
@@ -493,8 +496,8 @@ const Tool* find_tool(const CompletionRequest& request, std::string_view name) {
   return nullptr;
 }
 
-std::string receipt_choice_text(std::string_view content, const std::vector<ToolCall>& calls) {
-  if (calls.empty()) return std::string(content);
+std::string receipt_choice_text(std::string_view content, const std::vector<ToolCall>& calls, bool framed) {
+  if (!framed) return std::string(content);
   size_t size = content.size() + 16;
   for (const ToolCall& call : calls) size += call.id.size() + call.name.size() + call.arguments.size() + 40;
   std::string text;

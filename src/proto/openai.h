@@ -138,10 +138,11 @@ struct ToolCallDelta {
 // Adds a streamed piece to the calls assembled so far.
 void append_tool_call(std::vector<ToolCall>* calls, const ToolCallDelta& delta);
 
-// What a receipt covers of one choice (attest::receipt_text joins the choices): its content; with
-// tool calls, "\x1f" then the content, and each call's id, name and arguments, each field after
-// its length in bytes and ':' ("\x1f2:hi7:call_ab3:add2:{}").
-std::string receipt_choice_text(std::string_view content, const std::vector<ToolCall>& calls);
+// What a receipt covers of one choice (attest::receipt_text joins the choices): its content; for
+// a request that may call tools (`framed`), "\x1f" then the content and each call's id, name and
+// arguments, each field after its length in bytes and ':' ("\x1f2:hi7:call_ab3:add2:{}"), so that
+// no content can pass for a call.
+std::string receipt_choice_text(std::string_view content, const std::vector<ToolCall>& calls, bool framed);
 
 // The tool named `name`, or null.
 const Tool* find_tool(const CompletionRequest& request, std::string_view name);

@@ -550,7 +550,7 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
     fail(499, "cancelled");
   } else {
     for (size_t i = 0; i < answers.size(); ++i) {
-      std::string covered = proto::receipt_choice_text(answers[i], calls[i]);
+      std::string covered = proto::receipt_choice_text(answers[i], calls[i], run.reads_calls());
       crypto::wipe_memory(answers[i].data(), answers[i].size());
       answers[i] = std::move(covered);
     }

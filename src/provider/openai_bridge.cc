@@ -45,13 +45,19 @@ std::vector<engine::ChatTurn> chat_turns(const proto::CompletionRequest& request
   return turns;
 }
 
+// A function's arguments are an object: a schema that does not say so gets "type": "object"
+// (one that says otherwise was refused with the request).
 bj::value parameters_schema(const proto::Tool& tool) {
-  return tool.parameters.is_null() ? bj::value(bj::object{{"type", "object"}}) : tool.parameters;
+  if (!tool.parameters.is_object()) return bj::object{{"type", "object"}};
+  bj::value schema = tool.parameters;
+  if (!schema.as_object().contains("type")) schema.as_object()["type"] = "object";
+  return schema;
 }
 
 // A schema moved under `prefix` in a larger one: its references to its own root ("#", "#/...")
-// now point below the prefix.
-bj::value moved_schema(const bj::value& schema, const std::string& prefix) {
+// now point below the prefix. `named` is a map of names to schemas (properties, $defs), whose
+// keys are not keywords.
+bj::value moved_schema(const bj::value& schema, const std::string& prefix, bool named = false) {
   if (schema.is_array()) {
     bj::array out;
     for (const bj::value& item : schema.as_array()) out.push_back(moved_schema(item, prefix));
@@ -60,10 +66,15 @@ bj::value moved_schema(const bj::value& schema, const std::string& prefix) {
   if (!schema.is_object()) return schema;
   bj::object out;
   for (const auto& [key, value] : schema.as_object()) {
-    if (key == "$ref" && value.is_string() && value.as_string().starts_with("#")) {
+    if (named) {
+      out[key] = moved_schema(value, prefix);
+    } else if (key == "const" || key == "enum" || key == "default" || key == "examples") {
+      out[key] = value;  // data, not schemas: a "$ref" in them is a value
+    } else if (key == "$ref" && value.is_string() && value.as_string().starts_with("#")) {
       out[key] = prefix + std::string(value.as_string().subview(1));
     } else {
-      out[key] = moved_schema(value, prefix);
+      const bool names = key == "properties" || key == "$defs" || key == "definitions";
+      out[key] = moved_schema(value, prefix, names);
     }
   }
   return out;

@@ -82,6 +82,8 @@ class ChoiceRun {
   // Stops every choice (each still reports its finish, as cancelled).
   void cancel();
   int choices() const { return n_; }
+  // Whether answers are read for tool calls (the request may call tools).
+  bool reads_calls() const { return !parsers_.empty(); }
   bool finished() const { return finished_ == n_ && ready_.empty(); }
 
  private:

@@ -89,6 +89,16 @@ async function checkNamed(openai) {
     assert.equal(call.function.arguments, choice.message.tool_calls[0].function.arguments);
   }
   assert.ok(called * 2 >= SEEDS, `only ${called} of ${SEEDS} forced calls finished`);
+  // Several choices call on their own, each with its own id.
+  const two = await openai.chat.completions.create(
+    ask({ seed: 5, n: 2, tool_choice: { type: "function", function: { name: "add" } } }));
+  assert.equal(two.choices.length, 2);
+  const calls = two.choices.flatMap((choice) => choice.message.tool_calls ?? []);
+  assert.equal(calls.length, 2);
+  assert.notEqual(calls[0].id, calls[1].id);
+  for (const choice of two.choices) {
+    if (choice.finish_reason === "tool_calls") checkCalls(choice.message.tool_calls, `choice ${choice.index}`);
+  }
 }
 
 async function checkRequired(openai) {

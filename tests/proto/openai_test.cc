@@ -167,6 +167,9 @@ TEST(OpenAiTools, each_invalid_tool_field_is_a_400_naming_it) {
        "messages[0].tool_calls[0].function.arguments"},
       {R"({"model": "m", "messages": [{"role": "assistant", "tool_calls": 5}]})", "messages[0].tool_calls"},
       {R"({"model": "m", "prompt": "x", "tools": []})", "tools"},
+      {"{\"model\": \"m\", " + user +
+           R"(, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]})",
+       "tools[0].function.parameters"},
   };
   for (const auto& [body, param] : cases) {
     ApiError error;
@@ -213,13 +216,14 @@ TEST(OpenAiTools, calls_stream_as_deltas_and_arrive_whole_with_null_content) {
   EXPECT_EQ(message.at("tool_calls").as_array()[1].as_object().at("function").as_object().at("name").as_string(),
             "add");
   // The receipt covers the calls: a different argument is a different text.
-  EXPECT_NE(receipt_choice_text("", calls), receipt_choice_text("", {calls[0]}));
-  EXPECT_EQ(receipt_choice_text("hi", {}), "hi");
-  EXPECT_EQ(receipt_choice_text("hi", {{"call_ab", "add", "{}"}}),
-            "\x1f"
-            "2:hi7:call_ab3:add2:{}");
+  EXPECT_NE(receipt_choice_text("", calls, true), receipt_choice_text("", {calls[0]}, true));
+  EXPECT_EQ(receipt_choice_text("hi", {}, false), "hi");
+  const std::string framed =
+      "\x1f"
+      "2:hi7:call_ab3:add2:{}";
+  EXPECT_EQ(receipt_choice_text("hi", {{"call_ab", "add", "{}"}}, true), framed);
   // Content that spells a call is not a call: the lengths keep the fields apart.
-  EXPECT_NE(receipt_choice_text("2:hi7:call_ab3:add2:{}", {}), receipt_choice_text("hi", {{"call_ab", "add", "{}"}}));
+  EXPECT_NE(receipt_choice_text(framed, {}, true), framed);
 }
 
 }  // namespace

@@ -241,9 +241,9 @@ void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& att
   }
   std::vector<std::string> texts = attempt.texts;
   texts.resize(static_cast<size_t>(attempt.choices));  // choices that sent no text
-  for (size_t i = 0; i < texts.size(); ++i) {
-    if (attempt.calls[i].empty()) continue;
-    std::string with_calls = proto::receipt_choice_text(texts[i], attempt.calls[i]);
+  const bool framed = !attempt.tool_names.empty();     // the request could call tools
+  for (size_t i = 0; i < texts.size() && framed; ++i) {
+    std::string with_calls = proto::receipt_choice_text(texts[i], attempt.calls[i], framed);
     crypto::wipe_memory(texts[i].data(), texts[i].size());
     texts[i] = std::move(with_calls);
   }

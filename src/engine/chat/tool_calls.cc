@@ -15,6 +15,7 @@ constexpr std::string_view kOpen = "<tool_call>";
 constexpr std::string_view kClose = "</tool_call>";
 constexpr std::string_view kPythonTag = "<|python_tag|>";
 constexpr size_t kMaxNameBytes = 256;
+constexpr size_t kMaxOpeningBytes = 256;  // llama3_json: leading text before the answer's first character
 
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -71,6 +72,12 @@ void ToolCallParser::add_content(std::string_view text) {
     wipe(whitespace_);
   }
   whitespace_.append(text.substr(visible_end));
+  if (calls_ > 0 && whitespace_.size() > kMaxSwallowBytes) {
+    // Not a little whitespace around calls any more: content, which the coordinator counts.
+    if (out_.empty() || out_.back().call) out_.emplace_back();
+    out_.back().content += whitespace_;
+    wipe(whitespace_);
+  }
 }
 
 void ToolCallParser::add_piece(std::string name, std::string_view arguments) {
@@ -97,6 +104,9 @@ void ToolCallParser::flush_whitespace_if_no_call() {
 void ToolCallParser::begin_object() {
   wipe(object_.raw);
   wipe(object_.held_arguments);
+  wipe(object_.tail);
+  wipe(object_.key);
+  wipe(object_.name);
   object_ = CallObject{};
 }
 
@@ -104,12 +114,16 @@ void ToolCallParser::try_start_call() {
   CallObject& o = object_;
   if (o.started || o.rejected || !o.name_done) return;
   const bool offered = std::find(tools_.begin(), tools_.end(), o.name) != tools_.end();
+  // A forced call's text is what its grammar allowed: whatever its arguments are, they stream.
+  const bool forced = mode_ == Mode::forced_list;
   if (!offered || static_cast<size_t>(calls_) >= max_calls_ ||
-      (o.arguments_kind != 0 && o.arguments_kind != '{' && o.arguments_kind != '"')) {
+      (!forced && o.arguments_kind != 0 && o.arguments_kind != '{' && o.arguments_kind != '"')) {
     o.rejected = true;
     return;
   }
-  if (o.arguments_kind != '{') return;  // no arguments yet, or arguments as a string: decided at the end
+  if (o.arguments_kind == 0 || (!forced && o.arguments_kind != '{')) {
+    return;  // no arguments yet, or arguments as a string: decided at the end
+  }
   o.started = true;
   calls_ += 1;
   add_piece(o.name, o.held_arguments);
@@ -133,7 +147,14 @@ void ToolCallParser::object_string_char(char c) {
     return;
   } else if (c == '"') {
     o.in_string = false;
-    if (o.reading_key) o.reading_key = false;
+    if (o.reading_key) {
+      o.reading_key = false;
+      // A call has a name and arguments (and perhaps a type); other members make it something else.
+      if (o.depth == 1 && mode_ != Mode::forced_list && o.key != "name" && o.key != "type" &&
+          !is_arguments_key(o.key)) {
+        o.rejected = true;
+      }
+    }
     if (o.reading_name) {
       o.reading_name = false;
       o.name_done = true;
@@ -227,6 +248,7 @@ void ToolCallParser::object_structure_char(char c) {
 
 void ToolCallParser::object_char(char c) {
   if (!object_.started) object_.raw.push_back(c);
+  if (object_.started && object_.arguments_done) object_.tail.push_back(c);
   if (object_.in_string) {
     object_string_char(c);
   } else {
@@ -262,6 +284,34 @@ bool ToolCallParser::end_object(bool closed) {
   return call;
 }
 
+void ToolCallParser::settle_object(State next) {
+  CallObject& o = object_;
+  if (!o.started && o.rejected && mode_ != Mode::forced_list) {
+    add_content(o.raw);  // known now not to be a call: no need to hold it to its end
+    begin_object();
+    state_ = next;
+    return;
+  }
+  if (o.started && o.tail.size() > kMaxSwallowBytes) {
+    // The call is over; what its object goes on with is content.
+    std::string tail = std::move(o.tail);
+    begin_object();
+    state_ = next;
+    add_content(tail);
+    wipe(tail);
+    return;
+  }
+  give_up_if_too_long(next);
+}
+
+void ToolCallParser::reread_as_content(State next) {
+  std::string text = std::move(held_);
+  held_.clear();
+  state_ = next;
+  for (char ch : text) step(ch);
+  wipe(text);
+}
+
 void ToolCallParser::give_up_if_too_long(State next) {
   if (object_.started || object_.raw.size() <= kMaxHeldBytes) return;
   // Too long to still be the start of a call: what was held is content, and so is what follows.
@@ -277,7 +327,7 @@ void ToolCallParser::step_hermes(char c) {
     case State::content: {
       held_.push_back(c);
       if (held_ == kOpen) {
-        held_.clear();
+        wipe(held_);
         state_ = State::block_start;
         return;
       }
@@ -288,17 +338,18 @@ void ToolCallParser::step_hermes(char c) {
     }
     case State::block_start:
       held_.push_back(c);
-      if (is_space(c)) return;
+      if (is_space(c) && held_.size() <= kMaxSwallowBytes) return;
       if (c != '{') {  // not a call after all
-        const std::string text = std::string(kOpen) + held_;
-        held_.clear();
+        std::string text = std::string(kOpen) + held_;
+        wipe(held_);
         state_ = State::content;
         add_content(text);
+        wipe(text);
         return;
       }
       begin_object();
       object_.raw = std::string(kOpen) + held_.substr(0, held_.size() - 1);
-      held_.clear();
+      wipe(held_);
       state_ = State::in_object;
       object_char(c);
       return;
@@ -315,22 +366,20 @@ void ToolCallParser::step_hermes(char c) {
         // After a call its closing tag is swallowed; what was no call is content, tag and all.
         state_ = end_object(true) ? State::after_object : State::content;
       } else {
-        give_up_if_too_long(State::content);
+        settle_object(State::content);
       }
       return;
     case State::after_object: {
-      // Whitespace and the closing tag after a call are swallowed; anything else is content.
+      // A little whitespace and the closing tag after a call are swallowed; anything else is content.
       held_.push_back(c);
-      const std::string_view rest = std::string_view(held_).substr(
-          held_.find_first_not_of(" \t\r\n") == std::string::npos ? held_.size() : held_.find_first_not_of(" \t\r\n"));
+      const size_t visible = held_.find_first_not_of(" \t\r\n");
+      const std::string_view rest =
+          visible == std::string::npos ? std::string_view() : std::string_view(held_).substr(visible);
       if (rest == kClose) {
-        held_.clear();
+        wipe(held_);
         state_ = State::content;
-      } else if (!std::string_view(kClose).starts_with(rest)) {
-        const std::string text = std::move(held_);
-        held_.clear();
-        state_ = State::content;
-        for (char ch : text) step_hermes(ch);
+      } else if (!std::string_view(kClose).starts_with(rest) || held_.size() > kMaxSwallowBytes + kClose.size()) {
+        reread_as_content(State::content);
       }
       return;
     }
@@ -347,16 +396,17 @@ void ToolCallParser::step_llama(char c) {
       while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
       if (rest.starts_with(kPythonTag)) rest.remove_prefix(kPythonTag.size());
       while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
-      if (rest.empty() || (rest.size() < kPythonTag.size() && kPythonTag.starts_with(rest))) return;
-      if (rest.front() != '{') {
+      const bool undecided = rest.empty() || (rest.size() < kPythonTag.size() && kPythonTag.starts_with(rest));
+      if (undecided && held_.size() <= kMaxOpeningBytes) return;
+      if (undecided || rest.front() != '{') {
         state_ = State::rest_is_content;
         add_content(held_);
-        held_.clear();
+        wipe(held_);
         return;
       }
       begin_object();
       object_.raw = held_.substr(0, held_.size() - 1);
-      held_.clear();
+      wipe(held_);
       state_ = State::in_object;
       object_char(c);
       return;
@@ -366,23 +416,24 @@ void ToolCallParser::step_llama(char c) {
       if (object_.done) {
         state_ = end_object(true) ? State::between_calls : State::rest_is_content;
       } else {
-        give_up_if_too_long(State::rest_is_content);
+        settle_object(State::rest_is_content);
       }
       return;
     case State::between_calls:
       // Calls are joined by ';'. Anything but another call after them is content.
       held_.push_back(c);
-      if (is_space(c) || c == ';') return;
+      if ((is_space(c) || c == ';') && held_.size() <= kMaxSwallowBytes) return;
       if (c == '{') {
-        begin_object();  // the separator is dropped, even if what follows is no call
-        held_.clear();
+        begin_object();
+        object_.raw = held_.substr(0, held_.size() - 1);  // the separator is content if no call follows
+        wipe(held_);
         state_ = State::in_object;
         object_char(c);
         return;
       }
       state_ = State::rest_is_content;
       add_content(held_);
-      held_.clear();
+      wipe(held_);
       return;
     case State::rest_is_content:
       add_content(std::string_view(&c, 1));

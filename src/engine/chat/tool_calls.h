@@ -52,6 +52,9 @@ class ToolCallParser {
 
   // Text held while deciding whether it is a call, before it is given up as content.
   static constexpr size_t kMaxHeldBytes = 4096;
+  // Text swallowed around a call (whitespace, separators, a closing tag, members after the
+  // arguments) before the rest is content: the coordinator bounds usage by what it relays.
+  static constexpr size_t kMaxSwallowBytes = 32;
 
  private:
   // One JSON object being read as a call: {"name": "...", "arguments" | "parameters": {...}}.
@@ -67,6 +70,7 @@ class ToolCallParser {
     bool in_arguments = false, arguments_done = false;
     std::string held_arguments;  // before the call has started (its name unknown yet)
     std::string raw;             // the object's text, given back as content if it is no call
+    std::string tail;            // a started call's text after its arguments
     bool started = false;        // its first piece was emitted
     bool rejected = false;       // not a call (unknown name, arguments not an object, too many)
     bool done = false;           // its closing brace was read
@@ -88,6 +92,11 @@ class ToolCallParser {
   // Gives up an object held longer than kMaxHeldBytes without becoming a call: it is content,
   // and the parser goes on in state `next`.
   void give_up_if_too_long(State next);
+  // After each character of an object: gives up one that cannot be a call (its text is content
+  // at once) and ends a call whose object goes on too long after its arguments.
+  void settle_object(State next);
+  // Held text re-read as content (held_ is emptied first).
+  void reread_as_content(State next);
   void add_content(std::string_view text);
   void add_piece(std::string name, std::string_view arguments);
   void flush_whitespace_if_no_call();

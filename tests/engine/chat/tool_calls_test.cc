@@ -164,7 +164,7 @@ TEST(ToolCallParser, llama_3_1_answers_that_are_a_json_call_are_calls) {
   const Parsed limited = parse(Mode::llama3_json, "{\"name\": \"add\", \"parameters\": {}}; {\"name\": \"add\"}",
                                /*max_calls=*/1);
   ASSERT_EQ(limited.calls.size(), 1u);
-  EXPECT_EQ(limited.content, "{\"name\": \"add\"}");
+  EXPECT_EQ(limited.content, "; {\"name\": \"add\"}");
 }
 
 TEST(ToolCallParser, a_forced_function_streams_its_arguments_as_they_come) {
@@ -215,6 +215,25 @@ TEST(ToolCallParser, a_forced_list_gives_one_call_per_element) {
   EXPECT_EQ(parsed.calls[0].arguments, R"({"a": "}]"})");
   EXPECT_EQ(parsed.calls[1].name, "get_weather");
   EXPECT_EQ(parsed.content, "");
+}
+
+TEST(ToolCallParser, what_cannot_be_a_call_is_released_at_once_and_little_is_swallowed) {
+  // JSON that names no offered function goes out as content before its object ends.
+  ToolCallParser llama(Mode::llama3_json, {"add"}, 16);
+  const auto first = llama.feed("{\"name\": \"Alice\", \"bio\": \"a long");
+  ASSERT_FALSE(first.empty());
+  EXPECT_FALSE(first[0].call);
+  // Members after a call's arguments, and whitespace after calls, become content past a few bytes,
+  // so the coordinator sees (and bounds usage by) what the model wrote.
+  const std::string note(ToolCallParser::kMaxSwallowBytes + 8, 'x');
+  const Parsed tail =
+      parse(Mode::hermes, "<tool_call>{\"name\": \"add\", \"arguments\": {}, \"note\": \"" + note + "\"}");
+  ASSERT_EQ(tail.calls.size(), 1u);
+  EXPECT_NE(tail.content.find(note), std::string::npos);
+  const Parsed spaces = parse(Mode::hermes, "<tool_call>{\"name\": \"add\", \"arguments\": {}}</tool_call>" +
+                                                std::string(ToolCallParser::kMaxSwallowBytes * 2, '\n'));
+  ASSERT_EQ(spaces.calls.size(), 1u);
+  EXPECT_FALSE(spaces.content.empty());
 }
 
 }  // namespace
