@@ -101,6 +101,16 @@ class ResponsesAnswerWriter final : public AnswerWriter {
 
 }  // namespace
 
+std::vector<StreamEvent> AnswerWriter::piece(int index, std::string_view text, const json::bj::value& logprobs,
+                                             const std::vector<ToolCallDelta>& deltas) {
+  std::vector<StreamEvent> events;
+  if (!text.empty()) events = this->text(index, text, logprobs);
+  if (!deltas.empty()) {
+    for (auto& event : tool_calls(index, deltas)) events.push_back(std::move(event));
+  }
+  return events;
+}
+
 std::unique_ptr<AnswerWriter> answer_writer(const CompletionRequest& request, std::string_view request_id,
                                             int64_t created) {
   std::string id = response_id(request.endpoint, request_id);

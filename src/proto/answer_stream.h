@@ -28,6 +28,9 @@ class AnswerWriter {
   virtual std::vector<StreamEvent> start(int choices) = 0;
   virtual std::vector<StreamEvent> text(int index, std::string_view text, const json::bj::value& logprobs) = 0;
   virtual std::vector<StreamEvent> tool_calls(int index, const std::vector<ToolCallDelta>& deltas) = 0;
+  // One piece of an answer: its text (if any), then its calls (if any).
+  std::vector<StreamEvent> piece(int index, std::string_view text, const json::bj::value& logprobs,
+                                 const std::vector<ToolCallDelta>& deltas);
   // A choice finished (a chat chunk with its finish_reason; nothing for Responses, which ends whole).
   virtual std::vector<StreamEvent> finish_choice(int index, std::string_view finish_reason) = 0;
   // The end of a stream whose choices all finished (`reasons` in index order): usage when asked

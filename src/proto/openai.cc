@@ -70,9 +70,7 @@ std::optional<std::string> parse_response_format(json::ObjectReader& r, Completi
     if (f.ok()) {
       json::ObjectReader j(spec, "response_format.json_schema");
       const std::string name = j.string("name", 64);
-      if (j.ok() &&
-          (name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
-                               std::string::npos)) {
+      if (j.ok() && !valid_identifier(name)) {
         j.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
       }
       j.optional_boolean("strict");
@@ -106,12 +104,6 @@ void parse_logprobs(Endpoint endpoint, json::ObjectReader& r, CompletionRequest*
   }
 }
 
-bool valid_tool_name(std::string_view name) {
-  return !name.empty() && name.size() <= kMaxToolNameBytes &&
-         name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
-             std::string_view::npos;
-}
-
 // tools: [{"type": "function", "function": {"name", "description", "parameters", "strict"}}].
 // The schemas are compiled (and refused) by the provider, which links the grammar code.
 void parse_tools(json::ObjectReader& r, CompletionRequest* request) {
@@ -139,7 +131,7 @@ void parse_tools(json::ObjectReader& r, CompletionRequest* request) {
     json::ObjectReader f(function, where + ".function");
     Tool tool;
     tool.name = f.string("name", kMaxToolNameBytes);
-    if (f.ok() && !valid_tool_name(tool.name)) f.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+    if (f.ok() && !valid_identifier(tool.name)) f.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
     tool.description = f.optional_string("description", 16384).value_or("");
     f.optional_boolean("strict");
     if (const bj::value* parameters = f.find("parameters"); parameters != nullptr && !parameters->is_null()) {
@@ -229,7 +221,7 @@ bool parse_message_tool_calls(const bj::value& calls, ChatMessage* message, std:
     if (c.ok()) {
       json::ObjectReader f(function, where + ".function");
       call.name = f.string("name", kMaxToolNameBytes);
-      if (f.ok() && !valid_tool_name(call.name)) f.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+      if (f.ok() && !valid_identifier(call.name)) f.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
       call.arguments = f.string("arguments", 1u << 20);
       if (!f.ok()) c.fail("function." + f.failed_field(), f.error().message);
     }
@@ -487,6 +479,12 @@ Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_v
     return value.error();
   }
   return parse_completion_request(endpoint, *value, error);
+}
+
+bool valid_identifier(std::string_view text) {
+  return !text.empty() && text.size() <= 64 &&
+         text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+             std::string_view::npos;
 }
 
 const Tool* find_tool(const CompletionRequest& request, std::string_view name) {

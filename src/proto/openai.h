@@ -126,6 +126,10 @@ Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json
 // The same from the raw request body (malformed JSON is a 400 too).
 Result<CompletionRequest> parse_completion_body(Endpoint endpoint, std::string_view body, ApiError* error);
 
+// 1 to 64 letters, digits, '_' or '-': what OpenAI allows in function names, schema names and
+// (here) tool-call ids.
+bool valid_identifier(std::string_view text);
+
 // A piece of a tool call as it streams: the first piece of call `index` carries its id and name;
 // any piece may carry a fragment of its arguments.
 struct ToolCallDelta {

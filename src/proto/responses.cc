@@ -35,12 +35,6 @@ const bj::value* find(const bj::object& object, std::string_view key) {
   return value != nullptr && !value->is_null() ? value : nullptr;
 }
 
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= kMaxToolNameBytes &&
-         name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
-             std::string_view::npos;
-}
-
 // How many arrays and objects nest in `value` (0 for a scalar). Bounded by the parser's depth.
 size_t nesting(const bj::value& value) {
   size_t deepest = 0;
@@ -199,7 +193,7 @@ Problem translate_function_call(const bj::object& item, const std::string& where
   const std::string call_id = r.string("call_id", kMaxToolCallIdBytes);
   if (r.ok() && call_id.empty()) r.fail("call_id", "must not be empty");
   const std::string name = r.string("name", kMaxToolNameBytes);
-  if (r.ok() && !valid_name(name)) r.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+  if (r.ok() && !valid_identifier(name)) r.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
   const std::string arguments = r.string("arguments", kMaxArgumentsBytes);
   if (!r.ok()) return reader_problem(r, where);
   bj::object call{
@@ -288,7 +282,7 @@ Problem translate_format(const bj::object& format, bj::object* chat) {
   }
   bj::object spec;
   const std::string name = r.string("name", kMaxToolNameBytes);
-  if (r.ok() && !valid_name(name)) r.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+  if (r.ok() && !valid_identifier(name)) r.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
   spec["name"] = name;
   if (auto description = r.optional_string("description", kMaxDescriptionBytes)) spec["description"] = *description;
   if (auto strict = r.optional_boolean("strict")) spec["strict"] = *strict;
@@ -324,7 +318,7 @@ Problem translate_tool(const bj::object& tool, const std::string& where, bj::obj
                                type));
   }
   const std::string name = r.string("name", kMaxToolNameBytes);
-  if (r.ok() && !valid_name(name)) r.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
+  if (r.ok() && !valid_identifier(name)) r.fail("name", "must be 1 to 64 letters, digits, '_' or '-'");
   const auto description = r.optional_string("description", kMaxDescriptionBytes);
   const auto strict = r.optional_boolean("strict");
   const bj::value* parameters = r.find("parameters");

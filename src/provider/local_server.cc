@@ -256,16 +256,6 @@ awaitable<bool> send_all(http::Exchange& exchange, const std::vector<proto::Stre
   co_return true;
 }
 
-// The events of one piece of an answer: its content, then its calls.
-std::vector<proto::StreamEvent> piece_events(proto::AnswerWriter& writer, const ChoiceRun::Event& event) {
-  std::vector<proto::StreamEvent> events;
-  if (!event.text.empty()) events = writer.text(event.index, event.text, event.logprobs);
-  if (!event.tool_calls.empty()) {
-    for (auto& call : writer.tool_calls(event.index, event.tool_calls)) events.push_back(std::move(call));
-  }
-  return events;
-}
-
 }  // namespace
 
 awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& run, Answer& answer,
@@ -283,7 +273,7 @@ awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& r
     ChoiceRun::Event event = co_await run.next();
     std::vector<proto::StreamEvent> events;
     if (!event.finish) {
-      events = piece_events(writer, event);
+      events = writer.piece(event.index, event.text, event.logprobs, event.tool_calls);
     } else {
       finishes[static_cast<size_t>(event.index)] = *event.finish;
       reasons[static_cast<size_t>(event.index)] = event.finish_reason;

@@ -116,7 +116,10 @@ async function checkRequired(openai) {
   const streamed = await openai.chat.completions
     .stream(ask({ seed: 3, tool_choice: "required", max_tokens: 400 }))
     .finalChatCompletion();
+  // Cut short or whole, the calls it began are offered functions; whole, they validate.
+  assert.ok(["tool_calls", "length"].includes(streamed.choices[0].finish_reason));
   if (streamed.choices[0].finish_reason === "tool_calls") checkCalls(streamed.choices[0].message.tool_calls, "parallel");
+  for (const call of streamed.choices[0].message.tool_calls ?? []) assert.ok(call.function.name in SCHEMAS);
   // A function whose schema refers to its own $defs keeps them inside the list of calls.
   const unitTool = { type: "function", function: { name: "set_unit", parameters: UNIT } };
   let finished = 0;

@@ -374,17 +374,6 @@ awaitable<void> CompletionHandler::relay_whole(http::Exchange& exchange, Pending
   }
 }
 
-// The events one piece of an answer becomes: its content, then its calls.
-std::vector<proto::StreamEvent> CompletionHandler::text_events(proto::AnswerWriter& writer,
-                                                               const provider_event::Text& chunk) {
-  std::vector<proto::StreamEvent> events;
-  if (!chunk.text.empty()) events = writer.text(chunk.index, chunk.text, chunk.logprobs);
-  if (!chunk.tool_calls.empty()) {
-    for (auto& event : writer.tool_calls(chunk.index, chunk.tool_calls)) events.push_back(std::move(event));
-  }
-  return events;
-}
-
 awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, PendingRequest& request,
                                                 FirstAnswer& answer) {
   const std::unique_ptr<proto::AnswerWriter> writer =
@@ -398,7 +387,7 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
   while (open) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      open = co_await send_all(exchange, text_events(*writer, *chunk));
+      open = co_await send_all(exchange, writer->piece(chunk->index, chunk->text, chunk->logprobs, chunk->tool_calls));
       if (open) ++request.delivered_chunks;  // billed only once the client has it (never empty: one byte or more)
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
       for (auto& delta : chunk->tool_calls) crypto::wipe_memory(delta.arguments.data(), delta.arguments.size());

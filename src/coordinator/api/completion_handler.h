@@ -57,7 +57,6 @@ class CompletionHandler {
   net::awaitable<void> relay(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
   net::awaitable<void> relay_whole(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer);
   net::awaitable<void> relay_stream(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer);
-  static std::vector<proto::StreamEvent> text_events(proto::AnswerWriter& writer, const provider_event::Text& chunk);
   // The next event of the answer; an answer silent for the inference timeout ends as Gone.
   net::awaitable<ProviderEvent> next_event(FirstAnswer& answer);
 

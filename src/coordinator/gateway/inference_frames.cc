@@ -127,9 +127,7 @@ std::optional<std::string> ProviderGateway::check_tool_calls(Attempt& attempt, c
       if (calls.size() >= attempt.max_tool_calls) {
         return fmt::format("more tool calls than the request allows ({})", attempt.max_tool_calls);
       }
-      const bool id_ok = !delta.id.empty() && delta.id.find_first_not_of(
-                                                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
-                                                  "VWXYZ0123456789_-") == std::string::npos;
+      const bool id_ok = proto::valid_identifier(delta.id);
       if (!id_ok) return "a tool call without a well-formed id";
       if (std::find(attempt.tool_names.begin(), attempt.tool_names.end(), delta.name) == attempt.tool_names.end()) {
         return fmt::format("a call of '{}', which the request did not offer", delta.name.substr(0, 64));

@@ -130,16 +130,17 @@ void ToolCallParser::try_start_call() {
   wipe(o.held_arguments);
 }
 
+void ToolCallParser::add_argument(char c) {
+  if (object_.started) {
+    add_piece({}, std::string_view(&c, 1));
+  } else {
+    object_.held_arguments.push_back(c);  // until the name is known
+  }
+}
+
 void ToolCallParser::object_string_char(char c) {
   CallObject& o = object_;
-  auto argument = [&](char ch) {
-    if (o.started) {
-      add_piece({}, std::string_view(&ch, 1));
-    } else {
-      o.held_arguments.push_back(ch);
-    }
-  };
-  if (o.in_arguments) argument(c);
+  if (o.in_arguments) add_argument(c);
   if (o.escaped) {
     o.escaped = false;
   } else if (c == '\\') {
@@ -173,18 +174,11 @@ void ToolCallParser::object_string_char(char c) {
 
 void ToolCallParser::object_structure_char(char c) {
   CallObject& o = object_;
-  auto argument = [&](char ch) {
-    if (o.started) {
-      add_piece({}, std::string_view(&ch, 1));
-    } else {
-      o.held_arguments.push_back(ch);
-    }
-  };
   auto arguments_begin = [&] {
     return o.depth == 1 && o.expecting_value && !o.in_arguments && !o.arguments_done && is_arguments_key(o.key);
   };
   if (is_space(c)) {
-    if (o.in_arguments) argument(c);
+    if (o.in_arguments) add_argument(c);
     return;
   }
   if (arguments_begin()) {
@@ -197,7 +191,7 @@ void ToolCallParser::object_structure_char(char c) {
     case '"':
       o.in_string = true;
       if (o.in_arguments) {
-        argument(c);
+        add_argument(c);
       } else if (o.depth == 1 && !o.expecting_value) {
         o.reading_key = true;
         o.key.clear();
@@ -208,12 +202,12 @@ void ToolCallParser::object_structure_char(char c) {
       break;
     case '{':
     case '[':
-      if (o.in_arguments) argument(c);
+      if (o.in_arguments) add_argument(c);
       o.depth += 1;
       break;
     case '}':
     case ']':
-      if (o.in_arguments) argument(c);
+      if (o.in_arguments) add_argument(c);
       o.depth -= 1;
       if (o.in_arguments && o.depth == 1) {
         o.in_arguments = false;
@@ -223,14 +217,14 @@ void ToolCallParser::object_structure_char(char c) {
       break;
     case ':':
       if (o.in_arguments) {
-        argument(c);
+        add_argument(c);
       } else if (o.depth == 1) {
         o.expecting_value = true;
       }
       break;
     case ',':
       if (o.in_arguments && o.depth > 1) {
-        argument(c);
+        add_argument(c);
       } else if (o.depth == 1) {
         if (o.in_arguments) {
           o.in_arguments = false;
@@ -240,7 +234,7 @@ void ToolCallParser::object_structure_char(char c) {
       }
       break;
     default:
-      if (o.in_arguments) argument(c);
+      if (o.in_arguments) add_argument(c);
       break;
   }
   if (o.depth == 1 && o.expecting_value && c != ':' && !o.in_string && !o.in_arguments) o.expecting_value = false;

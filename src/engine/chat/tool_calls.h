@@ -86,6 +86,8 @@ class ToolCallParser {
   void object_string_char(char c);
   void object_structure_char(char c);
   void try_start_call();
+  // A character of the arguments: a piece once the call has started, held before.
+  void add_argument(char c);
   // The object is over (closed, or cut off): emits what is still due, or gives it back as
   // content. Whether it was a call.
   bool end_object(bool closed);
