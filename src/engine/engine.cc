@@ -28,18 +28,15 @@ constexpr size_t kMaxSchemaBytes = 256u << 10;
 
 class LocalEngine final : public Engine {
  public:
-  LocalEngine(std::unique_ptr<Model> model, Tokenizer tokenizer, int threads, const kernels::KernelSet& kernels,
-              const SchedulerOptions& options)
+  LocalEngine(std::unique_ptr<Model> model, Tokenizer tokenizer, ChatTemplate chat_template, int threads,
+              const kernels::KernelSet& kernels, const SchedulerOptions& options)
       : model_(std::move(model)),
         tokenizer_(std::move(tokenizer)),
         pool_(threads),
         kernels_(kernels),
         context_(options.context),
-        scheduler_(*model_, tokenizer_, pool_, kernels_, options) {
-    if (const GgufValue* value = model_->file().find("tokenizer.chat_template"); value && value->as_string()) {
-      chat_template_ = *value->as_string();
-    }
-  }
+        chat_template_(std::move(chat_template)),
+        scheduler_(*model_, tokenizer_, pool_, kernels_, options) {}
 
   Result<RequestId> submit(GenerationRequest request, std::shared_ptr<GenerationSink> sink) override {
     if (sink == nullptr) return make_error(Errc::invalid_argument, "no sink for the request's output");
@@ -115,7 +112,7 @@ class LocalEngine final : public Engine {
   int context() const override { return context_; }
   int threads() const override { return pool_.size(); }
   std::string_view kernels_name() const override { return kernels_.name; }
-  const std::string& chat_template() const override { return chat_template_; }
+  const ChatTemplate& chat_template() const override { return chat_template_; }
   uint64_t weight_bytes_per_token() const override { return model_->weight_bytes_per_token(); }
 
  private:
@@ -133,7 +130,7 @@ class LocalEngine final : public Engine {
   ThreadPool pool_;
   const kernels::KernelSet& kernels_;
   int context_;
-  std::string chat_template_;
+  ChatTemplate chat_template_;
   Scheduler scheduler_;  // last: its thread uses everything above
 };
 
@@ -232,6 +229,14 @@ Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
   if (!model) return model.error();
   auto tokenizer = Tokenizer::from_gguf((*model)->file());
   if (!tokenizer) return tokenizer.error();
+  std::string_view template_source;
+  if (const GgufValue* value = (*model)->file().find("tokenizer.chat_template"); value && value->as_string()) {
+    template_source = *value->as_string();
+  }
+  auto chat_template = ChatTemplate::load(template_source, *tokenizer);
+  if (!chat_template) {
+    return chat_template.error().with_context(options.model_path + ": tokenizer.chat_template");
+  }
   const int trained = (*model)->config().context_length;
   const int context = options.context > 0 ? options.context : std::min(trained, kDefaultContextCap);
   if (context > trained) {
@@ -261,8 +266,8 @@ Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
   scheduler.kv_blocks = *blocks;
   scheduler.prefix_reuse = options.prefix_reuse;
   const int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
-  return std::unique_ptr<Engine>(
-      new LocalEngine(std::move(*model), std::move(*tokenizer), threads, *kernels, scheduler));
+  return std::unique_ptr<Engine>(new LocalEngine(std::move(*model), std::move(*tokenizer), std::move(*chat_template),
+                                                 threads, *kernels, scheduler));
 }
 
 }  // namespace darkbloom::engine

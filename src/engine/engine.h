@@ -11,6 +11,7 @@
 
 #include "base/json.h"
 #include "base/result.h"
+#include "engine/chat/chat_template.h"
 #include "engine/model/model_config.h"
 #include "engine/sampling/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -117,8 +118,9 @@ class Engine {
   virtual int context() const = 0;
   virtual int threads() const = 0;
   virtual std::string_view kernels_name() const = 0;
-  // tokenizer.chat_template from the file, empty when absent.
-  virtual const std::string& chat_template() const = 0;
+  // The model's chat format: its tokenizer.chat_template, compiled at load, or a named family
+  // when the file has none.
+  virtual const ChatTemplate& chat_template() const = 0;
   virtual uint64_t weight_bytes_per_token() const = 0;
 
   // A grammar for JSON output on this model's vocabulary: any JSON object when `schema` is null,

@@ -39,7 +39,8 @@ std::vector<engine::ChatTurn> chat_turns(const proto::CompletionRequest& request
   turns.reserve(request.messages.size());
   for (const auto& message : request.messages) {
     engine::ChatTurn turn{message.role, message.content};
-    for (const auto& call : message.tool_calls) turn.tool_calls.push_back({call.name, call.arguments});
+    for (const auto& call : message.tool_calls) turn.tool_calls.push_back({call.name, call.arguments, call.id});
+    turn.tool_call_id = message.tool_call_id;
     turns.push_back(std::move(turn));
   }
   return turns;
@@ -145,7 +146,7 @@ std::optional<engine::ToolCallParser> tool_call_parser(const engine::Engine& eng
     case proto::ToolChoice::none:
       break;
   }
-  const auto syntax = engine::tool_call_syntax(engine::detect_chat_format(engine.chat_template()));
+  const auto syntax = engine::tool_call_syntax(engine.chat_template().format());
   return engine::ToolCallParser(syntax == engine::ToolCallSyntax::llama3_json ? Mode::llama3_json : Mode::hermes,
                                 std::move(names), max_calls);
 }
@@ -159,8 +160,15 @@ Result<engine::GenerationRequest> to_generation_request(const engine::Engine& en
   if (request.endpoint != proto::Endpoint::completions) {
     const auto turns = chat_turns(request);
     const auto tools = tool_definitions(request);
-    out.prompt_tokens =
-        engine::encode_chat(tokenizer, engine::detect_chat_format(engine.chat_template()), turns, tools);
+    auto prompt = engine.chat_template().encode(tokenizer, turns, tools, std::time(nullptr));
+    if (!prompt) {
+      // The model's template refused the conversation (e.g. roles that do not alternate).
+      *error = proto::invalid_request("The model's chat template refused the messages: " + prompt.error().message,
+                                      "messages");
+      error->code = "chat_template_error";
+      return prompt.error();
+    }
+    out.prompt_tokens = std::move(*prompt);
     param = "messages";
   } else {
     // A raw prompt belongs to its sender alone, so special-token text in it is honoured.

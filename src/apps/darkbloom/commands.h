@@ -21,6 +21,7 @@ void register_perplexity(CLI::App& app, CommandRunner* runner);
 void register_models(CLI::App& app, CommandRunner* runner);
 void register_bench(CLI::App& app, CommandRunner* runner);
 void register_tokenize(CLI::App& app, CommandRunner* runner);
+void register_chat_template(CLI::App& app, CommandRunner* runner);
 void register_provider_commands(CLI::App& app, CommandRunner* runner);
 // `status`, `stop` and `service install`.
 void register_service_commands(CLI::App& app, CommandRunner* runner);

@@ -275,13 +275,14 @@ awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(Pe
     if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
       const bool forced_call = request.parsed.tool_choice == proto::ToolChoice::named ||
                                request.parsed.tool_choice == proto::ToolChoice::required;
-      if (failed->code == "context_length_exceeded" ||
+      if (failed->code == "context_length_exceeded" || failed->code == "chat_template_error" ||
           (failed->status_code == 400 && failed->param == "response_format" &&
            request.parsed.response_format != "text") ||
           (failed->status_code == 400 && forced_call &&
            (failed->param == "tools" || failed->param.starts_with("tools[")))) {
-        // The request itself is too long for the model, or one of its fields cannot be served (a
-        // schema the provider cannot compile): no other provider would do better.
+        // The request itself is too long for the model, the model's chat template refuses its
+        // messages, or one of its fields cannot be served (a schema the provider cannot compile):
+        // no other provider of the model would do better.
         proto::ApiError rejected = proto::invalid_request(failed->message, failed->param);
         if (!failed->code.empty()) rejected.code = failed->code;
         co_return AttemptEnd{std::nullopt, NoAnswer{rejected, {}}, false};

@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <unordered_map>
+
+#include "base/json.h"
+
 namespace darkbloom::engine {
 namespace {
 
@@ -147,6 +151,38 @@ std::vector<Piece> pieces(ChatFormat format, std::span<const ChatTurn> turns, st
   return out;
 }
 
+// The pieces as one text: markers are the template's own bytes, contents the client's.
+jinja::Text pieces_text(const std::vector<Piece>& pieces) {
+  jinja::Text out;
+  for (const Piece& piece : pieces) {
+    out.append(piece.marker ? jinja::Text::literal(piece.text) : jinja::Text::client(piece.text));
+  }
+  return out;
+}
+
+std::string joined(const std::vector<Piece>& pieces) {
+  std::string out;
+  for (const Piece& piece : pieces) out += piece.text;
+  return out;
+}
+
+// Control tokens are recognised in the template's bytes only; BOS is added where the vocabulary
+// asks for it unless the template wrote it.
+std::vector<int32_t> encode_text(const Tokenizer& tokenizer, const jinja::Text& text) {
+  std::vector<ByteRange> client;
+  client.reserve(text.client_spans().size());
+  for (const auto& span : text.client_spans()) client.push_back({span.begin, span.end});
+  EncodeOptions options;
+  options.add_special = false;
+  options.parse_special = true;
+  options.plain_ranges = client;
+  std::vector<int32_t> ids = tokenizer.encode(text.bytes(), options);
+  if (tokenizer.adds_bos() && tokenizer.bos() && (ids.empty() || ids.front() != *tokenizer.bos())) {
+    ids.insert(ids.begin(), *tokenizer.bos());
+  }
+  return ids;
+}
+
 }  // namespace
 
 ChatFormat detect_chat_format(std::string_view chat_template) {
@@ -161,27 +197,172 @@ ToolCallSyntax tool_call_syntax(ChatFormat format) {
 
 std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatTurn> turns,
                                  std::span<const std::string> tools) {
-  std::vector<int32_t> ids;
-  // The Llama 3 format spells its BOS; the others get BOS where the vocabulary asks for it.
-  if (format != ChatFormat::llama3 && tokenizer.adds_bos() && tokenizer.bos()) ids.push_back(*tokenizer.bos());
-  EncodeOptions marker_options;
-  marker_options.add_special = false;
-  marker_options.parse_special = true;
-  EncodeOptions content_options;
-  content_options.add_special = false;
-  content_options.parse_special = false;
-  for (const Piece& piece : pieces(format, turns, tools)) {
-    if (piece.text.empty()) continue;
-    const auto piece_ids = tokenizer.encode(piece.text, piece.marker ? marker_options : content_options);
-    ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
-  }
-  return ids;
+  return encode_text(tokenizer, pieces_text(pieces(format, turns, tools)));
 }
 
 std::string render_chat(ChatFormat format, std::span<const ChatTurn> turns, std::span<const std::string> tools) {
-  std::string text;
-  for (const Piece& piece : pieces(format, turns, tools)) text += piece.text;
-  return text;
+  return joined(pieces(format, turns, tools));
+}
+
+Result<ChatTemplate> ChatTemplate::load(std::string_view source, const Tokenizer& tokenizer) {
+  ChatTemplate out;
+  out.format_ = detect_chat_format(source);
+  if (source.empty()) return out;
+  auto compiled = jinja::Template::compile(source);
+  if (!compiled) return compiled.error();
+  out.jinja_ = std::move(*compiled);
+  if (tokenizer.bos()) out.bos_token_ = tokenizer.token_text(*tokenizer.bos());
+  if (tokenizer.eos()) out.eos_token_ = tokenizer.token_text(*tokenizer.eos());
+  out.shows_tools_ = out.jinja_->reads("tools");
+  out.shows_calls_ = source.find("tool_calls") != std::string_view::npos;
+  const ChatTurn hello[] = {{"user", "Hello"}};
+  if (auto probe = out.render(hello); !probe) {
+    return make_error(Errc::unsupported,
+                      "the template cannot render a conversation of one user message: " + probe.error().message);
+  }
+  if (out.shows_calls_) {
+    // Templates differ in what content sits beside tool calls: none (as OpenAI clients send it)
+    // or "" (templates that test it as a string). Use none unless only "" renders.
+    // The id has 9 alphanumerics, as Mistral's templates insist.
+    const ChatTurn calls[] = {{"user", "Hello"},
+                              {"assistant", "", {{"probe", R"({"probe_argument": 1})", "a1b2c3d4e"}}}};
+    // Which content beside calls renders (none first), and whether the arguments are wanted as
+    // the client's text or as an object: a template that writes the text as a JSON string, or
+    // renders only with an object (one that iterates the arguments), wants the object.
+    bool rendered = false;
+    for (const bool empty : {false, true}) {
+      out.empty_content_for_calls_ = empty;
+      out.arguments_as_objects_ = false;
+      if (auto text = out.render(calls); text) {
+        out.arguments_as_objects_ = text->bytes().find(R"(\"probe_argument\")") != std::string::npos;
+        rendered = true;
+        break;
+      }
+      out.arguments_as_objects_ = true;
+      if (out.render(calls)) {
+        rendered = true;
+        break;
+      }
+    }
+    if (!rendered) {
+      out.empty_content_for_calls_ = false;
+      out.arguments_as_objects_ = false;
+    }
+  }
+  return out;
+}
+
+ChatTemplate ChatTemplate::of_family(ChatFormat format) {
+  ChatTemplate out;
+  out.format_ = format;
+  return out;
+}
+
+// OpenAI clients send arguments as JSON text; templates that print them with `tojson` expect the
+// object (as transformers passes it), those that concatenate them expect the text.
+jinja::Value ChatTemplate::arguments_value(const std::string& arguments) const {
+  if (arguments_as_objects_) {
+    if (auto parsed = json::parse(arguments, "arguments"); parsed && parsed->is_object()) {
+      return jinja::Value::from_client_json(*parsed);
+    }
+  }
+  return jinja::Value::string(jinja::Text::client(arguments));
+}
+
+std::vector<std::pair<std::string, jinja::Value>> ChatTemplate::variables(std::span<const ChatTurn> turns,
+                                                                          std::span<const std::string> tools) const {
+  using jinja::Text;
+  using jinja::Value;
+  const auto client = [](std::string text) { return Value::string(Text::client(std::move(text))); };
+  std::unordered_map<std::string_view, std::string_view> call_names;  // id → name, for results
+  jinja::Array messages;
+  for (const ChatTurn& turn : turns) {
+    auto message = std::make_shared<jinja::Object>();
+    message->set("role", client(std::string(model_role(turn.role))));
+    Text content = Text::client(turn.content);
+    if (!shows_calls_ && !turn.tool_calls.empty()) {
+      // The template cannot show calls: they follow the content as the family writes them.
+      std::vector<Piece> calls;
+      assistant_calls(format_, turn, &calls);
+      content.append(pieces_text(calls));
+    }
+    const bool null_content =
+        shows_calls_ && !turn.tool_calls.empty() && content.size() == 0 && !empty_content_for_calls_;
+    message->set("content", null_content ? Value::none() : Value::string(std::move(content)));
+    if (shows_calls_ && !turn.tool_calls.empty()) {
+      jinja::Array calls;
+      for (const ChatToolCall& call : turn.tool_calls) {
+        call_names[call.id] = call.name;
+        auto function = std::make_shared<jinja::Object>();
+        function->set("name", client(call.name));
+        function->set("arguments", arguments_value(call.arguments.empty() ? "{}" : call.arguments));
+        auto entry = std::make_shared<jinja::Object>();
+        if (!call.id.empty()) entry->set("id", client(call.id));
+        entry->set("type", Value::literal("function"));
+        entry->set("function", Value::object(std::move(function)));
+        calls.push_back(Value::object(std::move(entry)));
+      }
+      message->set("tool_calls", Value::array(std::move(calls)));
+    }
+    if (turn.role == "tool" && !turn.tool_call_id.empty()) {
+      message->set("tool_call_id", client(turn.tool_call_id));
+      if (const auto it = call_names.find(turn.tool_call_id); it != call_names.end()) {
+        message->set("name", client(std::string(it->second)));
+      }
+    }
+    messages.push_back(Value::object(std::move(message)));
+  }
+  std::vector<std::pair<std::string, Value>> out;
+  if (tools.empty() && shows_tools_) out.emplace_back("tools", Value::none());  // as transformers passes it
+  if (!tools.empty() && shows_tools_) {
+    jinja::Array definitions;
+    for (const std::string& tool : tools) {
+      auto parsed = json::parse(tool, "tool");
+      definitions.push_back(parsed ? Value::from_client_json(*parsed) : Value::none());
+    }
+    out.emplace_back("tools", Value::array(std::move(definitions)));
+  } else if (!tools.empty()) {
+    // The template cannot show tools: they join the system message as the family shows them.
+    const bool has_system = !messages.empty() && messages[0].as_object()->find("role")->as_text().bytes() == "system";
+    const Value* system_content = has_system ? messages[0].as_object()->find("content") : nullptr;
+    const std::string system =
+        system_content != nullptr && system_content->is_string() ? system_content->as_text().bytes() : "";
+    std::vector<Piece> pieces;
+    system_with_tools(format_, system, tools, &pieces);
+    if (!has_system) {
+      auto message = std::make_shared<jinja::Object>();
+      message->set("role", Value::literal("system"));
+      messages.insert(messages.begin(), Value::object(std::move(message)));
+    }
+    messages[0].as_object()->set("content", Value::string(pieces_text(pieces)));
+  }
+  out.emplace_back("messages", Value::array(std::move(messages)));
+  out.emplace_back("add_generation_prompt", Value::boolean(true));
+  out.emplace_back("bos_token", Value::literal(bos_token_));
+  out.emplace_back("eos_token", Value::literal(eos_token_));
+  return out;
+}
+
+Result<jinja::Text> ChatTemplate::render(std::span<const ChatTurn> turns, std::span<const std::string> tools,
+                                         std::time_t now) const {
+  if (!jinja_) return pieces_text(pieces(format_, turns, tools));
+  // A template may copy what it is given a few times over (each `+` makes a new string).
+  size_t input_bytes = 0;
+  for (const ChatTurn& turn : turns) {
+    input_bytes += turn.content.size();
+    for (const ChatToolCall& call : turn.tool_calls) input_bytes += call.arguments.size() + call.name.size();
+  }
+  for (const std::string& tool : tools) input_bytes += tool.size();
+  jinja::RenderLimits limits;
+  limits.max_bytes_made += 16 * input_bytes;
+  return jinja_->render(variables(turns, tools), now, limits);
+}
+
+Result<std::vector<int32_t>> ChatTemplate::encode(const Tokenizer& tokenizer, std::span<const ChatTurn> turns,
+                                                  std::span<const std::string> tools, std::time_t now) const {
+  auto text = render(turns, tools, now);
+  if (!text) return text.error();
+  return encode_text(tokenizer, *text);
 }
 
 }  // namespace darkbloom::engine

@@ -297,11 +297,18 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOption
   bool after_special = true;  // start of text counts as following a special token
   size_t fragment_start = 0;
   size_t pos = 0;
+  size_t plain = 0;  // the first plain range that does not end before `pos`
   while (pos < text.size()) {
     const std::pair<std::string, int32_t>* hit = nullptr;
+    while (plain < options.plain_ranges.size() && options.plain_ranges[plain].end <= pos) ++plain;
     for (uint32_t index : special_by_first_byte_[static_cast<uint8_t>(text[pos])]) {
       const auto& special = special_texts_[index];
-      if (!options.parse_special && types_[static_cast<size_t>(special.second)] == TokenType::control) continue;
+      if (types_[static_cast<size_t>(special.second)] == TokenType::control) {
+        if (!options.parse_special) continue;
+        if (plain < options.plain_ranges.size() && options.plain_ranges[plain].begin < pos + special.first.size()) {
+          continue;
+        }
+      }
       if (text.compare(pos, special.first.size(), special.first) == 0) {
         hit = &special;
         break;

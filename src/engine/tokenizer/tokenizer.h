@@ -30,9 +30,18 @@ enum class TokenType : int32_t {
   byte = 6,  // SentencePiece byte fallback "<0x41>"
 };
 
+// Bytes [begin, end) of a text.
+struct ByteRange {
+  uint32_t begin, end;
+};
+
 struct EncodeOptions {
   bool add_special = true;    // add BOS/EOS where the vocabulary asks for them (add_bos_token, add_eos_token)
   bool parse_special = true;  // recognise control tokens written as text, e.g. "<|im_start|>"
+  // Sorted, disjoint ranges where control tokens are not recognised even with parse_special (a
+  // client's text inside a chat template's output): a control token is read only where none of
+  // its bytes falls in one.
+  std::span<const ByteRange> plain_ranges = {};
 };
 
 class Tokenizer {
