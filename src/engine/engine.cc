@@ -5,6 +5,7 @@
 #include <list>
 #include <mutex>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/system_info.h"
 #include "base/thread_pool.h"
@@ -229,14 +230,18 @@ Result<std::unique_ptr<Engine>> Engine::load(const EngineOptions& options) {
   if (!model) return model.error();
   auto tokenizer = Tokenizer::from_gguf((*model)->file());
   if (!tokenizer) return tokenizer.error();
-  std::string_view template_source;
-  if (const GgufValue* value = (*model)->file().find("tokenizer.chat_template"); value && value->as_string()) {
+  std::string template_source;
+  std::string template_origin = options.model_path + ": tokenizer.chat_template";
+  if (!options.chat_template_file.empty()) {
+    auto source = read_file(options.chat_template_file);
+    if (!source) return source.error();
+    template_source = std::move(*source);
+    template_origin = options.chat_template_file;
+  } else if (const GgufValue* value = (*model)->file().find("tokenizer.chat_template"); value && value->as_string()) {
     template_source = *value->as_string();
   }
   auto chat_template = ChatTemplate::load(template_source, *tokenizer);
-  if (!chat_template) {
-    return chat_template.error().with_context(options.model_path + ": tokenizer.chat_template");
-  }
+  if (!chat_template) return chat_template.error().with_context(template_origin);
   const int trained = (*model)->config().context_length;
   const int context = options.context > 0 ? options.context : std::min(trained, kDefaultContextCap);
   if (context > trained) {

@@ -24,14 +24,15 @@ class GrammarRuntime;
 
 struct EngineOptions {
   std::string model_path;
-  int threads = 0;               // 0 = one per hardware thread
-  int context = 0;               // tokens per sequence; 0 = min(model's training context, 4096)
-  std::string kernels = "auto";  // "auto", "scalar", "avx2"
-  int max_batch = 8;             // requests decoding together
-  int step_tokens = 512;         // tokens per forward step (decoding rows, then prompt chunks)
-  int64_t kv_memory_mb = 0;      // KV cache size; 0 = max_batch full contexts, at most a quarter of RAM
-  std::string kv_type = "f16";   // "f16", "q8_0" or "f32"
-  bool prefix_reuse = true;      // reuse cached keys and values of equal prompt beginnings
+  int threads = 0;                 // 0 = one per hardware thread
+  int context = 0;                 // tokens per sequence; 0 = min(model's training context, 4096)
+  std::string kernels = "auto";    // "auto", "scalar", "avx2"
+  int max_batch = 8;               // requests decoding together
+  int step_tokens = 512;           // tokens per forward step (decoding rows, then prompt chunks)
+  int64_t kv_memory_mb = 0;        // KV cache size; 0 = max_batch full contexts, at most a quarter of RAM
+  std::string kv_type = "f16";     // "f16", "q8_0" or "f32"
+  bool prefix_reuse = true;        // reuse cached keys and values of equal prompt beginnings
+  std::string chat_template_file;  // a Jinja chat template used instead of the model's own
 };
 
 struct GenerationRequest {

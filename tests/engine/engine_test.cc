@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <semaphore>
 #include <thread>
@@ -312,6 +313,32 @@ TEST_F(EngineTest, stats_count_finished_requests_and_tokens) {
   EXPECT_EQ(stats.kv_tokens_total, 8 * 256);
   EXPECT_EQ(stats.kv_blocks_used, 0);
   EXPECT_EQ(stats.kv_tokens_used, 0);
+}
+
+TEST(EngineLoad, a_chat_template_file_replaces_the_models_and_a_broken_one_names_its_line) {
+  TempDir dir;
+  SynthOptions synth;
+  synth.n_layer = 1;
+  synth.n_vocab = 400;
+  const std::string model = dir.file("model.gguf");
+  ASSERT_TRUE(synthesize_model(synth, model));
+  EngineOptions options;
+  options.model_path = model;
+  options.threads = 1;
+  options.context = 64;
+  options.chat_template_file = dir.file("template.jinja");
+  {
+    std::ofstream(options.chat_template_file) << "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}";
+  }
+  auto loaded = Engine::load(options);
+  ASSERT_TRUE(loaded) << loaded.error().message;
+  auto text = (*loaded)->chat_template().render(std::vector<ChatTurn>{{"user", "Hi"}});
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->bytes(), "[user] Hi\n");
+  { std::ofstream(options.chat_template_file) << "line one\n{% include 'x' %}"; }
+  auto broken = Engine::load(options);
+  ASSERT_FALSE(broken);
+  EXPECT_NE(broken.error().message.find("template.jinja: line 2"), std::string::npos) << broken.error().message;
 }
 
 TEST(EngineLoad, bad_options_and_files_are_errors) {

@@ -97,6 +97,14 @@ void add_engine_options(CLI::App* command, engine::EngineOptions* options) {
       ->capture_default_str();
   add_kernels_option(command, &options->kernels);
   add_batching_options(command, options);
+  add_chat_template_option(command, options);
+}
+
+void add_chat_template_option(CLI::App* command, engine::EngineOptions* options) {
+  command
+      ->add_option("--chat-template-file", options->chat_template_file,
+                   "a Jinja chat template to use instead of the model's tokenizer.chat_template")
+      ->check(CLI::ExistingFile);
 }
 
 void add_kernels_option(CLI::App* command, std::string* kernels) {

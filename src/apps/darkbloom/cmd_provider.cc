@@ -409,6 +409,7 @@ void register_provider_commands(CLI::App& app, CommandRunner* runner) {
                       "cross the network in clear)");
   start_cmd->add_option("-m,--model", start->engine.model_path, "GGUF model file");
   start_cmd->add_option("--model-id", start->model_id, "name clients use for the model (default: file name)");
+  add_chat_template_option(start_cmd, &start->engine);
   start_cmd->add_option("-t,--threads", start->engine.threads, "compute threads (0 = one per hardware thread)")
       ->check(CLI::Range(0, 1024));
   start_cmd->add_option("-c,--ctx", start->engine.context, "context length (0 = model's, capped at 4096)")

@@ -33,6 +33,8 @@ void register_keys(CLI::App& app, CommandRunner* runner);
 void add_engine_options(CLI::App* command, engine::EngineOptions* options);
 // --max-batch, --step-tokens, --kv-memory, --kv-type, --no-prefix-reuse.
 void add_batching_options(CLI::App* command, engine::EngineOptions* options);
+// --chat-template-file.
+void add_chat_template_option(CLI::App* command, engine::EngineOptions* options);
 // --kernels with the names kernels_by_name() knows.
 void add_kernels_option(CLI::App* command, std::string* kernels);
 

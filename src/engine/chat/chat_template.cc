@@ -221,14 +221,13 @@ Result<ChatTemplate> ChatTemplate::load(std::string_view source, const Tokenizer
                       "the template cannot render a conversation of one user message: " + probe.error().message);
   }
   if (out.shows_calls_) {
-    // Templates differ in what content sits beside tool calls: none (as OpenAI clients send it)
-    // or "" (templates that test it as a string). Use none unless only "" renders.
-    // The id has 9 alphanumerics, as Mistral's templates insist.
+    // Templates differ in what they take beside tool calls. Content: none (as OpenAI clients
+    // send it) unless only "" renders (templates that test it as a string). Arguments: the
+    // client's JSON text, unless the template writes that text as a JSON string (it applies
+    // tojson) or renders only with an object (it iterates the arguments). The id has 9
+    // alphanumerics, as Mistral's templates insist.
     const ChatTurn calls[] = {{"user", "Hello"},
                               {"assistant", "", {{"probe", R"({"probe_argument": 1})", "a1b2c3d4e"}}}};
-    // Which content beside calls renders (none first), and whether the arguments are wanted as
-    // the client's text or as an object: a template that writes the text as a JSON string, or
-    // renders only with an object (one that iterates the arguments), wants the object.
     bool rendered = false;
     for (const bool empty : {false, true}) {
       out.empty_content_for_calls_ = empty;
