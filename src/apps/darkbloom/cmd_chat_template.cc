@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <ctime>
-#include <sstream>
 
 #include "apps/darkbloom/commands.h"
 #include "base/file.h"
@@ -55,22 +54,12 @@ int run_chat_template(const ChatTemplateArgs& args) {
   if (!loaded) return fail(loaded.error().message);
   auto compiled = engine::jinja::Template::compile(loaded->source);
   if (!compiled) return fail("the chat template: " + compiled.error().message);
-  auto input = read_file(args.jsonl);
-  if (!input) return fail(input.error().message);
-  std::istringstream lines(*input);
-  std::string line;
-  int line_number = 0;
-  while (std::getline(lines, line)) {
-    ++line_number;
-    if (line.empty()) continue;
-    auto parsed = json::parse(line, fmt::format("{} line {}", args.jsonl, line_number));
-    if (!parsed) return fail(parsed.error().message);
-    if (!parsed->is_object()) return fail(fmt::format("{} line {}: needs a JSON object", args.jsonl, line_number));
+  const auto status = for_each_jsonl_object(args.jsonl, [&](const json::bj::object& conversation, int) -> Status {
     // Every field is a variable of the template, as the client's data (its text is client text).
     std::vector<std::pair<std::string, engine::jinja::Value>> variables;
     variables.emplace_back("bos_token", engine::jinja::Value::literal(loaded->bos_token));
     variables.emplace_back("eos_token", engine::jinja::Value::literal(loaded->eos_token));
-    for (const auto& [key, value] : parsed->as_object()) {
+    for (const auto& [key, value] : conversation) {
       variables.emplace_back(std::string(key), engine::jinja::Value::from_client_json(value));
     }
     auto rendered = compiled->render(variables, std::time(nullptr));
@@ -81,8 +70,9 @@ int run_chat_template(const ChatTemplateArgs& args) {
       out["error"] = rendered.error().message;
     }
     std::printf("%s\n", json::dump(out).c_str());
-  }
-  return 0;
+    return {};
+  });
+  return status ? 0 : fail(status.error().message);
 }
 
 }  // namespace

@@ -1,10 +1,8 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <sstream>
 
 #include "apps/darkbloom/commands.h"
-#include "base/file.h"
 #include "base/json.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -37,19 +35,11 @@ int run_tokenize(const TokenizeArgs& args) {
     return 0;
   }
   // One JSON object per line in and out: {"text": ...} → {"ids": [...], "decoded": ...}.
-  auto input = read_file(args.jsonl);
-  if (!input) return fail(input.error().message);
-  std::istringstream lines(*input);
-  std::string line;
-  int line_number = 0;
-  while (std::getline(lines, line)) {
-    ++line_number;
-    if (line.empty()) continue;
-    auto parsed = json::parse(line, fmt::format("{} line {}", args.jsonl, line_number));
-    if (!parsed) return fail(parsed.error().message);
-    const auto* text = parsed->is_object() ? parsed->as_object().if_contains("text") : nullptr;
-    if (text == nullptr || !text->is_string())
-      return fail(fmt::format("{} line {}: needs a \"text\" string", args.jsonl, line_number));
+  const auto status = for_each_jsonl_object(args.jsonl, [&](const json::bj::object& object, int line) -> Status {
+    const auto* text = object.if_contains("text");
+    if (text == nullptr || !text->is_string()) {
+      return make_error(Errc::bad_format, fmt::format("{} line {}: needs a \"text\" string", args.jsonl, line));
+    }
     const auto ids = tokenizer->encode(std::string_view(text->as_string()), options);
     boost::json::object out;
     boost::json::array id_array;
@@ -57,8 +47,9 @@ int run_tokenize(const TokenizeArgs& args) {
     out["ids"] = std::move(id_array);
     out["decoded"] = tokenizer->decode(ids, /*render_special=*/true);
     std::printf("%s\n", json::dump(out).c_str());
-  }
-  return 0;
+    return {};
+  });
+  return status ? 0 : fail(status.error().message);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "base/json.h"
 #include "engine/engine.h"
 
 namespace darkbloom::apps {
@@ -37,6 +38,11 @@ void add_batching_options(CLI::App* command, engine::EngineOptions* options);
 void add_chat_template_option(CLI::App* command, engine::EngineOptions* options);
 // --kernels with the names kernels_by_name() knows.
 void add_kernels_option(CLI::App* command, std::string* kernels);
+
+// Calls `each` with every non-empty line of a JSONL file, parsed as a JSON object; stops at the
+// first error (a line that is not an object names its number).
+Status for_each_jsonl_object(const std::string& path,
+                             const std::function<Status(const json::bj::object& object, int line)>& each);
 
 // Prints "darkbloom: error: <message>" on one line and returns the exit code for failures.
 int fail(const std::string& message);

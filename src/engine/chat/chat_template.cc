@@ -195,11 +195,6 @@ ToolCallSyntax tool_call_syntax(ChatFormat format) {
   return format == ChatFormat::llama3 ? ToolCallSyntax::llama3_json : ToolCallSyntax::hermes;
 }
 
-std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatTurn> turns,
-                                 std::span<const std::string> tools) {
-  return encode_text(tokenizer, pieces_text(pieces(format, turns, tools)));
-}
-
 std::string render_chat(ChatFormat format, std::span<const ChatTurn> turns, std::span<const std::string> tools) {
   return joined(pieces(format, turns, tools));
 }
@@ -248,12 +243,6 @@ Result<ChatTemplate> ChatTemplate::load(std::string_view source, const Tokenizer
       out.arguments_as_objects_ = false;
     }
   }
-  return out;
-}
-
-ChatTemplate ChatTemplate::of_family(ChatFormat format) {
-  ChatTemplate out;
-  out.format_ = format;
   return out;
 }
 

@@ -43,13 +43,10 @@ ToolCallSyntax tool_call_syntax(ChatFormat format);
 // The family of a Jinja chat template; `plain` when empty or unrecognised.
 ChatFormat detect_chat_format(std::string_view chat_template);
 
-// Token ids of a conversation ending with the assistant's turn opened for generation. `tools`
-// are the definitions the model may call ({"type": "function", "function": {...}} as JSON text),
-// shown to it the way its family was trained on, in the system turn.
-std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatTurn> turns,
-                                 std::span<const std::string> tools = {});
-
-// The same prompt as text, markers included (for logs and tests).
+// A conversation in a named family's format, ending with the assistant's turn opened, as text
+// (markers included). `tools` are the definitions the model may call ({"type": "function",
+// "function": {...}} as JSON text), shown the way the family was trained on, in the system turn.
+// ChatTemplate uses the family's way of showing tools and calls for templates that cannot.
 std::string render_chat(ChatFormat format, std::span<const ChatTurn> turns, std::span<const std::string> tools = {});
 
 // A model's chat format, loaded once with the model.
@@ -58,8 +55,6 @@ class ChatTemplate {
   // From tokenizer.chat_template (`source`); the plain family when it is empty. A template that
   // does not compile, or cannot render a one-message conversation, is an error naming its line.
   static Result<ChatTemplate> load(std::string_view source, const Tokenizer& tokenizer);
-  // A named family without a template.
-  static ChatTemplate of_family(ChatFormat format);
 
   bool runs_model_template() const { return jinja_.has_value(); }
   // The family the template belongs to (the tool-call syntax its answers are read with).
