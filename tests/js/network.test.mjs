@@ -117,9 +117,18 @@ describe("coordinator with two providers", () => {
     const ask = () => openai.chat.completions.create({
       model: MODEL_ID, messages: [{ role: "user", content: "Same question" }], max_tokens: 12, temperature: 0,
     }).withResponse();
-    const answers = await Promise.all([ask(), ask(), ask(), ask()]);
-    const providersUsed = new Set(answers.map(({ response }) => response.headers.get("x-provider-id")));
-    assert.equal(providersUsed.size, 2, "requests at once spread over both providers");
+    // The router sends each request where it expects the earliest finish, so four at once can all
+    // go to one provider when it has measured much faster (a loaded machine). Ask in rounds until
+    // both have answered; how requests spread is the 20-stream test's subject.
+    const answers = [];
+    const providersUsed = new Set();
+    for (let round = 0; round < 8 && providersUsed.size < 2; round++) {
+      for (const answer of await Promise.all([ask(), ask(), ask(), ask()])) {
+        answers.push(answer);
+        providersUsed.add(answer.response.headers.get("x-provider-id"));
+      }
+    }
+    assert.equal(providersUsed.size, 2, "both providers answered within 8 rounds of 4 requests at once");
     for (const { data } of answers) assert.equal(data.choices[0].message.content, answers[0].data.choices[0].message.content);
   });
 
