@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "crypto/hash.h"
 #include "engine/evaluation/engine_bench.h"
 #include "engine/gguf/gguf_file.h"
+#include "engine/model/quant_recipe.h"
 #include "provider/openai_bridge.h"
 
 namespace darkbloom::provider {
@@ -26,10 +28,18 @@ namespace {
 using net::awaitable;
 using Clock = std::chrono::steady_clock;
 
-// The weight type that dominates a file, as users name quantizations ("q4_k", "q8_0", ...).
-std::string dominant_type(const std::string& path) {
+// The file's quantization as users name it: its recipe ("q4_k_m") when `general.file_type`
+// records one, else the weight type that holds most of its parameters ("q8_0").
+std::string quantization_of(const std::string& path) {
   auto file = engine::GgufFile::open(path);
   if (!file) return "unknown";
+  const engine::GgufValue* file_type = file->find("general.file_type");
+  const auto number = file_type != nullptr ? file_type->as_uint() : std::nullopt;
+  if (const auto recipe = number ? engine::quant_recipe_from_file_type(*number) : std::nullopt) {
+    std::string name(engine::quant_recipe_name(*recipe));
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return name;
+  }
   std::unordered_map<std::string, uint64_t> elements;
   for (const auto& tensor : file->tensors())
     elements[std::string(engine::ggml_type_name(tensor.type))] += tensor.n_elements;
@@ -61,7 +71,7 @@ Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& mode
   auto hash = crypto::sha256_file(model_path);
   if (!hash) return hash.error();
   facts.info.weight_hash = hex_encode(*hash);
-  facts.info.quantization = dominant_type(model_path);
+  facts.info.quantization = quantization_of(model_path);
   engine::EngineBenchOptions bench;
   bench.prompt_tokens = std::min(64, engine.context() / 2);
   bench.gen_tokens = std::min(16, engine.context() / 4);

@@ -96,11 +96,15 @@ class Cli(unittest.TestCase):
         name = b"blk.0.attn_q.weight"
         at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
         n_dims = struct.unpack_from("<I", data, at)[0]
-        struct.pack_into("<I", data, at + 4 + 8 * n_dims, 6)  # q5_0: same block length, fewer bytes
-        with open(self.path("q5_0.gguf"), "wb") as f:
+        struct.pack_into("<I", data, at + 4 + 8 * n_dims, 20)  # iq4_nl: same block length, fewer bytes
+        with open(self.path("iq4_nl.gguf"), "wb") as f:
             f.write(data)
-        self.assert_one_line_error(run("generate", "-m", self.path("q5_0.gguf"), "-p", "x", expect_ok=False),
-                                   "blk.0.attn_q.weight", "q5_0", "does not support")
+        self.assertIn("status: loadable", run("models", "inspect", self.path("iq4_nl.gguf")).stdout)
+        struct.pack_into("<I", data, at + 4 + 8 * n_dims, 9)  # q8_1: same block length, not computed with
+        with open(self.path("q8_1.gguf"), "wb") as f:
+            f.write(data)
+        self.assert_one_line_error(run("generate", "-m", self.path("q8_1.gguf"), "-p", "x", expect_ok=False),
+                                   "blk.0.attn_q.weight", "q8_1", "does not support")
 
     def test_prompt_longer_than_context(self):
         self.assert_one_line_error(run("generate", "-m", self.model, "--ctx", "16", "-p", "word " * 50, expect_ok=False),
@@ -157,28 +161,54 @@ class Cli(unittest.TestCase):
     def test_synth_rejects_impossible_shapes(self):
         self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--heads", "3", "--kv-heads", "2",
                                        expect_ok=False), "heads")
-        self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--type", "q5_k", expect_ok=False),
-                                   "weight type 'q5_k'")
+        self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--type", "iq2_xxs", expect_ok=False),
+                                   "weight type 'iq2_xxs'")
+        self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--type", "q4_k_m", expect_ok=False),
+                                   "is a recipe", "--recipe Q4_K_M")
+        self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--recipe", "Q4_K_X",
+                                       expect_ok=False), "recipe 'Q4_K_X' is unknown", "IQ4_XS")
         self.assertFalse(os.path.exists(self.path("x.gguf")))
 
     def test_synth_writes_every_architecture_and_type(self):
         for arch in ("llama", "qwen2", "qwen3"):
-            for weight_type in ("q4_k_m", "bf16"):
-                out = self.path(f"{arch}-{weight_type}.gguf")
-                run("models", "synth", "-o", out, "--arch", arch, "--type", weight_type, "--layers", "1",
-                    "--embd", "256", "--ffn", "512")
+            for weights in (["--recipe", "Q4_K_M"], ["--type", "bf16"]):
+                out = self.path(f"{arch}-{weights[1]}.gguf")
+                run("models", "synth", "-o", out, "--arch", arch, *weights, "--layers", "1", "--embd", "256",
+                    "--ffn", "512")
                 self.assertIn("status: loadable", run("models", "inspect", out).stdout)
+        # A Q4_K_M recipe on rows that Q4_K blocks do not fit: the fallbacks of llama-quantize.
+        out = self.path("fallback.gguf")
+        run("models", "synth", "-o", out, "--recipe", "Q4_K_M", "--layers", "1", "--embd", "288", "--heads", "4",
+            "--kv-heads", "1", "--ffn", "512")
+        types = {line.split()[0]: line.split()[1] for line in run("models", "inspect", out, "--tensors").stdout.splitlines()
+                 if line.split() and line.split()[0].endswith(".weight") and len(line.split()) > 1}
+        self.assertEqual(types["blk.0.attn_q.weight"], "q5_0")
+        self.assertEqual(types["blk.0.attn_v.weight"], "q8_0")  # Q6_K (layer 0 of 1 gets more bits) -> Q8_0
+        self.assertEqual(types["blk.0.ffn_down.weight"], "q6_k")
+        self.assertEqual(types["output.weight"], "q8_0")
+        self.assertIn("general.file_type = 15", run("models", "inspect", out).stdout)  # llama.cpp's Q4_K_M
 
     def test_bench_engine_prints_a_table_and_json(self):
         out = run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1", "--threads", "1,2").stdout
         lines = out.strip().splitlines()
         self.assertIn("decode t/s", lines[0])
         self.assertIn("aggregate", lines[0])
-        rows = [line.split("|") for line in lines[1:] if line.strip()[0].isdigit()]
-        self.assertEqual([(int(r[0]), int(r[1])) for r in rows], [(1, 1), (2, 1)])
+        self.assertIn("of BW", lines[0])
+        rows = [[cell.strip() for cell in line.split("|")] for line in lines[1:] if "|" in line]
+        self.assertEqual([(r[0], int(r[1]), int(r[2])) for r in rows], [("tiny.gguf", 1, 1), ("tiny.gguf", 2, 1)])
+        for r in rows:
+            self.assertTrue(r[-2].endswith("%") and r[-1].endswith("%"), r)
         summaries = [line for line in lines if "memory bandwidth" in line]
         self.assertEqual(len(summaries), 2)
         self.assertIn("fp32 FMA peak", summaries[0])
+        # Several models in one run: one block of rows per file, in the order given.
+        other = self.path("other.gguf")
+        run("models", "synth", "-o", other, "--layers", "1", "--embd", "128", "--heads", "2", "--kv-heads", "1",
+            "--ffn", "256", "--vocab", "400", "--type", "q5_0")
+        data = json.loads(run("bench", "engine", "-m", self.model, "-m", other, "--prompt", "8", "--gen", "4",
+                              "--repeat", "1", "--threads", "1", "--json").stdout)
+        self.assertEqual([d["model"] for d in data], ["tiny.gguf", "other.gguf"])
+        self.assertLess(data[1]["weight_bytes_per_token"], data[0]["weight_bytes_per_token"])
         data = json.loads(run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1",
                               "--batch", "1,3", "--json").stdout)
         self.assertEqual([d["batch"] for d in data], [1, 3])

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The engine's logits against an independent NumPy forward pass (tests/reference/gguf_reference.py).
 
-For one architecture, every weight type: synthesise a small model with `darkbloom models synth`,
+For one architecture, every weight type and the common quantization recipes (each matrix its own
+type, with the fallbacks of rows that no block fits): synthesise a small model with `darkbloom models synth`,
 compute logits for a token sequence with the engine (tool `dump_logits`) and with the reference,
 and compare. Also checks `darkbloom perplexity` against a perplexity computed from the
 reference's logits.
@@ -10,8 +11,9 @@ Tolerances (relative RMS of the logit difference):
 - kernels "float" (weights dequantized, activations kept in f32): 1e-5 for every type. Both
   sides compute the same real numbers; only float32 summation order differs.
 - default kernels with F32/F16/BF16 weights: 1e-5, for the same reason.
-- default kernels with Q8_0/Q4_0/Q4_K/Q6_K weights: 5e-2. These round each activation row to
-  8 bits per block of 32 (Q8_0, Q4_0) or 256 (K-quants) values before the integer dot product,
+- default kernels with quantized weights: 5e-2. These round each activation row to
+  8 bits per block of 32 (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) or 256 (K-quants, IQ4_XS) values
+  before the integer dot product,
   a relative step of 1/127 per value; over two layers of seven products the logits move by 1-3 %
   of their spread (measured), as llama.cpp's do. A wrong block layout gives errors of order 1.
 """
@@ -26,8 +28,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 import gguf_reference  # noqa: E402
 
-TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"]
-QUANTIZED = {"q8_0", "q4_0", "q4_k", "q6_k"}
+TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k",
+         "q6_k", "iq4_xs"]
+FLOAT_TYPES = {"f32", "f16", "bf16"}
+# Recipes run on a 288-wide model, so the 288-element rows fall back to 32-element types while the
+# FFN's 512-element rows keep K-quants.
+RECIPES = ["Q4_K_M", "Q5_K_M", "Q3_K_M", "Q2_K", "IQ4_XS"]
 TOKENS = [1, 17, 300, 42, 42, 7, 255, 100, 3, 64, 199]
 
 
@@ -80,27 +86,29 @@ def main():
     parser.add_argument("--arch", required=True)
     args = parser.parse_args()
     failures = []
+    cases = [(t, ["--type", t, "--embd", "256"]) for t in TYPES]
+    cases += [(r, ["--recipe", r, "--embd", "288"]) for r in RECIPES]
     with tempfile.TemporaryDirectory() as workdir:
-        for i, weight_type in enumerate(TYPES):
-            model = os.path.join(workdir, f"{args.arch}-{weight_type}.gguf")
-            synth = [args.darkbloom, "models", "synth", "-o", model, "--arch", args.arch, "--type", weight_type,
-                     "--layers", "2", "--embd", "256", "--heads", "4", "--kv-heads", "2", "--ffn", "512",
+        for i, (label, weights) in enumerate(cases):
+            model = os.path.join(workdir, f"{args.arch}-{label}.gguf")
+            synth = [args.darkbloom, "models", "synth", "-o", model, "--arch", args.arch, *weights,
+                     "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "512",
                      "--vocab", "384", "--seed", str(100 + i), "--rope-theta", "500000"]
-            if weight_type == "q4_0":
-                synth.append("--tied")  # one tied-output case per architecture
+            if label in ("q4_0", "Q4_K_M"):
+                synth.append("--tied")  # tied-output cases per architecture
             run(synth)
             reference = gguf_reference.forward(gguf_reference.read_gguf(model), TOKENS)
             n_vocab = reference.shape[1]
             exact = relative_rms(engine_logits(args.dump_logits, model, "float", n_vocab), reference)
             fast = relative_rms(engine_logits(args.dump_logits, model, "auto", n_vocab), reference)
-            fast_limit = 5e-2 if weight_type in QUANTIZED else 1e-5
-            print(f"{args.arch} {weight_type:5s}: float kernels {exact:.2e} (limit 1e-5), "
+            fast_limit = 1e-5 if label in FLOAT_TYPES else 5e-2
+            print(f"{args.arch} {label:6s}: float kernels {exact:.2e} (limit 1e-5), "
                   f"default kernels {fast:.2e} (limit {fast_limit:.0e})")
             if not exact <= 1e-5:
-                failures.append(f"{weight_type}: float-kernel logits differ by {exact:.2e}")
+                failures.append(f"{label}: float-kernel logits differ by {exact:.2e}")
             if not fast <= fast_limit:
-                failures.append(f"{weight_type}: default-kernel logits differ by {fast:.2e}")
-            if weight_type == "f32":
+                failures.append(f"{label}: default-kernel logits differ by {fast:.2e}")
+            if label == "f32":
                 check_perplexity(args.darkbloom, model, workdir)
     if failures:
         raise SystemExit("\n".join(failures))

@@ -26,7 +26,8 @@ Sources of the format facts (paraphrased, no code taken):
     at the end of the tensor infos rounded up to general.alignment (default
     32 when the key is absent).
   * ggml type ids: the enum listed in the same document (F32=0, F16=1,
-    Q4_0=2, Q8_0=8, Q4_K=12, Q6_K=14, BF16=30, ...).
+    Q4_0=2, Q4_1=3, Q5_0=6, Q5_1=7, Q8_0=8, Q2_K=10, Q3_K=11, Q4_K=12,
+    Q5_K=13, Q6_K=14, IQ4_NL=20, IQ4_XS=23, BF16=30, ...).
   * Block layouts: ggml's ggml-common.h struct definitions and the scalar
     dequantize_row_* routines in ggml-quants.c, see each _dequant_* below.
 """
@@ -86,6 +87,9 @@ GGML_TYPE_NAMES = {
 }
 GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q8_0 = 0, 1, 2, 8
 GGML_Q4_K, GGML_Q6_K, GGML_BF16 = 12, 14, 30
+GGML_Q4_1, GGML_Q5_0, GGML_Q5_1 = 3, 6, 7
+GGML_Q2_K, GGML_Q3_K, GGML_Q5_K = 10, 11, 13
+GGML_IQ4_NL, GGML_IQ4_XS = 20, 23
 
 QK_K = 256  # elements per k-quant super-block
 
@@ -375,6 +379,145 @@ def _dequant_q6_k(raw, n):
     return (d_group * q).reshape(-1)
 
 
+def _split_nibbles(qs):
+    """(nb, 16) bytes -> (nb, 32) 4-bit values: byte j gives element j (low nibble) and j+16 (high)."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int32)
+
+
+def _fifth_bits(qh_bytes):
+    """(nb, 4) bytes read as one little-endian u32 per block -> (nb, 32) bits, bit j for element j."""
+    word = qh_bytes.copy().view("<u4").astype(np.uint64)           # (nb, 1)
+    return ((word >> np.arange(32, dtype=np.uint64)) & 1).astype(np.int32)
+
+
+def _dequant_q4_1(raw, n):
+    # ggml-common.h: block_q4_1 = { f16 d; f16 m; u8 qs[16]; } -> 20 bytes.
+    # value = nibble * d + m, nibbles placed as in Q4_0.
+    blocks = raw.reshape(-1, 20)
+    d = _f16_column(blocks, 0)
+    m = _f16_column(blocks, 2)
+    return (_split_nibbles(blocks[:, 4:20]).astype(np.float32) * d + m).reshape(-1)
+
+
+def _dequant_q5_0(raw, n):
+    # block_q5_0 = { f16 d; u8 qh[4]; u8 qs[16]; } -> 22 bytes.
+    # q = nibble | (bit j of the u32 qh) << 4; value = (q - 16) * d.
+    blocks = raw.reshape(-1, 22)
+    d = _f16_column(blocks, 0)
+    q = _split_nibbles(blocks[:, 6:22]) | (_fifth_bits(blocks[:, 2:6]) << 4)
+    return ((q - 16).astype(np.float32) * d).reshape(-1)
+
+
+def _dequant_q5_1(raw, n):
+    # block_q5_1 = { f16 d; f16 m; u8 qh[4]; u8 qs[16]; } -> 24 bytes; value = q * d + m.
+    blocks = raw.reshape(-1, 24)
+    d = _f16_column(blocks, 0)
+    m = _f16_column(blocks, 2)
+    q = _split_nibbles(blocks[:, 8:24]) | (_fifth_bits(blocks[:, 4:8]) << 4)
+    return (q.astype(np.float32) * d + m).reshape(-1)
+
+
+# The 16 signed levels of IQ4_NL / IQ4_XS (ggml-common.h kvalues_iq4nl).
+IQ4NL_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10,
+                         1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
+
+
+def _dequant_iq4_nl(raw, n):
+    # block_iq4_nl = { f16 d; u8 qs[16]; } -> 18 bytes; value = d * level[nibble].
+    blocks = raw.reshape(-1, 18)
+    d = _f16_column(blocks, 0)
+    return (IQ4NL_LEVELS[_split_nibbles(blocks[:, 2:18])] * d).reshape(-1)
+
+
+def _dequant_iq4_xs(raw, n):
+    # block_iq4_xs = { f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]; } -> 136 bytes, 8
+    # sub-blocks of 32.  Sub-block j's 6-bit scale: low 4 bits from scales_l[j // 2] (low nibble
+    # for even j), high 2 bits from bits 2j, 2j+1 of scales_h; multiplier = scale - 32.  Its 32
+    # values use qs[16j : 16j + 16] placed as Q4_0 nibbles; value = d * (scale - 32) * level.
+    blocks = raw.reshape(-1, 136)
+    nb = blocks.shape[0]
+    d = _f16_column(blocks, 0)                                        # (nb, 1)
+    scales_h = blocks[:, 2:4].copy().view("<u2").astype(np.int32)     # (nb, 1)
+    scales_l = blocks[:, 4:8].astype(np.int32)                        # (nb, 4)
+    j = np.arange(8)
+    low = (scales_l[:, j // 2] >> (4 * (j % 2))) & 0x0F               # (nb, 8)
+    high = (scales_h >> (2 * j)) & 3
+    mult = ((low | (high << 4)) - 32).astype(np.float32)              # (nb, 8)
+    idx = _split_nibbles(blocks[:, 8:136].reshape(nb * 8, 16)).reshape(nb, 8, 32)
+    return ((d * mult)[:, :, None] * IQ4NL_LEVELS[idx]).reshape(-1)
+
+
+def _two_bit_fields(qs):
+    """(nb, 64) bytes of Q2_K/Q3_K -> (nb, 256) two-bit values.
+
+    Element e = 128*h + 32*j + r (h in 0..1, j in 0..3, r in 0..31) is bits 2j..2j+1 of byte
+    32*h + r (ggml-quants.c dequantize_row_q2_K walks two halves of 128, four shifts each).
+    """
+    nb = qs.shape[0]
+    halves = qs.reshape(nb, 2, 1, 32).astype(np.int32)
+    shifts = (2 * np.arange(4)).reshape(1, 1, 4, 1)
+    return ((halves >> shifts) & 3).reshape(nb, 256)
+
+
+def _dequant_q2_k(raw, n):
+    # block_q2_K = { u8 scales[16]; u8 qs[64]; f16 d; f16 dmin; } -> 84 bytes, 16 groups of 16.
+    # Group g = e // 16: scale = scales[g] & 15, min = scales[g] >> 4;
+    # value = d * scale * q - dmin * min.
+    blocks = raw.reshape(-1, 84)
+    nb = blocks.shape[0]
+    sc = blocks[:, 0:16].astype(np.int32)
+    d = _f16_column(blocks, 80)
+    dmin = _f16_column(blocks, 82)
+    q = _two_bit_fields(blocks[:, 16:80]).reshape(nb, 16, 16).astype(np.float32)
+    dl = (d * (sc & 15).astype(np.float32))[:, :, None]
+    ml = (dmin * (sc >> 4).astype(np.float32))[:, :, None]
+    return (dl * q - ml).reshape(-1)
+
+
+def _dequant_q3_k(raw, n):
+    # block_q3_K = { u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d; } -> 110 bytes, 16 groups of 16.
+    # Low 2 bits as in Q2_K; element e = 128h + 32j + r takes bit (4h + j) of hmask[r] as its
+    # third bit, and the value is (low - (0 if that bit is set else 4)).
+    # Scales (ggml-quants.c, the kmask unpacking of the 12 bytes): scale i has its low 4 bits in
+    # the low nibble of byte i for i < 8, else the high nibble of byte i - 8; its high 2 bits are
+    # bits 2*(i // 4) of byte 8 + i % 4.  Multiplier = scale - 32; value = d * multiplier * q.
+    blocks = raw.reshape(-1, 110)
+    nb = blocks.shape[0]
+    hmask = blocks[:, 0:32].astype(np.int32)
+    low = _two_bit_fields(blocks[:, 32:96])
+    sb = blocks[:, 96:108].astype(np.int32)
+    d = _f16_column(blocks, 108)
+    i = np.arange(16)
+    low_sc = np.where(i < 8, sb[:, i % 8] & 0x0F, sb[:, i % 8] >> 4)
+    high_sc = (sb[:, 8 + i % 4] >> (2 * (i // 4))) & 3
+    mult = ((low_sc | (high_sc << 4)) - 32).astype(np.float32)       # (nb, 16)
+    e = np.arange(256)
+    h, j, r = e // 128, (e % 128) // 32, e % 32
+    bit = (hmask[:, r] >> (4 * h + j)) & 1                             # (nb, 256)
+    q = (low - np.where(bit == 1, 0, 4)).reshape(nb, 16, 16).astype(np.float32)
+    return ((d * mult)[:, :, None] * q).reshape(-1)
+
+
+def _dequant_q5_k(raw, n):
+    # block_q5_K = { f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; } -> 176 bytes.
+    # Scales/mins exactly as Q4_K (get_scale_min_k4).  Chunk c (64 outputs) uses qs[32c:32c+32]:
+    # low nibbles for sub-block 2c, high nibbles for 2c+1; element e's fifth bit is bit e // 32
+    # of qh[e % 32].  value = d * scale * q - dmin * min.
+    blocks = raw.reshape(-1, 176)
+    nb = blocks.shape[0]
+    d = _f16_column(blocks, 0)
+    dmin = _f16_column(blocks, 2)
+    scales, mins = _q4_k_scales_mins(blocks[:, 4:16])
+    qh = blocks[:, 16:48].astype(np.int32)
+    qs = blocks[:, 48:176].reshape(nb, 4, 32)
+    nib = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(nb, 8, 32).astype(np.int32)
+    fifth = (qh[:, None, :] >> np.arange(8).reshape(1, 8, 1)) & 1     # (nb, 8, 32)
+    q = (nib | (fifth << 4)).astype(np.float32)
+    d_sub = (d * scales.astype(np.float32))[:, :, None]
+    m_sub = (dmin * mins.astype(np.float32))[:, :, None]
+    return (d_sub * q - m_sub).reshape(-1)
+
+
 # type id -> (elements per block, bytes per block, dequantiser)
 _TYPE_TABLE = {
     GGML_F32: (1, 4, _dequant_f32),
@@ -384,6 +527,14 @@ _TYPE_TABLE = {
     GGML_Q4_0: (32, 18, _dequant_q4_0),
     GGML_Q4_K: (QK_K, 144, _dequant_q4_k),
     GGML_Q6_K: (QK_K, 210, _dequant_q6_k),
+    GGML_Q4_1: (32, 20, _dequant_q4_1),
+    GGML_Q5_0: (32, 22, _dequant_q5_0),
+    GGML_Q5_1: (32, 24, _dequant_q5_1),
+    GGML_IQ4_NL: (32, 18, _dequant_iq4_nl),
+    GGML_Q2_K: (QK_K, 84, _dequant_q2_k),
+    GGML_Q3_K: (QK_K, 110, _dequant_q3_k),
+    GGML_Q5_K: (QK_K, 176, _dequant_q5_k),
+    GGML_IQ4_XS: (QK_K, 136, _dequant_iq4_xs),
 }
 
 
@@ -391,8 +542,8 @@ def tensor_nbytes(info):
     if info.ggml_type not in _TYPE_TABLE:
         raise UnsupportedTensorType(
             f"tensor {info.name!r}: ggml type {info.type_name} (id {info.ggml_type}) "
-            "is not supported by this reference (supported: F32, F16, BF16, Q8_0, "
-            "Q4_0, Q4_K, Q6_K)")
+            "is not supported by this reference (supported: "
+            + ", ".join(GGML_TYPE_NAMES[t] for t in sorted(_TYPE_TABLE)) + ")")
     block_elems, block_bytes, _ = _TYPE_TABLE[info.ggml_type]
     row = info.dims[0] if info.dims else 1
     if row % block_elems:

@@ -390,12 +390,123 @@ class TestContainer(TmpDirCase):
         write_gguf(p, [], [], version=1)
         with self.assertRaisesRegex(gr.GGUFError, "version"):
             gr.read_gguf(p)
-        write_gguf(p, [], [("q41", [32], 3, b"\0" * 20)])
-        with self.assertRaisesRegex(gr.UnsupportedTensorType, "Q4_1"):
+        write_gguf(p, [], [("iq2", [256], 16, b"\0" * 66)])
+        with self.assertRaisesRegex(gr.UnsupportedTensorType, "IQ2_XXS"):
             gr.read_gguf(p)
         write_gguf(p, [], [("t", [1000], gr.GGML_F32, b"\0" * 16)])
         with self.assertRaisesRegex(gr.GGUFError, "past the end"):
             gr.read_gguf(p)
+
+
+def _h(raw, off):
+    return float(np.frombuffer(bytes(raw[off:off + 2]), "<f2")[0])
+
+
+# Element-by-element decoders of the newer block types, written from the layout descriptions
+# (one element at a time, no NumPy tricks) to check the vectorised ones above.
+def slow_32(raw, gtype):
+    size = {gr.GGML_Q4_1: 20, gr.GGML_Q5_0: 22, gr.GGML_Q5_1: 24, gr.GGML_IQ4_NL: 18}[gtype]
+    out = []
+    for b in range(len(raw) // size):
+        blk = raw[b * size:(b + 1) * size]
+        d = _h(blk, 0)
+        m = _h(blk, 2) if gtype in (gr.GGML_Q4_1, gr.GGML_Q5_1) else 0.0
+        qs_at = {gr.GGML_Q4_1: 4, gr.GGML_Q5_0: 6, gr.GGML_Q5_1: 8, gr.GGML_IQ4_NL: 2}[gtype]
+        qh_at = {gr.GGML_Q5_0: 2, gr.GGML_Q5_1: 4}.get(gtype)
+        for e in range(32):
+            byte = blk[qs_at + e % 16]
+            q = (byte & 15) if e < 16 else (byte >> 4)
+            if qh_at is not None:
+                word = int.from_bytes(bytes(blk[qh_at:qh_at + 4]), "little")
+                q |= ((word >> e) & 1) << 4
+            if gtype == gr.GGML_Q5_0:
+                v = np.float32(d) * np.float32(q - 16)
+            elif gtype == gr.GGML_IQ4_NL:
+                v = np.float32(d) * gr.IQ4NL_LEVELS[q]
+            else:
+                v = np.float32(d) * np.float32(q) + np.float32(m)
+            out.append(v)
+    return np.array(out, dtype=np.float32)
+
+
+def slow_k(raw, gtype):
+    size = {gr.GGML_Q2_K: 84, gr.GGML_Q3_K: 110, gr.GGML_Q5_K: 176, gr.GGML_IQ4_XS: 136}[gtype]
+    out = []
+    for b in range(len(raw) // size):
+        blk = raw[b * size:(b + 1) * size]
+        for e in range(256):
+            h, j, r = e // 128, (e % 128) // 32, e % 32
+            if gtype == gr.GGML_Q2_K:
+                q = (blk[16 + 32 * h + r] >> (2 * j)) & 3
+                sc = blk[e // 16]
+                v = (np.float32(_h(blk, 80)) * np.float32(sc & 15)) * np.float32(q) - \
+                    np.float32(_h(blk, 82)) * np.float32(sc >> 4)
+            elif gtype == gr.GGML_Q3_K:
+                q = (blk[32 + 32 * h + r] >> (2 * j)) & 3
+                if not (blk[r] >> (4 * h + j)) & 1:
+                    q -= 4
+                i = e // 16
+                low = blk[96 + i] & 15 if i < 8 else blk[96 + i - 8] >> 4
+                high = (blk[96 + 8 + i % 4] >> (2 * (i // 4))) & 3
+                v = (np.float32(_h(blk, 108)) * np.float32((low | (high << 4)) - 32)) * np.float32(q)
+            elif gtype == gr.GGML_Q5_K:
+                sub = e // 32
+                sc, mn = slow_scale_min_k4(blk[4:16], sub)
+                byte = blk[48 + 32 * (sub // 2) + r]
+                q = (byte & 15) if sub % 2 == 0 else (byte >> 4)
+                q |= ((blk[16 + r] >> sub) & 1) << 4
+                v = (np.float32(_h(blk, 0)) * np.float32(sc)) * np.float32(q) - \
+                    np.float32(_h(blk, 2)) * np.float32(mn)
+            else:  # IQ4_XS
+                sub = e // 32
+                low = (blk[4 + sub // 2] >> (4 * (sub % 2))) & 15
+                high = (int.from_bytes(bytes(blk[2:4]), "little") >> (2 * sub)) & 3
+                byte = blk[8 + 16 * sub + (e % 32) % 16]
+                idx = (byte & 15) if e % 32 < 16 else (byte >> 4)
+                v = (np.float32(_h(blk, 0)) * np.float32((low | (high << 4)) - 32)) * gr.IQ4NL_LEVELS[idx]
+            out.append(v)
+    return np.array(out, dtype=np.float32)
+
+
+def slow_scale_min_k4(sc, j):
+    if j < 4:
+        return sc[j] & 63, sc[j + 4] & 63
+    return (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4), (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
+
+
+class TestNewerBlockTypes(unittest.TestCase):
+    TYPES = (  # type, block bytes, block elements, offsets of f16 fields
+        (gr.GGML_Q4_1, 20, 32, (0, 2)), (gr.GGML_Q5_0, 22, 32, (0,)), (gr.GGML_Q5_1, 24, 32, (0, 2)),
+        (gr.GGML_IQ4_NL, 18, 32, (0,)), (gr.GGML_Q2_K, 84, 256, (80, 82)), (gr.GGML_Q3_K, 110, 256, (108,)),
+        (gr.GGML_Q5_K, 176, 256, (0, 2)), (gr.GGML_IQ4_XS, 136, 256, (0,)))
+
+    def test_random_blocks_match_element_by_element_decoding(self):
+        rng = np.random.default_rng(7)
+        for gtype, size, elems, f16_at in self.TYPES:
+            nb = 5
+            raw = bytearray(rng.integers(0, 256, nb * size, dtype=np.uint8).tobytes())
+            for b in range(nb):
+                for off in f16_at:
+                    raw[b * size + off:b * size + off + 2] = f16_bytes(rng.uniform(-2, 2))
+            got = gr.dequantize(np.frombuffer(bytes(raw), np.uint8), gtype, nb * elems)
+            slow = slow_32 if elems == 32 else slow_k
+            np.testing.assert_array_equal(got, slow(raw, gtype), err_msg=gr.GGML_TYPE_NAMES[gtype])
+
+    def test_hand_stated_values(self):
+        # Q5_0, d = 0.5, nibbles 0, only bit 17 of qh set: element 17 is (16 - 16) * 0.5 = 0, the
+        # rest (0 - 16) * 0.5 = -8.
+        got = gr.dequantize(np.frombuffer(f16_bytes(0.5) + b"\0\0\x02\0" + b"\0" * 16, np.uint8), gr.GGML_Q5_0, 32)
+        self.assertEqual(got[17], 0.0)
+        self.assertEqual(got[16], -8.0)
+        # IQ4_NL, d = 2, byte 0 = 0xF0: element 0 is 2 * -127, element 16 is 2 * 113.
+        got = gr.dequantize(np.frombuffer(f16_bytes(2.0) + b"\xf0" + b"\x88" * 15, np.uint8), gr.GGML_IQ4_NL, 32)
+        self.assertEqual(got[0], -254.0)
+        self.assertEqual(got[16], 226.0)
+        self.assertEqual(got[1], 2.0)
+        # Q2_K: every scale byte 0x12 (scale 2, min 1), d = 1, dmin = 0.5, every quant 3:
+        # 1 * 2 * 3 - 0.5 * 1 = 5.5.
+        raw = b"\x12" * 16 + b"\xff" * 64 + f16_bytes(1.0) + f16_bytes(0.5)
+        np.testing.assert_array_equal(gr.dequantize(np.frombuffer(raw, np.uint8), gr.GGML_Q2_K, 256), [5.5] * 256)
 
 
 class TestDequant(TmpDirCase):

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 
 #include "apps/darkbloom/commands.h"
@@ -15,6 +16,7 @@ namespace {
 
 struct BenchArgs {
   engine::EngineOptions engine;
+  std::vector<std::string> models;
   std::string threads = "0";
   std::string batches = "1";
   engine::EngineBenchOptions bench;
@@ -42,6 +44,7 @@ Result<std::vector<int>> parse_list(const std::string& text, const char* flag, i
 }
 
 struct Measured {
+  std::string model;  // the file's name
   engine::EngineBenchResult result;
   double bandwidth_gb_per_s = 0;  // measured right before this thread count's runs
   double fma_gflops = 0;
@@ -62,15 +65,16 @@ std::string to_json(const std::vector<Measured>& rows) {
     const auto& m = rows[i];
     const auto& r = m.result;
     out += fmt::format(
-        "{}{{\"threads\":{},\"batch\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"ttft_ms\":{:.3f},"
+        "{}{{\"model\":{},\"threads\":{},\"batch\":{},\"prompt_tokens\":{},\"gen_tokens\":{},\"ttft_ms\":{:.3f},"
         "\"busy_ttft_ms\":{:.3f},\"prefill_tokens_per_second\":{:.3f},\"decode_tokens_per_second\":{:.3f},"
         "\"aggregate_decode_tokens_per_second\":{:.3f},\"weight_bytes_per_token\":{},"
         "\"decode_weight_gb_per_second\":{:.3f},\"memory_bandwidth_gb_per_second\":{:.3f},\"bandwidth_share\":{:.4f},"
         "\"matmul_parameters\":{},\"prefill_gflops\":{:.3f},\"fma_peak_gflops\":{:.3f},\"fma_share\":{:.4f}}}",
-        i ? "," : "", r.threads, r.batch, r.prompt_tokens, r.gen_tokens, r.time_to_first_token_ms, r.busy_ttft_ms,
-        r.prefill_tokens_per_second, r.decode_tokens_per_second, r.aggregate_decode_tokens_per_second,
-        r.weight_bytes_per_token, r.decode_weight_gigabytes_per_second, m.bandwidth_gb_per_s, m.bandwidth_share(),
-        m.matmul_parameters, m.prefill_gflops(), m.fma_gflops, m.fma_share());
+        i ? "," : "", json::dump(json::bj::value(m.model)), r.threads, r.batch, r.prompt_tokens, r.gen_tokens,
+        r.time_to_first_token_ms, r.busy_ttft_ms, r.prefill_tokens_per_second, r.decode_tokens_per_second,
+        r.aggregate_decode_tokens_per_second, r.weight_bytes_per_token, r.decode_weight_gigabytes_per_second,
+        m.bandwidth_gb_per_s, m.bandwidth_share(), m.matmul_parameters, m.prefill_gflops(), m.fma_gflops,
+        m.fma_share());
   }
   return out + "]";
 }
@@ -84,61 +88,70 @@ int run_bench(const BenchArgs& args) {
   bench.batch_sizes = *batches;
   const int largest = *std::max_element(batches->begin(), batches->end());
   std::vector<Measured> rows;
-  for (int threads : *thread_counts) {
-    engine::EngineOptions options = args.engine;
-    options.threads = threads;
-    if (options.context == 0) options.context = bench.prompt_tokens + bench.gen_tokens;
-    options.max_batch = std::max(options.max_batch, largest);
-    auto loaded = engine::Engine::load(options);
-    if (!loaded) return fail(loaded.error().message);
-    engine::Engine& engine = **loaded;
-    if (!args.json) {
-      std::fprintf(stderr, "%s",
-                   fmt::format("benchmarking with {} threads ({} kernels, {} KV)...\n", engine.threads(),
-                               engine.kernels_name(), args.engine.kv_type)
-                       .c_str());
-    }
-    // The machine's limits, measured now with as many threads (it is shared and drifts).
-    ThreadPool pool(engine.threads());
-    const double fma = engine::measure_fma_gflops(pool);
-    double bandwidth = engine::measure_read_bandwidth(pool);
-    auto results = engine::run_engine_bench(engine, bench, [&](int done, int total) {
-      if (!args.json) std::fprintf(stderr, "  %d/%d\n", done, total);
-    });
-    if (!results) return fail(results.error().message);
-    // Again after the runs; the median of the two stands for the decode's conditions.
-    bandwidth = (bandwidth + engine::measure_read_bandwidth(pool)) / 2.0;
-    for (const auto& result : *results) {
-      rows.push_back({result, bandwidth, fma, engine::matmul_parameters(engine.model_config())});
+  for (const std::string& model : args.models) {
+    for (int threads : *thread_counts) {
+      engine::EngineOptions options = args.engine;
+      options.model_path = model;
+      options.threads = threads;
+      if (options.context == 0) options.context = bench.prompt_tokens + bench.gen_tokens;
+      options.max_batch = std::max(options.max_batch, largest);
+      auto loaded = engine::Engine::load(options);
+      if (!loaded) return fail(loaded.error().message);
+      engine::Engine& engine = **loaded;
+      if (!args.json) {
+        std::fprintf(stderr, "%s",
+                     fmt::format("benchmarking {} with {} threads ({} kernels, {} KV)...\n", model, engine.threads(),
+                                 engine.kernels_name(), args.engine.kv_type)
+                         .c_str());
+      }
+      // The machine's limits, measured now with as many threads (it is shared and drifts).
+      ThreadPool pool(engine.threads());
+      const double fma = engine::measure_fma_gflops(pool);
+      double bandwidth = engine::measure_read_bandwidth(pool);
+      auto results = engine::run_engine_bench(engine, bench, [&](int done, int total) {
+        if (!args.json) std::fprintf(stderr, "  %d/%d\n", done, total);
+      });
+      if (!results) return fail(results.error().message);
+      // Again after the runs; the median of the two stands for the decode's conditions.
+      bandwidth = (bandwidth + engine::measure_read_bandwidth(pool)) / 2.0;
+      const std::string name = std::filesystem::path(model).filename().string();
+      for (const auto& result : *results) {
+        rows.push_back({name, result, bandwidth, fma, engine::matmul_parameters(engine.model_config())});
+      }
     }
   }
   if (args.json) {
     std::printf("%s\n", to_json(rows).c_str());
     return 0;
   }
-  std::printf("%s", fmt::format("{:>7} | {:>5} | {:>6} | {:>4} | {:>9} | {:>10} | {:>11} | {:>10} | {:>10} | {:>12}\n",
-                                "threads", "batch", "prompt", "gen", "TTFT ms", "busy TTFT", "prefill t/s",
-                                "decode t/s", "aggregate", "weights GB/s")
+  size_t name_width = 5;
+  for (const auto& m : rows) name_width = std::max(name_width, m.model.size());
+  std::printf("%s", fmt::format("{:<{}} | {:>7} | {:>5} | {:>6} | {:>4} | {:>9} | {:>10} | {:>11} | {:>10} | {:>10} | "
+                                "{:>12} | {:>7} | {:>9}\n",
+                                "model", name_width, "threads", "batch", "prompt", "gen", "TTFT ms", "busy TTFT",
+                                "prefill t/s", "decode t/s", "aggregate", "weights GB/s", "of BW", "of FMA")
                         .c_str());
   for (const auto& m : rows) {
     const auto& r = m.result;
-    std::printf("%s", fmt::format("{:>7} | {:>5} | {:>6} | {:>4} | {:>9.1f} | {:>10.1f} | {:>11.1f} | {:>10.2f} | "
-                                  "{:>10.2f} | {:>12.2f}\n",
-                                  r.threads, r.batch, r.prompt_tokens, r.gen_tokens, r.time_to_first_token_ms,
-                                  r.busy_ttft_ms, r.prefill_tokens_per_second, r.decode_tokens_per_second,
-                                  r.aggregate_decode_tokens_per_second, r.decode_weight_gigabytes_per_second)
+    std::printf("%s", fmt::format("{:<{}} | {:>7} | {:>5} | {:>6} | {:>4} | {:>9.1f} | {:>10.1f} | {:>11.1f} | "
+                                  "{:>10.2f} | {:>10.2f} | {:>12.2f} | {:>6.0f}% | {:>8.1f}%\n",
+                                  m.model, name_width, r.threads, r.batch, r.prompt_tokens, r.gen_tokens,
+                                  r.time_to_first_token_ms, r.busy_ttft_ms, r.prefill_tokens_per_second,
+                                  r.decode_tokens_per_second, r.aggregate_decode_tokens_per_second,
+                                  r.decode_weight_gigabytes_per_second, 100 * m.bandwidth_share(), 100 * m.fma_share())
                           .c_str());
   }
   for (const auto& m : rows) {
     if (m.result.batch != rows.front().result.batch) continue;
     std::printf(
-        "%s", fmt::format("threads {}: {:.1f} MB of weights per decode step; memory bandwidth {:.1f} GB/s, batch-{} "
-                          "decode at {:.0f}% of it; fp32 FMA peak {:.1f} GFLOP/s, prefill at {:.1f} GFLOP/s "
-                          "({:.0f}%, 2 x {:.1f}M matrix parameters per token)\n",
-                          m.result.threads, m.result.weight_bytes_per_token / 1e6, m.bandwidth_gb_per_s, m.result.batch,
-                          100 * m.bandwidth_share(), m.fma_gflops, m.prefill_gflops(), 100 * m.fma_share(),
-                          m.matmul_parameters / 1e6)
-                  .c_str());
+        "%s",
+        fmt::format("{}, threads {}: {:.1f} MB of weights per decode step; memory bandwidth {:.1f} GB/s, batch-{} "
+                    "decode at {:.0f}% of it; fp32 FMA peak {:.1f} GFLOP/s, prefill at {:.1f} GFLOP/s "
+                    "({:.0f}%, 2 x {:.1f}M matrix parameters per token)\n",
+                    m.model, m.result.threads, m.result.weight_bytes_per_token / 1e6, m.bandwidth_gb_per_s,
+                    m.result.batch, 100 * m.bandwidth_share(), m.fma_gflops, m.prefill_gflops(), 100 * m.fma_share(),
+                    m.matmul_parameters / 1e6)
+            .c_str());
   }
   return 0;
 }
@@ -210,7 +223,9 @@ void register_bench(CLI::App& app, CommandRunner* runner) {
       "engine",
       "Time to first token, prefill and decode tokens/s of a model per batch size (greedy, medians), with the\n"
       "machine's memory bandwidth and fp32 FMA peak measured in the same run");
-  cmd->add_option("-m,--model", args->engine.model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("-m,--model", args->models, "GGUF model file; repeat the flag to measure several in one table")
+      ->required()
+      ->check(CLI::ExistingFile);
   cmd->add_option("-t,--threads", args->threads,
                   "comma-separated thread counts to measure, e.g. 1,2 (0 = one per core)")
       ->capture_default_str();

@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <map>
@@ -9,6 +10,7 @@
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model.h"
 #include "engine/model/model_synth.h"
+#include "engine/model/quant_recipe.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace darkbloom::apps {
@@ -160,8 +162,17 @@ void register_models(CLI::App& app, CommandRunner* runner) {
       ->capture_default_str();
   synth_cmd->add_option("--ctx", synth->context_length, "training context to record")->capture_default_str();
   synth_cmd->add_option("--rope-theta", synth->rope_theta, "RoPE base frequency")->capture_default_str();
-  synth_cmd->add_option("--type", synth->weight_type, "weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k or q4_k_m")
-      ->capture_default_str();
+  CLI::Option* type_option =
+      synth_cmd
+          ->add_option("--type", synth->weight_type,
+                       "one weight type for every matrix: " + engine::supported_ggml_type_names())
+          ->capture_default_str();
+  synth_cmd
+      ->add_option("--recipe", synth->recipe,
+                   "a quantization recipe instead of one type: each matrix gets the type llama-quantize gives\n"
+                   "it (" +
+                       fmt::format("{}", fmt::join(engine::quant_recipe_names(), ", ")) + "; see docs/engine.md)")
+      ->excludes(type_option);
   synth_cmd->add_flag("--tied", synth->tied_output, "share the embedding as the output matrix");
   synth_cmd->add_option("--seed", synth->seed, "random seed")->capture_default_str();
   synth_cmd->add_option("--name", synth->name, "general.name")->capture_default_str();

@@ -69,10 +69,28 @@ bool ggml_type_supported(GgmlType type) {
     case GgmlType::q4_0:
     case GgmlType::q4_k:
     case GgmlType::q6_k:
+    case GgmlType::q4_1:
+    case GgmlType::q5_0:
+    case GgmlType::q5_1:
+    case GgmlType::iq4_nl:
+    case GgmlType::q2_k:
+    case GgmlType::q3_k:
+    case GgmlType::q5_k:
+    case GgmlType::iq4_xs:
       return true;
     default:
       return false;
   }
+}
+
+std::string supported_ggml_type_names() {
+  std::string names;
+  for (const auto& entry : kTypes) {
+    if (!ggml_type_supported(entry.type)) continue;
+    if (!names.empty()) names += ", ";
+    names += entry.info.name;
+  }
+  return names;
 }
 
 std::optional<GgmlType> ggml_type_from_name(std::string_view name) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace darkbloom::engine {
@@ -53,8 +54,11 @@ struct GgmlTypeInfo {
 // Geometry of a type this build knows; nullopt for an unknown number.
 std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type);
 std::string_view ggml_type_name(GgmlType type);
-// Types the engine can compute with (dequantize and dot): F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+// Types the engine can compute with (dequantize and dot): F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS.
 bool ggml_type_supported(GgmlType type);
+// "f32, f16, bf16, q8_0, ...": the supported types, for messages.
+std::string supported_ggml_type_names();
 // Parses "q4_k" / "Q4_K" / "f16"...; nullopt if unknown.
 std::optional<GgmlType> ggml_type_from_name(std::string_view name);
 

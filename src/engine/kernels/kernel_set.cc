@@ -1,7 +1,9 @@
 #include "engine/kernels/kernel_set.h"
 
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "base/cpu_features.h"
 
@@ -13,46 +15,55 @@ const KernelSet* avx2_kernel_set_unchecked();
 // Defined in kernels_avx512.cc (AVX-512 F/BW/VL/VNNI enabled there).
 const KernelSet* avx512_kernel_set_unchecked();
 
-VecDotFn KernelSet::dot_for(GgmlType weight_type) const {
-  switch (weight_type) {
-    case GgmlType::f32:
-      return dot_f32;
-    case GgmlType::f16:
-      return dot_f16;
-    case GgmlType::bf16:
-      return dot_bf16;
-    case GgmlType::q8_0:
-      return dot_q8_0;
-    case GgmlType::q4_0:
-      return dot_q4_0;
-    case GgmlType::q4_k:
-      return dot_q4_k;
-    case GgmlType::q6_k:
-      return dot_q6_k;
-    default:
-      throw std::invalid_argument("no dot product for tensor type " + std::string(ggml_type_name(weight_type)));
+namespace {
+
+// The function a set keeps for a weight type (nullptr if none).
+template <class Fn>
+Fn for_type(GgmlType type, std::initializer_list<std::pair<GgmlType, Fn>> table) {
+  for (const auto& [t, fn] : table) {
+    if (t == type) return fn;
   }
+  throw std::invalid_argument("no dot product for tensor type " + std::string(ggml_type_name(type)));
+}
+
+}  // namespace
+
+VecDotFn KernelSet::dot_for(GgmlType weight_type) const {
+  const VecDotFn fn = for_type<VecDotFn>(weight_type, {{GgmlType::f32, dot_f32},
+                                                       {GgmlType::f16, dot_f16},
+                                                       {GgmlType::bf16, dot_bf16},
+                                                       {GgmlType::q8_0, dot_q8_0},
+                                                       {GgmlType::q4_0, dot_q4_0},
+                                                       {GgmlType::q4_k, dot_q4_k},
+                                                       {GgmlType::q6_k, dot_q6_k},
+                                                       {GgmlType::q4_1, dot_q4_1},
+                                                       {GgmlType::q5_0, dot_q5_0},
+                                                       {GgmlType::q5_1, dot_q5_1},
+                                                       {GgmlType::iq4_nl, dot_iq4_nl},
+                                                       {GgmlType::q2_k, dot_q2_k},
+                                                       {GgmlType::q3_k, dot_q3_k},
+                                                       {GgmlType::q5_k, dot_q5_k},
+                                                       {GgmlType::iq4_xs, dot_iq4_xs}});
+  return fn != nullptr || float_activations || this == &scalar_kernels() ? fn : scalar_kernels().dot_for(weight_type);
 }
 
 DotRowsFn KernelSet::rows_for(GgmlType weight_type) const {
-  switch (weight_type) {
-    case GgmlType::f32:
-      return rows_f32;
-    case GgmlType::f16:
-      return rows_f16;
-    case GgmlType::bf16:
-      return rows_bf16;
-    case GgmlType::q8_0:
-      return rows_q8_0;
-    case GgmlType::q4_0:
-      return rows_q4_0;
-    case GgmlType::q4_k:
-      return rows_q4_k;
-    case GgmlType::q6_k:
-      return rows_q6_k;
-    default:
-      throw std::invalid_argument("no dot product for tensor type " + std::string(ggml_type_name(weight_type)));
-  }
+  const DotRowsFn fn = for_type<DotRowsFn>(weight_type, {{GgmlType::f32, rows_f32},
+                                                         {GgmlType::f16, rows_f16},
+                                                         {GgmlType::bf16, rows_bf16},
+                                                         {GgmlType::q8_0, rows_q8_0},
+                                                         {GgmlType::q4_0, rows_q4_0},
+                                                         {GgmlType::q4_k, rows_q4_k},
+                                                         {GgmlType::q6_k, rows_q6_k},
+                                                         {GgmlType::q4_1, rows_q4_1},
+                                                         {GgmlType::q5_0, rows_q5_0},
+                                                         {GgmlType::q5_1, rows_q5_1},
+                                                         {GgmlType::iq4_nl, rows_iq4_nl},
+                                                         {GgmlType::q2_k, rows_q2_k},
+                                                         {GgmlType::q3_k, rows_q3_k},
+                                                         {GgmlType::q5_k, rows_q5_k},
+                                                         {GgmlType::iq4_xs, rows_iq4_xs}});
+  return fn != nullptr || float_activations || this == &scalar_kernels() ? fn : scalar_kernels().rows_for(weight_type);
 }
 
 PackRowsFn KernelSet::pack_for(GgmlType weight_type) const {
@@ -80,6 +91,7 @@ PackedDotFn KernelSet::packed_for(GgmlType weight_type) const {
 void KernelSet::quantize_activation(ActivationFormat format, const float* src, void* dst, int64_t n) const {
   switch (format) {
     case ActivationFormat::f32:
+    case ActivationFormat::q8_1:
       quantize_activation_row(format, src, dst, n);
       return;
     case ActivationFormat::q8_0:

@@ -54,6 +54,17 @@ struct KernelSet {
   VecDotFn dot_q4_0 = nullptr;
   VecDotFn dot_q4_k = nullptr;
   VecDotFn dot_q6_k = nullptr;
+  // The types below: an integer set may leave them out (nullptr), and then the scalar set's kernels
+  // serve, since their activation formats (q8_1, q8_k) are the same bytes in every set. The float
+  // set must have them all.
+  VecDotFn dot_q4_1 = nullptr;
+  VecDotFn dot_q5_0 = nullptr;
+  VecDotFn dot_q5_1 = nullptr;
+  VecDotFn dot_iq4_nl = nullptr;
+  VecDotFn dot_q2_k = nullptr;
+  VecDotFn dot_q3_k = nullptr;
+  VecDotFn dot_q5_k = nullptr;
+  VecDotFn dot_iq4_xs = nullptr;
   QuantizeActivationFn quantize_q8_0 = nullptr;
   QuantizeActivationFn quantize_q8_k = nullptr;
   // The "float" set keeps activations in f32 and dequantizes weights instead: slow, but free of
@@ -66,6 +77,14 @@ struct KernelSet {
   DotRowsFn rows_q4_0 = nullptr;
   DotRowsFn rows_q4_k = nullptr;
   DotRowsFn rows_q6_k = nullptr;
+  DotRowsFn rows_q4_1 = nullptr;
+  DotRowsFn rows_q5_0 = nullptr;
+  DotRowsFn rows_q5_1 = nullptr;
+  DotRowsFn rows_iq4_nl = nullptr;
+  DotRowsFn rows_q2_k = nullptr;
+  DotRowsFn rows_q3_k = nullptr;
+  DotRowsFn rows_q5_k = nullptr;
+  DotRowsFn rows_iq4_xs = nullptr;
   // The KV cache's F16 rows.
   F16ToF32Fn f16_to_f32 = nullptr;
   F32ToF16Fn f32_to_f16 = nullptr;

@@ -113,6 +113,145 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
   return sum;
 }
 
+// Q4_1 and Q5_1: sum((d q + m) a) = d * <q, a> + m * sum(a).
+template <class Block>
+float dot_affine(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const Block*>(w);
+  const auto* y = static_cast<const ActQ8_1*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int8_t q[32];
+    if constexpr (requires { x[b].qh; }) {
+      unpack_32_quants(x[b].qs, x[b].qh, q);
+    } else {
+      unpack_32_quants(x[b].qs, nullptr, q);
+    }
+    int isum = 0;
+    for (int i = 0; i < 32; ++i) isum += q[i] * y[b].qs[i];
+    sum += y[b].d *
+           (fp16_to_fp32(x[b].d) * static_cast<float>(isum) + fp16_to_fp32(x[b].m) * static_cast<float>(y[b].sum));
+  }
+  return sum;
+}
+
+float dot_q5_0(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ5_0*>(w);
+  const auto* y = static_cast<const ActQ8_1*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int8_t q[32];
+    unpack_32_quants(x[b].qs, x[b].qh, q);
+    int isum = 0;
+    for (int i = 0; i < 32; ++i) isum += q[i] * y[b].qs[i];
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum - 16 * y[b].sum);
+  }
+  return sum;
+}
+
+float dot_iq4_nl(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockIQ4_NL*>(w);
+  const auto* y = static_cast<const ActQ8_1*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int8_t q[32];
+    unpack_32_quants(x[b].qs, nullptr, q);
+    int isum = 0;
+    for (int i = 0; i < 32; ++i) isum += kIq4nlValues[q[i]] * y[b].qs[i];
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+// <q, a> over each group of `size` elements.
+template <int kGroups>
+void group_dots(const int8_t* q, const int8_t* act, int* out) {
+  constexpr int size = 256 / kGroups;
+  for (int g = 0; g < kGroups; ++g) {
+    int sum = 0;
+    for (int i = 0; i < size; ++i) sum += q[size * g + i] * act[size * g + i];
+    out[g] = sum;
+  }
+}
+
+float dot_q2_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ2_K*>(w);
+  const auto* y = static_cast<const ActQ8_K*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    int8_t q[256];
+    unpack_q2_k_quants(x[b], q);
+    int dots[16];
+    group_dots<16>(q, y[b].qs, dots);
+    int sum_q = 0, sum_mins = 0;
+    for (int g = 0; g < 16; ++g) {
+      sum_q += (x[b].scales[g] & 0x0F) * dots[g];
+      sum_mins += (x[b].scales[g] >> 4) * y[b].bsums[g];
+    }
+    sum += y[b].d *
+           (fp16_to_fp32(x[b].d) * static_cast<float>(sum_q) - fp16_to_fp32(x[b].dmin) * static_cast<float>(sum_mins));
+  }
+  return sum;
+}
+
+float dot_q3_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ3_K*>(w);
+  const auto* y = static_cast<const ActQ8_K*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    int8_t q[256];
+    unpack_q3_k_quants(x[b], q);
+    uint8_t scales[16];
+    unpack_q3_k_scales(x[b].scales, scales);
+    int dots[16];
+    group_dots<16>(q, y[b].qs, dots);
+    int isum = 0;
+    for (int g = 0; g < 16; ++g) isum += (scales[g] - 32) * dots[g];
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float dot_q5_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ5_K*>(w);
+  const auto* y = static_cast<const ActQ8_K*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    int8_t q[256];
+    unpack_q5_k_quants(x[b], q);
+    uint8_t scales[8], mins[8];
+    unpack_q4_k_scales(x[b].scales, scales, mins);
+    int dots[8];
+    group_dots<8>(q, y[b].qs, dots);
+    int sum_q = 0, sum_mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      sum_q += scales[j] * dots[j];
+      sum_mins += mins[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+    }
+    sum += y[b].d *
+           (fp16_to_fp32(x[b].d) * static_cast<float>(sum_q) - fp16_to_fp32(x[b].dmin) * static_cast<float>(sum_mins));
+  }
+  return sum;
+}
+
+float dot_iq4_xs(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockIQ4_XS*>(w);
+  const auto* y = static_cast<const ActQ8_K*>(a);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    int8_t q[256];
+    for (int j = 0; j < 8; ++j) {
+      unpack_32_quants(x[b].qs + 16 * j, nullptr, q + 32 * j);
+      for (int i = 0; i < 32; ++i) q[32 * j + i] = kIq4nlValues[q[32 * j + i]];
+    }
+    int dots[8];
+    group_dots<8>(q, y[b].qs, dots);
+    int isum = 0;
+    for (int j = 0; j < 8; ++j) isum += iq4_xs_scale(x[b], j) * dots[j];
+    sum += fp16_to_fp32(x[b].d) * y[b].d * static_cast<float>(isum);
+  }
+  return sum;
+}
+
 void quantize_q8_0(const float* src, void* dst, int64_t n) {
   quantize_activation_row(ActivationFormat::q8_0, src, dst, n);
 }
@@ -139,6 +278,10 @@ float dot_q4_k_float(int64_t n, const void* w, const void* a) {
 }
 float dot_q6_k_float(int64_t n, const void* w, const void* a) {
   return dot_dequantized(GgmlType::q6_k, n, w, a);
+}
+template <GgmlType kType>
+float dot_float(int64_t n, const void* w, const void* a) {
+  return dot_dequantized(kType, n, w, a);
 }
 
 // Several activation rows: one call of the single-row dot each, so identical by construction.
@@ -207,6 +350,14 @@ const KernelSet kFloat = {
     .dot_q4_0 = dot_q4_0_float,
     .dot_q4_k = dot_q4_k_float,
     .dot_q6_k = dot_q6_k_float,
+    .dot_q4_1 = dot_float<GgmlType::q4_1>,
+    .dot_q5_0 = dot_float<GgmlType::q5_0>,
+    .dot_q5_1 = dot_float<GgmlType::q5_1>,
+    .dot_iq4_nl = dot_float<GgmlType::iq4_nl>,
+    .dot_q2_k = dot_float<GgmlType::q2_k>,
+    .dot_q3_k = dot_float<GgmlType::q3_k>,
+    .dot_q5_k = dot_float<GgmlType::q5_k>,
+    .dot_iq4_xs = dot_float<GgmlType::iq4_xs>,
     .quantize_q8_0 = quantize_q8_0,
     .quantize_q8_k = quantize_q8_k,
     .float_activations = true,
@@ -217,6 +368,14 @@ const KernelSet kFloat = {
     .rows_q4_0 = rows_by_dot<dot_q4_0_float>,
     .rows_q4_k = rows_by_dot<dot_q4_k_float>,
     .rows_q6_k = rows_by_dot<dot_q6_k_float>,
+    .rows_q4_1 = rows_by_dot<dot_float<GgmlType::q4_1>>,
+    .rows_q5_0 = rows_by_dot<dot_float<GgmlType::q5_0>>,
+    .rows_q5_1 = rows_by_dot<dot_float<GgmlType::q5_1>>,
+    .rows_iq4_nl = rows_by_dot<dot_float<GgmlType::iq4_nl>>,
+    .rows_q2_k = rows_by_dot<dot_float<GgmlType::q2_k>>,
+    .rows_q3_k = rows_by_dot<dot_float<GgmlType::q3_k>>,
+    .rows_q5_k = rows_by_dot<dot_float<GgmlType::q5_k>>,
+    .rows_iq4_xs = rows_by_dot<dot_float<GgmlType::iq4_xs>>,
     .f16_to_f32 = f16_to_f32,
     .f32_to_f16 = f32_to_f16,
     .scores_f32 = scores_rows<float, load_f32>,
@@ -235,6 +394,14 @@ const KernelSet kScalar = {
     .dot_q4_0 = dot_q4_0,
     .dot_q4_k = dot_q4_k,
     .dot_q6_k = dot_q6_k,
+    .dot_q4_1 = dot_affine<BlockQ4_1>,
+    .dot_q5_0 = dot_q5_0,
+    .dot_q5_1 = dot_affine<BlockQ5_1>,
+    .dot_iq4_nl = dot_iq4_nl,
+    .dot_q2_k = dot_q2_k,
+    .dot_q3_k = dot_q3_k,
+    .dot_q5_k = dot_q5_k,
+    .dot_iq4_xs = dot_iq4_xs,
     .quantize_q8_0 = quantize_q8_0,
     .quantize_q8_k = quantize_q8_k,
     .rows_f32 = rows_by_dot<dot_f32>,
@@ -244,6 +411,14 @@ const KernelSet kScalar = {
     .rows_q4_0 = rows_by_dot<dot_q4_0>,
     .rows_q4_k = rows_by_dot<dot_q4_k>,
     .rows_q6_k = rows_by_dot<dot_q6_k>,
+    .rows_q4_1 = rows_by_dot<dot_affine<BlockQ4_1>>,
+    .rows_q5_0 = rows_by_dot<dot_q5_0>,
+    .rows_q5_1 = rows_by_dot<dot_affine<BlockQ5_1>>,
+    .rows_iq4_nl = rows_by_dot<dot_iq4_nl>,
+    .rows_q2_k = rows_by_dot<dot_q2_k>,
+    .rows_q3_k = rows_by_dot<dot_q3_k>,
+    .rows_q5_k = rows_by_dot<dot_q5_k>,
+    .rows_iq4_xs = rows_by_dot<dot_iq4_xs>,
     .f16_to_f32 = f16_to_f32,
     .f32_to_f16 = f32_to_f16,
     .scores_f32 = scores_rows<float, load_f32>,

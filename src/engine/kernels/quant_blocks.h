@@ -50,12 +50,101 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210);
 
+// Q4_1: value = d * nibble + m, nibbles placed as in Q4_0.
+struct BlockQ4_1 {
+  uint16_t d;  // fp16 scale
+  uint16_t m;  // fp16 offset (the block's minimum)
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ4_1) == 20);
+
+// Q5_0: value = d * (q - 16) with q a 5-bit number: its low 4 bits are placed as Q4_0's nibbles,
+// and its top bit for element i is bit i of qh (read as a little-endian 32-bit word).
+struct BlockQ5_0 {
+  uint16_t d;  // fp16 scale
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ5_0) == 22);
+
+// Q5_1: value = d * q + m, q as in Q5_0.
+struct BlockQ5_1 {
+  uint16_t d;  // fp16 scale
+  uint16_t m;  // fp16 offset
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ5_1) == 24);
+
+// IQ4_NL: value = d * kIq4nlValues[nibble], nibbles placed as in Q4_0.
+struct BlockIQ4_NL {
+  uint16_t d;  // fp16 scale
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockIQ4_NL) == 18);
+
+// The 16 levels of IQ4_NL and IQ4_XS: a non-uniform grid denser near zero.
+inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// Q2_K: 16 groups of 16; value = d * (scales[g] & 15) * q - dmin * (scales[g] >> 4), q 2 bits.
+// Element e (h = e / 128, j = e % 128 / 32, r = e % 32) is bits 2j..2j+1 of qs[32h + r]; its
+// group is e / 16.
+struct BlockQ2_K {
+  uint8_t scales[16];
+  uint8_t qs[64];
+  uint16_t d;     // fp16 super-scale of the scales
+  uint16_t dmin;  // fp16 super-scale of the mins
+};
+static_assert(sizeof(BlockQ2_K) == 84);
+
+// Q3_K: 16 groups of 16; value = d * (scale[g] - 32) * (q - 4), q = 2 low bits + 4 * high bit.
+// The low bits are placed as Q2_K's; the high bit of element e is bit (4h + j) of hmask[r]. The
+// 16 six-bit scales are packed in 12 bytes (see unpack_q3_k_scales).
+struct BlockQ3_K {
+  uint8_t hmask[32];
+  uint8_t qs[64];
+  uint8_t scales[12];
+  uint16_t d;  // fp16
+};
+static_assert(sizeof(BlockQ3_K) == 110);
+
+// Q5_K: Q4_K with a fifth bit: value = d * scale[j] * q - dmin * min[j], q = nibble + 16 * bit,
+// nibbles placed as Q4_K's, and the high bit of element e is bit e / 32 of qh[e % 32].
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];  // as Q4_K's
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+static_assert(sizeof(BlockQ5_K) == 176);
+
+// IQ4_XS: 8 sub-blocks of 32; value = d * (ls[j] - 32) * kIq4nlValues[nibble], with ls[j] six bits:
+// low 4 from scales_l[j / 2] (low nibble for even j), high 2 from bits 2j..2j+1 of scales_h.
+// Sub-block j's nibbles are qs[16j .. 16j + 15], placed as Q4_0's.
+struct BlockIQ4_XS {
+  uint16_t d;  // fp16
+  uint16_t scales_h;
+  uint8_t scales_l[4];
+  uint8_t qs[128];
+};
+static_assert(sizeof(BlockIQ4_XS) == 136);
+
 // Activation block for Q8_0 and Q4_0 weights: 32 values, float scale.
 struct ActQ8_0 {
   float d;
   int8_t qs[32];
 };
 static_assert(sizeof(ActQ8_0) == 36);
+
+// Activation block for the 32-element types with an offset or a non-uniform grid (Q4_1, Q5_0,
+// Q5_1, IQ4_NL): an ActQ8_0 with the sum of its quants. Every set stores it this way.
+struct ActQ8_1 {
+  float d;
+  int32_t sum;
+  int8_t qs[32];
+};
+static_assert(sizeof(ActQ8_1) == 40);
 
 // Activation block for K-quant weights: 256 values, float scale, and the sum of each group of 16
 // quants (what the Q4_K mins and the Q6_K offset of 32 are multiplied with).
@@ -85,6 +174,66 @@ inline void pack_q4_k_scales(const uint8_t* scales, const uint8_t* mins, uint8_t
     packed[j] = static_cast<uint8_t>((scales[j] & 63) | ((scales[j + 4] >> 4) << 6));
     packed[j + 4] = static_cast<uint8_t>((mins[j] & 63) | ((mins[j + 4] >> 4) << 6));
     packed[j + 8] = static_cast<uint8_t>((scales[j + 4] & 0x0F) | ((mins[j + 4] & 0x0F) << 4));
+  }
+}
+
+// Unpacks the 16 six-bit scales of a Q3_K block (stored plus 32). Scale i has its low 4 bits in
+// the low nibble of byte i (i < 8) or the high nibble of byte i - 8, and its top 2 bits at bits
+// 2 * (i / 4) of byte 8 + i % 4.
+inline void unpack_q3_k_scales(const uint8_t* packed, uint8_t* scales) {
+  for (int i = 0; i < 16; ++i) {
+    const int low = i < 8 ? packed[i] & 0x0F : packed[i - 8] >> 4;
+    const int high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
+    scales[i] = static_cast<uint8_t>(low | (high << 4));
+  }
+}
+
+inline void pack_q3_k_scales(const uint8_t* scales, uint8_t* packed) {
+  for (int i = 0; i < 12; ++i) packed[i] = 0;
+  for (int i = 0; i < 16; ++i) {
+    packed[i % 8] = static_cast<uint8_t>(packed[i % 8] | ((scales[i] & 0x0F) << (i < 8 ? 0 : 4)));
+    packed[8 + i % 4] = static_cast<uint8_t>(packed[8 + i % 4] | ((scales[i] >> 4) << (2 * (i / 4))));
+  }
+}
+
+inline int iq4_xs_scale(const BlockIQ4_XS& block, int j) {
+  const int low = (block.scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
+  const int high = (block.scales_h >> (2 * j)) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// The 32 quants of a Q4_0-placed block (Q4_1, IQ4_NL indices), plus 16 * the fifth bit from the
+// little-endian word qh when there is one (Q5_0, Q5_1).
+inline void unpack_32_quants(const uint8_t* qs, const uint8_t* qh, int8_t* q) {
+  uint32_t high = 0;
+  if (qh != nullptr) high = qh[0] | (qh[1] << 8) | (qh[2] << 16) | (static_cast<uint32_t>(qh[3]) << 24);
+  for (int i = 0; i < 16; ++i) {
+    q[i] = static_cast<int8_t>((qs[i] & 0x0F) | (((high >> i) & 1) << 4));
+    q[i + 16] = static_cast<int8_t>((qs[i] >> 4) | (((high >> (i + 16)) & 1) << 4));
+  }
+}
+
+// The 256 two-bit quants of a Q2_K block, 0..3.
+inline void unpack_q2_k_quants(const BlockQ2_K& block, int8_t* q) {
+  for (int e = 0; e < 256; ++e) q[e] = static_cast<int8_t>((block.qs[e / 128 * 32 + e % 32] >> (e % 128 / 32 * 2)) & 3);
+}
+
+// The 256 quants of a Q3_K block, -4..3.
+inline void unpack_q3_k_quants(const BlockQ3_K& block, int8_t* q) {
+  for (int e = 0; e < 256; ++e) {
+    const int h = e / 128, j = e % 128 / 32, r = e % 32;
+    const int low = (block.qs[32 * h + r] >> (2 * j)) & 3;
+    const int high = (block.hmask[r] >> (4 * h + j)) & 1;
+    q[e] = static_cast<int8_t>(low + 4 * high - 4);
+  }
+}
+
+// The 256 quants of a Q5_K block, 0..31.
+inline void unpack_q5_k_quants(const BlockQ5_K& block, int8_t* q) {
+  for (int e = 0; e < 256; ++e) {
+    const int j = e / 32, r = e % 32;
+    q[e] =
+        static_cast<int8_t>(((block.qs[32 * (j / 2) + r] >> (4 * (j % 2))) & 0x0F) | (((block.qh[r] >> j) & 1) << 4));
   }
 }
 

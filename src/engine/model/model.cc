@@ -61,9 +61,9 @@ class TensorLoader {
 
   Status check_type(const GgufTensorInfo& tensor) const {
     if (ggml_type_supported(tensor.type)) return {};
-    return make_error(Errc::unsupported, fmt::format("{}: tensor '{}' has type {}, which this engine does not support "
-                                                     "(supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
-                                                     file_.name(), tensor.name, ggml_type_name(tensor.type)));
+    return make_error(Errc::unsupported,
+                      fmt::format("{}: tensor '{}' has type {}, which this engine does not support (supported: {})",
+                                  file_.name(), tensor.name, ggml_type_name(tensor.type), supported_ggml_type_names()));
   }
 
   const GgufFile& file_;

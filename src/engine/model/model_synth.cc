@@ -1,12 +1,15 @@
 #include "engine/model/model_synth.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "engine/gguf/gguf_writer.h"
 #include "engine/kernels/quantize.h"
+#include "engine/model/quant_recipe.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/vocabulary_spec.h"
 
@@ -71,13 +74,21 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
   if (o.n_ff < 32 || o.n_ff % 32 != 0 || o.n_ff > 1 << 20) return fail("FFN width must be a positive multiple of 32");
   if (o.context_length < 16 || o.context_length > 1 << 22) return fail("context length must be between 16 and 4194304");
 
-  const bool q4_k_m = o.weight_type == "q4_k_m" || o.weight_type == "Q4_K_M";
-  GgmlType base_type = GgmlType::q4_k;
-  if (!q4_k_m) {
+  std::optional<QuantRecipe> recipe;
+  GgmlType base_type = GgmlType::q8_0;
+  if (!o.recipe.empty()) {
+    recipe = quant_recipe_from_name(o.recipe);
+    if (!recipe) {
+      return fail(fmt::format("recipe '{}' is unknown ({})", o.recipe, fmt::join(quant_recipe_names(), ", ")));
+    }
+  } else {
     const auto parsed = ggml_type_from_name(o.weight_type);
     if (!parsed || !ggml_type_supported(*parsed)) {
-      return fail(fmt::format("weight type '{}' is not supported (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m)",
-                              o.weight_type));
+      if (quant_recipe_from_name(o.weight_type)) {
+        return fail(fmt::format("'{}' is a recipe, not a weight type: use --recipe {}", o.weight_type,
+                                quant_recipe_name(*quant_recipe_from_name(o.weight_type))));
+      }
+      return fail(fmt::format("weight type '{}' is not supported ({})", o.weight_type, supported_ggml_type_names()));
     }
     base_type = *parsed;
   }
@@ -104,6 +115,7 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
   const std::string& arch = o.architecture;
   writer.add_metadata("general.architecture", gguf_string(arch));
   writer.add_metadata("general.name", gguf_string(o.name));
+  if (recipe) writer.add_metadata("general.file_type", gguf_u32(quant_recipe_file_type(*recipe)));
   writer.add_metadata(arch + ".context_length", gguf_u32(static_cast<uint32_t>(o.context_length)));
   writer.add_metadata(arch + ".embedding_length", gguf_u32(static_cast<uint32_t>(o.n_embd)));
   writer.add_metadata(arch + ".block_count", gguf_u32(static_cast<uint32_t>(o.n_layer)));
@@ -139,22 +151,23 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
   const int64_t q_width = static_cast<int64_t>(o.n_head) * head_dim;
   const int64_t kv_width = static_cast<int64_t>(o.n_head_kv) * head_dim;
   std::vector<TensorPlan> plan;
-  auto matrix = [&](std::string name, int64_t cols, int64_t rows, GgmlType type) {
-    plan.push_back({std::move(name), choose_type(type, cols), cols, rows, TensorPlan::Init::matrix});
+  const RecipeModel recipe_model{
+      .n_layer = o.n_layer, .n_head = o.n_head, .n_head_kv = o.n_head_kv, .has_output = !o.tied_output};
+  auto matrix = [&](std::string name, int64_t cols, int64_t rows) {
+    const GgmlType type =
+        recipe ? quant_recipe_tensor_type(*recipe, recipe_model, name, cols) : choose_type(base_type, cols);
+    plan.push_back({std::move(name), type, cols, rows, TensorPlan::Init::matrix});
   };
   auto vector = [&](std::string name, int64_t length, TensorPlan::Init init) {
     plan.push_back({std::move(name), GgmlType::f32, length, 1, init});
   };
-  const GgmlType high = q4_k_m ? GgmlType::q6_k : base_type;
-  matrix("token_embd.weight", o.n_embd, n_vocab, base_type);
+  matrix("token_embd.weight", o.n_embd, n_vocab);
   for (int l = 0; l < o.n_layer; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
-    // Q4_K_M gives the value projection and every other down projection more bits.
-    const bool more_bits = q4_k_m && (l % 2 == 0);
     vector(p + "attn_norm.weight", o.n_embd, TensorPlan::Init::norm);
-    matrix(p + "attn_q.weight", o.n_embd, q_width, base_type);
-    matrix(p + "attn_k.weight", o.n_embd, kv_width, base_type);
-    matrix(p + "attn_v.weight", o.n_embd, kv_width, q4_k_m ? high : base_type);
+    matrix(p + "attn_q.weight", o.n_embd, q_width);
+    matrix(p + "attn_k.weight", o.n_embd, kv_width);
+    matrix(p + "attn_v.weight", o.n_embd, kv_width);
     if (arch == "qwen2") {
       vector(p + "attn_q.bias", q_width, TensorPlan::Init::bias);
       vector(p + "attn_k.bias", kv_width, TensorPlan::Init::bias);
@@ -164,14 +177,14 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
       vector(p + "attn_q_norm.weight", head_dim, TensorPlan::Init::norm);
       vector(p + "attn_k_norm.weight", head_dim, TensorPlan::Init::norm);
     }
-    matrix(p + "attn_output.weight", q_width, o.n_embd, base_type);
+    matrix(p + "attn_output.weight", q_width, o.n_embd);
     vector(p + "ffn_norm.weight", o.n_embd, TensorPlan::Init::norm);
-    matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff, base_type);
-    matrix(p + "ffn_up.weight", o.n_embd, o.n_ff, base_type);
-    matrix(p + "ffn_down.weight", o.n_ff, o.n_embd, more_bits ? high : base_type);
+    matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff);
+    matrix(p + "ffn_up.weight", o.n_embd, o.n_ff);
+    matrix(p + "ffn_down.weight", o.n_ff, o.n_embd);
   }
   vector("output_norm.weight", o.n_embd, TensorPlan::Init::norm);
-  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab, high);
+  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab);
 
   for (const TensorPlan& t : plan) {
     std::vector<uint64_t> dims{static_cast<uint64_t>(t.cols)};

@@ -25,9 +25,11 @@ struct SynthOptions {
   int context_length = 4096;
   float rope_theta = 10000.0f;
   float rms_epsilon = 1e-6f;
-  // A tensor type, or "q4_k_m" (Q4_K with Q6_K for the output, attn_v and half the ffn_down,
-  // as Q4_K_M files are made).
+  // One tensor type for every matrix (rows that do not fill its blocks fall back to Q8_0 or F16)...
   std::string weight_type = "q8_0";
+  // ...or, when set, a quantization recipe ("Q4_K_M"; see quant_recipe.h), which gives each matrix
+  // the type the published quantizer would.
+  std::string recipe;
   bool tied_output = false;
   uint64_t seed = 1;
   std::string tokenizer_json;    // empty = synthetic byte-level vocabulary

@@ -15,8 +15,10 @@
 namespace darkbloom::engine::kernels {
 namespace {
 
-constexpr GgmlType kWeightTypes[] = {GgmlType::f32,  GgmlType::f16,  GgmlType::bf16, GgmlType::q8_0,
-                                     GgmlType::q4_0, GgmlType::q4_k, GgmlType::q6_k};
+constexpr GgmlType kWeightTypes[] = {GgmlType::f32,  GgmlType::f16,    GgmlType::bf16,  GgmlType::q8_0,
+                                     GgmlType::q4_0, GgmlType::q4_1,   GgmlType::q5_0,  GgmlType::q5_1,
+                                     GgmlType::q2_k, GgmlType::q3_k,   GgmlType::q4_k,  GgmlType::q5_k,
+                                     GgmlType::q6_k, GgmlType::iq4_nl, GgmlType::iq4_xs};
 
 std::vector<float> random_row(int64_t n, uint64_t seed, float scale = 1.0f) {
   std::mt19937_64 rng(seed);
@@ -90,8 +92,10 @@ TEST(Bf16, round_trip_keeps_the_top_bits_and_rounds_to_nearest_even) {
 TEST(Quantize, round_trip_error_is_within_each_formats_resolution) {
   const std::vector<float> row = random_row(1024, 11);
   const std::pair<GgmlType, double> bounds[] = {
-      {GgmlType::f32, 0.0},   {GgmlType::f16, 1e-3},  {GgmlType::bf16, 8e-3}, {GgmlType::q8_0, 0.01},
-      {GgmlType::q4_0, 0.15}, {GgmlType::q4_k, 0.15}, {GgmlType::q6_k, 0.04},
+      {GgmlType::f32, 0.0},   {GgmlType::f16, 1e-3},  {GgmlType::bf16, 8e-3},   {GgmlType::q8_0, 0.01},
+      {GgmlType::q4_0, 0.15}, {GgmlType::q4_k, 0.15}, {GgmlType::q6_k, 0.04},   {GgmlType::q4_1, 0.15},
+      {GgmlType::q5_0, 0.08}, {GgmlType::q5_1, 0.08}, {GgmlType::iq4_nl, 0.15}, {GgmlType::q2_k, 0.45},
+      {GgmlType::q3_k, 0.22}, {GgmlType::q5_k, 0.08}, {GgmlType::iq4_xs, 0.15},
   };
   for (const auto& [type, bound] : bounds) {
     std::vector<float> back(row.size());
@@ -119,6 +123,43 @@ TEST(Quantize, q4_k_scale_packing_round_trips_all_six_bit_values) {
       EXPECT_EQ(mins_back[j], mins[j]);
     }
   }
+}
+
+TEST(Quantize, q3_k_scale_packing_round_trips_all_six_bit_values) {
+  uint8_t scales[16], packed[12], back[16];
+  for (int base = 0; base < 64; base += 5) {
+    for (int i = 0; i < 16; ++i) scales[i] = static_cast<uint8_t>((base + 7 * i) % 64);
+    pack_q3_k_scales(scales, packed);
+    unpack_q3_k_scales(packed, back);
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(back[i], scales[i]) << base << " " << i;
+  }
+}
+
+// A hand-built Q5_0 block: all low nibbles 0, only bit 17 of qh set, so element 17 is q = 16 (value
+// 0) and every other element q = 0 (value -16 d).
+TEST(Quantize, q5_0_fifth_bit_of_element_i_is_bit_i_of_qh) {
+  BlockQ5_0 block{};
+  block.d = fp32_to_fp16(0.5f);
+  block.qh[2] = 0x02;  // bit 17 of the little-endian word
+  float out[32];
+  dequantize_row(GgmlType::q5_0, &block, out, 32);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(out[i], i == 17 ? 0.0f : -8.0f) << i;
+}
+
+// A hand-built IQ4_XS block: sub-block j has six-bit scale 8j + 5 (multiplier 8j - 27; the high
+// bits run through 0..3), every index 8 (level 1), d = 1: element e is 8 (e / 32) - 27.
+TEST(Quantize, iq4_xs_sub_block_scales_split_into_low_and_high_bits) {
+  BlockIQ4_XS block{};
+  block.d = fp32_to_fp16(1.0f);
+  for (int j = 0; j < 8; ++j) {
+    const int ls = 8 * j + 5;
+    block.scales_l[j / 2] = static_cast<uint8_t>(block.scales_l[j / 2] | ((ls & 0x0F) << (4 * (j % 2))));
+    block.scales_h = static_cast<uint16_t>(block.scales_h | ((ls >> 4) << (2 * j)));
+  }
+  for (auto& q : block.qs) q = 0x88;
+  float out[256];
+  dequantize_row(GgmlType::iq4_xs, &block, out, 256);
+  for (int e = 0; e < 256; ++e) EXPECT_EQ(out[e], static_cast<float>(8 * (e / 32) - 27)) << e;
 }
 
 // A hand-built Q4_0 block: byte 0 = 0x1E holds element 0 (0xE - 8 = 6) and element 16 (1 - 8 = -7).
@@ -164,6 +205,64 @@ TEST(Kernels, every_dot_product_approximates_the_exact_one) {
   }
 }
 
+// The activation row as the integer kernels see it (d * q per element).
+std::vector<float> activation_values(ActivationFormat format, const std::vector<uint8_t>& bytes, size_t n) {
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    switch (format) {
+      case ActivationFormat::f32:
+        std::memcpy(&out[i], bytes.data() + 4 * i, 4);
+        break;
+      case ActivationFormat::q8_0: {
+        const auto* b = reinterpret_cast<const ActQ8_0*>(bytes.data()) + i / 32;
+        out[i] = b->d * static_cast<float>(b->qs[i % 32]);
+        break;
+      }
+      case ActivationFormat::q8_1: {
+        const auto* b = reinterpret_cast<const ActQ8_1*>(bytes.data()) + i / 32;
+        out[i] = b->d * static_cast<float>(b->qs[i % 32]);
+        break;
+      }
+      case ActivationFormat::q8_k: {
+        const auto* b = reinterpret_cast<const ActQ8_K*>(bytes.data()) + i / 256;
+        out[i] = b->d * static_cast<float>(b->qs[i % 256]);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// The integer kernels against the dequantized weights times the rounded activations they were
+// given: the same real number, so any scale, offset or group mixed up shows.
+TEST(Kernels, integer_dot_products_equal_dequantized_weights_times_rounded_activations) {
+  const KernelSet& set = scalar_kernels();
+  for (GgmlType type : kWeightTypes) {
+    const auto geometry = ggml_type_info(static_cast<uint32_t>(type));
+    for (int64_t n : {256, 512, 768}) {
+      if (geometry->block_elements == 32 && n == 768) n = 288;  // rows that only 32-blocks fit
+      for (uint64_t seed = 0; seed < 8; ++seed) {
+        const std::vector<float> w = random_row(n, 300 + seed, 0.5f + static_cast<float>(seed));
+        const std::vector<float> x = random_row(n, 400 + seed, 1.0f + static_cast<float>(seed % 3));
+        const auto bytes = quantized(type, w);
+        std::vector<float> w_back(w.size());
+        dequantize_row(type, bytes.data(), w_back.data(), n);
+        const ActivationFormat format = set.activation_format_for(type);
+        std::vector<uint8_t> activation(activation_row_bytes(format, n));
+        set.quantize_activation(format, x.data(), activation.data(), n);
+        const std::vector<float> a = activation_values(format, activation, static_cast<size_t>(n));
+        double expected = 0, scale = 0;
+        for (size_t i = 0; i < w.size(); ++i) {
+          expected += static_cast<double>(w_back[i]) * a[i];
+          scale += std::fabs(static_cast<double>(w_back[i]) * a[i]);
+        }
+        EXPECT_NEAR(set.dot_for(type)(n, bytes.data(), activation.data()), expected, 1e-5 * scale)
+            << ggml_type_name(type) << " n=" << n << " seed=" << seed;
+      }
+    }
+  }
+}
+
 // The SIMD sets this CPU runs.
 std::vector<const KernelSet*> simd_sets() {
   std::vector<const KernelSet*> sets;
@@ -173,6 +272,8 @@ std::vector<const KernelSet*> simd_sets() {
   return sets;
 }
 
+// (Types a set has no kernels of use the scalar ones, so they match by construction here; the
+// activation bytes they are fed are checked below.)
 TEST(Kernels, simd_matches_scalar_for_every_weight_type) {
   if (simd_sets().empty()) GTEST_SKIP() << "no AVX2 on this CPU";
   for (const KernelSet* simd : simd_sets()) {
@@ -353,18 +454,36 @@ TEST(Kernels, avx512_activation_quantization_has_the_scalar_numbers_in_its_layou
   }
 }
 
+// Every set must write the scalar set's bytes for the formats it shares with it: q8_1 and q8_k in
+// every set (the scalar kernels of types a set lacks read them), q8_0 in all but avx512, which lays
+// it out its own way (checked above).
 TEST(Kernels, simd_activation_quantization_is_byte_identical_to_scalar) {
-  const KernelSet* simd = avx2_kernels();
-  if (simd == nullptr) GTEST_SKIP() << "no AVX2 on this CPU";
-  for (ActivationFormat format : {ActivationFormat::q8_0, ActivationFormat::q8_k}) {
-    for (uint64_t seed = 0; seed < 20; ++seed) {
-      std::vector<float> x = random_row(1024, seed, 0.01f + static_cast<float>(seed));
-      if (seed == 3) std::fill(x.begin(), x.begin() + 256, 0.0f);  // an all-zero block
-      std::vector<uint8_t> a(activation_row_bytes(format, 1024)), b(a.size());
-      scalar_kernels().quantize_activation(format, x.data(), a.data(), 1024);
-      simd->quantize_activation(format, x.data(), b.data(), 1024);
-      EXPECT_EQ(a, b) << "format " << static_cast<int>(format) << " seed " << seed;
+  if (simd_sets().empty()) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (const KernelSet* simd : simd_sets()) {
+    SCOPED_TRACE(simd->name);
+    for (ActivationFormat format : {ActivationFormat::q8_0, ActivationFormat::q8_1, ActivationFormat::q8_k}) {
+      if (format == ActivationFormat::q8_0 && simd == avx512_kernels()) continue;
+      for (uint64_t seed = 0; seed < 20; ++seed) {
+        std::vector<float> x = random_row(1024, seed, 0.01f + static_cast<float>(seed));
+        if (seed == 3) std::fill(x.begin(), x.begin() + 256, 0.0f);  // an all-zero block
+        std::vector<uint8_t> a(activation_row_bytes(format, 1024)), b(a.size());
+        scalar_kernels().quantize_activation(format, x.data(), a.data(), 1024);
+        simd->quantize_activation(format, x.data(), b.data(), 1024);
+        EXPECT_EQ(a, b) << "format " << static_cast<int>(format) << " seed " << seed;
+      }
     }
+  }
+}
+
+TEST(Kernels, q8_1_activation_blocks_carry_the_sum_of_their_quants) {
+  const std::vector<float> x = random_row(64, 6);
+  ActQ8_1 blocks[2];
+  scalar_kernels().quantize_activation(ActivationFormat::q8_1, x.data(), blocks, 64);
+  for (const ActQ8_1& block : blocks) {
+    int sum = 0;
+    for (int8_t q : block.qs) sum += q;
+    EXPECT_EQ(block.sum, sum);
+    EXPECT_NE(block.d, 0.0f);
   }
 }
 

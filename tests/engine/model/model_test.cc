@@ -88,10 +88,10 @@ TEST_F(ModelLoading, missing_output_matrix_means_tied_embeddings) {
 
 TEST_F(ModelLoading, unsupported_tensor_type_is_named) {
   const std::string error = error_after({.tensor = [](GgufTensorInfo& t) {
-    if (t.name == "blk.0.attn_q.weight") t.type = GgmlType::q5_k;
+    if (t.name == "blk.0.attn_q.weight") t.type = GgmlType::iq2_xxs;
     return true;
   }});
-  EXPECT_NE(error.find("'blk.0.attn_q.weight' has type q5_k"), std::string::npos) << error;
+  EXPECT_NE(error.find("'blk.0.attn_q.weight' has type iq2_xxs"), std::string::npos) << error;
 }
 
 TEST_F(ModelLoading, wrong_shape_is_named_with_both_shapes) {
