@@ -93,18 +93,22 @@ class Cli(unittest.TestCase):
     def test_unsupported_tensor_type(self):
         with open(self.model, "rb") as f:
             data = bytearray(f.read())
-        name = b"blk.0.attn_q.weight"
-        at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
-        n_dims = struct.unpack_from("<I", data, at)[0]
-        struct.pack_into("<I", data, at + 4 + 8 * n_dims, 20)  # iq4_nl: same block length, fewer bytes
-        with open(self.path("iq4_nl.gguf"), "wb") as f:
-            f.write(data)
-        self.assertIn("status: loadable", run("models", "inspect", self.path("iq4_nl.gguf")).stdout)
-        struct.pack_into("<I", data, at + 4 + 8 * n_dims, 9)  # q8_1: same block length, not computed with
-        with open(self.path("q8_1.gguf"), "wb") as f:
-            f.write(data)
-        self.assert_one_line_error(run("generate", "-m", self.path("q8_1.gguf"), "-p", "x", expect_ok=False),
-                                   "blk.0.attn_q.weight", "q8_1", "does not support")
+
+        def retyped(name, type_id, path):
+            at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+            n_dims = struct.unpack_from("<I", data, at)[0]
+            copy = bytearray(data)
+            struct.pack_into("<I", copy, at + 4 + 8 * n_dims, type_id)
+            with open(self.path(path), "wb") as f:
+                f.write(copy)
+            return self.path(path)
+
+        # iq4_nl: the same block length as q8_0 and fewer bytes, so it now loads.
+        self.assertIn("status: loadable", run("models", "inspect", retyped(b"blk.0.attn_q.weight", 20, "iq4_nl.gguf")).stdout)
+        # iq2_xxs: blocks of 256 (the FFN's 256-wide rows), fewer bytes, not computed with.
+        self.assert_one_line_error(
+            run("generate", "-m", retyped(b"blk.0.ffn_down.weight", 16, "iq2_xxs.gguf"), "-p", "x", expect_ok=False),
+            "blk.0.ffn_down.weight", "iq2_xxs", "does not support")
 
     def test_prompt_longer_than_context(self):
         self.assert_one_line_error(run("generate", "-m", self.model, "--ctx", "16", "-p", "word " * 50, expect_ok=False),
@@ -170,12 +174,19 @@ class Cli(unittest.TestCase):
         self.assertFalse(os.path.exists(self.path("x.gguf")))
 
     def test_synth_writes_every_architecture_and_type(self):
-        for arch in ("llama", "qwen2", "qwen3"):
+        for arch in ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "phi3"):
             for weights in (["--recipe", "Q4_K_M"], ["--type", "bf16"]):
                 out = self.path(f"{arch}-{weights[1]}.gguf")
                 run("models", "synth", "-o", out, "--arch", arch, *weights, "--layers", "1", "--embd", "256",
                     "--ffn", "512")
                 self.assertIn("status: loadable", run("models", "inspect", out).stdout)
+        out = self.path("moe.gguf")
+        run("models", "synth", "-o", out, "--arch", "qwen2moe", "--layers", "1", "--embd", "256", "--ffn", "512",
+            "--experts", "6", "--experts-used", "3", "--expert-ffn", "128", "--shared-ffn", "256")
+        self.assertIn("experts: 6 per layer, 3 per token, FFN 128 each, shared expert FFN 256",
+                      run("models", "inspect", out).stdout)
+        self.assert_one_line_error(run("models", "synth", "-o", self.path("x.gguf"), "--arch", "qwen3moe",
+                                       "--experts", "4", "--experts-used", "5", expect_ok=False), "experts-used")
         # A Q4_K_M recipe on rows that Q4_K blocks do not fit: the fallbacks of llama-quantize.
         out = self.path("fallback.gguf")
         run("models", "synth", "-o", out, "--recipe", "Q4_K_M", "--layers", "1", "--embd", "288", "--heads", "4",

@@ -97,67 +97,98 @@ struct Chunk {
   int count;
 };
 
-TEST_F(Batching, a_tokens_logits_are_the_same_bits_alone_in_a_ragged_batch_and_after_a_reused_prefix) {
-  auto model = Model::load(model_path_);
-  ASSERT_TRUE(model);
+// The logits of each sequence's last token after running `plan` (forward calls of chunks).
+std::vector<std::vector<float>> last_logits(const Model& model, KvType type,
+                                            const std::vector<std::vector<int32_t>>& sequences,
+                                            const std::vector<std::vector<Chunk>>& plan) {
   ThreadPool pool(2);
-  const kernels::KernelSet& kernels = kernels::best_kernels();
-  const size_t n_vocab = static_cast<size_t>((*model)->config().n_vocab);
-  const std::vector<std::vector<int32_t>> sequences = {prompt(37, 1), prompt(21, 2), prompt(5, 3), prompt(50, 4)};
+  const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
+  KvCache cache(model.config().n_layer, model.config().kv_width(), type, 64);
+  ForwardPass forward(model, pool, kernels::best_kernels());
+  std::vector<std::vector<int32_t>> tables(sequences.size());
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    for (size_t b = 0; b < (sequences[s].size() + kBlock - 1) / kBlock; ++b) tables[s].push_back(*cache.allocate());
+  }
+  std::vector<std::vector<float>> last(sequences.size());
+  for (const auto& call : plan) {
+    std::vector<BatchToken> batch;
+    std::vector<int> owners;
+    for (const Chunk& chunk : call) {
+      const auto& sequence = sequences[static_cast<size_t>(chunk.sequence)];
+      const auto& table = tables[static_cast<size_t>(chunk.sequence)];
+      for (int p = chunk.first; p < chunk.first + chunk.count; ++p) {
+        const bool want = p + 1 == static_cast<int>(sequence.size());
+        batch.push_back({sequence[static_cast<size_t>(p)], p, table.data(), static_cast<int32_t>(table.size()), want});
+        if (want) owners.push_back(chunk.sequence);
+      }
+    }
+    std::vector<float> logits(owners.size() * n_vocab);
+    forward.run(batch, cache, logits.data());
+    for (size_t i = 0; i < owners.size(); ++i) {
+      last[static_cast<size_t>(owners[i])].assign(logits.begin() + static_cast<long>(i * n_vocab),
+                                                  logits.begin() + static_cast<long>((i + 1) * n_vocab));
+    }
+  }
+  return last;
+}
 
+// Four prompts alone, in one ragged call, and chunked and interleaved as the scheduler does with
+// prompts and decode rows: the last tokens' logits must be the same bits every way.
+void expect_batch_independent_logits(const Model& model, const std::vector<std::vector<int32_t>>& sequences) {
+  ASSERT_EQ(sequences.size(), 4u);
+  const size_t n_vocab = static_cast<size_t>(model.config().n_vocab);
   for (KvType type : {KvType::f16, KvType::q8_0, KvType::f32}) {
     SCOPED_TRACE(kv_type_name(type));
-    auto run = [&](const std::vector<std::vector<Chunk>>& plan) {
-      KvCache cache((*model)->config().n_layer, (*model)->config().kv_width(), type, 64);
-      ForwardPass forward(**model, pool, kernels);
-      std::vector<std::vector<int32_t>> tables(sequences.size());
-      for (size_t s = 0; s < sequences.size(); ++s) {
-        for (size_t b = 0; b < (sequences[s].size() + kBlock - 1) / kBlock; ++b) tables[s].push_back(*cache.allocate());
-      }
-      std::vector<std::vector<float>> last(sequences.size());
-      for (const auto& call : plan) {
-        std::vector<BatchToken> batch;
-        std::vector<int> owners;
-        for (const Chunk& chunk : call) {
-          for (int p = chunk.first; p < chunk.first + chunk.count; ++p) {
-            const bool want = p + 1 == static_cast<int>(sequences[static_cast<size_t>(chunk.sequence)].size());
-            batch.push_back({sequences[static_cast<size_t>(chunk.sequence)][static_cast<size_t>(p)], p,
-                             tables[static_cast<size_t>(chunk.sequence)].data(),
-                             static_cast<int32_t>(tables[static_cast<size_t>(chunk.sequence)].size()), want});
-            if (want) owners.push_back(chunk.sequence);
-          }
-        }
-        std::vector<float> logits(owners.size() * n_vocab);
-        forward.run(batch, cache, logits.data());
-        for (size_t i = 0; i < owners.size(); ++i) {
-          last[static_cast<size_t>(owners[i])].assign(logits.begin() + static_cast<long>(i * n_vocab),
-                                                      logits.begin() + static_cast<long>((i + 1) * n_vocab));
-        }
-      }
-      return last;
-    };
-    // Each sequence alone, in one call.
     std::vector<std::vector<Chunk>> alone_plan;
     for (int s = 0; s < 4; ++s)
       alone_plan.push_back({{s, 0, static_cast<int>(sequences[static_cast<size_t>(s)].size())}});
-    const auto expected = run(alone_plan);
-    // All four in one ragged call.
-    const auto together = run({{{0, 0, 37}, {1, 0, 21}, {2, 0, 5}, {3, 0, 50}}});
-    // Chunked differently and interleaved, as the scheduler does with prompts and decode rows.
-    const auto chunked = run({{{3, 0, 16}, {0, 0, 10}},
-                              {{0, 10, 20}, {2, 0, 5}, {3, 16, 17}},
-                              {{1, 0, 20}, {0, 30, 6}, {3, 33, 16}},
-                              {{0, 36, 1}, {1, 20, 1}, {3, 49, 1}}});
-    for (int s = 0; s < 4; ++s) {
-      ASSERT_EQ(expected[static_cast<size_t>(s)].size(), n_vocab);
-      EXPECT_EQ(std::memcmp(expected[static_cast<size_t>(s)].data(), together[static_cast<size_t>(s)].data(),
-                            n_vocab * sizeof(float)),
-                0)
+    const auto expected = last_logits(model, type, sequences, alone_plan);
+    const auto together = last_logits(model, type, sequences, {{{0, 0, 37}, {1, 0, 21}, {2, 0, 5}, {3, 0, 50}}});
+    const auto chunked = last_logits(model, type, sequences,
+                                     {{{3, 0, 16}, {0, 0, 10}},
+                                      {{0, 10, 20}, {2, 0, 5}, {3, 16, 17}},
+                                      {{1, 0, 20}, {0, 30, 6}, {3, 33, 16}},
+                                      {{0, 36, 1}, {1, 20, 1}, {3, 49, 1}}});
+    for (size_t s = 0; s < 4; ++s) {
+      ASSERT_EQ(expected[s].size(), n_vocab);
+      EXPECT_EQ(std::memcmp(expected[s].data(), together[s].data(), n_vocab * sizeof(float)), 0)
           << "sequence " << s << " in one ragged batch";
-      EXPECT_EQ(std::memcmp(expected[static_cast<size_t>(s)].data(), chunked[static_cast<size_t>(s)].data(),
-                            n_vocab * sizeof(float)),
-                0)
+      EXPECT_EQ(std::memcmp(expected[s].data(), chunked[s].data(), n_vocab * sizeof(float)), 0)
           << "sequence " << s << " chunked";
+    }
+  }
+}
+
+TEST_F(Batching, a_tokens_logits_are_the_same_bits_alone_in_a_ragged_batch_and_after_a_reused_prefix) {
+  auto model = Model::load(model_path_);
+  ASSERT_TRUE(model);
+  expect_batch_independent_logits(**model, {prompt(37, 1), prompt(21, 2), prompt(5, 3), prompt(50, 4)});
+}
+
+// A mixture of experts groups a batch's tokens by expert, and sliding windows cut each token's
+// attention differently: each token must still get the numbers it gets alone, also with the
+// packed Q8_0 layout of the avx512 set.
+TEST_F(Batching, every_architecture_gives_a_token_the_same_bits_in_any_batch) {
+  for (const char* arch : {"qwen3moe", "qwen2moe", "gemma2", "gemma3", "phi3"}) {
+    for (const char* type : {"q4_k", "q8_0"}) {
+      SCOPED_TRACE(std::string(arch) + " " + type);
+      SynthOptions options;
+      options.architecture = arch;
+      options.n_layer = 2;
+      options.n_embd = 256;
+      options.n_head = 4;
+      options.n_head_kv = 2;
+      options.n_ff = 256;
+      options.n_expert = 8;
+      options.n_expert_used = 2;
+      options.sliding_window = 20;  // crosses block boundaries in the 50-token prompt
+      options.n_vocab = 600;
+      options.weight_type = type;
+      const std::string path = dir_->file(std::string(arch) + "-" + type + ".gguf");
+      ASSERT_TRUE(synthesize_model(options, path));
+      auto model = Model::load(path);
+      ASSERT_TRUE(model) << model.error().message;
+      expect_batch_independent_logits(**model, {prompt(37, 5), prompt(21, 6), prompt(5, 7), prompt(50, 8)});
     }
   }
 }

@@ -601,7 +601,14 @@ def read_gguf(path):
 # Model
 # --------------------------------------------------------------------------
 
-SUPPORTED_ARCHS = {"llama": "normal", "qwen2": "neox", "qwen3": "neox"}
+SUPPORTED_ARCHS = {"llama": "normal", "qwen2": "neox", "qwen3": "neox", "qwen2moe": "neox", "qwen3moe": "neox",
+                   "gemma2": "neox", "gemma3": "neox", "phi3": "neox"}
+# Sliding-window layers (llama.cpp's graphs): gemma2 every other layer starting with layer 0,
+# gemma3 five of every six, phi3 all of them (when the file gives a window).
+SLIDING_PERIOD = {"gemma2": 2, "gemma3": 6, "phi3": 0}
+# Mixture-of-experts architectures, and whether the chosen experts' weights are renormalised to
+# sum to 1 (llama.cpp's qwen3moe graph does; qwen2moe's does not).
+MOE_NORMALIZES_WEIGHTS = {"qwen2moe": False, "qwen3moe": True}
 
 
 class Hparams:
@@ -647,6 +654,17 @@ def hparams_from_metadata(meta, tensors):
         raise GGUFError(f"missing required metadata key {key!r}")
     hp.eps = float(meta[key])
     hp.freq_base = float(meta.get(a + "rope.freq_base", 10000.0))
+    hp.n_expert_used = _meta_int(meta, a + "expert_used_count") if arch in MOE_NORMALIZES_WEIGHTS else 0
+    hp.gemma = arch in ("gemma2", "gemma3")
+    hp.sliding_window = int(meta.get(a + "attention.sliding_window", 0)) if arch in SLIDING_PERIOD else 0
+    hp.sliding_period = SLIDING_PERIOD.get(arch, 0)
+    hp.attn_softcap = float(meta.get(a + "attn_logit_softcapping", 0.0)) if arch == "gemma2" else 0.0
+    hp.final_softcap = float(meta.get(a + "final_logit_softcapping", 0.0)) if arch == "gemma2" else 0.0
+    # gemma3's sliding layers rotate with their own base (10000 unless the file says) and no scaling.
+    hp.freq_base_sliding = float(meta.get(a + "rope.freq_base_swa", 10000.0)) if arch == "gemma3" else None
+    n_head0 = hp.n_head[0] if hp.n_layer else 1
+    wide = (arch == "gemma2" and hp.n_layer == 46) or (arch == "gemma3" and hp.n_layer == 62)
+    hp.attn_scale = 1.0 / np.sqrt(hp.n_embd // n_head0 if wide else hp.head_dim_k)
     hp.rope_dims = _meta_int(meta, a + "rope.dimension_count", default=hp.head_dim_k)
     if hp.rope_dims > hp.head_dim_k or hp.rope_dims % 2:
         raise GGUFError(f"rope.dimension_count {hp.rope_dims} invalid for head dim {hp.head_dim_k}")
@@ -718,6 +736,11 @@ def silu(x):
         return x / (1.0 + np.exp(-x))
 
 
+def gelu(x):
+    """GELU in its tanh form, as ggml computes it."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
 def softmax(x, axis=-1):
     m = np.max(x, axis=axis, keepdims=True)
     e = np.exp(x - m)
@@ -755,8 +778,12 @@ def _as_parsed(path_or_parsed):
     return meta, tensors
 
 
-def attention(q, k, v, n_head, n_head_kv):
-    """Causal grouped-query attention. q: (T, H, dk), k: (T, Hkv, dk), v: (T, Hkv, dv)."""
+def attention(q, k, v, n_head, n_head_kv, scale=None, window=0, softcap=0.0):
+    """Causal grouped-query attention. q: (T, H, dk), k: (T, Hkv, dk), v: (T, Hkv, dv).
+
+    Scores are q.k * scale (default 1/sqrt(dk)), soft-capped to softcap * tanh(score / softcap)
+    when softcap > 0; with window > 0 a query at t sees only keys at t - window < s <= t.
+    """
     if n_head % n_head_kv:
         raise GGUFError(f"n_head {n_head} not a multiple of n_head_kv {n_head_kv}")
     group = n_head // n_head_kv
@@ -764,16 +791,64 @@ def attention(q, k, v, n_head, n_head_kv):
     k = np.repeat(k, group, axis=1)
     v = np.repeat(v, group, axis=1)
     T = q.shape[0]
-    scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(q.shape[2])
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    scores = np.einsum("thd,shd->hts", q, k) * (1.0 / np.sqrt(q.shape[2]) if scale is None else scale)
+    if softcap > 0:
+        scores = softcap * np.tanh(scores / softcap)
+    t_idx = np.arange(T)[:, None]
+    s_idx = np.arange(T)[None, :]
+    future = s_idx > t_idx
+    if window > 0:
+        future = future | (t_idx - s_idx >= window)
     scores = np.where(future[None, :, :], -np.inf, scores)
     probs = softmax(scores, axis=-1)
     out = np.einsum("hts,shd->thd", probs, v)     # (T, H, dv)
     return out.reshape(T, -1)                     # heads concatenated in order
 
 
-def forward(path_or_parsed, tokens):
-    """Logits (float64, shape (len(tokens), n_vocab)) for tokens at positions 0..T-1."""
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def mixture_of_experts(W, p, n, hp, trace=None):
+    """The FFN of a mixture-of-experts layer for normalised rows n (T, n_embd).
+
+    Router: softmax over all experts of n @ ffn_gate_inp; each token keeps its n_expert_used most
+    probable experts (ties: lower index), weighted by their probabilities (renormalised to sum 1
+    for qwen3moe).  Expert e is a SiLU-gated FFN with the e-th slices of ffn_{gate,up,down}_exps
+    (numpy shapes (E, ff, n_embd) and (E, n_embd, ff)).  qwen2moe adds a shared expert scaled by
+    sigmoid(n . ffn_gate_inp_shexp).  `trace`, if given, gets the layer's routing margins: per
+    token, the gap between the last chosen and the first unchosen router logit.
+    """
+    router = W.get(p + "ffn_gate_inp.weight")
+    logits = n @ router.T                                          # (T, E)
+    probs = softmax(logits, axis=-1)
+    k = hp.n_expert_used
+    order = np.argsort(-probs, axis=1, kind="stable")
+    gate, up, down = W.get(p + "ffn_gate_exps.weight"), W.get(p + "ffn_up_exps.weight"), W.get(p + "ffn_down_exps.weight")
+    out = np.zeros_like(n)
+    for t in range(n.shape[0]):
+        chosen = order[t, :k]
+        weights = probs[t, chosen]
+        if MOE_NORMALIZES_WEIGHTS[hp.arch]:
+            weights = weights / weights.sum()
+        for e, w in zip(chosen, weights):
+            hidden = silu(gate[e] @ n[t]) * (up[e] @ n[t])
+            out[t] += w * (down[e] @ hidden)
+    if trace is not None and k < probs.shape[1]:
+        ranked = np.take_along_axis(logits, order, axis=1)
+        trace.append(ranked[:, k - 1] - ranked[:, k])
+    if p + "ffn_gate_inp_shexp.weight" in W:
+        scale = sigmoid(n @ W.get(p + "ffn_gate_inp_shexp.weight"))   # (T,)
+        hidden = silu(n @ W.get(p + "ffn_gate_shexp.weight").T) * (n @ W.get(p + "ffn_up_shexp.weight").T)
+        out = out + scale[:, None] * (hidden @ W.get(p + "ffn_down_shexp.weight").T)
+    return out
+
+
+def forward(path_or_parsed, tokens, trace=None):
+    """Logits (float64, shape (len(tokens), n_vocab)) for tokens at positions 0..T-1.
+
+    `trace`, a list, gets each mixture-of-experts layer's routing margins (see mixture_of_experts).
+    """
     meta, tensors = _as_parsed(path_or_parsed)
     hp = hparams_from_metadata(meta, tensors)
     W = _Weights(tensors)
@@ -794,14 +869,26 @@ def forward(path_or_parsed, tokens):
     dk, dv = hp.head_dim_k, hp.head_dim_v
 
     x = tok_embd[tokens]  # (T, n_embd)
+    if hp.gemma:
+        x = x * np.sqrt(n_embd)  # gemma scales the embedding by sqrt(width)
+    inv_freq_sliding = None
+    if hp.freq_base_sliding is not None:
+        inv_freq_sliding = rope_inv_freq(hp.rope_dims, hp.freq_base_sliding)
+    positions_unscaled = np.arange(T, dtype=np.float64)
     for il in range(hp.n_layer):
         p = f"blk.{il}."
         H, Hkv = hp.n_head[il], hp.n_head_kv[il]
+        sliding = hp.sliding_window > 0 and (hp.sliding_period == 0 or il % hp.sliding_period < hp.sliding_period - 1)
 
         n = rms_norm(x, W.get(p + "attn_norm.weight", (n_embd,)), hp.eps)
-        q = n @ W.get(p + "attn_q.weight", (H * dk, n_embd)).T
-        k = n @ W.get(p + "attn_k.weight", (Hkv * dk, n_embd)).T
-        v = n @ W.get(p + "attn_v.weight", (Hkv * dv, n_embd)).T
+        if p + "attn_qkv.weight" in W:
+            # phi3: one matrix whose rows are q's, then k's, then v's.
+            qkv = n @ W.get(p + "attn_qkv.weight", (H * dk + Hkv * dk + Hkv * dv, n_embd)).T
+            q, k, v = qkv[:, :H * dk], qkv[:, H * dk:H * dk + Hkv * dk], qkv[:, H * dk + Hkv * dk:]
+        else:
+            q = n @ W.get(p + "attn_q.weight", (H * dk, n_embd)).T
+            k = n @ W.get(p + "attn_k.weight", (Hkv * dk, n_embd)).T
+            v = n @ W.get(p + "attn_v.weight", (Hkv * dv, n_embd)).T
         # Biases are a qwen2 feature, but applying them whenever present keeps
         # the reference honest if another file carries them too.
         for name, t, size in (("attn_q.bias", "q", H * dk), ("attn_k.bias", "k", Hkv * dk),
@@ -821,29 +908,52 @@ def forward(path_or_parsed, tokens):
         # qwen3: per-head RMSNorm of q and k, after projection, before RoPE.
         q_norm = W.opt(p + "attn_q_norm.weight", (dk,))
         k_norm = W.opt(p + "attn_k_norm.weight", (dk,))
-        if hp.arch == "qwen3" and (q_norm is None or k_norm is None):
+        if hp.arch in ("qwen3", "qwen3moe", "gemma3") and (q_norm is None or k_norm is None):
             raise GGUFError(f"qwen3 layer {il} lacks attn_q_norm/attn_k_norm")
         if q_norm is not None:
             q = rms_norm(q, q_norm, hp.eps)
         if k_norm is not None:
             k = rms_norm(k, k_norm, hp.eps)
 
-        q = apply_rope(q, positions, hp.rope_dims, hp.rope_pairing, inv_freq)
-        k = apply_rope(k, positions, hp.rope_dims, hp.rope_pairing, inv_freq)
+        if sliding and inv_freq_sliding is not None:
+            q = apply_rope(q, positions_unscaled, hp.rope_dims, hp.rope_pairing, inv_freq_sliding)
+            k = apply_rope(k, positions_unscaled, hp.rope_dims, hp.rope_pairing, inv_freq_sliding)
+        else:
+            q = apply_rope(q, positions, hp.rope_dims, hp.rope_pairing, inv_freq)
+            k = apply_rope(k, positions, hp.rope_dims, hp.rope_pairing, inv_freq)
 
-        attn = attention(q, k, v, H, Hkv)
-        h = x + attn @ W.get(p + "attn_output.weight", (n_embd, H * dv)).T
+        attn = attention(q, k, v, H, Hkv, scale=hp.attn_scale, window=hp.sliding_window if sliding else 0,
+                         softcap=hp.attn_softcap)
+        attn_out = attn @ W.get(p + "attn_output.weight", (n_embd, H * dv)).T
+        if hp.gemma:  # gemma normalises each block's output again before the residual add
+            attn_out = rms_norm(attn_out, W.get(p + "post_attention_norm.weight", (n_embd,)), hp.eps)
+        h = x + attn_out
 
         n = rms_norm(h, W.get(p + "ffn_norm.weight", (n_embd,)), hp.eps)
-        gate = n @ W.get(p + "ffn_gate.weight").T
-        up = n @ W.get(p + "ffn_up.weight", (gate.shape[1], n_embd)).T
-        x = h + (silu(gate) * up) @ W.get(p + "ffn_down.weight", (n_embd, gate.shape[1])).T
+        if hp.n_expert_used:
+            x = h + mixture_of_experts(W, p, n, hp, trace)
+            continue
+        if p + "ffn_gate.weight" in W:
+            gate = n @ W.get(p + "ffn_gate.weight").T
+            up = n @ W.get(p + "ffn_up.weight", (gate.shape[1], n_embd)).T
+        else:
+            # phi3: ffn_up holds the gate rows, then the up rows.
+            both = n @ W.get(p + "ffn_up.weight").T
+            gate, up = both[:, :both.shape[1] // 2], both[:, both.shape[1] // 2:]
+        act = gelu(gate) if hp.gemma else silu(gate)
+        ffn_out = (act * up) @ W.get(p + "ffn_down.weight", (n_embd, gate.shape[1])).T
+        if hp.gemma:
+            ffn_out = rms_norm(ffn_out, W.get(p + "post_ffw_norm.weight", (n_embd,)), hp.eps)
+        x = h + ffn_out
 
     x = rms_norm(x, W.get("output_norm.weight", (n_embd,)), hp.eps)
     out_w = W.opt("output.weight", (n_vocab, n_embd))
     if out_w is None:
         out_w = tok_embd  # tied embeddings
-    return x @ out_w.T
+    logits = x @ out_w.T
+    if hp.final_softcap > 0:
+        logits = hp.final_softcap * np.tanh(logits / hp.final_softcap)
+    return logits
 
 
 # --------------------------------------------------------------------------

@@ -509,6 +509,81 @@ class TestNewerBlockTypes(unittest.TestCase):
         np.testing.assert_array_equal(gr.dequantize(np.frombuffer(raw, np.uint8), gr.GGML_Q2_K, 256), [5.5] * 256)
 
 
+def as_moe(kvs, t, arch, n_expert, n_used, router_scale=1.0, shared=False):
+    """The dense model (kvs, t) as a mixture of n_expert copies of its FFN, with a random router
+    (times router_scale) and, if asked, the FFN again as a shared expert whose gate vector is zero."""
+    rng = np.random.default_rng(99)
+    dense_arch = kvs[0][2]
+    meta = {k.replace(dense_arch + ".", arch + "."): v for k, _, v in kvs}
+    meta["general.architecture"] = arch
+    meta[arch + ".expert_count"] = n_expert
+    meta[arch + ".expert_used_count"] = n_used
+    out = {}
+    for name, value in t.items():
+        kind = next((k for k in ("ffn_gate", "ffn_up", "ffn_down") if "." + k + ".weight" in name), None)
+        if kind is None:
+            out[name] = value
+            continue
+        p = name[:name.index(kind)]
+        out[p + kind + "_exps.weight"] = np.stack([value] * n_expert)
+        if shared:
+            out[p + kind + "_shexp.weight"] = value
+        if kind == "ffn_down":
+            router = rng.standard_normal((n_expert, value.shape[0])) * router_scale
+            out[p + "ffn_gate_inp.weight"] = router.astype(np.float32)
+            if shared:
+                out[p + "ffn_gate_inp_shexp.weight"] = np.zeros(value.shape[0], dtype=np.float32)
+    return meta, out
+
+
+class TestMixtureOfExperts(unittest.TestCase):
+    toks = [3, 1, 4, 1, 5, 9, 2, 6]
+
+    def test_identical_experts_with_renormalised_weights_are_the_dense_model(self):
+        kvs, t = make_model("qwen3", seed=5)
+        dense = gr.forward(({k: v for k, _, v in kvs}, t), self.toks)
+        margins = []
+        moe = gr.forward(as_moe(kvs, t, "qwen3moe", n_expert=5, n_used=2), self.toks, trace=margins)
+        np.testing.assert_allclose(moe, dense, rtol=1e-9, atol=1e-9)
+        self.assertEqual([m.shape for m in margins], [(len(self.toks),)] * 2)
+        self.assertTrue(all((m >= 0).all() and (m > 0).any() for m in margins))
+
+    def test_the_top_experts_by_router_probability_are_chosen_and_weighted(self):
+        # Two tokens, width 2, four experts; expert e multiplies the SiLU-gated FFN by (e + 1), so
+        # the output names which experts were used and with what weights.
+        class Hp:
+            pass
+        eye = np.eye(2)
+        tensors = {"p.ffn_gate_inp.weight": np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [-1.0, -1.0]]),
+                   "p.ffn_gate_exps.weight": np.stack([eye] * 4),
+                   "p.ffn_up_exps.weight": np.stack([eye] * 4),
+                   "p.ffn_down_exps.weight": np.stack([eye * (e + 1) for e in range(4)])}
+        n = np.array([[1.0, 0.5], [-1.0, 2.0]])
+        hidden = n / (1 + np.exp(-n)) * n                     # silu(n) * n
+        for arch, normalise in (("qwen3moe", True), ("qwen2moe", False)):
+            hp = Hp()
+            hp.arch, hp.n_expert_used = arch, 2
+            got = gr.mixture_of_experts(gr._Weights(tensors), "p.", n, hp)
+            for t, chosen in ((0, (2, 0)), (1, (1, 0))):     # logits (1, .5, 2, -1.5) and (-1, 2, -2, -1)
+                logits = tensors["p.ffn_gate_inp.weight"] @ n[t]
+                probs = np.exp(logits) / np.exp(logits).sum()
+                weights = probs[list(chosen)]
+                if normalise:
+                    weights = weights / weights.sum()
+                want = sum(w * (e + 1) for w, e in zip(weights, chosen)) * hidden[t]
+                np.testing.assert_allclose(got[t], want, rtol=1e-12, err_msg=f"{arch} token {t}")
+
+    def test_qwen2moe_keeps_the_chosen_probabilities_and_adds_half_the_shared_expert(self):
+        # A zero router makes every probability 1/4; two identical experts kept without
+        # renormalisation give 1/2 of the FFN, and the shared expert's sigmoid(0) = 1/2 the other
+        # half: the dense model again. (Renormalising would give 3/2 of the FFN.)
+        kvs, t = make_model("qwen2", biases=True, seed=6)
+        dense = gr.forward(({k: v for k, _, v in kvs}, t), self.toks)
+        moe = gr.forward(as_moe(kvs, t, "qwen2moe", n_expert=4, n_used=2, router_scale=0.0, shared=True),
+                         self.toks)
+        np.testing.assert_allclose(moe, dense, rtol=1e-9, atol=1e-9)
+
+
 class TestDequant(TmpDirCase):
     def roundtrip(self, name, dims, gtype, raw):
         p = self.path(name + ".gguf")

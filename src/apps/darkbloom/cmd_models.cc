@@ -68,6 +68,11 @@ int run_inspect(const InspectArgs& args) {
                     c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, c.context_length);
     out += fmt::format("rope: theta {}, {} dims, {} pairing, linear scale {}\n", c.rope_theta, c.rope_dims,
                        c.rope_style == engine::RopeStyle::normal ? "adjacent" : "neox", c.rope_linear_scale);
+    if (c.is_moe()) {
+      out += fmt::format("experts: {} per layer, {} per token{}, FFN {} each{}\n", c.n_expert, c.n_expert_used,
+                         c.normalize_expert_weights ? " (weights renormalised)" : "", c.n_ff_expert,
+                         c.n_ff_shared > 0 ? fmt::format(", shared expert FFN {}", c.n_ff_shared) : "");
+    }
   } else {
     out += fmt::format("architecture: not loadable: {}\n", config.error().message);
   }
@@ -146,8 +151,9 @@ void register_models(CLI::App& app, CommandRunner* runner) {
   CLI::App* synth_cmd =
       models->add_subcommand("synth", "Write a GGUF model with random weights (for tests and benchmarks)");
   synth_cmd->add_option("-o,--out", *out_path, "output file")->required();
-  synth_cmd->add_option("--arch", synth->architecture, "llama, qwen2 or qwen3")
-      ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}))
+  synth_cmd
+      ->add_option("--arch", synth->architecture, "llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 or phi3")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "phi3"}))
       ->capture_default_str();
   synth_cmd->add_option("--layers", synth->n_layer, "transformer blocks")->capture_default_str();
   synth_cmd->add_option("--embd", synth->n_embd, "model width")->capture_default_str();
@@ -155,6 +161,23 @@ void register_models(CLI::App& app, CommandRunner* runner) {
   synth_cmd->add_option("--kv-heads", synth->n_head_kv, "key/value heads")->capture_default_str();
   synth_cmd->add_option("--head-dim", synth->head_dim, "head size (0 = embd / heads)")->capture_default_str();
   synth_cmd->add_option("--ffn", synth->n_ff, "feed-forward width")->capture_default_str();
+  synth_cmd->add_option("--experts", synth->n_expert, "experts per layer (qwen2moe, qwen3moe)")->capture_default_str();
+  synth_cmd->add_option("--experts-used", synth->n_expert_used, "experts each token is routed to")
+      ->capture_default_str();
+  synth_cmd->add_option("--expert-ffn", synth->n_ff_expert, "each expert's FFN width (0 = --ffn)")
+      ->capture_default_str();
+  synth_cmd->add_option("--rope-dims", synth->rope_dims, "dimensions of each head RoPE rotates (0 = all)")
+      ->capture_default_str();
+  synth_cmd
+      ->add_option("--sliding-window", synth->sliding_window,
+                   "gemma2, gemma3, phi3: positions a sliding layer sees (-1 = the published default, 0 = none)")
+      ->capture_default_str();
+  synth_cmd->add_option("--attn-softcap", synth->attn_softcap, "gemma2: attention soft-cap (0 = 50)")
+      ->capture_default_str();
+  synth_cmd->add_option("--final-softcap", synth->final_softcap, "gemma2: final logit soft-cap (0 = 30)")
+      ->capture_default_str();
+  synth_cmd->add_option("--shared-ffn", synth->n_ff_shared, "the shared expert's FFN width, qwen2moe (0 = --ffn)")
+      ->capture_default_str();
   synth_cmd
       ->add_option("--vocab", synth->n_vocab,
                    "vocabulary size: of the synthetic vocabulary (0 = 512); with --tokenizer-json the embedding\n"

@@ -101,7 +101,11 @@ Status check_event(const FinishEvent& event, int expected_tokens) {
 uint64_t matmul_parameters(const ModelConfig& c) {
   const uint64_t attention = static_cast<uint64_t>(c.n_embd) * (c.q_width() + 2 * c.kv_width()) +
                              static_cast<uint64_t>(c.n_head) * c.value_dim * c.n_embd;
-  const uint64_t ffn = 3ull * c.n_embd * c.n_ff;
+  // A mixture of experts multiplies by its router, the experts a token uses and the shared one.
+  const uint64_t ffn =
+      c.is_moe() ? 3ull * c.n_embd * (static_cast<uint64_t>(c.n_ff_expert) * c.n_expert_used + c.n_ff_shared) +
+                       static_cast<uint64_t>(c.n_embd) * c.n_expert
+                 : 3ull * c.n_embd * c.n_ff;
   return (attention + ffn) * static_cast<uint64_t>(c.n_layer);
 }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <unordered_set>
@@ -453,6 +454,21 @@ Result<GgufFile> GgufFile::parse(std::span<const uint8_t> bytes, const std::stri
       return make_error(Errc::bad_format,
                         fmt::format("{}: truncated file: tensor '{}' needs bytes {}..{} of a {}-byte data section",
                                     name, tensor.name, tensor.offset, tensor.offset + tensor.n_bytes, data_size));
+    }
+  }
+  // Tensors may not share bytes: writers lay them out one after another, and a file whose tensors
+  // all point at one block could otherwise make a loader build views of far more weights than
+  // the file holds.
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const auto& tensor : file.tensors_) {
+    if (tensor.n_bytes > 0) by_offset.push_back(&tensor);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i - 1]->offset + by_offset[i - 1]->n_bytes > by_offset[i]->offset) {
+      return make_error(Errc::bad_format, fmt::format("{}: tensors '{}' and '{}' overlap", name, by_offset[i - 1]->name,
+                                                      by_offset[i]->name));
     }
   }
   return file;

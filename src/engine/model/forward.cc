@@ -47,6 +47,13 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const kernels::Ke
     if (!factors.empty()) inverse /= factors[static_cast<size_t>(j)];
     inverse_frequencies_[static_cast<size_t>(j)] = static_cast<float>(inverse);
   }
+  if (c.rope_theta_sliding > 0.0f) {
+    inverse_frequencies_sliding_.resize(static_cast<size_t>(c.rope_dims / 2));
+    for (int j = 0; j < c.rope_dims / 2; ++j) {
+      inverse_frequencies_sliding_[static_cast<size_t>(j)] =
+          static_cast<float>(std::pow(static_cast<double>(c.rope_theta_sliding), -2.0 * j / c.rope_dims));
+    }
+  }
   scores_.resize(static_cast<size_t>(pool.size()));
   kv_rows_.resize(static_cast<size_t>(pool.size()));
   for (const LayerWeights& layer : model.layers()) {
@@ -55,9 +62,29 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const kernels::Ke
       if (packed.data != w.data && model.file().mapped()) drop_mapped_pages(w);
       return packed;
     };
-    matrices_.push_back({pack(layer.wq), pack(layer.wk), pack(layer.wv), pack(layer.wo), pack(layer.w_gate),
-                         pack(layer.w_up), pack(layer.w_down)});
+    Matrices m{.wq = pack(layer.wq),
+               .wk = pack(layer.wk),
+               .wv = pack(layer.wv),
+               .wo = pack(layer.wo),
+               .w_gate = pack(layer.w_gate),
+               .w_up = pack(layer.w_up),
+               .w_down = pack(layer.w_down),
+               .wqkv = pack(layer.wqkv),
+               .router = pack(layer.router),
+               .shared_gate = pack(layer.shared_gate),
+               .shared_up = pack(layer.shared_up),
+               .shared_down = pack(layer.shared_down),
+               .expert_gate = {},
+               .expert_up = {},
+               .expert_down = {}};
+    for (size_t e = 0; e < layer.expert_gate.size(); ++e) {
+      m.expert_gate.push_back(pack(layer.expert_gate[e]));
+      m.expert_up.push_back(pack(layer.expert_up[e]));
+      m.expert_down.push_back(pack(layer.expert_down[e]));
+    }
+    matrices_.push_back(std::move(m));
   }
+  expert_tokens_.resize(static_cast<size_t>(c.n_expert));
   output_ = packed_.pack(pool, kernels, model.output());
   if (output_.data != model.output().data && model.file().mapped()) drop_mapped_pages(model.output());
 }
@@ -73,12 +100,15 @@ void ForwardPass::rms_norm_rows(const float* in, const std::vector<float>& weigh
   });
 }
 
-void ForwardPass::apply_rope(float* rows, int n_rows, int row_width, int n_heads) {
+void ForwardPass::apply_rope(float* rows, int n_rows, int row_width, int n_heads, bool sliding_layer) {
   const ModelConfig& c = model_.config();
   const int half = c.rope_dims / 2;
+  const bool own = sliding_layer && !inverse_frequencies_sliding_.empty();
+  const std::vector<float>& cosines = own ? rope_cos_sliding_ : rope_cos_;
+  const std::vector<float>& sines = own ? rope_sin_sliding_ : rope_sin_;
   for (int t = 0; t < n_rows; ++t) {
-    const float* cos_t = rope_cos_.data() + static_cast<size_t>(t) * half;
-    const float* sin_t = rope_sin_.data() + static_cast<size_t>(t) * half;
+    const float* cos_t = cosines.data() + static_cast<size_t>(t) * half;
+    const float* sin_t = sines.data() + static_cast<size_t>(t) * half;
     for (int h = 0; h < n_heads; ++h) {
       float* head = rows + static_cast<size_t>(t) * row_width + static_cast<size_t>(h) * c.head_dim;
       for (int j = 0; j < half; ++j) {
@@ -131,7 +161,9 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
   const ModelConfig& c = model_.config();
   const int n_rows = static_cast<int>(batch.size());
   const int group = c.n_head / c.n_head_kv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float scale = c.attention_scale > 0.0f ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const int window = c.is_sliding(layer) ? c.sliding_window : 0;
+  const float cap = c.attn_softcap;
   const size_t row_bytes = cache.row_bytes();
   const KvType type = cache.type();
   constexpr int kBlock = KvCache::kBlockTokens;
@@ -149,6 +181,11 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     const BatchToken& token = batch[static_cast<size_t>(t)];
     const int n_positions = token.position + 1;
     const int n_blocks = (n_positions + kBlock - 1) / kBlock;
+    // A sliding layer sees positions [first, n_positions); its blocks start at first_block, and
+    // the positions of that block before `first` get no weight.
+    const int first = window > 0 ? std::max(0, n_positions - window) : 0;
+    const int first_block = first / kBlock;
+    const int lo = first_block * kBlock;
     std::vector<float>& scores = scores_[static_cast<size_t>(thread)];
     if (scores.size() < static_cast<size_t>(group) * n_positions)
       scores.resize(static_cast<size_t>(group) * n_positions);
@@ -168,7 +205,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
       return expanded.data();
     };
 
-    for (int b = 0; b < n_blocks; ++b) {
+    for (int b = first_block; b < n_blocks; ++b) {
       const int count = std::min(kBlock, n_positions - b * kBlock);
       if (b + 1 < n_blocks) prefetch_head(cache.keys(token.blocks[b + 1], layer));
       const void* keys = head_rows(cache.keys(token.blocks[b], layer), count);
@@ -178,14 +215,18 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     float* out = attn_.data() + q_offset;
     for (int g = 0; g < group; ++g) {
       float* s = scores.data() + static_cast<size_t>(g) * n_positions;
+      if (cap > 0.0f) {
+        for (int p = first; p < n_positions; ++p) s[p] = cap * std::tanh(s[p] / cap);
+      }
       float max_score = -INFINITY;
-      for (int p = 0; p < n_positions; ++p) max_score = std::max(max_score, s[p]);
-      const float inverse_total = 1.0f / kernels_.exp_sum(s, n_positions, max_score);
-      for (int p = 0; p < n_positions; ++p) s[p] *= inverse_total;
+      for (int p = first; p < n_positions; ++p) max_score = std::max(max_score, s[p]);
+      const float inverse_total = 1.0f / kernels_.exp_sum(s + first, n_positions - first, max_score);
+      for (int p = first; p < n_positions; ++p) s[p] *= inverse_total;
+      std::fill(s + lo, s + first, 0.0f);  // outside the window
     }
     std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);
-    if (n_blocks > 0) prefetch_head(cache.values(token.blocks[0], layer));
-    for (int b = 0; b < n_blocks; ++b) {
+    if (n_blocks > first_block) prefetch_head(cache.values(token.blocks[first_block], layer));
+    for (int b = first_block; b < n_blocks; ++b) {
       const int count = std::min(kBlock, n_positions - b * kBlock);
       if (b + 1 < n_blocks) prefetch_head(cache.values(token.blocks[b + 1], layer));
       const void* values = head_rows(cache.values(token.blocks[b], layer), count);
@@ -193,6 +234,165 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
                     c.head_dim, out);
     }
   });
+}
+
+void ForwardPass::activate_times(float* gate, const float* up, int n, int width, int stride) {
+  const bool gelu = model_.config().ffn_activation == FfnActivation::gelu;
+  pool_.run(n, [&](int t, int) {
+    float* g = gate + static_cast<size_t>(t) * stride;
+    const float* u = up + static_cast<size_t>(t) * stride;
+    if (gelu) {
+      // GELU, tanh form: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+      constexpr float kSqrt2OverPi = 0.7978845608028654f;
+      for (int i = 0; i < width; ++i) {
+        const float x = g[i];
+        g[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))) * u[i];
+      }
+    } else {
+      for (int i = 0; i < width; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+  });
+}
+
+void ForwardPass::project_qkv(const LayerWeights& layer, const Matrices& m, int n) {
+  const ModelConfig& c = model_.config();
+  if (c.fused_qkv) {
+    // One product, then each row's q | k | v parts to their own buffers.
+    const size_t width = static_cast<size_t>(c.q_width() + c.kv_width() + c.v_width());
+    fused_.resize(static_cast<size_t>(n) * width);
+    matmul(m.wqkv, norm_.data(), n, fused_.data());
+    for (int t = 0; t < n; ++t) {
+      const float* row = fused_.data() + static_cast<size_t>(t) * width;
+      std::copy_n(row, c.q_width(), q_.data() + static_cast<size_t>(t) * c.q_width());
+      std::copy_n(row + c.q_width(), c.kv_width(), k_.data() + static_cast<size_t>(t) * c.kv_width());
+      std::copy_n(row + c.q_width() + c.kv_width(), c.v_width(), v_.data() + static_cast<size_t>(t) * c.v_width());
+    }
+  } else {
+    matmul(m.wq, norm_.data(), n, q_.data());
+    matmul(m.wk, norm_.data(), n, k_.data());
+    matmul(m.wv, norm_.data(), n, v_.data());
+  }
+  if (c.has_qkv_bias) {
+    for (int t = 0; t < n; ++t) {
+      add_in_place(q_.data() + static_cast<size_t>(t) * c.q_width(), layer.q_bias.data(),
+                   static_cast<size_t>(c.q_width()));
+      add_in_place(k_.data() + static_cast<size_t>(t) * c.kv_width(), layer.k_bias.data(),
+                   static_cast<size_t>(c.kv_width()));
+      add_in_place(v_.data() + static_cast<size_t>(t) * c.v_width(), layer.v_bias.data(),
+                   static_cast<size_t>(c.v_width()));
+    }
+  }
+  if (c.has_qk_norm) {
+    // Each head's query and key vector is RMS-normalised on its own, before RoPE.
+    for (int t = 0; t < n; ++t) {
+      for (int h = 0; h < c.n_head; ++h) {
+        float* head = q_.data() + static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(h) * c.head_dim;
+        rms_norm(head, layer.q_norm.data(), head, c.head_dim, c.rms_epsilon);
+      }
+      for (int h = 0; h < c.n_head_kv; ++h) {
+        float* head = k_.data() + static_cast<size_t>(t) * c.kv_width() + static_cast<size_t>(h) * c.head_dim;
+        rms_norm(head, layer.k_norm.data(), head, c.head_dim, c.rms_epsilon);
+      }
+    }
+  }
+}
+
+void ForwardPass::feed_forward(const LayerWeights& layer, const Matrices& m, int n) {
+  const ModelConfig& c = model_.config();
+  if (c.is_moe()) {
+    mixture_of_experts(layer, m, n);
+    return;
+  }
+  if (c.fused_gate_up) {
+    // Each row of the product is gate (n_ff) then up (n_ff); the activated half stays in place.
+    const int width = 2 * c.n_ff;
+    fused_.resize(static_cast<size_t>(n) * width);
+    matmul(m.w_up, norm_.data(), n, fused_.data());
+    activate_times(fused_.data(), fused_.data() + c.n_ff, n, c.n_ff, width);
+    for (int t = 0; t < n; ++t) {
+      std::copy_n(fused_.data() + static_cast<size_t>(t) * width, c.n_ff,
+                  gate_.data() + static_cast<size_t>(t) * c.n_ff);
+    }
+  } else {
+    matmul(m.w_gate, norm_.data(), n, gate_.data());
+    matmul(m.w_up, norm_.data(), n, up_.data());
+    activate_times(gate_.data(), up_.data(), n, c.n_ff, c.n_ff);
+  }
+  matmul(m.w_down, gate_.data(), n, tmp_.data());
+}
+
+// Each token goes to the experts its router ranks highest; each expert then runs once over the
+// rows of its tokens, so only the chosen experts' weights are read. A token's output adds its
+// experts' in expert order whatever else is in the batch, so its numbers do not depend on the
+// batch.
+void ForwardPass::mixture_of_experts(const LayerWeights& layer, const Matrices& m, int n) {
+  const ModelConfig& c = model_.config();
+  const size_t width = static_cast<size_t>(c.n_embd);
+  const auto n_expert = static_cast<size_t>(c.n_expert);
+  router_.resize(static_cast<size_t>(n) * n_expert);
+  matmul(m.router, norm_.data(), n, router_.data());
+  for (auto& tokens : expert_tokens_) tokens.clear();
+  std::vector<int>& order = expert_order_;
+  order.resize(n_expert);
+  for (int t = 0; t < n; ++t) {
+    float* p = router_.data() + static_cast<size_t>(t) * n_expert;
+    // A file's weights may make a router logit NaN or infinite: keep the ranking a strict order
+    // and the softmax finite.
+    for (size_t e = 0; e < n_expert; ++e) p[e] = std::isnan(p[e]) ? -1e30f : std::clamp(p[e], -1e30f, 1e30f);
+    const float top = *std::max_element(p, p + n_expert);
+    float total = 0.0f;
+    for (size_t e = 0; e < n_expert; ++e) total += p[e] = std::exp(p[e] - top);
+    for (size_t e = 0; e < n_expert; ++e) p[e] /= total;  // softmax over every expert
+    for (size_t e = 0; e < n_expert; ++e) order[e] = static_cast<int>(e);
+    std::partial_sort(order.begin(), order.begin() + c.n_expert_used, order.end(),
+                      [p](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    float chosen = 0.0f;
+    for (int i = 0; i < c.n_expert_used; ++i) chosen += p[order[static_cast<size_t>(i)]];
+    for (int i = 0; i < c.n_expert_used; ++i) {
+      const int e = order[static_cast<size_t>(i)];
+      const float weight = c.normalize_expert_weights ? p[e] / chosen : p[e];
+      expert_tokens_[static_cast<size_t>(e)].emplace_back(t, weight);
+    }
+  }
+  std::fill(tmp_.begin(), tmp_.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(n) * width), 0.0f);
+  const size_t ff = static_cast<size_t>(c.n_ff_expert);
+  for (size_t e = 0; e < n_expert; ++e) {
+    const auto& tokens = expert_tokens_[e];
+    if (tokens.empty()) continue;
+    const int count = static_cast<int>(tokens.size());
+    expert_in_.resize(tokens.size() * width);
+    expert_gate_.resize(tokens.size() * ff);
+    expert_up_.resize(tokens.size() * ff);
+    expert_out_.resize(tokens.size() * width);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      std::copy_n(norm_.data() + static_cast<size_t>(tokens[i].first) * width, width, expert_in_.data() + i * width);
+    }
+    matmul(m.expert_gate[e], expert_in_.data(), count, expert_gate_.data());
+    matmul(m.expert_up[e], expert_in_.data(), count, expert_up_.data());
+    activate_times(expert_gate_.data(), expert_up_.data(), count, c.n_ff_expert, c.n_ff_expert);
+    matmul(m.expert_down[e], expert_gate_.data(), count, expert_out_.data());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      float* out = tmp_.data() + static_cast<size_t>(tokens[i].first) * width;
+      const float* y = expert_out_.data() + i * width;
+      for (size_t j = 0; j < width; ++j) out[j] += tokens[i].second * y[j];
+    }
+  }
+  if (c.n_ff_shared == 0) return;
+  // The shared expert sees every token; a sigmoid of <gate input, x> scales its output.
+  matmul(m.shared_gate, norm_.data(), n, gate_.data());
+  matmul(m.shared_up, norm_.data(), n, up_.data());
+  activate_times(gate_.data(), up_.data(), n, c.n_ff_shared, c.n_ff_shared);
+  expert_out_.resize(static_cast<size_t>(n) * width);
+  matmul(m.shared_down, gate_.data(), n, expert_out_.data());
+  for (int t = 0; t < n; ++t) {
+    const float* x = norm_.data() + static_cast<size_t>(t) * width;
+    float logit = 0.0f;
+    for (size_t j = 0; j < width; ++j) logit += layer.shared_gate_input[j] * x[j];
+    const float scale = 1.0f / (1.0f + std::exp(-logit));
+    float* out = tmp_.data() + static_cast<size_t>(t) * width;
+    const float* y = expert_out_.data() + static_cast<size_t>(t) * width;
+    for (size_t j = 0; j < width; ++j) out[j] += scale * y[j];
+  }
 }
 
 // NOLINTNEXTLINE(readability-function-size): the kernel sequence of one layer, read best in the order it runs.
@@ -219,8 +419,11 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
   attn_.resize(rows * c.q_width());
   k_.resize(rows * c.kv_width());
   v_.resize(rows * c.v_width());
-  gate_.resize(rows * c.n_ff);
-  up_.resize(rows * c.n_ff);
+  // A mixture of experts never uses n_ff (its experts have their own buffers); a hostile file must
+  // not size these by it.
+  const int ffn_width = c.is_moe() ? c.n_ff_shared : c.n_ff;
+  gate_.resize(rows * ffn_width);
+  up_.resize(rows * ffn_width);
 
   const auto& embedding = model_.token_embedding();
   for (int t = 0; t < n; ++t) {
@@ -228,64 +431,47 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
                             x_.data() + static_cast<size_t>(t) * c.n_embd, c.n_embd);
   }
 
+  if (c.scale_embedding) {
+    const float scale = std::sqrt(static_cast<float>(c.n_embd));
+    for (float& v : x_) v *= scale;
+  }
+
   const int half = c.rope_dims / 2;
-  rope_cos_.resize(rows * half);
-  rope_sin_.resize(rows * half);
-  for (int t = 0; t < n; ++t) {
-    const double position = batch[static_cast<size_t>(t)].position / static_cast<double>(c.rope_linear_scale);
-    for (int j = 0; j < half; ++j) {
-      const double angle = position * inverse_frequencies_[static_cast<size_t>(j)];
-      rope_cos_[static_cast<size_t>(t) * half + j] = static_cast<float>(std::cos(angle));
-      rope_sin_[static_cast<size_t>(t) * half + j] = static_cast<float>(std::sin(angle));
+  // RoPE angles per token: position (over the linear scale) times each inverse frequency.
+  auto rope_tables = [&](const std::vector<float>& inverse, double linear_scale, std::vector<float>* cosines,
+                         std::vector<float>* sines) {
+    cosines->resize(rows * half);
+    sines->resize(rows * half);
+    for (int t = 0; t < n; ++t) {
+      const double position = batch[static_cast<size_t>(t)].position / linear_scale;
+      for (int j = 0; j < half; ++j) {
+        const double angle = position * inverse[static_cast<size_t>(j)];
+        (*cosines)[static_cast<size_t>(t) * half + j] = static_cast<float>(std::cos(angle));
+        (*sines)[static_cast<size_t>(t) * half + j] = static_cast<float>(std::sin(angle));
+      }
     }
+  };
+  rope_tables(inverse_frequencies_, c.rope_linear_scale, &rope_cos_, &rope_sin_);
+  if (!inverse_frequencies_sliding_.empty()) {
+    rope_tables(inverse_frequencies_sliding_, 1.0, &rope_cos_sliding_, &rope_sin_sliding_);
   }
 
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& layer = model_.layers()[static_cast<size_t>(l)];
     const Matrices& m = matrices_[static_cast<size_t>(l)];
     rms_norm_rows(x_.data(), layer.attn_norm, norm_.data(), n, c.n_embd);
-    matmul(m.wq, norm_.data(), n, q_.data());
-    matmul(m.wk, norm_.data(), n, k_.data());
-    matmul(m.wv, norm_.data(), n, v_.data());
-    if (c.has_qkv_bias) {
-      for (int t = 0; t < n; ++t) {
-        add_in_place(q_.data() + static_cast<size_t>(t) * c.q_width(), layer.q_bias.data(),
-                     static_cast<size_t>(c.q_width()));
-        add_in_place(k_.data() + static_cast<size_t>(t) * c.kv_width(), layer.k_bias.data(),
-                     static_cast<size_t>(c.kv_width()));
-        add_in_place(v_.data() + static_cast<size_t>(t) * c.v_width(), layer.v_bias.data(),
-                     static_cast<size_t>(c.v_width()));
-      }
-    }
-    if (c.has_qk_norm) {
-      // Each head's query and key vector is RMS-normalised on its own, before RoPE.
-      for (int t = 0; t < n; ++t) {
-        for (int h = 0; h < c.n_head; ++h) {
-          float* head = q_.data() + static_cast<size_t>(t) * c.q_width() + static_cast<size_t>(h) * c.head_dim;
-          rms_norm(head, layer.q_norm.data(), head, c.head_dim, c.rms_epsilon);
-        }
-        for (int h = 0; h < c.n_head_kv; ++h) {
-          float* head = k_.data() + static_cast<size_t>(t) * c.kv_width() + static_cast<size_t>(h) * c.head_dim;
-          rms_norm(head, layer.k_norm.data(), head, c.head_dim, c.rms_epsilon);
-        }
-      }
-    }
-    apply_rope(q_.data(), n, c.q_width(), c.n_head);
-    apply_rope(k_.data(), n, c.kv_width(), c.n_head_kv);
+    project_qkv(layer, m, n);
+    apply_rope(q_.data(), n, c.q_width(), c.n_head, c.is_sliding(l));
+    apply_rope(k_.data(), n, c.kv_width(), c.n_head_kv, c.is_sliding(l));
     store_kv(batch, cache, l);
     attention(batch, cache, l);
     matmul(m.wo, attn_.data(), n, tmp_.data());
+    if (c.has_post_norms) rms_norm_rows(tmp_.data(), layer.post_attn_norm, tmp_.data(), n, c.n_embd);
     add_in_place(x_.data(), tmp_.data(), rows * c.n_embd);
 
     rms_norm_rows(x_.data(), layer.ffn_norm, norm_.data(), n, c.n_embd);
-    matmul(m.w_gate, norm_.data(), n, gate_.data());
-    matmul(m.w_up, norm_.data(), n, up_.data());
-    pool_.run(n, [&](int t, int) {
-      float* g = gate_.data() + static_cast<size_t>(t) * c.n_ff;
-      const float* u = up_.data() + static_cast<size_t>(t) * c.n_ff;
-      for (int i = 0; i < c.n_ff; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];  // SiLU(gate) * up
-    });
-    matmul(m.w_down, gate_.data(), n, tmp_.data());
+    feed_forward(layer, m, n);
+    if (c.has_post_norms) rms_norm_rows(tmp_.data(), layer.post_ffn_norm, tmp_.data(), n, c.n_embd);
     add_in_place(x_.data(), tmp_.data(), rows * c.n_embd);
   }
 
@@ -297,7 +483,12 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
              norm_.data() + static_cast<size_t>(n_out) * c.n_embd, c.n_embd, c.rms_epsilon);
     ++n_out;
   }
-  if (n_out > 0) matmul(output_, norm_.data(), n_out, logits);
+  if (n_out == 0) return;
+  matmul(output_, norm_.data(), n_out, logits);
+  if (c.final_softcap > 0.0f) {
+    const size_t count = static_cast<size_t>(n_out) * c.n_vocab;
+    for (size_t i = 0; i < count; ++i) logits[i] = c.final_softcap * std::tanh(logits[i] / c.final_softcap);
+  }
 }
 
 }  // namespace darkbloom::engine

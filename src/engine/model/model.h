@@ -17,10 +17,19 @@ namespace darkbloom::engine {
 struct LayerWeights {
   std::vector<float> attn_norm;
   kernels::WeightMatrix wq, wk, wv, wo;
-  std::vector<float> q_bias, k_bias, v_bias;  // qwen2
-  std::vector<float> q_norm, k_norm;          // qwen3, per head
+  kernels::WeightMatrix wqkv;                        // phi3: q, k and v rows in one matrix (then wq, wk, wv are empty)
+  std::vector<float> post_attn_norm, post_ffn_norm;  // gemma
+  std::vector<float> q_bias, k_bias, v_bias;         // qwen2
+  std::vector<float> q_norm, k_norm;                 // qwen3, per head
   std::vector<float> ffn_norm;
-  kernels::WeightMatrix w_gate, w_up, w_down;
+  kernels::WeightMatrix w_gate, w_up, w_down;  // dense FFN; phi3: w_up holds gate then up rows
+  // Mixture of experts: the router (n_expert rows of n_embd), each expert's matrices (views into
+  // the file's three-dimensional tensors, one per expert), and the shared expert with the vector
+  // of its sigmoid gate (qwen2moe).
+  kernels::WeightMatrix router;
+  std::vector<kernels::WeightMatrix> expert_gate, expert_up, expert_down;
+  kernels::WeightMatrix shared_gate, shared_up, shared_down;
+  std::vector<float> shared_gate_input;
 };
 
 class Model {
@@ -40,7 +49,8 @@ class Model {
   // Per-frequency divisors of RoPE (rope_freqs.weight); empty when absent.
   const std::vector<float>& rope_freq_factors() const { return rope_freq_factors_; }
 
-  // Bytes of weights one decode step reads (every matrix once, plus one embedding row).
+  // Bytes of weights one decode step reads (every matrix once, plus one embedding row; of a
+  // mixture of experts, the router, the shared expert and n_expert_used experts).
   uint64_t weight_bytes_per_token() const;
   uint64_t parameter_count() const;
 

@@ -2,10 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <limits>
 
 namespace darkbloom::engine {
 namespace {
+
+constexpr const char* kSupportedArchitectures = "llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3";
 
 // Bounds far above any real model (the largest open models have width 16384, 128 heads of 256,
 // FFN 53248, 126 layers); with them every width product fits comfortably in an int.
@@ -16,6 +19,7 @@ constexpr int kMaxHeads = 1024;
 constexpr int kMaxHeadDim = 4096;
 constexpr int kMaxContext = 1 << 24;
 constexpr int kMaxVocab = 1 << 24;
+constexpr int kMaxExperts = 1024;
 
 class MetadataReader {
  public:
@@ -71,6 +75,44 @@ class MetadataReader {
   std::string prefix_;
 };
 
+// Sliding windows, soft-capping and the attention scale (gemma2, gemma3, phi3).
+Status read_attention_variants(const GgufFile& file, const MetadataReader& meta, ModelConfig* config) {
+  auto number = [&](const char* key, float* out) -> Status {
+    if (meta.find(key) == nullptr) return {};
+    auto value = meta.positive_float_or(key, 0.0f);
+    if (!value) return value.error();
+    *out = *value;
+    return {};
+  };
+  const Architecture arch = config->architecture;
+  if (arch == Architecture::gemma2 || arch == Architecture::gemma3 || arch == Architecture::phi3) {
+    if (meta.find("attention.sliding_window") != nullptr) {
+      auto window = meta.positive_int("attention.sliding_window", kMaxContext);
+      if (!window) return window.error();
+      config->sliding_window = *window;
+    }
+  }
+  if (arch == Architecture::gemma2) {
+    DARKBLOOM_RETURN_IF_ERROR(number("attn_logit_softcapping", &config->attn_softcap));
+    DARKBLOOM_RETURN_IF_ERROR(number("final_logit_softcapping", &config->final_softcap));
+  }
+  if (arch == Architecture::gemma3) {
+    // The local layers' base is not in the files llama.cpp's converter writes; it is 10000.
+    config->rope_theta_sliding = 10000.0f;
+    DARKBLOOM_RETURN_IF_ERROR(number("rope.freq_base_swa", &config->rope_theta_sliding));
+  }
+  // Gemma's 27B models scale queries by 1/sqrt(n_embd / n_head) rather than 1/sqrt(head_dim), as
+  // llama.cpp recognises them: by their layer count.
+  const bool wide_query_scale = (arch == Architecture::gemma2 && config->n_layer == 46) ||
+                                (arch == Architecture::gemma3 && config->n_layer == 62);
+  config->attention_scale =
+      1.0f / std::sqrt(static_cast<float>(wide_query_scale ? config->n_embd / config->n_head : config->head_dim));
+  if (file.find_tensor("rope_factors_long.weight") != nullptr) {
+    return make_error(Errc::unsupported, file.name() + ": LongRoPE (rope_factors_long) is not supported");
+  }
+  return {};
+}
+
 }  // namespace
 
 const char* architecture_name(Architecture architecture) {
@@ -81,6 +123,16 @@ const char* architecture_name(Architecture architecture) {
       return "qwen2";
     case Architecture::qwen3:
       return "qwen3";
+    case Architecture::qwen2moe:
+      return "qwen2moe";
+    case Architecture::qwen3moe:
+      return "qwen3moe";
+    case Architecture::gemma2:
+      return "gemma2";
+    case Architecture::gemma3:
+      return "gemma3";
+    case Architecture::phi3:
+      return "phi3";
   }
   return "unknown";
 }
@@ -104,10 +156,31 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
     config.architecture = Architecture::qwen3;
     config.rope_style = RopeStyle::neox;
     config.has_qk_norm = true;
+  } else if (*arch == "qwen2moe") {
+    config.architecture = Architecture::qwen2moe;
+    config.rope_style = RopeStyle::neox;
+    config.has_qkv_bias = true;
+  } else if (*arch == "qwen3moe") {
+    config.architecture = Architecture::qwen3moe;
+    config.rope_style = RopeStyle::neox;
+    config.has_qk_norm = true;
+    config.normalize_expert_weights = true;
+  } else if (*arch == "gemma2" || *arch == "gemma3") {
+    config.architecture = *arch == "gemma2" ? Architecture::gemma2 : Architecture::gemma3;
+    config.rope_style = RopeStyle::neox;
+    config.scale_embedding = true;
+    config.has_post_norms = true;
+    config.ffn_activation = FfnActivation::gelu;
+    config.has_qk_norm = *arch == "gemma3";
+    config.sliding_period = *arch == "gemma2" ? 2 : 6;
+  } else if (*arch == "phi3") {
+    config.architecture = Architecture::phi3;
+    config.rope_style = RopeStyle::neox;
+    config.fused_qkv = true;
+    config.fused_gate_up = true;
   } else {
-    return make_error(
-        Errc::unsupported,
-        fmt::format("{}: architecture '{}' is not supported (supported: llama, qwen2, qwen3)", file.name(), *arch));
+    return make_error(Errc::unsupported, fmt::format("{}: architecture '{}' is not supported (supported: {})",
+                                                     file.name(), *arch, kSupportedArchitectures));
   }
   if (const GgufValue* name = file.find("general.name"); name && name->as_string()) config.name = *name->as_string();
 
@@ -149,6 +222,26 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
                                   config.rope_dims, config.head_dim));
   }
 
+  if (config.architecture == Architecture::qwen2moe || config.architecture == Architecture::qwen3moe) {
+    DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_expert, meta.positive_int("expert_count", kMaxExperts)));
+    DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_expert_used, meta.positive_int("expert_used_count", kMaxExperts)));
+    // Without the key, llama.cpp takes the FFN width as shared among the experts a token uses.
+    DARKBLOOM_RETURN_IF_ERROR(
+        assign(&config.n_ff_expert,
+               meta.positive_int_or("expert_feed_forward_length",
+                                    std::max(1, config.n_ff / std::max(1, config.n_expert_used)), kMaxFeedForward)));
+    if (config.architecture == Architecture::qwen2moe) {
+      DARKBLOOM_RETURN_IF_ERROR(assign(&config.n_ff_shared, meta.positive_int_or("expert_shared_feed_forward_length",
+                                                                                 config.n_ff, kMaxFeedForward)));
+    }
+    if (config.n_expert_used > config.n_expert) {
+      return make_error(Errc::bad_format, fmt::format("{}: expert_used_count {} is more than expert_count {}",
+                                                      file.name(), config.n_expert_used, config.n_expert));
+    }
+  }
+
+  DARKBLOOM_RETURN_IF_ERROR(read_attention_variants(file, meta, &config));
+
   auto eps = meta.positive_float_or("attention.layer_norm_rms_epsilon", 1e-5f);
   if (!eps) return eps.error();
   config.rms_epsilon = *eps;
@@ -178,9 +271,10 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
                       file.name() + ": tensor 'token_embd.weight' does not have shape [embedding_length, vocab]");
   }
   config.n_vocab = static_cast<int>(embedding->dims[1]);
-  // Each layer has at least nine tensors; a larger count is a lie that would make the loader
-  // allocate per-layer state for nothing.
-  if (static_cast<uint64_t>(config.n_layer) * 9 > file.tensors().size()) {
+  // Each layer has at least nine tensors (six with phi3's fused matrices); a larger count is a lie
+  // that would make the loader allocate per-layer state for nothing.
+  const uint64_t per_layer = config.fused_qkv ? 6 : 9;
+  if (static_cast<uint64_t>(config.n_layer) * per_layer > file.tensors().size()) {
     return make_error(Errc::bad_format, fmt::format("{}: block_count {} is more than the file's {} tensors can hold",
                                                     file.name(), config.n_layer, file.tensors().size()));
   }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <vector>
@@ -44,6 +45,7 @@ struct TensorPlan {
   GgmlType type;
   int64_t cols, rows;  // rows = 1 for vectors
   enum class Init { matrix, norm, bias } init;
+  int64_t experts = 0;  // > 0: a stack of this many matrices (a three-dimensional tensor)
 };
 
 GgmlType choose_type(GgmlType wanted, int64_t cols) {
@@ -54,13 +56,116 @@ GgmlType choose_type(GgmlType wanted, int64_t cols) {
   return GgmlType::f16;
 }
 
+constexpr const char* kArchitectures = "llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3";
+
+bool is_moe(const std::string& arch) {
+  return arch == "qwen2moe" || arch == "qwen3moe";
+}
+
+bool known_architecture(const std::string& arch) {
+  for (const char* known : {"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "phi3"}) {
+    if (arch == known) return true;
+  }
+  return false;
+}
+
+// Every tensor of the model, with its type: the recipe's choice or the one type asked for.
+std::vector<TensorPlan> plan_tensors(const SynthOptions& o, int head_dim, int64_t n_vocab,
+                                     const std::optional<QuantRecipe>& recipe, GgmlType base_type) {
+  const std::string& arch = o.architecture;
+  const int64_t q_width = static_cast<int64_t>(o.n_head) * head_dim;
+  const int64_t kv_width = static_cast<int64_t>(o.n_head_kv) * head_dim;
+  std::vector<TensorPlan> plan;
+  const RecipeModel recipe_model{.n_layer = o.n_layer,
+                                 .n_head = o.n_head,
+                                 .n_head_kv = o.n_head_kv,
+                                 .n_expert = is_moe(arch) ? o.n_expert : 0,
+                                 .has_output = !o.tied_output};
+  auto type_of = [&](const std::string& name, int64_t cols) {
+    return recipe ? quant_recipe_tensor_type(*recipe, recipe_model, name, cols) : choose_type(base_type, cols);
+  };
+  auto matrix = [&](std::string name, int64_t cols, int64_t rows, int64_t experts = 0) {
+    const GgmlType type = type_of(name, cols);
+    plan.push_back({std::move(name), type, cols, rows, TensorPlan::Init::matrix, experts});
+  };
+  auto vector = [&](std::string name, int64_t length, TensorPlan::Init init) {
+    plan.push_back({std::move(name), GgmlType::f32, length, 1, init});
+  };
+  const bool biases = arch == "qwen2" || arch == "qwen2moe";
+  const bool qk_norm = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3";
+  const bool gemma = arch == "gemma2" || arch == "gemma3";
+  const bool phi3 = arch == "phi3";
+  matrix("token_embd.weight", o.n_embd, n_vocab);
+  for (int l = 0; l < o.n_layer; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    vector(p + "attn_norm.weight", o.n_embd, TensorPlan::Init::norm);
+    if (phi3) {
+      matrix(p + "attn_qkv.weight", o.n_embd, q_width + 2 * kv_width);
+    } else {
+      matrix(p + "attn_q.weight", o.n_embd, q_width);
+      matrix(p + "attn_k.weight", o.n_embd, kv_width);
+      matrix(p + "attn_v.weight", o.n_embd, kv_width);
+    }
+    if (biases) {
+      vector(p + "attn_q.bias", q_width, TensorPlan::Init::bias);
+      vector(p + "attn_k.bias", kv_width, TensorPlan::Init::bias);
+      vector(p + "attn_v.bias", kv_width, TensorPlan::Init::bias);
+    }
+    if (qk_norm) {
+      vector(p + "attn_q_norm.weight", head_dim, TensorPlan::Init::norm);
+      vector(p + "attn_k_norm.weight", head_dim, TensorPlan::Init::norm);
+    }
+    matrix(p + "attn_output.weight", q_width, o.n_embd);
+    if (gemma) vector(p + "post_attention_norm.weight", o.n_embd, TensorPlan::Init::norm);
+    vector(p + "ffn_norm.weight", o.n_embd, TensorPlan::Init::norm);
+    if (gemma) vector(p + "post_ffw_norm.weight", o.n_embd, TensorPlan::Init::norm);
+    if (phi3) {
+      matrix(p + "ffn_up.weight", o.n_embd, 2 * int64_t{o.n_ff});  // gate rows, then up rows
+      matrix(p + "ffn_down.weight", o.n_ff, o.n_embd);
+      continue;
+    }
+    if (!is_moe(arch)) {
+      matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff);
+      matrix(p + "ffn_up.weight", o.n_embd, o.n_ff);
+      matrix(p + "ffn_down.weight", o.n_ff, o.n_embd);
+      continue;
+    }
+    // The router stays F32, as quantizers leave it.
+    plan.push_back({p + "ffn_gate_inp.weight", GgmlType::f32, o.n_embd, o.n_expert, TensorPlan::Init::matrix});
+    const int64_t ff = o.n_ff_expert > 0 ? o.n_ff_expert : o.n_ff;
+    matrix(p + "ffn_gate_exps.weight", o.n_embd, ff, o.n_expert);
+    matrix(p + "ffn_up_exps.weight", o.n_embd, ff, o.n_expert);
+    matrix(p + "ffn_down_exps.weight", ff, o.n_embd, o.n_expert);
+    if (arch == "qwen2moe") {
+      const int64_t shared = o.n_ff_shared > 0 ? o.n_ff_shared : o.n_ff;
+      vector(p + "ffn_gate_inp_shexp.weight", o.n_embd, TensorPlan::Init::bias);
+      matrix(p + "ffn_gate_shexp.weight", o.n_embd, shared);
+      matrix(p + "ffn_up_shexp.weight", o.n_embd, shared);
+      matrix(p + "ffn_down_shexp.weight", shared, o.n_embd);
+    }
+  }
+  vector("output_norm.weight", o.n_embd, TensorPlan::Init::norm);
+  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab);
+  return plan;
+}
+
 }  // namespace
 
 Status synthesize_model(const SynthOptions& o, const std::string& out_path,
                         const std::function<void(size_t, size_t)>& progress) {
   auto fail = [](const std::string& message) { return make_error(Errc::invalid_argument, message); };
-  if (o.architecture != "llama" && o.architecture != "qwen2" && o.architecture != "qwen3") {
-    return fail(fmt::format("architecture '{}' is not supported (llama, qwen2, qwen3)", o.architecture));
+  if (!known_architecture(o.architecture)) {
+    return fail(fmt::format("architecture '{}' is not supported ({})", o.architecture, kArchitectures));
+  }
+  if (o.sliding_window < -1 || o.sliding_window > 1 << 22) return fail("the sliding window must be -1 to 4194304");
+  if (o.attn_softcap < 0 || o.final_softcap < 0) return fail("soft-caps must not be negative");
+  if (is_moe(o.architecture)) {
+    if (o.n_expert < 2 || o.n_expert > 256) return fail("experts must be between 2 and 256");
+    if (o.n_expert_used < 1 || o.n_expert_used > o.n_expert) return fail("experts-used must be between 1 and experts");
+    for (int width : {o.n_ff_expert, o.n_ff_shared}) {
+      if (width != 0 && (width < 32 || width % 32 != 0 || width > 1 << 20))
+        return fail("expert FFN widths must be positive multiples of 32");
+    }
   }
   if (o.n_layer < 1 || o.n_layer > 512) return fail("layers must be between 1 and 512");
   if (o.n_embd < 32 || o.n_embd > 65536 || o.n_embd % 32 != 0)
@@ -71,6 +176,8 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
   if (o.head_dim == 0 && o.n_embd % o.n_head != 0)
     return fail("embedding width must be divisible by heads (or set head-dim)");
   if (head_dim < 2 || head_dim % 2 != 0 || head_dim > 1024) return fail("head size must be even and at most 1024");
+  if (o.rope_dims < 0 || o.rope_dims % 2 != 0 || o.rope_dims > head_dim)
+    return fail("rope dimensions must be even and at most the head size");
   if (o.n_ff < 32 || o.n_ff % 32 != 0 || o.n_ff > 1 << 20) return fail("FFN width must be a positive multiple of 32");
   if (o.context_length < 16 || o.context_length > 1 << 22) return fail("context length must be between 16 and 4194304");
 
@@ -128,8 +235,32 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
     writer.add_metadata(arch + ".attention.key_length", gguf_u32(static_cast<uint32_t>(head_dim)));
     writer.add_metadata(arch + ".attention.value_length", gguf_u32(static_cast<uint32_t>(head_dim)));
   }
-  writer.add_metadata(arch + ".rope.dimension_count", gguf_u32(static_cast<uint32_t>(head_dim)));
+  writer.add_metadata(arch + ".rope.dimension_count",
+                      gguf_u32(static_cast<uint32_t>(o.rope_dims > 0 ? o.rope_dims : head_dim)));
+  if (arch == "gemma2" || arch == "gemma3" || arch == "phi3") {
+    // Published defaults: Gemma 2 slides over 4096 positions on every other layer, Gemma 3 over
+    // 512 (1B) on five layers of six, Phi-3-mini over 2047 on every layer.
+    const int window = o.sliding_window >= 0 ? o.sliding_window
+                       : arch == "gemma2"    ? 4096
+                       : arch == "gemma3"    ? 512
+                                             : 2047;
+    if (window > 0) writer.add_metadata(arch + ".attention.sliding_window", gguf_u32(static_cast<uint32_t>(window)));
+  }
+  if (arch == "gemma2") {
+    writer.add_metadata(arch + ".attn_logit_softcapping", gguf_f32(o.attn_softcap > 0 ? o.attn_softcap : 50.0f));
+    writer.add_metadata(arch + ".final_logit_softcapping", gguf_f32(o.final_softcap > 0 ? o.final_softcap : 30.0f));
+  }
   writer.add_metadata(arch + ".vocab_size", gguf_u32(static_cast<uint32_t>(n_vocab)));
+  if (is_moe(arch)) {
+    writer.add_metadata(arch + ".expert_count", gguf_u32(static_cast<uint32_t>(o.n_expert)));
+    writer.add_metadata(arch + ".expert_used_count", gguf_u32(static_cast<uint32_t>(o.n_expert_used)));
+    writer.add_metadata(arch + ".expert_feed_forward_length",
+                        gguf_u32(static_cast<uint32_t>(o.n_ff_expert > 0 ? o.n_ff_expert : o.n_ff)));
+    if (arch == "qwen2moe") {
+      writer.add_metadata(arch + ".expert_shared_feed_forward_length",
+                          gguf_u32(static_cast<uint32_t>(o.n_ff_shared > 0 ? o.n_ff_shared : o.n_ff)));
+    }
+  }
 
   writer.add_metadata("tokenizer.ggml.model", gguf_string(vocabulary->model));
   writer.add_metadata("tokenizer.ggml.pre", gguf_string(vocabulary->pre));
@@ -148,47 +279,11 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
     writer.add_metadata("tokenizer.chat_template", gguf_string(vocabulary->chat_template));
   }
 
-  const int64_t q_width = static_cast<int64_t>(o.n_head) * head_dim;
-  const int64_t kv_width = static_cast<int64_t>(o.n_head_kv) * head_dim;
-  std::vector<TensorPlan> plan;
-  const RecipeModel recipe_model{
-      .n_layer = o.n_layer, .n_head = o.n_head, .n_head_kv = o.n_head_kv, .has_output = !o.tied_output};
-  auto matrix = [&](std::string name, int64_t cols, int64_t rows) {
-    const GgmlType type =
-        recipe ? quant_recipe_tensor_type(*recipe, recipe_model, name, cols) : choose_type(base_type, cols);
-    plan.push_back({std::move(name), type, cols, rows, TensorPlan::Init::matrix});
-  };
-  auto vector = [&](std::string name, int64_t length, TensorPlan::Init init) {
-    plan.push_back({std::move(name), GgmlType::f32, length, 1, init});
-  };
-  matrix("token_embd.weight", o.n_embd, n_vocab);
-  for (int l = 0; l < o.n_layer; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    vector(p + "attn_norm.weight", o.n_embd, TensorPlan::Init::norm);
-    matrix(p + "attn_q.weight", o.n_embd, q_width);
-    matrix(p + "attn_k.weight", o.n_embd, kv_width);
-    matrix(p + "attn_v.weight", o.n_embd, kv_width);
-    if (arch == "qwen2") {
-      vector(p + "attn_q.bias", q_width, TensorPlan::Init::bias);
-      vector(p + "attn_k.bias", kv_width, TensorPlan::Init::bias);
-      vector(p + "attn_v.bias", kv_width, TensorPlan::Init::bias);
-    }
-    if (arch == "qwen3") {
-      vector(p + "attn_q_norm.weight", head_dim, TensorPlan::Init::norm);
-      vector(p + "attn_k_norm.weight", head_dim, TensorPlan::Init::norm);
-    }
-    matrix(p + "attn_output.weight", q_width, o.n_embd);
-    vector(p + "ffn_norm.weight", o.n_embd, TensorPlan::Init::norm);
-    matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff);
-    matrix(p + "ffn_up.weight", o.n_embd, o.n_ff);
-    matrix(p + "ffn_down.weight", o.n_ff, o.n_embd);
-  }
-  vector("output_norm.weight", o.n_embd, TensorPlan::Init::norm);
-  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab);
-
+  const std::vector<TensorPlan> plan = plan_tensors(o, head_dim, n_vocab, recipe, base_type);
   for (const TensorPlan& t : plan) {
     std::vector<uint64_t> dims{static_cast<uint64_t>(t.cols)};
     if (t.rows > 1 || t.init == TensorPlan::Init::matrix) dims.push_back(static_cast<uint64_t>(t.rows));
+    if (t.experts > 0) dims.push_back(static_cast<uint64_t>(t.experts));
     const uint64_t seed = tensor_seed(o.seed, t.name);
     DARKBLOOM_RETURN_IF_ERROR(writer.add_tensor(t.name, t.type, dims, [t, seed](uint8_t* out) {
       WeightRandom random(seed);
@@ -200,7 +295,7 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
       const float center = t.init == TensorPlan::Init::norm ? 1.0f : 0.0f;
       std::vector<float> row(static_cast<size_t>(t.cols));
       const size_t row_bytes = ggml_row_bytes(t.type, static_cast<uint64_t>(t.cols));
-      for (int64_t r = 0; r < t.rows; ++r) {
+      for (int64_t r = 0; r < t.rows * std::max<int64_t>(1, t.experts); ++r) {
         for (auto& v : row) v = center + amplitude * random.symmetric();
         kernels::quantize_row(t.type, row.data(), out + static_cast<size_t>(r) * row_bytes, t.cols);
       }

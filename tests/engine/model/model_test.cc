@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 
@@ -92,6 +94,128 @@ TEST_F(ModelLoading, unsupported_tensor_type_is_named) {
     return true;
   }});
   EXPECT_NE(error.find("'blk.0.attn_q.weight' has type iq2_xxs"), std::string::npos) << error;
+}
+
+// A mixture-of-experts file with wrong expert counts or shapes is refused by name.
+class MoeLoading : public ModelLoading {
+ protected:
+  void SetUp() override {
+    SynthOptions options;
+    options.architecture = "qwen2moe";
+    options.n_layer = 1;
+    options.n_vocab = 300;
+    options.n_expert = 4;
+    options.n_expert_used = 2;
+    options.n_ff_expert = 64;
+    options.n_ff_shared = 128;
+    source_ = dir_.file("moe.gguf");
+    ASSERT_TRUE(synthesize_model(options, source_));
+  }
+};
+
+TEST_F(MoeLoading, a_synthesised_mixture_loads_with_its_experts) {
+  auto model = Model::load(source_);
+  ASSERT_TRUE(model) << model.error().message;
+  const ModelConfig& c = (*model)->config();
+  EXPECT_EQ(c.n_expert, 4);
+  EXPECT_EQ(c.n_expert_used, 2);
+  EXPECT_EQ(c.n_ff_expert, 64);
+  EXPECT_EQ(c.n_ff_shared, 128);
+  EXPECT_FALSE(c.normalize_expert_weights);
+  const LayerWeights& layer = (*model)->layers()[0];
+  ASSERT_EQ(layer.expert_down.size(), 4u);
+  // Each expert is its own slice of the 3-D tensor.
+  EXPECT_EQ(layer.expert_down[1].data, layer.expert_down[0].data + 256 * layer.expert_down[0].row_bytes);
+}
+
+TEST_F(MoeLoading, more_experts_used_than_there_are_is_an_error) {
+  const std::string error = error_after({.metadata = [](GgufKeyValue& kv) {
+    if (kv.key == "qwen2moe.expert_used_count") kv.value = gguf_u32(5);
+    return true;
+  }});
+  EXPECT_NE(error.find("expert_used_count 5 is more than expert_count 4"), std::string::npos) << error;
+}
+
+TEST_F(MoeLoading, an_expert_tensor_of_the_wrong_shape_is_named) {
+  const std::string error = error_after({.tensor = [](GgufTensorInfo& t) {
+    if (t.name == "blk.0.ffn_up_exps.weight") t.dims = {256, 64, 3};
+    return true;
+  }});
+  EXPECT_NE(error.find("'blk.0.ffn_up_exps.weight' has shape [256, 64, 3], expected [256, 64, 4]"), std::string::npos)
+      << error;
+}
+
+TEST_F(MoeLoading, the_shared_expert_is_required_and_its_gate_may_be_a_column) {
+  std::string error =
+      error_after({.tensor = [](GgufTensorInfo& t) { return t.name != "blk.0.ffn_down_shexp.weight"; }});
+  EXPECT_NE(error.find("missing tensor 'blk.0.ffn_down_shexp.weight'"), std::string::npos) << error;
+  error = error_after({.tensor = [](GgufTensorInfo& t) {
+    if (t.name == "blk.0.ffn_gate_inp_shexp.weight") t.dims = {256, 1};
+    return true;
+  }});
+  EXPECT_EQ(error, "");
+}
+
+TEST_F(ModelLoading, gemma_and_phi3_files_load_with_their_variants) {
+  for (const char* arch : {"gemma2", "gemma3", "phi3"}) {
+    SCOPED_TRACE(arch);
+    SynthOptions options;
+    options.architecture = arch;
+    options.n_layer = 6;
+    options.n_vocab = 300;
+    options.rope_dims = std::string(arch) == "phi3" ? 32 : 0;
+    const std::string path = dir_.file(std::string(arch) + ".gguf");
+    ASSERT_TRUE(synthesize_model(options, path));
+    auto model = Model::load(path);
+    ASSERT_TRUE(model) << model.error().message;
+    const ModelConfig& c = (*model)->config();
+    if (std::string(arch) == "phi3") {
+      EXPECT_TRUE(c.fused_qkv && c.fused_gate_up);
+      EXPECT_EQ(c.rope_dims, 32);
+      EXPECT_EQ(c.sliding_window, 2047);
+      for (int l = 0; l < 6; ++l) EXPECT_TRUE(c.is_sliding(l));
+      EXPECT_EQ((*model)->layers()[0].w_up.rows, 2 * c.n_ff);
+    } else {
+      EXPECT_TRUE(c.scale_embedding && c.has_post_norms);
+      EXPECT_EQ(c.ffn_activation, FfnActivation::gelu);
+      // gemma2: layers 0, 2, 4 slide; gemma3: all but layer 5.
+      const bool gemma2 = std::string(arch) == "gemma2";
+      for (int l = 0; l < 6; ++l) EXPECT_EQ(c.is_sliding(l), gemma2 ? l % 2 == 0 : l != 5) << l;
+      EXPECT_EQ(c.attn_softcap, gemma2 ? 50.0f : 0.0f);
+      EXPECT_EQ(c.rope_theta_sliding, gemma2 ? 0.0f : 10000.0f);
+    }
+  }
+}
+
+TEST_F(ModelLoading, overlapping_tensors_are_refused) {
+  // Point one tensor's data at another's: a small file must not stand for more weights than it holds.
+  const std::string path = rewrite(source_, dir_.file("plain.gguf"), {});
+  auto file = GgufFile::open(path);
+  ASSERT_TRUE(file);
+  std::vector<uint8_t> bytes;
+  {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 0, SEEK_END);
+    bytes.resize(static_cast<size_t>(std::ftell(f)));
+    std::fseek(f, 0, SEEK_SET);
+    ASSERT_EQ(std::fread(bytes.data(), 1, bytes.size(), f), bytes.size());
+    std::fclose(f);
+  }
+  // The tensor infos end with a u64 offset; the second tensor's offset becomes the first's (0).
+  const GgufTensorInfo& second = file->tensors()[1];
+  const std::string name = second.name;
+  const auto at = std::search(bytes.begin(), bytes.end(), name.begin(), name.end()) - bytes.begin();
+  const size_t offset_at = static_cast<size_t>(at) + name.size() + 4 + 8 * second.dims.size() + 4;
+  std::memset(bytes.data() + offset_at, 0, 8);
+  const std::string bad = dir_.file("overlap.gguf");
+  FILE* out = std::fopen(bad.c_str(), "wb");
+  ASSERT_NE(out, nullptr);
+  std::fwrite(bytes.data(), 1, bytes.size(), out);
+  std::fclose(out);
+  auto reopened = GgufFile::open(bad);
+  ASSERT_FALSE(reopened);
+  EXPECT_NE(reopened.error().message.find("overlap"), std::string::npos) << reopened.error().message;
 }
 
 TEST_F(ModelLoading, wrong_shape_is_named_with_both_shapes) {
