@@ -185,6 +185,11 @@ class Cli(unittest.TestCase):
             "--experts", "6", "--experts-used", "3", "--expert-ffn", "128", "--shared-ffn", "256")
         self.assertIn("experts: 6 per layer, 3 per token, FFN 128 each, shared expert FFN 256",
                       run("models", "inspect", out).stdout)
+        out = self.path("gemma2.gguf")
+        run("models", "synth", "-o", out, "--arch", "gemma2", "--layers", "2", "--embd", "256", "--ffn", "512")
+        info = run("models", "inspect", out).stdout
+        self.assertIn("attention: sliding window of 4096 positions on 1 of every 2 layers", info)
+        self.assertIn("soft-caps: attention 50, logits 30", info)
         self.assert_one_line_error(run("models", "synth", "-o", self.path("x.gguf"), "--arch", "qwen3moe",
                                        "--experts", "4", "--experts-used", "5", expect_ok=False), "experts-used")
         # A Q4_K_M recipe on rows that Q4_K blocks do not fit: the fallbacks of llama-quantize.

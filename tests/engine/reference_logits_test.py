@@ -75,6 +75,27 @@ def engine_logits(tool, model, kernels, n_vocab):
         return np.fromfile(out.name, dtype="<f4").reshape(len(TOKENS), n_vocab).astype(np.float64)
 
 
+def check_long_windows(args, workdir):
+    """40 tokens through windows of 20 and 16 positions: the window then starts inside a later KV
+    block (16 positions each) or on its boundary, where the engine skips whole blocks."""
+    tokens = [(7 * i + 3) % 384 for i in range(40)]
+    for window in (20, 16):
+        model = os.path.join(workdir, f"{args.arch}-window-{window}.gguf")
+        flags = list(ARCH_FLAGS[args.arch])
+        flags[flags.index("--sliding-window") + 1] = str(window)
+        run([args.darkbloom, "models", "synth", "-o", model, "--arch", args.arch, "--type", "f32", "--embd", "256",
+             "--layers", str(ARCH_LAYERS.get(args.arch, 2)), "--heads", "4", "--kv-heads", "2", "--ffn", "512",
+             "--vocab", "384", "--seed", "7", *flags])
+        reference = gguf_reference.forward(gguf_reference.read_gguf(model), tokens)
+        with tempfile.NamedTemporaryFile(suffix=".f32") as out:
+            run([args.dump_logits, model, ",".join(map(str, tokens)), out.name, "float"])
+            ours = np.fromfile(out.name, dtype="<f4").reshape(len(tokens), -1).astype(np.float64)
+        error = relative_rms(ours, reference)
+        print(f"{args.arch} window {window} over {len(tokens)} tokens: float kernels {error:.2e} (limit 1e-5)")
+        if not error <= 1e-5:
+            raise SystemExit(f"window {window}: float-kernel logits differ by {error:.2e}")
+
+
 def check_perplexity(darkbloom, model, workdir):
     text = "The river ran fast under the old stone bridge while people walked to work. " * 3
     text_path = os.path.join(workdir, "text.txt")
@@ -149,6 +170,8 @@ def main():
                 failures.append(f"{label}: default-kernel logits differ by {fast:.2e}")
             if label == "f32":
                 check_perplexity(args.darkbloom, model, workdir)
+                if args.arch in ARCH_FLAGS:
+                    check_long_windows(args, workdir)
     if failures:
         raise SystemExit("\n".join(failures))
 

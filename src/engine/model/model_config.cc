@@ -85,15 +85,26 @@ Status read_attention_variants(const GgufFile& file, const MetadataReader& meta,
     return {};
   };
   const Architecture arch = config->architecture;
+  if (arch == Architecture::gemma2) {
+    // llama.cpp's defaults for Gemma 2 files that predate these keys.
+    config->sliding_window = 4096;
+    config->attn_softcap = 50.0f;
+    config->final_softcap = 30.0f;
+  }
   if (arch == Architecture::gemma2 || arch == Architecture::gemma3 || arch == Architecture::phi3) {
-    if (meta.find("attention.sliding_window") != nullptr) {
-      auto window = meta.positive_int("attention.sliding_window", kMaxContext);
-      if (!window) return window.error();
-      config->sliding_window = *window;
+    // 0 means no window: llama.cpp's converter writes it for Phi-4, which is a phi3 file.
+    if (const GgufValue* window = meta.find("attention.sliding_window")) {
+      const auto value = window->as_int();
+      if (!value || *value < 0 || *value > kMaxContext) {
+        return make_error(Errc::bad_format,
+                          fmt::format("{}: metadata '{}.attention.sliding_window' must be an integer from 0 to {}",
+                                      file.name(), architecture_name(arch), kMaxContext));
+      }
+      config->sliding_window = static_cast<int>(*value);
     }
   }
-  if (arch == Architecture::gemma2) {
-    DARKBLOOM_RETURN_IF_ERROR(number("attn_logit_softcapping", &config->attn_softcap));
+  if (arch == Architecture::gemma2) DARKBLOOM_RETURN_IF_ERROR(number("attn_logit_softcapping", &config->attn_softcap));
+  if (arch == Architecture::gemma2 || arch == Architecture::gemma3) {
     DARKBLOOM_RETURN_IF_ERROR(number("final_logit_softcapping", &config->final_softcap));
   }
   if (arch == Architecture::gemma3) {
@@ -105,8 +116,9 @@ Status read_attention_variants(const GgufFile& file, const MetadataReader& meta,
   // llama.cpp recognises them: by their layer count.
   const bool wide_query_scale = (arch == Architecture::gemma2 && config->n_layer == 46) ||
                                 (arch == Architecture::gemma3 && config->n_layer == 62);
+  const int width_per_head = config->n_embd / config->n_head;
   config->attention_scale =
-      1.0f / std::sqrt(static_cast<float>(wide_query_scale ? config->n_embd / config->n_head : config->head_dim));
+      1.0f / std::sqrt(static_cast<float>(wide_query_scale && width_per_head > 0 ? width_per_head : config->head_dim));
   if (file.find_tensor("rope_factors_long.weight") != nullptr) {
     return make_error(Errc::unsupported, file.name() + ": LongRoPE (rope_factors_long) is not supported");
   }
@@ -176,7 +188,8 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
   } else if (*arch == "phi3") {
     config.architecture = Architecture::phi3;
     config.rope_style = RopeStyle::neox;
-    config.fused_qkv = true;
+    // Converted Phi-3 files fuse q, k and v; some have them apart, which llama.cpp also loads.
+    config.fused_qkv = file.find_tensor("blk.0.attn_qkv.weight") != nullptr;
     config.fused_gate_up = true;
   } else {
     return make_error(Errc::unsupported, fmt::format("{}: architecture '{}' is not supported (supported: {})",
@@ -273,7 +286,7 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
   config.n_vocab = static_cast<int>(embedding->dims[1]);
   // Each layer has at least nine tensors (six with phi3's fused matrices); a larger count is a lie
   // that would make the loader allocate per-layer state for nothing.
-  const uint64_t per_layer = config.fused_qkv ? 6 : 9;
+  const uint64_t per_layer = config.fused_gate_up ? 6 : 9;
   if (static_cast<uint64_t>(config.n_layer) * per_layer > file.tensors().size()) {
     return make_error(Errc::bad_format, fmt::format("{}: block_count {} is more than the file's {} tensors can hold",
                                                     file.name(), config.n_layer, file.tensors().size()));

@@ -266,7 +266,16 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
   writer.add_metadata("tokenizer.ggml.pre", gguf_string(vocabulary->pre));
   writer.add_metadata("tokenizer.ggml.tokens", gguf_string_array(vocabulary->tokens));
   writer.add_metadata("tokenizer.ggml.token_type", gguf_i32_array(vocabulary->token_types));
-  writer.add_metadata("tokenizer.ggml.merges", gguf_string_array(vocabulary->merges));
+  if (!vocabulary->merges.empty() || vocabulary->model == "gpt2") {
+    writer.add_metadata("tokenizer.ggml.merges", gguf_string_array(vocabulary->merges));
+  }
+  if (!vocabulary->scores.empty()) writer.add_metadata("tokenizer.ggml.scores", gguf_f32_array(vocabulary->scores));
+  if (vocabulary->model == "llama") {
+    writer.add_metadata("tokenizer.ggml.add_space_prefix", gguf_bool(vocabulary->add_space_prefix));
+  }
+  if (vocabulary->unknown) {
+    writer.add_metadata("tokenizer.ggml.unknown_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->unknown)));
+  }
   if (vocabulary->bos)
     writer.add_metadata("tokenizer.ggml.bos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->bos)));
   if (vocabulary->eos)

@@ -179,7 +179,10 @@ Status Tokenizer::read_special_tokens(const GgufFile& file) {
 void Tokenizer::index_special_texts() {
   for (size_t i = 0; i < tokens_.size(); ++i) {
     const TokenType type = types_[i];
-    if ((type == TokenType::control || type == TokenType::user_defined) && !tokens_[i].empty()) {
+    // As llama.cpp does, the unknown token's text (SentencePiece's "<unk>") is matched like a
+    // control token's.
+    const bool special = type == TokenType::control || type == TokenType::user_defined || type == TokenType::unknown;
+    if (special && !tokens_[i].empty()) {
       special_texts_.emplace_back(tokens_[i], static_cast<int32_t>(i));
     }
   }

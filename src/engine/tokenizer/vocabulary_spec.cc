@@ -78,6 +78,115 @@ void collect_split_patterns(const bj::value& pre, std::vector<std::string>* patt
   }
 }
 
+// A byte-level BPE tokenizer (GPT-2 style): its split pattern must be one the engine implements.
+Status check_byte_level(const bj::object& root, const std::string& tokenizer_json_path, VocabularySpec* out) {
+  VocabularySpec& spec = *out;
+  std::vector<std::string> patterns;
+  bool byte_level_regex = false;
+  if (const auto* pre = root.if_contains("pre_tokenizer")) collect_split_patterns(*pre, &patterns, &byte_level_regex);
+  if (patterns.size() == 1 && patterns[0] == kLlama3Pattern) {
+    spec.pre = "llama-bpe";
+  } else if (patterns.size() == 1 && patterns[0] == kQwen2Pattern) {
+    spec.pre = "qwen2";
+  } else if (patterns.empty() && byte_level_regex) {
+    spec.pre = "default";
+  } else {
+    const std::string found = patterns.empty() ? "none" : patterns[0].substr(0, 80);
+    return make_error(Errc::unsupported,
+                      fmt::format("{}: pre-tokenizer not supported (split pattern: {})", tokenizer_json_path, found));
+  }
+  if (const auto* normalizer = root.if_contains("normalizer"); normalizer && !normalizer->is_null()) {
+    const auto* type = normalizer->is_object() ? normalizer->as_object().if_contains("type") : nullptr;
+    const bool nfc = type && type->is_string() && type->as_string() == "NFC";
+    if (!nfc || spec.pre != "qwen2") {
+      return make_error(
+          Errc::unsupported,
+          tokenizer_json_path + ": this normalizer is supported only as NFC with the qwen2 pre-tokenizer");
+    }
+  }
+  return {};
+}
+
+// A SentencePiece-style BPE tokenizer exported to tokenizer.json (Llama 2, Gemma): spaces are
+// "▁", characters outside the vocabulary fall back to <0xXX> byte tokens, and pairs merge in the
+// order of their merge rank. As a GGUF "llama" vocabulary the merge order becomes scores: a
+// token's score is minus the rank of the first merge that makes it, so the engine's
+// highest-score-first merging follows the same order. Single characters, bytes and special
+// tokens are never made by a merge.
+Status as_sentencepiece(const bj::object& root, const bj::object& model, const std::string& tokenizer_json_path,
+                        VocabularySpec* spec) {
+  spec->model = "llama";
+  spec->pre = "default";
+  std::unordered_map<std::string, int32_t> ids;
+  for (size_t i = 0; i < spec->tokens.size(); ++i) ids.emplace(spec->tokens[i], static_cast<int32_t>(i));
+  spec->scores.assign(spec->tokens.size(), 0.0f);
+  std::vector<bool> scored(spec->tokens.size(), false);
+  for (size_t rank = 0; rank < spec->merges.size(); ++rank) {
+    const std::string& merge = spec->merges[rank];
+    const size_t space = merge.find(' ');
+    if (space == std::string::npos) continue;
+    const auto it = ids.find(merge.substr(0, space) + merge.substr(space + 1));
+    if (it == ids.end() || scored[static_cast<size_t>(it->second)]) continue;
+    scored[static_cast<size_t>(it->second)] = true;
+    spec->scores[static_cast<size_t>(it->second)] = -static_cast<float>(rank) - 1.0f;
+  }
+  spec->merges.clear();  // a "llama" vocabulary merges by score
+  for (size_t i = 0; i < spec->tokens.size(); ++i) {
+    const std::string& text = spec->tokens[i];
+    if (text.size() == 6 && text.compare(0, 3, "<0x") == 0 && text[5] == '>' &&
+        spec->token_types[i] == static_cast<int32_t>(TokenType::normal)) {
+      spec->token_types[i] = static_cast<int32_t>(TokenType::byte);
+    }
+  }
+  if (const auto* unk = model.if_contains("unk_token"); unk && unk->is_string()) {
+    if (const auto it = ids.find(std::string(unk->as_string())); it != ids.end()) {
+      spec->unknown = it->second;
+      spec->token_types[static_cast<size_t>(it->second)] = static_cast<int32_t>(TokenType::unknown);
+    }
+  }
+  // Normalizers: Replace(" ", "▁"), optionally after Prepend("▁") (Llama 2's space prefix).
+  const auto* normalizer = root.if_contains("normalizer");
+  std::vector<const bj::object*> steps;
+  if (normalizer != nullptr && normalizer->is_object()) {
+    const auto* list = normalizer->as_object().if_contains("normalizers");
+    if (list != nullptr && list->is_array()) {
+      for (const auto& step : list->as_array()) {
+        if (step.is_object()) steps.push_back(&step.as_object());
+      }
+    } else {
+      steps.push_back(&normalizer->as_object());
+    }
+  }
+  bool replaces_spaces = false;
+  spec->add_space_prefix = false;
+  for (const bj::object* step : steps) {
+    const auto* type = step->if_contains("type");
+    const std::string_view kind = type && type->is_string() ? std::string_view(type->as_string()) : "";
+    if (kind == "Prepend") {
+      spec->add_space_prefix = true;
+    } else if (kind == "Replace") {
+      replaces_spaces = true;
+    } else {
+      return make_error(Errc::unsupported,
+                        fmt::format("{}: SentencePiece normalizer '{}' is not supported", tokenizer_json_path, kind));
+    }
+  }
+  if (!replaces_spaces) {
+    return make_error(Errc::unsupported, tokenizer_json_path + ": a SentencePiece tokenizer must replace spaces by ▁");
+  }
+  // No pre-tokenizer, or Gemma's split on " ", which finds nothing once spaces are "▁".
+  if (const auto* pre = root.if_contains("pre_tokenizer"); pre != nullptr && !pre->is_null()) {
+    const auto* type = pre->is_object() ? pre->as_object().if_contains("type") : nullptr;
+    const auto* pattern = pre->is_object() ? pre->as_object().if_contains("pattern") : nullptr;
+    const auto* text = pattern && pattern->is_object() ? pattern->as_object().if_contains("String") : nullptr;
+    if (!(type && type->is_string() && type->as_string() == "Split" && text && text->is_string() &&
+          text->as_string() == " ")) {
+      return make_error(Errc::unsupported, tokenizer_json_path + ": this SentencePiece pre-tokenizer is not supported");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<VocabularySpec> import_hf_tokenizer(const std::string& tokenizer_json_path,
@@ -156,28 +265,11 @@ Result<VocabularySpec> import_hf_tokenizer(const std::string& tokenizer_json_pat
     }
   }
 
-  std::vector<std::string> patterns;
-  bool byte_level_regex = false;
-  if (const auto* pre = root.if_contains("pre_tokenizer")) collect_split_patterns(*pre, &patterns, &byte_level_regex);
-  if (patterns.size() == 1 && patterns[0] == kLlama3Pattern) {
-    spec.pre = "llama-bpe";
-  } else if (patterns.size() == 1 && patterns[0] == kQwen2Pattern) {
-    spec.pre = "qwen2";
-  } else if (patterns.empty() && byte_level_regex) {
-    spec.pre = "default";
+  const auto* byte_fallback = model->as_object().if_contains("byte_fallback");
+  if (byte_fallback != nullptr && byte_fallback->is_bool() && byte_fallback->as_bool()) {
+    DARKBLOOM_RETURN_IF_ERROR(as_sentencepiece(root, model->as_object(), tokenizer_json_path, &spec));
   } else {
-    const std::string found = patterns.empty() ? "none" : patterns[0].substr(0, 80);
-    return make_error(Errc::unsupported,
-                      fmt::format("{}: pre-tokenizer not supported (split pattern: {})", tokenizer_json_path, found));
-  }
-  if (const auto* normalizer = root.if_contains("normalizer"); normalizer && !normalizer->is_null()) {
-    const auto* type = normalizer->is_object() ? normalizer->as_object().if_contains("type") : nullptr;
-    const bool nfc = type && type->is_string() && type->as_string() == "NFC";
-    if (!nfc || spec.pre != "qwen2") {
-      return make_error(
-          Errc::unsupported,
-          tokenizer_json_path + ": this normalizer is supported only as NFC with the qwen2 pre-tokenizer");
-    }
+    DARKBLOOM_RETURN_IF_ERROR(check_byte_level(root, tokenizer_json_path, &spec));
   }
 
   auto find_id = [&](const std::string& token) -> std::optional<int32_t> {

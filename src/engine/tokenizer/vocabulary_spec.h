@@ -17,13 +17,16 @@ struct VocabularySpec {
   std::string pre = "default";  // tokenizer.ggml.pre
   std::vector<std::string> tokens;
   std::vector<int32_t> token_types;  // TokenType values
-  std::vector<std::string> merges;   // "left right"
-  std::optional<int32_t> bos, eos, padding;
+  std::vector<std::string> merges;   // "left right" (gpt2)
+  std::vector<float> scores;         // per token, empty = none (llama: merge priority)
+  bool add_space_prefix = false;     // llama: "▁" before the text
+  std::optional<int32_t> bos, eos, padding, unknown;
   bool add_bos = false;
   std::string chat_template;  // empty = none
 };
 
-// Reads a tokenizer.json (BPE models only) and, optionally, the tokenizer_config.json beside it
+// Reads a tokenizer.json (BPE models only: byte-level ones as "gpt2", SentencePiece-style ones with
+// byte fallback as "llama") and, optionally, the tokenizer_config.json beside it
 // for BOS/EOS, add_bos_token and the chat template. Unsupported models or pre-tokenizers are
 // errors naming what was found.
 Result<VocabularySpec> import_hf_tokenizer(const std::string& tokenizer_json_path,

@@ -175,6 +175,16 @@ TEST_F(ModelLoading, gemma_and_phi3_files_load_with_their_variants) {
       EXPECT_EQ(c.sliding_window, 2047);
       for (int l = 0; l < 6; ++l) EXPECT_TRUE(c.is_sliding(l));
       EXPECT_EQ((*model)->layers()[0].w_up.rows, 2 * c.n_ff);
+      // Phi-4's converted files say sliding_window = 0: no window.
+      source_ = path;
+      const std::string no_window = error_after({.metadata = [](GgufKeyValue& kv) {
+        if (kv.key == "phi3.attention.sliding_window") kv.value = gguf_u32(0);
+        return true;
+      }});
+      EXPECT_EQ(no_window, "");
+      auto phi4 = Model::load(dir_.file("edited.gguf"));
+      ASSERT_TRUE(phi4);
+      EXPECT_FALSE((*phi4)->config().is_sliding(0));
     } else {
       EXPECT_TRUE(c.scale_embedding && c.has_post_norms);
       EXPECT_EQ(c.ffn_activation, FfnActivation::gelu);
