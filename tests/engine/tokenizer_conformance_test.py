@@ -26,6 +26,24 @@ def run(cmd, cwd=None):
     return result.stdout
 
 
+# Each vocabulary is embedded in a model of the architecture that uses it (Phi-3 uses Llama 2's),
+# which must then load, generate and render its own chat template.
+ARCHITECTURE = {"qwen3": ["--arch", "qwen3moe"], "llama3": ["--arch", "llama"], "llama2": ["--arch", "phi3"],
+                "gemma3": ["--arch", "gemma3"]}
+
+
+def check_the_family_model(darkbloom, model, workdir, has_template):
+    run([darkbloom, "generate", "-m", model, "-p", "Hello there", "-n", "4", "--temperature", "0"])
+    if not has_template:
+        return  # Llama 2's tokenizer_config.json is the base model's, without a chat template
+    conversation = os.path.join(workdir, "conversation.jsonl")
+    with open(conversation, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"messages": [{"role": "user", "content": "Hi there"}], "add_generation_prompt": True}) + "\n")
+    rendered = json.loads(run([darkbloom, "chat-template", "-m", model, "--jsonl", conversation]).splitlines()[0])
+    if "Hi there" not in rendered.get("text", ""):
+        raise SystemExit(f"the chat template did not render the conversation: {rendered}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--darkbloom", required=True)
@@ -53,12 +71,18 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         model = os.path.join(workdir, f"{args.tokenizer}-vocab.gguf")
         synth = [args.darkbloom, "models", "synth", "-o", model, "--layers", "1", "--embd", "32", "--heads", "1",
-                 "--kv-heads", "1", "--ffn", "32", "--type", "q8_0", "--tokenizer-json", tokenizer_json]
+                 "--kv-heads", "1", "--ffn", "32", "--type", "q8_0", "--tokenizer-json", tokenizer_json,
+                 *ARCHITECTURE[args.tokenizer]]
         if tokenizer_config:
             synth += ["--tokenizer-config", tokenizer_config]
         run(synth)
         ours = [json.loads(line) for line in
                 run([args.darkbloom, "tokenize", "-m", model, "--no-bos", "--jsonl", args.corpus]).split("\n") if line]
+        has_template = False
+        if tokenizer_config:
+            with open(tokenizer_config, encoding="utf-8") as f:
+                has_template = bool(json.load(f).get("chat_template"))
+        check_the_family_model(args.darkbloom, model, workdir, has_template)
 
     sentencepiece = args.tokenizer in ("llama2", "gemma3")
     if sentencepiece:

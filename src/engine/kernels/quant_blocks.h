@@ -213,27 +213,40 @@ inline void unpack_32_quants(const uint8_t* qs, const uint8_t* qh, int8_t* q) {
   }
 }
 
-// The 256 two-bit quants of a Q2_K block, 0..3.
+// The 256 two-bit quants of a Q2_K block, 0..3. (The loops run 32 bytes at a time, which
+// compilers vectorise; these unpackers are the portable kernels' inner loop.)
 inline void unpack_q2_k_quants(const BlockQ2_K& block, int8_t* q) {
-  for (int e = 0; e < 256; ++e) q[e] = static_cast<int8_t>((block.qs[e / 128 * 32 + e % 32] >> (e % 128 / 32 * 2)) & 3);
+  for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* in = block.qs + 32 * h;
+      int8_t* out = q + 128 * h + 32 * j;
+      for (int r = 0; r < 32; ++r) out[r] = static_cast<int8_t>((in[r] >> (2 * j)) & 3);
+    }
+  }
 }
 
 // The 256 quants of a Q3_K block, -4..3.
 inline void unpack_q3_k_quants(const BlockQ3_K& block, int8_t* q) {
-  for (int e = 0; e < 256; ++e) {
-    const int h = e / 128, j = e % 128 / 32, r = e % 32;
-    const int low = (block.qs[32 * h + r] >> (2 * j)) & 3;
-    const int high = (block.hmask[r] >> (4 * h + j)) & 1;
-    q[e] = static_cast<int8_t>(low + 4 * high - 4);
+  for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* in = block.qs + 32 * h;
+      int8_t* out = q + 128 * h + 32 * j;
+      const int bit = 4 * h + j;
+      for (int r = 0; r < 32; ++r) {
+        out[r] = static_cast<int8_t>(((in[r] >> (2 * j)) & 3) + 4 * ((block.hmask[r] >> bit) & 1) - 4);
+      }
+    }
   }
 }
 
 // The 256 quants of a Q5_K block, 0..31.
 inline void unpack_q5_k_quants(const BlockQ5_K& block, int8_t* q) {
-  for (int e = 0; e < 256; ++e) {
-    const int j = e / 32, r = e % 32;
-    q[e] =
-        static_cast<int8_t>(((block.qs[32 * (j / 2) + r] >> (4 * (j % 2))) & 0x0F) | (((block.qh[r] >> j) & 1) << 4));
+  for (int j = 0; j < 8; ++j) {
+    const uint8_t* in = block.qs + 32 * (j / 2);
+    const int shift = 4 * (j % 2);
+    int8_t* out = q + 32 * j;
+    for (int r = 0; r < 32; ++r)
+      out[r] = static_cast<int8_t>(((in[r] >> shift) & 0x0F) | (((block.qh[r] >> j) & 1) << 4));
   }
 }
 
