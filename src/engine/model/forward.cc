@@ -157,6 +157,16 @@ void ForwardPass::store_kv(std::span<const BatchToken> batch, KvCache& cache, in
   });
 }
 
+void ForwardPass::softmax_scores(float* s, int n, float cap) const {
+  if (cap > 0.0f) {
+    for (int p = 0; p < n; ++p) s[p] = cap * std::tanh(s[p] / cap);  // soft-capping (gemma2)
+  }
+  float max_score = -INFINITY;
+  for (int p = 0; p < n; ++p) max_score = std::max(max_score, s[p]);
+  const float inverse_total = 1.0f / kernels_.exp_sum(s, n, max_score);
+  for (int p = 0; p < n; ++p) s[p] *= inverse_total;
+}
+
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& cache, int layer) {
   const ModelConfig& c = model_.config();
   const int n_rows = static_cast<int>(batch.size());
@@ -215,13 +225,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     float* out = attn_.data() + q_offset;
     for (int g = 0; g < group; ++g) {
       float* s = scores.data() + static_cast<size_t>(g) * n_positions;
-      if (cap > 0.0f) {
-        for (int p = first; p < n_positions; ++p) s[p] = cap * std::tanh(s[p] / cap);
-      }
-      float max_score = -INFINITY;
-      for (int p = first; p < n_positions; ++p) max_score = std::max(max_score, s[p]);
-      const float inverse_total = 1.0f / kernels_.exp_sum(s + first, n_positions - first, max_score);
-      for (int p = first; p < n_positions; ++p) s[p] *= inverse_total;
+      softmax_scores(s + first, n_positions - first, cap);
       std::fill(s + lo, s + first, 0.0f);  // outside the window (and skipped below)
     }
     std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);

@@ -41,6 +41,8 @@ class ForwardPass {
   void apply_rope(float* rows, int n_rows, int row_width, int n_heads, bool sliding_layer);
   void store_kv(std::span<const BatchToken> batch, KvCache& cache, int layer);
   void attention(std::span<const BatchToken> batch, const KvCache& cache, int layer);
+  // Softmax of n attention scores in place, soft-capped first when cap > 0.
+  void softmax_scores(float* s, int n, float cap) const;
   void matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out);
 
   // The layers' matrices and the output projection as the kernels read them: packed copies

@@ -149,76 +149,9 @@ std::vector<TensorPlan> plan_tensors(const SynthOptions& o, int head_dim, int64_
   return plan;
 }
 
-}  // namespace
-
-Status synthesize_model(const SynthOptions& o, const std::string& out_path,
-                        const std::function<void(size_t, size_t)>& progress) {
-  auto fail = [](const std::string& message) { return make_error(Errc::invalid_argument, message); };
-  if (!known_architecture(o.architecture)) {
-    return fail(fmt::format("architecture '{}' is not supported ({})", o.architecture, kArchitectures));
-  }
-  if (o.sliding_window < -1 || o.sliding_window > 1 << 22) return fail("the sliding window must be -1 to 4194304");
-  if (o.attn_softcap < 0 || o.final_softcap < 0) return fail("soft-caps must not be negative");
-  if (is_moe(o.architecture)) {
-    if (o.n_expert < 2 || o.n_expert > 256) return fail("experts must be between 2 and 256");
-    if (o.n_expert_used < 1 || o.n_expert_used > o.n_expert) return fail("experts-used must be between 1 and experts");
-    for (int width : {o.n_ff_expert, o.n_ff_shared}) {
-      if (width != 0 && (width < 32 || width % 32 != 0 || width > 1 << 20))
-        return fail("expert FFN widths must be positive multiples of 32");
-    }
-  }
-  if (o.n_layer < 1 || o.n_layer > 512) return fail("layers must be between 1 and 512");
-  if (o.n_embd < 32 || o.n_embd > 65536 || o.n_embd % 32 != 0)
-    return fail("embedding width must be a multiple of 32 between 32 and 65536");
-  if (o.n_head < 1 || o.n_head_kv < 1 || o.n_head % o.n_head_kv != 0)
-    return fail("heads must be a positive multiple of kv-heads");
-  const int head_dim = o.head_dim > 0 ? o.head_dim : o.n_embd / o.n_head;
-  if (o.head_dim == 0 && o.n_embd % o.n_head != 0)
-    return fail("embedding width must be divisible by heads (or set head-dim)");
-  if (head_dim < 2 || head_dim % 2 != 0 || head_dim > 1024) return fail("head size must be even and at most 1024");
-  if (o.rope_dims < 0 || o.rope_dims % 2 != 0 || o.rope_dims > head_dim)
-    return fail("rope dimensions must be even and at most the head size");
-  if (o.n_ff < 32 || o.n_ff % 32 != 0 || o.n_ff > 1 << 20) return fail("FFN width must be a positive multiple of 32");
-  if (o.context_length < 16 || o.context_length > 1 << 22) return fail("context length must be between 16 and 4194304");
-
-  std::optional<QuantRecipe> recipe;
-  GgmlType base_type = GgmlType::q8_0;
-  if (!o.recipe.empty()) {
-    recipe = quant_recipe_from_name(o.recipe);
-    if (!recipe) {
-      return fail(fmt::format("recipe '{}' is unknown ({})", o.recipe, fmt::join(quant_recipe_names(), ", ")));
-    }
-  } else {
-    const auto parsed = ggml_type_from_name(o.weight_type);
-    if (!parsed || !ggml_type_supported(*parsed)) {
-      if (quant_recipe_from_name(o.weight_type)) {
-        return fail(fmt::format("'{}' is a recipe, not a weight type: use --recipe {}", o.weight_type,
-                                quant_recipe_name(*quant_recipe_from_name(o.weight_type))));
-      }
-      return fail(fmt::format("weight type '{}' is not supported ({})", o.weight_type, supported_ggml_type_names()));
-    }
-    base_type = *parsed;
-  }
-
-  Result<VocabularySpec> vocabulary = o.tokenizer_json.empty()
-                                          ? synthesize_vocabulary(o.n_vocab > 0 ? o.n_vocab : 512, o.seed)
-                                          : import_hf_tokenizer(o.tokenizer_json, o.tokenizer_config);
-  if (!vocabulary) return vocabulary.error();
-  if (!o.tokenizer_json.empty() && o.n_vocab > 0) {
-    const auto real = static_cast<int>(vocabulary->tokens.size());
-    if (o.n_vocab < real) {
-      return fail(fmt::format("the tokenizer has {} tokens; --vocab {} is smaller", real, o.n_vocab));
-    }
-    // Published models pad the embedding past the tokenizer (Qwen2.5: 151,643 + added tokens
-    // padded to 151,936); the padding rows are unused tokens, as in their GGUF files.
-    for (int id = real; id < o.n_vocab; ++id) {
-      vocabulary->tokens.push_back(fmt::format("[PAD{}]", id));
-      vocabulary->token_types.push_back(static_cast<int32_t>(TokenType::unused));
-    }
-  }
-  const int64_t n_vocab = static_cast<int64_t>(vocabulary->tokens.size());
-
-  GgufWriter writer;
+// The architecture's hyperparameters, as llama.cpp's converter names them.
+void add_model_metadata(GgufWriter& writer, const SynthOptions& o, int head_dim, int64_t n_vocab,
+                        const std::optional<QuantRecipe>& recipe) {
   const std::string& arch = o.architecture;
   writer.add_metadata("general.architecture", gguf_string(arch));
   writer.add_metadata("general.name", gguf_string(o.name));
@@ -261,32 +194,121 @@ Status synthesize_model(const SynthOptions& o, const std::string& out_path,
                           gguf_u32(static_cast<uint32_t>(o.n_ff_shared > 0 ? o.n_ff_shared : o.n_ff)));
     }
   }
+}
 
-  writer.add_metadata("tokenizer.ggml.model", gguf_string(vocabulary->model));
-  writer.add_metadata("tokenizer.ggml.pre", gguf_string(vocabulary->pre));
-  writer.add_metadata("tokenizer.ggml.tokens", gguf_string_array(vocabulary->tokens));
-  writer.add_metadata("tokenizer.ggml.token_type", gguf_i32_array(vocabulary->token_types));
-  if (!vocabulary->merges.empty() || vocabulary->model == "gpt2") {
-    writer.add_metadata("tokenizer.ggml.merges", gguf_string_array(vocabulary->merges));
+// The tokenizer: vocabulary, scores or merges, special tokens, chat template.
+void add_vocabulary_metadata(GgufWriter& writer, const VocabularySpec& vocabulary) {
+  writer.add_metadata("tokenizer.ggml.model", gguf_string(vocabulary.model));
+  writer.add_metadata("tokenizer.ggml.pre", gguf_string(vocabulary.pre));
+  writer.add_metadata("tokenizer.ggml.tokens", gguf_string_array(vocabulary.tokens));
+  writer.add_metadata("tokenizer.ggml.token_type", gguf_i32_array(vocabulary.token_types));
+  if (!vocabulary.merges.empty() || vocabulary.model == "gpt2") {
+    writer.add_metadata("tokenizer.ggml.merges", gguf_string_array(vocabulary.merges));
   }
-  if (!vocabulary->scores.empty()) writer.add_metadata("tokenizer.ggml.scores", gguf_f32_array(vocabulary->scores));
-  if (vocabulary->model == "llama") {
-    writer.add_metadata("tokenizer.ggml.add_space_prefix", gguf_bool(vocabulary->add_space_prefix));
+  if (!vocabulary.scores.empty()) writer.add_metadata("tokenizer.ggml.scores", gguf_f32_array(vocabulary.scores));
+  if (vocabulary.model == "llama") {
+    writer.add_metadata("tokenizer.ggml.add_space_prefix", gguf_bool(vocabulary.add_space_prefix));
   }
-  if (vocabulary->unknown) {
-    writer.add_metadata("tokenizer.ggml.unknown_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->unknown)));
+  if (vocabulary.unknown) {
+    writer.add_metadata("tokenizer.ggml.unknown_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary.unknown)));
   }
-  if (vocabulary->bos)
-    writer.add_metadata("tokenizer.ggml.bos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->bos)));
-  if (vocabulary->eos)
-    writer.add_metadata("tokenizer.ggml.eos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->eos)));
-  if (vocabulary->padding) {
-    writer.add_metadata("tokenizer.ggml.padding_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary->padding)));
+  if (vocabulary.bos)
+    writer.add_metadata("tokenizer.ggml.bos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary.bos)));
+  if (vocabulary.eos)
+    writer.add_metadata("tokenizer.ggml.eos_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary.eos)));
+  if (vocabulary.padding) {
+    writer.add_metadata("tokenizer.ggml.padding_token_id", gguf_u32(static_cast<uint32_t>(*vocabulary.padding)));
   }
-  writer.add_metadata("tokenizer.ggml.add_bos_token", gguf_bool(vocabulary->add_bos));
-  if (!vocabulary->chat_template.empty()) {
-    writer.add_metadata("tokenizer.chat_template", gguf_string(vocabulary->chat_template));
+  writer.add_metadata("tokenizer.ggml.add_bos_token", gguf_bool(vocabulary.add_bos));
+  if (!vocabulary.chat_template.empty()) {
+    writer.add_metadata("tokenizer.chat_template", gguf_string(vocabulary.chat_template));
   }
+}
+
+int head_size(const SynthOptions& o) {
+  return o.head_dim > 0 ? o.head_dim : o.n_embd / std::max(1, o.n_head);
+}
+
+// The options' shape: every size within what the engine loads, so a written file always loads.
+Status check_shape(const SynthOptions& o) {
+  auto fail = [](const std::string& message) { return make_error(Errc::invalid_argument, message); };
+  if (!known_architecture(o.architecture)) {
+    return fail(fmt::format("architecture '{}' is not supported ({})", o.architecture, kArchitectures));
+  }
+  if (o.sliding_window < -1 || o.sliding_window > 1 << 22) return fail("the sliding window must be -1 to 4194304");
+  if (o.attn_softcap < 0 || o.final_softcap < 0) return fail("soft-caps must not be negative");
+  if (is_moe(o.architecture)) {
+    if (o.n_expert < 2 || o.n_expert > 256) return fail("experts must be between 2 and 256");
+    if (o.n_expert_used < 1 || o.n_expert_used > o.n_expert) return fail("experts-used must be between 1 and experts");
+    for (int width : {o.n_ff_expert, o.n_ff_shared}) {
+      if (width != 0 && (width < 32 || width % 32 != 0 || width > 1 << 20))
+        return fail("expert FFN widths must be positive multiples of 32");
+    }
+  }
+  if (o.n_layer < 1 || o.n_layer > 512) return fail("layers must be between 1 and 512");
+  if (o.n_embd < 32 || o.n_embd > 65536 || o.n_embd % 32 != 0)
+    return fail("embedding width must be a multiple of 32 between 32 and 65536");
+  if (o.n_head < 1 || o.n_head_kv < 1 || o.n_head % o.n_head_kv != 0)
+    return fail("heads must be a positive multiple of kv-heads");
+  const int head_dim = head_size(o);
+  if (o.head_dim == 0 && o.n_embd % o.n_head != 0)
+    return fail("embedding width must be divisible by heads (or set head-dim)");
+  if (head_dim < 2 || head_dim % 2 != 0 || head_dim > 1024) return fail("head size must be even and at most 1024");
+  if (o.rope_dims < 0 || o.rope_dims % 2 != 0 || o.rope_dims > head_dim)
+    return fail("rope dimensions must be even and at most the head size");
+  if (o.n_ff < 32 || o.n_ff % 32 != 0 || o.n_ff > 1 << 20) return fail("FFN width must be a positive multiple of 32");
+  if (o.context_length < 16 || o.context_length > 1 << 22) return fail("context length must be between 16 and 4194304");
+  return {};
+}
+
+}  // namespace
+
+Status synthesize_model(const SynthOptions& o, const std::string& out_path,
+                        const std::function<void(size_t, size_t)>& progress) {
+  auto fail = [](const std::string& message) { return make_error(Errc::invalid_argument, message); };
+  DARKBLOOM_RETURN_IF_ERROR(check_shape(o));
+  const int head_dim = head_size(o);
+
+  std::optional<QuantRecipe> recipe;
+  GgmlType base_type = GgmlType::q8_0;
+  if (!o.recipe.empty()) {
+    recipe = quant_recipe_from_name(o.recipe);
+    if (!recipe) {
+      return fail(fmt::format("recipe '{}' is unknown ({})", o.recipe, fmt::join(quant_recipe_names(), ", ")));
+    }
+  } else {
+    const auto parsed = ggml_type_from_name(o.weight_type);
+    if (!parsed || !ggml_type_supported(*parsed)) {
+      if (quant_recipe_from_name(o.weight_type)) {
+        return fail(fmt::format("'{}' is a recipe, not a weight type: use --recipe {}", o.weight_type,
+                                quant_recipe_name(*quant_recipe_from_name(o.weight_type))));
+      }
+      return fail(fmt::format("weight type '{}' is not supported ({})", o.weight_type, supported_ggml_type_names()));
+    }
+    base_type = *parsed;
+  }
+
+  Result<VocabularySpec> vocabulary = o.tokenizer_json.empty()
+                                          ? synthesize_vocabulary(o.n_vocab > 0 ? o.n_vocab : 512, o.seed)
+                                          : import_hf_tokenizer(o.tokenizer_json, o.tokenizer_config);
+  if (!vocabulary) return vocabulary.error();
+  if (!o.tokenizer_json.empty() && o.n_vocab > 0) {
+    const auto real = static_cast<int>(vocabulary->tokens.size());
+    if (o.n_vocab < real) {
+      return fail(fmt::format("the tokenizer has {} tokens; --vocab {} is smaller", real, o.n_vocab));
+    }
+    // Published models pad the embedding past the tokenizer (Qwen2.5: 151,643 + added tokens
+    // padded to 151,936); the padding rows are unused tokens, as in their GGUF files.
+    for (int id = real; id < o.n_vocab; ++id) {
+      vocabulary->tokens.push_back(fmt::format("[PAD{}]", id));
+      vocabulary->token_types.push_back(static_cast<int32_t>(TokenType::unused));
+    }
+  }
+  const int64_t n_vocab = static_cast<int64_t>(vocabulary->tokens.size());
+
+  GgufWriter writer;
+  add_model_metadata(writer, o, head_dim, n_vocab, recipe);
+  add_vocabulary_metadata(writer, *vocabulary);
 
   const std::vector<TensorPlan> plan = plan_tensors(o, head_dim, n_vocab, recipe, base_type);
   for (const TensorPlan& t : plan) {
