@@ -58,6 +58,12 @@ def main():
     paths = run(["node", "tokenizer_files.mjs", args.tokenizer], cwd=args.js_dir).split()
     tokenizer_json = paths[0]
     tokenizer_config = paths[1] if len(paths) > 1 else None
+    with open(tokenizer_json, encoding="utf-8") as f:
+        added_tokens = json.load(f)["added_tokens"]
+    config = {}
+    if tokenizer_config:
+        with open(tokenizer_config, encoding="utf-8") as f:
+            config = json.load(f)
 
     with open(args.corpus, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
@@ -78,19 +84,13 @@ def main():
         run(synth)
         ours = [json.loads(line) for line in
                 run([args.darkbloom, "tokenize", "-m", model, "--no-bos", "--jsonl", args.corpus]).split("\n") if line]
-        has_template = False
-        if tokenizer_config:
-            with open(tokenizer_config, encoding="utf-8") as f:
-                has_template = bool(json.load(f).get("chat_template"))
-        check_the_family_model(args.darkbloom, model, workdir, has_template)
+        check_the_family_model(args.darkbloom, model, workdir, bool(config.get("chat_template")))
 
     sentencepiece = args.tokenizer in ("llama2", "gemma3")
     if sentencepiece:
-        with open(tokenizer_config, encoding="utf-8") as f:
-            bos = json.load(f)["bos_token"]
+        bos = config["bos_token"]
         bos_text = bos if isinstance(bos, str) else bos["content"]
-        with open(tokenizer_json, encoding="utf-8") as f:
-            bos_id = next(t["id"] for t in json.load(f)["added_tokens"] if t["content"] == bos_text)
+        bos_id = next(t["id"] for t in added_tokens if t["content"] == bos_text)
         for entry in expected:
             if entry["ids"][:1] != [bos_id]:
                 raise SystemExit(f"the reference did not start {entry['ids'][:3]} with BOS {bos_id}")
@@ -100,9 +100,7 @@ def main():
     mismatches = []
     round_trip_failures = []
     round_trip_skipped = 0
-    special_ids = set()
-    with open(tokenizer_json, encoding="utf-8") as f:
-        special_ids = {t["id"] for t in json.load(f)["added_tokens"] if t.get("special")}
+    special_ids = {t["id"] for t in added_tokens if t.get("special")}
     tokens = 0
     for text, mine, theirs in zip(texts, ours, expected):
         tokens += len(theirs["ids"])

@@ -338,15 +338,25 @@ def _dequant_q4_k(raw, n):
     # the low nibbles (sub-block 2c), the next 32 the high nibbles (sub-block
     # 2c+1).  value = (d*scale) * nibble - (dmin*min), in float32.
     blocks = raw.reshape(-1, 144)
-    nb = blocks.shape[0]
+    return _k_sub_blocks(blocks, _k_nibbles(blocks[:, 16:144]))
+
+
+def _k_nibbles(qs):
+    """(nb, 128) bytes of Q4_K/Q5_K -> (nb, 8, 32) nibbles: chunk c's bytes give sub-block 2c
+    (low nibbles) and 2c + 1 (high nibbles)."""
+    qs = qs.reshape(qs.shape[0], 4, 32)
+    return np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(qs.shape[0], 8, 32).astype(np.int32)
+
+
+def _k_sub_blocks(blocks, q):
+    """Q4_K/Q5_K values from quants q (nb, 8, 32): f16 d and dmin at bytes 0 and 2, the packed
+    scales and mins at bytes 4..15; value = (d*scale) * q - (dmin*min), in float32."""
     d = _f16_column(blocks, 0)
     dmin = _f16_column(blocks, 2)
     scales, mins = _q4_k_scales_mins(blocks[:, 4:16])
-    qs = blocks[:, 16:144].reshape(nb, 4, 32)
-    nib = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(nb, 8, 32)  # [block, sub, elem]
     d_sub = (d * scales.astype(np.float32))[:, :, None]
     m_sub = (dmin * mins.astype(np.float32))[:, :, None]
-    return (d_sub * nib.astype(np.float32) - m_sub).reshape(-1)
+    return (d_sub * q.astype(np.float32) - m_sub).reshape(-1)
 
 
 def _dequant_q6_k(raw, n):
@@ -504,18 +514,9 @@ def _dequant_q5_k(raw, n):
     # low nibbles for sub-block 2c, high nibbles for 2c+1; element e's fifth bit is bit e // 32
     # of qh[e % 32].  value = d * scale * q - dmin * min.
     blocks = raw.reshape(-1, 176)
-    nb = blocks.shape[0]
-    d = _f16_column(blocks, 0)
-    dmin = _f16_column(blocks, 2)
-    scales, mins = _q4_k_scales_mins(blocks[:, 4:16])
     qh = blocks[:, 16:48].astype(np.int32)
-    qs = blocks[:, 48:176].reshape(nb, 4, 32)
-    nib = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(nb, 8, 32).astype(np.int32)
     fifth = (qh[:, None, :] >> np.arange(8).reshape(1, 8, 1)) & 1     # (nb, 8, 32)
-    q = (nib | (fifth << 4)).astype(np.float32)
-    d_sub = (d * scales.astype(np.float32))[:, :, None]
-    m_sub = (dmin * mins.astype(np.float32))[:, :, None]
-    return (d_sub * q - m_sub).reshape(-1)
+    return _k_sub_blocks(blocks, _k_nibbles(blocks[:, 48:176]) | (fifth << 4))
 
 
 # type id -> (elements per block, bytes per block, dequantiser)

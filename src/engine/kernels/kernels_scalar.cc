@@ -121,11 +121,7 @@ float dot_affine(int64_t n, const void* w, const void* a) {
   float sum = 0.0f;
   for (int64_t b = 0; b < n / 32; ++b) {
     int8_t q[32];
-    if constexpr (requires { x[b].qh; }) {
-      unpack_32_quants(x[b].qs, x[b].qh, q);
-    } else {
-      unpack_32_quants(x[b].qs, nullptr, q);
-    }
+    unpack_32_quants(x[b].qs, fifth_bits(x[b]), q);
     int isum = 0;
     for (int i = 0; i < 32; ++i) isum += q[i] * y[b].qs[i];
     sum += y[b].d *

@@ -202,6 +202,16 @@ inline int iq4_xs_scale(const BlockIQ4_XS& block, int j) {
   return (low | (high << 4)) - 32;
 }
 
+// The fifth bits of a 32-element block (Q5_0, Q5_1), or nullptr for a 4-bit one (Q4_1).
+template <class Block>
+auto fifth_bits(Block& block) -> decltype(&block.qs[0]) {
+  if constexpr (requires { block.qh; }) {
+    return block.qh;
+  } else {
+    return nullptr;
+  }
+}
+
 // The 32 quants of a Q4_0-placed block (Q4_1, IQ4_NL indices), plus 16 * the fifth bit from the
 // little-endian word qh when there is one (Q5_0, Q5_1).
 inline void unpack_32_quants(const uint8_t* qs, const uint8_t* qh, int8_t* q) {

@@ -226,11 +226,7 @@ void quantize_affine(const float* x, Block* y, int64_t n, int levels) {
     uint8_t q[32];
     for (int i = 0; i < 32; ++i)
       q[i] = static_cast<uint8_t>(std::clamp(nearest_int((x[i] - m) * inverse), 0, levels - 1));
-    if constexpr (requires { y[b].qh; }) {
-      pack_nibbles(q, y[b].qs, y[b].qh);
-    } else {
-      pack_nibbles(q, y[b].qs, nullptr);
-    }
+    pack_nibbles(q, y[b].qs, fifth_bits(y[b]));
   }
 }
 
@@ -377,11 +373,7 @@ void dequantize_affine(const Block* x, float* y, int64_t n) {
     const float d = fp16_to_fp32(x[b].d);
     const float m = fp16_to_fp32(x[b].m);
     int8_t q[32];
-    if constexpr (requires { x[b].qh; }) {
-      unpack_32_quants(x[b].qs, x[b].qh, q);
-    } else {
-      unpack_32_quants(x[b].qs, nullptr, q);
-    }
+    unpack_32_quants(x[b].qs, fifth_bits(x[b]), q);
     for (int i = 0; i < 32; ++i) y[i] = d * static_cast<float>(q[i]) + m;
   }
 }

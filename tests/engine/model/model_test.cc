@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <functional>
 
+#include "base/file.h"
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model/model_synth.h"
 #include "support/temp_dir.h"
@@ -202,27 +202,17 @@ TEST_F(ModelLoading, overlapping_tensors_are_refused) {
   const std::string path = rewrite(source_, dir_.file("plain.gguf"), {});
   auto file = GgufFile::open(path);
   ASSERT_TRUE(file);
-  std::vector<uint8_t> bytes;
-  {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    ASSERT_NE(f, nullptr);
-    std::fseek(f, 0, SEEK_END);
-    bytes.resize(static_cast<size_t>(std::ftell(f)));
-    std::fseek(f, 0, SEEK_SET);
-    ASSERT_EQ(std::fread(bytes.data(), 1, bytes.size(), f), bytes.size());
-    std::fclose(f);
-  }
+  auto read = read_file(path);
+  ASSERT_TRUE(read);
+  std::string bytes = *read;
   // The tensor infos end with a u64 offset; the second tensor's offset becomes the first's (0).
   const GgufTensorInfo& second = file->tensors()[1];
-  const std::string name = second.name;
-  const auto at = std::search(bytes.begin(), bytes.end(), name.begin(), name.end()) - bytes.begin();
-  const size_t offset_at = static_cast<size_t>(at) + name.size() + 4 + 8 * second.dims.size() + 4;
+  const size_t at = bytes.find(second.name);
+  ASSERT_NE(at, std::string::npos);
+  const size_t offset_at = at + second.name.size() + 4 + 8 * second.dims.size() + 4;
   std::memset(bytes.data() + offset_at, 0, 8);
   const std::string bad = dir_.file("overlap.gguf");
-  FILE* out = std::fopen(bad.c_str(), "wb");
-  ASSERT_NE(out, nullptr);
-  std::fwrite(bytes.data(), 1, bytes.size(), out);
-  std::fclose(out);
+  ASSERT_TRUE(write_file(bad, bytes));
   auto reopened = GgufFile::open(bad);
   ASSERT_FALSE(reopened);
   EXPECT_NE(reopened.error().message.find("overlap"), std::string::npos) << reopened.error().message;
