@@ -72,6 +72,22 @@ PackRowsFn KernelSet::pack_for(GgmlType weight_type) const {
       return pack_q8_0;
     case GgmlType::q4_0:
       return pack_q4_0;
+    case GgmlType::q5_0:
+      return pack_q5_0;
+    case GgmlType::q4_1:
+      return pack_q4_1;
+    case GgmlType::q5_1:
+      return pack_q5_1;
+    case GgmlType::iq4_nl:
+      return pack_iq4_nl;
+    case GgmlType::q4_k:
+      return pack_q4_k;
+    case GgmlType::q5_k:
+      return pack_q5_k;
+    case GgmlType::q6_k:
+      return pack_q6_k;
+    case GgmlType::iq4_xs:
+      return pack_iq4_xs;
     default:
       return nullptr;
   }
@@ -83,6 +99,22 @@ PackedDotFn KernelSet::packed_for(GgmlType weight_type) const {
       return packed_q8_0;
     case GgmlType::q4_0:
       return packed_q4_0;
+    case GgmlType::q5_0:
+      return packed_q5_0;
+    case GgmlType::q4_1:
+      return packed_q4_1;
+    case GgmlType::q5_1:
+      return packed_q5_1;
+    case GgmlType::iq4_nl:
+      return packed_iq4_nl;
+    case GgmlType::q4_k:
+      return packed_q4_k;
+    case GgmlType::q5_k:
+      return packed_q5_k;
+    case GgmlType::q6_k:
+      return packed_q6_k;
+    case GgmlType::iq4_xs:
+      return packed_iq4_xs;
     default:
       return nullptr;
   }
@@ -91,8 +123,14 @@ PackedDotFn KernelSet::packed_for(GgmlType weight_type) const {
 void KernelSet::quantize_activation(ActivationFormat format, const float* src, void* dst, int64_t n) const {
   switch (format) {
     case ActivationFormat::f32:
-    case ActivationFormat::q8_1:
       quantize_activation_row(format, src, dst, n);
+      return;
+    case ActivationFormat::q8_1:
+      if (quantize_q8_1 != nullptr) {
+        quantize_q8_1(src, dst, n);
+      } else {
+        quantize_activation_row(format, src, dst, n);
+      }
       return;
     case ActivationFormat::q8_0:
       quantize_q8_0(src, dst, n);

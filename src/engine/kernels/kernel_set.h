@@ -40,8 +40,9 @@ using ExpSumFn = float (*)(float* x, int64_t n, float shift);
 inline constexpr int kPackRows = 8;
 using PackRowsFn = void (*)(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group);
 // The kPackRows rows of a packed group against `count` activation rows (count in
-// [1, kMaxDotRows]), into out[t * kPackRows + i]. As with DotRowsFn, each activation row's
+// [1, kMaxPackedDotRows]), into out[t * kPackRows + i]. As with DotRowsFn, each activation row's
 // results are bit for bit what a call with that row alone gives.
+inline constexpr int kMaxPackedDotRows = 8;
 using PackedDotFn = void (*)(int64_t n, const void* group, const void* activations, size_t stride, int count,
                              float* out);
 
@@ -67,6 +68,7 @@ struct KernelSet {
   VecDotFn dot_iq4_xs = nullptr;
   QuantizeActivationFn quantize_q8_0 = nullptr;
   QuantizeActivationFn quantize_q8_k = nullptr;
+  QuantizeActivationFn quantize_q8_1 = nullptr;  // nullptr: the portable quantizer (same bytes)
   // The "float" set keeps activations in f32 and dequantizes weights instead: slow, but free of
   // activation rounding, so it checks the weight formats and the forward pass exactly.
   bool float_activations = false;
@@ -93,11 +95,28 @@ struct KernelSet {
   KvAccumulateFn accumulate_f32 = nullptr;
   KvAccumulateFn accumulate_f16 = nullptr;
   ExpSumFn exp_sum = nullptr;
-  // Packed layouts (nullptr when the set has none for a type).
+  // Packed layouts (nullptr when the set has none for a type; the avx512 set has them for every
+  // quantized type but Q2_K and Q3_K).
   PackRowsFn pack_q8_0 = nullptr;
   PackRowsFn pack_q4_0 = nullptr;
+  PackRowsFn pack_q5_0 = nullptr;
+  PackRowsFn pack_q4_1 = nullptr;
+  PackRowsFn pack_q5_1 = nullptr;
+  PackRowsFn pack_iq4_nl = nullptr;
+  PackRowsFn pack_q4_k = nullptr;
+  PackRowsFn pack_q5_k = nullptr;
+  PackRowsFn pack_q6_k = nullptr;
+  PackRowsFn pack_iq4_xs = nullptr;
   PackedDotFn packed_q8_0 = nullptr;
   PackedDotFn packed_q4_0 = nullptr;
+  PackedDotFn packed_q5_0 = nullptr;
+  PackedDotFn packed_q4_1 = nullptr;
+  PackedDotFn packed_q5_1 = nullptr;
+  PackedDotFn packed_iq4_nl = nullptr;
+  PackedDotFn packed_q4_k = nullptr;
+  PackedDotFn packed_q5_k = nullptr;
+  PackedDotFn packed_q6_k = nullptr;
+  PackedDotFn packed_iq4_xs = nullptr;
 
   VecDotFn dot_for(GgmlType weight_type) const;
   DotRowsFn rows_for(GgmlType weight_type) const;
@@ -113,7 +132,7 @@ const KernelSet& scalar_kernels();
 const KernelSet& float_kernels();
 // nullptr when this build or this CPU lacks the instructions.
 const KernelSet* avx2_kernels();
-// AVX2 plus AVX-512 F/BW/VL/VNNI (Q8_0 and Q4_0 dot products); nullptr when absent.
+// AVX2 plus AVX-512 F/BW/VL/VNNI (the integer dot products); nullptr when absent.
 const KernelSet* avx512_kernels();
 
 // The fastest set this CPU runs.

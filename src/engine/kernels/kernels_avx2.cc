@@ -8,6 +8,7 @@
 #include "engine/kernels/kernel_set.h"
 #include "engine/kernels/quant_blocks.h"
 #include "engine/kernels/x86_blocks.h"
+#include "engine/kernels/x86_quant_dots.h"
 
 namespace darkbloom::engine::kernels {
 namespace {
@@ -90,155 +91,28 @@ float dot_bf16(int64_t n, const void* w, const void* a) {
 // row: the weight block is loaded and unpacked once, then each activation row gets exactly the
 // operations a single-row call would give it, so results never depend on the batch. The
 // single-row entry points are the T = 1 instances.
-// Blocks of 32 with one fp16 scale (Q8_0, Q4_0) against Q8_0 activations.
-template <class Block, int T>
-void rows_32_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  const auto* x = static_cast<const Block*>(w);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n / 32; ++b) {
-    const __m256i qx = signed_quants(x[b]);
-    const __m256i abs_x = _mm256_sign_epi8(qx, qx);
-    const float dx = load_fp16(x[b].d);
-    for (int t = 0; t < T; ++t) {
-      const auto* y = reinterpret_cast<const ActQ8_0*>(a + stride * static_cast<size_t>(t)) + b;
-      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs));
-      const __m256i pairs16 = _mm256_maddubs_epi16(abs_x, _mm256_sign_epi8(qy, qx));
-      const __m256i sums = _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
-    }
-  }
-  for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
-}
-
-template <int T>
-void rows_q8_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  rows_32_t<BlockQ8_0, T>(n, w, a, stride, out);
-}
-
-template <int T>
-void rows_q4_0_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  rows_32_t<BlockQ4_0, T>(n, w, a, stride, out);
-}
-
-template <int T>
-void rows_q4_k_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  const auto* x = static_cast<const BlockQ4_K*>(w);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
-  float sum[T] = {};
-  for (int64_t b = 0; b < n / 256; ++b) {
-    uint8_t scales[8], mins[8];
-    unpack_q4_k_scales(x[b].scales, scales, mins);
-    __m256i sum_q[T];
-    for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
-    for (int c = 0; c < 4; ++c) {
-      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 32 * c));
-      const __m256i lo = _mm256_and_si256(packed, low_mask);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
-      const __m256i scale_lo = _mm256_set1_epi16(scales[2 * c]);
-      const __m256i scale_hi = _mm256_set1_epi16(scales[2 * c + 1]);
+// Q8_0 against Q8_0 activations (the other quantized types are in x86_quant_dots.h).
+struct RowsQ8_0 {
+  template <int T>
+  static void run(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
+    const auto* x = static_cast<const BlockQ8_0*>(w);
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; ++b) {
+      const __m256i qx = signed_quants(x[b]);
+      const __m256i abs_x = _mm256_sign_epi8(qx, qx);
+      const float dx = load_fp16(x[b].d);
       for (int t = 0; t < T; ++t) {
-        const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-        const __m256i act_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs + 64 * c));
-        const __m256i act_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs + 64 * c + 32));
-        // Nibbles are unsigned, so maddubs takes them directly (at most 15 * 127 * 2 per pair).
-        const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, act_lo), scale_lo);
-        const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, act_hi), scale_hi);
-        sum_q[t] = _mm256_add_epi32(sum_q[t], _mm256_add_epi32(p_lo, p_hi));
+        const auto* y = reinterpret_cast<const ActQ8_0*>(a + stride * static_cast<size_t>(t)) + b;
+        const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs));
+        const __m256i pairs16 = _mm256_maddubs_epi16(abs_x, _mm256_sign_epi8(qy, qx));
+        const __m256i sums = _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
       }
     }
-    const float d = load_fp16(x[b].d), dmin = load_fp16(x[b].dmin);
-    for (int t = 0; t < T; ++t) {
-      const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-      int sum_mins = 0;
-      for (int j = 0; j < 8; ++j) sum_mins += mins[j] * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
-      sum[t] += y->d * (d * static_cast<float>(horizontal_sum_i32(sum_q[t])) - dmin * static_cast<float>(sum_mins));
-    }
+    for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
   }
-  for (int t = 0; t < T; ++t) out[t] = sum[t];
-}
-
-template <int T>
-void rows_q6_k_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
-  const auto* x = static_cast<const BlockQ6_K*>(w);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
-  const __m256i two_bits = _mm256_set1_epi8(3);
-  float sum[T] = {};
-  for (int64_t b = 0; b < n / 256; ++b) {
-    __m256i sum_q[T];
-    for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].ql + 64 * h));
-      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].ql + 64 * h + 32));
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qh + 32 * h));
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(ql0, low_mask), _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4)),
-          _mm256_or_si256(_mm256_and_si256(ql1, low_mask),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4)),
-      };
-      for (int g = 0; g < 4; ++g) {
-        const int8_t* sc = x[b].scales + 8 * h + 2 * g;
-        // Lower lane: elements 0-15 of the group (scale sc[0]); upper lane: 16-31 (scale sc[1]).
-        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
-        for (int t = 0; t < T; ++t) {
-          const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-          const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y->qs + 128 * h + 32 * g));
-          sum_q[t] = _mm256_add_epi32(sum_q[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], act), scale));
-        }
-      }
-    }
-    const float d = load_fp16(x[b].d);
-    for (int t = 0; t < T; ++t) {
-      const auto* y = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-      int offset = 0;  // the stored q is value + 32
-      for (int g = 0; g < 16; ++g) offset += x[b].scales[g] * y->bsums[g];
-      sum[t] += d * y->d * static_cast<float>(horizontal_sum_i32(sum_q[t]) - 32 * offset);
-    }
-  }
-  for (int t = 0; t < T; ++t) out[t] = sum[t];
-}
-
-// count in [1, kMaxDotRows] → the matching instance.
-template <template <int> class Kernel>
-void dispatch_rows(int64_t n, const void* w, const void* a, size_t stride, int count, float* out) {
-  const auto* bytes = static_cast<const uint8_t*>(a);
-  switch (count) {
-    case 1:
-      return Kernel<1>::run(n, w, bytes, stride, out);
-    case 2:
-      return Kernel<2>::run(n, w, bytes, stride, out);
-    case 3:
-      return Kernel<3>::run(n, w, bytes, stride, out);
-    default:
-      return Kernel<4>::run(n, w, bytes, stride, out);
-  }
-}
-
-#define DARKBLOOM_ROWS_KERNEL(name)                                                      \
-  template <int T>                                                                       \
-  struct name##_kernel {                                                                 \
-    static void run(int64_t n, const void* w, const uint8_t* a, size_t s, float* o) {    \
-      rows_##name##_t<T>(n, w, a, s, o);                                                 \
-    }                                                                                    \
-  };                                                                                     \
-  void rows_##name(int64_t n, const void* w, const void* a, size_t s, int c, float* o) { \
-    dispatch_rows<name##_kernel>(n, w, a, s, c, o);                                      \
-  }                                                                                      \
-  float dot_##name(int64_t n, const void* w, const void* a) {                            \
-    float out;                                                                           \
-    rows_##name##_t<1>(n, w, static_cast<const uint8_t*>(a), 0, &out);                   \
-    return out;                                                                          \
-  }
-
-DARKBLOOM_ROWS_KERNEL(q8_0)
-DARKBLOOM_ROWS_KERNEL(q4_0)
-DARKBLOOM_ROWS_KERNEL(q4_k)
-DARKBLOOM_ROWS_KERNEL(q6_k)
-#undef DARKBLOOM_ROWS_KERNEL
+};
 
 // Float-activation types: one pass per activation row (weights stay in L1 between them).
 template <VecDotFn Dot>
@@ -470,37 +344,36 @@ float exp_sum(float* x, int64_t n, float shift) {
   return horizontal_sum(sum8);
 }
 
-const KernelSet kAvx2 = {
-    .name = "avx2",
-    .dot_f32 = dot_f32,
-    .dot_f16 = dot_f16,
-    .dot_bf16 = dot_bf16,
-    .dot_q8_0 = dot_q8_0,
-    .dot_q4_0 = dot_q4_0,
-    .dot_q4_k = dot_q4_k,
-    .dot_q6_k = dot_q6_k,
-    .quantize_q8_0 = quantize_q8_0,
-    .quantize_q8_k = quantize_q8_k,
-    .rows_f32 = rows_by_dot<dot_f32>,
-    .rows_f16 = rows_by_dot<dot_f16>,
-    .rows_bf16 = rows_by_dot<dot_bf16>,
-    .rows_q8_0 = rows_q8_0,
-    .rows_q4_0 = rows_q4_0,
-    .rows_q4_k = rows_q4_k,
-    .rows_q6_k = rows_q6_k,
-    .f16_to_f32 = f16_to_f32,
-    .f32_to_f16 = f32_to_f16,
-    .scores_f32 = scores_rows<float>,
-    .scores_f16 = scores_rows<uint16_t>,
-    .accumulate_f32 = accumulate_rows<float>,
-    .accumulate_f16 = accumulate_rows<uint16_t>,
-    .exp_sum = exp_sum,
-};
+KernelSet make_set() {
+  KernelSet set = {
+      .name = "avx2",
+      .dot_f32 = dot_f32,
+      .dot_f16 = dot_f16,
+      .dot_bf16 = dot_bf16,
+      .dot_q8_0 = x86::dot_of<RowsQ8_0>,
+      .quantize_q8_0 = quantize_q8_0,
+      .quantize_q8_k = quantize_q8_k,
+      .rows_f32 = rows_by_dot<dot_f32>,
+      .rows_f16 = rows_by_dot<dot_f16>,
+      .rows_bf16 = rows_by_dot<dot_bf16>,
+      .rows_q8_0 = x86::rows_of<RowsQ8_0>,
+      .f16_to_f32 = f16_to_f32,
+      .f32_to_f16 = f32_to_f16,
+      .scores_f32 = scores_rows<float>,
+      .scores_f16 = scores_rows<uint16_t>,
+      .accumulate_f32 = accumulate_rows<float>,
+      .accumulate_f16 = accumulate_rows<uint16_t>,
+      .exp_sum = exp_sum,
+  };
+  x86::add_quant_dots(set);
+  return set;
+}
 
 }  // namespace
 
 const KernelSet* avx2_kernel_set_unchecked() {
-  return &kAvx2;
+  static const KernelSet set = make_set();
+  return &set;
 }
 
 }  // namespace darkbloom::engine::kernels

@@ -1,7 +1,9 @@
-// AVX-512 VNNI kernels for Q8_0 and Q4_0 weights, on 256-bit registers (AVX512VL): one
-// VPDPBUSD does what VPSIGNB + VPMADDUBSW + VPMADDWD do in the AVX2 set, and the per-block scaling is done eight blocks
-// at a time instead of once per block. Every other kernel is the AVX2 set's. This file alone is compiled with these
-// instructions enabled; nothing here may run before kernel_set.cc has checked the CPU.
+// AVX-512 VNNI kernels on 256-bit registers (AVX512VL): one VPDPBUSD does what VPSIGNB +
+// VPMADDUBSW + VPMADDWD do in the AVX2 set. Here: Q8_0 rows with the per-block scaling done eight
+// blocks at a time, packed groups of eight rows for every quantized type but Q2_K and Q3_K, and
+// this file's own copy of x86_quant_dots.h (the row kernels of the other types). The float and attention kernels are
+// the AVX2 set's. This file alone is compiled with these instructions enabled; nothing here may run before
+// kernel_set.cc has checked the CPU.
 //
 // Activations in this set (ActivationFormat::q8_0, same size as ActQ8_0 rows): each run of eight
 // blocks is stored as a Q8Group (eight scales, then eight blocks of 32 quants), so the scales of
@@ -10,10 +12,12 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "engine/kernels/kernel_set.h"
 #include "engine/kernels/quant_blocks.h"
 #include "engine/kernels/x86_blocks.h"
+#include "engine/kernels/x86_quant_dots.h"
 
 namespace darkbloom::engine::kernels {
 
@@ -157,6 +161,8 @@ float dot(int64_t n, const void* w, const void* a) {
 //   Q8_0: d[8] (row i's scale), then qs[k][i][j] = row i's element 4k + j       (272 = 8 x 34 bytes)
 //   Q4_0: d[8], then qs[k][i][j] = row i's packed byte 4k + j: its low nibble is element 4k + j,
 //         its high nibble element 16 + 4k + j                                    (144 = 8 x 18 bytes)
+// Q8_0 meets this set's biased q8_0 activations; Q4_0 meets q8_1 activations, its nibbles stay
+// unsigned and the zero point 8 is taken off once per activation block through the block's sum.
 struct PackedQ8_0 {
   uint16_t d[kPackRows];
   int8_t qs[8][kPackRows][4];
@@ -167,6 +173,37 @@ struct PackedQ4_0 {
   uint8_t qs[4][kPackRows][4];
 };
 static_assert(sizeof(PackedQ4_0) == kPackRows * sizeof(BlockQ4_0));
+// The other 32-element types keep Q4_0's nibble layout and add, per row, an offset m (Q4_1,
+// Q5_1) and the fifth bits (Q5_0, Q5_1) as eight 32-bit masks: bit 4i + j of high[k] is the
+// fifth bit of row i's element 4k + j (k < 4) or 16 + 4(k - 4) + j (k >= 4), the element the
+// same place of vector k holds. IQ4_NL is Q4_0's layout with grid indices.
+//   Q5_0: d[8], high[8], qs                                                      (176 = 8 x 22 bytes)
+//   Q4_1: d[8], m[8], qs                                                         (160 = 8 x 20 bytes)
+//   Q5_1: d[8], m[8], high[8], qs                                                (192 = 8 x 24 bytes)
+struct PackedQ5_0 {
+  uint16_t d[kPackRows];
+  uint32_t high[8];
+  uint8_t qs[4][kPackRows][4];
+};
+static_assert(sizeof(PackedQ5_0) == kPackRows * sizeof(BlockQ5_0));
+struct PackedQ4_1 {
+  uint16_t d[kPackRows];
+  uint16_t m[kPackRows];
+  uint8_t qs[4][kPackRows][4];
+};
+static_assert(sizeof(PackedQ4_1) == kPackRows * sizeof(BlockQ4_1));
+struct PackedQ5_1 {
+  uint16_t d[kPackRows];
+  uint16_t m[kPackRows];
+  uint32_t high[8];
+  uint8_t qs[4][kPackRows][4];
+};
+static_assert(sizeof(PackedQ5_1) == kPackRows * sizeof(BlockQ5_1));
+struct PackedIQ4_NL {
+  uint16_t d[kPackRows];
+  uint8_t qs[4][kPackRows][4];
+};
+static_assert(sizeof(PackedIQ4_NL) == kPackRows * sizeof(BlockIQ4_NL));
 
 template <class Block, class Packed>
 void pack_rows(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group) {
@@ -174,109 +211,582 @@ void pack_rows(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group)
   static_assert(sizeof(Packed::qs) == kWords * kPackRows * 4);
   auto* out = reinterpret_cast<Packed*>(group);
   for (int64_t b = 0; b < n / 32; ++b) {
+    if constexpr (requires { out[b].high; }) {
+      for (uint32_t& mask : out[b].high) mask = 0;
+    }
     for (int i = 0; i < kPackRows; ++i) {
       const Block& in = reinterpret_cast<const Block*>(rows + row_bytes * static_cast<size_t>(i))[b];
       out[b].d[i] = in.d;
+      if constexpr (requires { in.m; }) out[b].m[i] = in.m;
       for (int k = 0; k < kWords; ++k) __builtin_memcpy(out[b].qs[k][i], in.qs + 4 * k, 4);
+      if constexpr (requires { in.qh; }) {
+        uint32_t bits;
+        __builtin_memcpy(&bits, in.qh, sizeof bits);
+        for (int k = 0; k < 8; ++k) {
+          const int first = k < 4 ? 4 * k : 16 + 4 * (k - 4);
+          out[b].high[k] |= ((bits >> first) & 0x0F) << (4 * i);
+        }
+      }
     }
   }
 }
 
-// The eight (Q8_0) or eight unpacked (Q4_0) vectors of a packed block as signed bytes: vector k
-// holds elements 4k..4k+3 of every row.
+// The eight vectors of a packed block: vector k holds elements 4k..4k+3 of every row, as signed
+// bytes (Q8_0) or as unsigned nibbles (Q4_0).
 inline void unpack_packed(const PackedQ8_0& block, __m256i w[8]) {
   for (int k = 0; k < 8; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[k]));
 }
-inline void unpack_packed(const PackedQ4_0& block, __m256i w[8]) {
-  const __m256i low_mask = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+// The nibble types: unsigned nibbles, plus 16 where the fifth bit is set (Q5_0, Q5_1), or the
+// IQ4 grid values plus 128 (IQ4_NL).
+template <class Packed>
+inline void unpack_packed(const Packed& block, __m256i w[8]) {
+  const __m256i low_mask = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
+  const __m256i grid =
+      _mm256_add_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
+                      _mm256_set1_epi8(-128));
   for (int k = 0; k < 4; ++k) {
     const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[k]));
-    w[k] = _mm256_sub_epi8(_mm256_and_si256(packed, low_mask), eight);
-    w[k + 4] = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask), eight);
+    w[k] = _mm256_and_si256(packed, low_mask);
+    w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+    if constexpr (requires { block.high; }) {
+      w[k] = _mm256_or_si256(w[k], _mm256_maskz_mov_epi8(block.high[k], sixteen));
+      w[k + 4] = _mm256_or_si256(w[k + 4], _mm256_maskz_mov_epi8(block.high[k + 4], sixteen));
+    }
+    if constexpr (std::is_same_v<Packed, PackedIQ4_NL>) {
+      w[k] = _mm256_shuffle_epi8(grid, w[k]);
+      w[k + 4] = _mm256_shuffle_epi8(grid, w[k + 4]);
+    }
   }
 }
 
-// Activation block b of a row in this set's grouped layout: its scale and its 32 biased quants.
-inline const float* activation_scale(const uint8_t* row, int64_t b, int64_t groups) {
-  if (b < groups * kGroupBlocks) return &reinterpret_cast<const Q8Group*>(row)[b / kGroupBlocks].d[b % kGroupBlocks];
-  return &(reinterpret_cast<const ActQ8_0*>(reinterpret_cast<const Q8Group*>(row) + groups) +
-           (b - groups * kGroupBlocks))
-              ->d;
-}
-inline const uint8_t* activation_quants(const uint8_t* row, int64_t b, int64_t groups) {
-  if (b < groups * kGroupBlocks) return reinterpret_cast<const Q8Group*>(row)[b / kGroupBlocks].qs[b % kGroupBlocks];
-  return reinterpret_cast<const uint8_t*>(
-      (reinterpret_cast<const ActQ8_0*>(reinterpret_cast<const Q8Group*>(row) + groups) + (b - groups * kGroupBlocks))
-          ->qs);
+template <class Packed>
+inline void prefetch_ahead(const Packed* block) {
+  // Weights stream from memory (the next rows follow this group): ask for them ahead of use, into
+  // L2 (a T0 prefetch holds a line-fill buffer until the line reaches L1, and with every buffer
+  // taken the prefetches stall the kernel: decode ran 25-30 % slower with T0).
+  const auto first = (reinterpret_cast<uintptr_t>(block) + kPrefetchBytes) & ~uintptr_t{63};
+  const uintptr_t end = reinterpret_cast<uintptr_t>(block) + kPrefetchBytes + sizeof(Packed);
+  for (uintptr_t line = first; line < end; line += 64) _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
 }
 
-template <class Packed, int T>
-void packed_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-  const auto* blocks = static_cast<const Packed*>(group);
-  const int64_t n_blocks = n / 32, groups = n_blocks / kGroupBlocks;
+// Four activation bytes in every lane, loaded straight from memory: a broadcast from a general
+// register would take the shuffle port the multiply-adds need.
+using AliasFloat = float __attribute__((may_alias));
+inline __m256i broadcast_word(const uint8_t* p) {
+  return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const AliasFloat*>(p)));
+}
+
+// One packed Q8_0 block against T activation blocks: biased quants q[t], scales *s[t].
+template <int T>
+inline void packed_q8_0_block(const PackedQ8_0& block, const uint8_t* const q[T], const float* const s[T],
+                              __m256 acc[T]) {
+  prefetch_ahead(&block);
+  __m256i w[8];
+  unpack_packed(block, w);
+  // Lane i: -128 * (sum of row i's block), the activations' bias to take off (see SignedWeights).
   const __m256i bias = _mm256_set1_epi8(-128);
+  __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
+  for (int k = 0; k < 8; k += 2) {
+    sum_even = _mm256_dpbusd_epi32(sum_even, bias, w[k]);
+    sum_odd = _mm256_dpbusd_epi32(sum_odd, bias, w[k + 1]);
+  }
+  const __m256i correction = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(sum_even, sum_odd));
+  const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
+  for (int t = 0; t < T; ++t) {
+    // Four chains of two, so the multiply-adds of one block overlap.
+    __m256i chain[4] = {correction, _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int k = 0; k < 8; ++k) chain[k % 4] = _mm256_dpbusd_epi32(chain[k % 4], broadcast_word(q[t] + 4 * k), w[k]);
+    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(chain[0], chain[1]), _mm256_add_epi32(chain[2], chain[3]));
+    const __m256 sums = _mm256_cvtepi32_ps(total);
+    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_broadcast_ss(s[t])), sums, acc[t]);
+  }
+}
+
+// The activation rows in this set's grouped layout: whole groups of eight blocks first, then the
+// remaining blocks one by one.
+template <int T>
+void packed_q8_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+  const auto* blocks = static_cast<const PackedQ8_0*>(group);
+  const int64_t n_blocks = n / 32, groups = n_blocks / kGroupBlocks;
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    // Weights stream from memory (the next rows follow this group): ask for them ahead of use.
-    const char* ahead = reinterpret_cast<const char*>(blocks + b) + kPrefetchBytes;
-    for (size_t line = 0; line < sizeof(Packed); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+  const uint8_t* q[T];
+  const float* s[T];
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int j = 0; j < kGroupBlocks; ++j) {
+      for (int t = 0; t < T; ++t) {
+        const Q8Group& y = reinterpret_cast<const Q8Group*>(a + stride * static_cast<size_t>(t))[g];
+        q[t] = y.qs[j];
+        s[t] = &y.d[j];
+      }
+      packed_q8_0_block<T>(blocks[g * kGroupBlocks + j], q, s, acc);
+    }
+  }
+  for (int64_t b = groups * kGroupBlocks; b < n_blocks; ++b) {
+    for (int t = 0; t < T; ++t) {
+      const ActQ8_0& y = reinterpret_cast<const ActQ8_0*>(
+          reinterpret_cast<const Q8Group*>(a + stride * static_cast<size_t>(t)) + groups)[b - groups * kGroupBlocks];
+      q[t] = reinterpret_cast<const uint8_t*>(y.qs);
+      s[t] = &y.d;
+    }
+    packed_q8_0_block<T>(blocks[b], q, s, acc);
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+}
+
+// The 32-element nibble types against q8_1 rows: per block and activation row, eight
+// multiply-adds that start from -z * (sum of the activation block) in every lane, z the zero
+// point (8 for Q4_0, 16 for Q5_0, 128 for IQ4_NL's shifted grid, 0 for Q4_1 and Q5_1, whose
+// offsets m add m * d_a * sum(a)).
+template <class Packed, int T>
+void packed_q4_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+  constexpr int kZero = std::is_same_v<Packed, PackedQ4_0>     ? 8
+                        : std::is_same_v<Packed, PackedQ5_0>   ? 16
+                        : std::is_same_v<Packed, PackedIQ4_NL> ? 128
+                                                               : 0;
+  const auto* blocks = static_cast<const Packed*>(group);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; ++b) {
+    prefetch_ahead(blocks + b);
     __m256i w[8];
     unpack_packed(blocks[b], w);
-    // Lane i: 128 * (sum of row i's block), the activations' bias to take off (see SignedWeights).
-    __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
-    for (int k = 0; k < 8; k += 2) {
-      sum_even = _mm256_dpbusd_epi32(sum_even, bias, w[k]);
-      sum_odd = _mm256_dpbusd_epi32(sum_odd, bias, w[k + 1]);
-    }
-    const __m256i correction = _mm256_add_epi32(sum_even, sum_odd);  // subtracted below
     const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].d)));
+    __m256 m = _mm256_setzero_ps();
+    if constexpr (requires { blocks[b].m; }) {
+      m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].m)));
+    }
     for (int t = 0; t < T; ++t) {
-      const uint8_t* row = a + stride * static_cast<size_t>(t);
-      const uint8_t* q = activation_quants(row, b, groups);
-      int32_t words[8];
-      __builtin_memcpy(words, q, sizeof words);
-      // Two chains of four, so the multiply-adds of one block overlap.
-      __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+      const auto* y = reinterpret_cast<const ActQ8_1*>(a + stride * static_cast<size_t>(t)) + b;
+      const auto* q = reinterpret_cast<const uint8_t*>(y->qs);
+      __m256i even = _mm256_set1_epi32(-kZero * y->sum), odd = _mm256_setzero_si256();
       for (int k = 0; k < 8; k += 2) {
-        even = _mm256_dpbusd_epi32(even, _mm256_set1_epi32(words[k]), w[k]);
-        odd = _mm256_dpbusd_epi32(odd, _mm256_set1_epi32(words[k + 1]), w[k + 1]);
+        even = _mm256_dpbusd_epi32(even, w[k], broadcast_word(q + 4 * k));
+        odd = _mm256_dpbusd_epi32(odd, w[k + 1], broadcast_word(q + 4 * k + 4));
       }
-      const __m256 sums = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_add_epi32(even, odd), correction));
-      const __m256 scale = _mm256_mul_ps(dx, _mm256_broadcast_ss(activation_scale(row, b, groups)));
-      acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
+      const __m256 sums = _mm256_cvtepi32_ps(_mm256_add_epi32(even, odd));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_set1_ps(y->d)), sums, acc[t]);
+      if constexpr (requires { blocks[b].m; }) {
+        acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(y->d * static_cast<float>(y->sum)), acc[t]);
+      }
     }
   }
   for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
 }
 
+// Packed Q4_K and Q5_K: eight rows interleaved per super-block of 256, same size as eight BlockQ4_K.
+//   d[8], dmin[8]: row i's super-scales;
+//   scales[k][i]:  byte k of row i's packed six-bit scales and mins (see unpack_q4_k_scales), so
+//                  that the eight rows' scale j unpacks as one vector;
+//   qs[c][k][i]:   row i's bytes 32c + 4k .. 32c + 4k + 3: low nibbles are elements 64c + 4k + j
+//                  (sub-block 2c), high nibbles elements 64c + 32 + 4k + j (sub-block 2c + 1).
+struct PackedQ4_K {
+  uint16_t d[kPackRows];
+  uint16_t dmin[kPackRows];
+  uint8_t scales[12][kPackRows];
+  uint8_t qs[4][8][kPackRows][4];
+};
+static_assert(sizeof(PackedQ4_K) == kPackRows * sizeof(BlockQ4_K));
+
+// Packed Q5_K: PackedQ4_K's fields plus qh[k][i] = row i's qh bytes 4k .. 4k + 3, whose bit 2c
+// (2c + 1) is the fifth bit of the low (high) nibble at the same place of qs[c][k][i].
+struct PackedQ5_K {
+  uint16_t d[kPackRows];
+  uint16_t dmin[kPackRows];
+  uint8_t scales[12][kPackRows];
+  uint8_t qh[8][kPackRows][4];
+  uint8_t qs[4][8][kPackRows][4];
+};
+static_assert(sizeof(PackedQ5_K) == kPackRows * sizeof(BlockQ5_K));
+
+template <class Block, class Packed>
+void pack_rows_q4_k_like(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group) {
+  auto* out = reinterpret_cast<Packed*>(group);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    for (int i = 0; i < kPackRows; ++i) {
+      const Block& in = reinterpret_cast<const Block*>(rows + row_bytes * static_cast<size_t>(i))[b];
+      out[b].d[i] = in.d;
+      out[b].dmin[i] = in.dmin;
+      for (int k = 0; k < 12; ++k) out[b].scales[k][i] = in.scales[k];
+      for (int c = 0; c < 4; ++c) {
+        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].qs[c][k][i], in.qs + 32 * c + 4 * k, 4);
+      }
+      if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].qh[k][i], in.qh + 4 * k, 4);
+      }
+    }
+  }
+}
+
+// The eight rows' d * scale_j and dmin * min_j, lane i = row i.
 template <class Packed>
+inline void packed_q4_k_scales(const Packed& block, __m256 scales[8], __m256 mins[8]) {
+  __m256i bytes[12];
+  for (int k = 0; k < 12; ++k) {
+    bytes[k] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales[k])));
+  }
+  const __m256i six = _mm256_set1_epi32(63), four = _mm256_set1_epi32(15);
+  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
+  const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.dmin)));
+  for (int j = 0; j < 4; ++j) {
+    scales[j] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(bytes[j], six)));
+    mins[j] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_and_si256(bytes[j + 4], six)));
+    const __m256i scale_high =
+        _mm256_or_si256(_mm256_and_si256(bytes[j + 8], four), _mm256_slli_epi32(_mm256_srli_epi32(bytes[j], 6), 4));
+    const __m256i min_high =
+        _mm256_or_si256(_mm256_srli_epi32(bytes[j + 8], 4), _mm256_slli_epi32(_mm256_srli_epi32(bytes[j + 4], 6), 4));
+    scales[j + 4] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(scale_high));
+    mins[j + 4] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(min_high));
+  }
+}
+
+// T <= 4 activation rows (register pressure); per row and super-block:
+//   d_a * (sum_j d scale_j <q_j, a_j> - sum_j dmin min_j sum(a_j)), each sub-block's integer dot
+// product from eight VPDPBUSD of the nibbles with broadcast activation words.
+template <class Packed, int T>
+void packed_q4_k_upto4(int64_t n, const Packed* blocks, const uint8_t* a, size_t stride, float* out) {
+  static_assert(T >= 1 && T <= 4);
+  constexpr bool kFifthBit = std::is_same_v<Packed, PackedQ5_K>;
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const Packed& block = blocks[b];
+    prefetch_ahead(&block);
+    __m256 scales[8], mins[8];
+    packed_q4_k_scales(block, scales, mins);
+    const ActQ8_K* y[T];
+    __m256 sum[T];
+    for (int t = 0; t < T; ++t) {
+      y[t] = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+      sum[t] = _mm256_setzero_ps();
+    }
+    for (int c = 0; c < 4; ++c) {
+      __m256i lo_sum[T], hi_sum[T];
+      for (int t = 0; t < T; ++t) lo_sum[t] = hi_sum[t] = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[c][k]));
+        __m256i lo = _mm256_and_si256(packed, low_mask);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+        if constexpr (kFifthBit) {
+          const __m256i high_bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qh[k]));
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(x86::bit_of_bytes(high_bits, 2 * c), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(x86::bit_of_bytes(high_bits, 2 * c + 1), 4));
+        }
+        for (int t = 0; t < T; ++t) {
+          const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 64 * c + 4 * k;
+          lo_sum[t] = _mm256_dpbusd_epi32(lo_sum[t], lo, broadcast_word(q));
+          hi_sum[t] = _mm256_dpbusd_epi32(hi_sum[t], hi, broadcast_word(q + 32));
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        sum[t] = _mm256_fmadd_ps(scales[2 * c], _mm256_cvtepi32_ps(lo_sum[t]), sum[t]);
+        sum[t] = _mm256_fmadd_ps(scales[2 * c + 1], _mm256_cvtepi32_ps(hi_sum[t]), sum[t]);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      __m256 min_sum = _mm256_setzero_ps();
+      for (int j = 0; j < 8; ++j) {
+        const auto pair = static_cast<float>(y[t]->bsums[2 * j] + y[t]->bsums[2 * j + 1]);
+        min_sum = _mm256_fmadd_ps(mins[j], _mm256_set1_ps(pair), min_sum);
+      }
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t]->d), _mm256_sub_ps(sum[t], min_sum), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+}
+
+// More than four rows: in runs of four, each row getting the same operations as alone.
+template <class Packed, int T>
+void packed_q4_k_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+  const auto* blocks = static_cast<const Packed*>(group);
+  if constexpr (T <= 4) {
+    packed_q4_k_upto4<Packed, T>(n, blocks, a, stride, out);
+  } else {
+    packed_q4_k_upto4<Packed, 4>(n, blocks, a, stride, out);
+    packed_q4_k_upto4<Packed, T - 4>(n, blocks, a + 4 * stride, stride, out + 4 * kPackRows);
+  }
+}
+
+// Packed Q6_K: eight rows interleaved per super-block, same size as eight BlockQ6_K.
+//   ql[h][k][i]: row i's ql bytes 64h + 4k .. + 3 (k < 16);
+//   qh[h][k][i]: row i's qh bytes 32h + 4k .. + 3 (k < 8);
+//   scales[g][i], d[i]: row i's group scales and super-scale.
+// For half h and l = 4k + m (k < 8), ql[h][k] and ql[h][k + 8] with qh[h][k] give elements
+// 128h + l, + 32, + 64 and + 96 (see BlockQ6_K): four vectors of 6-bit numbers 0..63.
+struct PackedQ6_K {
+  uint8_t ql[2][16][kPackRows][4];
+  uint8_t qh[2][8][kPackRows][4];
+  int8_t scales[16][kPackRows];
+  uint16_t d[kPackRows];
+};
+static_assert(sizeof(PackedQ6_K) == kPackRows * sizeof(BlockQ6_K));
+
+void pack_rows_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group) {
+  auto* out = reinterpret_cast<PackedQ6_K*>(group);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    for (int i = 0; i < kPackRows; ++i) {
+      const BlockQ6_K& in = reinterpret_cast<const BlockQ6_K*>(rows + row_bytes * static_cast<size_t>(i))[b];
+      for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 16; ++k) __builtin_memcpy(out[b].ql[h][k][i], in.ql + 64 * h + 4 * k, 4);
+        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].qh[h][k][i], in.qh + 32 * h + 4 * k, 4);
+      }
+      for (int g = 0; g < 16; ++g) out[b].scales[g][i] = in.scales[g];
+      out[b].d[i] = in.d;
+    }
+  }
+}
+
+// T <= 4 activation rows. Per row and super-block: d_a * sum_g d scale_g (<q_g, a_g> - 32 sum(a_g))
+// over the 16 groups of 16, the offset of 32 started in the integer sum.
+template <int T>
+void packed_q6_k_upto4(int64_t n, const PackedQ6_K* blocks, const uint8_t* a, size_t stride, float* out) {
+  static_assert(T >= 1 && T <= 4);
+  const __m256i low_mask = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(3);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const PackedQ6_K& block = blocks[b];
+    prefetch_ahead(&block);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
+    const ActQ8_K* y[T];
+    __m256 sum[T];
+    for (int t = 0; t < T; ++t) {
+      y[t] = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+      sum[t] = _mm256_setzero_ps();
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int half = 0; half < 2; ++half) {
+        // Groups 8h + 2s + half for the element sets s = 0..3 (+0, +32, +64, +96).
+        __m256i group_sum[T][4];
+        for (int t = 0; t < T; ++t) {
+          for (int set = 0; set < 4; ++set) {
+            group_sum[t][set] = _mm256_set1_epi32(-32 * y[t]->bsums[8 * h + 2 * set + half]);
+          }
+        }
+        for (int k = 4 * half; k < 4 * half + 4; ++k) {
+          const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.ql[h][k]));
+          const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.ql[h][k + 8]));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qh[h][k]));
+          const __m256i q[4] = {
+              _mm256_or_si256(_mm256_and_si256(ql0, low_mask), _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4)),
+              _mm256_or_si256(_mm256_and_si256(ql1, low_mask),
+                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4)),
+              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
+                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4)),
+              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask),
+                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4)),
+          };
+          for (int t = 0; t < T; ++t) {
+            const auto* act = reinterpret_cast<const uint8_t*>(y[t]->qs) + 128 * h + 4 * k;
+            for (int set = 0; set < 4; ++set) {
+              group_sum[t][set] = _mm256_dpbusd_epi32(group_sum[t][set], q[set], broadcast_word(act + 32 * set));
+            }
+          }
+        }
+        for (int set = 0; set < 4; ++set) {
+          const int g = 8 * h + 2 * set + half;
+          const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                                    reinterpret_cast<const __m128i*>(block.scales[g])))));
+          for (int t = 0; t < T; ++t) sum[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(group_sum[t][set]), sum[t]);
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t]->d), sum[t], acc[t]);
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+}
+
+template <int T>
+struct PackedQ6_KKernel {
+  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+    const auto* blocks = static_cast<const PackedQ6_K*>(group);
+    if constexpr (T <= 4) {
+      packed_q6_k_upto4<T>(n, blocks, a, stride, out);
+    } else {
+      packed_q6_k_upto4<4>(n, blocks, a, stride, out);
+      packed_q6_k_upto4<T - 4>(n, blocks, a + 4 * stride, stride, out + 4 * kPackRows);
+    }
+  }
+};
+
+// Packed IQ4_XS: eight rows interleaved per super-block, same size as eight BlockIQ4_XS.
+//   d[i], scales_h[i], scales_l[q][i]: row i's super-scale and packed sub-block scales;
+//   qs[j][k][i]: row i's bytes 16j + 4k .. + 3 (sub-block j): low nibbles index elements
+//                32j + 4k + m, high nibbles 32j + 16 + 4k + m.
+// The grid values go in plus 128 (unsigned, 1..241, for VPDPBUSD); each sub-block's sum starts at
+// -128 * (sum of its activations), so the integer sums are the grid's exactly.
+struct PackedIQ4_XS {
+  uint16_t d[kPackRows];
+  uint16_t scales_h[kPackRows];
+  uint8_t scales_l[4][kPackRows];
+  uint8_t qs[8][4][kPackRows][4];
+};
+static_assert(sizeof(PackedIQ4_XS) == kPackRows * sizeof(BlockIQ4_XS));
+
+void pack_rows_iq4_xs(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group) {
+  auto* out = reinterpret_cast<PackedIQ4_XS*>(group);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    for (int i = 0; i < kPackRows; ++i) {
+      const BlockIQ4_XS& in = reinterpret_cast<const BlockIQ4_XS*>(rows + row_bytes * static_cast<size_t>(i))[b];
+      out[b].d[i] = in.d;
+      out[b].scales_h[i] = in.scales_h;
+      for (int q = 0; q < 4; ++q) out[b].scales_l[q][i] = in.scales_l[q];
+      for (int j = 0; j < 8; ++j) {
+        for (int k = 0; k < 4; ++k) __builtin_memcpy(out[b].qs[j][k][i], in.qs + 16 * j + 4 * k, 4);
+      }
+    }
+  }
+}
+
+// T <= 4 activation rows. Per row and super-block: d_a * sum_j d (ls_j - 32) <grid[q_j], a_j>.
+template <int T>
+void packed_iq4_xs_upto4(int64_t n, const PackedIQ4_XS* blocks, const uint8_t* a, size_t stride, float* out) {
+  static_assert(T >= 1 && T <= 4);
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i grid =
+      _mm256_add_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
+                      _mm256_set1_epi8(-128));
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const PackedIQ4_XS& block = blocks[b];
+    prefetch_ahead(&block);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
+    const __m256i high = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.scales_h)));
+    const ActQ8_K* y[T];
+    __m256 sum[T];
+    for (int t = 0; t < T; ++t) {
+      y[t] = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
+      sum[t] = _mm256_setzero_ps();
+    }
+    for (int j = 0; j < 8; ++j) {
+      const __m256i low =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales_l[j / 2])));
+      const __m256i ls =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(low, 4 * (j % 2)), _mm256_set1_epi32(15)),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(high, 2 * j), _mm256_set1_epi32(3)), 4));
+      const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))));
+      __m256i sub_sum[T];
+      for (int t = 0; t < T; ++t) {
+        sub_sum[t] = _mm256_set1_epi32(-128 * (y[t]->bsums[2 * j] + y[t]->bsums[2 * j + 1]));
+      }
+      for (int k = 0; k < 4; ++k) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[j][k]));
+        const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(packed, low_mask));
+        const __m256i hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask));
+        for (int t = 0; t < T; ++t) {
+          const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 32 * j + 4 * k;
+          sub_sum[t] = _mm256_dpbusd_epi32(sub_sum[t], lo, broadcast_word(q));
+          sub_sum[t] = _mm256_dpbusd_epi32(sub_sum[t], hi, broadcast_word(q + 16));
+        }
+      }
+      for (int t = 0; t < T; ++t) sum[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sub_sum[t]), sum[t]);
+    }
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t]->d), sum[t], acc[t]);
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+}
+
+template <int T>
+struct PackedIQ4_XSKernel {
+  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+    const auto* blocks = static_cast<const PackedIQ4_XS*>(group);
+    if constexpr (T <= 4) {
+      packed_iq4_xs_upto4<T>(n, blocks, a, stride, out);
+    } else {
+      packed_iq4_xs_upto4<4>(n, blocks, a, stride, out);
+      packed_iq4_xs_upto4<T - 4>(n, blocks, a + 4 * stride, stride, out + 4 * kPackRows);
+    }
+  }
+};
+
+// count in [1, kMaxPackedDotRows] picks the instance.
+template <template <int> class Kernel>
 void packed_rows(int64_t n, const void* group, const void* a, size_t stride, int count, float* out) {
   const auto* bytes = static_cast<const uint8_t*>(a);
   switch (count) {
     case 1:
-      return packed_t<Packed, 1>(n, group, bytes, stride, out);
+      return Kernel<1>::run(n, group, bytes, stride, out);
     case 2:
-      return packed_t<Packed, 2>(n, group, bytes, stride, out);
+      return Kernel<2>::run(n, group, bytes, stride, out);
     case 3:
-      return packed_t<Packed, 3>(n, group, bytes, stride, out);
+      return Kernel<3>::run(n, group, bytes, stride, out);
+    case 4:
+      return Kernel<4>::run(n, group, bytes, stride, out);
+    case 5:
+      return Kernel<5>::run(n, group, bytes, stride, out);
+    case 6:
+      return Kernel<6>::run(n, group, bytes, stride, out);
+    case 7:
+      return Kernel<7>::run(n, group, bytes, stride, out);
     default:
-      return packed_t<Packed, 4>(n, group, bytes, stride, out);
+      static_assert(kMaxPackedDotRows == 8);
+      return Kernel<8>::run(n, group, bytes, stride, out);
   }
 }
+
+template <int T>
+struct PackedQ8_0Kernel {
+  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+    packed_q8_0_t<T>(n, group, a, stride, out);
+  }
+};
+template <int T>
+struct PackedQ4_KKernel {
+  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+    packed_q4_k_t<PackedQ4_K, T>(n, group, a, stride, out);
+  }
+};
+template <int T>
+struct PackedQ5_KKernel {
+  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+    packed_q4_k_t<PackedQ5_K, T>(n, group, a, stride, out);
+  }
+};
+template <int T>
+struct PackedQ4_0Kernel {
+  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+    packed_q4_0_t<PackedQ4_0, T>(n, group, a, stride, out);
+  }
+};
+template <class Packed>
+struct Packed32 {
+  template <int T>
+  struct Kernel {
+    static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
+      packed_q4_0_t<Packed, T>(n, group, a, stride, out);
+    }
+  };
+};
 
 KernelSet make_set() {
   KernelSet set = *avx2_kernel_set_unchecked();
   set.name = "avx512";
   set.quantize_q8_0 = quantize_q8_0_grouped;
   set.dot_q8_0 = dot<BlockQ8_0>;
-  set.dot_q4_0 = dot<BlockQ4_0>;
   set.rows_q8_0 = rows<BlockQ8_0>;
-  set.rows_q4_0 = rows<BlockQ4_0>;
   set.pack_q8_0 = pack_rows<BlockQ8_0, PackedQ8_0>;
   set.pack_q4_0 = pack_rows<BlockQ4_0, PackedQ4_0>;
-  set.packed_q8_0 = packed_rows<PackedQ8_0>;
-  set.packed_q4_0 = packed_rows<PackedQ4_0>;
+  set.packed_q8_0 = packed_rows<PackedQ8_0Kernel>;
+  set.packed_q4_0 = packed_rows<PackedQ4_0Kernel>;
+  set.pack_q5_0 = pack_rows<BlockQ5_0, PackedQ5_0>;
+  set.packed_q5_0 = packed_rows<Packed32<PackedQ5_0>::Kernel>;
+  set.pack_q4_1 = pack_rows<BlockQ4_1, PackedQ4_1>;
+  set.packed_q4_1 = packed_rows<Packed32<PackedQ4_1>::Kernel>;
+  set.pack_q5_1 = pack_rows<BlockQ5_1, PackedQ5_1>;
+  set.packed_q5_1 = packed_rows<Packed32<PackedQ5_1>::Kernel>;
+  set.pack_iq4_nl = pack_rows<BlockIQ4_NL, PackedIQ4_NL>;
+  set.packed_iq4_nl = packed_rows<Packed32<PackedIQ4_NL>::Kernel>;
+  set.pack_q4_k = pack_rows_q4_k_like<BlockQ4_K, PackedQ4_K>;
+  set.packed_q4_k = packed_rows<PackedQ4_KKernel>;
+  set.pack_q5_k = pack_rows_q4_k_like<BlockQ5_K, PackedQ5_K>;
+  set.packed_q5_k = packed_rows<PackedQ5_KKernel>;
+  set.pack_q6_k = pack_rows_q6_k;
+  set.packed_q6_k = packed_rows<PackedQ6_KKernel>;
+  set.pack_iq4_xs = pack_rows_iq4_xs;
+  set.packed_iq4_xs = packed_rows<PackedIQ4_XSKernel>;
+  x86::add_quant_dots(set);  // this file's copy, with VPDPBUSD/VPDPWSSD
   return set;
 }
 

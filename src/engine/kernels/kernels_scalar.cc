@@ -49,7 +49,7 @@ float dot_q8_0(int64_t n, const void* w, const void* a) {
 
 float dot_q4_0(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ4_0*>(w);
-  const auto* y = static_cast<const ActQ8_0*>(a);
+  const auto* y = static_cast<const ActQ8_1*>(a);
   float sum = 0.0f;
   for (int64_t b = 0; b < n / 32; ++b) {
     int isum = 0;

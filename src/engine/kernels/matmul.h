@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -42,13 +43,50 @@ class PackedWeights {
   std::vector<std::unique_ptr<uint8_t, Free>> buffers_;
 };
 
-// Reusable buffer for quantized activations, so steady-state steps do not allocate.
-struct MatmulScratch {
-  std::vector<uint8_t> activations;
+// A run of one matrix's packed groups or plain rows, [begin, end): one task of a matmul.
+struct MatmulChunk {
+  int job;
+  bool packed;
+  int64_t begin, end;
 };
 
-// y[t * w.rows + r] = dot(row r of w, x[t * w.cols ...]) for t < n_tokens.
+// One input of a matmul in one activation format, and where its quantized rows are.
+struct MatmulInput {
+  const float* x;
+  int64_t n_tokens;
+  int64_t cols;
+  ActivationFormat format;
+  size_t row_bytes;
+  const uint8_t* bytes;
+  int64_t first_task;  // its first task in the quantizing dispatch
+  size_t offset;       // of its rows in MatmulScratch::activations
+};
+
+// Reusable buffers (quantized activations, the work list), so steady-state steps do not
+// allocate.
+struct MatmulScratch {
+  std::vector<uint8_t> activations;
+  std::vector<MatmulInput> inputs;
+  std::vector<int> quantized_inputs;  // indices of the inputs that are not f32
+  std::vector<int> job_input;
+  std::vector<MatmulChunk> chunks;
+};
+
+// One product: y[t * w.rows + r] = dot(row r of w, x[t * w.cols ...]) for t < n_tokens.
+struct MatmulJob {
+  const WeightMatrix* w;
+  const float* x;
+  int64_t n_tokens;
+  float* y;
+};
+
 void matmul(ThreadPool& pool, const KernelSet& kernels, const WeightMatrix& w, const float* x, int64_t n_tokens,
             float* y, MatmulScratch& scratch);
+
+// Several products in two dispatches instead of two each: every distinct input is quantized once
+// per activation format its matrices need (a layer's Q, K and V share one), then the rows of all
+// matrices are spread over the pool together (Q, K and V; gate and up; the experts a step routes
+// to). Each product is bit for bit what matmul gives it alone.
+void matmul_many(ThreadPool& pool, const KernelSet& kernels, std::span<const MatmulJob> jobs, MatmulScratch& scratch);
 
 }  // namespace darkbloom::engine::kernels

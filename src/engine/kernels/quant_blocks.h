@@ -1,5 +1,9 @@
 // Byte layouts of the quantized blocks GGUF files store (facts of the ggml format), and of the
 // activation blocks the integer dot products consume (our own, never written to files).
+//
+// The helpers are `static`: files compiled with AVX2 or AVX-512 enabled include this header too,
+// and a shared (inline) copy compiled with those instructions could be the one the linker keeps
+// for the portable code.
 #pragma once
 
 #include <cstdint>
@@ -130,15 +134,16 @@ struct BlockIQ4_XS {
 };
 static_assert(sizeof(BlockIQ4_XS) == 136);
 
-// Activation block for Q8_0 and Q4_0 weights: 32 values, float scale.
+// Activation block for Q8_0 weights: 32 values, float scale.
 struct ActQ8_0 {
   float d;
   int8_t qs[32];
 };
 static_assert(sizeof(ActQ8_0) == 36);
 
-// Activation block for the 32-element types with an offset or a non-uniform grid (Q4_1, Q5_0,
-// Q5_1, IQ4_NL): an ActQ8_0 with the sum of its quants. Every set stores it this way.
+// Activation block for the other 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): an ActQ8_0
+// with the sum of its quants, which meets the zero points and offsets of the weights once per
+// block. Every set stores it this way.
 struct ActQ8_1 {
   float d;
   int32_t sum;
@@ -158,7 +163,7 @@ static_assert(sizeof(ActQ8_K) == 292);
 // Unpacks the 8 six-bit scales and mins of a Q4_K block. Bytes 0-3 hold scales 0-3 (low 6 bits),
 // bytes 4-7 mins 0-3 (low 6 bits); bytes 8-11 hold the low 4 bits of scales 4-7 (low nibble) and
 // mins 4-7 (high nibble), whose top 2 bits are the top bits of bytes 0-3 and 4-7 respectively.
-inline void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
+static inline void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
   for (int j = 0; j < 4; ++j) {
     scales[j] = packed[j] & 63;
     mins[j] = packed[j + 4] & 63;
@@ -169,7 +174,7 @@ inline void unpack_q4_k_scales(const uint8_t* packed, uint8_t* scales, uint8_t* 
   }
 }
 
-inline void pack_q4_k_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed) {
+static inline void pack_q4_k_scales(const uint8_t* scales, const uint8_t* mins, uint8_t* packed) {
   for (int j = 0; j < 4; ++j) {
     packed[j] = static_cast<uint8_t>((scales[j] & 63) | ((scales[j + 4] >> 4) << 6));
     packed[j + 4] = static_cast<uint8_t>((mins[j] & 63) | ((mins[j + 4] >> 4) << 6));
@@ -180,7 +185,7 @@ inline void pack_q4_k_scales(const uint8_t* scales, const uint8_t* mins, uint8_t
 // Unpacks the 16 six-bit scales of a Q3_K block (stored plus 32). Scale i has its low 4 bits in
 // the low nibble of byte i (i < 8) or the high nibble of byte i - 8, and its top 2 bits at bits
 // 2 * (i / 4) of byte 8 + i % 4.
-inline void unpack_q3_k_scales(const uint8_t* packed, uint8_t* scales) {
+static inline void unpack_q3_k_scales(const uint8_t* packed, uint8_t* scales) {
   for (int i = 0; i < 16; ++i) {
     const int low = i < 8 ? packed[i] & 0x0F : packed[i - 8] >> 4;
     const int high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
@@ -188,7 +193,7 @@ inline void unpack_q3_k_scales(const uint8_t* packed, uint8_t* scales) {
   }
 }
 
-inline void pack_q3_k_scales(const uint8_t* scales, uint8_t* packed) {
+static inline void pack_q3_k_scales(const uint8_t* scales, uint8_t* packed) {
   for (int i = 0; i < 12; ++i) packed[i] = 0;
   for (int i = 0; i < 16; ++i) {
     packed[i % 8] = static_cast<uint8_t>(packed[i % 8] | ((scales[i] & 0x0F) << (i < 8 ? 0 : 4)));
@@ -196,7 +201,7 @@ inline void pack_q3_k_scales(const uint8_t* scales, uint8_t* packed) {
   }
 }
 
-inline int iq4_xs_scale(const BlockIQ4_XS& block, int j) {
+static inline int iq4_xs_scale(const BlockIQ4_XS& block, int j) {
   const int low = (block.scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
   const int high = (block.scales_h >> (2 * j)) & 3;
   return (low | (high << 4)) - 32;
@@ -204,7 +209,7 @@ inline int iq4_xs_scale(const BlockIQ4_XS& block, int j) {
 
 // The fifth bits of a 32-element block (Q5_0, Q5_1), or nullptr for a 4-bit one (Q4_1).
 template <class Block>
-auto fifth_bits(Block& block) -> decltype(&block.qs[0]) {
+static auto fifth_bits(Block& block) -> decltype(&block.qs[0]) {
   if constexpr (requires { block.qh; }) {
     return block.qh;
   } else {
@@ -214,7 +219,7 @@ auto fifth_bits(Block& block) -> decltype(&block.qs[0]) {
 
 // The 32 quants of a Q4_0-placed block (Q4_1, IQ4_NL indices), plus 16 * the fifth bit from the
 // little-endian word qh when there is one (Q5_0, Q5_1).
-inline void unpack_32_quants(const uint8_t* qs, const uint8_t* qh, int8_t* q) {
+static inline void unpack_32_quants(const uint8_t* qs, const uint8_t* qh, int8_t* q) {
   uint32_t high = 0;
   if (qh != nullptr) high = qh[0] | (qh[1] << 8) | (qh[2] << 16) | (static_cast<uint32_t>(qh[3]) << 24);
   for (int i = 0; i < 16; ++i) {
@@ -225,7 +230,7 @@ inline void unpack_32_quants(const uint8_t* qs, const uint8_t* qh, int8_t* q) {
 
 // The 256 two-bit quants of a Q2_K block, 0..3. (The loops run 32 bytes at a time, which
 // compilers vectorise; these unpackers are the portable kernels' inner loop.)
-inline void unpack_q2_k_quants(const BlockQ2_K& block, int8_t* q) {
+static inline void unpack_q2_k_quants(const BlockQ2_K& block, int8_t* q) {
   for (int h = 0; h < 2; ++h) {
     for (int j = 0; j < 4; ++j) {
       const uint8_t* in = block.qs + 32 * h;
@@ -236,7 +241,7 @@ inline void unpack_q2_k_quants(const BlockQ2_K& block, int8_t* q) {
 }
 
 // The 256 quants of a Q3_K block, -4..3.
-inline void unpack_q3_k_quants(const BlockQ3_K& block, int8_t* q) {
+static inline void unpack_q3_k_quants(const BlockQ3_K& block, int8_t* q) {
   for (int h = 0; h < 2; ++h) {
     for (int j = 0; j < 4; ++j) {
       const uint8_t* in = block.qs + 32 * h;
@@ -250,7 +255,7 @@ inline void unpack_q3_k_quants(const BlockQ3_K& block, int8_t* q) {
 }
 
 // The 256 quants of a Q5_K block, 0..31.
-inline void unpack_q5_k_quants(const BlockQ5_K& block, int8_t* q) {
+static inline void unpack_q5_k_quants(const BlockQ5_K& block, int8_t* q) {
   for (int j = 0; j < 8; ++j) {
     const uint8_t* in = block.qs + 32 * (j / 2);
     const int shift = 4 * (j % 2);

@@ -574,8 +574,8 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
 ActivationFormat activation_format(GgmlType weight_type) {
   switch (weight_type) {
     case GgmlType::q8_0:
-    case GgmlType::q4_0:
       return ActivationFormat::q8_0;
+    case GgmlType::q4_0:
     case GgmlType::q4_1:
     case GgmlType::q5_0:
     case GgmlType::q5_1:

@@ -17,9 +17,10 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
 // How the other operand of a dot product with a weight row of a given type is stored.
 enum class ActivationFormat {
   f32,   // F32, F16 and BF16 weights multiply plain floats
-  q8_0,  // Q8_0 and Q4_0 weights: ActQ8_0 blocks of 32 (a kernel set may lay them out its own way)
-  q8_1,  // Q4_1, Q5_0, Q5_1 and IQ4_NL weights: ActQ8_1 blocks of 32, the same in every set (our
-         // own 40-byte block, not GGUF's q8_1 type)
+  q8_0,  // Q8_0 weights: ActQ8_0 blocks of 32 (a kernel set may lay them out its own way)
+  q8_1,  // Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL weights: ActQ8_1 blocks of 32, the same in every set
+         // (our own 40-byte block, not GGUF's q8_1 type): the sum lets the zero points of Q4_0 and
+         // Q5_0 and the offsets of Q4_1 and Q5_1 be applied once per activation block
   q8_k,  // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS weights: ActQ8_K blocks of 256
 };
 

@@ -42,15 +42,9 @@ static inline __m256i quantize_q8_0_block(const float* src, float* d) {
   return _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-// Q8_0 and Q4_0 weight blocks as 32 signed bytes.
+// A Q8_0 weight block's 32 signed bytes.
 static inline __m256i signed_quants(const BlockQ8_0& block) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs));
-}
-static inline __m256i signed_quants(const BlockQ4_0& block) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs));
-  // Low nibbles are elements 0-15 (lower lane), high nibbles 16-31 (upper lane).
-  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
-  return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
 }
 
 }  // namespace darkbloom::engine::kernels::x86

@@ -277,9 +277,9 @@ void ForwardPass::project_qkv(const LayerWeights& layer, const Matrices& m, int 
       std::copy_n(row + c.q_width() + c.kv_width(), c.v_width(), v_.data() + static_cast<size_t>(t) * c.v_width());
     }
   } else {
-    matmul(m.wq, norm_.data(), n, q_.data());
-    matmul(m.wk, norm_.data(), n, k_.data());
-    matmul(m.wv, norm_.data(), n, v_.data());
+    const kernels::MatmulJob jobs[] = {
+        {&m.wq, norm_.data(), n, q_.data()}, {&m.wk, norm_.data(), n, k_.data()}, {&m.wv, norm_.data(), n, v_.data()}};
+    kernels::matmul_many(pool_, kernels_, jobs, matmul_scratch_);
   }
   if (c.has_qkv_bias) {
     for (int t = 0; t < n; ++t) {
@@ -323,8 +323,9 @@ void ForwardPass::feed_forward(const LayerWeights& layer, const Matrices& m, int
                   gate_.data() + static_cast<size_t>(t) * c.n_ff);
     }
   } else {
-    matmul(m.w_gate, norm_.data(), n, gate_.data());
-    matmul(m.w_up, norm_.data(), n, up_.data());
+    const kernels::MatmulJob jobs[] = {{&m.w_gate, norm_.data(), n, gate_.data()},
+                                       {&m.w_up, norm_.data(), n, up_.data()}};
+    kernels::matmul_many(pool_, kernels_, jobs, matmul_scratch_);
     activate_times(gate_.data(), up_.data(), n, c.n_ff, c.n_ff);
   }
   matmul(m.w_down, gate_.data(), n, tmp_.data());
@@ -334,9 +335,10 @@ void ForwardPass::feed_forward(const LayerWeights& layer, const Matrices& m, int
 // rows of its tokens, so only the chosen experts' weights are read. A token's output adds its
 // experts' in expert order whatever else is in the batch, so its numbers do not depend on the
 // batch.
-void ForwardPass::mixture_of_experts(const LayerWeights& layer, const Matrices& m, int n) {
+// Each of the n tokens to its expert_used_count most probable experts: expert_tokens_[e] lists
+// (token, weight) for expert e.
+void ForwardPass::route_tokens(const Matrices& m, int n) {
   const ModelConfig& c = model_.config();
-  const size_t width = static_cast<size_t>(c.n_embd);
   const auto n_expert = static_cast<size_t>(c.n_expert);
   router_.resize(static_cast<size_t>(n) * n_expert);
   matmul(m.router, norm_.data(), n, router_.data());
@@ -363,33 +365,73 @@ void ForwardPass::mixture_of_experts(const LayerWeights& layer, const Matrices& 
       expert_tokens_[static_cast<size_t>(e)].emplace_back(t, weight);
     }
   }
+}
+
+// Every routed token's input row, expert after expert, so each expert's tokens are one run of
+// rows; the gate and up products of all chosen experts go to the pool together, then their down
+// products. tmp_ gets each token's weighted sum of its experts' outputs, in expert order.
+void ForwardPass::run_routed_experts(const Matrices& m, int n) {
+  const ModelConfig& c = model_.config();
+  const size_t width = static_cast<size_t>(c.n_embd);
+  const auto n_expert = static_cast<size_t>(c.n_expert);
   std::fill(tmp_.begin(), tmp_.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(n) * width), 0.0f);
   const size_t ff = static_cast<size_t>(c.n_ff_expert);
+  size_t total = 0;
+  for (const auto& tokens : expert_tokens_) total += tokens.size();
+  expert_in_.resize(total * width);
+  expert_gate_.resize(total * ff);
+  expert_up_.resize(total * ff);
+  expert_out_.resize(total * width);
+  expert_jobs_.clear();
+  size_t first = 0;
   for (size_t e = 0; e < n_expert; ++e) {
     const auto& tokens = expert_tokens_[e];
     if (tokens.empty()) continue;
-    const int count = static_cast<int>(tokens.size());
-    expert_in_.resize(tokens.size() * width);
-    expert_gate_.resize(tokens.size() * ff);
-    expert_up_.resize(tokens.size() * ff);
-    expert_out_.resize(tokens.size() * width);
     for (size_t i = 0; i < tokens.size(); ++i) {
-      std::copy_n(norm_.data() + static_cast<size_t>(tokens[i].first) * width, width, expert_in_.data() + i * width);
+      std::copy_n(norm_.data() + static_cast<size_t>(tokens[i].first) * width, width,
+                  expert_in_.data() + (first + i) * width);
     }
-    matmul(m.expert_gate[e], expert_in_.data(), count, expert_gate_.data());
-    matmul(m.expert_up[e], expert_in_.data(), count, expert_up_.data());
-    activate_times(expert_gate_.data(), expert_up_.data(), count, c.n_ff_expert, c.n_ff_expert);
-    matmul(m.expert_down[e], expert_gate_.data(), count, expert_out_.data());
+    const float* in = expert_in_.data() + first * width;
+    const auto count = static_cast<int64_t>(tokens.size());
+    expert_jobs_.push_back({&m.expert_gate[e], in, count, expert_gate_.data() + first * ff});
+    expert_jobs_.push_back({&m.expert_up[e], in, count, expert_up_.data() + first * ff});
+    first += tokens.size();
+  }
+  kernels::matmul_many(pool_, kernels_, expert_jobs_, matmul_scratch_);
+  activate_times(expert_gate_.data(), expert_up_.data(), static_cast<int>(total), c.n_ff_expert, c.n_ff_expert);
+  expert_jobs_.clear();
+  first = 0;
+  for (size_t e = 0; e < n_expert; ++e) {
+    const auto& tokens = expert_tokens_[e];
+    if (tokens.empty()) continue;
+    expert_jobs_.push_back({&m.expert_down[e], expert_gate_.data() + first * ff, static_cast<int64_t>(tokens.size()),
+                            expert_out_.data() + first * width});
+    first += tokens.size();
+  }
+  kernels::matmul_many(pool_, kernels_, expert_jobs_, matmul_scratch_);
+  // Each token adds its experts' outputs in expert order, whatever else is in the batch.
+  first = 0;
+  for (size_t e = 0; e < n_expert; ++e) {
+    const auto& tokens = expert_tokens_[e];
     for (size_t i = 0; i < tokens.size(); ++i) {
       float* out = tmp_.data() + static_cast<size_t>(tokens[i].first) * width;
-      const float* y = expert_out_.data() + i * width;
+      const float* y = expert_out_.data() + (first + i) * width;
       for (size_t j = 0; j < width; ++j) out[j] += tokens[i].second * y[j];
     }
+    first += tokens.size();
   }
+}
+
+void ForwardPass::mixture_of_experts(const LayerWeights& layer, const Matrices& m, int n) {
+  route_tokens(m, n);
+  run_routed_experts(m, n);
+  const ModelConfig& c = model_.config();
   if (c.n_ff_shared == 0) return;
+  const size_t width = static_cast<size_t>(c.n_embd);
   // The shared expert sees every token; a sigmoid of <gate input, x> scales its output.
-  matmul(m.shared_gate, norm_.data(), n, gate_.data());
-  matmul(m.shared_up, norm_.data(), n, up_.data());
+  const kernels::MatmulJob shared[] = {{&m.shared_gate, norm_.data(), n, gate_.data()},
+                                       {&m.shared_up, norm_.data(), n, up_.data()}};
+  kernels::matmul_many(pool_, kernels_, shared, matmul_scratch_);
   activate_times(gate_.data(), up_.data(), n, c.n_ff_shared, c.n_ff_shared);
   expert_out_.resize(static_cast<size_t>(n) * width);
   matmul(m.shared_down, gate_.data(), n, expert_out_.data());

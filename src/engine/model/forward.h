@@ -57,6 +57,8 @@ class ForwardPass {
   // The feed-forward block of norm_'s n rows into tmp_: dense, or a mixture of experts.
   void feed_forward(const LayerWeights& layer, const Matrices& m, int n);
   void mixture_of_experts(const LayerWeights& layer, const Matrices& m, int n);
+  void route_tokens(const Matrices& m, int n);
+  void run_routed_experts(const Matrices& m, int n);
   // act(gate) * up over n rows of `width`, into gate (SiLU, or GELU for gemma). Rows of gate and
   // up are `stride` apart (width unless they are halves of one fused row).
   void activate_times(float* gate, const float* up, int n, int width, int stride);
@@ -77,6 +79,7 @@ class ForwardPass {
   std::vector<std::vector<std::pair<int, float>>> expert_tokens_;
   std::vector<int> expert_order_;
   std::vector<float> expert_in_, expert_gate_, expert_up_, expert_out_;
+  std::vector<kernels::MatmulJob> expert_jobs_;
   std::vector<float> rope_cos_, rope_sin_;  // [token][rope_dims / 2]
   // Sliding layers' RoPE when they have their own base (gemma3).
   std::vector<float> inverse_frequencies_sliding_, rope_cos_sliding_, rope_sin_sliding_;

@@ -296,6 +296,59 @@ TEST(Kernels, simd_matches_scalar_for_every_weight_type_the_set_implements) {
   }
 }
 
+// Packed groups (kPackRows weight rows interleaved in a set's own layout): each row's result is
+// its row kernel's up to summation order, and bit for bit the same whatever the number of
+// activation rows it is computed with.
+TEST(Kernels, packed_groups_match_the_row_kernels_and_do_not_depend_on_the_batch) {
+  int checked = 0;
+  for (const KernelSet* set : simd_sets()) {
+    SCOPED_TRACE(set->name);
+    for (GgmlType type : kWeightTypes) {
+      if (set->pack_for(type) == nullptr) continue;
+      for (int64_t n : {256, 288, 2816}) {
+        if (n % ggml_type_info(static_cast<uint32_t>(type))->block_elements != 0) continue;
+        const size_t row_bytes = ggml_row_bytes(type, static_cast<uint64_t>(n));
+        std::vector<uint8_t> rows(row_bytes * kPackRows), group(rows.size());
+        for (int i = 0; i < kPackRows; ++i) {
+          const auto row = quantized(type, random_row(n, 900 + static_cast<uint64_t>(i), 0.5f + static_cast<float>(i)));
+          std::memcpy(rows.data() + row_bytes * static_cast<size_t>(i), row.data(), row_bytes);
+        }
+        set->pack_for(type)(rows.data(), row_bytes, n, group.data());
+        const ActivationFormat format = set->activation_format_for(type);
+        const size_t stride = activation_row_bytes(format, n);
+        std::vector<uint8_t> activations(stride * kMaxPackedDotRows);
+        for (int t = 0; t < kMaxPackedDotRows; ++t) {
+          const auto x = random_row(n, 950 + static_cast<uint64_t>(t), 1.0f + static_cast<float>(t));
+          set->quantize_activation(format, x.data(), activations.data() + stride * static_cast<size_t>(t), n);
+        }
+        float alone[kMaxPackedDotRows * kPackRows];
+        for (int t = 0; t < kMaxPackedDotRows; ++t) {
+          set->packed_for(type)(n, group.data(), activations.data() + stride * static_cast<size_t>(t), stride, 1,
+                                alone + kPackRows * t);
+          for (int i = 0; i < kPackRows; ++i) {
+            const float row = set->dot_for(type)(n, rows.data() + row_bytes * static_cast<size_t>(i),
+                                                 activations.data() + stride * static_cast<size_t>(t));
+            EXPECT_NEAR(alone[kPackRows * t + i], row, 1e-4 * (std::fabs(row) + std::sqrt(static_cast<double>(n))))
+                << ggml_type_name(type) << " n=" << n << " row " << i << " activation " << t;
+            ++checked;
+          }
+        }
+        for (int count = 2; count <= kMaxPackedDotRows; ++count) {
+          float out[kMaxPackedDotRows * kPackRows];
+          set->packed_for(type)(n, group.data(), activations.data(), stride, count, out);
+          for (int k = 0; k < count * kPackRows; ++k) {
+            EXPECT_EQ(float_to_bits(out[k]), float_to_bits(alone[k]))
+                << ggml_type_name(type) << " n=" << n << " count=" << count << " at " << k;
+          }
+        }
+      }
+    }
+  }
+  if (avx512_kernels() != nullptr) {
+    EXPECT_GT(checked, 0) << "the avx512 set packs most quantized types";
+  }
+}
+
 // A row's result must not depend on the rows it is computed with: every multi-row call gives bit
 // for bit the single-row dot product of each row (row lengths with and without partial groups).
 TEST(Kernels, multi_row_dot_products_equal_single_row_ones_bit_for_bit) {
