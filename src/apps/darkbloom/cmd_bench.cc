@@ -79,6 +79,38 @@ std::string to_json(const std::vector<Measured>& rows) {
   return out + "]";
 }
 
+// Lines that read the table's rows against each other: how each model's aggregate decode grows
+// from one batch size to the next, and, with several models, each model's batch-1 decode
+// against the first model's next to the ratio of the weight bytes they read per step (a
+// mixture of experts against the dense model of its total size: 1.00 means the speed its bytes
+// allow).
+void print_comparisons(const std::vector<Measured>& rows) {
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const Measured& a = rows[i - 1];
+    const Measured& b = rows[i];
+    if (a.model != b.model || a.result.threads != b.result.threads || b.result.batch <= a.result.batch) continue;
+    std::printf("%s", fmt::format("{}: batch {} aggregate decode is {:.2f}x batch {}'s\n", b.model, b.result.batch,
+                                  b.result.aggregate_decode_tokens_per_second /
+                                      std::max(1e-9, a.result.aggregate_decode_tokens_per_second),
+                                  a.result.batch)
+                          .c_str());
+  }
+  const Measured& first = rows.front();
+  for (const Measured& m : rows) {
+    if (m.model == first.model || m.result.batch != first.result.batch || m.result.threads != first.result.threads ||
+        m.result.weight_bytes_per_token == 0) {
+      continue;
+    }
+    const double speed = m.result.decode_tokens_per_second / std::max(1e-9, first.result.decode_tokens_per_second);
+    const double bytes =
+        static_cast<double>(first.result.weight_bytes_per_token) / static_cast<double>(m.result.weight_bytes_per_token);
+    std::printf("%s", fmt::format("{} against {}: batch-{} decode {:.2f}x as fast, {:.2f}x fewer weight bytes per "
+                                  "step; {:.2f} of the speed its bytes allow\n",
+                                  m.model, first.model, m.result.batch, speed, bytes, speed / bytes)
+                          .c_str());
+  }
+}
+
 int run_bench(const BenchArgs& args) {
   auto thread_counts = parse_list(args.threads, "--threads", 0, 1024);
   if (!thread_counts) return fail(thread_counts.error().message);
@@ -153,6 +185,7 @@ int run_bench(const BenchArgs& args) {
                     m.matmul_parameters / 1e6)
             .c_str());
   }
+  print_comparisons(rows);
   return 0;
 }
 
