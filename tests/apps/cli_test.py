@@ -225,6 +225,16 @@ class Cli(unittest.TestCase):
                               "--repeat", "1", "--threads", "1", "--json").stdout)
         self.assertEqual([d["model"] for d in data], ["tiny.gguf", "other.gguf"])
         self.assertLess(data[1]["weight_bytes_per_token"], data[0]["weight_bytes_per_token"])
+        # The lines read the rows against each other: batch scaling per model, and each model against
+        # the first with the ratio of weight bytes it reads (what a MoE is read against its dense twin by).
+        out = run("bench", "engine", "-m", self.model, "-m", other, "--prompt", "8", "--gen", "4", "--repeat", "1",
+                  "--threads", "1", "--batch", "1,2").stdout
+        self.assertIn("tiny.gguf: batch 2 aggregate decode is ", out)
+        self.assertIn("other.gguf: batch 2 aggregate decode is ", out)
+        against = [line for line in out.splitlines() if line.startswith("other.gguf against tiny.gguf: batch-1 decode")]
+        self.assertEqual(len(against), 1, out)
+        fewer = float(against[0].split(" as fast, ")[1].split("x fewer")[0])
+        self.assertAlmostEqual(fewer, data[0]["weight_bytes_per_token"] / data[1]["weight_bytes_per_token"], places=1)
         data = json.loads(run("bench", "engine", "-m", self.model, "--prompt", "16", "--gen", "8", "--repeat", "1",
                               "--batch", "1,3", "--json").stdout)
         self.assertEqual([d["batch"] for d in data], [1, 3])
