@@ -542,7 +542,6 @@ void pack_rows_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* g
 template <int T>
 void packed_q6_k_upto4(int64_t n, const PackedQ6_K* blocks, const uint8_t* a, size_t stride, float* out) {
   static_assert(T >= 1 && T <= 4);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(3);
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / 256; ++b) {
@@ -568,15 +567,8 @@ void packed_q6_k_upto4(int64_t n, const PackedQ6_K* blocks, const uint8_t* a, si
           const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.ql[h][k]));
           const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.ql[h][k + 8]));
           const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qh[h][k]));
-          const __m256i q[4] = {
-              _mm256_or_si256(_mm256_and_si256(ql0, low_mask), _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4)),
-              _mm256_or_si256(_mm256_and_si256(ql1, low_mask),
-                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4)),
-              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
-                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4)),
-              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask),
-                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4)),
-          };
+          __m256i q[4];
+          x86::q6_k_quants(ql0, ql1, qh, q);
           for (int t = 0; t < T; ++t) {
             const auto* act = reinterpret_cast<const uint8_t*>(y[t]->qs) + 128 * h + 4 * k;
             for (int set = 0; set < 4; ++set) {

@@ -202,14 +202,40 @@ struct RowsQ4KLike {
   }
 };
 
+// The Q6_K quants (0..63) that 32 bytes of ql at l, 32 more at l + 32 and 32 of qh give: elements
+// l, l + 32, l + 64 and l + 96 of a half (see BlockQ6_K), in q[0..3].
+inline void q6_k_quants(__m256i ql0, __m256i ql1, __m256i qh, __m256i q[4]) {
+  const __m256i low_mask = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(3);
+  const __m256i nibbles[4] = {_mm256_and_si256(ql0, low_mask), _mm256_and_si256(ql1, low_mask),
+                              _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
+                              _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask)};
+  for (int i = 0; i < 4; ++i) {
+    const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * i)), two_bits);
+    q[i] = _mm256_or_si256(nibbles[i], _mm256_slli_epi16(high, 4));
+  }
+}
+
+// The end of super-block b for the types whose zero point meets the group scales (Q6_K: 32,
+// shift 5; Q3_K: 4, shift 2): acc[t] += d * d_a * (sum_q[t] - (sum_g scales_g * group sum g) <<
+// shift), the subtraction exact in integers.
+template <int T>
+inline void add_block(__m256 acc[T], const __m256i sum_q[T], const uint8_t* a, size_t stride, int64_t b, float d,
+                      const int16_t* scales16, int shift) {
+  const __m256i scales = load256(scales16);
+  for (int t = 0; t < T; ++t) {
+    const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
+    const __m256i offset = _mm256_madd_epi16(load256(y->bsums), scales);
+    const __m256i sums = _mm256_sub_epi32(sum_q[t], _mm256_sll_epi32(offset, _mm_cvtsi32_si128(shift)));
+    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
+  }
+}
+
 // Q6_K: d_a * d * sum_g scale_g (<q_g, a_g> - 32 sum(a_g)) over 16 groups of 16, q the stored
 // 6-bit number (0..63); the offset of 32 is taken off the integer sum exactly.
 struct RowsQ6K {
   template <int T>
   static void run(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
     const auto* x = static_cast<const BlockQ6_K*>(w);
-    const __m256i low_mask = _mm256_set1_epi8(0x0F);
-    const __m256i two_bits = _mm256_set1_epi8(3);
     __m256 acc[T];
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 256; ++b) {
@@ -222,15 +248,8 @@ struct RowsQ6K {
         const __m256i ql0 = load256(x[b].ql + 64 * h);
         const __m256i ql1 = load256(x[b].ql + 64 * h + 32);
         const __m256i qh = load256(x[b].qh + 32 * h);
-        const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(ql0, low_mask), _mm256_slli_epi16(_mm256_and_si256(qh, two_bits), 4)),
-            _mm256_or_si256(_mm256_and_si256(ql1, low_mask),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two_bits), 4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_mask),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two_bits), 4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_mask),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two_bits), 4)),
-        };
+        __m256i q[4];
+        q6_k_quants(ql0, ql1, qh, q);
         for (int g = 0; g < 4; ++g) {
           const __m256i scale = pair_scales(scales16, 8 * h + 2 * g);
           for (int t = 0; t < T; ++t) {
@@ -239,14 +258,7 @@ struct RowsQ6K {
           }
         }
       }
-      const __m256i all_scales = load256(scales16);
-      const float d = _cvtsh_ss(x[b].d);
-      for (int t = 0; t < T; ++t) {
-        const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
-        const __m256i offset = _mm256_madd_epi16(load256(y->bsums), all_scales);
-        const __m256i sums = _mm256_sub_epi32(sum_q[t], _mm256_slli_epi32(offset, 5));
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
-      }
+      add_block<T>(acc, sum_q, a, stride, b, _cvtsh_ss(x[b].d), scales16, 5);
     }
     for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
   }
@@ -318,14 +330,7 @@ struct RowsQ3K {
           }
         }
       }
-      const __m256i all_scales = load256(scales16);
-      const float d = _cvtsh_ss(x[b].d);
-      for (int t = 0; t < T; ++t) {
-        const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
-        const __m256i offset = _mm256_madd_epi16(load256(y->bsums), all_scales);
-        const __m256i sums = _mm256_sub_epi32(sum_q[t], _mm256_slli_epi32(offset, 2));
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(sums), acc[t]);
-      }
+      add_block<T>(acc, sum_q, a, stride, b, _cvtsh_ss(x[b].d), scales16, 2);
     }
     for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
   }
