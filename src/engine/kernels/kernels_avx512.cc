@@ -133,27 +133,12 @@ void rows_t(int64_t n, const void* w, const uint8_t* a, size_t stride, float* ou
   for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);
 }
 
-template <class Block>
-void rows(int64_t n, const void* w, const void* a, size_t stride, int count, float* out) {
-  const auto* bytes = static_cast<const uint8_t*>(a);
-  switch (count) {
-    case 1:
-      return rows_t<Block, 1>(n, w, bytes, stride, out);
-    case 2:
-      return rows_t<Block, 2>(n, w, bytes, stride, out);
-    case 3:
-      return rows_t<Block, 3>(n, w, bytes, stride, out);
-    default:
-      return rows_t<Block, 4>(n, w, bytes, stride, out);
+struct GroupedRowsQ8_0 {
+  template <int T>
+  static void run(int64_t n, const void* w, const uint8_t* a, size_t stride, float* out) {
+    rows_t<BlockQ8_0, T>(n, w, a, stride, out);
   }
-}
-
-template <class Block>
-float dot(int64_t n, const void* w, const void* a) {
-  float out;
-  rows_t<Block, 1>(n, w, static_cast<const uint8_t*>(a), 0, &out);
-  return out;
-}
+};
 
 // Packed weights: eight rows interleaved per block, so that one VPDPBUSD multiplies four
 // elements of all eight rows by the same four activations (broadcast) and the eight lanes end as
@@ -496,18 +481,6 @@ void packed_q4_k_upto4(int64_t n, const Packed* blocks, const uint8_t* a, size_t
   for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
 }
 
-// More than four rows: in runs of four, each row getting the same operations as alone.
-template <class Packed, int T>
-void packed_q4_k_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-  const auto* blocks = static_cast<const Packed*>(group);
-  if constexpr (T <= 4) {
-    packed_q4_k_upto4<Packed, T>(n, blocks, a, stride, out);
-  } else {
-    packed_q4_k_upto4<Packed, 4>(n, blocks, a, stride, out);
-    packed_q4_k_upto4<Packed, T - 4>(n, blocks, a + 4 * stride, stride, out + 4 * kPackRows);
-  }
-}
-
 // Packed Q6_K: eight rows interleaved per super-block, same size as eight BlockQ6_K.
 //   ql[h][k][i]: row i's ql bytes 64h + 4k .. + 3 (k < 16);
 //   qh[h][k][i]: row i's qh bytes 32h + 4k .. + 3 (k < 8);
@@ -592,13 +565,7 @@ void packed_q6_k_upto4(int64_t n, const PackedQ6_K* blocks, const uint8_t* a, si
 template <int T>
 struct PackedQ6_KKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    const auto* blocks = static_cast<const PackedQ6_K*>(group);
-    if constexpr (T <= 4) {
-      packed_q6_k_upto4<T>(n, blocks, a, stride, out);
-    } else {
-      packed_q6_k_upto4<4>(n, blocks, a, stride, out);
-      packed_q6_k_upto4<T - 4>(n, blocks, a + 4 * stride, stride, out + 4 * kPackRows);
-    }
+    packed_q6_k_upto4<T>(n, static_cast<const PackedQ6_K*>(group), a, stride, out);
   }
 };
 
@@ -683,13 +650,7 @@ void packed_iq4_xs_upto4(int64_t n, const PackedIQ4_XS* blocks, const uint8_t* a
 template <int T>
 struct PackedIQ4_XSKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    const auto* blocks = static_cast<const PackedIQ4_XS*>(group);
-    if constexpr (T <= 4) {
-      packed_iq4_xs_upto4<T>(n, blocks, a, stride, out);
-    } else {
-      packed_iq4_xs_upto4<4>(n, blocks, a, stride, out);
-      packed_iq4_xs_upto4<T - 4>(n, blocks, a + 4 * stride, stride, out + 4 * kPackRows);
-    }
+    packed_iq4_xs_upto4<T>(n, static_cast<const PackedIQ4_XS*>(group), a, stride, out);
   }
 };
 
@@ -718,6 +679,30 @@ void packed_rows(int64_t n, const void* group, const void* a, size_t stride, int
   }
 }
 
+// The same for kernels that hold at most four activation rows in registers (the K-quants and
+// IQ4_XS): the rows in runs of four, each row getting the operations it gets alone.
+template <template <int> class Kernel>
+void packed_rows_by_four(int64_t n, const void* group, const void* a, size_t stride, int count, float* out) {
+  const auto* bytes = static_cast<const uint8_t*>(a);
+  for (int t = 0; t < count; t += 4) {
+    const uint8_t* rows = bytes + stride * static_cast<size_t>(t);
+    float* run_out = out + kPackRows * t;
+    switch (count - t) {
+      case 1:
+        Kernel<1>::run(n, group, rows, stride, run_out);
+        break;
+      case 2:
+        Kernel<2>::run(n, group, rows, stride, run_out);
+        break;
+      case 3:
+        Kernel<3>::run(n, group, rows, stride, run_out);
+        break;
+      default:
+        Kernel<4>::run(n, group, rows, stride, run_out);
+    }
+  }
+}
+
 template <int T>
 struct PackedQ8_0Kernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
@@ -727,19 +712,13 @@ struct PackedQ8_0Kernel {
 template <int T>
 struct PackedQ4_KKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_q4_k_t<PackedQ4_K, T>(n, group, a, stride, out);
+    packed_q4_k_upto4<PackedQ4_K, T>(n, static_cast<const PackedQ4_K*>(group), a, stride, out);
   }
 };
 template <int T>
 struct PackedQ5_KKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_q4_k_t<PackedQ5_K, T>(n, group, a, stride, out);
-  }
-};
-template <int T>
-struct PackedQ4_0Kernel {
-  static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_q4_0_t<PackedQ4_0, T>(n, group, a, stride, out);
+    packed_q4_k_upto4<PackedQ5_K, T>(n, static_cast<const PackedQ5_K*>(group), a, stride, out);
   }
 };
 template <class Packed>
@@ -756,12 +735,12 @@ KernelSet make_set() {
   KernelSet set = *avx2_kernel_set_unchecked();
   set.name = "avx512";
   set.quantize_q8_0 = quantize_q8_0_grouped;
-  set.dot_q8_0 = dot<BlockQ8_0>;
-  set.rows_q8_0 = rows<BlockQ8_0>;
+  set.dot_q8_0 = x86::dot_of<GroupedRowsQ8_0>;
+  set.rows_q8_0 = x86::rows_of<GroupedRowsQ8_0>;
   set.pack_q8_0 = pack_rows<BlockQ8_0, PackedQ8_0>;
   set.pack_q4_0 = pack_rows<BlockQ4_0, PackedQ4_0>;
   set.packed_q8_0 = packed_rows<PackedQ8_0Kernel>;
-  set.packed_q4_0 = packed_rows<PackedQ4_0Kernel>;
+  set.packed_q4_0 = packed_rows<Packed32<PackedQ4_0>::Kernel>;
   set.pack_q5_0 = pack_rows<BlockQ5_0, PackedQ5_0>;
   set.packed_q5_0 = packed_rows<Packed32<PackedQ5_0>::Kernel>;
   set.pack_q4_1 = pack_rows<BlockQ4_1, PackedQ4_1>;
@@ -771,13 +750,13 @@ KernelSet make_set() {
   set.pack_iq4_nl = pack_rows<BlockIQ4_NL, PackedIQ4_NL>;
   set.packed_iq4_nl = packed_rows<Packed32<PackedIQ4_NL>::Kernel>;
   set.pack_q4_k = pack_rows_q4_k_like<BlockQ4_K, PackedQ4_K>;
-  set.packed_q4_k = packed_rows<PackedQ4_KKernel>;
+  set.packed_q4_k = packed_rows_by_four<PackedQ4_KKernel>;
   set.pack_q5_k = pack_rows_q4_k_like<BlockQ5_K, PackedQ5_K>;
-  set.packed_q5_k = packed_rows<PackedQ5_KKernel>;
+  set.packed_q5_k = packed_rows_by_four<PackedQ5_KKernel>;
   set.pack_q6_k = pack_rows_q6_k;
-  set.packed_q6_k = packed_rows<PackedQ6_KKernel>;
+  set.packed_q6_k = packed_rows_by_four<PackedQ6_KKernel>;
   set.pack_iq4_xs = pack_rows_iq4_xs;
-  set.packed_iq4_xs = packed_rows<PackedIQ4_XSKernel>;
+  set.packed_iq4_xs = packed_rows_by_four<PackedIQ4_XSKernel>;
   x86::add_quant_dots(set);  // this file's copy, with VPDPBUSD/VPDPWSSD
   return set;
 }
