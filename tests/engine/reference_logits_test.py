@@ -16,6 +16,7 @@ Tolerances (relative RMS of the logit difference):
   before the integer dot product,
   a relative step of 1/127 per value; over two layers of seven products the logits move by 1-3 %
   of their spread (measured), as llama.cpp's do. A wrong block layout gives errors of order 1.
+- F16 and Q8_0 KV caches (on the F32 model): see check_kv_types.
 """
 import argparse
 import os
@@ -69,10 +70,38 @@ def relative_rms(ours, reference):
     return float(np.sqrt(np.mean((ours - reference) ** 2) / np.mean(reference ** 2)))
 
 
-def engine_logits(tool, model, kernels, n_vocab):
+def engine_logits(tool, model, kernels, n_vocab, kv_type="f32"):
     with tempfile.NamedTemporaryFile(suffix=".f32") as out:
-        run([tool, model, ",".join(map(str, TOKENS)), out.name, kernels])
+        run([tool, model, ",".join(map(str, TOKENS)), out.name, kernels, kv_type])
         return np.fromfile(out.name, dtype="<f4").reshape(len(TOKENS), n_vocab).astype(np.float64)
+
+
+def check_kv_types(args, model, reference, n_vocab, failures):
+    """The F16 and Q8_0 caches on F32 weights, where the default kernels round nothing else.
+
+    The float kernels attend in f32 over the cache's stored values: F16 rounding moves the logits
+    by ~3e-4 of their spread, Q8_0 by ~8e-3 (measured); limits 1e-3 and 2e-2 against the
+    reference. (Not for mixtures of experts: there the rounding moves a few tokens to other
+    experts, as 8-bit activations do; see ROUTING_MARGIN.) The default and scalar kernels read F16
+    rows as the float kernels do (7e-5 apart at most over gemma3's six layers: summation order),
+    and score Q8_0 keys in int8 against each query quantized to Q8_0, which adds 3e-3 to 7e-3
+    (measured); limit 1e-2 against the float kernels on the same cache. A wrong scale or block
+    layout there gives errors of order 1.
+    """
+    for kv_type, cache_limit, kernel_limit in (("f16", 1e-3, 2e-4), ("q8_0", 2e-2, 1e-2)):
+        exact = engine_logits(args.dump_logits, model, "float", n_vocab, kv_type)
+        if not args.arch.endswith("moe"):
+            cache_error = relative_rms(exact, reference)
+            print(f"{args.arch} f32 weights, {kv_type} cache: float kernels {cache_error:.2e} (limit {cache_limit:.0e})")
+            if not cache_error <= cache_limit:
+                failures.append(f"{kv_type} cache: float-kernel logits differ by {cache_error:.2e}")
+        else:
+            print(f"{args.arch} f32 weights, {kv_type} cache:")
+        for kernels in ("auto", "scalar"):
+            error = relative_rms(engine_logits(args.dump_logits, model, kernels, n_vocab, kv_type), exact)
+            print(f"  {kernels} kernels against them: {error:.2e} (limit {kernel_limit:.0e})")
+            if not error <= kernel_limit:
+                failures.append(f"{kv_type} cache: {kernels}-kernel logits differ from the float kernels' by {error:.2e}")
 
 
 def check_long_windows(args, workdir):
@@ -169,6 +198,7 @@ def main():
             if not fast <= fast_limit:
                 failures.append(f"{label}: default-kernel logits differ by {fast:.2e}")
             if label == "f32":
+                check_kv_types(args, model, reference, n_vocab, failures)
                 check_perplexity(args.darkbloom, model, workdir)
                 if args.arch in ARCH_FLAGS:
                     check_long_windows(args, workdir)

@@ -32,8 +32,9 @@ using KvScoresFn = void (*)(const void* rows, size_t stride, int n, const float*
 using KvAccumulateFn = void (*)(const void* rows, size_t stride, int n, const float* weights, size_t weights_stride,
                                 int n_q, int head_dim, float* out);
 using F32ToF16Fn = void (*)(const float* src, uint16_t* dst, int64_t n);
-// Softmax's middle: x[i] = exp(x[i] - shift) for i < n, returning their sum.
-using ExpSumFn = float (*)(float* x, int64_t n, float shift);
+// Softmax in place over x[0..n), n >= 1: x[i] = exp(x[i] - max) / (sum over j of exp(x[j] - max)),
+// the division done as one multiplication by the sum's reciprocal.
+using SoftmaxFn = void (*)(float* x, int64_t n);
 // Some sets also read weights repacked into their own layout: kPackRows rows of `n` elements
 // interleaved into one group of the same total size (rows `row_bytes` apart in, contiguous out),
 // so that one instruction works on all of the group's rows at once.
@@ -94,7 +95,7 @@ struct KernelSet {
   KvScoresFn scores_f16 = nullptr;
   KvAccumulateFn accumulate_f32 = nullptr;
   KvAccumulateFn accumulate_f16 = nullptr;
-  ExpSumFn exp_sum = nullptr;
+  SoftmaxFn softmax = nullptr;
   // Packed layouts (nullptr when the set has none for a type; the avx512 set has them for every
   // quantized type but Q2_K and Q3_K).
   PackRowsFn pack_q8_0 = nullptr;

@@ -2,6 +2,7 @@
 // here may run before kernel_set.cc has checked the CPU.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -322,26 +323,42 @@ inline __m256 exp8(__m256 x) {
   return _mm256_andnot_ps(too_small, result);
 }
 
-float exp_sum(float* x, int64_t n, float shift) {
+// Lanes of x[i..n) for a tail of fewer than 8 elements: all ones where i + lane < n.
+inline __m256 tail_mask(int64_t left) {
+  return _mm256_castsi256_ps(
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+
+void softmax(float* x, int64_t n) {
+  // The maximum (a NaN element is passed over, as std::max does).
+  __m256 max8 = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(_mm256_loadu_ps(x + i), max8);
+  float shift = -INFINITY;
+  {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, max8);
+    for (float lane : lanes) shift = std::max(shift, lane);
+    for (int64_t j = i; j < n; ++j) shift = std::max(shift, x[j]);
+  }
   const __m256 shift8 = _mm256_set1_ps(shift);
   __m256 sum8 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  for (i = 0; i + 8 <= n; i += 8) {
     const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), shift8));
     _mm256_storeu_ps(x + i, e);
     sum8 = _mm256_add_ps(sum8, e);
   }
+  float tail[8] = {};
   if (i < n) {  // the tail through the same vector code, so every element gets the same function
-    float tail[8] = {};
     for (int64_t j = i; j < n; ++j) tail[j - i] = x[j];
-    const __m256 mask = _mm256_castsi256_ps(
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    const __m256 e = _mm256_and_ps(mask, exp8(_mm256_sub_ps(_mm256_loadu_ps(tail), shift8)));
+    const __m256 e = _mm256_and_ps(tail_mask(n - i), exp8(_mm256_sub_ps(_mm256_loadu_ps(tail), shift8)));
     _mm256_storeu_ps(tail, e);
-    for (int64_t j = i; j < n; ++j) x[j] = tail[j - i];
     sum8 = _mm256_add_ps(sum8, e);
   }
-  return horizontal_sum(sum8);
+  const float inverse = 1.0f / horizontal_sum(sum8);
+  const __m256 inverse8 = _mm256_set1_ps(inverse);
+  for (int64_t k = 0; k < i; k += 8) _mm256_storeu_ps(x + k, _mm256_mul_ps(_mm256_loadu_ps(x + k), inverse8));
+  for (int64_t j = i; j < n; ++j) x[j] = tail[j - i] * inverse;
 }
 
 KernelSet make_set() {
@@ -363,7 +380,7 @@ KernelSet make_set() {
       .scores_f16 = scores_rows<uint16_t>,
       .accumulate_f32 = accumulate_rows<float>,
       .accumulate_f16 = accumulate_rows<uint16_t>,
-      .exp_sum = exp_sum,
+      .softmax = softmax,
   };
   x86::add_quant_dots(set);
   return set;

@@ -1,5 +1,6 @@
 // Portable kernels: the reference every SIMD set is tested against, and the fallback for CPUs
 // without AVX2.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -328,13 +329,16 @@ float load_f16(uint16_t x) {
   return fp16_to_fp32(x);
 }
 
-float exp_sum(float* x, int64_t n, float shift) {
+void softmax(float* x, int64_t n) {
+  float shift = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) shift = std::max(shift, x[i]);
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
     x[i] = std::exp(x[i] - shift);
     sum += x[i];
   }
-  return sum;
+  const float inverse = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inverse;
 }
 
 const KernelSet kFloat = {
@@ -378,7 +382,7 @@ const KernelSet kFloat = {
     .scores_f16 = scores_rows<uint16_t, load_f16>,
     .accumulate_f32 = accumulate_rows<float, load_f32>,
     .accumulate_f16 = accumulate_rows<uint16_t, load_f16>,
-    .exp_sum = exp_sum,
+    .softmax = softmax,
 };
 
 const KernelSet kScalar = {
@@ -421,7 +425,7 @@ const KernelSet kScalar = {
     .scores_f16 = scores_rows<uint16_t, load_f16>,
     .accumulate_f32 = accumulate_rows<float, load_f32>,
     .accumulate_f16 = accumulate_rows<uint16_t, load_f16>,
-    .exp_sum = exp_sum,
+    .softmax = softmax,
 };
 
 }  // namespace

@@ -84,9 +84,20 @@ class ForwardPass {
   // Sliding layers' RoPE when they have their own base (gemma3).
   std::vector<float> inverse_frequencies_sliding_, rope_cos_sliding_, rope_sin_sliding_;
   std::vector<float> fused_;  // phi3: the q|k|v or gate|up rows of one fused matrix
-  // Per thread: attention scores, and one block of keys or values as floats.
-  std::vector<std::vector<float>> scores_;
-  std::vector<std::vector<float>> kv_rows_;
+  // Attention: runs of consecutive positions of one sequence (first batch row, count), and per
+  // thread the run's scores, its queries (gathered, and quantized for int8 keys) and one block of
+  // keys or values as floats.
+  static constexpr int kRunTokens = 8;
+  static constexpr int kExpandF16Queries = 4;
+  struct Run {
+    int first, count;
+  };
+  std::vector<Run> runs_;
+  struct AttentionScratch {
+    std::vector<float> scores, queries, expanded;
+    std::vector<uint8_t> quantized;
+  };
+  std::vector<AttentionScratch> attention_scratch_;
   kernels::MatmulScratch matmul_scratch_;
 };
 
