@@ -27,6 +27,14 @@ namespace {
 
 constexpr int kGroupBlocks = 8;
 constexpr size_t kPrefetchBytes = 4096;
+// The unmasked forms of some 512-bit intrinsics start from _mm512_undefined_*, which GCC 12
+// reports as maybe-uninitialized: the zero-masking forms with every lane set are the same
+// instructions.
+constexpr __mmask8 kAll8 = 0xFF;
+constexpr __mmask16 kAll16 = 0xFFFF;
+constexpr __mmask32 kAll32 = 0xFFFFFFFF;
+constexpr __mmask64 kAll64 = ~__mmask64{0};
+constexpr __mmask16 kEvenLanes = 0x5555;
 
 struct Q8Group {
   float d[kGroupBlocks];
@@ -143,103 +151,109 @@ struct GroupedRowsQ8_0 {
 // Packed weights: eight rows interleaved per block, so that one VPDPBUSD multiplies four
 // elements of all eight rows by the same four activations (broadcast) and the eight lanes end as
 // the eight rows' block sums: no horizontal reduction at all.
-//   Q8_0: d[8] (row i's scale), then qs[k][i][j] = row i's element 4k + j       (272 = 8 x 34 bytes)
-//   Q4_0: d[8], then qs[k][i][j] = row i's packed byte 4k + j: its low nibble is element 4k + j,
-//         its high nibble element 16 + 4k + j                                    (144 = 8 x 18 bytes)
+//   Q8_0: d[8] (row i's scale), then qs[k][i][j] = row i's element 8k + j       (272 = 8 x 34 bytes)
+//   Q4_0: d[8], then qs[k][i][j] = row i's packed byte 8k + j: its low nibble is element 8k + j,
+//         its high nibble element 16 + 8k + j                                    (144 = 8 x 18 bytes)
+// Both as 8 bytes a row: one 512-bit register holds row i's first four in lane 2i and the other
+// four in lane 2i + 1, so one 8-byte broadcast of the activations feeds all 16 lanes, and row i's
+// result is the sum of its two lanes.
 // Q8_0 meets this set's biased q8_0 activations; Q4_0 meets q8_1 activations, its nibbles stay
 // unsigned and the zero point 8 is taken off once per activation block through the block's sum.
 struct PackedQ8_0 {
   uint16_t d[kPackRows];
-  int8_t qs[8][kPackRows][4];
+  int8_t qs[4][kPackRows][8];
 };
 static_assert(sizeof(PackedQ8_0) == kPackRows * sizeof(BlockQ8_0));
 struct PackedQ4_0 {
   uint16_t d[kPackRows];
-  uint8_t qs[4][kPackRows][4];
+  uint8_t qs[2][kPackRows][8];
 };
 static_assert(sizeof(PackedQ4_0) == kPackRows * sizeof(BlockQ4_0));
 // The other 32-element types keep Q4_0's nibble layout and add, per row, an offset m (Q4_1,
-// Q5_1) and the fifth bits (Q5_0, Q5_1) as eight 32-bit masks: bit 4i + j of high[k] is the
-// fifth bit of row i's element 4k + j (k < 4) or 16 + 4(k - 4) + j (k >= 4), the element the
-// same place of vector k holds. IQ4_NL is Q4_0's layout with grid indices.
+// Q5_1) and the fifth bits (Q5_0, Q5_1) as four 64-bit masks, one per vector of the block (the
+// low nibbles of qs[0] and qs[1], then their high nibbles): bit 8i + j of high[v] is the fifth
+// bit of row i's element 8v + j, the element that byte of vector v holds. IQ4_NL is Q4_0's
+// layout with grid indices.
 //   Q5_0: d[8], high[8], qs                                                      (176 = 8 x 22 bytes)
 //   Q4_1: d[8], m[8], qs                                                         (160 = 8 x 20 bytes)
 //   Q5_1: d[8], m[8], high[8], qs                                                (192 = 8 x 24 bytes)
 struct PackedQ5_0 {
   uint16_t d[kPackRows];
-  uint32_t high[8];
-  uint8_t qs[4][kPackRows][4];
+  uint64_t high[4];
+  uint8_t qs[2][kPackRows][8];
 };
 static_assert(sizeof(PackedQ5_0) == kPackRows * sizeof(BlockQ5_0));
 struct PackedQ4_1 {
   uint16_t d[kPackRows];
   uint16_t m[kPackRows];
-  uint8_t qs[4][kPackRows][4];
+  uint8_t qs[2][kPackRows][8];
 };
 static_assert(sizeof(PackedQ4_1) == kPackRows * sizeof(BlockQ4_1));
 struct PackedQ5_1 {
   uint16_t d[kPackRows];
   uint16_t m[kPackRows];
-  uint32_t high[8];
-  uint8_t qs[4][kPackRows][4];
+  uint64_t high[4];
+  uint8_t qs[2][kPackRows][8];
 };
 static_assert(sizeof(PackedQ5_1) == kPackRows * sizeof(BlockQ5_1));
 struct PackedIQ4_NL {
   uint16_t d[kPackRows];
-  uint8_t qs[4][kPackRows][4];
+  uint8_t qs[2][kPackRows][8];
 };
 static_assert(sizeof(PackedIQ4_NL) == kPackRows * sizeof(BlockIQ4_NL));
 
+void pack_rows_q8_0(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group) {
+  auto* out = reinterpret_cast<PackedQ8_0*>(group);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    for (int i = 0; i < kPackRows; ++i) {
+      const BlockQ8_0& in = reinterpret_cast<const BlockQ8_0*>(rows + row_bytes * static_cast<size_t>(i))[b];
+      out[b].d[i] = in.d;
+      for (int k = 0; k < 4; ++k) __builtin_memcpy(out[b].qs[k][i], in.qs + 8 * k, 8);
+    }
+  }
+}
+
+// The 32-element nibble types (see PackedQ4_0 and PackedQ5_0).
 template <class Block, class Packed>
 void pack_rows(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* group) {
-  constexpr int kWords = sizeof(Block::qs) / 4;  // 4-byte words per block and row: 8 or 4
-  static_assert(sizeof(Packed::qs) == kWords * kPackRows * 4);
+  static_assert(sizeof(Block::qs) == 16 && sizeof(Packed::qs) == 2 * kPackRows * 8);
   auto* out = reinterpret_cast<Packed*>(group);
   for (int64_t b = 0; b < n / 32; ++b) {
     if constexpr (requires { out[b].high; }) {
-      for (uint32_t& mask : out[b].high) mask = 0;
+      for (uint64_t& mask : out[b].high) mask = 0;
     }
     for (int i = 0; i < kPackRows; ++i) {
       const Block& in = reinterpret_cast<const Block*>(rows + row_bytes * static_cast<size_t>(i))[b];
       out[b].d[i] = in.d;
       if constexpr (requires { in.m; }) out[b].m[i] = in.m;
-      for (int k = 0; k < kWords; ++k) __builtin_memcpy(out[b].qs[k][i], in.qs + 4 * k, 4);
+      for (int k = 0; k < 2; ++k) __builtin_memcpy(out[b].qs[k][i], in.qs + 8 * k, 8);
       if constexpr (requires { in.qh; }) {
         uint32_t bits;
         __builtin_memcpy(&bits, in.qh, sizeof bits);
-        for (int k = 0; k < 8; ++k) {
-          const int first = k < 4 ? 4 * k : 16 + 4 * (k - 4);
-          out[b].high[k] |= ((bits >> first) & 0x0F) << (4 * i);
-        }
+        for (int v = 0; v < 4; ++v) out[b].high[v] |= static_cast<uint64_t>((bits >> (8 * v)) & 0xFF) << (8 * i);
       }
     }
   }
 }
 
-// The eight vectors of a packed block: vector k holds elements 4k..4k+3 of every row, as signed
-// bytes (Q8_0) or as unsigned nibbles (Q4_0).
-inline void unpack_packed(const PackedQ8_0& block, __m256i w[8]) {
-  for (int k = 0; k < 8; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[k]));
-}
-// The nibble types: unsigned nibbles, plus 16 where the fifth bit is set (Q5_0, Q5_1), or the
-// IQ4 grid values plus 128 (IQ4_NL).
+// The four vectors of a packed nibble block: vector v holds elements 8v..8v+7 of every row (the
+// low nibbles of qs[0], qs[1], then their high nibbles), unsigned, plus 16 where the fifth bit is
+// set (Q5_0, Q5_1), or the IQ4 grid values plus 128 (IQ4_NL).
 template <class Packed>
-inline void unpack_packed(const Packed& block, __m256i w[8]) {
-  const __m256i low_mask = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
-  const __m256i grid =
-      _mm256_add_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
-                      _mm256_set1_epi8(-128));
-  for (int k = 0; k < 4; ++k) {
-    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[k]));
-    w[k] = _mm256_and_si256(packed, low_mask);
-    w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
-    if constexpr (requires { block.high; }) {
-      w[k] = _mm256_or_si256(w[k], _mm256_maskz_mov_epi8(block.high[k], sixteen));
-      w[k + 4] = _mm256_or_si256(w[k + 4], _mm256_maskz_mov_epi8(block.high[k + 4], sixteen));
-    }
+inline void unpack_packed(const Packed& block, __m512i w[4]) {
+  const __m512i low_mask = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
+  for (int k = 0; k < 2; ++k) {
+    const __m512i packed = _mm512_loadu_si512(block.qs[k]);
+    w[k] = _mm512_and_si512(packed, low_mask);
+    w[k + 2] = _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, packed, 4), low_mask);
+  }
+  for (int v = 0; v < 4; ++v) {
+    if constexpr (requires { block.high; }) w[v] = _mm512_or_si512(w[v], _mm512_maskz_mov_epi8(block.high[v], sixteen));
     if constexpr (std::is_same_v<Packed, PackedIQ4_NL>) {
-      w[k] = _mm256_shuffle_epi8(grid, w[k]);
-      w[k + 4] = _mm256_shuffle_epi8(grid, w[k + 4]);
+      const __m512i grid = _mm512_add_epi8(
+          _mm512_maskz_broadcast_i32x4(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
+          _mm512_set1_epi8(-128));
+      w[v] = _mm512_maskz_shuffle_epi8(kAll64, grid, w[v]);
     }
   }
 }
@@ -261,29 +275,51 @@ inline __m256i broadcast_word(const uint8_t* p) {
   return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const AliasFloat*>(p)));
 }
 
-// One packed Q8_0 block against T activation blocks: biased quants q[t], scales *s[t].
+// Eight activation bytes in every pair of lanes, loaded straight from memory.
+using AliasDouble = double __attribute__((may_alias));
+inline __m512i broadcast_pair(const uint8_t* p) {
+  return _mm512_castpd_si512(_mm512_maskz_broadcastsd_pd(kAll8, _mm_load_sd(reinterpret_cast<const AliasDouble*>(p))));
+}
+
+// Row i's f16 value (of eight) in lanes 2i and 2i + 1 (lanes `mask`, the others 0).
+inline __m512 paired_f16(const uint16_t* halves, __mmask16 mask = kAll16) {
+  const __m256i paired =
+      _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                               _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(halves))));
+  return _mm512_maskz_cvtph_ps(mask, paired);
+}
+
+// out[0..8) = lanes 2i + 2i + 1 of acc: row i's two halves.
+inline void store_pair_sums(__m512 acc, float* out) {
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512 sums =
+      _mm512_add_ps(_mm512_maskz_permutexvar_ps(kAll16, evens, acc), _mm512_maskz_permutexvar_ps(kAll16, odds, acc));
+  _mm512_mask_storeu_ps(out, 0x00FF, sums);  // lanes 0..7
+}
+
+// One packed Q8_0 block against T activation blocks: biased quants q[t], scales *s[t]. acc[t]
+// holds row i's sum in lanes 2i and 2i + 1 (each half of the row's elements).
 template <int T>
 inline void packed_q8_0_block(const PackedQ8_0& block, const uint8_t* const q[T], const float* const s[T],
-                              __m256 acc[T]) {
+                              __m512 acc[T]) {
   prefetch_ahead(&block);
-  __m256i w[8];
-  unpack_packed(block, w);
-  // Lane i: -128 * (sum of row i's block), the activations' bias to take off (see SignedWeights).
-  const __m256i bias = _mm256_set1_epi8(-128);
-  __m256i sum_even = _mm256_setzero_si256(), sum_odd = _mm256_setzero_si256();
-  for (int k = 0; k < 8; k += 2) {
-    sum_even = _mm256_dpbusd_epi32(sum_even, bias, w[k]);
-    sum_odd = _mm256_dpbusd_epi32(sum_odd, bias, w[k + 1]);
-  }
-  const __m256i correction = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(sum_even, sum_odd));
-  const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
+  __m512i w[4];
+  for (int k = 0; k < 4; ++k) w[k] = _mm512_loadu_si512(block.qs[k]);
+  // Each lane: -128 * (sum of its 16 weight bytes), the activations' bias to take off (see
+  // SignedWeights).
+  const __m512i bias = _mm512_set1_epi8(-128);
+  const __m512i sum_even = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[0]), bias, w[2]);
+  const __m512i sum_odd = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[1]), bias, w[3]);
+  const __m512i correction = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_add_epi32(sum_even, sum_odd));
+  const __m512 dx = paired_f16(block.d);
   for (int t = 0; t < T; ++t) {
-    // Four chains of two, so the multiply-adds of one block overlap.
-    __m256i chain[4] = {correction, _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (int k = 0; k < 8; ++k) chain[k % 4] = _mm256_dpbusd_epi32(chain[k % 4], broadcast_word(q[t] + 4 * k), w[k]);
-    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(chain[0], chain[1]), _mm256_add_epi32(chain[2], chain[3]));
-    const __m256 sums = _mm256_cvtepi32_ps(total);
-    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_broadcast_ss(s[t])), sums, acc[t]);
+    // One chain: the rows' chains overlap one another, and the step is short of vector ports
+    // (two threads on one core), not of latency.
+    __m512i sum = correction;
+    for (int k = 0; k < 4; ++k) sum = _mm512_dpbusd_epi32(sum, broadcast_pair(q[t] + 8 * k), w[k]);
+    const __m512 sums = _mm512_maskz_cvtepi32_ps(kAll16, sum);
+    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(*s[t])), sums, acc[t]);
   }
 }
 
@@ -293,8 +329,8 @@ template <int T>
 void packed_q8_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
   const auto* blocks = static_cast<const PackedQ8_0*>(group);
   const int64_t n_blocks = n / 32, groups = n_blocks / kGroupBlocks;
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   const uint8_t* q[T];
   const float* s[T];
   for (int64_t g = 0; g < groups; ++g) {
@@ -316,13 +352,13 @@ void packed_q8_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride
     }
     packed_q8_0_block<T>(blocks[b], q, s, acc);
   }
-  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+  for (int t = 0; t < T; ++t) store_pair_sums(acc[t], out + kPackRows * t);
 }
 
-// The 32-element nibble types against q8_1 rows: per block and activation row, eight
-// multiply-adds that start from -z * (sum of the activation block) in every lane, z the zero
+// The 32-element nibble types against q8_1 rows: per block and activation row, four
+// multiply-adds that start from -z * (sum of the activation block) in row i's lane 2i, z the zero
 // point (8 for Q4_0, 16 for Q5_0, 128 for IQ4_NL's shifted grid, 0 for Q4_1 and Q5_1, whose
-// offsets m add m * d_a * sum(a)).
+// offsets m add m * d_a * sum(a), also in lane 2i only).
 template <class Packed, int T>
 void packed_q4_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
   constexpr int kZero = std::is_same_v<Packed, PackedQ4_0>     ? 8
@@ -330,33 +366,28 @@ void packed_q4_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride
                         : std::is_same_v<Packed, PackedIQ4_NL> ? 128
                                                                : 0;
   const auto* blocks = static_cast<const Packed*>(group);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < n / 32; ++b) {
     prefetch_ahead(blocks + b);
-    __m256i w[8];
+    __m512i w[4];
     unpack_packed(blocks[b], w);
-    const __m256 dx = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].d)));
-    __m256 m = _mm256_setzero_ps();
-    if constexpr (requires { blocks[b].m; }) {
-      m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].m)));
-    }
+    const __m512 dx = paired_f16(blocks[b].d);
+    __m512 m = _mm512_setzero_ps();
+    if constexpr (requires { blocks[b].m; }) m = paired_f16(blocks[b].m, kEvenLanes);
     for (int t = 0; t < T; ++t) {
       const auto* y = reinterpret_cast<const ActQ8_1*>(a + stride * static_cast<size_t>(t)) + b;
       const auto* q = reinterpret_cast<const uint8_t*>(y->qs);
-      __m256i even = _mm256_set1_epi32(-kZero * y->sum), odd = _mm256_setzero_si256();
-      for (int k = 0; k < 8; k += 2) {
-        even = _mm256_dpbusd_epi32(even, w[k], broadcast_word(q + 4 * k));
-        odd = _mm256_dpbusd_epi32(odd, w[k + 1], broadcast_word(q + 4 * k + 4));
-      }
-      const __m256 sums = _mm256_cvtepi32_ps(_mm256_add_epi32(even, odd));
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dx, _mm256_set1_ps(y->d)), sums, acc[t]);
+      __m512i sum = _mm512_maskz_set1_epi32(kEvenLanes, -kZero * y->sum);
+      for (int v = 0; v < 4; ++v) sum = _mm512_dpbusd_epi32(sum, w[v], broadcast_pair(q + 8 * v));
+      const __m512 sums = _mm512_maskz_cvtepi32_ps(kAll16, sum);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(y->d)), sums, acc[t]);
       if constexpr (requires { blocks[b].m; }) {
-        acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(y->d * static_cast<float>(y->sum)), acc[t]);
+        acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(y->d * static_cast<float>(y->sum)), acc[t]);
       }
     }
   }
-  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+  for (int t = 0; t < T; ++t) store_pair_sums(acc[t], out + kPackRows * t);
 }
 
 // Packed Q4_K and Q5_K: eight rows interleaved per super-block of 256, same size as eight BlockQ4_K.
@@ -737,7 +768,7 @@ KernelSet make_set() {
   set.quantize_q8_0 = quantize_q8_0_grouped;
   set.dot_q8_0 = x86::dot_of<GroupedRowsQ8_0>;
   set.rows_q8_0 = x86::rows_of<GroupedRowsQ8_0>;
-  set.pack_q8_0 = pack_rows<BlockQ8_0, PackedQ8_0>;
+  set.pack_q8_0 = pack_rows_q8_0;
   set.pack_q4_0 = pack_rows<BlockQ4_0, PackedQ4_0>;
   set.packed_q8_0 = packed_rows<PackedQ8_0Kernel>;
   set.packed_q4_0 = packed_rows<Packed32<PackedQ4_0>::Kernel>;
