@@ -394,24 +394,25 @@ void packed_q4_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride
 //   d[8], dmin[8]: row i's super-scales;
 //   scales[k][i]:  byte k of row i's packed six-bit scales and mins (see unpack_q4_k_scales), so
 //                  that the eight rows' scale j unpacks as one vector;
-//   qs[c][k][i]:   row i's bytes 32c + 4k .. 32c + 4k + 3: low nibbles are elements 64c + 4k + j
-//                  (sub-block 2c), high nibbles elements 64c + 32 + 4k + j (sub-block 2c + 1).
+//   qs[c][k][i]:   row i's bytes 32c + 8k .. 32c + 8k + 7: low nibbles are elements 64c + 8k + j
+//                  (sub-block 2c), high nibbles elements 64c + 32 + 8k + j (sub-block 2c + 1).
+//                  As for Q8_0, 8 bytes a row: row i's halves in lanes 2i and 2i + 1.
 struct PackedQ4_K {
   uint16_t d[kPackRows];
   uint16_t dmin[kPackRows];
   uint8_t scales[12][kPackRows];
-  uint8_t qs[4][8][kPackRows][4];
+  uint8_t qs[4][4][kPackRows][8];
 };
 static_assert(sizeof(PackedQ4_K) == kPackRows * sizeof(BlockQ4_K));
 
-// Packed Q5_K: PackedQ4_K's fields plus qh[k][i] = row i's qh bytes 4k .. 4k + 3, whose bit 2c
+// Packed Q5_K: PackedQ4_K's fields plus qh[k][i] = row i's qh bytes 8k .. 8k + 7, whose bit 2c
 // (2c + 1) is the fifth bit of the low (high) nibble at the same place of qs[c][k][i].
 struct PackedQ5_K {
   uint16_t d[kPackRows];
   uint16_t dmin[kPackRows];
   uint8_t scales[12][kPackRows];
-  uint8_t qh[8][kPackRows][4];
-  uint8_t qs[4][8][kPackRows][4];
+  uint8_t qh[4][kPackRows][8];
+  uint8_t qs[4][4][kPackRows][8];
 };
 static_assert(sizeof(PackedQ5_K) == kPackRows * sizeof(BlockQ5_K));
 
@@ -425,91 +426,101 @@ void pack_rows_q4_k_like(const uint8_t* rows, size_t row_bytes, int64_t n, uint8
       out[b].dmin[i] = in.dmin;
       for (int k = 0; k < 12; ++k) out[b].scales[k][i] = in.scales[k];
       for (int c = 0; c < 4; ++c) {
-        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].qs[c][k][i], in.qs + 32 * c + 4 * k, 4);
+        for (int k = 0; k < 4; ++k) __builtin_memcpy(out[b].qs[c][k][i], in.qs + 32 * c + 8 * k, 8);
       }
       if constexpr (std::is_same_v<Block, BlockQ5_K>) {
-        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].qh[k][i], in.qh + 4 * k, 4);
+        for (int k = 0; k < 4; ++k) __builtin_memcpy(out[b].qh[k][i], in.qh + 8 * k, 8);
       }
     }
   }
 }
 
-// The eight rows' d * scale_j and dmin * min_j, lane i = row i.
+// The eight rows' d * scale_j in lanes 2i and 2i + 1, and dmin * min_j in lane 2i (row i's min
+// term is taken once).
 template <class Packed>
-inline void packed_q4_k_scales(const Packed& block, __m256 scales[8], __m256 mins[8]) {
-  __m256i bytes[12];
+inline void packed_q4_k_scales(const Packed& block, __m512 scales[8], __m512 mins[8]) {
+  __m512i bytes[12];
   for (int k = 0; k < 12; ++k) {
-    bytes[k] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales[k])));
+    const __m128i eight = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales[k]));
+    bytes[k] = _mm512_maskz_cvtepu8_epi32(kAll16, _mm_unpacklo_epi8(eight, eight));
   }
-  const __m256i six = _mm256_set1_epi32(63), four = _mm256_set1_epi32(15);
-  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
-  const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.dmin)));
+  const __m512i six = _mm512_set1_epi32(63), four = _mm512_set1_epi32(15);
+  const __m512 d = paired_f16(block.d);
+  const __m512 dmin = paired_f16(block.dmin, kEvenLanes);
+  auto to_float = [](__m512i x) { return _mm512_maskz_cvtepi32_ps(kAll16, x); };
+  auto top_two_bits = [](__m512i x) {
+    return _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_srli_epi32(kAll16, x, 6), 4);
+  };
   for (int j = 0; j < 4; ++j) {
-    scales[j] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(bytes[j], six)));
-    mins[j] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_and_si256(bytes[j + 4], six)));
-    const __m256i scale_high =
-        _mm256_or_si256(_mm256_and_si256(bytes[j + 8], four), _mm256_slli_epi32(_mm256_srli_epi32(bytes[j], 6), 4));
-    const __m256i min_high =
-        _mm256_or_si256(_mm256_srli_epi32(bytes[j + 8], 4), _mm256_slli_epi32(_mm256_srli_epi32(bytes[j + 4], 6), 4));
-    scales[j + 4] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(scale_high));
-    mins[j + 4] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(min_high));
+    scales[j] = _mm512_mul_ps(d, to_float(_mm512_and_si512(bytes[j], six)));
+    mins[j] = _mm512_mul_ps(dmin, to_float(_mm512_and_si512(bytes[j + 4], six)));
+    const __m512i scale_high = _mm512_or_si512(_mm512_and_si512(bytes[j + 8], four), top_two_bits(bytes[j]));
+    const __m512i min_high =
+        _mm512_or_si512(_mm512_maskz_srli_epi32(kAll16, bytes[j + 8], 4), top_two_bits(bytes[j + 4]));
+    scales[j + 4] = _mm512_mul_ps(d, to_float(scale_high));
+    mins[j + 4] = _mm512_mul_ps(dmin, to_float(min_high));
   }
 }
 
 // T <= 4 activation rows (register pressure); per row and super-block:
 //   d_a * (sum_j d scale_j <q_j, a_j> - sum_j dmin min_j sum(a_j)), each sub-block's integer dot
-// product from eight VPDPBUSD of the nibbles with broadcast activation words.
+// product from four VPDPBUSD of the nibbles with broadcast activation pairs.
 template <class Packed, int T>
 void packed_q4_k_upto4(int64_t n, const Packed* blocks, const uint8_t* a, size_t stride, float* out) {
   static_assert(T >= 1 && T <= 4);
   constexpr bool kFifthBit = std::is_same_v<Packed, PackedQ5_K>;
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  const __m512i low_mask = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < n / 256; ++b) {
     const Packed& block = blocks[b];
     prefetch_ahead(&block);
-    __m256 scales[8], mins[8];
+    __m512 scales[8], mins[8];
     packed_q4_k_scales(block, scales, mins);
     const ActQ8_K* y[T];
-    __m256 sum[T];
+    __m512 sum[T];
     for (int t = 0; t < T; ++t) {
       y[t] = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-      sum[t] = _mm256_setzero_ps();
+      sum[t] = _mm512_setzero_ps();
     }
     for (int c = 0; c < 4; ++c) {
-      __m256i lo_sum[T], hi_sum[T];
-      for (int t = 0; t < T; ++t) lo_sum[t] = hi_sum[t] = _mm256_setzero_si256();
-      for (int k = 0; k < 8; ++k) {
-        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[c][k]));
-        __m256i lo = _mm256_and_si256(packed, low_mask);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+      __m512i lo_sum[T], hi_sum[T];
+      for (int t = 0; t < T; ++t) lo_sum[t] = hi_sum[t] = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        const __m512i packed = _mm512_loadu_si512(block.qs[c][k]);
+        __m512i lo = _mm512_and_si512(packed, low_mask);
+        __m512i hi = _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, packed, 4), low_mask);
         if constexpr (kFifthBit) {
-          const __m256i high_bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qh[k]));
-          lo = _mm256_or_si256(lo, _mm256_slli_epi16(x86::bit_of_bytes(high_bits, 2 * c), 4));
-          hi = _mm256_or_si256(hi, _mm256_slli_epi16(x86::bit_of_bytes(high_bits, 2 * c + 1), 4));
+          const __m512i high_bits = _mm512_loadu_si512(block.qh[k]);
+          const auto bit = [&](int i) {
+            return _mm512_test_epi8_mask(high_bits, _mm512_set1_epi8(static_cast<char>(1 << i)));
+          };
+          lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bit(2 * c), sixteen));
+          hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bit(2 * c + 1), sixteen));
         }
         for (int t = 0; t < T; ++t) {
-          const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 64 * c + 4 * k;
-          lo_sum[t] = _mm256_dpbusd_epi32(lo_sum[t], lo, broadcast_word(q));
-          hi_sum[t] = _mm256_dpbusd_epi32(hi_sum[t], hi, broadcast_word(q + 32));
+          const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 64 * c + 8 * k;
+          lo_sum[t] = _mm512_dpbusd_epi32(lo_sum[t], lo, broadcast_pair(q));
+          hi_sum[t] = _mm512_dpbusd_epi32(hi_sum[t], hi, broadcast_pair(q + 32));
         }
       }
       for (int t = 0; t < T; ++t) {
-        sum[t] = _mm256_fmadd_ps(scales[2 * c], _mm256_cvtepi32_ps(lo_sum[t]), sum[t]);
-        sum[t] = _mm256_fmadd_ps(scales[2 * c + 1], _mm256_cvtepi32_ps(hi_sum[t]), sum[t]);
+        sum[t] = _mm512_fmadd_ps(scales[2 * c], _mm512_maskz_cvtepi32_ps(kAll16, lo_sum[t]), sum[t]);
+        sum[t] = _mm512_fmadd_ps(scales[2 * c + 1], _mm512_maskz_cvtepi32_ps(kAll16, hi_sum[t]), sum[t]);
       }
     }
     for (int t = 0; t < T; ++t) {
-      __m256 min_sum = _mm256_setzero_ps();
-      for (int j = 0; j < 8; ++j) {
-        const auto pair = static_cast<float>(y[t]->bsums[2 * j] + y[t]->bsums[2 * j + 1]);
-        min_sum = _mm256_fmadd_ps(mins[j], _mm256_set1_ps(pair), min_sum);
-      }
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t]->d), _mm256_sub_ps(sum[t], min_sum), acc[t]);
+      // The activation sums of the eight 32-element sub-blocks (pairs of bsums), in vector code:
+      // scalar conversions here cost as much as the multiply-adds above.
+      alignas(32) float pairs[8];
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t]->bsums));
+      _mm256_store_ps(pairs, _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, _mm256_set1_epi16(1))));
+      __m512 min_sum = _mm512_setzero_ps();
+      for (int j = 0; j < 8; ++j) min_sum = _mm512_fmadd_ps(mins[j], _mm512_set1_ps(pairs[j]), min_sum);
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y[t]->d), _mm512_sub_ps(sum[t], min_sum), acc[t]);
     }
   }
-  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+  for (int t = 0; t < T; ++t) store_pair_sums(acc[t], out + kPackRows * t);
 }
 
 // Packed Q6_K: eight rows interleaved per super-block, same size as eight BlockQ6_K.
