@@ -1,6 +1,7 @@
-// AVX-512 VNNI kernels on 256-bit registers (AVX512VL): one VPDPBUSD does what VPSIGNB +
-// VPMADDUBSW + VPMADDWD do in the AVX2 set. Here: Q8_0 rows with the per-block scaling done eight
-// blocks at a time, packed groups of eight rows for every quantized type but Q2_K and Q3_K, and
+// AVX-512 VNNI kernels: one VPDPBUSD does what VPSIGNB + VPMADDUBSW + VPMADDWD do in the AVX2
+// set. Here: Q8_0 rows with the per-block scaling done eight blocks at a time (256-bit registers,
+// AVX512VL), packed groups of eight rows for every quantized type but Q2_K and Q3_K (512-bit
+// registers for Q8_0, the 32-element nibble types, Q4_K and Q5_K; 256-bit for Q6_K and IQ4_XS), and
 // this file's own copy of x86_quant_dots.h (the row kernels of the other types). The float and attention kernels are
 // the AVX2 set's. This file alone is compiled with these instructions enabled; nothing here may run before
 // kernel_set.cc has checked the CPU.
@@ -148,9 +149,10 @@ struct GroupedRowsQ8_0 {
   }
 };
 
-// Packed weights: eight rows interleaved per block, so that one VPDPBUSD multiplies four
-// elements of all eight rows by the same four activations (broadcast) and the eight lanes end as
-// the eight rows' block sums: no horizontal reduction at all.
+// Packed weights: eight rows interleaved per block, so that one VPDPBUSD multiplies eight
+// elements of all eight rows by the same eight activations (broadcast): row i's first four in
+// 32-bit lane 2i, the other four in lane 2i + 1. The sixteen lanes end as the rows' half sums,
+// and each row's two lanes are added once, at the end of the row (store_pair_sums).
 //   Q8_0: d[8] (row i's scale), then qs[k][i][j] = row i's element 8k + j       (272 = 8 x 34 bytes)
 //   Q4_0: d[8], then qs[k][i][j] = row i's packed byte 8k + j: its low nibble is element 8k + j,
 //         its high nibble element 16 + 8k + j                                    (144 = 8 x 18 bytes)
@@ -174,9 +176,9 @@ static_assert(sizeof(PackedQ4_0) == kPackRows * sizeof(BlockQ4_0));
 // low nibbles of qs[0] and qs[1], then their high nibbles): bit 8i + j of high[v] is the fifth
 // bit of row i's element 8v + j, the element that byte of vector v holds. IQ4_NL is Q4_0's
 // layout with grid indices.
-//   Q5_0: d[8], high[8], qs                                                      (176 = 8 x 22 bytes)
+//   Q5_0: d[8], high[4], qs                                                      (176 = 8 x 22 bytes)
 //   Q4_1: d[8], m[8], qs                                                         (160 = 8 x 20 bytes)
-//   Q5_1: d[8], m[8], high[8], qs                                                (192 = 8 x 24 bytes)
+//   Q5_1: d[8], m[8], high[4], qs                                                (192 = 8 x 24 bytes)
 struct PackedQ5_0 {
   uint16_t d[kPackRows];
   uint64_t high[4];
@@ -275,10 +277,9 @@ inline __m256i broadcast_word(const uint8_t* p) {
   return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const AliasFloat*>(p)));
 }
 
-// Eight activation bytes in every pair of lanes, loaded straight from memory.
-using AliasDouble = double __attribute__((may_alias));
+// Eight activation bytes (at any alignment) in every pair of lanes.
 inline __m512i broadcast_pair(const uint8_t* p) {
-  return _mm512_castpd_si512(_mm512_maskz_broadcastsd_pd(kAll8, _mm_load_sd(reinterpret_cast<const AliasDouble*>(p))));
+  return _mm512_maskz_broadcastq_epi64(kAll8, _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
 // Row i's f16 value (of eight) in lanes 2i and 2i + 1 (lanes `mask`, the others 0).
@@ -289,7 +290,7 @@ inline __m512 paired_f16(const uint16_t* halves, __mmask16 mask = kAll16) {
   return _mm512_maskz_cvtph_ps(mask, paired);
 }
 
-// out[0..8) = lanes 2i + 2i + 1 of acc: row i's two halves.
+// out[i] = lane 2i + lane 2i + 1 of acc (i < 8): row i's two halves.
 inline void store_pair_sums(__m512 acc, float* out) {
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -309,9 +310,9 @@ inline void packed_q8_0_block(const PackedQ8_0& block, const uint8_t* const q[T]
   // Each lane: -128 * (sum of its 16 weight bytes), the activations' bias to take off (see
   // SignedWeights).
   const __m512i bias = _mm512_set1_epi8(-128);
-  const __m512i sum_even = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[0]), bias, w[2]);
-  const __m512i sum_odd = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[1]), bias, w[3]);
-  const __m512i correction = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_add_epi32(sum_even, sum_odd));
+  const __m512i first = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[0]), bias, w[2]);
+  const __m512i second = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[1]), bias, w[3]);
+  const __m512i correction = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_add_epi32(first, second));
   const __m512 dx = paired_f16(block.d);
   for (int t = 0; t < T; ++t) {
     // One chain: the rows' chains overlap one another, and the step is short of vector ports
@@ -358,7 +359,9 @@ void packed_q8_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride
 // The 32-element nibble types against q8_1 rows: per block and activation row, four
 // multiply-adds that start from -z * (sum of the activation block) in row i's lane 2i, z the zero
 // point (8 for Q4_0, 16 for Q5_0, 128 for IQ4_NL's shifted grid, 0 for Q4_1 and Q5_1, whose
-// offsets m add m * d_a * sum(a), also in lane 2i only).
+// offsets m add m * d_a * sum(a), also in lane 2i only). Lane 2i thus holds its half's products
+// less z times the other half's activation sum, which lane 2i + 1 holds in excess; both are
+// integers below 2^24, so they convert exactly, and they cancel when the lanes are added.
 template <class Packed, int T>
 void packed_q4_0_t(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
   constexpr int kZero = std::is_same_v<Packed, PackedQ4_0>     ? 8
