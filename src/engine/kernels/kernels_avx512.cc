@@ -1,10 +1,10 @@
 // AVX-512 VNNI kernels: one VPDPBUSD does what VPSIGNB + VPMADDUBSW + VPMADDWD do in the AVX2
 // set. Here: Q8_0 rows with the per-block scaling done eight blocks at a time (256-bit registers,
 // AVX512VL), packed groups of eight rows for every quantized type but Q2_K and Q3_K (512-bit
-// registers for Q8_0, the 32-element nibble types, Q4_K and Q5_K; 256-bit for Q6_K and IQ4_XS), and
-// this file's own copy of x86_quant_dots.h (the row kernels of the other types). The float and attention kernels are
-// the AVX2 set's. This file alone is compiled with these instructions enabled; nothing here may run before
-// kernel_set.cc has checked the CPU.
+// registers for all but Q6_K), and this file's own copy of x86_quant_dots.h (the row kernels of
+// the other types). The float and attention kernels are the AVX2 set's. This file alone is
+// compiled with these instructions enabled; nothing here may run before kernel_set.cc has
+// checked the CPU.
 //
 // Activations in this set (ActivationFormat::q8_0, same size as ActQ8_0 rows): each run of eight
 // blocks is stored as a Q8Group (eight scales, then eight blocks of 32 quants), so the scales of
@@ -315,8 +315,8 @@ inline void packed_q8_0_block(const PackedQ8_0& block, const uint8_t* const q[T]
   const __m512i correction = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_add_epi32(first, second));
   const __m512 dx = paired_f16(block.d);
   for (int t = 0; t < T; ++t) {
-    // One chain: the rows' chains overlap one another, and the step is short of vector ports
-    // (two threads on one core), not of latency.
+    // One chain: the rows' chains overlap one another, and batched steps are short of vector
+    // instructions issued, not of latency.
     __m512i sum = correction;
     for (int k = 0; k < 4; ++k) sum = _mm512_dpbusd_epi32(sum, broadcast_pair(q[t] + 8 * k), w[k]);
     const __m512 sums = _mm512_maskz_cvtepi32_ps(kAll16, sum);
@@ -465,12 +465,12 @@ inline void packed_q4_k_scales(const Packed& block, __m512 scales[8], __m512 min
   }
 }
 
-// T <= 4 activation rows (register pressure); per row and super-block:
-//   d_a * (sum_j d scale_j <q_j, a_j> - sum_j dmin min_j sum(a_j)), each sub-block's integer dot
-// product from four VPDPBUSD of the nibbles with broadcast activation pairs.
+// Per activation row and super-block: d_a * (sum_j d scale_j <q_j, a_j> - sum_j dmin min_j
+// sum(a_j)), each sub-block's integer dot product from four VPDPBUSD of the nibbles with
+// broadcast activation pairs. A pair of sub-blocks is unpacked once (eight registers) for all T
+// (up to 8) rows, so the scales and the unpacking are paid once per call, not once per row.
 template <class Packed, int T>
-void packed_q4_k_upto4(int64_t n, const Packed* blocks, const uint8_t* a, size_t stride, float* out) {
-  static_assert(T >= 1 && T <= 4);
+void packed_q4_k_t(int64_t n, const Packed* blocks, const uint8_t* a, size_t stride, float* out) {
   constexpr bool kFifthBit = std::is_same_v<Packed, PackedQ5_K>;
   const __m512i low_mask = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
   __m512 acc[T];
@@ -487,29 +487,30 @@ void packed_q4_k_upto4(int64_t n, const Packed* blocks, const uint8_t* a, size_t
       sum[t] = _mm512_setzero_ps();
     }
     for (int c = 0; c < 4; ++c) {
-      __m512i lo_sum[T], hi_sum[T];
-      for (int t = 0; t < T; ++t) lo_sum[t] = hi_sum[t] = _mm512_setzero_si512();
+      // Sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles).
+      __m512i lo[4], hi[4];
       for (int k = 0; k < 4; ++k) {
         const __m512i packed = _mm512_loadu_si512(block.qs[c][k]);
-        __m512i lo = _mm512_and_si512(packed, low_mask);
-        __m512i hi = _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, packed, 4), low_mask);
+        lo[k] = _mm512_and_si512(packed, low_mask);
+        hi[k] = _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, packed, 4), low_mask);
         if constexpr (kFifthBit) {
           const __m512i high_bits = _mm512_loadu_si512(block.qh[k]);
           const auto bit = [&](int i) {
             return _mm512_test_epi8_mask(high_bits, _mm512_set1_epi8(static_cast<char>(1 << i)));
           };
-          lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(bit(2 * c), sixteen));
-          hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(bit(2 * c + 1), sixteen));
-        }
-        for (int t = 0; t < T; ++t) {
-          const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 64 * c + 8 * k;
-          lo_sum[t] = _mm512_dpbusd_epi32(lo_sum[t], lo, broadcast_pair(q));
-          hi_sum[t] = _mm512_dpbusd_epi32(hi_sum[t], hi, broadcast_pair(q + 32));
+          lo[k] = _mm512_or_si512(lo[k], _mm512_maskz_mov_epi8(bit(2 * c), sixteen));
+          hi[k] = _mm512_or_si512(hi[k], _mm512_maskz_mov_epi8(bit(2 * c + 1), sixteen));
         }
       }
       for (int t = 0; t < T; ++t) {
-        sum[t] = _mm512_fmadd_ps(scales[2 * c], _mm512_maskz_cvtepi32_ps(kAll16, lo_sum[t]), sum[t]);
-        sum[t] = _mm512_fmadd_ps(scales[2 * c + 1], _mm512_maskz_cvtepi32_ps(kAll16, hi_sum[t]), sum[t]);
+        const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 64 * c;
+        __m512i lo_sum = _mm512_setzero_si512(), hi_sum = _mm512_setzero_si512();
+        for (int k = 0; k < 4; ++k) {
+          lo_sum = _mm512_dpbusd_epi32(lo_sum, lo[k], broadcast_pair(q + 8 * k));
+          hi_sum = _mm512_dpbusd_epi32(hi_sum, hi[k], broadcast_pair(q + 32 + 8 * k));
+        }
+        sum[t] = _mm512_fmadd_ps(scales[2 * c], _mm512_maskz_cvtepi32_ps(kAll16, lo_sum), sum[t]);
+        sum[t] = _mm512_fmadd_ps(scales[2 * c + 1], _mm512_maskz_cvtepi32_ps(kAll16, hi_sum), sum[t]);
       }
     }
     for (int t = 0; t < T; ++t) {
@@ -616,15 +617,17 @@ struct PackedQ6_KKernel {
 
 // Packed IQ4_XS: eight rows interleaved per super-block, same size as eight BlockIQ4_XS.
 //   d[i], scales_h[i], scales_l[q][i]: row i's super-scale and packed sub-block scales;
-//   qs[j][k][i]: row i's bytes 16j + 4k .. + 3 (sub-block j): low nibbles index elements
-//                32j + 4k + m, high nibbles 32j + 16 + 4k + m.
+//   qs[j][k][i]: row i's bytes 16j + 8k .. + 7 (sub-block j): low nibbles index elements
+//                32j + 8k + m, high nibbles 32j + 16 + 8k + m (8 bytes a row, halves in lanes 2i
+//                and 2i + 1, as for Q8_0).
 // The grid values go in plus 128 (unsigned, 1..241, for VPDPBUSD); each sub-block's sum starts at
-// -128 * (sum of its activations), so the integer sums are the grid's exactly.
+// -128 * (sum of its activations) in lane 2i, so the two lanes' integer sums add up to the grid's
+// exactly.
 struct PackedIQ4_XS {
   uint16_t d[kPackRows];
   uint16_t scales_h[kPackRows];
   uint8_t scales_l[4][kPackRows];
-  uint8_t qs[8][4][kPackRows][4];
+  uint8_t qs[8][2][kPackRows][8];
 };
 static_assert(sizeof(PackedIQ4_XS) == kPackRows * sizeof(BlockIQ4_XS));
 
@@ -637,65 +640,73 @@ void pack_rows_iq4_xs(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t*
       out[b].scales_h[i] = in.scales_h;
       for (int q = 0; q < 4; ++q) out[b].scales_l[q][i] = in.scales_l[q];
       for (int j = 0; j < 8; ++j) {
-        for (int k = 0; k < 4; ++k) __builtin_memcpy(out[b].qs[j][k][i], in.qs + 16 * j + 4 * k, 4);
+        for (int k = 0; k < 2; ++k) __builtin_memcpy(out[b].qs[j][k][i], in.qs + 16 * j + 8 * k, 8);
       }
     }
   }
 }
 
-// T <= 4 activation rows. Per row and super-block: d_a * sum_j d (ls_j - 32) <grid[q_j], a_j>.
+// Per activation row and super-block: d_a * sum_j d (ls_j - 32) <grid[q_j], a_j>. A sub-block is
+// unpacked once (four registers) for all T rows.
 template <int T>
-void packed_iq4_xs_upto4(int64_t n, const PackedIQ4_XS* blocks, const uint8_t* a, size_t stride, float* out) {
-  static_assert(T >= 1 && T <= 4);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
-  const __m256i grid =
-      _mm256_add_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
-                      _mm256_set1_epi8(-128));
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+void packed_iq4_xs_t(int64_t n, const PackedIQ4_XS* blocks, const uint8_t* a, size_t stride, float* out) {
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  const __m512i grid = _mm512_add_epi8(
+      _mm512_maskz_broadcast_i32x4(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
+      _mm512_set1_epi8(-128));
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < n / 256; ++b) {
     const PackedIQ4_XS& block = blocks[b];
     prefetch_ahead(&block);
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
-    const __m256i high = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.scales_h)));
+    const __m512 d = paired_f16(block.d);
+    const __m128i high_words = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.scales_h));
+    const __m512i high = _mm512_maskz_cvtepu16_epi32(
+        kAll16, _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                                         _mm256_castsi128_si256(high_words)));
     const ActQ8_K* y[T];
-    __m256 sum[T];
+    __m512 sum[T];
+    // -128 * (sum of sub-block j's activations), per row.
+    alignas(32) int32_t offsets[T][8];
     for (int t = 0; t < T; ++t) {
       y[t] = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-      sum[t] = _mm256_setzero_ps();
+      sum[t] = _mm512_setzero_ps();
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t]->bsums));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(offsets[t]),
+                         _mm256_mullo_epi32(_mm256_madd_epi16(bsums, _mm256_set1_epi16(1)), _mm256_set1_epi32(-128)));
     }
     for (int j = 0; j < 8; ++j) {
-      const __m256i low =
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales_l[j / 2])));
-      const __m256i ls =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(low, 4 * (j % 2)), _mm256_set1_epi32(15)),
-                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(high, 2 * j), _mm256_set1_epi32(3)), 4));
-      const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))));
-      __m256i sub_sum[T];
+      const __m128i low_bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales_l[j / 2]));
+      const __m512i low = _mm512_maskz_cvtepu8_epi32(kAll16, _mm_unpacklo_epi8(low_bytes, low_bytes));
+      const __m512i ls = _mm512_or_si512(
+          _mm512_and_si512(_mm512_maskz_srli_epi32(kAll16, low, 4 * (j % 2)), _mm512_set1_epi32(15)),
+          _mm512_maskz_slli_epi32(
+              kAll16, _mm512_and_si512(_mm512_maskz_srli_epi32(kAll16, high, 2 * j), _mm512_set1_epi32(3)), 4));
+      const __m512 scale =
+          _mm512_mul_ps(d, _mm512_maskz_cvtepi32_ps(kAll16, _mm512_sub_epi32(ls, _mm512_set1_epi32(32))));
+      __m512i w[4];
+      for (int k = 0; k < 2; ++k) {
+        const __m512i packed = _mm512_loadu_si512(block.qs[j][k]);
+        w[k] = _mm512_maskz_shuffle_epi8(kAll64, grid, _mm512_and_si512(packed, low_mask));
+        w[k + 2] = _mm512_maskz_shuffle_epi8(kAll64, grid,
+                                             _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, packed, 4), low_mask));
+      }
       for (int t = 0; t < T; ++t) {
-        sub_sum[t] = _mm256_set1_epi32(-128 * (y[t]->bsums[2 * j] + y[t]->bsums[2 * j + 1]));
+        const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 32 * j;
+        __m512i sub_sum = _mm512_maskz_set1_epi32(kEvenLanes, offsets[t][j]);
+        for (int v = 0; v < 4; ++v) sub_sum = _mm512_dpbusd_epi32(sub_sum, w[v], broadcast_pair(q + 8 * v));
+        sum[t] = _mm512_fmadd_ps(scale, _mm512_maskz_cvtepi32_ps(kAll16, sub_sum), sum[t]);
       }
-      for (int k = 0; k < 4; ++k) {
-        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs[j][k]));
-        const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(packed, low_mask));
-        const __m256i hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask));
-        for (int t = 0; t < T; ++t) {
-          const auto* q = reinterpret_cast<const uint8_t*>(y[t]->qs) + 32 * j + 4 * k;
-          sub_sum[t] = _mm256_dpbusd_epi32(sub_sum[t], lo, broadcast_word(q));
-          sub_sum[t] = _mm256_dpbusd_epi32(sub_sum[t], hi, broadcast_word(q + 16));
-        }
-      }
-      for (int t = 0; t < T; ++t) sum[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sub_sum[t]), sum[t]);
     }
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t]->d), sum[t], acc[t]);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y[t]->d), sum[t], acc[t]);
   }
-  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+  for (int t = 0; t < T; ++t) store_pair_sums(acc[t], out + kPackRows * t);
 }
 
 template <int T>
 struct PackedIQ4_XSKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_iq4_xs_upto4<T>(n, static_cast<const PackedIQ4_XS*>(group), a, stride, out);
+    packed_iq4_xs_t<T>(n, static_cast<const PackedIQ4_XS*>(group), a, stride, out);
   }
 };
 
@@ -724,8 +735,8 @@ void packed_rows(int64_t n, const void* group, const void* a, size_t stride, int
   }
 }
 
-// The same for kernels that hold at most four activation rows in registers (the K-quants and
-// IQ4_XS): the rows in runs of four, each row getting the operations it gets alone.
+// The same for kernels that hold at most four activation rows in registers (Q6_K): the rows in
+// runs of four, each row getting the operations it gets alone.
 template <template <int> class Kernel>
 void packed_rows_by_four(int64_t n, const void* group, const void* a, size_t stride, int count, float* out) {
   const auto* bytes = static_cast<const uint8_t*>(a);
@@ -757,13 +768,13 @@ struct PackedQ8_0Kernel {
 template <int T>
 struct PackedQ4_KKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_q4_k_upto4<PackedQ4_K, T>(n, static_cast<const PackedQ4_K*>(group), a, stride, out);
+    packed_q4_k_t<PackedQ4_K, T>(n, static_cast<const PackedQ4_K*>(group), a, stride, out);
   }
 };
 template <int T>
 struct PackedQ5_KKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_q4_k_upto4<PackedQ5_K, T>(n, static_cast<const PackedQ5_K*>(group), a, stride, out);
+    packed_q4_k_t<PackedQ5_K, T>(n, static_cast<const PackedQ5_K*>(group), a, stride, out);
   }
 };
 template <class Packed>
@@ -795,13 +806,13 @@ KernelSet make_set() {
   set.pack_iq4_nl = pack_rows<BlockIQ4_NL, PackedIQ4_NL>;
   set.packed_iq4_nl = packed_rows<Packed32<PackedIQ4_NL>::Kernel>;
   set.pack_q4_k = pack_rows_q4_k_like<BlockQ4_K, PackedQ4_K>;
-  set.packed_q4_k = packed_rows_by_four<PackedQ4_KKernel>;
+  set.packed_q4_k = packed_rows<PackedQ4_KKernel>;
   set.pack_q5_k = pack_rows_q4_k_like<BlockQ5_K, PackedQ5_K>;
-  set.packed_q5_k = packed_rows_by_four<PackedQ5_KKernel>;
+  set.packed_q5_k = packed_rows<PackedQ5_KKernel>;
   set.pack_q6_k = pack_rows_q6_k;
   set.packed_q6_k = packed_rows_by_four<PackedQ6_KKernel>;
   set.pack_iq4_xs = pack_rows_iq4_xs;
-  set.packed_iq4_xs = packed_rows_by_four<PackedIQ4_XSKernel>;
+  set.packed_iq4_xs = packed_rows<PackedIQ4_XSKernel>;
   x86::add_quant_dots(set);  // this file's copy, with VPDPBUSD/VPDPWSSD
   return set;
 }

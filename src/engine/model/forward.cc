@@ -218,7 +218,7 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     };
     std::array<Extent, kRunTokens> extent{};
     for (int r = 0; r < run.count; ++r) {
-      const int n = batch[static_cast<size_t>(run.first + r)].position + 1;
+      const int n = batch[static_cast<size_t>(run.first) + static_cast<size_t>(r)].position + 1;
       const int first = window > 0 ? std::max(0, n - window) : 0;
       extent[static_cast<size_t>(r)] = {n, first, first / kBlock, (n + kBlock - 1) / kBlock};
     }
@@ -230,7 +230,9 @@ void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& ca
     float* scores = scratch.scores.data();
     scratch.expanded.resize(static_cast<size_t>(c.head_dim) * kBlock);
     const size_t head_offset = static_cast<size_t>(kv_head * group) * c.head_dim;
-    auto query_offset = [&](int r) { return static_cast<size_t>(run.first + r) * c.q_width() + head_offset; };
+    auto query_offset = [&](int r) {
+      return (static_cast<size_t>(run.first) + static_cast<size_t>(r)) * c.q_width() + head_offset;
+    };
     // The run's queries for this KV head, contiguous: [token][query head][head_dim].
     const float* queries = q_.data() + query_offset(0);
     if (run.count > 1) {
