@@ -2,6 +2,7 @@
 """The `darkbloom` command line: the main commands work, and bad input gets one line naming the
 problem, a non-zero exit code and never a crash (a signal)."""
 import argparse
+import hashlib
 import json
 import os
 import struct
@@ -161,6 +162,33 @@ class Cli(unittest.TestCase):
         self.assertIn("2 layers, width 128, 2 heads (1 KV) of 64, FFN 256, vocabulary 400", out)
         self.assertIn("status: loadable", out)
         self.assertIn("tokenizer.ggml.merges", out)
+
+    def test_models_hash_is_a_merkle_root_over_1_mib_chunks(self):
+        def merkle_root(data):
+            chunk = 1 << 20
+            level = [hashlib.sha256(b"\x00" + data[i:i + chunk]).digest()
+                     for i in range(0, max(len(data), 1), chunk)]
+            while len(level) > 1:
+                up = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+                if len(level) % 2:
+                    up.append(level[-1])
+                level = up
+            return level[0].hex()
+        for size in (0, 1, 1 << 20, 3 * (1 << 20) + 5, 5 * (1 << 20)):
+            path = self.path(f"hash-{size}.bin")
+            data = os.urandom(size)
+            with open(path, "wb") as f:
+                f.write(data)
+            out = json.loads(run("models", "hash", "--json", path).stdout)
+            self.assertEqual(out["merkle_root"], merkle_root(data), size)
+            self.assertEqual(out["size"], size)
+            self.assertEqual(out["chunks"], max(1, -(-size // (1 << 20))))
+            self.assertEqual(out["chunk_bytes"], 1 << 20)
+        text = run("models", "hash", self.model).stdout
+        with open(self.model, "rb") as f:
+            self.assertIn(f"merkle  {merkle_root(f.read())}", text)
+        self.assertIn(f"size    {os.path.getsize(self.model)} bytes", text)
+        self.assert_one_line_error(run("models", "hash", self.path("missing.gguf"), expect_ok=False), "missing.gguf")
 
     def test_synth_rejects_impossible_shapes(self):
         self.assert_one_line_error(run("model", "synth", "-o", self.path("x.gguf"), "--heads", "3", "--kv-heads", "2",

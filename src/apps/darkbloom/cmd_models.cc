@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "apps/darkbloom/commands.h"
+#include "base/encoding.h"
+#include "crypto/merkle.h"
 #include "engine/gguf/gguf_file.h"
 #include "engine/model/model.h"
 #include "engine/model/model_synth.h"
@@ -20,6 +22,43 @@ struct InspectArgs {
   std::string path;
   bool tensors = false;
 };
+
+struct HashArgs {
+  std::string path;
+  bool json = false;
+};
+
+// The Merkle root over the file's 1 MiB chunks, its size and chunk count: what the
+// coordinator's model catalogue records and challenges check (crypto/merkle.h).
+int run_hash(const HashArgs& args) {
+  // Progress on a terminal only, for files that take a while.
+  const bool show_progress = isatty(STDERR_FILENO) != 0;
+  uint64_t shown_mib = 0;
+  auto progress = [&](uint64_t done, uint64_t total) {
+    const uint64_t mib = done >> 20;
+    if (!show_progress || total < (uint64_t{256} << 20) || (mib - shown_mib < 256 && done != total)) return;
+    shown_mib = mib;
+    std::fprintf(stderr, "\rhashing %s: %llu of %llu MiB", args.path.c_str(), static_cast<unsigned long long>(mib),
+                 static_cast<unsigned long long>(total >> 20));
+    if (done == total) std::fputc('\n', stderr);
+  };
+  auto tree = crypto::merkle_tree_of_file(args.path, progress);
+  if (!tree) return fail(tree.error().message);
+  const std::string root = hex_encode(tree->root());
+  if (args.json) {
+    json::bj::object out{{"file", args.path},
+                         {"size", tree->size()},
+                         {"chunk_bytes", crypto::kMerkleChunkBytes},
+                         {"chunks", tree->chunk_count()},
+                         {"merkle_root", root}};
+    std::printf("%s\n", json::dump(json::bj::value(std::move(out))).c_str());
+  } else {
+    std::printf("file    %s\nsize    %llu bytes\nchunks  %llu of 1 MiB\nmerkle  %s\n", args.path.c_str(),
+                static_cast<unsigned long long>(tree->size()), static_cast<unsigned long long>(tree->chunk_count()),
+                root.c_str());
+  }
+  return 0;
+}
 
 std::string value_summary(const engine::GgufValue& value) {
   using engine::GgufValueType;
@@ -145,7 +184,7 @@ int run_synth(const engine::SynthOptions& options, const std::string& out_path) 
 }  // namespace
 
 void register_models(CLI::App& app, CommandRunner* runner) {
-  CLI::App* models = app.add_subcommand("models", "Inspect GGUF models and synthesise test models");
+  CLI::App* models = app.add_subcommand("models", "Inspect, hash and synthesise GGUF models");
   models->alias("model");
   models->require_subcommand(1);
 
@@ -155,6 +194,13 @@ void register_models(CLI::App& app, CommandRunner* runner) {
   inspect_cmd->add_option("file", inspect->path, "GGUF file")->required()->check(CLI::ExistingFile);
   inspect_cmd->add_flag("--tensors", inspect->tensors, "also list every tensor");
   inspect_cmd->callback([runner, inspect] { *runner = [inspect] { return run_inspect(*inspect); }; });
+
+  auto hash = std::make_shared<HashArgs>();
+  CLI::App* hash_cmd = models->add_subcommand(
+      "hash", "Print a file's Merkle root over 1 MiB chunks and its size (what a model catalogue entry records)");
+  hash_cmd->add_option("file", hash->path, "GGUF file")->required()->check(CLI::ExistingFile);
+  hash_cmd->add_flag("--json", hash->json, "print JSON instead of lines");
+  hash_cmd->callback([runner, hash] { *runner = [hash] { return run_hash(*hash); }; });
 
   auto synth = std::make_shared<engine::SynthOptions>();
   auto out_path = std::make_shared<std::string>();

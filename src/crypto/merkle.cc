@@ -1,0 +1,119 @@
+#include "crypto/merkle.h"
+
+#include <sodium.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "base/file.h"
+
+namespace darkbloom::crypto {
+namespace {
+
+constexpr uint8_t kLeafPrefix = 0x00;
+constexpr uint8_t kNodePrefix = 0x01;
+
+}  // namespace
+
+uint64_t merkle_chunk_count(uint64_t size) {
+  return size == 0 ? 1 : (size + kMerkleChunkBytes - 1) / kMerkleChunkBytes;
+}
+
+Sha256 merkle_leaf(std::span<const uint8_t> chunk) {
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  crypto_hash_sha256_update(&state, &kLeafPrefix, 1);
+  crypto_hash_sha256_update(&state, chunk.data(), chunk.size());
+  Sha256 digest;
+  crypto_hash_sha256_final(&state, digest.data());
+  return digest;
+}
+
+Sha256 merkle_node(const Sha256& left, const Sha256& right) {
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  crypto_hash_sha256_update(&state, &kNodePrefix, 1);
+  crypto_hash_sha256_update(&state, left.data(), left.size());
+  crypto_hash_sha256_update(&state, right.data(), right.size());
+  Sha256 digest;
+  crypto_hash_sha256_final(&state, digest.data());
+  return digest;
+}
+
+MerkleTree MerkleTree::from_leaves(std::vector<Sha256> leaves, uint64_t size) {
+  MerkleTree tree;
+  tree.size_ = size;
+  tree.levels_.push_back(std::move(leaves));
+  while (tree.levels_.back().size() > 1) {
+    const std::vector<Sha256>& below = tree.levels_.back();
+    std::vector<Sha256> level;
+    level.reserve((below.size() + 1) / 2);
+    for (size_t i = 0; i + 1 < below.size(); i += 2) level.push_back(merkle_node(below[i], below[i + 1]));
+    if (below.size() % 2 == 1) level.push_back(below.back());
+    tree.levels_.push_back(std::move(level));
+  }
+  return tree;
+}
+
+std::vector<Sha256> MerkleTree::path(uint64_t index) const {
+  std::vector<Sha256> siblings;
+  for (size_t l = 0; l + 1 < levels_.size(); ++l) {
+    const std::vector<Sha256>& level = levels_[l];
+    const uint64_t sibling = index ^ 1;
+    if (sibling < level.size()) siblings.push_back(level[sibling]);
+    index /= 2;
+  }
+  return siblings;
+}
+
+Result<MerkleTree> merkle_tree_of_file(const std::string& path,
+                                       const std::function<void(uint64_t done, uint64_t total)>& progress) {
+  std::error_code size_error;
+  const uint64_t size = std::filesystem::file_size(path, size_error);
+  if (size_error) {
+    return make_error(size_error == std::errc::no_such_file_or_directory ? Errc::not_found : Errc::io_error,
+                      path + ": " + size_error.message());
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) return make_error(errno == ENOENT ? Errc::not_found : Errc::io_error, path + ": " + errno_message(errno));
+  const uint64_t chunks = merkle_chunk_count(size);
+  std::vector<Sha256> leaves;
+  leaves.reserve(chunks);
+  std::vector<uint8_t> buffer(kMerkleChunkBytes);
+  uint64_t done = 0;
+  for (uint64_t c = 0; c < chunks; ++c) {
+    const size_t want = static_cast<size_t>(std::min(kMerkleChunkBytes, size - done));
+    const size_t got = std::fread(buffer.data(), 1, want, file.get());
+    if (got != want) {
+      return make_error(Errc::io_error,
+                        path + (std::ferror(file.get()) ? ": read failed" : ": the file shrank while it was read"));
+    }
+    leaves.push_back(merkle_leaf(std::span<const uint8_t>(buffer.data(), got)));
+    done += got;
+    if (progress) progress(done, size);
+  }
+  // A file that grew while it was read would give a root for bytes that are no longer all of it.
+  if (std::fgetc(file.get()) != EOF) return make_error(Errc::io_error, path + ": the file grew while it was read");
+  return MerkleTree::from_leaves(std::move(leaves), size);
+}
+
+bool verify_merkle_path(const Sha256& root, uint64_t chunk_count, uint64_t index, const Sha256& leaf,
+                        std::span<const Sha256> path) {
+  if (chunk_count == 0 || index >= chunk_count) return false;
+  Sha256 node = leaf;
+  size_t used = 0;
+  for (uint64_t width = chunk_count; width > 1; width = (width + 1) / 2) {
+    const uint64_t sibling = index ^ 1;
+    if (sibling < width) {
+      if (used == path.size()) return false;
+      node = (index % 2 == 0) ? merkle_node(node, path[used]) : merkle_node(path[used], node);
+      ++used;
+    }
+    index /= 2;
+  }
+  return used == path.size() && equal_constant_time(node, root);
+}
+
+}  // namespace darkbloom::crypto
