@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <stdexcept>
 
 #include "base/file.h"
 
@@ -18,7 +19,7 @@ constexpr uint8_t kNodePrefix = 0x01;
 }  // namespace
 
 uint64_t merkle_chunk_count(uint64_t size) {
-  return size == 0 ? 1 : (size + kMerkleChunkBytes - 1) / kMerkleChunkBytes;
+  return size == 0 ? 1 : size / kMerkleChunkBytes + (size % kMerkleChunkBytes != 0 ? 1 : 0);
 }
 
 Sha256 merkle_leaf(std::span<const uint8_t> chunk) {
@@ -43,6 +44,7 @@ Sha256 merkle_node(const Sha256& left, const Sha256& right) {
 }
 
 MerkleTree MerkleTree::from_leaves(std::vector<Sha256> leaves, uint64_t size) {
+  if (leaves.empty()) throw std::invalid_argument("a Merkle tree needs at least one leaf");
   MerkleTree tree;
   tree.size_ = size;
   tree.levels_.push_back(std::move(leaves));
@@ -58,6 +60,7 @@ MerkleTree MerkleTree::from_leaves(std::vector<Sha256> leaves, uint64_t size) {
 }
 
 std::vector<Sha256> MerkleTree::path(uint64_t index) const {
+  if (index >= chunk_count()) throw std::out_of_range("Merkle path: chunk index past the end");
   std::vector<Sha256> siblings;
   for (size_t l = 0; l + 1 < levels_.size(); ++l) {
     const std::vector<Sha256>& level = levels_[l];
@@ -77,7 +80,10 @@ Result<MerkleTree> merkle_tree_of_file(const std::string& path,
                       path + ": " + size_error.message());
   }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) return make_error(errno == ENOENT ? Errc::not_found : Errc::io_error, path + ": " + errno_message(errno));
+  if (!file) {
+    const int error = errno;
+    return make_error(error == ENOENT ? Errc::not_found : Errc::io_error, path + ": " + errno_message(error));
+  }
   const uint64_t chunks = merkle_chunk_count(size);
   std::vector<Sha256> leaves;
   leaves.reserve(chunks);
@@ -85,10 +91,12 @@ Result<MerkleTree> merkle_tree_of_file(const std::string& path,
   uint64_t done = 0;
   for (uint64_t c = 0; c < chunks; ++c) {
     const size_t want = static_cast<size_t>(std::min(kMerkleChunkBytes, size - done));
+    errno = 0;
     const size_t got = std::fread(buffer.data(), 1, want, file.get());
     if (got != want) {
-      return make_error(Errc::io_error,
-                        path + (std::ferror(file.get()) ? ": read failed" : ": the file shrank while it was read"));
+      const int error = errno;
+      if (std::ferror(file.get())) return make_error(Errc::io_error, path + ": read failed: " + errno_message(error));
+      return make_error(Errc::io_error, path + ": the file shrank while it was read");
     }
     leaves.push_back(merkle_leaf(std::span<const uint8_t>(buffer.data(), got)));
     done += got;
@@ -96,12 +104,13 @@ Result<MerkleTree> merkle_tree_of_file(const std::string& path,
   }
   // A file that grew while it was read would give a root for bytes that are no longer all of it.
   if (std::fgetc(file.get()) != EOF) return make_error(Errc::io_error, path + ": the file grew while it was read");
+  if (std::ferror(file.get())) return make_error(Errc::io_error, path + ": read failed");
   return MerkleTree::from_leaves(std::move(leaves), size);
 }
 
 bool verify_merkle_path(const Sha256& root, uint64_t chunk_count, uint64_t index, const Sha256& leaf,
                         std::span<const Sha256> path) {
-  if (chunk_count == 0 || index >= chunk_count) return false;
+  if (chunk_count == 0 || chunk_count > (uint64_t{1} << 44) || index >= chunk_count) return false;
   Sha256 node = leaf;
   size_t used = 0;
   for (uint64_t width = chunk_count; width > 1; width = (width + 1) / 2) {
@@ -114,6 +123,15 @@ bool verify_merkle_path(const Sha256& root, uint64_t chunk_count, uint64_t index
     index /= 2;
   }
   return used == path.size() && equal_constant_time(node, root);
+}
+
+bool verify_merkle_chunk(const Sha256& root, uint64_t size, uint64_t index, std::span<const uint8_t> chunk,
+                         std::span<const Sha256> path) {
+  const uint64_t chunks = merkle_chunk_count(size);
+  if (index >= chunks) return false;
+  const uint64_t expected = index + 1 < chunks ? kMerkleChunkBytes : size - index * kMerkleChunkBytes;
+  if (chunk.size() != expected) return false;
+  return verify_merkle_path(root, chunks, index, merkle_leaf(chunk), path);
 }
 
 }  // namespace darkbloom::crypto

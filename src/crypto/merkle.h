@@ -1,7 +1,9 @@
 // Merkle trees over a file's 1 MiB chunks: the proof that a provider holds a model file. The
 // catalogue names a model by its root and size; a challenge names chunk indices, and the provider
-// answers with each chunk's leaf hash and the sibling hashes up to the root, which the verifier
-// checks without the file.
+// answers with each chunk's bytes and the sibling hashes up to the root. The verifier hashes the
+// bytes itself and checks the path against the root, without the file. (An answer of leaf
+// hashes alone would prove nothing: they fit in 32 bytes per MiB, kept by anyone who once
+// hashed the file.)
 //   leaf  = SHA-256(0x00 || chunk)             (the last chunk may be shorter; an empty file has
 //                                               one empty chunk)
 //   node  = SHA-256(0x01 || left || right)
@@ -30,15 +32,17 @@ Sha256 merkle_node(const Sha256& left, const Sha256& right);
 
 class MerkleTree {
  public:
-  // Every level of the tree over these leaves, in chunk order (at least one leaf).
+  // Every level of the tree over these leaves, in chunk order. Throws std::invalid_argument for
+  // no leaves.
   static MerkleTree from_leaves(std::vector<Sha256> leaves, uint64_t size);
 
   const Sha256& root() const { return levels_.back().front(); }
   uint64_t size() const { return size_; }
   uint64_t chunk_count() const { return levels_.front().size(); }
-  const Sha256& leaf(uint64_t index) const { return levels_.front()[index]; }
+  // Throws std::out_of_range for index >= chunk_count().
+  const Sha256& leaf(uint64_t index) const { return levels_.front().at(index); }
   // The sibling hashes from chunk `index`'s leaf up to the root (levels where the node has no
-  // sibling are skipped). index < chunk_count().
+  // sibling are skipped). Throws std::out_of_range for index >= chunk_count().
   std::vector<Sha256> path(uint64_t index) const;
 
  private:
@@ -52,8 +56,15 @@ Result<MerkleTree> merkle_tree_of_file(const std::string& path,
                                        const std::function<void(uint64_t done, uint64_t total)>& progress = {});
 
 // Whether `leaf` at chunk `index` of a tree of `chunk_count` chunks leads through `path` to `root`.
-// False for an index out of range or a path of the wrong length.
+// False for an index out of range, a count of 0 or past 2^44 (16 EiB of chunks), or a path of
+// the wrong length. The count is the verifier's (from the catalogued size), never the prover's.
 bool verify_merkle_path(const Sha256& root, uint64_t chunk_count, uint64_t index, const Sha256& leaf,
                         std::span<const Sha256> path);
+
+// A challenge answer: chunk `index` of a file of `size` bytes whose root is `root`, given as its
+// bytes and its path. False unless the bytes are exactly that chunk's length (1 MiB, less for the
+// last) and their leaf leads through `path` to `root`.
+bool verify_merkle_chunk(const Sha256& root, uint64_t size, uint64_t index, std::span<const uint8_t> chunk,
+                         std::span<const Sha256> path);
 
 }  // namespace darkbloom::crypto

@@ -1,6 +1,6 @@
 // The Merkle tree over a file's 1 MiB chunks: its root against one computed from the definition
 // with plain SHA-256 calls, every chunk's path verifying, and a wrong leaf, index, sibling, path
-// length or root failing.
+// length, root or chunk byte failing.
 #include "crypto/merkle.h"
 
 #include <gtest/gtest.h>
@@ -94,9 +94,48 @@ TEST(Merkle, every_path_verifies_and_any_change_fails) {
       EXPECT_FALSE(verify_merkle_path(other_root, chunks, i, leaves[i], path)) << i;
     }
   }
-  // A leaf is not a node: a one-chunk tree's root is its leaf hash, which no two-leaf node equals.
-  const Sha256 a = merkle_leaf(random_bytes_seeded(8, 1)), b = merkle_leaf(random_bytes_seeded(8, 2));
-  EXPECT_NE(merkle_node(a, b), sha256(std::vector<uint8_t>(a.begin(), a.end())));
+  EXPECT_FALSE(verify_merkle_path(Sha256{}, 0, 0, Sha256{}, {}));  // no chunks
+  EXPECT_THROW(MerkleTree::from_leaves({}, 0), std::invalid_argument);
+  const MerkleTree two = MerkleTree::from_leaves({merkle_leaf({}), merkle_leaf({})}, 2);
+  EXPECT_THROW((void)two.path(2), std::out_of_range);
+}
+
+// A challenge answer carries the chunk's bytes: they must be exactly that chunk (its length too),
+// hashed by the verifier.
+TEST(Merkle, a_chunk_answer_verifies_only_with_the_chunks_own_bytes) {
+  const uint64_t size = 2 * kMerkleChunkBytes + 100;
+  const auto bytes = random_bytes_seeded(size, 7);
+  std::vector<Sha256> leaves;
+  for (uint64_t at = 0; at < size; at += kMerkleChunkBytes) {
+    leaves.push_back(merkle_leaf(std::span(bytes).subspan(at, std::min(kMerkleChunkBytes, size - at))));
+  }
+  const MerkleTree tree = MerkleTree::from_leaves(leaves, size);
+  ASSERT_EQ(tree.chunk_count(), 3u);
+  for (uint64_t i = 0; i < 3; ++i) {
+    const auto chunk =
+        std::span(bytes).subspan(i * kMerkleChunkBytes, std::min(kMerkleChunkBytes, size - i * kMerkleChunkBytes));
+    EXPECT_TRUE(verify_merkle_chunk(tree.root(), size, i, chunk, tree.path(i))) << i;
+    std::vector<uint8_t> changed(chunk.begin(), chunk.end());
+    changed[changed.size() / 2] ^= 1;
+    EXPECT_FALSE(verify_merkle_chunk(tree.root(), size, i, changed, tree.path(i))) << i;
+    EXPECT_FALSE(verify_merkle_chunk(tree.root(), size, i, chunk.first(chunk.size() - 1), tree.path(i))) << i;
+    if (i == 2) {
+      // Another catalogued size changes the last chunk's length.
+      EXPECT_FALSE(verify_merkle_chunk(tree.root(), size + 1, i, chunk, tree.path(i)));
+    }
+  }
+  EXPECT_FALSE(verify_merkle_chunk(tree.root(), size, 3, {}, {}));
+  // The last chunk is 100 bytes: a full-size chunk there is refused before any hashing.
+  EXPECT_FALSE(verify_merkle_chunk(tree.root(), size, 2, std::span(bytes).first(kMerkleChunkBytes), tree.path(2)));
+}
+
+// One chunk: the root is the prefixed leaf hash, not the plain SHA-256 of the bytes.
+TEST(Merkle, a_one_chunk_root_is_the_prefixed_leaf_hash) {
+  const auto bytes = random_bytes_seeded(1000, 3);
+  const MerkleTree tree = MerkleTree::from_leaves({merkle_leaf(bytes)}, bytes.size());
+  EXPECT_EQ(tree.root(), prefixed(0x00, {bytes}));
+  EXPECT_NE(tree.root(), sha256(bytes));
+  EXPECT_TRUE(tree.path(0).empty());
 }
 
 TEST(Merkle, a_missing_file_is_named) {

@@ -43,7 +43,10 @@ int run_hash(const HashArgs& args) {
     if (done == total) std::fputc('\n', stderr);
   };
   auto tree = crypto::merkle_tree_of_file(args.path, progress);
-  if (!tree) return fail(tree.error().message);
+  if (!tree) {
+    if (shown_mib > 0) std::fputc('\n', stderr);  // end the progress line before the error
+    return fail(tree.error().message);
+  }
   const std::string root = hex_encode(tree->root());
   if (args.json) {
     json::bj::object out{{"file", args.path},
