@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -157,190 +156,15 @@ void ForwardPass::store_kv(std::span<const BatchToken> batch, KvCache& cache, in
   });
 }
 
-void ForwardPass::softmax_scores(float* s, int n, float cap) const {
-  if (cap > 0.0f) {
-    for (int p = 0; p < n; ++p) s[p] = cap * std::tanh(s[p] / cap);  // soft-capping (gemma2)
-  }
-  kernels_.softmax(s, n);
-}
-
-// Attention reads a sequence's cached keys and values block by block. Tokens of one sequence at
-// consecutive positions (a prompt chunk) form runs of up to kRunTokens, and a run's query tokens
-// share each block: its keys are scored against every query of the run at once, and its values
-// are read once for all of them. Each token still gets exactly the numbers it gets alone: its
-// scores come from the same per-query dot products, and its outputs sum the same rows in the
-// same order.
+// See attention.h: one task per run and KV head, so the head's keys and values are read once for
+// all the query heads, of all the run's tokens, that share them.
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& cache, int layer) {
   const ModelConfig& c = model_.config();
-  const int n_rows = static_cast<int>(batch.size());
-  const int group = c.n_head / c.n_head_kv;
-  const float scale = c.attention_scale > 0.0f ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  const int window = c.is_sliding(layer) ? c.sliding_window : 0;
-  const float cap = c.attn_softcap;
-  const size_t row_bytes = cache.row_bytes();
-  const KvType type = cache.type();
-  constexpr int kBlock = KvCache::kBlockTokens;
-  // f32 rows are read in place, f16 ones in place or expanded (below). Q8_0 keys are scored in int8 against queries
-  // quantized to Q8_0 per head (the weight kernels' Q8_0 dot products), except by the float set, which expands them to
-  // f32 as it does Q8_0 values.
-  const bool int8_keys = type == KvType::q8_0 && !kernels_.float_activations;
-  const kernels::KvScoresFn scores_fn = type == KvType::f16 ? kernels_.scores_f16 : kernels_.scores_f32;
-  const kernels::KvAccumulateFn accumulate_f16_or_f32 =
-      type == KvType::f16 ? kernels_.accumulate_f16 : kernels_.accumulate_f32;
-  const size_t head_bytes = row_bytes / static_cast<size_t>(c.n_head_kv);
-  const size_t stride = static_cast<size_t>(c.head_dim);  // elements from one position's row to the next
-  const size_t query_bytes = kernels::activation_row_bytes(kernels::ActivationFormat::q8_0, c.head_dim);
-
-  runs_.clear();
-  for (int t = 0; t < n_rows; ++t) {
-    const BatchToken& token = batch[static_cast<size_t>(t)];
-    const bool continues = t > 0 && runs_.back().count < kRunTokens &&
-                           batch[static_cast<size_t>(t) - 1].blocks == token.blocks &&
-                           batch[static_cast<size_t>(t) - 1].position + 1 == token.position;
-    if (continues) {
-      ++runs_.back().count;
-    } else {
-      runs_.push_back({t, 1});
-    }
-  }
-
-  // One task per run and KV head: the head's keys and values are read once for all the query
-  // heads, of all the run's tokens, that share them.
+  find_attention_runs(batch, &runs_);
+  const AttentionLayer shared{c, kernels_, cache, layer, q_.data(), attn_.data()};
   pool_.run(static_cast<int>(runs_.size()) * c.n_head_kv, [&](int task, int thread) {
-    const Run run = runs_[static_cast<size_t>(task / c.n_head_kv)];
-    const int kv_head = task % c.n_head_kv;
-    const int32_t* blocks = batch[static_cast<size_t>(run.first)].blocks;
-    AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
-    // Each token's positions: it sees [first, n); a sliding layer's window starts at `first`, its
-    // blocks at first_block, and the positions of that block before `first` get no weight.
-    struct Extent {
-      int n, first, first_block, n_blocks;
-    };
-    std::array<Extent, kRunTokens> extent{};
-    for (int r = 0; r < run.count; ++r) {
-      const int n = batch[static_cast<size_t>(run.first) + static_cast<size_t>(r)].position + 1;
-      const int first = window > 0 ? std::max(0, n - window) : 0;
-      extent[static_cast<size_t>(r)] = {n, first, first / kBlock, (n + kBlock - 1) / kBlock};
-    }
-    const Extent& last = extent[static_cast<size_t>(run.count) - 1];
-    const size_t scores_stride = static_cast<size_t>(last.n);
-    const int n_queries = run.count * group;
-    if (scratch.scores.size() < static_cast<size_t>(n_queries) * scores_stride)
-      scratch.scores.resize(static_cast<size_t>(n_queries) * scores_stride);
-    float* scores = scratch.scores.data();
-    scratch.expanded.resize(static_cast<size_t>(c.head_dim) * kBlock);
-    const size_t head_offset = static_cast<size_t>(kv_head * group) * c.head_dim;
-    auto query_offset = [&](int r) {
-      return (static_cast<size_t>(run.first) + static_cast<size_t>(r)) * c.q_width() + head_offset;
-    };
-    // The run's queries for this KV head, contiguous: [token][query head][head_dim].
-    const float* queries = q_.data() + query_offset(0);
-    if (run.count > 1) {
-      scratch.queries.resize(static_cast<size_t>(n_queries) * c.head_dim);
-      for (int r = 0; r < run.count; ++r) {
-        std::copy_n(q_.data() + query_offset(r), static_cast<size_t>(group) * c.head_dim,
-                    scratch.queries.data() + static_cast<size_t>(r * group) * c.head_dim);
-      }
-      queries = scratch.queries.data();
-    }
-    if (int8_keys) {
-      scratch.quantized.resize(static_cast<size_t>(n_queries) * query_bytes);
-      for (int g = 0; g < n_queries; ++g) {
-        kernels_.quantize_q8_0(queries + static_cast<size_t>(g) * c.head_dim,
-                               scratch.quantized.data() + static_cast<size_t>(g) * query_bytes, c.head_dim);
-      }
-    }
-    // Blocks lie anywhere in the cache: ask for the next one's rows while this one is computed.
-    auto prefetch_head = [&](const uint8_t* block_rows) {
-      const uint8_t* rows = block_rows + head_bytes * static_cast<size_t>(kv_head) * kBlock;
-      for (size_t offset = 0; offset < head_bytes * kBlock; offset += 64) __builtin_prefetch(rows + offset);
-    };
-    // This head's rows of one block (see store_kv), as stored or expanded to f32 (exactly, for
-    // f16; Q8_0 rows as their dequantized values).
-    auto head_rows = [&](const uint8_t* block_rows, int count, bool expand) -> const void* {
-      const uint8_t* rows = block_rows + head_bytes * static_cast<size_t>(kv_head) * kBlock;
-      if (!expand) return rows;
-      const int64_t n = static_cast<int64_t>(count) * c.head_dim;
-      if (type == KvType::f16) {
-        kernels_.f16_to_f32(reinterpret_cast<const uint16_t*>(rows), scratch.expanded.data(), n);
-      } else {
-        kernels::dequantize_row(GgmlType::q8_0, rows, scratch.expanded.data(), n);
-      }
-      return scratch.expanded.data();
-    };
-    // F16 rows read by several queries are expanded once rather than converted by each. The
-    // kernels compute the same numbers from either (the conversion is exact), so a token's
-    // scores do not depend on how many queries it shares a block with.
-    auto expand = [&](int n_queries) {
-      return type == KvType::q8_0 || (type == KvType::f16 && n_queries >= kExpandF16Queries);
-    };
-    // The run's tokens that see block b: [lo, hi). Both ends only move forward as b grows.
-    int lo = 0, hi = 0;
-    auto tokens_seeing = [&](int b) {
-      while (hi < run.count && extent[static_cast<size_t>(hi)].first_block <= b) ++hi;
-      while (lo < hi && extent[static_cast<size_t>(lo)].n_blocks <= b) ++lo;
-    };
-
-    for (int b = extent[0].first_block; b < last.n_blocks; ++b) {
-      tokens_seeing(b);
-      // Rows up to the latest of these tokens' positions; earlier tokens' scores past their own
-      // positions are computed but never read.
-      const int count = std::min(kBlock, extent[static_cast<size_t>(hi) - 1].n - b * kBlock);
-      if (b + 1 < last.n_blocks) prefetch_head(cache.keys(blocks[b + 1], layer));
-      const int block_queries = (hi - lo) * group;
-      const bool expanded = !int8_keys && expand(block_queries);
-      const void* keys = head_rows(cache.keys(blocks[b], layer), count, expanded);
-      float* block_scores = scores + static_cast<size_t>(lo * group) * scores_stride + static_cast<size_t>(b) * kBlock;
-      if (int8_keys) {
-        const uint8_t* quantized = scratch.quantized.data() + static_cast<size_t>(lo * group) * query_bytes;
-        for (int p = 0; p < count; ++p) {
-          const void* key = static_cast<const uint8_t*>(keys) + head_bytes * static_cast<size_t>(p);
-          for (int g = 0; g < block_queries; g += kernels::kMaxDotRows) {
-            const int n_dots = std::min(kernels::kMaxDotRows, block_queries - g);
-            float dots[kernels::kMaxDotRows];
-            kernels_.rows_q8_0(c.head_dim, key, quantized + static_cast<size_t>(g) * query_bytes, query_bytes, n_dots,
-                               dots);
-            for (int j = 0; j < n_dots; ++j)
-              block_scores[static_cast<size_t>(g + j) * scores_stride + p] = dots[j] * scale;
-          }
-        }
-      } else {
-        (expanded ? kernels_.scores_f32 : scores_fn)(keys, stride, count,
-                                                     queries + static_cast<size_t>(lo * group) * c.head_dim,
-                                                     block_queries, c.head_dim, scale, block_scores, scores_stride);
-      }
-    }
-    for (int r = 0; r < run.count; ++r) {
-      const Extent& e = extent[static_cast<size_t>(r)];
-      for (int g = 0; g < group; ++g) {
-        float* s = scores + static_cast<size_t>(r * group + g) * scores_stride;
-        softmax_scores(s + e.first, e.n - e.first, cap);
-        std::fill(s + e.first_block * kBlock, s + e.first, 0.0f);  // outside the window (and skipped below)
-      }
-      float* out = attn_.data() + query_offset(r);
-      std::fill(out, out + static_cast<size_t>(group) * c.head_dim, 0.0f);
-    }
-    lo = hi = 0;
-    if (last.n_blocks > extent[0].first_block) prefetch_head(cache.values(blocks[extent[0].first_block], layer));
-    for (int b = extent[0].first_block; b < last.n_blocks; ++b) {
-      tokens_seeing(b);
-      const int count = std::min(kBlock, extent[static_cast<size_t>(hi) - 1].n - b * kBlock);
-      if (b + 1 < last.n_blocks) prefetch_head(cache.values(blocks[b + 1], layer));
-      const bool expanded = expand((hi - lo) * group);
-      const auto* values = static_cast<const uint8_t*>(head_rows(cache.values(blocks[b], layer), count, expanded));
-      const size_t element_bytes = expanded || type == KvType::f32 ? sizeof(float) : sizeof(uint16_t);
-      const kernels::KvAccumulateFn accumulate_fn = expanded ? kernels_.accumulate_f32 : accumulate_f16_or_f32;
-      for (int r = lo; r < hi; ++r) {
-        const Extent& e = extent[static_cast<size_t>(r)];
-        // In the window's first block, the rows before `first` are skipped (not weighted by 0,
-        // which would turn a cached inf into NaN).
-        const int skip = b == e.first_block ? e.first - e.first_block * kBlock : 0;
-        const int own = std::min(kBlock, e.n - b * kBlock);
-        accumulate_fn(values + static_cast<size_t>(skip) * stride * element_bytes, stride, own - skip,
-                      scores + static_cast<size_t>(r * group) * scores_stride + static_cast<size_t>(b) * kBlock + skip,
-                      scores_stride, group, c.head_dim, attn_.data() + query_offset(r));
-      }
-    }
+    attend_run(shared, batch, runs_[static_cast<size_t>(task / c.n_head_kv)], task % c.n_head_kv,
+               attention_scratch_[static_cast<size_t>(thread)]);
   });
 }
 

@@ -13,6 +13,7 @@
 #include "engine/kernels/kernel_set.h"
 #include "engine/kernels/matmul.h"
 #include "engine/kv/kv_cache.h"
+#include "engine/model/attention.h"
 #include "engine/model/model.h"
 
 namespace darkbloom::engine {
@@ -41,8 +42,6 @@ class ForwardPass {
   void apply_rope(float* rows, int n_rows, int row_width, int n_heads, bool sliding_layer);
   void store_kv(std::span<const BatchToken> batch, KvCache& cache, int layer);
   void attention(std::span<const BatchToken> batch, const KvCache& cache, int layer);
-  // Softmax of n attention scores in place, soft-capped first when cap > 0.
-  void softmax_scores(float* s, int n, float cap) const;
   void matmul(const kernels::WeightMatrix& w, const float* in, int n_rows, float* out);
 
   // The layers' matrices and the output projection as the kernels read them: packed copies
@@ -84,19 +83,8 @@ class ForwardPass {
   // Sliding layers' RoPE when they have their own base (gemma3).
   std::vector<float> inverse_frequencies_sliding_, rope_cos_sliding_, rope_sin_sliding_;
   std::vector<float> fused_;  // phi3: the q|k|v or gate|up rows of one fused matrix
-  // Attention: runs of consecutive positions of one sequence (first batch row, count), and per
-  // thread the run's scores, its queries (gathered, and quantized for int8 keys) and one block of
-  // keys or values as floats.
-  static constexpr int kRunTokens = 8;
-  static constexpr int kExpandF16Queries = 4;
-  struct Run {
-    int first, count;
-  };
-  std::vector<Run> runs_;
-  struct AttentionScratch {
-    std::vector<float> scores, queries, expanded;
-    std::vector<uint8_t> quantized;
-  };
+  // Attention (attention.h): the step's runs, and per thread the buffers of one run.
+  std::vector<AttentionRun> runs_;
   std::vector<AttentionScratch> attention_scratch_;
   kernels::MatmulScratch matmul_scratch_;
 };
