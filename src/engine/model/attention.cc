@@ -11,8 +11,8 @@ namespace darkbloom::engine {
 namespace {
 
 constexpr int kBlock = KvCache::kBlockTokens;
-// F16 rows that this many queries read are expanded to f32 once rather than converted by each.
-// The kernels compute the same numbers from either (the conversion is exact), so a token's
+// F16 rows that at least this many queries read are expanded to f32 once rather than converted by
+// each. The kernels compute the same numbers from either (the conversion is exact), so a token's
 // scores do not depend on how many queries it shares a block with.
 constexpr int kExpandF16Queries = 4;
 
@@ -77,7 +77,7 @@ class RunAttention {
   // Q8_0 values.
   bool int8_keys_;
   size_t head_bytes_;  // one position's row of this head
-  size_t stride_;      // elements from one position's row to the next, once expanded
+  size_t stride_;      // elements from one position's row to the next
   size_t query_bytes_;
   size_t head_offset_;
   size_t scores_stride_;
