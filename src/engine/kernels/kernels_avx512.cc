@@ -1,7 +1,7 @@
 // AVX-512 VNNI kernels: one VPDPBUSD does what VPSIGNB + VPMADDUBSW + VPMADDWD do in the AVX2
 // set. Here: Q8_0 rows with the per-block scaling done eight blocks at a time (256-bit registers,
 // AVX512VL), packed groups of eight rows for every quantized type but Q2_K and Q3_K (512-bit
-// registers for all but Q6_K), and this file's own copy of x86_quant_dots.h (the row kernels of
+// registers), and this file's own copy of x86_quant_dots.h (the row kernels of
 // the other types). The float and attention kernels are the AVX2 set's. This file alone is
 // compiled with these instructions enabled; nothing here may run before kernel_set.cc has
 // checked the CPU.
@@ -528,14 +528,15 @@ void packed_q4_k_t(int64_t n, const Packed* blocks, const uint8_t* a, size_t str
 }
 
 // Packed Q6_K: eight rows interleaved per super-block, same size as eight BlockQ6_K.
-//   ql[h][k][i]: row i's ql bytes 64h + 4k .. + 3 (k < 16);
-//   qh[h][k][i]: row i's qh bytes 32h + 4k .. + 3 (k < 8);
+//   ql[h][k][i]: row i's ql bytes 64h + 8k .. + 7 (k < 8);
+//   qh[h][k][i]: row i's qh bytes 32h + 8k .. + 7 (k < 4);
 //   scales[g][i], d[i]: row i's group scales and super-scale.
-// For half h and l = 4k + m (k < 8), ql[h][k] and ql[h][k + 8] with qh[h][k] give elements
-// 128h + l, + 32, + 64 and + 96 (see BlockQ6_K): four vectors of 6-bit numbers 0..63.
+// For half h and l = 8k + m (k < 4), ql[h][k] and ql[h][k + 4] with qh[h][k] give elements
+// 128h + l, + 32, + 64 and + 96 (see BlockQ6_K): four vectors of 6-bit numbers 0..63, 8 bytes a
+// row (halves in lanes 2i and 2i + 1, as for Q8_0).
 struct PackedQ6_K {
-  uint8_t ql[2][16][kPackRows][4];
-  uint8_t qh[2][8][kPackRows][4];
+  uint8_t ql[2][8][kPackRows][8];
+  uint8_t qh[2][4][kPackRows][8];
   int8_t scales[16][kPackRows];
   uint16_t d[kPackRows];
 };
@@ -547,8 +548,8 @@ void pack_rows_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* g
     for (int i = 0; i < kPackRows; ++i) {
       const BlockQ6_K& in = reinterpret_cast<const BlockQ6_K*>(rows + row_bytes * static_cast<size_t>(i))[b];
       for (int h = 0; h < 2; ++h) {
-        for (int k = 0; k < 16; ++k) __builtin_memcpy(out[b].ql[h][k][i], in.ql + 64 * h + 4 * k, 4);
-        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].qh[h][k][i], in.qh + 32 * h + 4 * k, 4);
+        for (int k = 0; k < 8; ++k) __builtin_memcpy(out[b].ql[h][k][i], in.ql + 64 * h + 8 * k, 8);
+        for (int k = 0; k < 4; ++k) __builtin_memcpy(out[b].qh[h][k][i], in.qh + 32 * h + 8 * k, 8);
       }
       for (int g = 0; g < 16; ++g) out[b].scales[g][i] = in.scales[g];
       out[b].d[i] = in.d;
@@ -556,62 +557,68 @@ void pack_rows_q6_k(const uint8_t* rows, size_t row_bytes, int64_t n, uint8_t* g
   }
 }
 
-// T <= 4 activation rows. Per row and super-block: d_a * sum_g d scale_g (<q_g, a_g> - 32 sum(a_g))
-// over the 16 groups of 16, the offset of 32 started in the integer sum.
+// The 6-bit numbers of a packed Q6_K vector pair: q[set] holds elements 128h + 32 set + l.
+inline void q6_k_quants_512(__m512i ql0, __m512i ql1, __m512i qh, __m512i q[4]) {
+  const __m512i low_mask = _mm512_set1_epi8(0x0F), two_bits = _mm512_set1_epi8(3);
+  const __m512i nibbles[4] = {_mm512_and_si512(ql0, low_mask), _mm512_and_si512(ql1, low_mask),
+                              _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, ql0, 4), low_mask),
+                              _mm512_and_si512(_mm512_maskz_srli_epi16(kAll32, ql1, 4), low_mask)};
+  for (int set = 0; set < 4; ++set) {
+    const __m512i high = _mm512_and_si512(_mm512_maskz_srl_epi16(kAll32, qh, _mm_cvtsi32_si128(2 * set)), two_bits);
+    q[set] = _mm512_or_si512(nibbles[set], _mm512_maskz_slli_epi16(kAll32, high, 4));
+  }
+}
+
+// Per activation row and super-block: d_a * sum_g d scale_g (<q_g, a_g> - 32 sum(a_g)) over the
+// 16 groups of 16, the offset of 32 started in the integer sum (lane 2i only). A group pair's
+// vectors are unpacked once for all T (up to 8) rows.
 template <int T>
-void packed_q6_k_upto4(int64_t n, const PackedQ6_K* blocks, const uint8_t* a, size_t stride, float* out) {
-  static_assert(T >= 1 && T <= 4);
-  __m256 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+void packed_q6_k_t(int64_t n, const PackedQ6_K* blocks, const uint8_t* a, size_t stride, float* out) {
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < n / 256; ++b) {
     const PackedQ6_K& block = blocks[b];
     prefetch_ahead(&block);
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.d)));
+    const __m512 d = paired_f16(block.d);
     const ActQ8_K* y[T];
-    __m256 sum[T];
+    __m512 sum[T];
     for (int t = 0; t < T; ++t) {
       y[t] = reinterpret_cast<const ActQ8_K*>(a + stride * static_cast<size_t>(t)) + b;
-      sum[t] = _mm256_setzero_ps();
+      sum[t] = _mm512_setzero_ps();
     }
     for (int h = 0; h < 2; ++h) {
       for (int half = 0; half < 2; ++half) {
-        // Groups 8h + 2s + half for the element sets s = 0..3 (+0, +32, +64, +96).
-        __m256i group_sum[T][4];
-        for (int t = 0; t < T; ++t) {
-          for (int set = 0; set < 4; ++set) {
-            group_sum[t][set] = _mm256_set1_epi32(-32 * y[t]->bsums[8 * h + 2 * set + half]);
-          }
-        }
-        for (int k = 4 * half; k < 4 * half + 4; ++k) {
-          const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.ql[h][k]));
-          const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.ql[h][k + 8]));
-          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qh[h][k]));
-          __m256i q[4];
-          x86::q6_k_quants(ql0, ql1, qh, q);
-          for (int t = 0; t < T; ++t) {
-            const auto* act = reinterpret_cast<const uint8_t*>(y[t]->qs) + 128 * h + 4 * k;
-            for (int set = 0; set < 4; ++set) {
-              group_sum[t][set] = _mm256_dpbusd_epi32(group_sum[t][set], q[set], broadcast_word(act + 32 * set));
-            }
-          }
+        // Groups 8h + 2 set + half for the element sets (+0, +32, +64, +96), from k = 2 half, 2 half + 1.
+        __m512i q[2][4];
+        for (int j = 0; j < 2; ++j) {
+          const int k = 2 * half + j;
+          q6_k_quants_512(_mm512_loadu_si512(block.ql[h][k]), _mm512_loadu_si512(block.ql[h][k + 4]),
+                          _mm512_loadu_si512(block.qh[h][k]), q[j]);
         }
         for (int set = 0; set < 4; ++set) {
           const int g = 8 * h + 2 * set + half;
-          const __m256 scale = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                                    reinterpret_cast<const __m128i*>(block.scales[g])))));
-          for (int t = 0; t < T; ++t) sum[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(group_sum[t][set]), sum[t]);
+          const __m128i eight = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block.scales[g]));
+          const __m512 scale = _mm512_mul_ps(
+              d, _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, _mm_unpacklo_epi8(eight, eight))));
+          for (int t = 0; t < T; ++t) {
+            const auto* act = reinterpret_cast<const uint8_t*>(y[t]->qs) + 128 * h + 32 * set + 16 * half;
+            __m512i group_sum = _mm512_maskz_set1_epi32(kEvenLanes, -32 * y[t]->bsums[g]);
+            group_sum = _mm512_dpbusd_epi32(group_sum, q[0][set], broadcast_pair(act));
+            group_sum = _mm512_dpbusd_epi32(group_sum, q[1][set], broadcast_pair(act + 8));
+            sum[t] = _mm512_fmadd_ps(scale, _mm512_maskz_cvtepi32_ps(kAll16, group_sum), sum[t]);
+          }
         }
       }
     }
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t]->d), sum[t], acc[t]);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y[t]->d), sum[t], acc[t]);
   }
-  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + kPackRows * t, acc[t]);
+  for (int t = 0; t < T; ++t) store_pair_sums(acc[t], out + kPackRows * t);
 }
 
 template <int T>
 struct PackedQ6_KKernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
-    packed_q6_k_upto4<T>(n, static_cast<const PackedQ6_K*>(group), a, stride, out);
+    packed_q6_k_t<T>(n, static_cast<const PackedQ6_K*>(group), a, stride, out);
   }
 };
 
@@ -735,30 +742,6 @@ void packed_rows(int64_t n, const void* group, const void* a, size_t stride, int
   }
 }
 
-// The same for kernels that hold at most four activation rows in registers (Q6_K): the rows in
-// runs of four, each row getting the operations it gets alone.
-template <template <int> class Kernel>
-void packed_rows_by_four(int64_t n, const void* group, const void* a, size_t stride, int count, float* out) {
-  const auto* bytes = static_cast<const uint8_t*>(a);
-  for (int t = 0; t < count; t += 4) {
-    const uint8_t* rows = bytes + stride * static_cast<size_t>(t);
-    float* run_out = out + kPackRows * t;
-    switch (count - t) {
-      case 1:
-        Kernel<1>::run(n, group, rows, stride, run_out);
-        break;
-      case 2:
-        Kernel<2>::run(n, group, rows, stride, run_out);
-        break;
-      case 3:
-        Kernel<3>::run(n, group, rows, stride, run_out);
-        break;
-      default:
-        Kernel<4>::run(n, group, rows, stride, run_out);
-    }
-  }
-}
-
 template <int T>
 struct PackedQ8_0Kernel {
   static void run(int64_t n, const void* group, const uint8_t* a, size_t stride, float* out) {
@@ -810,7 +793,7 @@ KernelSet make_set() {
   set.pack_q5_k = pack_rows_q4_k_like<BlockQ5_K, PackedQ5_K>;
   set.packed_q5_k = packed_rows<PackedQ5_KKernel>;
   set.pack_q6_k = pack_rows_q6_k;
-  set.packed_q6_k = packed_rows_by_four<PackedQ6_KKernel>;
+  set.packed_q6_k = packed_rows<PackedQ6_KKernel>;
   set.pack_iq4_xs = pack_rows_iq4_xs;
   set.packed_iq4_xs = packed_rows<PackedIQ4_XSKernel>;
   x86::add_quant_dots(set);  // this file's copy, with VPDPBUSD/VPDPWSSD
