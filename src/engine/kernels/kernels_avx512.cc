@@ -270,14 +270,8 @@ inline void prefetch_ahead(const Packed* block) {
   for (uintptr_t line = first; line < end; line += 64) _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
 }
 
-// Four activation bytes in every lane, loaded straight from memory: a broadcast from a general
-// register would take the shuffle port the multiply-adds need.
-using AliasFloat = float __attribute__((may_alias));
-inline __m256i broadcast_word(const uint8_t* p) {
-  return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const AliasFloat*>(p)));
-}
-
-// Eight activation bytes (at any alignment) in every pair of lanes.
+// Eight activation bytes (at any alignment) in every pair of lanes, loaded straight from memory:
+// a broadcast from a general register would take the shuffle port the multiply-adds need.
 inline __m512i broadcast_pair(const uint8_t* p) {
   return _mm512_maskz_broadcastq_epi64(kAll8, _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
