@@ -264,6 +264,28 @@ struct RowsQ6K {
   }
 };
 
+// The integer sums of Q2_K and Q3_K: for each of the 16 groups of 16, the scaled dot product of
+// its quants with the activations. Quants are the two-bit fields j of the 32 bytes at
+// qs + 32h (elements 128h + 32j + l), passed through quants(fields, h, j) (Q3_K adds its high
+// bit there).
+template <int T, class Quants>
+inline void two_bit_group_sums(const uint8_t* qs, const int16_t* scales16, const uint8_t* a, size_t stride, int64_t b,
+                               const Quants& quants, __m256i sum_q[T]) {
+  for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
+  for (int h = 0; h < 2; ++h) {
+    const __m256i packed = load256(qs + 32 * h);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i fields = _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(3));
+      const __m256i q = quants(fields, h, j);
+      const __m256i scale = pair_scales(scales16, 8 * h + 2 * j);
+      for (int t = 0; t < T; ++t) {
+        const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
+        sum_q[t] = scaled_dot_u8_s8(sum_q[t], q, load256(y->qs + 128 * h + 32 * j), scale);
+      }
+    }
+  }
+}
+
 // Q2_K: d_a * (d * sum_g (scales_g & 15) <q_g, a_g> - dmin * sum_g (scales_g >> 4) sum(a_g)),
 // q two bits.
 struct RowsQ2K {
@@ -278,18 +300,8 @@ struct RowsQ2K {
       const __m256i mins16 =
           _mm256_srli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].scales))), 4);
       __m256i sum_q[T];
-      for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
-      for (int h = 0; h < 2; ++h) {
-        const __m256i packed = load256(x[b].qs + 32 * h);
-        for (int j = 0; j < 4; ++j) {
-          const __m256i q = _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(3));
-          const __m256i scale = pair_scales(scales16, 8 * h + 2 * j);
-          for (int t = 0; t < T; ++t) {
-            const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
-            sum_q[t] = scaled_dot_u8_s8(sum_q[t], q, load256(y->qs + 128 * h + 32 * j), scale);
-          }
-        }
-      }
+      two_bit_group_sums<T>(
+          x[b].qs, scales16, a, stride, b, [](__m256i fields, int, int) { return fields; }, sum_q);
       const float d = _cvtsh_ss(x[b].d), dmin = _cvtsh_ss(x[b].dmin);
       for (int t = 0; t < T; ++t) {
         const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
@@ -317,19 +329,10 @@ struct RowsQ3K {
       for (int g = 0; g < 16; ++g) scales16[g] = static_cast<int16_t>(scales[g] - 32);
       const __m256i high_bits = load256(x[b].hmask);
       __m256i sum_q[T];
-      for (int t = 0; t < T; ++t) sum_q[t] = _mm256_setzero_si256();
-      for (int h = 0; h < 2; ++h) {
-        const __m256i packed = load256(x[b].qs + 32 * h);
-        for (int j = 0; j < 4; ++j) {
-          const __m256i low = _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(3));
-          const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(bit_of_bytes(high_bits, 4 * h + j), 2));
-          const __m256i scale = pair_scales(scales16, 8 * h + 2 * j);
-          for (int t = 0; t < T; ++t) {
-            const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
-            sum_q[t] = scaled_dot_u8_s8(sum_q[t], q, load256(y->qs + 128 * h + 32 * j), scale);
-          }
-        }
-      }
+      auto with_high_bit = [high_bits](__m256i low, int h, int j) {
+        return _mm256_or_si256(low, _mm256_slli_epi16(bit_of_bytes(high_bits, 4 * h + j), 2));
+      };
+      two_bit_group_sums<T>(x[b].qs, scales16, a, stride, b, with_high_bit, sum_q);
       add_block<T>(acc, sum_q, a, stride, b, _cvtsh_ss(x[b].d), scales16, 2);
     }
     for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc[t]);

@@ -160,7 +160,6 @@ void ForwardPass::store_kv(std::span<const BatchToken> batch, KvCache& cache, in
 // all the query heads, of all the run's tokens, that share them.
 void ForwardPass::attention(std::span<const BatchToken> batch, const KvCache& cache, int layer) {
   const ModelConfig& c = model_.config();
-  find_attention_runs(batch, &runs_);
   const AttentionLayer shared{c, kernels_, cache, layer, q_.data(), attn_.data()};
   pool_.run(static_cast<int>(runs_.size()) * c.n_head_kv, [&](int task, int thread) {
     attend_run(shared, batch, runs_[static_cast<size_t>(task / c.n_head_kv)], task % c.n_head_kv,
@@ -426,6 +425,7 @@ void ForwardPass::run(std::span<const BatchToken> batch, KvCache& cache, float* 
     }
   };
   rope_tables(inverse_frequencies_, c.rope_linear_scale, &rope_cos_, &rope_sin_);
+  find_attention_runs(batch, &runs_);  // the same for every layer
   if (!inverse_frequencies_sliding_.empty()) {
     rope_tables(inverse_frequencies_sliding_, 1.0, &rope_cos_sliding_, &rope_sin_sliding_);
   }

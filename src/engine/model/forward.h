@@ -83,7 +83,8 @@ class ForwardPass {
   // Sliding layers' RoPE when they have their own base (gemma3).
   std::vector<float> inverse_frequencies_sliding_, rope_cos_sliding_, rope_sin_sliding_;
   std::vector<float> fused_;  // phi3: the q|k|v or gate|up rows of one fused matrix
-  // Attention (attention.h): the step's runs, and per thread the buffers of one run.
+  // Attention (attention.h): the step's runs (found once per run() call), and per thread the
+  // buffers of one run.
   std::vector<AttentionRun> runs_;
   std::vector<AttentionScratch> attention_scratch_;
   kernels::MatmulScratch matmul_scratch_;

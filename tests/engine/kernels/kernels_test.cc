@@ -34,6 +34,20 @@ std::vector<uint8_t> quantized(GgmlType type, const std::vector<float>& row) {
   return bytes;
 }
 
+// `count` activation rows of n elements in `set`'s format for `type`, `stride` bytes apart; row t
+// is random_row(n, seed + t, 1 + t).
+std::vector<uint8_t> activation_rows(const KernelSet& set, GgmlType type, int64_t n, int count, uint64_t seed,
+                                     size_t* stride) {
+  const ActivationFormat format = set.activation_format_for(type);
+  *stride = activation_row_bytes(format, n);
+  std::vector<uint8_t> rows(*stride * static_cast<size_t>(count));
+  for (int t = 0; t < count; ++t) {
+    const auto x = random_row(n, seed + static_cast<uint64_t>(t), 1.0f + static_cast<float>(t));
+    set.quantize_activation(format, x.data(), rows.data() + *stride * static_cast<size_t>(t), n);
+  }
+  return rows;
+}
+
 float dot(const KernelSet& set, GgmlType type, const std::vector<uint8_t>& weights, const std::vector<float>& x) {
   const ActivationFormat format = set.activation_format_for(type);
   std::vector<uint8_t> activation(activation_row_bytes(format, static_cast<int64_t>(x.size())));
@@ -314,13 +328,8 @@ TEST(Kernels, packed_groups_match_the_row_kernels_and_do_not_depend_on_the_batch
           std::memcpy(rows.data() + row_bytes * static_cast<size_t>(i), row.data(), row_bytes);
         }
         set->pack_for(type)(rows.data(), row_bytes, n, group.data());
-        const ActivationFormat format = set->activation_format_for(type);
-        const size_t stride = activation_row_bytes(format, n);
-        std::vector<uint8_t> activations(stride * kMaxPackedDotRows);
-        for (int t = 0; t < kMaxPackedDotRows; ++t) {
-          const auto x = random_row(n, 950 + static_cast<uint64_t>(t), 1.0f + static_cast<float>(t));
-          set->quantize_activation(format, x.data(), activations.data() + stride * static_cast<size_t>(t), n);
-        }
+        size_t stride = 0;
+        const auto activations = activation_rows(*set, type, n, kMaxPackedDotRows, 950, &stride);
         float alone[kMaxPackedDotRows * kPackRows];
         for (int t = 0; t < kMaxPackedDotRows; ++t) {
           set->packed_for(type)(n, group.data(), activations.data() + stride * static_cast<size_t>(t), stride, 1,
@@ -344,8 +353,15 @@ TEST(Kernels, packed_groups_match_the_row_kernels_and_do_not_depend_on_the_batch
       }
     }
   }
-  if (avx512_kernels() != nullptr) {
-    EXPECT_GT(checked, 0) << "the avx512 set packs most quantized types";
+  // The avx512 set packs every quantized type but Q2_K and Q3_K (docs/engine.md).
+  if (const KernelSet* set = avx512_kernels()) {
+    for (GgmlType type : kWeightTypes) {
+      const bool packs = type != GgmlType::f32 && type != GgmlType::f16 && type != GgmlType::bf16 &&
+                         type != GgmlType::q2_k && type != GgmlType::q3_k;
+      EXPECT_EQ(set->pack_for(type) != nullptr, packs) << ggml_type_name(type);
+      EXPECT_EQ(set->packed_for(type) != nullptr, packs) << ggml_type_name(type);
+    }
+    EXPECT_GT(checked, 0);
   }
 }
 
@@ -360,13 +376,8 @@ TEST(Kernels, multi_row_dot_products_equal_single_row_ones_bit_for_bit) {
       for (int64_t n : {256, 288, 768, 2816}) {
         if (n % ggml_type_info(static_cast<uint32_t>(type))->block_elements != 0) continue;
         const auto weights = quantized(type, random_row(n, 600 + static_cast<uint64_t>(n)));
-        const ActivationFormat format = set->activation_format_for(type);
-        const size_t stride = activation_row_bytes(format, n);
-        std::vector<uint8_t> activations(stride * kMaxDotRows);
-        for (int t = 0; t < kMaxDotRows; ++t) {
-          const auto x = random_row(n, 700 + static_cast<uint64_t>(t), 1.0f + static_cast<float>(t));
-          set->quantize_activation(format, x.data(), activations.data() + stride * static_cast<size_t>(t), n);
-        }
+        size_t stride = 0;
+        const auto activations = activation_rows(*set, type, n, kMaxDotRows, 700, &stride);
         for (int count = 1; count <= kMaxDotRows; ++count) {
           float out[kMaxDotRows];
           set->rows_for(type)(n, weights.data(), activations.data(), stride, count, out);
