@@ -154,6 +154,19 @@ inline void q4_k_scales_and_mins(const uint8_t* packed, int16_t* scales16, __m25
   mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
 }
 
+// The end of super-block b for the types with mins (Q4_K, Q5_K, Q2_K): acc_q[t] += d * d_a *
+// sum_q[t] and acc_m[t] += dmin * d_a * (the activations' group sums times mins16).
+template <int T>
+inline void add_block_with_mins(__m256 acc_q[T], __m256 acc_m[T], const __m256i sum_q[T], const uint8_t* a,
+                                size_t stride, int64_t b, float d, float dmin, __m256i mins16) {
+  for (int t = 0; t < T; ++t) {
+    const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
+    const __m256i sum_mins = _mm256_madd_epi16(load256(y->bsums), mins16);
+    acc_q[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(sum_q[t]), acc_q[t]);
+    acc_m[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * y->d), _mm256_cvtepi32_ps(sum_mins), acc_m[t]);
+  }
+}
+
 // Q4_K and Q5_K: d_a * (d * sum_j scale_j <q_j, a_j> - dmin * sum_j min_j sum(a_j)) over the
 // eight sub-blocks of 32. The mins meet the activation group sums in one 16-bit multiply-add.
 template <class Block>
@@ -190,13 +203,7 @@ struct RowsQ4KLike {
           sum_q[t] = scaled_dot_u8_s8(sum_q[t], hi, load256(y->qs + 64 * c + 32), scale_hi);
         }
       }
-      const float d = _cvtsh_ss(x[b].d), dmin = _cvtsh_ss(x[b].dmin);
-      for (int t = 0; t < T; ++t) {
-        const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
-        const __m256i sum_mins = _mm256_madd_epi16(load256(y->bsums), mins16);
-        acc_q[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(sum_q[t]), acc_q[t]);
-        acc_m[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * y->d), _mm256_cvtepi32_ps(sum_mins), acc_m[t]);
-      }
+      add_block_with_mins<T>(acc_q, acc_m, sum_q, a, stride, b, _cvtsh_ss(x[b].d), _cvtsh_ss(x[b].dmin), mins16);
     }
     for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc_q[t]) - horizontal_sum(acc_m[t]);
   }
@@ -302,13 +309,7 @@ struct RowsQ2K {
       __m256i sum_q[T];
       two_bit_group_sums<T>(
           x[b].qs, scales16, a, stride, b, [](__m256i fields, int, int) { return fields; }, sum_q);
-      const float d = _cvtsh_ss(x[b].d), dmin = _cvtsh_ss(x[b].dmin);
-      for (int t = 0; t < T; ++t) {
-        const ActQ8_K* y = act_block<ActQ8_K>(a, stride, t, b);
-        const __m256i sum_mins = _mm256_madd_epi16(load256(y->bsums), mins16);
-        acc_q[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(sum_q[t]), acc_q[t]);
-        acc_m[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * y->d), _mm256_cvtepi32_ps(sum_mins), acc_m[t]);
-      }
+      add_block_with_mins<T>(acc_q, acc_m, sum_q, a, stride, b, _cvtsh_ss(x[b].d), _cvtsh_ss(x[b].dmin), mins16);
     }
     for (int t = 0; t < T; ++t) out[t] = horizontal_sum(acc_q[t]) - horizontal_sum(acc_m[t]);
   }
