@@ -51,9 +51,16 @@ class MerkleTree {
 };
 
 // Reads the file once, chunk by chunk. `progress`, when set, is called after each chunk with
-// the bytes hashed so far.
+// the bytes hashed so far; `file_hash`, when given, receives the plain SHA-256 of the whole file
+// from the same pass.
 Result<MerkleTree> merkle_tree_of_file(const std::string& path,
-                                       const std::function<void(uint64_t done, uint64_t total)>& progress = {});
+                                       const std::function<void(uint64_t done, uint64_t total)>& progress = {},
+                                       Sha256* file_hash = nullptr);
+
+// Chunk `index` of the file as it is now, for a file expected to be `size` bytes: what a
+// challenge answer carries. Errc::out_of_range for an index past the last chunk; Errc::io_error
+// when the file is no longer `size` bytes long.
+Result<std::vector<uint8_t>> read_merkle_chunk(const std::string& path, uint64_t size, uint64_t index);
 
 // Whether `leaf` at chunk `index` of a tree of `chunk_count` chunks leads through `path` to `root`.
 // False for an index out of range, a count of 0 or past 2^44 (16 EiB of chunks), or a path of

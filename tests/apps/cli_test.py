@@ -181,7 +181,7 @@ class Cli(unittest.TestCase):
                 f.write(data)
             out = json.loads(run("models", "hash", "--json", path).stdout)
             self.assertEqual(out["merkle_root"], merkle_root(data), size)
-            self.assertEqual(out["size"], size)
+            self.assertEqual(out["size_bytes"], size)
             self.assertEqual(out["chunks"], max(1, -(-size // (1 << 20))))
             self.assertEqual(out["chunk_bytes"], 1 << 20)
         text = run("models", "hash", self.model).stdout

@@ -43,8 +43,10 @@ TEST(Merkle, roots_follow_the_definition_for_one_to_five_chunks) {
   for (size_t size : {size_t{0}, size_t{1}, kChunk, kChunk + 1, 3 * kChunk + 5, 5 * kChunk}) {
     SCOPED_TRACE(size);
     const auto bytes = random_bytes_seeded(size, size + 1);
-    auto tree = merkle_tree_of_file(write_file(dir, std::to_string(size) + ".bin", bytes));
+    Sha256 file_hash{};
+    auto tree = merkle_tree_of_file(write_file(dir, std::to_string(size) + ".bin", bytes), {}, &file_hash);
     ASSERT_TRUE(tree) << tree.error().message;
+    EXPECT_EQ(file_hash, sha256(bytes));  // the plain hash of the whole file, from the same pass
     std::vector<Sha256> leaves;
     for (size_t at = 0; at < size || leaves.empty(); at += kChunk) {
       const size_t n = std::min(kChunk, size - at);
@@ -142,6 +144,37 @@ TEST(Merkle, a_missing_file_is_named) {
   auto tree = merkle_tree_of_file("/nonexistent/model.gguf");
   ASSERT_FALSE(tree);
   EXPECT_NE(tree.error().message.find("/nonexistent/model.gguf"), std::string::npos);
+}
+
+// What a provider sends for a challenge: the chunk as the file holds it now, which then proves
+// the root only while the file is unchanged.
+TEST(Merkle, chunks_are_read_from_the_file_as_it_is_now) {
+  darkbloom::testing::TempDir dir;
+  const uint64_t size = 2 * kMerkleChunkBytes + 7;
+  auto bytes = random_bytes_seeded(size, 11);
+  const std::string path = write_file(dir, "model.bin", bytes);
+  auto tree = merkle_tree_of_file(path);
+  ASSERT_TRUE(tree) << tree.error().message;
+  for (uint64_t i = 0; i < 3; ++i) {
+    auto chunk = read_merkle_chunk(path, size, i);
+    ASSERT_TRUE(chunk) << chunk.error().message;
+    const uint64_t at = i * kMerkleChunkBytes;
+    EXPECT_EQ(*chunk,
+              std::vector<uint8_t>(bytes.begin() + static_cast<ptrdiff_t>(at),
+                                   bytes.begin() + static_cast<ptrdiff_t>(std::min(size, at + kMerkleChunkBytes))));
+    EXPECT_TRUE(verify_merkle_chunk(tree->root(), size, i, *chunk, tree->path(i)));
+  }
+  EXPECT_EQ(read_merkle_chunk(path, size, 3).error().code, Errc::out_of_range);
+  // The same length with one byte changed reads fine and no longer verifies.
+  bytes[kMerkleChunkBytes + 5] ^= 0x40;
+  write_file(dir, "model.bin", bytes);
+  auto changed = read_merkle_chunk(path, size, 1);
+  ASSERT_TRUE(changed) << changed.error().message;
+  EXPECT_FALSE(verify_merkle_chunk(tree->root(), size, 1, *changed, tree->path(1)));
+  // Another length is an error of its own.
+  bytes.push_back(0);
+  write_file(dir, "model.bin", bytes);
+  EXPECT_EQ(read_merkle_chunk(path, size, 0).error().code, Errc::io_error);
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ int run_hash(const HashArgs& args) {
   const std::string root = hex_encode(tree->root());
   if (args.json) {
     json::bj::object out{{"file", args.path},
-                         {"size", tree->size()},
+                         {"size_bytes", tree->size()},
                          {"chunk_bytes", crypto::kMerkleChunkBytes},
                          {"chunks", tree->chunk_count()},
                          {"merkle_root", root}};
