@@ -39,6 +39,9 @@ struct CoordinatorConfig {
   // A provider is routable above `none` until this long after its last passed challenge beyond
   // the interval (5 min + 60 s = the 6 minutes of SPEC §4).
   std::chrono::milliseconds challenge_grace{60'000};
+  // Chunks of a model file each challenge asks for, with their Merkle paths (1 MiB each on the
+  // wire; 0: no model challenges). See trust/model_proof.h.
+  size_t model_challenge_chunks = 2;
   std::chrono::seconds attestation_max_skew{300};  // allowed distance of a document's timestamp
   size_t queue_depth = 10;                         // requests waiting per model
   std::chrono::milliseconds queue_wait{120'000};   // longest wait in the queue

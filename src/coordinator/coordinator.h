@@ -11,6 +11,7 @@
 #include "base/random.h"
 #include "coordinator/api/api_metrics.h"
 #include "coordinator/config.h"
+#include "coordinator/trust/model_proof.h"
 #include "net/clock.h"
 #include "net/offload.h"
 #include "net/shared_flag.h"
@@ -65,6 +66,7 @@ class Coordinator {
   std::unique_ptr<Ledger> ledger_;
   net::SharedFlag ledger_running_{false};
   std::set<std::string> releases_;  // approved binary hashes, loaded from the store
+  ModelCatalog catalog_;            // the model catalogue, loaded from the store
   std::unique_ptr<ApiKeys> keys_;
   std::unique_ptr<RateLimiter> limiter_;
   std::unique_ptr<FailedAttempts> admin_failures_;

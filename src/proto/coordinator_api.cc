@@ -54,6 +54,10 @@ bj::object model_object(const ModelSummary& summary) {
   metadata["attested_providers"] = summary.attested_providers;
   metadata["trust_level"] = summary.trust_level;
   metadata["quantization"] = summary.quantization;
+  if (!summary.merkle_root.empty()) {
+    metadata["merkle_root"] = summary.merkle_root;
+    metadata["size_bytes"] = summary.size_bytes;
+  }
   bj::object model;
   model["id"] = summary.id;
   model["object"] = "model";
@@ -99,6 +103,19 @@ std::string encode_release_list(const std::vector<Release>& releases) {
     entry["version"] = release.version;
     entry["note"] = release.note;
     entry["created_at"] = release.created_at;
+    data.push_back(std::move(entry));
+  }
+  return list_of(std::move(data));
+}
+
+std::string encode_catalog(const std::vector<CatalogEntry>& models) {
+  bj::array data;
+  for (const auto& model : models) {
+    bj::object entry;
+    entry["id"] = model.id;
+    entry["merkle_root"] = model.merkle_root;
+    entry["size_bytes"] = model.size_bytes;
+    entry["created_at"] = model.created_at;
     data.push_back(std::move(entry));
   }
   return list_of(std::move(data));

@@ -17,6 +17,10 @@ struct ModelSummary {
   int attested_providers = 0;
   std::string trust_level;  // the best among its providers
   std::string quantization;
+  // From the admin catalogue, when the model is in it (metadata.merkle_root, metadata.size_bytes):
+  // every provider listed serves exactly that file.
+  std::string merkle_root;
+  uint64_t size_bytes = 0;
 };
 std::string encode_model_list(const std::vector<ModelSummary>& models);
 // One model object, as GET /v1/models/{id} answers.
@@ -58,6 +62,15 @@ struct Release {
   int64_t created_at = 0;
 };
 std::string encode_release_list(const std::vector<Release>& releases);
+
+// An entry of the admin model catalogue (GET|POST /v1/admin/models).
+struct CatalogEntry {
+  std::string id;
+  std::string merkle_root;
+  uint64_t size_bytes = 0;
+  int64_t created_at = 0;
+};
+std::string encode_catalog(const std::vector<CatalogEntry>& models);
 
 struct CreatedKeyAnswer {
   std::string api_key;

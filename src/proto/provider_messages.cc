@@ -63,6 +63,68 @@ std::string request_id(json::ObjectReader& r) {
   return id;
 }
 
+bool is_lower_hex(std::string_view text, size_t length) {
+  return text.size() == length &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// The entries of an optional array of objects (at most `max_items`), each read by `read`, which
+// returns false after failing its reader; the first failure is recorded on `r`.
+template <class T, class Read>
+std::vector<T> object_list(json::ObjectReader& r, std::string_view key, size_t max_items, Read read) {
+  std::vector<T> out;
+  if (!r.has(key)) return out;
+  const bj::array& items = r.array(key, max_items);
+  for (size_t i = 0; r.ok() && i < items.size(); ++i) {
+    if (!items[i].is_object()) {
+      r.fail(key, "entries must be objects");
+      break;
+    }
+    json::ObjectReader item(items[i].as_object(), fmt::format("{}[{}]", r.path(key), i));
+    T value;
+    read(item, value);
+    if (!item.ok()) {
+      r.fail(key, item.error().message);
+      break;
+    }
+    out.push_back(std::move(value));
+  }
+  return out;
+}
+
+// A chunk index: below 2^44 (crypto::verify_merkle_path's bound).
+uint64_t chunk_index(json::ObjectReader& r) {
+  return static_cast<uint64_t>(r.integer("index", 0, (int64_t{1} << 44) - 1));
+}
+
+void read_chunk_request(json::ObjectReader& r, ModelChunkRequest& request) {
+  request.model = r.string("model", kMaxModelIdBytes);
+  request.index = chunk_index(r);
+}
+
+void read_chunk_proof(json::ObjectReader& r, ModelChunkProof& proof) {
+  proof.model = r.string("model", kMaxModelIdBytes);
+  proof.index = chunk_index(r);
+  const std::string chunk = r.string("chunk", ((1u << 20) + 2) / 3 * 4);
+  if (r.ok()) {
+    auto bytes = base64_decode(chunk);
+    if (!bytes) {
+      r.fail("chunk", "must be base64");
+    } else {
+      proof.chunk = std::move(*bytes);
+    }
+  }
+  // 44 levels at most (2^44 chunks).
+  const bj::array& path = r.array("path", 44);
+  for (size_t i = 0; r.ok() && i < path.size(); ++i) {
+    if (!path[i].is_string() || !is_lower_hex(path[i].as_string(), 64)) {
+      r.fail("path", "entries must be 64 lowercase hex digits");
+      break;
+    }
+    proof.path.emplace_back(path[i].as_string());
+  }
+}
+
 template <class T>
 Result<ProviderMessage> finish(json::ObjectReader& r, T message) {
   if (!r.ok()) return r.error();
@@ -106,7 +168,11 @@ Register decode_register(json::ObjectReader& r) {
     model.size_bytes = static_cast<uint64_t>(mr.integer("size_bytes", 0, int64_t{1} << 50));
     model.quantization = mr.string("quantization", 32);
     model.weight_hash = mr.string("weight_hash", 64);
+    model.merkle_root = mr.optional_string("merkle_root", 64).value_or("");
     if (mr.ok() && model.id.empty()) mr.fail("id", "must not be empty");
+    if (mr.ok() && !model.merkle_root.empty() && !is_lower_hex(model.merkle_root, 64)) {
+      mr.fail("merkle_root", "must be 64 lowercase hex digits");
+    }
     if (!mr.ok()) {
       r.fail("models", mr.error().message);
       break;
@@ -216,10 +282,12 @@ std::vector<std::string> provider_features() {
 std::string encode(const Register& m) {
   bj::array models;
   for (const auto& model : m.models) {
-    models.push_back(bj::object{{"id", model.id},
-                                {"size_bytes", model.size_bytes},
-                                {"quantization", model.quantization},
-                                {"weight_hash", model.weight_hash}});
+    bj::object entry{{"id", model.id},
+                     {"size_bytes", model.size_bytes},
+                     {"quantization", model.quantization},
+                     {"weight_hash", model.weight_hash}};
+    if (!model.merkle_root.empty()) entry["merkle_root"] = model.merkle_root;
+    models.push_back(std::move(entry));
   }
   bj::object hardware{{"cpu", m.hardware.cpu}, {"cores", m.hardware.cores}, {"memory_gb", m.hardware.memory_gb}};
   if (!m.hardware.gpu.empty()) hardware["gpu"] = m.hardware.gpu;
@@ -296,10 +364,17 @@ std::string encode(const LoadModelStatus& m) {
 }
 
 std::string encode(const Registered& m) {
-  return dump({{"type", "registered"},
-               {"provider_id", m.provider_id},
-               {"protocol_version", m.protocol_version},
-               {"heartbeat_interval_ms", m.heartbeat_interval_ms}});
+  bj::object object{{"type", "registered"},
+                    {"provider_id", m.provider_id},
+                    {"protocol_version", m.protocol_version},
+                    {"heartbeat_interval_ms", m.heartbeat_interval_ms}};
+  if (!m.refused_models.empty()) {
+    bj::array refused;
+    for (const auto& model : m.refused_models)
+      refused.push_back(bj::object{{"model", model.model}, {"reason", model.reason}});
+    object["refused_models"] = std::move(refused);
+  }
+  return dump(object);
 }
 
 std::string encode(const InferenceRequest& m) {
@@ -331,16 +406,32 @@ std::string encode(const Earned& m) {
 }
 
 std::string encode(const AttestationResponse& m) {
-  return dump({{"type", "attestation_response"},
-               {"nonce", m.nonce},
-               {"timestamp", m.timestamp},
-               {"signature", m.signature},
-               {"status", m.status},
-               {"status_signature", m.status_signature}});
+  bj::object object{{"type", "attestation_response"}, {"nonce", m.nonce},   {"timestamp", m.timestamp},
+                    {"signature", m.signature},       {"status", m.status}, {"status_signature", m.status_signature}};
+  if (!m.model_proofs.empty()) {
+    bj::array proofs;
+    for (const auto& proof : m.model_proofs) {
+      bj::array path;
+      for (const auto& hash : proof.path) path.push_back(bj::value(hash));
+      proofs.push_back(bj::object{{"model", proof.model},
+                                  {"index", proof.index},
+                                  {"chunk", base64_encode(proof.chunk)},
+                                  {"path", std::move(path)}});
+    }
+    object["model_proofs"] = std::move(proofs);
+  }
+  return dump(object);
 }
 
 std::string encode(const AttestationChallenge& m) {
-  return dump({{"type", "attestation_challenge"}, {"nonce", m.nonce}, {"timestamp", m.timestamp}});
+  bj::object object{{"type", "attestation_challenge"}, {"nonce", m.nonce}, {"timestamp", m.timestamp}};
+  if (!m.model_chunks.empty()) {
+    bj::array chunks;
+    for (const auto& chunk : m.model_chunks)
+      chunks.push_back(bj::object{{"model", chunk.model}, {"index", chunk.index}});
+    object["model_chunks"] = std::move(chunks);
+  }
+  return dump(object);
 }
 
 std::string encode(const SealedRequest& m) {
@@ -429,6 +520,7 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
     m.signature = r.string("signature", 256);
     m.status = r.string("status", 64 * 1024);
     m.status_signature = r.string("status_signature", 256);
+    m.model_proofs = object_list<ModelChunkProof>(r, "model_proofs", kMaxChallengeChunks, read_chunk_proof);
     return finish(r, std::move(m));
   }
   return ProviderMessage{UnknownMessage{type}};
@@ -447,6 +539,11 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
     m.protocol_version = static_cast<int>(r.integer("protocol_version", 0, 1000000));
     m.heartbeat_interval_ms =
         static_cast<int>(r.optional_integer("heartbeat_interval_ms", 100, 3600000).value_or(5000));
+    m.refused_models = object_list<RefusedModel>(r, "refused_models", kMaxModelsPerProvider,
+                                                 [](json::ObjectReader& item, RefusedModel& refused) {
+                                                   refused.model = item.string("model", kMaxModelIdBytes);
+                                                   refused.reason = item.string("reason", kMaxTextBytes);
+                                                 });
     return finish_coordinator(r, std::move(m));
   }
   if (type == "inference_request") {
@@ -461,6 +558,7 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
     AttestationChallenge m;
     m.nonce = r.string("nonce", 128);
     m.timestamp = r.string("timestamp", 64);
+    m.model_chunks = object_list<ModelChunkRequest>(r, "model_chunks", kMaxChallengeChunks, read_chunk_request);
     return finish_coordinator(r, std::move(m));
   }
   if (type == "load_model") return finish_coordinator(r, LoadModel{r.string("model", kMaxModelIdBytes)});

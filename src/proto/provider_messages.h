@@ -54,6 +54,23 @@ struct ModelInfo {
   uint64_t size_bytes = 0;
   std::string quantization;  // "q4_k_m", "q8_0", ...
   std::string weight_hash;   // hex SHA-256 of the model file
+  // Optional: hex Merkle root of the file's 1 MiB chunks (crypto/merkle.h). Model challenges are
+  // checked against it, or against the catalogue's root when the model is catalogued.
+  std::string merkle_root;
+};
+
+// Model challenges: a challenge names chunks of a model's file, and the answer carries each
+// chunk's bytes and its Merkle path, so only a provider that holds the file can answer.
+inline constexpr size_t kMaxChallengeChunks = 4;
+struct ModelChunkRequest {
+  std::string model;
+  uint64_t index = 0;
+};
+struct ModelChunkProof {
+  std::string model;
+  uint64_t index = 0;
+  std::vector<uint8_t> chunk;     // the chunk's bytes (base64 on the wire), at most 1 MiB
+  std::vector<std::string> path;  // hex sibling hashes, leaf to root (MerkleTree::path)
 };
 
 // ---- provider → coordinator ----
@@ -148,6 +165,7 @@ struct AttestationResponse {
   std::string signature;
   std::string status;
   std::string status_signature;
+  std::vector<ModelChunkProof> model_proofs;  // one per chunk the challenge named, in its order
 };
 
 struct LoadModelStatus {
@@ -170,10 +188,18 @@ using ProviderMessage = std::variant<Register, Heartbeat, InferenceAccepted, Inf
 
 // ---- coordinator → provider ----
 
+// A model of a register the coordinator will not serve from this provider (its Merkle root
+// differs from the catalogue's, ...), and why.
+struct RefusedModel {
+  std::string model;
+  std::string reason;
+};
+
 struct Registered {
   std::string provider_id;
   int protocol_version = kProtocolVersion;
   int heartbeat_interval_ms = 5000;
+  std::vector<RefusedModel> refused_models;  // optional; the others are registered
 };
 
 struct InferenceRequest {
@@ -187,8 +213,9 @@ struct Cancel {
 };
 
 struct AttestationChallenge {
-  std::string nonce;      // base64 of 32 random bytes, single use
-  std::string timestamp;  // RFC 3339 UTC
+  std::string nonce;                            // base64 of 32 random bytes, single use
+  std::string timestamp;                        // RFC 3339 UTC
+  std::vector<ModelChunkRequest> model_chunks;  // optional: chunks to prove, at most kMaxChallengeChunks
 };
 
 struct LoadModel {

@@ -65,12 +65,14 @@ awaitable<void> sleep_for(std::chrono::milliseconds duration) {
 Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& model_path, const std::string& model_id) {
   ModelFacts facts;
   facts.info.id = model_id;
-  std::error_code size_error;
-  facts.info.size_bytes = std::filesystem::file_size(model_path, size_error);
-  if (size_error) return make_error(Errc::io_error, model_path + ": " + size_error.message());
-  auto hash = crypto::sha256_file(model_path);
-  if (!hash) return hash.error();
-  facts.info.weight_hash = hex_encode(*hash);
+  crypto::Sha256 file_hash;
+  auto tree = crypto::merkle_tree_of_file(model_path, {}, &file_hash);
+  if (!tree) return tree.error();
+  facts.info.size_bytes = tree->size();
+  facts.info.weight_hash = hex_encode(file_hash);
+  facts.info.merkle_root = hex_encode(tree->root());
+  facts.path = model_path;
+  facts.merkle = std::make_shared<const crypto::MerkleTree>(std::move(*tree));
   facts.info.quantization = quantization_of(model_path);
   engine::EngineBenchOptions bench;
   bench.prompt_tokens = std::min(64, engine.context() / 2);
@@ -235,7 +237,43 @@ awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket>
   }
   response.signature = *signature;
   response.status_signature = *status_signature;
+  if (!challenge.model_chunks.empty()) {
+    // Named, not a temporary in the co_await operand: GCC 12 destroys such temporaries twice.
+    auto prove = [this, chunks = std::move(challenge.model_chunks)] { return prove_model_chunks(chunks); };
+    auto proofs = co_await net::run_blocking(signing_pool_, std::move(prove));
+    if (proofs) response.model_proofs = std::move(*proofs);
+  }
   socket->send(proto::encode(response));
+}
+
+Result<std::vector<proto::ModelChunkProof>> ProviderAgent::prove_model_chunks(
+    const std::vector<proto::ModelChunkRequest>& chunks) const {
+  // The chunks are read from the file as it is now: a file changed since it was hashed at start
+  // no longer proves the root this provider announced, and the coordinator will say so.
+  std::vector<proto::ModelChunkProof> proofs;
+  for (const auto& request : chunks) {
+    if (request.model != facts_.info.id || !facts_.merkle || request.index >= facts_.merkle->chunk_count()) {
+      log::warn("provider: a challenge names chunk {} of '{}', which this provider does not serve", request.index,
+                request.model);
+      continue;
+    }
+    auto chunk = crypto::read_merkle_chunk(facts_.path, facts_.merkle->size(), request.index);
+    if (!chunk) {
+      log::error("provider: cannot read the model for a challenge: {}", chunk.error().message);
+      continue;
+    }
+    if (crypto::merkle_leaf(*chunk) != facts_.merkle->leaf(request.index)) {
+      log::error("provider: chunk {} of {} changed since it was hashed at start; challenges will fail until restart",
+                 request.index, facts_.path);
+    }
+    proto::ModelChunkProof proof;
+    proof.model = request.model;
+    proof.index = request.index;
+    proof.chunk = std::move(*chunk);
+    for (const auto& hash : facts_.merkle->path(request.index)) proof.path.push_back(hex_encode(hash));
+    proofs.push_back(std::move(proof));
+  }
+  return proofs;
 }
 
 proto::Heartbeat ProviderAgent::make_heartbeat() const {
@@ -315,6 +353,10 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
       if (!draining_) status_.state = "registered";
       status_.provider_id = welcome->provider_id;
       log::info("provider: registered as {} serving '{}'", welcome->provider_id, facts_.info.id);
+      for (const auto& refused : welcome->refused_models) {
+        log::warn("provider: the coordinator refused model '{}': {}", refused.model, refused.reason);
+        std::fprintf(stderr, "model '%s' refused: %s\n", refused.model.c_str(), refused.reason.c_str());
+      }
       std::fprintf(stderr, "provider registered as %s\n", welcome->provider_id.c_str());
       // The coordinator says how often it wants to hear from us; our own setting caps it.
       heartbeat_interval_ =

@@ -12,6 +12,7 @@
 
 #include "attest/signer.h"
 #include "base/metrics.h"
+#include "crypto/merkle.h"
 #include "crypto/sealed_box.h"
 #include "engine/engine.h"
 #include "http/websocket.h"
@@ -55,9 +56,13 @@ struct ModelFacts {
   proto::ModelInfo info;
   double prefill_tps = 0;
   double decode_tps = 0;
+  // The file and its Merkle tree, for model challenges (chunks are read from the file when asked).
+  std::string path;
+  std::shared_ptr<const crypto::MerkleTree> merkle;
 };
 
-// Hashes the file, reads its quantization and measures speed with a short run.
+// Hashes the file (SHA-256 and the Merkle tree, in one pass), reads its quantization and
+// measures speed with a short run.
 Result<ModelFacts> measure_model(engine::Engine& engine, const std::string& model_path, const std::string& model_id);
 
 // What `darkbloom status` shows of a running agent.
@@ -124,6 +129,10 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
                                        const std::vector<std::string>& answers);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
+  // Each named chunk of the model file with its Merkle path (blocking file reads: run off the
+  // network thread). Chunks this provider cannot prove are left out.
+  Result<std::vector<proto::ModelChunkProof>> prove_model_chunks(
+      const std::vector<proto::ModelChunkRequest>& chunks) const;
   // Signs on the signing thread (a TPM takes milliseconds); base64 DER.
   net::awaitable<Result<std::string>> sign(std::string message);
   proto::Heartbeat make_heartbeat() const;

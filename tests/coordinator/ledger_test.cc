@@ -63,6 +63,8 @@ class FlakyStore final : public Store {
   bool claims_held() const override { return claim_held; }
   Status add_release(const ReleaseRecord& release) override { return inner_.add_release(release); }
   Result<std::vector<ReleaseRecord>> list_releases() override { return inner_.list_releases(); }
+  Status set_catalog_model(const CatalogModel& model) override { return inner_.set_catalog_model(model); }
+  Result<std::vector<CatalogModel>> catalog_models() override { return inner_.catalog_models(); }
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view key) override {
     return inner_.find_provider_key(key);
   }

@@ -334,6 +334,24 @@ TEST_P(StoreTest, a_referrer_is_set_once_and_must_exist) {
   EXPECT_EQ(again.error().code, Errc::already_exists);
 }
 
+TEST_P(StoreTest, catalogue_entries_are_replaced_by_id_and_listed_in_id_order) {
+  auto store = open();
+  const std::string root_a(64, 'a');
+  const std::string root_b(64, 'b');
+  ASSERT_TRUE(store->set_catalog_model({"zeta", root_a, 10, 100}));
+  ASSERT_TRUE(store->set_catalog_model({"alpha", root_a, uint64_t{1} << 40, 100}));
+  ASSERT_TRUE(store->set_catalog_model({"zeta", root_b, 20, 200}));
+  auto models = store->catalog_models();
+  ASSERT_TRUE(models) << models.error().message;
+  ASSERT_EQ(models->size(), 2u);
+  EXPECT_EQ((*models)[0].id, "alpha");
+  EXPECT_EQ((*models)[0].size_bytes, uint64_t{1} << 40);  // past 32 bits, on both stores
+  EXPECT_EQ((*models)[1].id, "zeta");
+  EXPECT_EQ((*models)[1].merkle_root, root_b);
+  EXPECT_EQ((*models)[1].size_bytes, 20u);
+  EXPECT_EQ((*models)[1].created_at, 200);
+}
+
 TEST_P(StoreTest, releases_and_provider_keys_round_trip) {
   auto store = open();
   ASSERT_TRUE(store->add_release({"aa", "1.0", "first", 10}));

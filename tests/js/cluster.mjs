@@ -380,6 +380,7 @@ export class RawWebSocket {
             Buffer.from(payload.map((b, i) => b ^ pongMask[i % 4]))]));
         }
       } else if (opcode === 0x8) {
+        this.closeReason = payload.subarray(2).toString();  // after the 2-byte status code
         this.socket.end();
       }
     }
@@ -409,6 +410,41 @@ export function rfc3339(date = new Date()) {
   return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
+// The Merkle tree over a file's 1 MiB chunks (crypto/merkle.h), written here from the definition
+// with Node's crypto: leaf = SHA-256(0x00 || chunk), node = SHA-256(0x01 || left || right), an odd
+// node carried up, an empty file one empty chunk.
+export const MERKLE_CHUNK = 1 << 20;
+export function merkleTree(bytes) {
+  const sha = (...parts) => crypto.createHash("sha256").update(Buffer.concat(parts)).digest();
+  const leaves = [];
+  for (let at = 0; at < bytes.length || leaves.length === 0; at += MERKLE_CHUNK) {
+    leaves.push(sha(Buffer.from([0]), bytes.subarray(at, at + MERKLE_CHUNK)));
+  }
+  const levels = [leaves];
+  while (levels.at(-1).length > 1) {
+    const below = levels.at(-1);
+    const up = [];
+    for (let i = 0; i + 1 < below.length; i += 2) up.push(sha(Buffer.from([1]), below[i], below[i + 1]));
+    if (below.length % 2 === 1) up.push(below.at(-1));
+    levels.push(up);
+  }
+  return {
+    root: levels.at(-1)[0].toString("hex"),
+    size: bytes.length,
+    chunks: leaves.length,
+    chunk: (index) => bytes.subarray(index * MERKLE_CHUNK, (index + 1) * MERKLE_CHUNK),
+    // Sibling hashes from the leaf up, skipping levels where the node has none.
+    path(index) {
+      const siblings = [];
+      for (const level of levels.slice(0, -1)) {
+        if ((index ^ 1) < level.length) siblings.push(level[index ^ 1].toString("hex"));
+        index = Math.floor(index / 2);
+      }
+      return siblings;
+    },
+  };
+}
+
 // A P-256 identity key made with Node's own crypto: raw X ‖ Y in base64, DER signatures.
 export class IdentityKey {
   constructor() {
@@ -430,9 +466,11 @@ export class FakeProvider {
   // Registers and, unless `attest` is false, attests with its own P-256 key and answers
   // challenges in the background (`answerChallenges`), so it becomes routable like a real one.
   // `document` overrides fields of the attestation document; `sign` replaces how it is signed.
+  // `files` maps model ids to the bytes this provider holds: each is registered with its Merkle
+  // root (unless `models` overrides the entries) and its chunks are proved when a challenge asks.
   static async connect(port, { model = "fake-model", decodeTps = 100, maxConcurrency = 1, encryptionKey,
     attest = true, answerChallenges = true, identity = new IdentityKey(), document = {}, signDocument,
-    rotation, waitForTrust = attest } = {}) {
+    rotation, waitForTrust = attest, files = {}, models } = {}) {
     const provider = new FakeProvider(await RawWebSocket.connect(port));
     provider.keys = nacl.box.keyPair();
     provider.identity = identity;
@@ -440,6 +478,12 @@ export class FakeProvider {
     provider.challenges = [];
     provider.trust = [];
     const hello = JSON.parse(registerMessage(model));
+    provider.trees = Object.fromEntries(Object.entries(files).map(([id, bytes]) => [id, merkleTree(bytes)]));
+    for (const entry of hello.models) {
+      const tree = provider.trees[entry.id];
+      if (tree) Object.assign(entry, { merkle_root: tree.root, size_bytes: tree.size });
+    }
+    if (models) hello.models = models;
     hello.encryption_key = encryptionKey ?? Buffer.from(provider.keys.publicKey).toString("base64");
     hello.decode_tps = decodeTps;
     hello.max_concurrency = maxConcurrency;
@@ -456,7 +500,7 @@ export class FakeProvider {
     }
     provider.socket.intercept = (text) => provider.#background(text);
     provider.socket.send(JSON.stringify(hello));
-    provider.registered = await provider.next("registered");
+    provider.registered = await provider.next("registered");  // null when refused: see socket.closeReason
     if (waitForTrust) await provider.waitForTrust(/challenge passed/);
     return provider;
   }
@@ -479,12 +523,22 @@ export class FakeProvider {
     return false;
   }
 
-  // A correct answer to a challenge, with fields overridden as given.
-  challengeAnswer(challenge, { posture = {}, status = {}, nonce = challenge.nonce, timestamp = challenge.timestamp } = {}) {
+  // A correct answer to a challenge, with fields overridden as given: the chunks it names are
+  // proved from `files` (or by `prove(model, index, tree)`, which returns a proof or undefined).
+  challengeAnswer(challenge, { posture = {}, status = {}, nonce = challenge.nonce, timestamp = challenge.timestamp,
+    prove = this.prove } = {}) {
     const statusDocument = canonicalJson({ nonce, timestamp, binary_hash: this.document?.binary_hash ?? "ab".repeat(32),
       ...GOOD_POSTURE, ...posture, ...status });
-    return { type: "attestation_response", nonce, timestamp, signature: this.identity.sign(nonce + timestamp),
+    const answer = { type: "attestation_response", nonce, timestamp, signature: this.identity.sign(nonce + timestamp),
       status: statusDocument, status_signature: this.identity.sign(statusDocument) };
+    const proofs = (challenge.model_chunks ?? []).map(({ model, index }) => {
+      const tree = this.trees?.[model];
+      if (prove) return prove(model, index, tree);
+      if (!tree) return undefined;
+      return { model, index, chunk: tree.chunk(index).toString("base64"), path: tree.path(index) };
+    }).filter(Boolean);
+    if (proofs.length > 0) answer.model_proofs = proofs;
+    return answer;
   }
 
   // Resolves with the first trust_status whose reason matches.

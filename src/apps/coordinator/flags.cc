@@ -7,6 +7,7 @@
 #include "apps/common/secrets.h"
 #include "http/server.h"
 #include "http/tls.h"
+#include "proto/provider_messages.h"
 
 namespace darkbloom::apps {
 namespace {
@@ -81,6 +82,10 @@ void add_trust_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags&
               3600.0);
   add_seconds(app, "--challenge-grace", config.challenge_grace,
               "seconds beyond the interval a passed challenge keeps a provider routable", 0.0, 86400.0);
+  app.add_option("--model-challenge-chunks", config.model_challenge_chunks,
+                 "1 MiB chunks of a model file each challenge asks the provider to prove (0: none)")
+      ->check(CLI::Range(size_t{0}, proto::kMaxChallengeChunks))
+      ->capture_default_str();
   add_seconds(app, "--attestation-max-skew", config.attestation_max_skew,
               "seconds an attestation's timestamp may be from the coordinator's clock", 1.0, 86400.0);
 }

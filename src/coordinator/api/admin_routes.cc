@@ -1,5 +1,5 @@
-// The operator's routes, behind the admin token: new accounts with their first API key, and the
-// release allow-list of provider binaries.
+// The operator's routes, behind the admin token: new accounts with their first API key, the
+// release allow-list of provider binaries and the model catalogue (models by Merkle root).
 #include <algorithm>
 
 #include "base/log.h"
@@ -7,6 +7,7 @@
 #include "coordinator/api/api_context.h"
 #include "coordinator/api/http_replies.h"
 #include "proto/coordinator_api.h"
+#include "proto/provider_messages.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -32,6 +33,15 @@ ReleaseRecord read_release(json::ObjectReader& reader) {
   release.version = reader.optional_string("version", kMaxVersion).value_or("");
   release.note = reader.optional_string("note", kMaxReleaseNote).value_or("");
   return release;
+}
+
+CatalogModel read_catalog_model(json::ObjectReader& reader) {
+  CatalogModel model;
+  model.id = reader.string("id", proto::kMaxModelIdBytes);
+  model.merkle_root = reader.string("merkle_root", 64);
+  // The bound a provider's register takes.
+  model.size_bytes = static_cast<uint64_t>(reader.integer("size_bytes", 0, int64_t{1} << 50));
+  return model;
 }
 
 std::vector<proto::Release> release_list(const std::vector<ReleaseRecord>& records) {
@@ -114,6 +124,53 @@ awaitable<void> handle_admin_releases(http::Exchange& exchange, ApiContext& cont
   co_await exchange.respond_json(200, proto::encode_release_list(release_list(*releases)));
 }
 
+// Adds or replaces a catalogue entry. False after answering an error.
+awaitable<bool> set_catalog_model(http::Exchange& exchange, ApiContext& context) {
+  proto::ApiError error;
+  auto model = read_body(exchange, read_catalog_model, &error);
+  if (model && model->id.empty()) {
+    error = proto::invalid_request("id must not be empty", "id");
+    model.reset();
+  } else if (model && !is_sha256_hex(model->merkle_root)) {
+    error = proto::invalid_request(
+        "merkle_root must be 64 lowercase hex digits (the root `darkbloom models hash` prints)", "merkle_root");
+    model.reset();
+  }
+  if (!model) {
+    co_await exchange.respond_error(error);
+    co_return false;
+  }
+  model->created_at = unix_seconds(context.clock.wall_now());
+  auto store_model = [&context, &model] { return context.store.set_catalog_model(*model); };
+  if (const Status stored = co_await context.store_worker.run(store_model); !stored) {
+    log::error("setting a catalogue model failed: {}", stored.error().message);
+    co_await respond_store_failure(exchange, stored.error());
+    co_return false;
+  }
+  // New registrations are held to it from now; connected providers at their next challenge of it.
+  log::info("model catalogued: {} (merkle root {}, {} bytes)", model->id, model->merkle_root, model->size_bytes);
+  context.catalog.insert_or_assign(model->id, *model);
+  co_return true;
+}
+
+// POST {"id", "merkle_root", "size_bytes"} catalogues a model (replacing its entry); GET lists them.
+awaitable<void> handle_admin_models(http::Exchange& exchange, ApiContext& context) {
+  if (!co_await authorize_admin(exchange, context.config.admin_token, context.admin_failures)) co_return;
+  if (exchange.request().method() == http::bhttp::verb::post) {
+    const bool set = co_await set_catalog_model(exchange, context);
+    if (!set) co_return;
+  }
+  auto read_models = [&context] { return context.store.catalog_models(); };
+  auto models = co_await context.store_worker.run(read_models);
+  if (!models) {
+    co_await respond_store_failure(exchange, models.error());
+    co_return;
+  }
+  std::vector<proto::CatalogEntry> entries;
+  for (const auto& m : *models) entries.push_back({m.id, m.merkle_root, m.size_bytes, m.created_at});
+  co_await exchange.respond_json(200, proto::encode_catalog(entries));
+}
+
 }  // namespace
 
 void add_admin_routes(http::Router& routes, ApiContext& context) {
@@ -123,6 +180,9 @@ void add_admin_routes(http::Router& routes, ApiContext& context) {
   routes.add(verb::post, "/v1/admin/keys", keys);
   routes.add(verb::post, "/v1/admin/releases", releases);
   routes.add(verb::get, "/v1/admin/releases", releases);
+  auto models = [&context](http::Exchange& e) { return handle_admin_models(e, context); };
+  routes.add(verb::post, "/v1/admin/models", models);
+  routes.add(verb::get, "/v1/admin/models", models);
 }
 
 }  // namespace darkbloom::coordinator

@@ -16,6 +16,7 @@
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
 #include "coordinator/store/store_worker.h"
+#include "coordinator/trust/model_proof.h"
 #include "http/server.h"
 #include "net/clock.h"
 #include "net/offload.h"
@@ -36,12 +37,13 @@ struct ApiContext {
   ProviderRegistry& registry;
   Router& router;
   std::set<std::string>& releases;  // approved binary hashes, as loaded from the store
+  ModelCatalog& catalog;            // the model catalogue, as loaded from the store
   ApiMetrics& metrics;
 };
 
 // GET /v1/models, /health, /v1/providers/attestation.
 void add_catalog_routes(http::Router& routes, ApiContext& context);
-// POST /v1/admin/keys, GET|POST /v1/admin/releases.
+// POST /v1/admin/keys, GET|POST /v1/admin/releases, GET|POST /v1/admin/models.
 void add_admin_routes(http::Router& routes, ApiContext& context);
 // POST /v1/admin/credit, GET|PUT /v1/admin/pricing, POST /v1/admin/referrals, PUT /v1/admin/limits,
 // GET /v1/balance, GET /v1/usage.

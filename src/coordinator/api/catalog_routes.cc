@@ -19,7 +19,8 @@ namespace {
 using net::awaitable;
 
 // Models served by at least one provider trusted enough, with how many serve them and how.
-std::vector<proto::ModelSummary> model_summaries(const ProviderRegistry& registry, TrustLevel min_trust) {
+std::vector<proto::ModelSummary> model_summaries(const ProviderRegistry& registry, TrustLevel min_trust,
+                                                 const ModelCatalog& catalog) {
   std::map<std::string, proto::ModelSummary> models;
   std::map<std::string, TrustLevel> best_trust;
   for (const auto& session : registry.all()) {
@@ -33,6 +34,10 @@ std::vector<proto::ModelSummary> model_summaries(const ProviderRegistry& registr
       best = std::max(best, session->trust());
       summary.trust_level = trust_level_name(best);
       summary.quantization = model.quantization;
+      if (const auto entry = catalog.find(model.id); entry != catalog.end()) {
+        summary.merkle_root = entry->second.merkle_root;
+        summary.size_bytes = entry->second.size_bytes;
+      }
     }
   }
   std::vector<proto::ModelSummary> out;
@@ -69,13 +74,13 @@ awaitable<void> handle_models(http::Exchange& exchange, ApiContext& context) {
   const std::optional<std::string> account =
       co_await authenticate_consumer(exchange, context.keys, context.store_worker);
   if (!account) co_return;
-  co_await exchange.respond_json(200,
-                                 proto::encode_model_list(model_summaries(context.registry, context.config.min_trust)));
+  co_await exchange.respond_json(
+      200, proto::encode_model_list(model_summaries(context.registry, context.config.min_trust, context.catalog)));
 }
 
 // The model's summary, or nullopt when no routable provider serves it.
 std::optional<proto::ModelSummary> find_model(const ApiContext& context, const std::string& id) {
-  for (auto& summary : model_summaries(context.registry, context.config.min_trust)) {
+  for (auto& summary : model_summaries(context.registry, context.config.min_trust, context.catalog)) {
     if (summary.id == id) return summary;
   }
   return std::nullopt;

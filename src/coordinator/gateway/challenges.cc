@@ -1,7 +1,8 @@
 // Challenges keep an attested provider's trust fresh: one right after registration, then one
 // every interval. An answer must be signed by the registered key over the issued nonce, with an
-// unchanged binary and posture; a forged answer or a regression distrusts at once, and three
-// failed or unanswered challenges in a row do too.
+// unchanged binary and posture, and must prove the chunks of a model file it names
+// (trust/model_proof.h); a forged answer, a wrong chunk or a regression distrusts at once, and
+// three failed or unanswered challenges in a row do too.
 #include <fmt/format.h>
 
 #include "base/log.h"
@@ -14,7 +15,31 @@ namespace {
 // Failed or unanswered challenges in a row that make a provider untrusted (ARCHITECTURE.md).
 constexpr int kChallengeStrikes = 3;
 
+// Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
+std::string challenge_frame(const IssuedChallenge& challenge, const std::optional<ModelChallenge>& model) {
+  proto::AttestationChallenge message;
+  message.nonce = challenge.nonce;
+  message.timestamp = challenge.timestamp;
+  if (model) message.model_chunks = chunk_requests(*model);
+  return proto::encode(message);
+}
+
 }  // namespace
+
+std::optional<ModelChallenge> ProviderGateway::next_model_challenge(ProviderSession& session) {
+  // The session's models in turn, skipping those with no root to check against.
+  TrustState& trust = session.trust_state_;
+  const auto& models = session.info_.models;
+  for (size_t tried = 0; tried < models.size(); ++tried) {
+    const size_t i = (trust.next_model + tried) % models.size();
+    auto challenge = model_challenge(catalog_, models[i], config_.model_challenge_chunks, random_);
+    if (challenge) {
+      trust.next_model = (i + 1) % models.size();
+      return challenge;
+    }
+  }
+  return std::nullopt;
+}
 
 using net::awaitable;
 
@@ -35,13 +60,15 @@ awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession>
     const auto issued_at = clock_.now();
     const IssuedChallenge challenge = new_challenge(clock_.wall_now(), random_);
     trust.open = challenge;
-    session->link_->send(proto::encode(proto::AttestationChallenge{challenge.nonce, challenge.timestamp}));
+    trust.open_model = next_model_challenge(*session);
+    session->link_->send(challenge_frame(challenge, trust.open_model));
     // Woken early by the answer; the next challenge still waits for the interval.
     timer->expires_at(issued_at + config_.challenge_timeout);
     co_await timer->wait();
     if (!running || session->dropped_) break;
     if (trust.open.nonce == challenge.nonce) {
       trust.open = {};
+      trust.open_model.reset();
       challenges_failed_.add();
       challenge_failed(*session, fmt::format("no answer within {:.1f} s",
                                              std::chrono::duration<double>(config_.challenge_timeout).count()));
@@ -62,7 +89,9 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
   if (session.trust_ == TrustLevel::none) return;  // distrusted for this session; answers change nothing
   // Single use: whatever this answer is worth, the open nonce is spent.
   const IssuedChallenge issued = trust.open;
+  const std::optional<ModelChallenge> model = std::move(trust.open_model);
   trust.open = {};
+  trust.open_model.reset();
   if (!issued.nonce.empty() && trust.challenge_timer) trust.challenge_timer->cancel();
   auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
   // Counted once per challenge issued: an answer to none (late, or never asked for) counts nothing.
@@ -79,6 +108,14 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
   if (!result->regressions.empty()) {
     distrust(session, "posture regressed since registration: " + result->regressions);
     return;
+  }
+  if (model) {
+    // Not a flaky network either: the bytes came, and they are not the model's.
+    if (const Status proved = verify_model_proofs(*model, answer.model_proofs); !proved) {
+      challenges_failed_.add();
+      distrust(session, "model challenge failed: " + proved.error().message);
+      return;
+    }
   }
   challenge_passed(session);
 }
@@ -129,6 +166,7 @@ void ProviderGateway::distrust(ProviderSession& session, const std::string& reas
   session.trust_ = TrustLevel::none;
   trust.fresh_until = {};
   trust.open = {};
+  trust.open_model.reset();
   trust.reason = reason;
   if (trust.challenge_timer) trust.challenge_timer->cancel();
   send_trust_status(session);

@@ -30,7 +30,8 @@ ProviderGateway::ProviderGateway(Dependencies d)
       store_(d.store),
       store_worker_(d.store_worker),
       keys_(d.keys),
-      releases_(d.releases) {}
+      releases_(d.releases),
+      catalog_(d.catalog) {}
 
 void ProviderGateway::start() {
   net::asio::co_spawn(executor_, eviction_loop(), net::asio::detached);

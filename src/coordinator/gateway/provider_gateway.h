@@ -22,6 +22,7 @@
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
 #include "coordinator/store/store_worker.h"
+#include "coordinator/trust/model_proof.h"
 #include "net/clock.h"
 #include "net/shared_flag.h"
 
@@ -40,6 +41,7 @@ class ProviderGateway {
     StoreWorker& store_worker;  // every store call goes through it
     ApiKeys& keys;
     const std::set<std::string>& releases;  // the approved binary hashes
+    const ModelCatalog& catalog;            // models by Merkle root (admin catalogue)
   };
   explicit ProviderGateway(Dependencies dependencies);
 
@@ -91,9 +93,10 @@ class ProviderGateway {
 
   // registration.cc
   void on_register(ProviderSession& session, proto::Register hello);
-  // What needs the store: the attestation's key history and the account token; then `registered`.
+  // What needs the store: the attestation's key history and the account token; then `registered`
+  // (naming the models the catalogue refused).
   net::awaitable<void> complete_registration(std::shared_ptr<ProviderSession> session, proto::Register hello,
-                                             crypto::PublicKey key);
+                                             crypto::PublicKey key, std::vector<proto::RefusedModel> refused);
   // What the store knows of a registering key and of the key it says it rotated from.
   struct KeyHistory {
     std::optional<ProviderKeyRecord> key;
@@ -123,6 +126,9 @@ class ProviderGateway {
   // challenges.cc
   net::awaitable<void> challenge_loop(std::shared_ptr<ProviderSession> session);
   void on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer);
+  // Chunks of the next of the session's models that has a root to check against; nullopt when
+  // none has (or model challenges are off).
+  std::optional<ModelChallenge> next_model_challenge(ProviderSession& session);
   void challenge_passed(ProviderSession& session);
   // The pass itself: fresh, routable, told so.
   void mark_challenge_passed(ProviderSession& session);
@@ -149,6 +155,7 @@ class ProviderGateway {
   StoreWorker& store_worker_;
   ApiKeys& keys_;
   const std::set<std::string>& releases_;
+  const ModelCatalog& catalog_;
   net::SharedFlag running_{true};
   std::optional<net::Clock::Time> keys_expired_at_;
 

@@ -18,6 +18,7 @@
 #include "coordinator/billing/usage_bounds.h"
 #include "coordinator/gateway/provider_link.h"
 #include "coordinator/trust/attestation_verifier.h"
+#include "coordinator/trust/model_proof.h"
 #include "coordinator/trust/trust_level.h"
 #include "crypto/sealed_box.h"
 #include "net/async_queue.h"
@@ -124,7 +125,9 @@ struct TrustState {
   // under way.
   std::optional<net::Clock::Time> key_recorded_at;
   bool key_recording = false;
-  IssuedChallenge open;  // the challenge awaiting an answer; nonce empty when none
+  IssuedChallenge open;                      // the challenge awaiting an answer; nonce empty when none
+  std::optional<ModelChallenge> open_model;  // the model chunks it asked for, if any
+  size_t next_model = 0;                     // models are challenged in turn
   // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
   std::shared_ptr<net::Timer> challenge_timer;
   int consecutive_failures = 0;

@@ -26,9 +26,11 @@ int heartbeat_interval_ms(std::chrono::milliseconds heartbeat_timeout) {
 }
 
 // Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
-std::string registered_frame(const std::string& provider_id, std::chrono::milliseconds heartbeat_timeout) {
+std::string registered_frame(const std::string& provider_id, std::chrono::milliseconds heartbeat_timeout,
+                             std::vector<proto::RefusedModel> refused) {
   proto::Registered registered;
   registered.provider_id = provider_id;
+  registered.refused_models = std::move(refused);
   registered.protocol_version = proto::kProtocolVersion;
   registered.heartbeat_interval_ms = heartbeat_interval_ms(heartbeat_timeout);
   return proto::encode(registered);
@@ -53,6 +55,21 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
                               hello.models.size(), config_.max_models_per_provider));
     return;
   }
+  // A catalogued model is served only from the catalogued file; the others stay registered.
+  std::vector<proto::RefusedModel> refused;
+  std::erase_if(hello.models, [this, &refused](const proto::ModelInfo& model) {
+    auto reason = catalog_refusal(catalog_, model);
+    if (reason) refused.push_back({model.id, "model refused: " + *reason});
+    return reason.has_value();
+  });
+  for (const auto& model : refused)
+    log::warn("provider {}: {}: {}", session.id_, printable(model.model, 80), model.reason);
+  if (hello.models.empty()) {
+    drop(session, refused.size() == 1
+                      ? refused.front().reason
+                      : fmt::format("all {} models refused; first: {}", refused.size(), refused.front().reason));
+    return;
+  }
   if (!hello.attestation && config_.min_trust > TrustLevel::none) {
     // It could never be routed to: it would only hold a place an attested provider could use.
     drop(session, fmt::format("this coordinator serves only attested providers (trust level {} or above); register "
@@ -64,12 +81,14 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
   session.trust_state_.reason = "no attestation";
   // The rest needs the store (the key's history, the account token): off the network thread.
   session.registering_ = true;
-  net::asio::co_spawn(executor_, complete_registration(registry_.find(session.id_), std::move(hello), *key),
+  net::asio::co_spawn(executor_,
+                      complete_registration(registry_.find(session.id_), std::move(hello), *key, std::move(refused)),
                       net::asio::detached);
 }
 
 awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderSession> shared, proto::Register hello,
-                                                       crypto::PublicKey key) {
+                                                       crypto::PublicKey key,
+                                                       std::vector<proto::RefusedModel> refused) {
   ProviderSession& session = *shared;
   if (hello.attestation && !co_await verify_identity(session, hello)) co_return;
   if (!co_await bind_account(session, hello)) co_return;
@@ -80,7 +99,7 @@ awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderS
   session.encryption_key_ = key;
   session.registered_ = true;
   if (session.register_timer_) session.register_timer_->cancel();
-  session.link_->send(registered_frame(session.id_, config_.heartbeat_timeout));
+  session.link_->send(registered_frame(session.id_, config_.heartbeat_timeout, std::move(refused)));
   send_trust_status(session);
   log::info("provider {} registered: {} (decode {:.1f} tok/s, concurrency {}, trust {})", session.id_,
             model_list(session.info_), session.info_.decode_tps, session.info_.max_concurrency,

@@ -339,6 +339,31 @@ class PostgresStore final : public Store {
     return releases;
   }
 
+  Status set_catalog_model(const CatalogModel& model) override {
+    std::lock_guard lock(mutex_);
+    reconnect_if_broken();
+    auto result =
+        run("INSERT INTO model_catalog (id, merkle_root, size_bytes, created_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (id) DO UPDATE SET merkle_root = excluded.merkle_root, size_bytes = excluded.size_bytes, "
+            "created_at = excluded.created_at",
+            {model.id, model.merkle_root, std::to_string(model.size_bytes), std::to_string(model.created_at)});
+    if (!result) return result.error();
+    return {};
+  }
+
+  Result<std::vector<CatalogModel>> catalog_models() override {
+    std::lock_guard lock(mutex_);
+    reconnect_if_broken();
+    auto result = run("SELECT id, merkle_root, size_bytes, created_at FROM model_catalog ORDER BY id", {});
+    if (!result) return result.error();
+    std::vector<CatalogModel> models;
+    for (int row = 0; row < PQntuples(result->get()); ++row) {
+      models.push_back({text(*result, row, 0), text(*result, row, 1), static_cast<uint64_t>(integer(*result, row, 2)),
+                        integer(*result, row, 3)});
+    }
+    return models;
+  }
+
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) override {
     std::lock_guard lock(mutex_);
     reconnect_if_broken();

@@ -75,6 +75,14 @@ constexpr std::string_view kMigrations[] = {
         max_concurrent {int64} NOT NULL CHECK (max_concurrent >= 0)
       );
     )sql",
+    R"sql(
+      CREATE TABLE model_catalog (
+        id TEXT PRIMARY KEY,
+        merkle_root TEXT NOT NULL,
+        size_bytes {int64} NOT NULL CHECK (size_bytes >= 0),
+        created_at {int64} NOT NULL
+      );
+    )sql",
 };
 
 std::string in_dialect(std::string_view sql, SqlDialect dialect) {

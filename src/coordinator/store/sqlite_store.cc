@@ -352,6 +352,38 @@ class SqliteStore final : public Store {
     return releases;
   }
 
+  Status set_catalog_model(const CatalogModel& model) override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare(
+        "INSERT INTO model_catalog (id, merkle_root, size_bytes, created_at) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(id) DO UPDATE SET merkle_root = excluded.merkle_root, size_bytes = excluded.size_bytes, "
+        "created_at = excluded.created_at");
+    if (!statement) return statement.error();
+    bind_text(statement->get(), 1, model.id);
+    bind_text(statement->get(), 2, model.merkle_root);
+    sqlite3_bind_int64(statement->get(), 3, static_cast<int64_t>(model.size_bytes));
+    sqlite3_bind_int64(statement->get(), 4, model.created_at);
+    return step_done(statement->get());
+  }
+
+  Result<std::vector<CatalogModel>> catalog_models() override {
+    std::lock_guard lock(mutex_);
+    auto statement = prepare("SELECT id, merkle_root, size_bytes, created_at FROM model_catalog ORDER BY id");
+    if (!statement) return statement.error();
+    std::vector<CatalogModel> models;
+    int rc;
+    while ((rc = sqlite3_step(statement->get())) == SQLITE_ROW) {
+      CatalogModel model;
+      model.id = column_text(statement->get(), 0);
+      model.merkle_root = column_text(statement->get(), 1);
+      model.size_bytes = static_cast<uint64_t>(sqlite3_column_int64(statement->get(), 2));
+      model.created_at = sqlite3_column_int64(statement->get(), 3);
+      models.push_back(std::move(model));
+    }
+    if (rc != SQLITE_DONE) return failure("catalog_models");
+    return models;
+  }
+
   Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) override {
     std::lock_guard lock(mutex_);
     auto statement = prepare(

@@ -31,6 +31,15 @@ struct ReleaseRecord {
   int64_t created_at = 0;
 };
 
+// A model of the admin catalogue: what file the id names, by the Merkle root of its 1 MiB chunks
+// (crypto/merkle.h) and its size. A provider that offers the id with another root is refused.
+struct CatalogModel {
+  std::string id;
+  std::string merkle_root;  // 64 lowercase hex digits
+  uint64_t size_bytes = 0;
+  int64_t created_at = 0;  // unix seconds of the last change
+};
+
 // An identity key a provider has registered with.
 struct ProviderKeyRecord {
   std::string public_key;  // base64 P-256 X ‖ Y
@@ -132,6 +141,10 @@ class Store {
   // The release allow-list (empty: no list, any binary).
   virtual Status add_release(const ReleaseRecord& release) = 0;
   virtual Result<std::vector<ReleaseRecord>> list_releases() = 0;
+
+  // The model catalogue: sets (or replaces) a model's entry; lists them by id.
+  virtual Status set_catalog_model(const CatalogModel& model) = 0;
+  virtual Result<std::vector<CatalogModel>> catalog_models() = 0;
 
   virtual Result<std::optional<ProviderKeyRecord>> find_provider_key(std::string_view public_key) = 0;
   // Records that `public_key` registered (now: last_seen); with `replaces`, also retires that old
