@@ -76,6 +76,13 @@ std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy) {
   return name;
 }
 
+Digest policy_command_code_digest(const Digest& previous, uint32_t command_code) {
+  std::vector<uint8_t> bytes(previous.begin(), previous.end());
+  append_u32(&bytes, TPM2_CC_PolicyCommandCode);
+  append_u32(&bytes, command_code);
+  return sha256(bytes);
+}
+
 Digest policy_authorize_digest(std::span<const uint8_t> name) {
   std::vector<uint8_t> bytes(32, 0);
   append_u32(&bytes, TPM2_CC_PolicyAuthorize);

@@ -32,6 +32,11 @@ TPMT_PUBLIC release_key_area(std::span<const uint8_t> public_key_xy);
 // The Name of that loaded key: 0x000B ‖ SHA256(marshalled TPMT_PUBLIC).
 std::vector<uint8_t> release_key_name(std::span<const uint8_t> public_key_xy);
 
+// PolicyCommandCode(code) after `previous`: SHA256(previous ‖ TPM_CC_PolicyCommandCode ‖ code).
+// An approval of PolicyPCR then PolicyCommandCode(TPM2_CC_ActivateCredential) lets the key's
+// ADMIN role activate a credential in the approved state, and do nothing else.
+Digest policy_command_code_digest(const Digest& previous, uint32_t command_code);
+
 // PolicyAuthorize(keySign = name, policyRef = empty) starting from an empty policy:
 // SHA256(SHA256(0³² ‖ TPM_CC_PolicyAuthorize ‖ name)).
 Digest policy_authorize_digest(std::span<const uint8_t> release_key_name);
