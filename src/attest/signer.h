@@ -24,6 +24,12 @@ struct SignerInfo {
   std::string degraded_reason;  // why a preferred backend was not used; empty when none
 };
 
+// What a TPM-held key shows a verifier for the `hardware` level (attest/tpm2_credential.h).
+struct TpmEvidence {
+  std::vector<uint8_t> ek_certificate;  // DER, from NV index 0x01C00002 (RSA 2048 EK)
+  std::vector<uint8_t> key_public;      // the identity key's TPMT_PUBLIC, marshalled as the TPM does
+};
+
 class AttestationSigner {
  public:
   virtual ~AttestationSigner() = default;
@@ -31,6 +37,17 @@ class AttestationSigner {
   virtual const std::vector<uint8_t>& public_key() const = 0;
   // DER ECDSA over SHA-256(message).
   virtual Result<std::vector<uint8_t>> sign(std::span<const uint8_t> message) = 0;
+  // The tpm2 backend's evidence; Errc::unsupported for the others (and for a TPM without an EK
+  // certificate, with the reason).
+  virtual Result<TpmEvidence> tpm_evidence() { return make_error(Errc::unsupported, "the key is not in a TPM"); }
+  // TPM2_ActivateCredential with the TPM's EK and this key (both outputs of MakeCredential,
+  // marshalled): the credential, which only this TPM can recover. Errc::unsupported off a TPM.
+  virtual Result<std::vector<uint8_t>> activate_credential(std::span<const uint8_t> credential_blob,
+                                                           std::span<const uint8_t> encrypted_secret) {
+    (void)credential_blob;
+    (void)encrypted_secret;
+    return make_error(Errc::unsupported, "the key is not in a TPM");
+  }
 
   SignerInfo info() const {
     SignerInfo info = describe();
@@ -59,8 +76,10 @@ struct Tpm2Config {
   // PCRs 16 and 23 can be reset and extended by any local process, so a policy on them binds
   // nothing; refused unless this is set (tests stand them in for a real measurement).
   bool allow_resettable_pcr = false;
-  std::string release_key;        // PEM public key of the release key (policy authorize)
-  std::string approval;           // approval files PREFIX.policy and PREFIX.sig from `darkbloom keys approve`
+  std::string release_key;  // PEM public key of the release key (policy authorize)
+  // Approval files PREFIX.policy and PREFIX.sig from `darkbloom keys approve`, and the optional
+  // PREFIX.activate.policy and .sig, which let credential activation use the key's ADMIN role.
+  std::string approval;
   bool create_if_missing = true;  // false: "not found" is an error (keys show, rotate)
 };
 

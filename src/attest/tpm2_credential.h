@@ -13,16 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "attest/signer.h"
 #include "attest/tpm2_policy.h"
 #include "base/result.h"
 
 namespace darkbloom::attest {
-
-// What a TPM-backed provider sends beside its attestation.
-struct TpmEvidence {
-  std::vector<uint8_t> ek_certificate;  // DER, from NV index 0x01C00002 (RSA 2048 EK)
-  std::vector<uint8_t> key_public;      // the identity key's TPMT_PUBLIC, marshalled as the TPM does
-};
 
 // NV index of the RSA 2048 EK certificate (TCG EK Credential Profile).
 inline constexpr uint32_t kRsaEkCertificateIndex = 0x01C00002;

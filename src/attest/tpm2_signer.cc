@@ -12,8 +12,10 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "attest/signer.h"
+#include "attest/tpm2_credential.h"
 #include "attest/tpm2_policy.h"
 #include "base/encoding.h"
 #include "base/file.h"
@@ -110,15 +112,45 @@ TPMS_PCR_SELECTION pcr_selection(uint32_t pcr) {
   return selection;
 }
 
+// A policy the release key approved, and its signature.
+struct Approval {
+  Digest policy{};
+  std::vector<uint8_t> signature;
+};
+
+// The RSA 2048 EK of the TCG EK Credential Profile's default template (L-1): the same key every
+// time it is created, the one the EK certificate certifies.
+TPM2B_PUBLIC rsa_ek_template() {
+  static constexpr uint8_t kPolicySecretEndorsement[32] = {
+      0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
+      0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
+  TPM2B_PUBLIC in{};
+  TPMT_PUBLIC& ek = in.publicArea;
+  ek.type = TPM2_ALG_RSA;
+  ek.nameAlg = TPM2_ALG_SHA256;
+  ek.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                        TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+  ek.authPolicy.size = sizeof(kPolicySecretEndorsement);
+  std::memcpy(ek.authPolicy.buffer, kPolicySecretEndorsement, sizeof(kPolicySecretEndorsement));
+  ek.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_AES;
+  ek.parameters.rsaDetail.symmetric.keyBits.aes = 128;
+  ek.parameters.rsaDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+  ek.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+  ek.parameters.rsaDetail.keyBits = 2048;
+  ek.parameters.rsaDetail.exponent = 0;
+  ek.unique.rsa.size = 256;  // zeros
+  return in;
+}
+
 class Tpm2Signer final : public AttestationSigner {
  public:
   Tpm2Signer(Tpm2Config config, std::vector<uint8_t> public_key, std::vector<uint8_t> release_public_key,
-             Digest approved_policy, std::vector<uint8_t> approval_signature)
+             Approval approval, std::optional<Approval> activation)
       : config_(std::move(config)),
         public_key_(std::move(public_key)),
         release_public_key_(std::move(release_public_key)),
-        approved_policy_(approved_policy),
-        approval_signature_(std::move(approval_signature)) {}
+        approval_(std::move(approval)),
+        activation_(std::move(activation)) {}
 
   const std::vector<uint8_t>& public_key() const override { return public_key_; }
 
@@ -133,7 +165,7 @@ class Tpm2Signer final : public AttestationSigner {
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config_.handle));
     ESYS_TR session = ESYS_TR_PASSWORD;
     if (config_.policy == "authorize") {
-      auto authorized = authorize_session(**connection);
+      auto authorized = authorize_session(**connection, approval_, std::nullopt);
       if (!authorized) return authorized.error();
       session = *authorized;
     }
@@ -163,8 +195,133 @@ class Tpm2Signer final : public AttestationSigner {
   }
 
  private:
-  // A policy session satisfying PolicyPCR(current state) + PolicyAuthorize(release approval).
-  Result<ESYS_TR> authorize_session(Connection& connection) {
+  Result<TpmEvidence> tpm_evidence() override {
+    std::lock_guard lock(mutex_);
+    auto connection = Connection::open(config_.tcti);
+    if (!connection) return connection.error();
+    ESYS_CONTEXT* ctx = (*connection)->get();
+    TpmEvidence evidence;
+    auto certificate = read_nv(**connection, kRsaEkCertificateIndex);
+    if (!certificate) return certificate.error().with_context("the TPM's RSA EK certificate (NV 0x01c00002)");
+    evidence.ek_certificate = std::move(*certificate);
+    ESYS_TR key = ESYS_TR_NONE;
+    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config_.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config_.handle));
+    TPM2B_PUBLIC* raw_public = nullptr;
+    rc = Esys_ReadPublic(ctx, key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public, nullptr, nullptr);
+    EsysPtr<TPM2B_PUBLIC> out_public(raw_public);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "ReadPublic");
+    std::vector<uint8_t> area(sizeof(TPMT_PUBLIC));
+    size_t offset = 0;
+    rc = Tss2_MU_TPMT_PUBLIC_Marshal(&out_public->publicArea, area.data(), area.size(), &offset);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "marshalling the key's public area");
+    area.resize(offset);
+    evidence.key_public = std::move(area);
+    return evidence;
+  }
+
+  Result<std::vector<uint8_t>> activate_credential(std::span<const uint8_t> credential_blob,
+                                                   std::span<const uint8_t> encrypted_secret) override {
+    TPM2B_ID_OBJECT blob{};
+    TPM2B_ENCRYPTED_SECRET secret{};
+    size_t offset = 0;
+    if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(credential_blob.data(), credential_blob.size(), &offset, &blob) !=
+            TSS2_RC_SUCCESS ||
+        offset != credential_blob.size()) {
+      return make_error(Errc::bad_format, "the credential blob is not a TPM2B_ID_OBJECT");
+    }
+    offset = 0;
+    if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(encrypted_secret.data(), encrypted_secret.size(), &offset, &secret) !=
+            TSS2_RC_SUCCESS ||
+        offset != encrypted_secret.size()) {
+      return make_error(Errc::bad_format, "the encrypted secret is not a TPM2B_ENCRYPTED_SECRET");
+    }
+    if (config_.policy == "authorize" && !activation_) {
+      return make_error(Errc::permission_denied,
+                        fmt::format("no activation approval ({}.activate.policy and .sig from `darkbloom keys "
+                                    "approve`): the key's ADMIN role cannot activate a credential",
+                                    config_.approval));
+    }
+    std::lock_guard lock(mutex_);
+    auto connection = Connection::open(config_.tcti);
+    if (!connection) return connection.error();
+    ESYS_CONTEXT* ctx = (*connection)->get();
+    ESYS_TR key = ESYS_TR_NONE;
+    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config_.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config_.handle));
+    // The EK, created again from its template in the endorsement hierarchy.
+    const TPM2B_PUBLIC ek_template = rsa_ek_template();
+    const TPM2B_SENSITIVE_CREATE no_secret{};
+    const TPM2B_DATA no_outside{};
+    const TPML_PCR_SELECTION no_pcrs{};
+    ESYS_TR ek = ESYS_TR_NONE;
+    rc = Esys_CreatePrimary(ctx, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_secret,
+                            &ek_template, &no_outside, &no_pcrs, &ek, nullptr, nullptr, nullptr, nullptr);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::create, "CreatePrimary (RSA EK)");
+    (*connection)->flush_later(ek);
+    // The EK's USER role: PolicySecret(endorsement hierarchy).
+    TPMT_SYM_DEF symmetric{};
+    symmetric.algorithm = TPM2_ALG_NULL;
+    ESYS_TR ek_session = ESYS_TR_NONE;
+    rc = Esys_StartAuthSession(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nullptr,
+                               TPM2_SE_POLICY, &symmetric, TPM2_ALG_SHA256, &ek_session);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "StartAuthSession (EK)");
+    (*connection)->flush_later(ek_session);
+    TPM2B_TIMEOUT* raw_timeout = nullptr;
+    TPMT_TK_AUTH* raw_ticket = nullptr;
+    rc = Esys_PolicySecret(ctx, ESYS_TR_RH_ENDORSEMENT, ek_session, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                           nullptr, nullptr, nullptr, 0, &raw_timeout, &raw_ticket);
+    EsysPtr<TPM2B_TIMEOUT> timeout(raw_timeout);
+    EsysPtr<TPMT_TK_AUTH> ticket(raw_ticket);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::policy, "PolicySecret (endorsement)");
+    // The key's ADMIN role: the activation branch the release key approved, or its password.
+    ESYS_TR key_session = ESYS_TR_PASSWORD;
+    if (config_.policy == "authorize") {
+      auto authorized = authorize_session(**connection, *activation_, TPM2_CC_ActivateCredential);
+      if (!authorized) return authorized.error();
+      key_session = *authorized;
+    }
+    TPM2B_DIGEST* raw_credential = nullptr;
+    rc = Esys_ActivateCredential(ctx, key, ek, key_session, ek_session, ESYS_TR_NONE, &blob, &secret, &raw_credential);
+    EsysPtr<TPM2B_DIGEST> credential(raw_credential);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::policy, "ActivateCredential");
+    return std::vector<uint8_t>(credential->buffer, credential->buffer + credential->size);
+  }
+
+ private:
+  // The whole of an NV index, read in pieces the TPM takes.
+  static Result<std::vector<uint8_t>> read_nv(Connection& connection, uint32_t index) {
+    ESYS_CONTEXT* ctx = connection.get();
+    ESYS_TR nv = ESYS_TR_NONE;
+    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
+    if (rc != TSS2_RC_SUCCESS) {
+      Error error = tpm_error(rc, Step::lookup, "NV index");
+      if (error.code == Errc::not_found) error.code = Errc::unsupported;  // a TPM without a certificate
+      return error;
+    }
+    TPM2B_NV_PUBLIC* raw_public = nullptr;
+    rc = Esys_NV_ReadPublic(ctx, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public, nullptr);
+    EsysPtr<TPM2B_NV_PUBLIC> nv_public(raw_public);
+    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "NV_ReadPublic");
+    const size_t size = nv_public->nvPublic.dataSize;
+    constexpr size_t kPiece = 512;  // below every TPM's MAX_NV_BUFFER_SIZE
+    std::vector<uint8_t> out;
+    while (out.size() < size) {
+      const auto piece = static_cast<UINT16>(std::min(kPiece, size - out.size()));
+      TPM2B_MAX_NV_BUFFER* raw_data = nullptr;
+      rc = Esys_NV_Read(ctx, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, piece,
+                        static_cast<UINT16>(out.size()), &raw_data);
+      EsysPtr<TPM2B_MAX_NV_BUFFER> data(raw_data);
+      if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "NV_Read");
+      out.insert(out.end(), data->buffer, data->buffer + data->size);
+      if (data->size == 0) break;
+    }
+    return out;
+  }
+
+  // A policy session satisfying PolicyPCR(current state) [+ PolicyCommandCode(command)] +
+  // PolicyAuthorize(the release key's approval of exactly that).
+  Result<ESYS_TR> authorize_session(Connection& connection, const Approval& approval, std::optional<TPM2_CC> command) {
     ESYS_CONTEXT* ctx = connection.get();
     TPMT_SYM_DEF symmetric{};
     symmetric.algorithm = TPM2_ALG_NULL;
@@ -179,6 +336,10 @@ class Tpm2Signer final : public AttestationSigner {
     const TPM2B_DIGEST current{};  // empty: the TPM uses the PCR's value now
     rc = Esys_PolicyPCR(ctx, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &current, &pcrs);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::policy, "PolicyPCR");
+    if (command) {
+      rc = Esys_PolicyCommandCode(ctx, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, *command);
+      if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::policy, "PolicyCommandCode");
+    }
 
     const TPM2B_PUBLIC release = release_key_public(release_public_key_);
     ESYS_TR release_handle = ESYS_TR_NONE;
@@ -186,23 +347,23 @@ class Tpm2Signer final : public AttestationSigner {
                            &release_handle);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "LoadExternal(release key)");
     connection.flush_later(release_handle);
-    auto rs = crypto::rs_from_der_signature(approval_signature_);
+    auto rs = crypto::rs_from_der_signature(approval.signature);
     if (!rs) return rs.error().with_context("the release approval");
-    TPMT_SIGNATURE approval{};
-    approval.sigAlg = TPM2_ALG_ECDSA;
-    approval.signature.ecdsa.hash = TPM2_ALG_SHA256;
-    approval.signature.ecdsa.signatureR.size = 32;
-    std::memcpy(approval.signature.ecdsa.signatureR.buffer, rs->first.data(), 32);
-    approval.signature.ecdsa.signatureS.size = 32;
-    std::memcpy(approval.signature.ecdsa.signatureS.buffer, rs->second.data(), 32);
+    TPMT_SIGNATURE signed_approval{};
+    signed_approval.sigAlg = TPM2_ALG_ECDSA;
+    signed_approval.signature.ecdsa.hash = TPM2_ALG_SHA256;
+    signed_approval.signature.ecdsa.signatureR.size = 32;
+    std::memcpy(signed_approval.signature.ecdsa.signatureR.buffer, rs->first.data(), 32);
+    signed_approval.signature.ecdsa.signatureS.size = 32;
+    std::memcpy(signed_approval.signature.ecdsa.signatureS.buffer, rs->second.data(), 32);
     // aHash = SHA256(approvedPolicy ‖ policyRef), the policyRef being empty.
-    const Digest a_hash = crypto::sha256(approved_policy_);
+    const Digest a_hash = crypto::sha256(approval.policy);
     TPM2B_DIGEST approval_digest{};
     approval_digest.size = 32;
     std::memcpy(approval_digest.buffer, a_hash.data(), 32);
     TPMT_TK_VERIFIED* raw_ticket = nullptr;
     rc = Esys_VerifySignature(ctx, release_handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &approval_digest,
-                              &approval, &raw_ticket);
+                              &signed_approval, &raw_ticket);
     EsysPtr<TPMT_TK_VERIFIED> ticket(raw_ticket);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::policy, "the release approval's signature");
     TPM2B_NAME* raw_name = nullptr;
@@ -211,7 +372,7 @@ class Tpm2Signer final : public AttestationSigner {
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "release key name");
     TPM2B_DIGEST approved{};
     approved.size = 32;
-    std::memcpy(approved.buffer, approved_policy_.data(), 32);
+    std::memcpy(approved.buffer, approval.policy.data(), 32);
     const TPM2B_NONCE policy_ref{};
     rc = Esys_PolicyAuthorize(ctx, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &approved, &policy_ref,
                               name.get(), ticket.get());
@@ -225,8 +386,8 @@ class Tpm2Signer final : public AttestationSigner {
   Tpm2Config config_;
   std::vector<uint8_t> public_key_;
   std::vector<uint8_t> release_public_key_;
-  Digest approved_policy_{};
-  std::vector<uint8_t> approval_signature_;
+  Approval approval_;
+  std::optional<Approval> activation_;  // absent: credential activation is refused
   std::mutex mutex_;
 };
 
@@ -240,9 +401,22 @@ Result<std::string> resolve_tcti(const Tpm2Config& config) {
 struct PolicyMaterial {
   TPM2B_DIGEST auth_policy{};
   std::vector<uint8_t> release_public_key;
-  Digest approved_policy{};
-  std::vector<uint8_t> approval_signature;
+  Approval approval;
+  std::optional<Approval> activation;
 };
+
+// PREFIX.policy (a 32-byte digest) and PREFIX.sig.
+Result<Approval> read_approval(const std::string& prefix) {
+  Approval approval;
+  auto policy = read_file(prefix + ".policy");
+  if (!policy) return policy.error();
+  if (policy->size() != 32) return make_error(Errc::bad_format, prefix + ".policy must hold a 32-byte digest");
+  std::memcpy(approval.policy.data(), policy->data(), 32);
+  auto signature = read_file(prefix + ".sig");
+  if (!signature) return signature.error();
+  approval.signature.assign(signature->begin(), signature->end());
+  return approval;
+}
 
 Result<PolicyMaterial> policy_material(const Tpm2Config& config) {
   PolicyMaterial material;
@@ -264,13 +438,15 @@ Result<PolicyMaterial> policy_material(const Tpm2Config& config) {
   auto release = crypto::p256_public_key_from_pem(*pem);
   if (!release) return release.error().with_context(config.release_key);
   material.release_public_key = *release;
-  auto policy = read_file(config.approval + ".policy");
-  if (!policy) return policy.error();
-  if (policy->size() != 32) return make_error(Errc::bad_format, config.approval + ".policy must hold a 32-byte digest");
-  std::memcpy(material.approved_policy.data(), policy->data(), 32);
-  auto signature = read_file(config.approval + ".sig");
-  if (!signature) return signature.error();
-  material.approval_signature.assign(signature->begin(), signature->end());
+  auto approval = read_approval(config.approval);
+  if (!approval) return approval.error();
+  material.approval = std::move(*approval);
+  // Optional: without it the key signs, and cannot prove itself for the hardware level.
+  if (std::filesystem::exists(config.approval + ".activate.policy")) {
+    auto activation = read_approval(config.approval + ".activate");
+    if (!activation) return activation.error();
+    material.activation = std::move(*activation);
+  }
   const Digest digest = policy_authorize_digest(release_key_name(material.release_public_key));
   material.auth_policy.size = 32;
   std::memcpy(material.auth_policy.buffer, digest.data(), 32);
@@ -444,7 +620,7 @@ Result<std::unique_ptr<AttestationSigner>> make_tpm2_signer(const Tpm2Config& re
   }
   if (public_key.size() != 64) return make_error(Errc::bad_format, "the TPM key is not a P-256 point");
   auto signer = std::make_unique<Tpm2Signer>(config, std::move(public_key), material->release_public_key,
-                                             material->approved_policy, material->approval_signature);
+                                             material->approval, material->activation);
   // A key the policy will not release is no identity: find out now, not at the first challenge.
   auto probe = signer->sign(as_bytes("darkbloom-tpm2-probe"));
   if (!probe) return probe.error();

@@ -1,4 +1,4 @@
-// `darkbloom keys show|rotate|delete|approve` and `darkbloom doctor`: the provider's identity key
+// `darkbloom keys show|sign|rotate|delete|approve|prove` and `darkbloom doctor`: the provider's identity key
 // and the facts a coordinator will judge it by. Wiring only: the work lives in the attest module.
 #include <fmt/format.h>
 
@@ -12,6 +12,7 @@
 #include "attest/attestation_document.h"
 #include "attest/posture.h"
 #include "attest/signer.h"
+#include "attest/tpm2_credential.h"
 #include "attest/tpm2_policy.h"
 #include "base/cpu_features.h"
 #include "base/encoding.h"
@@ -39,6 +40,8 @@ struct KeysArgs {
   std::string binary;
   // sign
   std::string in;
+  // prove
+  std::vector<std::string> ek_ca;
 };
 
 // `keys` and `doctor` look; they never create a key.
@@ -68,6 +71,43 @@ int run_show(const KeysArgs& args) {
   if (!signer) return fail(signer.error().message);
   print_signer(**signer);
   std::printf("posture: %s\n", attest::describe(attest::probe_posture()).c_str());
+  return 0;
+}
+
+// The coordinator's `hardware` check, run here against the same TPM: the EK certificate's chain,
+// the key's public area and policy, then a credential made in software and activated by the TPM.
+// Says what a coordinator with these CAs and this release key would conclude, and why.
+int run_prove(const KeysArgs& args) {
+  auto config = lookup_config(args.key);
+  if (!config) return fail(config.error().message);
+  if (config->tpm2.release_key.empty()) return fail("--tpm-release-key is required (the coordinator's too)");
+  auto trust = attest::EkTrustStore::load(args.ek_ca);
+  if (!trust) return fail(trust.error().message);
+  auto release_pem = read_file(config->tpm2.release_key);
+  if (!release_pem) return fail(release_pem.error().message);
+  auto release = crypto::p256_public_key_from_pem(*release_pem);
+  if (!release) return fail(release.error().message);
+  const attest::Digest auth_policy = attest::policy_authorize_digest(attest::release_key_name(*release));
+  config->backend = "tpm2";
+  auto signer = attest::make_exact_signer(*config);
+  if (!signer) return fail(signer.error().message);
+  const auto started = std::chrono::steady_clock::now();
+  auto evidence = (*signer)->tpm_evidence();
+  if (!evidence) return fail("no evidence: " + evidence.error().message);
+  auto checked = attest::check_tpm_evidence(*evidence, (*signer)->public_key(), auth_policy, *trust,
+                                            std::chrono::system_clock::now());
+  if (!checked) return fail("not hardware: " + checked.error().message);
+  const std::vector<uint8_t> secret = crypto::random_bytes(32);
+  auto made = attest::make_credential(checked->ek_public, secret, checked->name);
+  if (!made) return fail(made.error().message);
+  auto activated = (*signer)->activate_credential(made->credential_blob, made->encrypted_secret);
+  if (!activated) return fail("not hardware: activation failed: " + activated.error().message);
+  if (*activated != secret) return fail("not hardware: the TPM returned another secret");
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  std::printf(
+      "hardware: yes (EK certificate chains to the CAs, key %s fixed to the TPM under the release key's "
+      "policy, credential activated) in %.1f ms\n",
+      hex_encode(checked->name).c_str(), ms);
   return 0;
 }
 
@@ -130,7 +170,9 @@ int run_delete(const KeysArgs& args) {
 // Signs the PolicyPCR state of a release: the PCR as it reads after a reset and one extend with
 // the measurement (the binary's SHA-256), or an explicit value. Needs no TPM.
 int run_approve(const KeysArgs& args) {
-  if (args.out.empty()) return fail("--out PREFIX is required (writes PREFIX.policy and PREFIX.sig)");
+  if (args.out.empty()) {
+    return fail("--out PREFIX is required (writes PREFIX.policy, PREFIX.sig and the .activate pair)");
+  }
   if (args.pcr_value.empty() == args.binary.empty())
     return fail("give exactly one of --pcr-value HEX and --binary PATH");
   attest::Digest pcr{};
@@ -146,14 +188,26 @@ int run_approve(const KeysArgs& args) {
   auto release = crypto::P256Key::load_pem(args.release_key);
   if (!release) return fail(release.error().message);
   const attest::Digest policy = attest::policy_pcr_digest(static_cast<uint32_t>(args.pcr), pcr);
-  const std::string policy_bytes(policy.begin(), policy.end());
-  const std::vector<uint8_t> signature = release->sign(as_bytes(policy_bytes));
-  if (auto written = write_file(args.out + ".policy", policy_bytes); !written) return fail(written.error().message);
-  const std::string signature_bytes(signature.begin(), signature.end());
-  if (auto written = write_file(args.out + ".sig", signature_bytes); !written) return fail(written.error().message);
+  // The signing branch, and the branch that lets ActivateCredential use the key's ADMIN role in
+  // the same state (and do nothing else): the coordinator's proof of the hardware level.
+  const attest::Digest activation = attest::policy_command_code_digest(policy, TPM2_CC_ActivateCredential);
+  for (const auto& [suffix, digest] :
+       {std::pair{std::string(), policy}, std::pair{std::string(".activate"), activation}}) {
+    const std::string digest_bytes(digest.begin(), digest.end());
+    const std::vector<uint8_t> signature = release->sign(as_bytes(digest_bytes));
+    const std::string signature_bytes(signature.begin(), signature.end());
+    if (auto written = write_file(args.out + suffix + ".policy", digest_bytes); !written) {
+      return fail(written.error().message);
+    }
+    if (auto written = write_file(args.out + suffix + ".sig", signature_bytes); !written) {
+      return fail(written.error().message);
+    }
+  }
   std::printf("pcr %d: %s\n", args.pcr, hex_encode(pcr).c_str());
   std::printf("approved policy: %s\n", hex_encode(policy).c_str());
-  std::printf("wrote %s.policy and %s.sig\n", args.out.c_str(), args.out.c_str());
+  std::printf("approved activation policy: %s\n", hex_encode(activation).c_str());
+  std::printf("wrote %s.policy, %s.sig, %s.activate.policy and %s.activate.sig\n", args.out.c_str(), args.out.c_str(),
+              args.out.c_str(), args.out.c_str());
   return 0;
 }
 
@@ -274,6 +328,15 @@ void register_keys(CLI::App& app, CommandRunner* runner) {
   add_key_options(show_cmd, &show->key);
   show_cmd->callback([runner, show] { *runner = [show] { return run_show(*show); }; });
 
+  auto prove = std::make_shared<KeysArgs>();
+  CLI::App* prove_cmd = keys->add_subcommand(
+      "prove", "Run the coordinator's hardware-level check against this TPM key (EK chain, policy, activation)");
+  add_key_options(prove_cmd, &prove->key);
+  prove_cmd->add_option("--tpm-ek-ca", prove->ek_ca, "PEM CA certificates the EK certificate must chain to")
+      ->required()
+      ->check(CLI::ExistingFile);
+  prove_cmd->callback([runner, prove] { *runner = [prove] { return run_prove(*prove); }; });
+
   auto sign = std::make_shared<KeysArgs>();
   CLI::App* sign_cmd = keys->add_subcommand(
       "sign", "Sign 'darkbloom keys sign v1\\n' + a file with the key `start` would use (creating it like start)");
@@ -306,7 +369,9 @@ void register_keys(CLI::App& app, CommandRunner* runner) {
   approve_cmd->add_option("--pcr-value", approve->pcr_value, "the PCR's SHA-256 value (64 hex digits)");
   approve_cmd->add_option("--binary", approve->binary,
                           "or: the provider binary; the PCR value is a reset PCR extended with its SHA-256");
-  approve_cmd->add_option("--out", approve->out, "PREFIX: writes PREFIX.policy and PREFIX.sig");
+  approve_cmd->add_option(
+      "--out", approve->out,
+      "PREFIX: writes PREFIX.policy and PREFIX.sig, and PREFIX.activate.{policy,sig} for credential activation");
   approve_cmd->callback([runner, approve] { *runner = [approve] { return run_approve(*approve); }; });
 
   CLI::App* bench = nullptr;
