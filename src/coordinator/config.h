@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "coordinator/auth/rate_limiter.h"
 #include "coordinator/billing/ledger.h"
@@ -42,6 +43,11 @@ struct CoordinatorConfig {
   // Chunks of a model file each challenge asks for, with their Merkle paths (1 MiB each on the
   // wire; 0: no model challenges). See trust/model_proof.h.
   size_t model_challenge_chunks = 2;
+  // The hardware level (trust/hardware_policy.h): CA certificates (PEM files) an EK certificate
+  // must chain to, and the release key (PEM) whose PolicyAuthorize a TPM key must carry. Both, or
+  // neither (then no provider is `hardware`).
+  std::vector<std::string> tpm_ek_ca;
+  std::string tpm_release_key;
   std::chrono::seconds attestation_max_skew{300};  // allowed distance of a document's timestamp
   size_t queue_depth = 10;                         // requests waiting per model
   std::chrono::milliseconds queue_wait{120'000};   // longest wait in the queue

@@ -34,12 +34,19 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(net::Executor executor,
   if (!releases) return releases.error();
   auto catalog = (*store)->catalog_models();
   if (!catalog) return catalog.error();
+  auto hardware = load_hardware_policy(config.tpm_ek_ca, config.tpm_release_key);
+  if (!hardware) return hardware.error();
   auto ledger = std::make_unique<Ledger>(**store, config.billing, clock, random);
   if (auto started = ledger->start(); !started) return started.error().with_context("starting the ledger");
   auto coordinator = std::unique_ptr<Coordinator>(
       new Coordinator(std::move(executor), std::move(config), clock, random, std::move(*store), std::move(ledger)));
   for (const auto& release : *releases) coordinator->releases_.insert(release.binary_hash);
   for (auto& model : *catalog) coordinator->catalog_.emplace(model.id, std::move(model));
+  coordinator->hardware_ = std::move(*hardware);
+  if (coordinator->hardware_) {
+    log::info("hardware trust: EK certificates checked against {} CA certificates",
+              coordinator->hardware_->ek_trust.size());
+  }
   auto limits = coordinator->store_->account_limits();
   if (!limits) return limits.error();
   for (const AccountLimits& own : *limits) {
@@ -67,10 +74,12 @@ Coordinator::Coordinator(net::Executor executor, CoordinatorConfig config, net::
   registry_ = std::make_unique<ProviderRegistry>(clock_, random_);
   router_ = std::make_unique<Router>(executor_, clock_, random_, *registry_,
                                      RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait});
-  gateway_ = std::make_unique<ProviderGateway>(ProviderGateway::Dependencies{
-      executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_, *keys_, releases_, catalog_});
+  gateway_ = std::make_unique<ProviderGateway>(
+      ProviderGateway::Dependencies{executor_, config_, clock_, random_, *registry_, *router_, *store_, *store_worker_,
+                                    *keys_, releases_, catalog_, hardware_});
   api_.reset(new ApiContext{config_, clock_, random_, *store_, *store_worker_, *offload_, *ledger_, *keys_, *limiter_,
                             *admin_failures_, *registry_, *router_, releases_, catalog_, api_metrics_});
+  api_->catalog_changed = [this](const CatalogModel& model) { gateway_->catalog_changed(model); };
   dispatcher_ = std::make_unique<RequestDispatcher>(
       RequestDispatcher::Dependencies{executor_, config_, clock_, random_, *router_, *gateway_, *offload_});
   completions_ = std::make_unique<CompletionHandler>(*api_, *dispatcher_, *gateway_);

@@ -34,6 +34,11 @@ bj::object attestation_entry(const ProviderAttestation& provider) {
     if (!provider.binary_hash.empty()) entry["binary_hash"] = provider.binary_hash;
     entry["attestation"] = provider.attestation;
     entry["signature"] = provider.signature;
+    if (!provider.hardware.empty()) {
+      entry["hardware"] = bj::object{{"status", provider.hardware},
+                                     {"ek_certificate", provider.ek_certificate},
+                                     {"key_public", provider.key_public}};
+    }
   }
   bj::object challenges;
   challenges["passed"] = provider.challenges_passed;

@@ -47,6 +47,12 @@ struct ProviderAttestation {
   std::string binary_hash;      // omitted when empty
   std::string attestation;      // the exact signed document bytes
   std::string signature;
+  // The hardware level, when TPM evidence came: where it stands ("proven (...)" or "not proven:
+  // why"), the EK certificate (DER) and the key's TPMT_PUBLIC, both base64, so anyone can check
+  // the chain and the public area themselves. All omitted without evidence.
+  std::string hardware;
+  std::string ek_certificate;
+  std::string key_public;
   uint64_t challenges_passed = 0;
   uint64_t challenges_failed = 0;
   int consecutive_failures = 0;

@@ -92,6 +92,18 @@ std::vector<T> object_list(json::ObjectReader& r, std::string_view key, size_t m
   return out;
 }
 
+// An optional base64 field of at most `max_bytes` decoded bytes; empty when absent.
+std::vector<uint8_t> optional_base64(json::ObjectReader& r, std::string_view key, size_t max_bytes) {
+  const auto text = r.optional_string(key, (max_bytes + 2) / 3 * 4);
+  if (!text || !r.ok()) return {};
+  auto bytes = base64_decode(*text);
+  if (!bytes) {
+    r.fail(key, "must be base64");
+    return {};
+  }
+  return std::move(*bytes);
+}
+
 // A chunk index: below 2^44 (crypto::verify_merkle_path's bound).
 uint64_t chunk_index(json::ObjectReader& r) {
   return static_cast<uint64_t>(r.integer("index", 0, (int64_t{1} << 44) - 1));
@@ -199,6 +211,11 @@ Register decode_register(json::ObjectReader& r) {
       bundle.signature = a.string("signature", 256);
       bundle.rotation_statement = a.optional_string("rotation_statement", 4096).value_or("");
       bundle.rotation_signature = a.optional_string("rotation_signature", 256).value_or("");
+      bundle.ek_certificate = optional_base64(a, "ek_certificate", kMaxEkCertificateBytes);
+      bundle.key_public = optional_base64(a, "key_public", kMaxKeyPublicBytes);
+      if (a.ok() && bundle.ek_certificate.empty() != bundle.key_public.empty()) {
+        a.fail("ek_certificate", "comes with key_public, and the other way round");
+      }
       if (!a.ok()) {
         r.fail("attestation", a.error().message);
       } else {
@@ -314,6 +331,10 @@ std::string encode(const Register& m) {
       attestation["rotation_statement"] = m.attestation->rotation_statement;
       attestation["rotation_signature"] = m.attestation->rotation_signature;
     }
+    if (!m.attestation->ek_certificate.empty()) {
+      attestation["ek_certificate"] = base64_encode(m.attestation->ek_certificate);
+      attestation["key_public"] = base64_encode(m.attestation->key_public);
+    }
     object["attestation"] = std::move(attestation);
   }
   if (!m.account_token.empty()) object["account_token"] = m.account_token;
@@ -423,6 +444,22 @@ std::string encode(const AttestationResponse& m) {
   return dump(object);
 }
 
+std::string encode(const CredentialChallenge& m) {
+  return dump({{"type", "credential_challenge"},
+               {"credential_blob", base64_encode(m.credential_blob)},
+               {"encrypted_secret", base64_encode(m.encrypted_secret)}});
+}
+
+std::string encode(const CredentialResponse& m) {
+  bj::object object{{"type", "credential_response"}};
+  if (m.error.empty()) {
+    object["credential"] = base64_encode(m.credential);
+  } else {
+    object["error"] = m.error;
+  }
+  return dump(object);
+}
+
 std::string encode(const AttestationChallenge& m) {
   bj::object object{{"type", "attestation_challenge"}, {"nonce", m.nonce}, {"timestamp", m.timestamp}};
   if (!m.model_chunks.empty()) {
@@ -513,6 +550,13 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
     m.message = r.optional_string("message", kMaxTextBytes).value_or("");
     return finish(r, std::move(m));
   }
+  if (type == "credential_response") {
+    CredentialResponse m;
+    m.credential = optional_base64(r, "credential", 32);
+    m.error = r.optional_string("error", kMaxTextBytes).value_or("");
+    if (r.ok() && m.credential.empty() == m.error.empty()) r.fail("credential", "exactly one of credential and error");
+    return finish(r, std::move(m));
+  }
   if (type == "attestation_response") {
     AttestationResponse m;
     m.nonce = r.string("nonce", 128);
@@ -554,6 +598,16 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
     return finish_coordinator(r, std::move(m));
   }
   if (type == "cancel") return finish_coordinator(r, Cancel{request_id(r)});
+  if (type == "credential_challenge") {
+    CredentialChallenge m;
+    // TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET: a few hundred bytes for RSA 2048.
+    m.credential_blob = optional_base64(r, "credential_blob", 1024);
+    m.encrypted_secret = optional_base64(r, "encrypted_secret", 1024);
+    if (r.ok() && (m.credential_blob.empty() || m.encrypted_secret.empty())) {
+      r.fail("credential_blob", "credential_blob and encrypted_secret are required");
+    }
+    return finish_coordinator(r, std::move(m));
+  }
   if (type == "attestation_challenge") {
     AttestationChallenge m;
     m.nonce = r.string("nonce", 128);
@@ -676,6 +730,7 @@ std::string_view message_type(const ProviderMessage& message) {
         if constexpr (std::is_same_v<T, LoadModelStatus>) return "load_model_status";
         if constexpr (std::is_same_v<T, Draining>) return "draining";
         if constexpr (std::is_same_v<T, AttestationResponse>) return "attestation_response";
+        if constexpr (std::is_same_v<T, CredentialResponse>) return "credential_response";
         if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
       },
       message);
@@ -691,6 +746,7 @@ std::string_view message_type(const CoordinatorMessage& message) {
         if constexpr (std::is_same_v<T, LoadModel>) return "load_model";
         if constexpr (std::is_same_v<T, TrustStatus>) return "trust_status";
         if constexpr (std::is_same_v<T, AttestationChallenge>) return "attestation_challenge";
+        if constexpr (std::is_same_v<T, CredentialChallenge>) return "credential_challenge";
         if constexpr (std::is_same_v<T, Earned>) return "earned";
         if constexpr (std::is_same_v<T, UnknownMessage>) return m.type;
       },

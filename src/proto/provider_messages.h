@@ -82,7 +82,14 @@ struct AttestationBundle {
   std::string signature;           // base64 DER ECDSA over `document`
   std::string rotation_statement;  // optional canonical JSON
   std::string rotation_signature;  // base64, by the old key
+  // Optional, from a TPM-held key (the `hardware` level): the TPM's RSA EK certificate (DER) and
+  // the key's marshalled TPMT_PUBLIC. Not signed: they prove themselves (a chain, and a credential
+  // only that TPM can activate).
+  std::vector<uint8_t> ek_certificate;
+  std::vector<uint8_t> key_public;
 };
+inline constexpr size_t kMaxEkCertificateBytes = 4096;
+inline constexpr size_t kMaxKeyPublicBytes = 1024;
 
 struct Register {
   int protocol_version = kProtocolVersion;
@@ -168,6 +175,12 @@ struct AttestationResponse {
   std::vector<ModelChunkProof> model_proofs;  // one per chunk the challenge named, in its order
 };
 
+// Answers credential_challenge: the credential ActivateCredential gave back, or why it failed.
+struct CredentialResponse {
+  std::vector<uint8_t> credential;  // at most 32 bytes
+  std::string error;                // set instead when the TPM refused
+};
+
 struct LoadModelStatus {
   std::string model;
   std::string status;  // "started" | "succeeded" | "failed"
@@ -183,8 +196,9 @@ struct UnknownMessage {
 // own, not a heartbeat status, so that a coordinator that does not know it just ignores it.)
 struct Draining {};
 
-using ProviderMessage = std::variant<Register, Heartbeat, InferenceAccepted, InferenceChunk, InferenceComplete,
-                                     InferenceError, LoadModelStatus, AttestationResponse, Draining, UnknownMessage>;
+using ProviderMessage =
+    std::variant<Register, Heartbeat, InferenceAccepted, InferenceChunk, InferenceComplete, InferenceError,
+                 LoadModelStatus, AttestationResponse, CredentialResponse, Draining, UnknownMessage>;
 
 // ---- coordinator → provider ----
 
@@ -222,6 +236,13 @@ struct LoadModel {
   std::string model;
 };
 
+// Credential activation (the `hardware` level): MakeCredential's outputs for the provider's EK
+// and key, marshalled as TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET.
+struct CredentialChallenge {
+  std::vector<uint8_t> credential_blob;
+  std::vector<uint8_t> encrypted_secret;
+};
+
 struct TrustStatus {
   std::string trust_level;  // "none" | "self_signed" | "hardware"
   std::string reason;
@@ -234,7 +255,7 @@ struct Earned {
 };
 
 using CoordinatorMessage = std::variant<Registered, InferenceRequest, Cancel, LoadModel, TrustStatus,
-                                        AttestationChallenge, Earned, UnknownMessage>;
+                                        AttestationChallenge, CredentialChallenge, Earned, UnknownMessage>;
 
 // ---- sealed contents ----
 
@@ -282,6 +303,8 @@ std::string encode(const TrustStatus& message);
 std::string encode(const Earned& message);
 std::string encode(const Draining& message);
 std::string encode(const AttestationChallenge& message);
+std::string encode(const CredentialChallenge& message);
+std::string encode(const CredentialResponse& message);
 std::string encode(const SealedRequest& content);
 std::string encode(const ChunkContent& content);
 std::string encode(const CompletionContent& content);

@@ -199,6 +199,18 @@ awaitable<Result<proto::Register>> ProviderAgent::make_register() {
       }
     }
   }
+  if (info.backend == "tpm2") {
+    // The hardware level: the TPM's EK certificate and the key's public area (read each time: a
+    // TPM call of a few milliseconds per registration). Without them the key stays self_signed.
+    auto read = [signer = signer_] { return signer->tpm_evidence(); };
+    auto evidence = co_await net::run_blocking(signing_pool_, std::move(read));
+    if (evidence) {
+      bundle.ek_certificate = std::move(evidence->ek_certificate);
+      bundle.key_public = std::move(evidence->key_public);
+    } else {
+      log::warn("provider: no TPM evidence for the hardware level: {}", evidence.error().message);
+    }
+  }
   message.attestation = std::move(bundle);
   co_return message;
 }
@@ -237,6 +249,13 @@ awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket>
   }
   response.signature = *signature;
   response.status_signature = *status_signature;
+  size_t allowed = 0;
+  while (allowed < challenge.model_chunks.size() && proof_budget_.take(Clock::now())) ++allowed;
+  if (allowed < challenge.model_chunks.size()) {
+    log::warn("provider: the coordinator asks for model chunks faster than {} per minute; proving {} of {}",
+              kProofChunksPerSecond * 60, allowed, challenge.model_chunks.size());
+    challenge.model_chunks.resize(allowed);
+  }
   if (!challenge.model_chunks.empty()) {
     // Named, not a temporary in the co_await operand: GCC 12 destroys such temporaries twice.
     auto prove = [this, chunks = std::move(challenge.model_chunks)] { return prove_model_chunks(chunks); };
@@ -274,6 +293,26 @@ Result<std::vector<proto::ModelChunkProof>> ProviderAgent::prove_model_chunks(
     proofs.push_back(std::move(proof));
   }
   return proofs;
+}
+
+awaitable<void> ProviderAgent::activate_credential(std::shared_ptr<http::WebSocket> socket,
+                                                   proto::CredentialChallenge challenge) {
+  auto self = shared_from_this();
+  // What comes back is only what the TPM decrypts for this key's Name with its EK: a secret the
+  // coordinator made, worthless to anyone else. Nothing here is signed.
+  auto activate = [signer = signer_, challenge = std::move(challenge)] {
+    return signer->activate_credential(challenge.credential_blob, challenge.encrypted_secret);
+  };
+  auto credential = co_await net::run_blocking(signing_pool_, std::move(activate));
+  proto::CredentialResponse response;
+  if (credential) {
+    response.credential = std::move(*credential);
+    log::info("provider: credential activated for the hardware level");
+  } else {
+    response.error = credential.error().message;
+    log::warn("provider: cannot activate the coordinator's credential: {}", response.error);
+  }
+  socket->send(proto::encode(response));
 }
 
 proto::Heartbeat ProviderAgent::make_heartbeat() const {
@@ -375,6 +414,8 @@ awaitable<bool> ProviderAgent::serve_session(std::shared_ptr<http::WebSocket> so
       net::asio::co_spawn(executor_, handle_load_model(socket, load->model), net::asio::detached);
     } else if (auto* challenge = std::get_if<proto::AttestationChallenge>(&*message)) {
       net::asio::co_spawn(executor_, answer_challenge(socket, std::move(*challenge)), net::asio::detached);
+    } else if (auto* credential = std::get_if<proto::CredentialChallenge>(&*message)) {
+      net::asio::co_spawn(executor_, activate_credential(socket, std::move(*credential)), net::asio::detached);
     } else if (auto* earned = std::get_if<proto::Earned>(&*message)) {
       status_.earned_micro_usd += earned->payout_micro_usd;  // bounded per message by the parser
     } else if (auto* trust = std::get_if<proto::TrustStatus>(&*message)) {

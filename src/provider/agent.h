@@ -18,6 +18,7 @@
 #include "http/websocket.h"
 #include "net/async_queue.h"
 #include "net/blocking.h"
+#include "net/token_bucket.h"
 #include "proto/provider_messages.h"
 #include "provider/openai_bridge.h"
 
@@ -129,6 +130,9 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
                                        const std::vector<std::string>& answers);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
+  // The hardware level: ActivateCredential in the TPM, off the network thread; the answer.
+  net::awaitable<void> activate_credential(std::shared_ptr<http::WebSocket> socket,
+                                           proto::CredentialChallenge challenge);
   // Each named chunk of the model file with its Merkle path (blocking file reads: run off the
   // network thread). Chunks this provider cannot prove are left out.
   Result<std::vector<proto::ModelChunkProof>> prove_model_chunks(
@@ -147,6 +151,11 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   std::shared_ptr<attest::AttestationSigner> signer_;
   std::string binary_hash_;
   net::asio::thread_pool signing_pool_{1};
+  // Model chunks answered to challenges: a coordinator asking faster than kProofChunksPerSecond
+  // (beyond a burst) gets no proofs, so it cannot copy out a private model at the link's speed.
+  static constexpr double kProofChunkBurst = 16;
+  static constexpr double kProofChunksPerSecond = 0.1;
+  net::TokenBucket proof_budget_{kProofChunkBurst, kProofChunksPerSecond};
   std::unordered_map<std::string, InFlight> in_flight_;
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;

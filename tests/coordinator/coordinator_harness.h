@@ -121,7 +121,7 @@ class CoordinatorHarness {
         router(io.get_executor(), clock, random, registry,
                coordinator::RoutingOptions{config_.min_trust, config_.queue_depth, config_.queue_wait}),
         gateway({io.get_executor(), config_, clock, random, registry, router, *store_, store_worker, keys, releases,
-                 catalog}),
+                 catalog, hardware}),
         dispatcher({io.get_executor(), config_, clock, random, router, gateway, offload}) {}
 
   // Open mode, short timeouts in round numbers.
@@ -240,6 +240,7 @@ class CoordinatorHarness {
 
   std::set<std::string> releases;
   coordinator::ModelCatalog catalog;
+  std::optional<coordinator::HardwarePolicy> hardware;
   coordinator::StoreWorker store_worker;  // inline: store calls run in order, on the test's thread
   net::Offload offload{0, 16};            // inline too: large bodies are sealed on the test's thread
   coordinator::ApiKeys keys;

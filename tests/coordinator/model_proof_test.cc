@@ -84,11 +84,13 @@ TEST(ModelProof, challenges_ask_distinct_chunks_and_take_the_catalogues_root_fir
   ASSERT_TRUE(held);
   EXPECT_EQ(held->root, other.tree.root());
   EXPECT_EQ(held->size, other.bytes.size());
-  // A one-chunk file asked for two chunks: the same chunk twice.
+  // A one-chunk file asked for two chunks: its one chunk, once.
   const File tiny(100, 3);
-  auto twice = model_challenge({}, info("t", tiny), 2, random);
-  ASSERT_TRUE(twice);
-  EXPECT_EQ(twice->indices, (std::vector<uint64_t>{0, 0}));
+  auto once = model_challenge({}, info("t", tiny), 2, random);
+  ASSERT_TRUE(once);
+  EXPECT_EQ(once->indices, (std::vector<uint64_t>{0}));
+  EXPECT_TRUE(provable({}, info("t", tiny)));
+  EXPECT_FALSE(provable({}, rootless));
 }
 
 TEST(ModelProof, only_the_asked_chunks_of_the_file_in_order_pass) {

@@ -352,6 +352,7 @@ export class RawWebSocket {
     this.buffer = Buffer.concat([this.buffer, data]);
     for (;;) {
       if (this.buffer.length < 2) return;
+      const fin = (this.buffer[0] & 0x80) !== 0;
       const opcode = this.buffer[0] & 0x0f;
       const masked = (this.buffer[1] & 0x80) !== 0;
       let length = this.buffer[1] & 0x7f;
@@ -365,7 +366,15 @@ export class RawWebSocket {
       if (mask) payload = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
       offset += maskBytes;
       this.buffer = this.buffer.subarray(offset + length);
-      if (opcode === 0x1) {
+      // A fragmented message: text frame without FIN, then continuations (opcode 0) up to one with it.
+      if (opcode === 0x1 && !fin) { this.fragments = [payload]; continue; }
+      if (opcode === 0x0 && this.fragments) {
+        this.fragments.push(payload);
+        if (!fin) continue;
+        payload = Buffer.concat(this.fragments);
+        this.fragments = null;
+      }
+      if (opcode === 0x1 || opcode === 0x0) {
         const text = payload.toString();
         if (this.intercept && this.intercept(text)) continue;  // handled in the background
         const waiter = this.waiters.shift();
@@ -470,7 +479,7 @@ export class FakeProvider {
   // root (unless `models` overrides the entries) and its chunks are proved when a challenge asks.
   static async connect(port, { model = "fake-model", decodeTps = 100, maxConcurrency = 1, encryptionKey,
     attest = true, answerChallenges = true, identity = new IdentityKey(), document = {}, signDocument,
-    rotation, waitForTrust = attest, files = {}, models } = {}) {
+    rotation, waitForTrust = attest, files = {}, models, evidence } = {}) {
     const provider = new FakeProvider(await RawWebSocket.connect(port));
     provider.keys = nacl.box.keyPair();
     provider.identity = identity;
@@ -497,6 +506,7 @@ export class FakeProvider {
       const bytes = canonicalJson(provider.document);
       hello.attestation = { document: bytes, signature: signDocument ? signDocument(bytes) : identity.sign(bytes) };
       if (rotation) Object.assign(hello.attestation, rotation);
+      if (evidence) Object.assign(hello.attestation, evidence);  // TPM evidence: ek_certificate, key_public
     }
     provider.socket.intercept = (text) => provider.#background(text);
     provider.socket.send(JSON.stringify(hello));

@@ -31,10 +31,30 @@ export class Swtpm {
     fs.mkdirSync(this.state, { recursive: true });
   }
 
-  static async start(dir) {
+  // `ekCert`: manufactured first, as a TPM maker would: swtpm_setup creates the endorsement keys
+  // and writes their certificates to NV, signed by a local CA of its own in `dir`/ca (its root
+  // and intermediate are `caRoot` and `caIssuer`).
+  static async start(dir, { ekCert = false } = {}) {
     const tpm = new Swtpm(dir);
+    if (ekCert) tpm.manufacture();
     await tpm.start();
     return tpm;
+  }
+
+  manufacture() {
+    const ca = path.join(this.dir, "ca");
+    fs.mkdirSync(ca, { recursive: true });
+    const localca = path.join(this.dir, "localca.conf");
+    fs.writeFileSync(localca, `statedir = ${ca}\nsigningkey = ${ca}/signkey.pem\nissuercert = ${ca}/issuercert.pem\n` +
+      `certserial = ${ca}/certserial\n`);
+    const options = path.join(this.dir, "localca.options");
+    fs.writeFileSync(options, "--platform-manufacturer Darkbloom\n--platform-version 2.1\n--platform-model TestTPM\n");
+    const setup = path.join(this.dir, "swtpm_setup.conf");
+    fs.writeFileSync(setup, `create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = ${localca}\n` +
+      `create_certs_tool_options = ${options}\n`);
+    check("swtpm_setup", ["--tpm2", "--tpmstate", this.state, "--create-ek-cert", "--config", setup, "--overwrite"]);
+    this.caRoot = path.join(ca, "swtpm-localca-rootca-cert.pem");
+    this.caIssuer = path.join(ca, "issuercert.pem");
   }
 
   // Powered on and started (TPM2_Startup) by swtpm itself; serves one client at a time.

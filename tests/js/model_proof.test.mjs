@@ -1,8 +1,8 @@
 // Proof of the model end to end: the admin catalogue (models by the Merkle root of their 1 MiB
 // chunks), a real provider that proves chunks of its GGUF file at every challenge, one whose file
 // is another refused for that model, and fake providers (with their own Merkle code, in
-// cluster.mjs) that lack the file, hold another one or answer with a wrong path: each ends at
-// trust `none` at its first challenge.
+// cluster.mjs) that lack the file, hold another one or answer with a wrong path: each is closed at
+// its first challenge.
 import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -59,7 +59,7 @@ describe("proof of the model", () => {
   });
 
   it("catalogues models, refuses another file under a catalogued id, and challenges a real provider's chunks", async () => {
-    const coordinator = await startCoordinator({ dataDir: path.join(dir, "c1"), args: ["--challenge-interval", "0.5"] });
+    const coordinator = await startCoordinator({ dataDir: path.join(dir, "c1"), args: ["--challenge-interval", "1", "--model-challenge-chunks", "1"] });
     try {
       const { merkle_root: root, size_bytes: size } = modelHash(model);
       // Bad entries: a 400 naming the field, nothing stored. No admin token: 401.
@@ -106,16 +106,23 @@ describe("proof of the model", () => {
       assert.equal(listed.metadata.merkle_root, root);
       assert.equal(listed.metadata.size_bytes, size);
 
-      // The file changed under the running provider: its next challenge fails, and it is `none`.
+      // The file changed under the running provider: its next challenge fails, and it is closed.
+      // (Replaced by a rename, as an update would: never a half-written file, and the engine's
+      // mapping keeps the old one.)
       const bytes = fs.readFileSync(model);
       const changed = Buffer.from(bytes);
       for (let at = 0; at < changed.length; at += MERKLE_CHUNK) changed[at + 100] ^= 0xff;  // every chunk
-      fs.writeFileSync(model, changed);
+      const replace = (content) => {
+        fs.writeFileSync(`${model}.new`, content);
+        fs.renameSync(`${model}.new`, model);
+      };
+      replace(changed);
       try {
-        await waitForOutput(provider, /trust level none \(model challenge failed: model 'proof-model': chunk \d+ \(\d+ bytes\) does not lead/);
+        await waitForOutput(provider,
+          /connection to the coordinator ended: closed by peer: model challenge failed: model 'proof-model': chunk \d+ \(\d+ bytes\) does not lead/);
         assert.match(provider.output.stderr, /changed since it was hashed at start/);
       } finally {
-        fs.writeFileSync(model, bytes);
+        replace(bytes);
       }
       await provider.kill();
     } finally {
@@ -123,7 +130,7 @@ describe("proof of the model", () => {
     }
   });
 
-  it("takes a fake provider's proofs from its own Merkle tree, and distrusts every wrong answer at once", async () => {
+  it("takes a fake provider's proofs from its own Merkle tree, and drops it at the first wrong answer", async () => {
     const coordinator = await startCoordinator({ dataDir: path.join(dir, "c2") });
     try {
       const bytes = crypto.randomBytes(2 * MERKLE_CHUNK + 12345);
@@ -174,10 +181,9 @@ describe("proof of the model", () => {
         const fake = await FakeProvider.connect(coordinator.port, { model: "fake-catalogued", waitForTrust: false, answerChallenges: false, ...options });
         const challenge = await waitFor(() => fake.challenges[0]);
         fake.socket.send(JSON.stringify(fake.challengeAnswer(challenge, { prove })));
-        const status = await fake.waitForTrust(/^none /);
-        assert.match(status.reason, /^model challenge failed: /, name);
-        assert.match(status.reason, reason, name);
-        fake.socket.socket.destroy();
+        await fake.socket.closed;  // at once, whatever the coordinator's --min-trust
+        assert.match(fake.socket.closeReason, /^model challenge failed: /, name);
+        assert.match(fake.socket.closeReason, reason, name);
       }
     } finally {
       await coordinator.kill();
@@ -197,6 +203,8 @@ describe("proof of the model", () => {
         models: [entry("listed", wrongRoot), entry("unlisted", null)], waitForTrust: false });
       assert.deepEqual(fake.registered.refused_models.map((m) => m.model), ["listed"]);
       assert.match(fake.registered.refused_models[0].reason, /^model refused: its file's Merkle root 0{16} is not the catalogue's/);
+      const listing = await attestationOf(coordinator, fake.registered.provider_id);
+      assert.deepEqual(listing?.models, ["unlisted"], "registered with its other model");
       // A provider from before model proofs (no root) and one with the right root but another size.
       for (const [models, reason] of [[[entry("listed", null)], /no merkle_root announced for a catalogued model/],
         [[entry("listed", tree.root, 999)], /its file is 999 bytes, the catalogue's is 1000/]]) {
@@ -208,6 +216,52 @@ describe("proof of the model", () => {
       const challenge = await waitFor(() => fake.challenges[0]);
       assert.equal(challenge.model_chunks, undefined);
       fake.socket.socket.destroy();
+    } finally {
+      await coordinator.kill();
+    }
+  });
+
+  it("serves a model only once its chunks are proven, and re-judges connected providers when the catalogue changes", async () => {
+    const coordinator = await startCoordinator({ dataDir: path.join(dir, "c4"), args: ["--queue-wait", "0.5"] });
+    try {
+      const apiKey = await createKey(coordinator);
+      const junk = crypto.randomBytes(5000);
+      const real = crypto.randomBytes(MERKLE_CHUNK + 77);
+      const realTree = merkleTree(real);
+      await call(coordinator, "POST", "/v1/admin/models",
+        { body: { id: "valuable", merkle_root: realTree.root, size_bytes: realTree.size } });
+      const listed = async () => (await call(coordinator, "GET", "/v1/models", { key: apiKey })).json.data.map((m) => m.id).sort();
+
+      // A cheap model it holds and a catalogued one it claims (root copied, no file). The first
+      // challenge asks for the first; the second, right after, for the claimed one.
+      const entry = (id, tree) => ({ id, size_bytes: tree.size, quantization: "q8_0", weight_hash: "00", merkle_root: tree.root });
+      const fake = await FakeProvider.connect(coordinator.port, { files: { junk },
+        models: [entry("junk", merkleTree(junk)), entry("valuable", realTree)], answerChallenges: false, waitForTrust: false });
+      const first = await waitFor(() => fake.challenges[0]);
+      assert.equal(first.model_chunks[0].model, "junk");
+      fake.socket.send(JSON.stringify(fake.challengeAnswer(first)));
+      await fake.waitForTrust(/challenge passed/);
+      const second = await waitFor(() => fake.challenges[1]);
+      assert.equal(second.model_chunks[0].model, "valuable", "the next unproven model, at once");
+      // Routable, and serving only what it proved.
+      assert.deepEqual(await listed(), ["junk"]);
+      const response = await fetch(`${coordinator.url}/v1/chat/completions`, { method: "POST",
+        headers: { Authorization: `Bearer ${apiKey}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "valuable", messages: [{ role: "user", content: "hi" }], max_tokens: 2 }) });
+      // Waits in the queue as for a provider not yet routable, and runs out of time there.
+      assert.equal(response.status, 429, await response.clone().text());
+      assert.equal(await fake.socket.next(200).catch(() => "none"), "none", "no request reached it");
+      fake.socket.socket.destroy();
+
+      // An honest provider of an uncatalogued model; then the catalogue names another file for it.
+      const holder = await FakeProvider.connect(coordinator.port, { model: "drifting", files: { drifting: junk } });
+      assert.deepEqual(await listed(), ["drifting"]);
+      const set = await call(coordinator, "POST", "/v1/admin/models",
+        { body: { id: "drifting", merkle_root: realTree.root, size_bytes: realTree.size } });
+      assert.equal(set.status, 200);
+      await holder.socket.closed;
+      assert.match(holder.socket.closeReason, /^model refused after a catalogue change: its file's Merkle root/);
+      assert.deepEqual(await listed(), []);
     } finally {
       await coordinator.kill();
     }

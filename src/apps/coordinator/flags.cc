@@ -82,6 +82,13 @@ void add_trust_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags&
               3600.0);
   add_seconds(app, "--challenge-grace", config.challenge_grace,
               "seconds beyond the interval a passed challenge keeps a provider routable", 0.0, 86400.0);
+  app.add_option("--tpm-ek-ca", config.tpm_ek_ca,
+                 "PEM CA certificates (roots and intermediates of the TPM makers) an EK certificate must chain to "
+                 "for the hardware trust level (repeat for several files; needs --tpm-release-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tpm-release-key", config.tpm_release_key,
+                 "PEM P-256 release public key: a hardware-level key must be usable only under its PolicyAuthorize")
+      ->check(CLI::ExistingFile);
   app.add_option("--model-challenge-chunks", config.model_challenge_chunks,
                  "1 MiB chunks of a model file each challenge asks the provider to prove (0: none)")
       ->check(CLI::Range(size_t{0}, proto::kMaxChallengeChunks))

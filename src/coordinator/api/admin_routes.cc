@@ -39,9 +39,16 @@ CatalogModel read_catalog_model(json::ObjectReader& reader) {
   CatalogModel model;
   model.id = reader.string("id", proto::kMaxModelIdBytes);
   model.merkle_root = reader.string("merkle_root", 64);
-  // The bound a provider's register takes.
-  model.size_bytes = static_cast<uint64_t>(reader.integer("size_bytes", 0, int64_t{1} << 50));
+  // The bound a provider's register takes; never 0 (the empty file's root is known to everyone).
+  model.size_bytes = static_cast<uint64_t>(reader.integer("size_bytes", 1, int64_t{1} << 50));
   return model;
+}
+
+// Built outside the coroutine: GCC 12 mishandles brace-initialised temporaries inside them.
+std::vector<proto::CatalogEntry> catalog_entries(const std::vector<CatalogModel>& models) {
+  std::vector<proto::CatalogEntry> entries;
+  for (const auto& m : models) entries.push_back({m.id, m.merkle_root, m.size_bytes, m.created_at});
+  return entries;
 }
 
 std::vector<proto::Release> release_list(const std::vector<ReleaseRecord>& records) {
@@ -150,6 +157,7 @@ awaitable<bool> set_catalog_model(http::Exchange& exchange, ApiContext& context)
   // New registrations are held to it from now; connected providers at their next challenge of it.
   log::info("model catalogued: {} (merkle root {}, {} bytes)", model->id, model->merkle_root, model->size_bytes);
   context.catalog.insert_or_assign(model->id, *model);
+  if (context.catalog_changed) context.catalog_changed(*model);
   co_return true;
 }
 
@@ -166,9 +174,7 @@ awaitable<void> handle_admin_models(http::Exchange& exchange, ApiContext& contex
     co_await respond_store_failure(exchange, models.error());
     co_return;
   }
-  std::vector<proto::CatalogEntry> entries;
-  for (const auto& m : *models) entries.push_back({m.id, m.merkle_root, m.size_bytes, m.created_at});
-  co_await exchange.respond_json(200, proto::encode_catalog(entries));
+  co_await exchange.respond_json(200, proto::encode_catalog(catalog_entries(*models)));
 }
 
 }  // namespace

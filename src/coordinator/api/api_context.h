@@ -2,6 +2,7 @@
 // coordinator.cc. The handlers own nothing; the Coordinator owns all of it.
 #pragma once
 
+#include <functional>
 #include <set>
 #include <string>
 
@@ -39,6 +40,8 @@ struct ApiContext {
   std::set<std::string>& releases;  // approved binary hashes, as loaded from the store
   ModelCatalog& catalog;            // the model catalogue, as loaded from the store
   ApiMetrics& metrics;
+  // Told of each catalogue change (the gateway re-judges connected providers); may be empty.
+  std::function<void(const CatalogModel&)> catalog_changed = {};
 };
 
 // GET /v1/models, /health, /v1/providers/attestation.

@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 
+#include "base/encoding.h"
 #include "coordinator/api/api_context.h"
 #include "coordinator/api/http_replies.h"
 #include "crypto/p256.h"
@@ -26,6 +27,7 @@ std::vector<proto::ModelSummary> model_summaries(const ProviderRegistry& registr
   for (const auto& session : registry.all()) {
     if (!session->active() || session->trust() < min_trust) continue;
     for (const auto& model : session->info().models) {
+      if (!session->proven(model.id)) continue;  // its file not proven yet
       proto::ModelSummary& summary = models[model.id];
       summary.id = model.id;
       summary.provider_count += 1;
@@ -61,6 +63,11 @@ proto::ProviderAttestation attestation_of(const ProviderSession& session) {
     entry.binary_hash = trust.document.binary_hash;
     entry.attestation = trust.document_bytes;  // the exact signed bytes
     entry.signature = trust.signature;
+    entry.hardware = trust.hardware_reason;
+    if (!trust.ek_certificate.empty()) {
+      entry.ek_certificate = base64_encode(trust.ek_certificate);
+      entry.key_public = base64_encode(trust.key_public);
+    }
   }
   entry.challenges_passed = trust.passed;
   entry.challenges_failed = trust.failed;

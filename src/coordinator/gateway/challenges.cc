@@ -27,18 +27,60 @@ std::string challenge_frame(const IssuedChallenge& challenge, const std::optiona
 }  // namespace
 
 std::optional<ModelChallenge> ProviderGateway::next_model_challenge(ProviderSession& session) {
-  // The session's models in turn, skipping those with no root to check against.
+  // Unproven models first; then the proven ones in turn, skipping those with no root to check
+  // against. The turn moves on only when a model passes, so an unanswered challenge asks for the
+  // same model again rather than skipping it.
   TrustState& trust = session.trust_state_;
   const auto& models = session.info_.models;
+  const size_t chunks = std::min(config_.model_challenge_chunks, proto::kMaxChallengeChunks);
+  for (const auto& model : models) {
+    if (trust.unproven.count(model.id) != 0) return model_challenge(catalog_, model, chunks, random_);
+  }
   for (size_t tried = 0; tried < models.size(); ++tried) {
     const size_t i = (trust.next_model + tried) % models.size();
-    auto challenge = model_challenge(catalog_, models[i], config_.model_challenge_chunks, random_);
+    auto challenge = model_challenge(catalog_, models[i], chunks, random_);
     if (challenge) {
-      trust.next_model = (i + 1) % models.size();
+      trust.next_model = i;
       return challenge;
     }
   }
   return std::nullopt;
+}
+
+void ProviderGateway::model_proven(ProviderSession& session, const std::string& model) {
+  TrustState& trust = session.trust_state_;
+  const auto& models = session.info_.models;
+  if (trust.unproven.erase(model) != 0) {
+    // Served from now on: waiters for it may find capacity.
+    if (session.routable(config_.min_trust, clock_.now()))
+      router_.capacity_changed(model, session.info_.max_concurrency);
+    return;
+  }
+  if (!models.empty() && models[trust.next_model % models.size()].id == model) {
+    trust.next_model = (trust.next_model + 1) % models.size();
+  }
+}
+
+void ProviderGateway::catalog_changed(const CatalogModel& entry) {
+  for (const auto& shared : registry_.all()) {
+    ProviderSession& session = *shared;
+    auto& models = session.info_.models;
+    const auto model = std::find_if(models.begin(), models.end(), [&](const auto& m) { return m.id == entry.id; });
+    if (session.dropped_ || model == models.end()) continue;
+    if (auto refused = catalog_refusal(catalog_, *model)) {
+      log::warn("provider {}: model refused after a catalogue change: {}", session.id_, *refused);
+      session.trust_state_.unproven.erase(entry.id);
+      models.erase(model);
+      if (models.empty()) {
+        drop(session, "model refused after a catalogue change: " + *refused);
+        continue;
+      }
+    } else if (!session.trust_state_.public_key.empty() && config_.model_challenge_chunks > 0) {
+      // The same root it announced, perhaps not the one it proved: proven again before it is served.
+      session.trust_state_.unproven.insert(entry.id);
+    }
+    router_.wake_all(entry.id);
+  }
 }
 
 using net::awaitable;
@@ -73,6 +115,9 @@ awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession>
       challenge_failed(*session, fmt::format("no answer within {:.1f} s",
                                              std::chrono::duration<double>(config_.challenge_timeout).count()));
     }
+    // Models left to prove after a pass: the next challenge at once, so a provider with several
+    // models serves them all moments after registering.
+    if (!trust.unproven.empty() && trust.consecutive_failures == 0 && trust.open.nonce.empty()) continue;
     // The rest of the interval; a cancel here means the session was dropped or distrusted.
     timer->expires_at(issued_at + config_.challenge_interval);
     co_await timer->wait();
@@ -110,12 +155,16 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
     return;
   }
   if (model) {
-    // Not a flaky network either: the bytes came, and they are not the model's.
+    // Not a flaky network either: the bytes came, and they are not the model's. Dropped too, so
+    // that a coordinator in open mode (where `none` is still served) stops serving it as well.
     if (const Status proved = verify_model_proofs(*model, answer.model_proofs); !proved) {
       challenges_failed_.add();
-      distrust(session, "model challenge failed: " + proved.error().message);
+      const std::string reason = "model challenge failed: " + proved.error().message;
+      distrust(session, reason);
+      drop(session, reason);
       return;
     }
+    model_proven(session, model->model);
   }
   challenge_passed(session);
 }
@@ -174,8 +223,10 @@ void ProviderGateway::distrust(ProviderSession& session, const std::string& reas
 
 void ProviderGateway::send_trust_status(ProviderSession& session) {
   if (session.link_->is_open()) {
-    session.link_->send(
-        proto::encode(proto::TrustStatus{trust_level_name(session.trust_), session.trust_state_.reason}));
+    const TrustState& trust = session.trust_state_;
+    const std::string reason =
+        trust.hardware_reason.empty() ? trust.reason : trust.reason + "; hardware: " + trust.hardware_reason;
+    session.link_->send(proto::encode(proto::TrustStatus{trust_level_name(session.trust_), reason}));
   }
 }
 

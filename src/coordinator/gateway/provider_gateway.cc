@@ -31,7 +31,8 @@ ProviderGateway::ProviderGateway(Dependencies d)
       store_worker_(d.store_worker),
       keys_(d.keys),
       releases_(d.releases),
-      catalog_(d.catalog) {}
+      catalog_(d.catalog),
+      hardware_(d.hardware) {}
 
 void ProviderGateway::start() {
   net::asio::co_spawn(executor_, eviction_loop(), net::asio::detached);
@@ -153,6 +154,8 @@ void ProviderGateway::on_message(ProviderSession& session, proto::ProviderMessag
     }
   } else if (auto* answer = std::get_if<proto::AttestationResponse>(&message)) {
     on_challenge_answer(session, *answer);
+  } else if (auto* credential = std::get_if<proto::CredentialResponse>(&message)) {
+    on_credential_response(session, *credential);
   } else if (auto* status = std::get_if<proto::LoadModelStatus>(&message)) {
     uint64_t suppressed = 0;
     if (session.may_log(clock_.now(), &suppressed)) {

@@ -22,6 +22,7 @@
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
 #include "coordinator/store/store_worker.h"
+#include "coordinator/trust/hardware_policy.h"
 #include "coordinator/trust/model_proof.h"
 #include "net/clock.h"
 #include "net/shared_flag.h"
@@ -42,6 +43,8 @@ class ProviderGateway {
     ApiKeys& keys;
     const std::set<std::string>& releases;  // the approved binary hashes
     const ModelCatalog& catalog;            // models by Merkle root (admin catalogue)
+    // --tpm-ek-ca and --tpm-release-key; nullopt: no provider can be `hardware`.
+    const std::optional<HardwarePolicy>& hardware;
   };
   explicit ProviderGateway(Dependencies dependencies);
 
@@ -80,6 +83,10 @@ class ProviderGateway {
   void tell_earned(const ProviderSession& session, const std::string& request_id, int64_t payout);
   // Drops every provider silent for longer than the heartbeat timeout.
   void evict_silent();
+  // The catalogue's entry for a model was set: connected providers whose announced root or size
+  // differs lose that model (closed when it was their last), the others prove it again before it
+  // is served.
+  void catalog_changed(const CatalogModel& entry);
 
   // The tool-call pieces of a chunk, checked against the request and added to its calls (and to
   // the bytes that bound its usage): why the provider cannot be believed, or nothing.
@@ -126,9 +133,15 @@ class ProviderGateway {
   // challenges.cc
   net::awaitable<void> challenge_loop(std::shared_ptr<ProviderSession> session);
   void on_challenge_answer(ProviderSession& session, const proto::AttestationResponse& answer);
+  // hardware_proof.cc: checks a registered provider's TPM evidence and sends it a credential to
+  // activate; its answer makes it `hardware`, or says why not.
+  void start_hardware_proof(ProviderSession& session);
+  void on_credential_response(ProviderSession& session, const proto::CredentialResponse& answer);
   // Chunks of the next of the session's models that has a root to check against; nullopt when
   // none has (or model challenges are off).
   std::optional<ModelChallenge> next_model_challenge(ProviderSession& session);
+  // A model's chunks passed: served if it was waiting for that, and the turn moves on.
+  void model_proven(ProviderSession& session, const std::string& model);
   void challenge_passed(ProviderSession& session);
   // The pass itself: fresh, routable, told so.
   void mark_challenge_passed(ProviderSession& session);
@@ -156,6 +169,7 @@ class ProviderGateway {
   ApiKeys& keys_;
   const std::set<std::string>& releases_;
   const ModelCatalog& catalog_;
+  const std::optional<HardwarePolicy>& hardware_;
   net::SharedFlag running_{true};
   std::optional<net::Clock::Time> keys_expired_at_;
 

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -127,7 +128,10 @@ struct TrustState {
   bool key_recording = false;
   IssuedChallenge open;                      // the challenge awaiting an answer; nonce empty when none
   std::optional<ModelChallenge> open_model;  // the model chunks it asked for, if any
-  size_t next_model = 0;                     // models are challenged in turn
+  // Models with a root to prove whose chunks this session has not proven yet: not served until
+  // they are (asked first, one challenge after another).
+  std::set<std::string> unproven;
+  size_t next_model = 0;  // proven models are challenged in turn; a model is asked until it passes
   // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
   std::shared_ptr<net::Timer> challenge_timer;
   int consecutive_failures = 0;
@@ -136,6 +140,12 @@ struct TrustState {
   std::string last_pass_at;        // RFC 3339, for the attestation endpoint
   net::Clock::Time fresh_until{};  // routable above `none` until then
   std::string reason;              // why the level is what it is
+  // The hardware level (gateway/hardware_proof.cc): the TPM evidence sent at registration, the
+  // credential the open activation must return (empty when none is open), and where it stands.
+  std::vector<uint8_t> ek_certificate;
+  std::vector<uint8_t> key_public;
+  std::vector<uint8_t> expected_credential;
+  std::string hardware_reason;  // empty: no TPM evidence was sent
 };
 
 class ProviderSession {
@@ -172,7 +182,10 @@ class ProviderSession {
   // Measured on this provider's own answers; 0 until one finished.
   double observed_decode_tps() const { return observed_decode_tps_; }
 
-  bool serves(const std::string& model) const;
+  bool serves(const std::string& model) const;  // registered with it
+  // Not waiting to prove it holds the model's file (a challenged provider gets no request for a
+  // model before that: requests for it wait in the queue meanwhile).
+  bool proven(const std::string& model) const { return trust_state_.unproven.count(model) == 0; }
   static constexpr double kLogBurst = 20;
   static constexpr std::chrono::seconds kLogRefill{3};
   // Whether a log line caused by this provider's messages may be written now (at most kLogBurst

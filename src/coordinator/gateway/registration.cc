@@ -95,6 +95,12 @@ awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderS
   if (session.dropped_) co_return;  // while the store was asked
   session.registering_ = false;
   session.info_ = std::move(hello);
+  if (!session.trust_state_.public_key.empty() && config_.model_challenge_chunks > 0) {
+    // Served once its challenges prove the file (the first one comes at once).
+    for (const auto& model : session.info_.models) {
+      if (provable(catalog_, model)) session.trust_state_.unproven.insert(model.id);
+    }
+  }
   session.features_ = proto::feature_bits(session.info_.features);
   session.encryption_key_ = key;
   session.registered_ = true;
@@ -104,6 +110,7 @@ awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderS
   log::info("provider {} registered: {} (decode {:.1f} tok/s, concurrency {}, trust {})", session.id_,
             model_list(session.info_), session.info_.decode_tps, session.info_.max_concurrency,
             trust_level_name(session.trust_));
+  if (!session.trust_state_.ek_certificate.empty()) start_hardware_proof(session);
   if (!session.trust_state_.public_key.empty()) {
     // Routable above `none` only once the first challenge passes, moments from now.
     net::asio::co_spawn(executor_, challenge_loop(registry_.find(session.id_)), net::asio::detached);
@@ -159,6 +166,8 @@ awaitable<bool> ProviderGateway::verify_identity(ProviderSession& session, const
   trust.public_key = std::move(verified->public_key);
   trust.document = std::move(verified->document);
   trust.document_bytes = hello.attestation->document;
+  trust.ek_certificate = hello.attestation->ek_certificate;
+  trust.key_public = hello.attestation->key_public;
   trust.signature = hello.attestation->signature;
   trust.replaces = replaces;  // recorded, and the old key retired, once this key passes a challenge
   // Valid attestation: self_signed. `hardware` needs the TPM to certify the key (an EK chain to a

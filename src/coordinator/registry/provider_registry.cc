@@ -45,7 +45,9 @@ std::vector<std::shared_ptr<ProviderSession>> ProviderRegistry::serving(const st
   const auto now = clock_.now();
   std::vector<std::shared_ptr<ProviderSession>> out;
   for (const auto& [id, session] : sessions_) {
-    if (session->active() && session->routable(min_trust, now) && session->serves(model)) out.push_back(session);
+    if (session->active() && session->routable(min_trust, now) && session->serves(model) && session->proven(model)) {
+      out.push_back(session);
+    }
   }
   return out;
 }

@@ -36,6 +36,10 @@ std::optional<std::string> catalog_refusal(const ModelCatalog& catalog, const pr
   return std::nullopt;
 }
 
+bool provable(const ModelCatalog& catalog, const proto::ModelInfo& model) {
+  return catalog.count(model.id) != 0 || !model.merkle_root.empty();
+}
+
 std::optional<ModelChallenge> model_challenge(const ModelCatalog& catalog, const proto::ModelInfo& model, size_t chunks,
                                               RandomSource& random) {
   ModelChallenge challenge;
@@ -51,11 +55,12 @@ std::optional<ModelChallenge> model_challenge(const ModelCatalog& catalog, const
   if (!root || chunks == 0) return std::nullopt;
   challenge.root = *root;
   const uint64_t count = crypto::merkle_chunk_count(challenge.size);
-  // Distinct chunks while the file has enough of them; a tiny file repeats.
-  while (challenge.indices.size() < chunks) {
+  const size_t wanted = static_cast<size_t>(std::min<uint64_t>(chunks, count));
+  while (challenge.indices.size() < wanted) {
     const uint64_t index = random.below(count);
-    const bool seen = std::find(challenge.indices.begin(), challenge.indices.end(), index) != challenge.indices.end();
-    if (!seen || count < chunks) challenge.indices.push_back(index);
+    if (std::find(challenge.indices.begin(), challenge.indices.end(), index) == challenge.indices.end()) {
+      challenge.indices.push_back(index);
+    }
   }
   return challenge;
 }

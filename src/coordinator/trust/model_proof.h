@@ -29,6 +29,9 @@ using ModelCatalog = std::map<std::string, CatalogModel, std::less<>>;
 // nullopt when it may (it matches, or the id is not catalogued).
 std::optional<std::string> catalog_refusal(const ModelCatalog& catalog, const proto::ModelInfo& model);
 
+// Whether the model has a root its chunks can be checked against (catalogued, or announced).
+bool provable(const ModelCatalog& catalog, const proto::ModelInfo& model);
+
 // The chunks one challenge asks of one model, and what they are checked against.
 struct ModelChallenge {
   std::string model;
@@ -37,8 +40,9 @@ struct ModelChallenge {
   std::vector<uint64_t> indices;  // distinct where the file has enough chunks
 };
 
-// A challenge of `chunks` random chunks of `model`: against the catalogue's root when the id is
-// catalogued, else the provider's announced root; nullopt when there is neither.
+// A challenge of `chunks` distinct random chunks of `model` (fewer when the file has fewer):
+// against the catalogue's root when the id is catalogued, else the provider's announced root;
+// nullopt when there is neither.
 std::optional<ModelChallenge> model_challenge(const ModelCatalog& catalog, const proto::ModelInfo& model, size_t chunks,
                                               RandomSource& random);
 
