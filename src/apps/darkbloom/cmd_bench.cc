@@ -278,6 +278,8 @@ void register_bench(CLI::App& app, CommandRunner* runner) {
   cmd->add_flag("--json", args->json, "print JSON instead of a table");
   cmd->callback([runner, args] { *runner = [args] { return run_bench(*args); }; });
 
+  add_model_proof_bench(bench, runner);
+
   auto grammar_args = std::make_shared<GrammarBenchArgs>();
   CLI::App* grammar = bench->add_subcommand(
       "grammar",

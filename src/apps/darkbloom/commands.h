@@ -21,6 +21,8 @@ void register_generate(CLI::App& app, CommandRunner* runner);
 void register_perplexity(CLI::App& app, CommandRunner* runner);
 void register_models(CLI::App& app, CommandRunner* runner);
 void register_bench(CLI::App& app, CommandRunner* runner);
+// `bench model-proof`, under the bench command (cmd_models.cc).
+void add_model_proof_bench(CLI::App* bench, CommandRunner* runner);
 void register_tokenize(CLI::App& app, CommandRunner* runner);
 void register_chat_template(CLI::App& app, CommandRunner* runner);
 void register_provider_commands(CLI::App& app, CommandRunner* runner);
