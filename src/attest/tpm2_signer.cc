@@ -112,6 +112,24 @@ TPMS_PCR_SELECTION pcr_selection(uint32_t pcr) {
   return selection;
 }
 
+// The object at a persistent handle; Errc::not_found when the handle is empty.
+Result<ESYS_TR> find_object(Connection& connection, uint32_t handle) {
+  ESYS_TR object = ESYS_TR_NONE;
+  const TSS2_RC rc = Esys_TR_FromTPMPublic(connection.get(), handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &object);
+  if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", handle));
+  return object;
+}
+
+// That object's public area.
+Result<TPMT_PUBLIC> read_public(Connection& connection, ESYS_TR object) {
+  TPM2B_PUBLIC* raw_public = nullptr;
+  const TSS2_RC rc = Esys_ReadPublic(connection.get(), object, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public,
+                                     nullptr, nullptr);
+  EsysPtr<TPM2B_PUBLIC> out_public(raw_public);
+  if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "ReadPublic");
+  return out_public->publicArea;
+}
+
 // A policy the release key approved, and its signature.
 struct Approval {
   Digest policy{};
@@ -160,9 +178,8 @@ class Tpm2Signer final : public AttestationSigner {
     auto connection = Connection::open(config_.tcti);
     if (!connection) return connection.error();
     ESYS_CONTEXT* ctx = (*connection)->get();
-    ESYS_TR key = ESYS_TR_NONE;
-    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config_.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
-    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config_.handle));
+    auto key = find_object(**connection, config_.handle);
+    if (!key) return key.error();
     ESYS_TR session = ESYS_TR_PASSWORD;
     if (config_.policy == "authorize") {
       auto authorized = authorize_session(**connection, approval_, std::nullopt);
@@ -180,7 +197,7 @@ class Tpm2Signer final : public AttestationSigner {
     validation.tag = TPM2_ST_HASHCHECK;
     validation.hierarchy = TPM2_RH_NULL;
     TPMT_SIGNATURE* raw = nullptr;
-    rc = Esys_Sign(ctx, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &validation, &raw);
+    TSS2_RC rc = Esys_Sign(ctx, *key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &validation, &raw);
     EsysPtr<TPMT_SIGNATURE> signature(raw);
     if (session != ESYS_TR_PASSWORD) (*connection)->flush_now(session);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::sign, "TPM2_Sign");
@@ -199,21 +216,17 @@ class Tpm2Signer final : public AttestationSigner {
     std::lock_guard lock(mutex_);
     auto connection = Connection::open(config_.tcti);
     if (!connection) return connection.error();
-    ESYS_CONTEXT* ctx = (*connection)->get();
     TpmEvidence evidence;
     auto certificate = read_nv(**connection, kRsaEkCertificateIndex);
     if (!certificate) return certificate.error().with_context("the TPM's RSA EK certificate (NV 0x01c00002)");
     evidence.ek_certificate = std::move(*certificate);
-    ESYS_TR key = ESYS_TR_NONE;
-    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config_.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
-    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config_.handle));
-    TPM2B_PUBLIC* raw_public = nullptr;
-    rc = Esys_ReadPublic(ctx, key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public, nullptr, nullptr);
-    EsysPtr<TPM2B_PUBLIC> out_public(raw_public);
-    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "ReadPublic");
+    auto key = find_object(**connection, config_.handle);
+    if (!key) return key.error();
+    auto key_public = read_public(**connection, *key);
+    if (!key_public) return key_public.error();
     std::vector<uint8_t> area(sizeof(TPMT_PUBLIC));
     size_t offset = 0;
-    rc = Tss2_MU_TPMT_PUBLIC_Marshal(&out_public->publicArea, area.data(), area.size(), &offset);
+    const TSS2_RC rc = Tss2_MU_TPMT_PUBLIC_Marshal(&*key_public, area.data(), area.size(), &offset);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "marshalling the key's public area");
     area.resize(offset);
     evidence.key_public = std::move(area);
@@ -246,17 +259,17 @@ class Tpm2Signer final : public AttestationSigner {
     auto connection = Connection::open(config_.tcti);
     if (!connection) return connection.error();
     ESYS_CONTEXT* ctx = (*connection)->get();
-    ESYS_TR key = ESYS_TR_NONE;
-    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config_.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
-    if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config_.handle));
+    auto key = find_object(**connection, config_.handle);
+    if (!key) return key.error();
     // The EK, created again from its template in the endorsement hierarchy.
     const TPM2B_PUBLIC ek_template = rsa_ek_template();
     const TPM2B_SENSITIVE_CREATE no_secret{};
     const TPM2B_DATA no_outside{};
     const TPML_PCR_SELECTION no_pcrs{};
     ESYS_TR ek = ESYS_TR_NONE;
-    rc = Esys_CreatePrimary(ctx, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_secret,
-                            &ek_template, &no_outside, &no_pcrs, &ek, nullptr, nullptr, nullptr, nullptr);
+    TSS2_RC rc =
+        Esys_CreatePrimary(ctx, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_secret,
+                           &ek_template, &no_outside, &no_pcrs, &ek, nullptr, nullptr, nullptr, nullptr);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::create, "CreatePrimary (RSA EK)");
     (*connection)->flush_later(ek);
     // The EK's USER role: PolicySecret(endorsement hierarchy).
@@ -282,7 +295,7 @@ class Tpm2Signer final : public AttestationSigner {
       key_session = *authorized;
     }
     TPM2B_DIGEST* raw_credential = nullptr;
-    rc = Esys_ActivateCredential(ctx, key, ek, key_session, ek_session, ESYS_TR_NONE, &blob, &secret, &raw_credential);
+    rc = Esys_ActivateCredential(ctx, *key, ek, key_session, ek_session, ESYS_TR_NONE, &blob, &secret, &raw_credential);
     EsysPtr<TPM2B_DIGEST> credential(raw_credential);
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::policy, "ActivateCredential");
     return std::vector<uint8_t>(credential->buffer, credential->buffer + credential->size);
@@ -593,21 +606,16 @@ Result<std::unique_ptr<AttestationSigner>> make_tpm2_signer(const Tpm2Config& re
   {
     auto connection = Connection::open(config.tcti);
     if (!connection) return connection.error();
-    ESYS_CONTEXT* ctx = (*connection)->get();
-    ESYS_TR key = ESYS_TR_NONE;
-    TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
-    if (rc == TSS2_RC_SUCCESS) {
-      TPM2B_PUBLIC* raw_public = nullptr;
-      rc = Esys_ReadPublic(ctx, key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public, nullptr, nullptr);
-      EsysPtr<TPM2B_PUBLIC> out_public(raw_public);
-      if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "ReadPublic");
-      DARKBLOOM_RETURN_IF_ERROR(check_key(out_public->publicArea, *material, config));
-      const auto& ecc = out_public->publicArea.unique.ecc;
+    auto key = find_object(**connection, config.handle);
+    if (key) {
+      auto area = read_public(**connection, *key);
+      if (!area) return area.error();
+      DARKBLOOM_RETURN_IF_ERROR(check_key(*area, *material, config));
+      const auto& ecc = area->unique.ecc;
       public_key.assign(ecc.x.buffer, ecc.x.buffer + ecc.x.size);
       public_key.insert(public_key.end(), ecc.y.buffer, ecc.y.buffer + ecc.y.size);
     } else {
-      Error lookup = tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config.handle));
-      if (lookup.code != Errc::not_found) return lookup;  // only "not found" leads to creating a key
+      if (key.error().code != Errc::not_found) return key.error();  // only "not found" leads to creating a key
       if (!config.create_if_missing) {
         return make_error(Errc::not_found,
                           fmt::format("no key at 0x{:08x} yet (`darkbloom start` creates it)", config.handle));
@@ -636,16 +644,12 @@ Status delete_tpm2_key(const Tpm2Config& requested) {
   if (!material) return material.error();
   auto connection = Connection::open(config.tcti);
   if (!connection) return connection.error();
-  ESYS_CONTEXT* ctx = (*connection)->get();
   // Only our own key goes: the handle might hold an endorsement key or someone else's object.
-  ESYS_TR key = ESYS_TR_NONE;
-  TSS2_RC rc = Esys_TR_FromTPMPublic(ctx, config.handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &key);
-  if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::lookup, fmt::format("key at 0x{:08x}", config.handle));
-  TPM2B_PUBLIC* raw_public = nullptr;
-  rc = Esys_ReadPublic(ctx, key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw_public, nullptr, nullptr);
-  EsysPtr<TPM2B_PUBLIC> out_public(raw_public);
-  if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "ReadPublic");
-  if (auto ours = check_key(out_public->publicArea, *material, config); !ours) {
+  auto key = find_object(**connection, config.handle);
+  if (!key) return key.error();
+  auto area = read_public(**connection, *key);
+  if (!area) return area.error();
+  if (auto ours = check_key(*area, *material, config); !ours) {
     return ours.error().with_context("refusing to delete");
   }
   return evict(**connection, config.handle);
