@@ -24,7 +24,6 @@ struct OpenSslFree {
   void operator()(T* p) const { Free(p); }
 };
 using X509Ptr = std::unique_ptr<X509, OpenSslFree<X509, X509_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, OpenSslFree<X509_STORE, X509_STORE_free>>;
 using StoreContextPtr = std::unique_ptr<X509_STORE_CTX, OpenSslFree<X509_STORE_CTX, X509_STORE_CTX_free>>;
 using KeyPtr = std::unique_ptr<EVP_PKEY, OpenSslFree<EVP_PKEY, EVP_PKEY_free>>;
 using KeyContextPtr = std::unique_ptr<EVP_PKEY_CTX, OpenSslFree<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
@@ -58,6 +57,15 @@ std::string ssl_error() {
   return buffer;
 }
 
+// Leaves OpenSSL's per-thread error queue empty on every way out: these functions see a peer's
+// bytes on the coordinator's network thread, which other OpenSSL users (TLS) share.
+struct ClearErrors {
+  ClearErrors() = default;
+  ClearErrors(const ClearErrors&) = delete;
+  ClearErrors& operator=(const ClearErrors&) = delete;
+  ~ClearErrors() { ERR_clear_error(); }
+};
+
 // TPMA_OBJECT bits a provider's identity key must have, and must not have.
 constexpr TPMA_OBJECT kRequired = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
                                   TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_ADMINWITHPOLICY;
@@ -67,38 +75,35 @@ constexpr TPMA_OBJECT kForbidden = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT 
 
 Result<EkTrustStore> EkTrustStore::load(const std::vector<std::string>& pem_files) {
   if (pem_files.empty()) return make_error(Errc::invalid_argument, "no EK CA certificate files given");
-  EkTrustStore store;
+  const ClearErrors clear;
+  EkTrustStore trust;
+  trust.store_ = std::shared_ptr<X509_STORE>(X509_STORE_new(), X509_STORE_free);
+  if (!trust.store_) return make_error(Errc::internal, "cannot make a certificate store");
   for (const std::string& file : pem_files) {
     auto text = read_file(file);
     if (!text) return text.error();
     BioPtr bio(BIO_new_mem_buf(text->data(), static_cast<int>(text->size())));
     size_t found = 0;
     while (X509Ptr cert{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
-      BioPtr out(BIO_new(BIO_s_mem()));
-      PEM_write_bio_X509(out.get(), cert.get());
-      char* data = nullptr;
-      const long length = BIO_get_mem_data(out.get(), &data);
-      store.pem_.emplace_back(data, static_cast<size_t>(length));
+      // A certificate given twice is harmless (OpenSSL may report it as an error).
+      if (X509_STORE_add_cert(trust.store_.get(), cert.get()) != 1) ERR_clear_error();
       ++found;
     }
     ERR_clear_error();  // the end of the file reads as an error
     if (found == 0) return make_error(Errc::bad_format, file + ": no PEM certificate in it");
+    trust.count_ += found;
   }
-  return store;
+  return trust;
 }
 
 Result<std::vector<uint8_t>> EkTrustStore::verify(std::span<const uint8_t> certificate_der,
                                                   std::chrono::system_clock::time_point now) const {
+  const ClearErrors clear;
   X509Ptr cert = parse_der(certificate_der);
   if (!cert) return make_error(Errc::bad_format, "the EK certificate is not DER X.509");
-  StorePtr store(X509_STORE_new());
-  for (const std::string& pem : pem_) {
-    BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    X509Ptr ca(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (!ca || X509_STORE_add_cert(store.get(), ca.get()) != 1) ERR_clear_error();  // a duplicate is harmless
-  }
+  if (!store_) return make_error(Errc::internal, "no CA certificates loaded");
   StoreContextPtr context(X509_STORE_CTX_new());
-  if (!context || X509_STORE_CTX_init(context.get(), store.get(), cert.get(), nullptr) != 1) {
+  if (!context || X509_STORE_CTX_init(context.get(), store_.get(), cert.get(), nullptr) != 1) {
     return make_error(Errc::internal, "cannot set up certificate verification: " + ssl_error());
   }
   X509_STORE_CTX_set_time(context.get(), 0, std::chrono::system_clock::to_time_t(now));
@@ -189,6 +194,7 @@ std::vector<uint8_t> kdfa_sha256(std::span<const uint8_t> key, std::string_view 
 
 Result<MadeCredential> make_credential(std::span<const uint8_t> ek_public, std::span<const uint8_t> credential,
                                        std::span<const uint8_t> name, std::span<const uint8_t> given_seed) {
+  const ClearErrors clear;
   if (credential.empty() || credential.size() > 32) {
     return make_error(Errc::invalid_argument, "a credential is 1 to 32 bytes (a SHA-256 digest's size)");
   }

@@ -17,6 +17,8 @@
 #include "attest/tpm2_policy.h"
 #include "base/result.h"
 
+struct x509_store_st;  // OpenSSL's X509_STORE
+
 namespace darkbloom::attest {
 
 // NV index of the RSA 2048 EK certificate (TCG EK Credential Profile).
@@ -32,10 +34,11 @@ class EkTrustStore {
   // only an RSA 2048 key is taken (the EK credential activation here supports).
   Result<std::vector<uint8_t>> verify(std::span<const uint8_t> certificate_der,
                                       std::chrono::system_clock::time_point now) const;
-  size_t size() const { return pem_.size(); }
+  size_t size() const { return count_; }
 
  private:
-  std::vector<std::string> pem_;  // one certificate each
+  std::shared_ptr<x509_store_st> store_;  // built once; verification only reads it
+  size_t count_ = 0;
 };
 
 // What the evidence proves once checked: the EK's key, and the Name credential activation binds

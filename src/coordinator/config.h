@@ -43,6 +43,10 @@ struct CoordinatorConfig {
   // Chunks of a model file each challenge asks for, with their Merkle paths (1 MiB each on the
   // wire; 0: no model challenges). See trust/model_proof.h.
   size_t model_challenge_chunks = 2;
+  // A provider's proven models are asked again at most this often (a model not yet proven is asked
+  // at once). Providers prove one chunk per 10 s beyond a burst of 16 (proto::kProofChunksPerSecond),
+  // so chunks / interval must stay within that.
+  std::chrono::milliseconds model_challenge_interval{60'000};
   // The hardware level (trust/hardware_policy.h): CA certificates (PEM files) an EK certificate
   // must chain to, and the release key (PEM) whose PolicyAuthorize a TPM key must carry. Both, or
   // neither (then no provider is `hardware`).

@@ -97,8 +97,8 @@ std::vector<uint8_t> optional_base64(json::ObjectReader& r, std::string_view key
   const auto text = r.optional_string(key, (max_bytes + 2) / 3 * 4);
   if (!text || !r.ok()) return {};
   auto bytes = base64_decode(*text);
-  if (!bytes) {
-    r.fail(key, "must be base64");
+  if (!bytes || bytes->size() > max_bytes) {
+    r.fail(key, fmt::format("must be base64 of at most {} bytes", max_bytes));
     return {};
   }
   return std::move(*bytes);
@@ -182,6 +182,10 @@ Register decode_register(json::ObjectReader& r) {
     model.weight_hash = mr.string("weight_hash", 64);
     model.merkle_root = mr.optional_string("merkle_root", 64).value_or("");
     if (mr.ok() && model.id.empty()) mr.fail("id", "must not be empty");
+    if (mr.ok() &&
+        std::any_of(m.models.begin(), m.models.end(), [&](const ModelInfo& o) { return o.id == model.id; })) {
+      mr.fail("id", "appears twice");
+    }
     if (mr.ok() && !model.merkle_root.empty() && !is_lower_hex(model.merkle_root, 64)) {
       mr.fail("merkle_root", "must be 64 lowercase hex digits");
     }

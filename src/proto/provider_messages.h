@@ -62,6 +62,10 @@ struct ModelInfo {
 // Model challenges: a challenge names chunks of a model's file, and the answer carries each
 // chunk's bytes and its Merkle path, so only a provider that holds the file can answer.
 inline constexpr size_t kMaxChallengeChunks = 4;
+// What a provider proves at most: a burst of chunks, then one chunk per 10 s (so a coordinator
+// cannot copy a private model out at the link's speed). Coordinators ask within it.
+inline constexpr double kProofChunkBurst = 16;
+inline constexpr double kProofChunksPerSecond = 0.1;
 struct ModelChunkRequest {
   std::string model;
   uint64_t index = 0;

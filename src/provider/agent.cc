@@ -249,13 +249,15 @@ awaitable<void> ProviderAgent::answer_challenge(std::shared_ptr<http::WebSocket>
   }
   response.signature = *signature;
   response.status_signature = *status_signature;
-  size_t allowed = 0;
-  while (allowed < challenge.model_chunks.size() && proof_budget_.take(Clock::now())) ++allowed;
-  if (allowed < challenge.model_chunks.size()) {
-    log::warn("provider: the coordinator asks for model chunks faster than {} per minute; proving {} of {}",
-              kProofChunksPerSecond * 60, allowed, challenge.model_chunks.size());
-    challenge.model_chunks.resize(allowed);
+  // All of a challenge's chunks or none: a part would fail the challenge and still cost the budget.
+  const auto now = Clock::now();
+  if (!challenge.model_chunks.empty() &&
+      proof_budget_.level(now) < static_cast<double>(challenge.model_chunks.size())) {
+    log::warn("provider: the coordinator asks for model chunks faster than {} per minute; proving none of {}",
+              proto::kProofChunksPerSecond * 60, challenge.model_chunks.size());
+    challenge.model_chunks.clear();
   }
+  for (size_t i = 0; i < challenge.model_chunks.size(); ++i) proof_budget_.take(now);
   if (!challenge.model_chunks.empty()) {
     // Named, not a temporary in the co_await operand: GCC 12 destroys such temporaries twice.
     auto prove = [this, chunks = std::move(challenge.model_chunks)] { return prove_model_chunks(chunks); };
@@ -298,12 +300,21 @@ Result<std::vector<proto::ModelChunkProof>> ProviderAgent::prove_model_chunks(
 awaitable<void> ProviderAgent::activate_credential(std::shared_ptr<http::WebSocket> socket,
                                                    proto::CredentialChallenge challenge) {
   auto self = shared_from_this();
+  // One at a time: a coordinator sending more cannot keep the TPM from signing challenges.
+  if (activating_) {
+    proto::CredentialResponse busy;
+    busy.error = "an activation is already running";
+    socket->send(proto::encode(busy));
+    co_return;
+  }
+  activating_ = true;
   // What comes back is only what the TPM decrypts for this key's Name with its EK: a secret the
   // coordinator made, worthless to anyone else. Nothing here is signed.
   auto activate = [signer = signer_, challenge = std::move(challenge)] {
     return signer->activate_credential(challenge.credential_blob, challenge.encrypted_secret);
   };
   auto credential = co_await net::run_blocking(signing_pool_, std::move(activate));
+  activating_ = false;
   proto::CredentialResponse response;
   if (credential) {
     response.credential = std::move(*credential);

@@ -151,11 +151,10 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   std::shared_ptr<attest::AttestationSigner> signer_;
   std::string binary_hash_;
   net::asio::thread_pool signing_pool_{1};
-  // Model chunks answered to challenges: a coordinator asking faster than kProofChunksPerSecond
-  // (beyond a burst) gets no proofs, so it cannot copy out a private model at the link's speed.
-  static constexpr double kProofChunkBurst = 16;
-  static constexpr double kProofChunksPerSecond = 0.1;
-  net::TokenBucket proof_budget_{kProofChunkBurst, kProofChunksPerSecond};
+  // Model chunks answered to challenges: a coordinator asking faster than
+  // proto::kProofChunksPerSecond (beyond a burst) gets no proofs.
+  net::TokenBucket proof_budget_{proto::kProofChunkBurst, proto::kProofChunksPerSecond};
+  bool activating_ = false;  // a credential activation is running on the TPM
   std::unordered_map<std::string, InFlight> in_flight_;
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;

@@ -107,9 +107,9 @@ TEST(TpmCredential, make_credential_matches_tpm2_makecredential_byte_for_byte) {
     const std::string out = dir.file("cred.out");
     const std::string command = "tpm2_makecredential -T none -G rsa -u " + pem_path + " -s " + dir.file("secret.bin") +
                                 " -n " + hex_encode(name) + " -o " + out + " 2>" + dir.file("stderr");
-    ASSERT_EQ(std::system(command.c_str()), 0)
-        << command << "\n"
-        << std::string(read_bytes(dir.file("stderr")).begin(), read_bytes(dir.file("stderr")).end());
+    const int status = std::system(command.c_str());
+    const std::vector<uint8_t> errors = read_bytes(dir.file("stderr"));
+    ASSERT_EQ(status, 0) << command << "\n" << std::string(errors.begin(), errors.end());
     // The tools' file: magic BADCC0DE, version 1, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET.
     const std::vector<uint8_t> file = read_bytes(out);
     ASSERT_GE(file.size(), 8u);

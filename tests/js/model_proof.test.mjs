@@ -9,10 +9,10 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  DARKBLOOM, FakeProvider, MERKLE_CHUNK, call, createKey, merkleTree, startCoordinator, startProcess, startProvider,
+  COORDINATOR, DARKBLOOM, FakeProvider, MERKLE_CHUNK, call, createKey, merkleTree, startCoordinator, startProcess, startProvider,
   tempDir, waitForOutput,
 } from "./cluster.mjs";
-import { check } from "./devices.mjs";
+import { check, run } from "./devices.mjs";
 
 // A GGUF of three chunks and a bit (F16 weights, a wider FFN than synthModel's).
 const synthLarger = (dir, seed) => {
@@ -48,6 +48,13 @@ describe("proof of the model", () => {
     synthLarger(otherDir, 4);
   });
 
+  it("refuses a coordinator setting that asks for more chunks than providers prove", () => {
+    const refused = run(COORDINATOR, ["--listen", "127.0.0.1:0", "--data-dir", path.join(dir, "c0"),
+      "--model-challenge-chunks", "4", "--model-challenge-interval", "20"]);
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /--model-challenge-chunks 4 every --model-challenge-interval 20\.0 s asks for more than providers prove \(one 1 MiB chunk per 10 s\)/);
+  });
+
   it("models hash agrees with an independent Merkle tree over the file", () => {
     const bytes = fs.readFileSync(model);
     assert.ok(bytes.length > 3 * MERKLE_CHUNK, "the test model spans several chunks");
@@ -59,7 +66,7 @@ describe("proof of the model", () => {
   });
 
   it("catalogues models, refuses another file under a catalogued id, and challenges a real provider's chunks", async () => {
-    const coordinator = await startCoordinator({ dataDir: path.join(dir, "c1"), args: ["--challenge-interval", "1", "--model-challenge-chunks", "1"] });
+    const coordinator = await startCoordinator({ dataDir: path.join(dir, "c1"), args: ["--challenge-interval", "1", "--model-challenge-chunks", "1", "--model-challenge-interval", "10"] });
     try {
       const { merkle_root: root, size_bytes: size } = modelHash(model);
       // Bad entries: a 400 naming the field, nothing stored. No admin token: 401.
@@ -106,7 +113,8 @@ describe("proof of the model", () => {
       assert.equal(listed.metadata.merkle_root, root);
       assert.equal(listed.metadata.size_bytes, size);
 
-      // The file changed under the running provider: its next challenge fails, and it is closed.
+      // The file changed under the running provider: its next model proof (within 10 s) fails, and
+      // it is closed.
       // (Replaced by a rename, as an update would: never a half-written file, and the engine's
       // mapping keeps the old one.)
       const bytes = fs.readFileSync(model);
@@ -119,7 +127,8 @@ describe("proof of the model", () => {
       replace(changed);
       try {
         await waitForOutput(provider,
-          /connection to the coordinator ended: closed by peer: model challenge failed: model 'proof-model': chunk \d+ \(\d+ bytes\) does not lead/);
+          /connection to the coordinator ended: closed by peer: model challenge failed: model 'proof-model': chunk \d+ \(\d+ bytes\) does not lead/,
+          30000);
         assert.match(provider.output.stderr, /changed since it was hashed at start/);
       } finally {
         replace(bytes);

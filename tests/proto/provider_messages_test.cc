@@ -70,6 +70,33 @@ TEST(ProviderMessages, every_message_round_trips) {
   }
 }
 
+// Model proofs and the hardware level: challenges, answers, refusals and TPM evidence.
+TEST(ProviderMessages, proof_messages_round_trip) {
+  AttestationResponse answer{"n", "t", "s", "{}", "ss", {}};
+  answer.model_proofs.push_back({"m", 7, std::vector<uint8_t>(1000, 3), {std::string(64, 'a'), std::string(64, 'b')}});
+  CredentialResponse credential;
+  credential.credential.assign(32, 9);
+  CredentialResponse refused;
+  refused.error = "the TPM said no";
+  Register registered = sample_register();
+  registered.models.front().merkle_root = std::string(64, 'c');
+  registered.attestation =
+      AttestationBundle{"{}", "sig", "", "", std::vector<uint8_t>(900, 1), std::vector<uint8_t>(90, 2)};
+  for (const std::string& frame : {encode(answer), encode(credential), encode(refused), encode(registered)}) {
+    auto decoded = decode_provider_message(frame);
+    ASSERT_TRUE(decoded) << frame.substr(0, 200) << ": " << decoded.error().message;
+    EXPECT_EQ(encode_again(*decoded), frame);
+  }
+  AttestationChallenge challenge{"n", "t", {{"m", 3}, {"m", 9}}};
+  Registered welcome{"prov_1", 1, 5000, {{"other", "model refused: why"}}};
+  CredentialChallenge activation{std::vector<uint8_t>(70, 4), std::vector<uint8_t>(258, 5)};
+  for (const std::string& frame : {encode(challenge), encode(welcome), encode(activation)}) {
+    auto decoded = decode_coordinator_message(frame);
+    ASSERT_TRUE(decoded) << frame << ": " << decoded.error().message;
+    EXPECT_EQ(encode_again(*decoded), frame);
+  }
+}
+
 TEST(ProviderMessages, unknown_types_and_fields_are_tolerated) {
   auto unknown = decode_provider_message(R"({"type":"telemetry","x":1})");
   ASSERT_TRUE(unknown);
@@ -96,6 +123,18 @@ TEST(ProviderMessages, malformed_frames_name_the_problem) {
       {R"({"type":"inference_error","request_id":"","status_code":500,"message":"x"})",
        "request_id: must not be empty"},
       {R"({"type":"heartbeat","status":"sleeping"})", "status: must be idle or serving"},
+      {replace(good, "\"models\":[",
+               "\"models\":[{\"id\":\"qwen3-0.6b\",\"size_bytes\":1,\"quantization\":\"q8_0\","
+               "\"weight_hash\":\"00\"},"),
+       "id: appears twice"},
+      {replace(good, "\"weight_hash\":", "\"merkle_root\":\"ABCD\",\"weight_hash\":"),
+       "merkle_root: must be 64 lowercase"},
+      {R"({"type":"credential_response","credential":"AAAA","error":"x"})", "exactly one of credential and error"},
+      {R"({"type":"credential_response","credential":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})",  // 33 bytes
+       "at most 32 bytes"},
+      {R"({"type":"attestation_response","nonce":"n","timestamp":"t","signature":"s","status":"{}",)"
+       R"("status_signature":"s","model_proofs":[{"model":"m","index":1,"chunk":"AAAA","path":["zz"]}]})",
+       "path: entries must be 64 lowercase hex digits"},
   };
   for (const auto& [frame, expected] : cases) {
     auto decoded = decode_provider_message(frame);

@@ -93,6 +93,9 @@ void add_trust_flags(CLI::App& app, CoordinatorConfig& config, CoordinatorFlags&
                  "1 MiB chunks of a model file each challenge asks the provider to prove (0: none)")
       ->check(CLI::Range(size_t{0}, proto::kMaxChallengeChunks))
       ->capture_default_str();
+  add_seconds(app, "--model-challenge-interval", config.model_challenge_interval,
+              "seconds between model-chunk proofs asked of a provider (a model not yet proven is asked at once)", 1.0,
+              86400.0);
   add_seconds(app, "--attestation-max-skew", config.attestation_max_skew,
               "seconds an attestation's timestamp may be from the coordinator's clock", 1.0, 86400.0);
 }
@@ -233,6 +236,16 @@ Status finish_coordinator_config(const CoordinatorFlags& flags, CoordinatorConfi
   warn_if_typed("--admin-token", flags.admin_token_typed);
   warn_if_typed("--database-url", flags.database_url_typed);
   config.min_trust = *coordinator::parse_trust_level(flags.min_trust);
+  const double asked = static_cast<double>(config.model_challenge_chunks) /
+                       std::chrono::duration<double>(config.model_challenge_interval).count();
+  if (asked > proto::kProofChunksPerSecond) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("--model-challenge-chunks {} every --model-challenge-interval {:.1f} s asks for "
+                                  "more than providers prove (one 1 MiB chunk per {:.0f} s); lengthen the interval",
+                                  config.model_challenge_chunks,
+                                  std::chrono::duration<double>(config.model_challenge_interval).count(),
+                                  1 / proto::kProofChunksPerSecond));
+  }
   return {};
 }
 

@@ -36,6 +36,10 @@ std::optional<ModelChallenge> ProviderGateway::next_model_challenge(ProviderSess
   for (const auto& model : models) {
     if (trust.unproven.count(model.id) != 0) return model_challenge(catalog_, model, chunks, random_);
   }
+  // Proven ones again once the interval is over (providers prove only so many chunks a minute).
+  if (trust.model_proven_at && clock_.now() - *trust.model_proven_at < config_.model_challenge_interval) {
+    return std::nullopt;
+  }
   for (size_t tried = 0; tried < models.size(); ++tried) {
     const size_t i = (trust.next_model + tried) % models.size();
     auto challenge = model_challenge(catalog_, models[i], chunks, random_);
@@ -50,6 +54,7 @@ std::optional<ModelChallenge> ProviderGateway::next_model_challenge(ProviderSess
 void ProviderGateway::model_proven(ProviderSession& session, const std::string& model) {
   TrustState& trust = session.trust_state_;
   const auto& models = session.info_.models;
+  trust.model_proven_at = clock_.now();
   if (trust.unproven.erase(model) != 0) {
     // Served from now on: waiters for it may find capacity.
     if (session.routable(config_.min_trust, clock_.now()))
@@ -62,24 +67,24 @@ void ProviderGateway::model_proven(ProviderSession& session, const std::string& 
 }
 
 void ProviderGateway::catalog_changed(const CatalogModel& entry) {
+  // A provider whose announced root and size match the new entry keeps the model: what it proved
+  // (its announced root, which registration held to the catalogue's) is what the entry names.
+  bool woken = false;
   for (const auto& shared : registry_.all()) {
     ProviderSession& session = *shared;
     auto& models = session.info_.models;
     const auto model = std::find_if(models.begin(), models.end(), [&](const auto& m) { return m.id == entry.id; });
     if (session.dropped_ || model == models.end()) continue;
-    if (auto refused = catalog_refusal(catalog_, *model)) {
-      log::warn("provider {}: model refused after a catalogue change: {}", session.id_, *refused);
-      session.trust_state_.unproven.erase(entry.id);
-      models.erase(model);
-      if (models.empty()) {
-        drop(session, "model refused after a catalogue change: " + *refused);
-        continue;
-      }
-    } else if (!session.trust_state_.public_key.empty() && config_.model_challenge_chunks > 0) {
-      // The same root it announced, perhaps not the one it proved: proven again before it is served.
-      session.trust_state_.unproven.insert(entry.id);
+    auto refused = catalog_refusal(catalog_, *model);
+    if (!refused) continue;
+    log::warn("provider {}: model refused after a catalogue change: {}", session.id_, *refused);
+    session.trust_state_.unproven.erase(entry.id);
+    models.erase(model);  // ids are unique within a register (proto)
+    if (!woken) {
+      router_.wake_all(entry.id);  // waiters re-check: perhaps nobody serves it now
+      woken = true;
     }
-    router_.wake_all(entry.id);
+    if (models.empty()) drop(session, "model refused after a catalogue change: " + *refused);
   }
 }
 

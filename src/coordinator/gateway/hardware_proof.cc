@@ -61,7 +61,11 @@ void ProviderGateway::on_credential_response(ProviderSession& session, const pro
   std::vector<uint8_t> expected = std::move(trust.expected_credential);
   trust.expected_credential.clear();
   if (expected.empty()) {
-    log::warn("provider {}: a credential answer no activation asked for; ignored", session.id_);
+    uint64_t suppressed = 0;
+    if (session.may_log(clock_.now(), &suppressed)) {
+      log::warn("provider {}: a credential answer no activation asked for; ignored{}", session.id_,
+                suppressed_note(suppressed));
+    }
     return;
   }
   std::string failure;

@@ -12,14 +12,6 @@ namespace darkbloom::coordinator {
 
 using net::awaitable;
 
-namespace {
-
-std::string suppressed_note(uint64_t suppressed) {
-  return suppressed == 0 ? std::string() : fmt::format(" ({} such lines suppressed before this)", suppressed);
-}
-
-}  // namespace
-
 ProviderGateway::ProviderGateway(Dependencies d)
     : executor_(std::move(d.executor)),
       config_(d.config),

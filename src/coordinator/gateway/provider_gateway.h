@@ -103,7 +103,10 @@ class ProviderGateway {
   // What needs the store: the attestation's key history and the account token; then `registered`
   // (naming the models the catalogue refused).
   net::awaitable<void> complete_registration(std::shared_ptr<ProviderSession> session, proto::Register hello,
-                                             crypto::PublicKey key, std::vector<proto::RefusedModel> refused);
+                                             crypto::PublicKey key);
+  // Takes the models whose root or size is not the catalogue's out of `hello`; returns them.
+  std::vector<proto::RefusedModel> refuse_catalogue_mismatches(const ProviderSession& session,
+                                                               proto::Register& hello) const;
   // What the store knows of a registering key and of the key it says it rotated from.
   struct KeyHistory {
     std::optional<ProviderKeyRecord> key;

@@ -132,6 +132,7 @@ struct TrustState {
   // they are (asked first, one challenge after another).
   std::set<std::string> unproven;
   size_t next_model = 0;  // proven models are challenged in turn; a model is asked until it passes
+  std::optional<net::Clock::Time> model_proven_at;  // the last model proof that passed
   // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
   std::shared_ptr<net::Timer> challenge_timer;
   int consecutive_failures = 0;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -39,6 +40,11 @@ inline std::string printable(std::string_view text, size_t max_bytes = 300) {
   }
   if (end < text.size()) out += "…";
   return out;
+}
+
+// " (N such lines suppressed before this)" after a rate-limited log line; "" when none were.
+inline std::string suppressed_note(uint64_t suppressed) {
+  return suppressed == 0 ? std::string() : fmt::format(" ({} such lines suppressed before this)", suppressed);
 }
 
 }  // namespace darkbloom::coordinator

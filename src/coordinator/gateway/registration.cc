@@ -36,6 +36,12 @@ std::string registered_frame(const std::string& provider_id, std::chrono::millis
   return proto::encode(registered);
 }
 
+// Why a register whose every model was refused is closed.
+std::string refused_reason(const std::vector<proto::RefusedModel>& refused) {
+  if (refused.size() == 1) return refused.front().reason;
+  return fmt::format("all {} models refused; first: {}", refused.size(), refused.front().reason);
+}
+
 std::string model_list(const proto::Register& info) {
   std::string models;
   for (const auto& model : info.models) models += (models.empty() ? "" : ", ") + printable(model.id, 80);
@@ -55,21 +61,6 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
                               hello.models.size(), config_.max_models_per_provider));
     return;
   }
-  // A catalogued model is served only from the catalogued file; the others stay registered.
-  std::vector<proto::RefusedModel> refused;
-  std::erase_if(hello.models, [this, &refused](const proto::ModelInfo& model) {
-    auto reason = catalog_refusal(catalog_, model);
-    if (reason) refused.push_back({model.id, "model refused: " + *reason});
-    return reason.has_value();
-  });
-  for (const auto& model : refused)
-    log::warn("provider {}: {}: {}", session.id_, printable(model.model, 80), model.reason);
-  if (hello.models.empty()) {
-    drop(session, refused.size() == 1
-                      ? refused.front().reason
-                      : fmt::format("all {} models refused; first: {}", refused.size(), refused.front().reason));
-    return;
-  }
   if (!hello.attestation && config_.min_trust > TrustLevel::none) {
     // It could never be routed to: it would only hold a place an attested provider could use.
     drop(session, fmt::format("this coordinator serves only attested providers (trust level {} or above); register "
@@ -81,18 +72,22 @@ void ProviderGateway::on_register(ProviderSession& session, proto::Register hell
   session.trust_state_.reason = "no attestation";
   // The rest needs the store (the key's history, the account token): off the network thread.
   session.registering_ = true;
-  net::asio::co_spawn(executor_,
-                      complete_registration(registry_.find(session.id_), std::move(hello), *key, std::move(refused)),
+  net::asio::co_spawn(executor_, complete_registration(registry_.find(session.id_), std::move(hello), *key),
                       net::asio::detached);
 }
 
 awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderSession> shared, proto::Register hello,
-                                                       crypto::PublicKey key,
-                                                       std::vector<proto::RefusedModel> refused) {
+                                                       crypto::PublicKey key) {
   ProviderSession& session = *shared;
   if (hello.attestation && !co_await verify_identity(session, hello)) co_return;
   if (!co_await bind_account(session, hello)) co_return;
   if (session.dropped_) co_return;  // while the store was asked
+  // Judged against the catalogue as it is now, after the store calls (it may have changed).
+  std::vector<proto::RefusedModel> refused = refuse_catalogue_mismatches(session, hello);
+  if (hello.models.empty()) {
+    drop(session, refused_reason(refused));
+    co_return;
+  }
   session.registering_ = false;
   session.info_ = std::move(hello);
   if (!session.trust_state_.public_key.empty() && config_.model_challenge_chunks > 0) {
@@ -170,13 +165,27 @@ awaitable<bool> ProviderGateway::verify_identity(ProviderSession& session, const
   trust.key_public = hello.attestation->key_public;
   trust.signature = hello.attestation->signature;
   trust.replaces = replaces;  // recorded, and the old key retired, once this key passes a challenge
-  // Valid attestation: self_signed. `hardware` needs the TPM to certify the key (an EK chain to a
-  // configured CA), which this coordinator does not verify yet; a claimed backend proves nothing.
+  // Valid attestation: self_signed. `hardware` needs the TPM to prove the key (hardware_proof.cc,
+  // once registered); a claimed backend proves nothing.
   session.trust_ = TrustLevel::self_signed;
   trust.reason = "attestation verified (" + trust.document.key_backend +
                  (trust.document.degraded_reason.empty() ? "" : ", degraded: " + trust.document.degraded_reason) +
                  "); first challenge pending";
   co_return true;
+}
+
+std::vector<proto::RefusedModel> ProviderGateway::refuse_catalogue_mismatches(const ProviderSession& session,
+                                                                              proto::Register& hello) const {
+  // A catalogued model is served only from the catalogued file; the others stay registered.
+  std::vector<proto::RefusedModel> refused;
+  std::erase_if(hello.models, [this, &refused](const proto::ModelInfo& model) {
+    auto reason = catalog_refusal(catalog_, model);
+    if (reason) refused.push_back({model.id, "model refused: " + *reason});
+    return reason.has_value();
+  });
+  for (const auto& model : refused)
+    log::warn("provider {}: {}: {}", session.id_, printable(model.model, 80), model.reason);
+  return refused;
 }
 
 void ProviderGateway::retire_rotated_key(const ProviderSession& session, const std::string& old_public_key) {
