@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "attest/attestation_document.h"
-#include "coordinator/trust/attestation_verifier.h"
+#include "attest/attestation_verifier.h"
 #include "fuzz/fuzz_support.h"
 
 namespace {
@@ -59,10 +59,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (attest::rfc3339(*time) != bundle.document) fuzz::invariant_failed("rfc3339 round trip", bundle.document);
   }
 
-  coordinator::VerificationPolicy policy;
+  attest::VerificationPolicy policy;
   policy.now = fuzz::fuzz_now();
   if ((mode & 8) != 0) policy.allowed_binaries = {std::string(64, 'c')};
-  auto verified = coordinator::verify_attestation(bundle, kRegisteredEncryptionKey, policy);
+  auto verified = attest::verify_attestation(bundle, kRegisteredEncryptionKey, policy);
   if (verified && (mode & 1) == 0) fuzz::invariant_failed("a document passed without a valid signature");
   if (verified && verified->rotation && (mode & 4) == 0) {
     fuzz::invariant_failed("a rotation passed without the old key's signature");

@@ -1,5 +1,5 @@
 // A provider's answer to a challenge, from the WebSocket frame on: the decoder, then the checks
-// of verify_challenge_answer against an open challenge and the document the provider registered
+// of attest::verify_challenge_answer against an open challenge and the document the provider registered
 // with. The mode byte lets the fuzzer sign with the registered key (a provider that holds its key
 // and lies in what it signs): bit 0 signs nonce + timestamp, bit 1 the status document. The rest
 // of the input is the frame.
@@ -11,7 +11,7 @@
 #include <variant>
 
 #include "attest/attestation_document.h"
-#include "coordinator/trust/attestation_verifier.h"
+#include "attest/attestation_verifier.h"
 #include "fuzz/fuzz_support.h"
 #include "proto/provider_messages.h"
 #include "tests/support/fake_attester.h"
@@ -21,7 +21,7 @@ namespace {
 using namespace darkbloom;
 
 // The challenge that is open.
-const coordinator::IssuedChallenge kIssued{"bm9uY2Utbm9uY2Utbm9uY2Utbm9uY2Utbm9uY2U=", "2026-12-01T00:00:00Z"};
+const attest::IssuedChallenge kIssued{"bm9uY2Utbm9uY2Utbm9uY2Utbm9uY2Utbm9uY2U=", "2026-12-01T00:00:00Z"};
 
 // What FakeAttester registers (posture all good), for the fuzz key, stamped at the challenge.
 attest::AttestationDocument registered_document() {
@@ -46,10 +46,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if ((mode & 1) != 0) answer->signature = fuzz::fuzz_sign(answer->nonce + answer->timestamp);
   if ((mode & 2) != 0) answer->status_signature = fuzz::fuzz_sign(answer->status);
 
-  coordinator::VerificationPolicy policy;
+  attest::VerificationPolicy policy;
   policy.now = fuzz::fuzz_now();
-  auto result =
-      coordinator::verify_challenge_answer(*answer, kIssued, fuzz::fuzz_key().public_key(), registered, policy);
+  auto result = attest::verify_challenge_answer(*answer, kIssued, fuzz::fuzz_key().public_key(), registered, policy);
   if (!result) return 0;
   // What passed was signed by the key, answers the open challenge, and names the same binary.
   if ((mode & 3) != 3) fuzz::invariant_failed("an answer passed without both signatures");

@@ -7,6 +7,7 @@
 
 #include "base/encoding.h"
 #include "coordinator/coordinator_harness.h"
+#include "crypto/merkle.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -190,6 +191,74 @@ TEST(Challenges, three_unanswered_challenges_in_a_row_distrust_and_a_pass_resets
   h.advance(config.challenge_interval * 3);
   EXPECT_EQ(provider.challenges().size(), challenged);
   EXPECT_FALSE(provider.session->dropped());  // still serves, at trust level none
+}
+
+// A one-chunk model file a fake provider holds, and its proof for a challenge.
+struct HeldFile {
+  std::vector<uint8_t> bytes;
+  std::string root() const { return hex_encode(crypto::merkle_leaf(bytes)); }
+  proto::ModelChunkProof proof(const std::string& model) const { return {model, 0, bytes, {}}; }
+};
+
+// Model proofs through the gateway: unproven models are asked first and back to back and are not
+// served before; an unanswered challenge asks for the same model again; proven models are asked
+// again only after --model-challenge-interval.
+TEST(Challenges, models_are_served_once_proven_and_asked_again_until_they_pass) {
+  CoordinatorConfig settings = CoordinatorHarness::default_config();
+  settings.challenge_interval = 10s;
+  settings.challenge_timeout = 5s;
+  settings.model_challenge_interval = 60s;
+  CoordinatorHarness h(settings);
+  const auto& config = h.config();
+  const HeldFile a{std::vector<uint8_t>(1000, 1)};
+  const HeldFile b{std::vector<uint8_t>(2000, 2)};
+  FakeProvider provider;
+  provider.identity = std::make_shared<testing::FakeAttester>(provider.keys.public_key(), h.clock.wall_now());
+  h.register_provider(provider, "a", 1, 50, provider.identity->bundle(), [&](proto::Register& hello) {
+    hello.models = {{"a", 1000, "q8_0", "", a.root()}, {"b", 2000, "q8_0", "", b.root()}};
+  });
+  const auto answer = [&](std::vector<proto::ModelChunkProof> proofs) {
+    proto::AttestationResponse response = provider.answer_last_challenge();
+    response.model_proofs = std::move(proofs);
+    h.gateway.receive(*provider.session, proto::encode(response));
+    h.run();
+  };
+  const auto asked = [&] { return provider.challenges().back().model_chunks; };
+  ASSERT_EQ(provider.challenges().size(), 1u);
+  ASSERT_EQ(asked().size(), 1u);  // one chunk: the whole (small) file
+  EXPECT_EQ(asked()[0].model, "a");
+  EXPECT_TRUE(h.registry.serving("a", config.min_trust).empty());
+  answer({a.proof("a")});
+  // Routable for `a` only; `b` asked for at once.
+  EXPECT_EQ(h.registry.serving("a", config.min_trust).size(), 1u);
+  EXPECT_TRUE(h.registry.serving("b", config.min_trust).empty());
+  ASSERT_EQ(provider.challenges().size(), 2u);
+  EXPECT_EQ(asked()[0].model, "b");
+  // Unanswered: a strike, and the next challenge asks for `b` again.
+  h.advance(config.challenge_interval);
+  ASSERT_EQ(provider.challenges().size(), 3u);
+  EXPECT_EQ(provider.session->trust_state().consecutive_failures, 1);
+  EXPECT_EQ(asked()[0].model, "b");
+  answer({b.proof("b")});
+  EXPECT_EQ(h.registry.serving("b", config.min_trust).size(), 1u);
+  // Both proven: challenges within the model interval ask for no chunks; after it, `a` again.
+  const auto proven_at = h.clock.now();
+  int plain = 0;
+  for (; plain < 10; ++plain) {
+    h.advance(config.challenge_interval);
+    if (!asked().empty()) break;
+    answer({});
+  }
+  EXPECT_GE(h.clock.now() - proven_at, config.model_challenge_interval);
+  EXPECT_EQ(plain, 5);  // at 10, 20, 30, 40 and 50 s; chunks again at 60 s
+  ASSERT_FALSE(asked().empty());
+  EXPECT_EQ(asked()[0].model, "a");
+  // A wrong proof: none and closed at once.
+  answer({b.proof("a")});
+  EXPECT_EQ(provider.session->trust(), TrustLevel::none);
+  EXPECT_TRUE(provider.session->dropped());
+  h.gateway.stop();
+  h.run();
 }
 
 TEST(Challenges, an_answer_signed_by_another_key_distrusts_at_once) {

@@ -16,7 +16,7 @@ namespace {
 constexpr int kChallengeStrikes = 3;
 
 // Built outside the coroutine: GCC 12 miscompiles brace-initialised temporaries inside them.
-std::string challenge_frame(const IssuedChallenge& challenge, const std::optional<ModelChallenge>& model) {
+std::string challenge_frame(const attest::IssuedChallenge& challenge, const std::optional<ModelChallenge>& model) {
   proto::AttestationChallenge message;
   message.nonce = challenge.nonce;
   message.timestamp = challenge.timestamp;
@@ -90,8 +90,8 @@ void ProviderGateway::catalog_changed(const CatalogModel& entry) {
 
 using net::awaitable;
 
-VerificationPolicy ProviderGateway::verification_policy() const {
-  VerificationPolicy policy;
+attest::VerificationPolicy ProviderGateway::verification_policy() const {
+  attest::VerificationPolicy policy;
   policy.allowed_binaries = releases_;
   policy.max_clock_skew = config_.attestation_max_skew;
   policy.now = clock_.wall_now();
@@ -105,7 +105,7 @@ awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession>
   trust.challenge_timer = timer;
   while (running && !session->dropped_ && session->trust_ != TrustLevel::none) {
     const auto issued_at = clock_.now();
-    const IssuedChallenge challenge = new_challenge(clock_.wall_now(), random_);
+    const attest::IssuedChallenge challenge = attest::new_challenge(clock_.wall_now(), random_);
     trust.open = challenge;
     trust.open_model = next_model_challenge(*session);
     session->link_->send(challenge_frame(challenge, trust.open_model));
@@ -138,12 +138,13 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
   }
   if (session.trust_ == TrustLevel::none) return;  // distrusted for this session; answers change nothing
   // Single use: whatever this answer is worth, the open nonce is spent.
-  const IssuedChallenge issued = trust.open;
+  const attest::IssuedChallenge issued = trust.open;
   const std::optional<ModelChallenge> model = std::move(trust.open_model);
   trust.open = {};
   trust.open_model.reset();
   if (!issued.nonce.empty() && trust.challenge_timer) trust.challenge_timer->cancel();
-  auto result = verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
+  auto result =
+      attest::verify_challenge_answer(answer, issued, trust.public_key, trust.document, verification_policy());
   // Counted once per challenge issued: an answer to none (late, or never asked for) counts nothing.
   if (!issued.nonce.empty() && (!result || !result->regressions.empty())) challenges_failed_.add();
   if (!result) {

@@ -246,8 +246,8 @@ void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& att
     texts[i] = std::move(with_calls);
   }
   std::string covered = attest::receipt_text(texts);
-  auto receipt = verify_receipt(attempt.request_id, content.completion_tokens, covered, content.response_hash,
-                                content.receipt_signature, trust.public_key);
+  auto receipt = attest::verify_receipt(attempt.request_id, content.completion_tokens, covered, content.response_hash,
+                                        content.receipt_signature, trust.public_key);
   crypto::wipe_memory(covered.data(), covered.size());
   for (std::string& text : texts) crypto::wipe_memory(text.data(), text.size());
   if (!receipt) {

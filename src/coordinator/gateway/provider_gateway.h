@@ -153,7 +153,7 @@ class ProviderGateway {
   // Down to `none` at once, for this whole session (it must reconnect to be trusted again).
   void distrust(ProviderSession& session, const std::string& reason);
   void send_trust_status(ProviderSession& session);
-  VerificationPolicy verification_policy() const;
+  attest::VerificationPolicy verification_policy() const;
   // Waiters for its models may now find capacity (it became routable).
   void announce_capacity(const ProviderSession& session);
 

@@ -16,9 +16,9 @@
 #include <variant>
 #include <vector>
 
+#include "attest/attestation_verifier.h"
 #include "coordinator/billing/usage_bounds.h"
 #include "coordinator/gateway/provider_link.h"
-#include "coordinator/trust/attestation_verifier.h"
 #include "coordinator/trust/model_proof.h"
 #include "coordinator/trust/trust_level.h"
 #include "crypto/sealed_box.h"
@@ -126,7 +126,7 @@ struct TrustState {
   // under way.
   std::optional<net::Clock::Time> key_recorded_at;
   bool key_recording = false;
-  IssuedChallenge open;                      // the challenge awaiting an answer; nonce empty when none
+  attest::IssuedChallenge open;              // the challenge awaiting an answer; nonce empty when none
   std::optional<ModelChallenge> open_model;  // the model chunks it asked for, if any
   // Models with a root to prove whose chunks this session has not proven yet: not served until
   // they are (asked first, one challenge after another).

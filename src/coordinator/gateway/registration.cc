@@ -115,7 +115,7 @@ awaitable<void> ProviderGateway::complete_registration(std::shared_ptr<ProviderS
 
 awaitable<bool> ProviderGateway::verify_identity(ProviderSession& session, const proto::Register& hello) {
   // A provider whose attestation does not verify is dropped: it claims an identity it cannot show.
-  auto verified = verify_attestation(*hello.attestation, hello.encryption_key, verification_policy());
+  auto verified = attest::verify_attestation(*hello.attestation, hello.encryption_key, verification_policy());
   if (!verified) {
     drop(session, "attestation rejected: " + verified.error().message);
     co_return false;

@@ -1,4 +1,4 @@
-#include "coordinator/trust/attestation_verifier.h"
+#include "attest/attestation_verifier.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include "crypto/p256.h"
 #include "crypto/system_random.h"
 
-namespace darkbloom::coordinator {
+namespace darkbloom::attest {
 namespace {
 
 Result<std::vector<uint8_t>> decode_public_key(std::string_view base64, std::string_view what) {
@@ -48,7 +48,7 @@ Status check_binary(const std::string& binary_hash, const VerificationPolicy& po
 Result<VerifiedAttestation> verify_attestation(const proto::AttestationBundle& bundle,
                                                std::span<const uint8_t> registered_encryption_key,
                                                const VerificationPolicy& policy) {
-  auto document = attest::parse_attestation_document(bundle.document);
+  auto document = parse_attestation_document(bundle.document);
   if (!document) return document.error();
   auto public_key = decode_public_key(document->public_key, "public_key");
   if (!public_key) return public_key.error();
@@ -64,7 +64,7 @@ Result<VerifiedAttestation> verify_attestation(const proto::AttestationBundle& b
                       "the attested encryption_key is not the one registered (the X25519 key is not bound)");
   }
   DARKBLOOM_RETURN_IF_ERROR(check_binary(document->binary_hash, policy));
-  auto signed_at = attest::parse_rfc3339(document->timestamp);
+  auto signed_at = parse_rfc3339(document->timestamp);
   if (!signed_at) return signed_at.error();
   const auto skew = *signed_at > policy.now ? *signed_at - policy.now : policy.now - *signed_at;
   if (skew > policy.max_clock_skew) {
@@ -76,7 +76,7 @@ Result<VerifiedAttestation> verify_attestation(const proto::AttestationBundle& b
   VerifiedAttestation verified;
   verified.public_key = std::move(*public_key);
   if (!bundle.rotation_statement.empty()) {
-    auto statement = attest::parse_rotation_statement(bundle.rotation_statement);
+    auto statement = parse_rotation_statement(bundle.rotation_statement);
     if (!statement) return statement.error();
     if (statement->new_public_key != document->public_key) {
       return make_error(Errc::permission_denied, "the rotation statement vouches for a different key");
@@ -93,7 +93,7 @@ Result<VerifiedAttestation> verify_attestation(const proto::AttestationBundle& b
 
 Result<ChallengeResult> verify_challenge_answer(const proto::AttestationResponse& answer, const IssuedChallenge& issued,
                                                 std::span<const uint8_t> public_key,
-                                                const attest::AttestationDocument& registered,
+                                                const AttestationDocument& registered,
                                                 const VerificationPolicy& policy) {
   if (issued.nonce.empty())
     return make_error(Errc::invalid_argument, "an answer when no challenge is open (replayed or late)");
@@ -107,7 +107,7 @@ Result<ChallengeResult> verify_challenge_answer(const proto::AttestationResponse
   DARKBLOOM_RETURN_IF_ERROR(
       check_signature(public_key, answer.nonce + answer.timestamp, answer.signature, "challenge"));
   DARKBLOOM_RETURN_IF_ERROR(check_signature(public_key, answer.status, answer.status_signature, "status document"));
-  auto status = attest::parse_status_document(answer.status);
+  auto status = parse_status_document(answer.status);
   if (!status) return status.error();
   if (status->nonce != issued.nonce || status->timestamp != issued.timestamp) {
     return make_error(Errc::permission_denied, "the status document answers a different challenge");
@@ -119,8 +119,8 @@ Result<ChallengeResult> verify_challenge_answer(const proto::AttestationResponse
   }
   DARKBLOOM_RETURN_IF_ERROR(check_binary(status->binary_hash, policy));
   ChallengeResult result;
-  const attest::Posture& before = registered.posture;
-  const attest::Posture& now = status->posture;
+  const Posture& before = registered.posture;
+  const Posture& now = status->posture;
   auto regressed = [&](bool was, bool is, const char* name) {
     if (was && !is) result.regressions += std::string(result.regressions.empty() ? "" : ", ") + name;
   };
@@ -144,7 +144,7 @@ Status verify_receipt(std::string_view request_id, int completion_tokens, std::s
 }
 
 IssuedChallenge new_challenge(std::chrono::system_clock::time_point now, RandomSource& random) {
-  return {base64_encode(random.bytes(32)), attest::rfc3339(now)};
+  return {base64_encode(random.bytes(32)), rfc3339(now)};
 }
 
 IssuedChallenge new_challenge(std::chrono::system_clock::time_point now) {
@@ -152,4 +152,4 @@ IssuedChallenge new_challenge(std::chrono::system_clock::time_point now) {
   return new_challenge(now, random);
 }
 
-}  // namespace darkbloom::coordinator
+}  // namespace darkbloom::attest

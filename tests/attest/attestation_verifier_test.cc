@@ -2,7 +2,7 @@
 // byte, the wrong X25519 binding, a stale or future timestamp, an unapproved or missing binary
 // hash, a forged rotation, replayed or stale challenge answers, posture regressions, receipts
 // that do not match the answer.
-#include "coordinator/trust/attestation_verifier.h"
+#include "attest/attestation_verifier.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include "crypto/p256.h"
 #include "support/fake_attester.h"
 
-namespace darkbloom::coordinator {
+namespace darkbloom::attest {
 namespace {
 
 using namespace std::chrono_literals;
@@ -22,7 +22,7 @@ const std::string kBinary(64, 'c');
 struct Provider : testing::FakeAttester {
   Provider() : FakeAttester(kEncryptionKey, std::chrono::system_clock::now()) {}
 
-  proto::AttestationResponse answer(const IssuedChallenge& challenge, const attest::Posture& posture) const {
+  proto::AttestationResponse answer(const IssuedChallenge& challenge, const Posture& posture) const {
     return FakeAttester::answer(challenge.nonce, challenge.timestamp, posture);
   }
 };
@@ -62,12 +62,12 @@ TEST(VerifyAttestation, rejects_a_document_bound_to_another_encryption_key) {
 
 TEST(VerifyAttestation, rejects_stale_and_future_timestamps) {
   Provider provider;
-  provider.document.timestamp = attest::rfc3339(std::chrono::system_clock::now() - 6min);
+  provider.document.timestamp = rfc3339(std::chrono::system_clock::now() - 6min);
   EXPECT_NE(error_of(verify_attestation(provider.bundle(), kEncryptionKey, {})).find("away from now"),
             std::string::npos);
-  provider.document.timestamp = attest::rfc3339(std::chrono::system_clock::now() + 6min);
+  provider.document.timestamp = rfc3339(std::chrono::system_clock::now() + 6min);
   EXPECT_FALSE(verify_attestation(provider.bundle(), kEncryptionKey, {}));
-  provider.document.timestamp = attest::rfc3339(std::chrono::system_clock::now() - 4min);
+  provider.document.timestamp = rfc3339(std::chrono::system_clock::now() - 4min);
   EXPECT_TRUE(verify_attestation(provider.bundle(), kEncryptionKey, {}));
 }
 
@@ -88,10 +88,10 @@ TEST(VerifyAttestation, enforces_the_release_allow_list_and_fails_closed_without
 TEST(VerifyAttestation, accepts_a_rotation_only_when_signed_by_the_old_key_for_this_key) {
   Provider provider;
   crypto::P256Key old_key = crypto::P256Key::generate();
-  attest::RotationStatement statement{base64_encode(old_key.public_key()), provider.document.public_key,
-                                      attest::rfc3339(std::chrono::system_clock::now())};
+  RotationStatement statement{base64_encode(old_key.public_key()), provider.document.public_key,
+                              rfc3339(std::chrono::system_clock::now())};
   auto bundle = provider.bundle();
-  bundle.rotation_statement = attest::canonical_json(statement);
+  bundle.rotation_statement = canonical_json(statement);
   bundle.rotation_signature = base64_encode(old_key.sign(as_bytes(bundle.rotation_statement)));
   auto accepted = verify_attestation(bundle, kEncryptionKey, {});
   ASSERT_TRUE(accepted) << accepted.error().message;
@@ -102,10 +102,10 @@ TEST(VerifyAttestation, accepts_a_rotation_only_when_signed_by_the_old_key_for_t
   self_signed.rotation_signature = provider.sign(bundle.rotation_statement);
   EXPECT_NE(error_of(verify_attestation(self_signed, kEncryptionKey, {})).find("rotation statement"),
             std::string::npos);
-  attest::RotationStatement elsewhere = statement;
+  RotationStatement elsewhere = statement;
   elsewhere.new_public_key = base64_encode(crypto::P256Key::generate().public_key());
   auto other = bundle;
-  other.rotation_statement = attest::canonical_json(elsewhere);
+  other.rotation_statement = canonical_json(elsewhere);
   other.rotation_signature = base64_encode(old_key.sign(as_bytes(other.rotation_statement)));
   EXPECT_NE(error_of(verify_attestation(other, kEncryptionKey, {})).find("different key"), std::string::npos);
 }
@@ -118,14 +118,14 @@ TEST(VerifyChallenge, accepts_a_fresh_answer_and_spots_posture_regressions) {
                                         provider.key.public_key(), provider.document, {});
   ASSERT_TRUE(passed) << passed.error().message;
   EXPECT_TRUE(passed->regressions.empty());
-  attest::Posture traced = provider.document.posture;
+  Posture traced = provider.document.posture;
   traced.not_traced = false;
   traced.env_clean = false;
   auto regressed = verify_challenge_answer(provider.answer(challenge, traced), challenge, provider.key.public_key(),
                                            provider.document, {});
   ASSERT_TRUE(regressed);
   EXPECT_EQ(regressed->regressions, "not_traced, env_clean");
-  attest::Posture improved = provider.document.posture;
+  Posture improved = provider.document.posture;
   improved.secure_boot = true;
   auto better = verify_challenge_answer(provider.answer(challenge, improved), challenge, provider.key.public_key(),
                                         provider.document, {});
@@ -166,7 +166,7 @@ TEST(VerifyChallenge, rejects_replayed_stale_and_forged_answers) {
 TEST(VerifyChallenge, rejects_a_binary_that_changed_or_left_the_allow_list) {
   Provider provider;
   const IssuedChallenge challenge = new_challenge(std::chrono::system_clock::now());
-  attest::AttestationDocument registered = provider.document;
+  AttestationDocument registered = provider.document;
   registered.binary_hash = std::string(64, 'e');
   auto changed = verify_challenge_answer(provider.answer(challenge, provider.document.posture), challenge,
                                          provider.key.public_key(), registered, {});
@@ -182,7 +182,7 @@ TEST(VerifyChallenge, rejects_a_binary_that_changed_or_left_the_allow_list) {
 
 TEST(VerifyReceipt, checks_the_hash_against_the_relayed_text_and_the_signature) {
   Provider provider;
-  const std::string hash = attest::response_hash("att_1", 2, "Hello");
+  const std::string hash = response_hash("att_1", 2, "Hello");
   const std::string signature = provider.sign(hash);
   EXPECT_TRUE(verify_receipt("att_1", 2, "Hello", hash, signature, provider.key.public_key()));
   EXPECT_FALSE(verify_receipt("att_1", 2, "Hellp", hash, signature, provider.key.public_key()));
@@ -192,4 +192,4 @@ TEST(VerifyReceipt, checks_the_hash_against_the_relayed_text_and_the_signature) 
 }
 
 }  // namespace
-}  // namespace darkbloom::coordinator
+}  // namespace darkbloom::attest

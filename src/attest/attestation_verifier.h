@@ -1,6 +1,7 @@
-// The checks behind every trust decision the coordinator makes, as pure functions: a provider's
-// signed attestation at registration, its answers to challenges, key rotations, and the receipts
-// on its answers. Each failure names what was wrong; the gateway drops or distrusts accordingly.
+// The checks behind every trust decision about a provider, as pure functions: its signed
+// attestation at registration, its answers to challenges, key rotations, and the receipts on its
+// answers. Each failure names what was wrong. The coordinator's gateway drops or distrusts
+// accordingly; anyone else holding the public listing (a client-side proxy) can run them too.
 #pragma once
 
 #include <chrono>
@@ -16,7 +17,7 @@
 #include "base/result.h"
 #include "proto/provider_messages.h"
 
-namespace darkbloom::coordinator {
+namespace darkbloom::attest {
 
 struct VerificationPolicy {
   // Allowed hex SHA-256 hashes of provider binaries; empty means no list is configured. With a
@@ -27,9 +28,9 @@ struct VerificationPolicy {
 };
 
 struct VerifiedAttestation {
-  attest::AttestationDocument document;
-  std::vector<uint8_t> public_key;                    // P-256 X ‖ Y, the provider's identity
-  std::optional<attest::RotationStatement> rotation;  // verified: the old key vouched for this one
+  AttestationDocument document;
+  std::vector<uint8_t> public_key;            // P-256 X ‖ Y, the provider's identity
+  std::optional<RotationStatement> rotation;  // verified: the old key vouched for this one
 };
 
 // Verifies the bundle from `register`: the signature over exactly the received document bytes,
@@ -45,7 +46,7 @@ struct IssuedChallenge {
 };
 
 struct ChallengeResult {
-  attest::StatusDocument status;
+  StatusDocument status;
   // Posture flags that were true at registration and are false now ("not_traced, env_clean");
   // empty when none regressed. A regression distrusts the provider at once.
   std::string regressions;
@@ -58,7 +59,7 @@ struct ChallengeResult {
 // and `permission_denied` for a bad signature or a changed binary, which is not.
 Result<ChallengeResult> verify_challenge_answer(const proto::AttestationResponse& answer, const IssuedChallenge& issued,
                                                 std::span<const uint8_t> public_key,
-                                                const attest::AttestationDocument& registered,
+                                                const AttestationDocument& registered,
                                                 const VerificationPolicy& policy);
 
 // Verifies a receipt: the hash recomputed from what was relayed, and its signature.
@@ -72,4 +73,4 @@ IssuedChallenge new_challenge(std::chrono::system_clock::time_point now, RandomS
 // The same with the operating system's CSPRNG.
 IssuedChallenge new_challenge(std::chrono::system_clock::time_point now);
 
-}  // namespace darkbloom::coordinator
+}  // namespace darkbloom::attest
