@@ -300,21 +300,22 @@ Result<std::vector<proto::ModelChunkProof>> ProviderAgent::prove_model_chunks(
 awaitable<void> ProviderAgent::activate_credential(std::shared_ptr<http::WebSocket> socket,
                                                    proto::CredentialChallenge challenge) {
   auto self = shared_from_this();
-  // One at a time: a coordinator sending more cannot keep the TPM from signing challenges.
-  if (activating_) {
+  // One at a time per session: a coordinator sending more cannot keep the TPM from signing
+  // challenges. (A new session's activation waits behind an old one's on the signing thread.)
+  if (activating_for_ == socket.get()) {
     proto::CredentialResponse busy;
     busy.error = "an activation is already running";
     socket->send(proto::encode(busy));
     co_return;
   }
-  activating_ = true;
+  activating_for_ = socket.get();
   // What comes back is only what the TPM decrypts for this key's Name with its EK: a secret the
   // coordinator made, worthless to anyone else. Nothing here is signed.
   auto activate = [signer = signer_, challenge = std::move(challenge)] {
     return signer->activate_credential(challenge.credential_blob, challenge.encrypted_secret);
   };
   auto credential = co_await net::run_blocking(signing_pool_, std::move(activate));
-  activating_ = false;
+  if (activating_for_ == socket.get()) activating_for_ = nullptr;
   proto::CredentialResponse response;
   if (credential) {
     response.credential = std::move(*credential);

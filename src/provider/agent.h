@@ -154,7 +154,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // Model chunks answered to challenges: a coordinator asking faster than
   // proto::kProofChunksPerSecond (beyond a burst) gets no proofs.
   net::TokenBucket proof_budget_{proto::kProofChunkBurst, proto::kProofChunksPerSecond};
-  bool activating_ = false;  // a credential activation is running on the TPM
+  const http::WebSocket* activating_for_ = nullptr;  // the session whose activation is running
   std::unordered_map<std::string, InFlight> in_flight_;
   std::chrono::steady_clock::time_point last_activity_;
   bool stopping_ = false;

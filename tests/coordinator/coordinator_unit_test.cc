@@ -261,6 +261,66 @@ TEST(Challenges, models_are_served_once_proven_and_asked_again_until_they_pass) 
   h.run();
 }
 
+// Ten models, two chunks each: eight are proven back to back (the provider's burst of 16 chunks),
+// the rest as its budget refills, never by asking more than it proves.
+TEST(Challenges, model_proofs_stay_within_the_providers_budget) {
+  CoordinatorConfig settings = CoordinatorHarness::default_config();
+  settings.challenge_interval = 10s;
+  settings.challenge_timeout = 5s;
+  CoordinatorHarness h(settings);
+  std::vector<HeldFile> files;
+  for (uint8_t i = 0; i < 10; ++i) files.push_back({std::vector<uint8_t>(3 << 20, i)});  // three chunks each
+  FakeProvider provider;
+  provider.identity = std::make_shared<testing::FakeAttester>(provider.keys.public_key(), h.clock.wall_now());
+  h.register_provider(provider, "m0", 1, 50, provider.identity->bundle(), [&](proto::Register& hello) {
+    hello.models.clear();
+    for (size_t i = 0; i < files.size(); ++i) {
+      std::vector<crypto::Sha256> leaves;
+      for (size_t c = 0; c < 3; ++c) {
+        leaves.push_back(crypto::merkle_leaf(std::span(files[i].bytes).subspan(c << 20, size_t{1} << 20)));
+      }
+      const auto tree = crypto::MerkleTree::from_leaves(leaves, files[i].bytes.size());
+      hello.models.push_back(
+          {std::to_string(i).insert(0, 1, 'm'), files[i].bytes.size(), "q8_0", "", hex_encode(tree.root())});
+    }
+  });
+  // Answers the last challenge: each chunk asked, with its path.
+  const auto answer = [&] {
+    const auto challenge = provider.challenges().back();
+    proto::AttestationResponse response = provider.answer_last_challenge();
+    for (const auto& asked : challenge.model_chunks) {
+      const HeldFile& file = files.at(std::stoul(asked.model.substr(1)));
+      std::vector<crypto::Sha256> leaves;
+      for (size_t c = 0; c < 3; ++c) {
+        leaves.push_back(crypto::merkle_leaf(std::span(file.bytes).subspan(c << 20, size_t{1} << 20)));
+      }
+      const auto tree = crypto::MerkleTree::from_leaves(leaves, file.bytes.size());
+      proto::ModelChunkProof proof{asked.model, asked.index, {}, {}};
+      const auto chunk = std::span(file.bytes).subspan(asked.index << 20, size_t{1} << 20);
+      proof.chunk.assign(chunk.begin(), chunk.end());
+      for (const auto& hash : tree.path(asked.index)) proof.path.push_back(hex_encode(hash));
+      response.model_proofs.push_back(std::move(proof));
+    }
+    h.gateway.receive(*provider.session, proto::encode(response));
+    h.run();
+    return challenge.model_chunks.size();
+  };
+  size_t chunks = 0;
+  for (int i = 0; i < 8; ++i) chunks += answer();
+  EXPECT_EQ(chunks, 16u);
+  EXPECT_EQ(provider.session->trust_state().unproven.size(), 2u);
+  // Spent: plain challenges until two chunks have come back (one per 10 s).
+  EXPECT_EQ(answer(), 0u);
+  h.advance(settings.challenge_interval);
+  EXPECT_EQ(answer(), 0u);
+  h.advance(settings.challenge_interval);
+  EXPECT_EQ(answer(), 2u);
+  EXPECT_EQ(provider.session->trust_state().unproven.size(), 1u);
+  EXPECT_EQ(provider.session->trust(), TrustLevel::self_signed);
+  h.gateway.stop();
+  h.run();
+}
+
 TEST(Challenges, an_answer_signed_by_another_key_distrusts_at_once) {
   CoordinatorHarness h;
   auto provider = h.connect_attested("m");

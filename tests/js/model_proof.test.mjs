@@ -168,9 +168,6 @@ describe("proof of the model", () => {
         ["another file", { files: { "fake-catalogued": otherBytes },
           models: [{ id: "fake-catalogued", size_bytes: tree.size, quantization: "q8_0", weight_hash: "00", merkle_root: tree.root }] },
         /does not lead to the model's Merkle root/],
-        // Claims the root and does not hold the file: answers with no proofs.
-        ["no file", { models: [{ id: "fake-catalogued", size_bytes: tree.size, quantization: "q8_0", weight_hash: "00",
-          merkle_root: tree.root }] }, /0 chunk proofs for 2 chunks asked/],
         // The right chunk with another chunk's path.
         ["wrong path", { files: { "fake-catalogued": bytes }, prove: (model, index, t) =>
           ({ model, index, chunk: t.chunk(index).toString("base64"), path: t.path((index + 1) % t.chunks) }) },
@@ -186,6 +183,17 @@ describe("proof of the model", () => {
           ({ model, index, chunk: crypto.randomBytes(index === 2 ? tree.size - 2 * MERKLE_CHUNK : MERKLE_CHUNK).toString("base64"), path: tree.path(index) }) },
         /does not lead to the model's Merkle root/],
       ];
+      // Claims the root and does not hold the file: answers with no proofs. A strike (honest
+      // providers withhold proofs past their budget), and never served.
+      const empty = await FakeProvider.connect(coordinator.port, { model: "fake-catalogued", waitForTrust: false,
+        answerChallenges: false, models: [{ id: "fake-catalogued", size_bytes: tree.size, quantization: "q8_0",
+          weight_hash: "00", merkle_root: tree.root }] });
+      const withheld = await waitFor(() => empty.challenges[0]);
+      empty.socket.send(JSON.stringify(empty.challengeAnswer(withheld)));
+      const strike = await empty.waitForTrust(/challenge failed/);
+      assert.match(strike.reason, /^challenge failed: no proof of model 'fake-catalogued'/);
+      empty.socket.socket.destroy();
+
       for (const [name, { prove, ...options }, reason] of cases) {
         const fake = await FakeProvider.connect(coordinator.port, { model: "fake-catalogued", waitForTrust: false, answerChallenges: false, ...options });
         const challenge = await waitFor(() => fake.challenges[0]);

@@ -154,7 +154,7 @@ awaitable<bool> set_catalog_model(http::Exchange& exchange, ApiContext& context)
     co_await respond_store_failure(exchange, stored.error());
     co_return false;
   }
-  // New registrations are held to it from now; connected providers at their next challenge of it.
+  // New registrations are held to it from now, and connected providers at once (catalog_changed).
   log::info("model catalogued: {} (merkle root {}, {} bytes)", model->id, model->merkle_root, model->size_bytes);
   context.catalog.insert_or_assign(model->id, *model);
   if (context.catalog_changed) context.catalog_changed(*model);

@@ -33,8 +33,17 @@ std::optional<ModelChallenge> ProviderGateway::next_model_challenge(ProviderSess
   TrustState& trust = session.trust_state_;
   const auto& models = session.info_.models;
   const size_t chunks = std::min(config_.model_challenge_chunks, proto::kMaxChallengeChunks);
+  // Within what the provider proves: a challenge it could not answer in full would only fail.
+  const auto now = clock_.now();
+  const auto affordable = [&](std::optional<ModelChallenge> challenge) -> std::optional<ModelChallenge> {
+    if (!challenge || trust.proof_budget.level(now) < static_cast<double>(challenge->indices.size())) {
+      return std::nullopt;
+    }
+    for (size_t i = 0; i < challenge->indices.size(); ++i) trust.proof_budget.take(now);
+    return challenge;
+  };
   for (const auto& model : models) {
-    if (trust.unproven.count(model.id) != 0) return model_challenge(catalog_, model, chunks, random_);
+    if (trust.unproven.count(model.id) != 0) return affordable(model_challenge(catalog_, model, chunks, random_));
   }
   // Proven ones again once the interval is over (providers prove only so many chunks a minute).
   if (trust.model_proven_at && clock_.now() - *trust.model_proven_at < config_.model_challenge_interval) {
@@ -45,7 +54,7 @@ std::optional<ModelChallenge> ProviderGateway::next_model_challenge(ProviderSess
     auto challenge = model_challenge(catalog_, models[i], chunks, random_);
     if (challenge) {
       trust.next_model = i;
-      return challenge;
+      return affordable(std::move(challenge));
     }
   }
   return std::nullopt;
@@ -78,8 +87,11 @@ void ProviderGateway::catalog_changed(const CatalogModel& entry) {
     auto refused = catalog_refusal(catalog_, *model);
     if (!refused) continue;
     log::warn("provider {}: model refused after a catalogue change: {}", session.id_, *refused);
-    session.trust_state_.unproven.erase(entry.id);
-    models.erase(model);  // ids are unique within a register (proto)
+    TrustState& trust = session.trust_state_;
+    trust.unproven.erase(entry.id);
+    const auto index = static_cast<size_t>(model - models.begin());
+    models.erase(model);                               // ids are unique within a register (proto)
+    if (index < trust.next_model) --trust.next_model;  // the turn stays with the same model
     if (!woken) {
       router_.wake_all(entry.id);  // waiters re-check: perhaps nobody serves it now
       woken = true;
@@ -108,6 +120,7 @@ awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession>
     const attest::IssuedChallenge challenge = attest::new_challenge(clock_.wall_now(), random_);
     trust.open = challenge;
     trust.open_model = next_model_challenge(*session);
+    const bool proves_model = trust.open_model.has_value();
     session->link_->send(challenge_frame(challenge, trust.open_model));
     // Woken early by the answer; the next challenge still waits for the interval.
     timer->expires_at(issued_at + config_.challenge_timeout);
@@ -122,7 +135,9 @@ awaitable<void> ProviderGateway::challenge_loop(std::shared_ptr<ProviderSession>
     }
     // Models left to prove after a pass: the next challenge at once, so a provider with several
     // models serves them all moments after registering.
-    if (!trust.unproven.empty() && trust.consecutive_failures == 0 && trust.open.nonce.empty()) continue;
+    if (proves_model && !trust.unproven.empty() && trust.consecutive_failures == 0 && trust.open.nonce.empty()) {
+      continue;
+    }
     // The rest of the interval; a cancel here means the session was dropped or distrusted.
     timer->expires_at(issued_at + config_.challenge_interval);
     co_await timer->wait();
@@ -161,6 +176,13 @@ void ProviderGateway::on_challenge_answer(ProviderSession& session, const proto:
     return;
   }
   if (model) {
+    if (answer.model_proofs.empty()) {
+      // Withheld (its budget spent, say, by reconnecting often): a strike, and the model stays
+      // unproven; three in a row make it `none`.
+      challenges_failed_.add();
+      challenge_failed(session, fmt::format("no proof of model '{}'", printable(model->model, 80)));
+      return;
+    }
     // Not a flaky network either: the bytes came, and they are not the model's. Dropped too, so
     // that a coordinator in open mode (where `none` is still served) stops serving it as well.
     if (const Status proved = verify_model_proofs(*model, answer.model_proofs); !proved) {

@@ -84,8 +84,8 @@ class ProviderGateway {
   // Drops every provider silent for longer than the heartbeat timeout.
   void evict_silent();
   // The catalogue's entry for a model was set: connected providers whose announced root or size
-  // differs lose that model (closed when it was their last), the others prove it again before it
-  // is served.
+  // differs lose that model at once (closed when it was their last); the others announced, and
+  // proved, the file the entry names.
   void catalog_changed(const CatalogModel& entry);
 
   // The tool-call pieces of a chunk, checked against the request and added to its calls (and to

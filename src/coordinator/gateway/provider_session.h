@@ -133,6 +133,10 @@ struct TrustState {
   std::set<std::string> unproven;
   size_t next_model = 0;  // proven models are challenged in turn; a model is asked until it passes
   std::optional<net::Clock::Time> model_proven_at;  // the last model proof that passed
+  // The provider's own proof budget as this session has spent it (proto::kProofChunkBurst, then
+  // kProofChunksPerSecond): chunks are asked only when it covers them, so an honest provider is
+  // never asked for more than it proves, however many models it has.
+  net::TokenBucket proof_budget{proto::kProofChunkBurst, proto::kProofChunksPerSecond};
   // The challenge loop's timer: an answer wakes the loop early, a drop or distrust ends it.
   std::shared_ptr<net::Timer> challenge_timer;
   int consecutive_failures = 0;
