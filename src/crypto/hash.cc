@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <memory>
@@ -20,6 +21,14 @@ Sha256 sha256(std::span<const uint8_t> bytes) {
 
 std::string sha256_hex(std::span<const uint8_t> bytes) {
   return hex_encode(sha256(bytes));
+}
+
+std::optional<Sha256> sha256_from_hex(std::string_view hex) {
+  auto bytes = hex_decode(hex);
+  if (!bytes || bytes->size() != Sha256{}.size()) return std::nullopt;
+  Sha256 digest;
+  std::copy(bytes->begin(), bytes->end(), digest.begin());
+  return digest;
 }
 
 Result<Sha256> sha256_file(const std::string& path) {

@@ -267,11 +267,6 @@ struct SignBenchArgs {
   int iterations = 50;
 };
 
-double median_ms(std::vector<double> samples) {
-  std::sort(samples.begin(), samples.end());
-  return samples.empty() ? 0 : samples[samples.size() / 2];
-}
-
 // Sign latency of the configured key, and what answering one challenge costs a provider: probe
 // its posture and make two signatures (its binary was hashed once at start).
 int run_sign_bench(const SignBenchArgs& args) {
@@ -310,9 +305,9 @@ int run_sign_bench(const SignBenchArgs& args) {
   }
   std::printf("backend: %s (%s)%s\n", info.backend.c_str(), info.key_ref.c_str(),
               info.degraded_reason.empty() ? "" : (" degraded: " + info.degraded_reason).c_str());
-  std::printf("sign: median %.3f ms over %d signatures\n", median_ms(sign_ms), args.iterations);
+  std::printf("sign: median %.3f ms over %d signatures\n", median(sign_ms), args.iterations);
   std::printf("challenge answer: median %.3f ms (posture probe + status document + 2 signatures)\n",
-              median_ms(challenge_ms));
+              median(challenge_ms));
   std::printf("binary hash: %.3f ms (once, at start)\n", hash_ms);
   return 0;
 }

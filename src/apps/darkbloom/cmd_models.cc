@@ -38,11 +38,6 @@ struct ProofBenchArgs {
   int iterations = 20;
 };
 
-double median(std::vector<double> samples) {
-  std::sort(samples.begin(), samples.end());
-  return samples.empty() ? 0 : samples[samples.size() / 2];
-}
-
 // What one model challenge costs, on this machine, for this file: the provider reads the chunks
 // named and builds its answer (the frame it sends), and the coordinator decodes that frame and
 // checks every chunk against the root. Random chunks each time, from the page cache after the
@@ -83,12 +78,7 @@ int run_proof_bench(const ProofBenchArgs& args) {
     for (size_t c = 0; c < received.model_proofs.size(); ++c) {
       const auto& proof = received.model_proofs[c];
       std::vector<crypto::Sha256> path;
-      for (const auto& hex : proof.path) {
-        auto bytes = hex_decode(hex);
-        crypto::Sha256 hash{};
-        std::copy(bytes->begin(), bytes->end(), hash.begin());
-        path.push_back(hash);
-      }
+      for (const auto& hex : proof.path) path.push_back(crypto::sha256_from_hex(hex).value());  // checked by decoding
       if (proof.index != asked[c] ||
           !crypto::verify_merkle_chunk(tree->root(), tree->size(), proof.index, proof.chunk, path)) {
         return fail("a chunk did not verify: the file changed during the benchmark");

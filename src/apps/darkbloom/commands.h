@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/json.h"
 #include "engine/engine.h"
@@ -48,5 +49,8 @@ Status for_each_jsonl_object(const std::string& path,
 
 // Prints "darkbloom: error: <message>" on one line and returns the exit code for failures.
 int fail(const std::string& message);
+
+// The median of benchmark samples (0 for none).
+double median(std::vector<double> samples);
 
 }  // namespace darkbloom::apps

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "apps/darkbloom/commands.h"
@@ -14,6 +15,11 @@ namespace darkbloom::apps {
 int fail(const std::string& message) {
   std::fprintf(stderr, "darkbloom: error: %s\n", message.c_str());
   return 1;
+}
+
+double median(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples.empty() ? 0 : samples[samples.size() / 2];
 }
 
 }  // namespace darkbloom::apps

@@ -4,22 +4,9 @@
 
 #include <algorithm>
 
-#include "base/encoding.h"
 #include "crypto/merkle.h"
 
 namespace darkbloom::coordinator {
-namespace {
-
-std::optional<crypto::Sha256> root_from_hex(std::string_view hex) {
-  auto bytes = hex_decode(hex);
-  if (!bytes || bytes->size() != crypto::Sha256{}.size()) return std::nullopt;
-  crypto::Sha256 root;
-  std::copy(bytes->begin(), bytes->end(), root.begin());
-  return root;
-}
-
-}  // namespace
-
 std::optional<std::string> catalog_refusal(const ModelCatalog& catalog, const proto::ModelInfo& model) {
   const auto entry = catalog.find(model.id);
   if (entry == catalog.end()) return std::nullopt;
@@ -46,10 +33,10 @@ std::optional<ModelChallenge> model_challenge(const ModelCatalog& catalog, const
   challenge.model = model.id;
   std::optional<crypto::Sha256> root;
   if (const auto entry = catalog.find(model.id); entry != catalog.end()) {
-    root = root_from_hex(entry->second.merkle_root);
+    root = crypto::sha256_from_hex(entry->second.merkle_root);
     challenge.size = entry->second.size_bytes;
   } else if (!model.merkle_root.empty()) {
-    root = root_from_hex(model.merkle_root);
+    root = crypto::sha256_from_hex(model.merkle_root);
     challenge.size = model.size_bytes;
   }
   if (!root || chunks == 0) return std::nullopt;
@@ -80,7 +67,7 @@ Status verify_model_proofs(const ModelChallenge& challenge, std::span<const prot
     }
     std::vector<crypto::Sha256> path;
     for (const std::string& hex : proof.path) {
-      auto hash = root_from_hex(hex);
+      auto hash = crypto::sha256_from_hex(hex);
       if (!hash) return make_error(Errc::permission_denied, "a Merkle path entry is not a SHA-256 in hex");
       path.push_back(*hash);
     }
