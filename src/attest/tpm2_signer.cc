@@ -214,6 +214,9 @@ class Tpm2Signer final : public AttestationSigner {
  private:
   Result<TpmEvidence> tpm_evidence() override {
     std::lock_guard lock(mutex_);
+    // Read once: the certificate and this signer's key (fixed at construction) do not change
+    // while the process runs, and each registration would otherwise read NV again.
+    if (evidence_) return *evidence_;
     auto connection = Connection::open(config_.tcti);
     if (!connection) return connection.error();
     TpmEvidence evidence;
@@ -230,6 +233,7 @@ class Tpm2Signer final : public AttestationSigner {
     if (rc != TSS2_RC_SUCCESS) return tpm_error(rc, Step::other, "marshalling the key's public area");
     area.resize(offset);
     evidence.key_public = std::move(area);
+    evidence_ = evidence;
     return evidence;
   }
 
@@ -400,7 +404,8 @@ class Tpm2Signer final : public AttestationSigner {
   std::vector<uint8_t> public_key_;
   std::vector<uint8_t> release_public_key_;
   Approval approval_;
-  std::optional<Approval> activation_;  // absent: credential activation is refused
+  std::optional<Approval> activation_;   // absent: credential activation is refused
+  std::optional<TpmEvidence> evidence_;  // read at the first registration
   std::mutex mutex_;
 };
 

@@ -200,8 +200,8 @@ awaitable<Result<proto::Register>> ProviderAgent::make_register() {
     }
   }
   if (info.backend == "tpm2") {
-    // The hardware level: the TPM's EK certificate and the key's public area (read each time: a
-    // TPM call of a few milliseconds per registration). Without them the key stays self_signed.
+    // The hardware level: the TPM's EK certificate and the key's public area (read from the TPM
+    // at the first registration). Without them the key stays self_signed.
     auto read = [signer = signer_] { return signer->tpm_evidence(); };
     auto evidence = co_await net::run_blocking(signing_pool_, std::move(read));
     if (evidence) {

@@ -74,9 +74,17 @@ TEST(TpmCredential, kdfa_is_hmac_counter_mode_over_label_nul_and_contexts) {
   HMAC(EVP_sha256(), key.data(), 32, input.data(), input.size(), mac, &length);
   const std::vector<uint8_t> expected(mac, mac + 16);
   EXPECT_EQ(kdfa_sha256(key, "STORAGE", u, v, 128), expected);
-  // Past one block: the counter goes on, the first block stays the same.
-  const auto long_out = kdfa_sha256(key, "STORAGE", u, v, 512);
-  ASSERT_EQ(long_out.size(), 64u);
+  // Past one block: the counter goes on (00000001, 00000002), with the length asked for (512 bits)
+  // in every block.
+  std::vector<uint8_t> two_blocks;
+  for (uint8_t counter : {1, 2}) {
+    input[3] = counter;
+    input[input.size() - 2] = 0x02;  // 512 = 0x00000200
+    input[input.size() - 1] = 0x00;
+    HMAC(EVP_sha256(), key.data(), 32, input.data(), input.size(), mac, &length);
+    two_blocks.insert(two_blocks.end(), mac, mac + 32);
+  }
+  EXPECT_EQ(kdfa_sha256(key, "STORAGE", u, v, 512), two_blocks);
   EXPECT_NE(kdfa_sha256(key, "STORAGE", u, v, 512), kdfa_sha256(key, "INTEGRITY", u, v, 512));
 }
 

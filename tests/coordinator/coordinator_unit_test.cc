@@ -7,7 +7,7 @@
 
 #include "base/encoding.h"
 #include "coordinator/coordinator_harness.h"
-#include "crypto/merkle.h"
+#include "support/model_file.h"
 
 namespace darkbloom::coordinator {
 namespace {
@@ -193,13 +193,6 @@ TEST(Challenges, three_unanswered_challenges_in_a_row_distrust_and_a_pass_resets
   EXPECT_FALSE(provider.session->dropped());  // still serves, at trust level none
 }
 
-// A one-chunk model file a fake provider holds, and its proof for a challenge.
-struct HeldFile {
-  std::vector<uint8_t> bytes;
-  std::string root() const { return hex_encode(crypto::merkle_leaf(bytes)); }
-  proto::ModelChunkProof proof(const std::string& model) const { return {model, 0, bytes, {}}; }
-};
-
 // Model proofs through the gateway: unproven models are asked first and back to back and are not
 // served before; an unanswered challenge asks for the same model again; proven models are asked
 // again only after --model-challenge-interval.
@@ -210,8 +203,8 @@ TEST(Challenges, models_are_served_once_proven_and_asked_again_until_they_pass) 
   settings.model_challenge_interval = 60s;
   CoordinatorHarness h(settings);
   const auto& config = h.config();
-  const HeldFile a{std::vector<uint8_t>(1000, 1)};
-  const HeldFile b{std::vector<uint8_t>(2000, 2)};
+  const testing::ModelFile a(std::vector<uint8_t>(1000, 1));
+  const testing::ModelFile b(std::vector<uint8_t>(2000, 2));
   FakeProvider provider;
   provider.identity = std::make_shared<testing::FakeAttester>(provider.keys.public_key(), h.clock.wall_now());
   h.register_provider(provider, "a", 1, 50, provider.identity->bundle(), [&](proto::Register& hello) {
@@ -228,7 +221,7 @@ TEST(Challenges, models_are_served_once_proven_and_asked_again_until_they_pass) 
   ASSERT_EQ(asked().size(), 1u);  // one chunk: the whole (small) file
   EXPECT_EQ(asked()[0].model, "a");
   EXPECT_TRUE(h.registry.serving("a", config.min_trust).empty());
-  answer({a.proof("a")});
+  answer({a.proof("a", 0)});
   // Routable for `a` only; `b` asked for at once.
   EXPECT_EQ(h.registry.serving("a", config.min_trust).size(), 1u);
   EXPECT_TRUE(h.registry.serving("b", config.min_trust).empty());
@@ -239,7 +232,7 @@ TEST(Challenges, models_are_served_once_proven_and_asked_again_until_they_pass) 
   ASSERT_EQ(provider.challenges().size(), 3u);
   EXPECT_EQ(provider.session->trust_state().consecutive_failures, 1);
   EXPECT_EQ(asked()[0].model, "b");
-  answer({b.proof("b")});
+  answer({b.proof("b", 0)});
   EXPECT_EQ(h.registry.serving("b", config.min_trust).size(), 1u);
   // Both proven: challenges within the model interval ask for no chunks; after it, `a` again.
   const auto proven_at = h.clock.now();
@@ -254,7 +247,7 @@ TEST(Challenges, models_are_served_once_proven_and_asked_again_until_they_pass) 
   ASSERT_FALSE(asked().empty());
   EXPECT_EQ(asked()[0].model, "a");
   // A wrong proof: none and closed at once.
-  answer({b.proof("a")});
+  answer({b.proof("a", 0)});
   EXPECT_EQ(provider.session->trust(), TrustLevel::none);
   EXPECT_TRUE(provider.session->dropped());
   h.gateway.stop();
@@ -268,20 +261,14 @@ TEST(Challenges, model_proofs_stay_within_the_providers_budget) {
   settings.challenge_interval = 10s;
   settings.challenge_timeout = 5s;
   CoordinatorHarness h(settings);
-  std::vector<HeldFile> files;
-  for (uint8_t i = 0; i < 10; ++i) files.push_back({std::vector<uint8_t>(3 << 20, i)});  // three chunks each
+  std::vector<testing::ModelFile> files;
+  for (uint8_t i = 0; i < 10; ++i) files.emplace_back(3 << 20, i);  // three chunks each
   FakeProvider provider;
   provider.identity = std::make_shared<testing::FakeAttester>(provider.keys.public_key(), h.clock.wall_now());
   h.register_provider(provider, "m0", 1, 50, provider.identity->bundle(), [&](proto::Register& hello) {
     hello.models.clear();
     for (size_t i = 0; i < files.size(); ++i) {
-      std::vector<crypto::Sha256> leaves;
-      for (size_t c = 0; c < 3; ++c) {
-        leaves.push_back(crypto::merkle_leaf(std::span(files[i].bytes).subspan(c << 20, size_t{1} << 20)));
-      }
-      const auto tree = crypto::MerkleTree::from_leaves(leaves, files[i].bytes.size());
-      hello.models.push_back(
-          {std::to_string(i).insert(0, 1, 'm'), files[i].bytes.size(), "q8_0", "", hex_encode(tree.root())});
+      hello.models.push_back({std::to_string(i).insert(0, 1, 'm'), files[i].bytes.size(), "q8_0", "", files[i].root()});
     }
   });
   // Answers the last challenge: each chunk asked, with its path.
@@ -289,17 +276,7 @@ TEST(Challenges, model_proofs_stay_within_the_providers_budget) {
     const auto challenge = provider.challenges().back();
     proto::AttestationResponse response = provider.answer_last_challenge();
     for (const auto& asked : challenge.model_chunks) {
-      const HeldFile& file = files.at(std::stoul(asked.model.substr(1)));
-      std::vector<crypto::Sha256> leaves;
-      for (size_t c = 0; c < 3; ++c) {
-        leaves.push_back(crypto::merkle_leaf(std::span(file.bytes).subspan(c << 20, size_t{1} << 20)));
-      }
-      const auto tree = crypto::MerkleTree::from_leaves(leaves, file.bytes.size());
-      proto::ModelChunkProof proof{asked.model, asked.index, {}, {}};
-      const auto chunk = std::span(file.bytes).subspan(asked.index << 20, size_t{1} << 20);
-      proof.chunk.assign(chunk.begin(), chunk.end());
-      for (const auto& hash : tree.path(asked.index)) proof.path.push_back(hex_encode(hash));
-      response.model_proofs.push_back(std::move(proof));
+      response.model_proofs.push_back(files.at(std::stoul(asked.model.substr(1))).proof(asked.model, asked.index));
     }
     h.gateway.receive(*provider.session, proto::encode(response));
     h.run();

@@ -6,35 +6,14 @@
 
 #include "base/encoding.h"
 #include "crypto/merkle.h"
+#include "support/model_file.h"
 
 namespace darkbloom::coordinator {
 namespace {
 
 using crypto::kMerkleChunkBytes;
 
-struct File {
-  std::vector<uint8_t> bytes;
-  crypto::MerkleTree tree = crypto::MerkleTree::from_leaves({crypto::merkle_leaf({})}, 0);
-
-  explicit File(size_t size, uint8_t seed) : bytes(size) {
-    for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<uint8_t>(i * 131 + seed);
-    std::vector<crypto::Sha256> leaves;
-    for (size_t at = 0; at < size; at += kMerkleChunkBytes) {
-      leaves.push_back(
-          crypto::merkle_leaf(std::span(bytes).subspan(at, std::min<size_t>(kMerkleChunkBytes, size - at))));
-    }
-    tree = crypto::MerkleTree::from_leaves(std::move(leaves), size);
-  }
-  std::string root() const { return hex_encode(tree.root()); }
-  proto::ModelChunkProof proof(const std::string& model, uint64_t index) const {
-    proto::ModelChunkProof proof{model, index, {}, {}};
-    const size_t at = index * kMerkleChunkBytes;
-    proof.chunk.assign(bytes.begin() + static_cast<ptrdiff_t>(at),
-                       bytes.begin() + static_cast<ptrdiff_t>(std::min<size_t>(bytes.size(), at + kMerkleChunkBytes)));
-    for (const auto& hash : tree.path(index)) proof.path.push_back(hex_encode(hash));
-    return proof;
-  }
-};
+using File = testing::ModelFile;
 
 proto::ModelInfo info(const std::string& id, const File& file) {
   proto::ModelInfo model;
