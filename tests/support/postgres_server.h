@@ -46,21 +46,18 @@ class PostgresServer {
                                      "--no-sync", "--no-instructions"},
                                     dir_.file("initdb.log"));
     if (status != 0) throw std::runtime_error("initdb failed: " + tail(dir_.file("initdb.log")));
-    port_ = free_port();
-    pid_ = spawn({bin_ + "/postgres", "-D", data, "-p", std::to_string(port_), "-k", dir_.path().string(), "-c",
-                  "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"},
-                 dir_.file("server.log"), /*die_with_parent=*/true);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (PQping(url().c_str()) != PQPING_OK) {
-      int child_status = 0;
-      if (waitpid(pid_, &child_status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error("postgres exited at start: " + tail(dir_.file("server.log")));
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        throw std::runtime_error("postgres did not accept connections in 60 s: " + tail(dir_.file("server.log")));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // The free port is free when asked, not when postgres binds it: another test process may
+    // take it first. Readiness is asked of this server's own socket (in this process's directory),
+    // never of the TCP port, which could be another process's server; a server that could not
+    // bind exits, and another port is tried.
+    for (int attempt = 1;; ++attempt) {
+      port_ = free_port();
+      pid_ = spawn({bin_ + "/postgres", "-D", data, "-p", std::to_string(port_), "-k", dir_.path().string(), "-c",
+                    "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"},
+                   dir_.file("server.log"), /*die_with_parent=*/true);
+      if (wait_until_ready()) break;
+      pid_ = -1;
+      if (attempt == 5) throw std::runtime_error("postgres exited at start: " + tail(dir_.file("server.log")));
     }
   }
 
@@ -97,6 +94,22 @@ class PostgresServer {
   }
 
  private:
+  // True once this server answers on its own socket; false when it exited first.
+  bool wait_until_ready() {
+    const std::string own_socket =
+        "host=" + dir_.path().string() + " port=" + std::to_string(port_) + " user=darkbloom dbname=postgres";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (PQping(own_socket.c_str()) != PQPING_OK) {
+      int child_status = 0;
+      if (waitpid(pid_, &child_status, WNOHANG) == pid_) return false;
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error("postgres did not accept connections in 60 s: " + tail(dir_.file("server.log")));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  }
+
   static std::string find_bin_dir() {
     std::vector<std::filesystem::path> found;
     std::error_code ignored;
