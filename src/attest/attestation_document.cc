@@ -174,6 +174,10 @@ std::string response_hash(std::string_view request_id, int completion_tokens, st
   return crypto::sha256_hex(as_bytes(message));
 }
 
+std::string usage_text(std::string_view request_id, int64_t prompt_tokens, int64_t completion_tokens, uint64_t chunks) {
+  return fmt::format("darkbloom blind usage v1\n{}:{}:{}:{}", request_id, prompt_tokens, completion_tokens, chunks);
+}
+
 std::string receipt_text(const std::vector<std::string>& choices) {
   if (choices.size() == 1) return choices[0];
   std::string text;

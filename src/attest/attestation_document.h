@@ -69,6 +69,12 @@ std::string response_hash(std::string_view request_id, int completion_tokens, st
 // its length in bytes, in index order ("2:hi5:there"), so no text moves between choices unseen.
 std::string receipt_text(const std::vector<std::string>& choices);
 
+// What a provider signs, in clear for the coordinator, about a blind request's answer it cannot
+// open: "darkbloom blind usage v1\n<request_id>:<prompt_tokens>:<completion_tokens>:<chunks>".
+// The prefix keeps it apart from everything else the key signs (documents, challenges, receipt
+// hashes, `keys sign`).
+std::string usage_text(std::string_view request_id, int64_t prompt_tokens, int64_t completion_tokens, uint64_t chunks);
+
 // "2026-11-27T23:48:45Z"
 std::string rfc3339(std::chrono::system_clock::time_point time);
 Result<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text);

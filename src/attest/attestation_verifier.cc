@@ -143,6 +143,11 @@ Status verify_receipt(std::string_view request_id, int completion_tokens, std::s
   return check_signature(public_key, response_hash, signature_base64, "receipt");
 }
 
+Status verify_usage(const proto::BlindUsage& usage, std::string_view request_id, std::span<const uint8_t> public_key) {
+  const std::string text = usage_text(request_id, usage.prompt_tokens, usage.completion_tokens, usage.chunks);
+  return check_signature(public_key, text, usage.signature, "usage");
+}
+
 IssuedChallenge new_challenge(std::chrono::system_clock::time_point now, RandomSource& random) {
   return {base64_encode(random.bytes(32)), rfc3339(now)};
 }

@@ -67,6 +67,9 @@ Status verify_receipt(std::string_view request_id, int completion_tokens, std::s
                       std::string_view response_hash, std::string_view signature_base64,
                       std::span<const uint8_t> public_key);
 
+// Verifies the usage a provider signed for a blind request (usage_text) under `request_id`.
+Status verify_usage(const proto::BlindUsage& usage, std::string_view request_id, std::span<const uint8_t> public_key);
+
 // "2026-11-27T23:48:45Z" now, and a fresh challenge nonce (base64 of 32 bytes of `random`, which
 // must be a CSPRNG outside tests: a predictable nonce lets a provider answer ahead of time).
 IssuedChallenge new_challenge(std::chrono::system_clock::time_point now, RandomSource& random);

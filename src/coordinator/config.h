@@ -47,7 +47,7 @@ struct CoordinatorConfig {
   // at once). Providers prove one chunk per 10 s beyond a burst of 16 (proto::kProofChunksPerSecond),
   // so chunks / interval must stay within that.
   std::chrono::milliseconds model_challenge_interval{60'000};
-  // The hardware level (trust/hardware_policy.h): CA certificates (PEM files) an EK certificate
+  // The hardware level (attest/hardware_policy.h): CA certificates (PEM files) an EK certificate
   // must chain to, and the release key (PEM) whose PolicyAuthorize a TPM key must carry. Both, or
   // neither (then no provider is `hardware`).
   std::vector<std::string> tpm_ek_ca;

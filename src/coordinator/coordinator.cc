@@ -34,7 +34,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(net::Executor executor,
   if (!releases) return releases.error();
   auto catalog = (*store)->catalog_models();
   if (!catalog) return catalog.error();
-  auto hardware = load_hardware_policy(config.tpm_ek_ca, config.tpm_release_key);
+  auto hardware = attest::load_hardware_policy(config.tpm_ek_ca, config.tpm_release_key);
   if (!hardware) return hardware.error();
   auto ledger = std::make_unique<Ledger>(**store, config.billing, clock, random);
   if (auto started = ledger->start(); !started) return started.error().with_context("starting the ledger");

@@ -7,11 +7,11 @@
 #include <set>
 #include <string>
 
+#include "attest/hardware_policy.h"
 #include "base/metrics.h"
 #include "base/random.h"
 #include "coordinator/api/api_metrics.h"
 #include "coordinator/config.h"
-#include "coordinator/trust/hardware_policy.h"
 #include "coordinator/trust/model_proof.h"
 #include "net/clock.h"
 #include "net/offload.h"
@@ -66,9 +66,9 @@ class Coordinator {
   std::unique_ptr<net::Offload> offload_;      // joined in stop(): its jobs resume handlers
   std::unique_ptr<Ledger> ledger_;
   net::SharedFlag ledger_running_{false};
-  std::set<std::string> releases_;          // approved binary hashes, loaded from the store
-  ModelCatalog catalog_;                    // the model catalogue, loaded from the store
-  std::optional<HardwarePolicy> hardware_;  // --tpm-ek-ca and --tpm-release-key, loaded
+  std::set<std::string> releases_;                  // approved binary hashes, loaded from the store
+  ModelCatalog catalog_;                            // the model catalogue, loaded from the store
+  std::optional<attest::HardwarePolicy> hardware_;  // --tpm-ek-ca and --tpm-release-key, loaded
   std::unique_ptr<ApiKeys> keys_;
   std::unique_ptr<RateLimiter> limiter_;
   std::unique_ptr<FailedAttempts> admin_failures_;

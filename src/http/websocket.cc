@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "base/log.h"
+#include "http/client.h"
 
 namespace darkbloom::http {
 
@@ -32,30 +33,10 @@ WebSocket::~WebSocket() = default;
 
 awaitable<Result<std::shared_ptr<WebSocket>>> WebSocket::connect(std::string host, uint16_t port, std::string path,
                                                                  WebSocketOptions options, ClientTls tls) {
-  auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [resolve_error, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), as_tuple_awaitable);
-  if (resolve_error) {
-    co_return make_error(Errc::unavailable, fmt::format("cannot resolve {}: {}", host, resolve_error.message()));
-  }
-  beast::tcp_stream tcp_stream(executor);
-  tcp_stream.expires_after(options.connect_timeout);
-  auto [connect_error, endpoint] = co_await tcp_stream.async_connect(endpoints, as_tuple_awaitable);
-  if (connect_error) {
-    co_return make_error(Errc::unavailable,
-                         fmt::format("cannot connect to {}:{}: {}", host, port, connect_error.message()));
-  }
-  error_code ignored;
-  tcp_stream.socket().set_option(tcp::no_delay(true), ignored);  // chunks are small and latency-bound
-  tcp_stream.expires_after(options.connect_timeout);             // bounds the handshakes below
-  std::optional<Transport> transport;
-  if (tls.enabled) {
-    auto secured = co_await client_tls_handshake(std::move(tcp_stream), host, tls);
-    if (!secured) co_return secured.error();
-    transport.emplace(std::move(*secured));
-  } else {
-    transport.emplace(std::move(tcp_stream));
-  }
+  auto transport = co_await http::connect(host, port, tls, options.connect_timeout);
+  if (!transport) co_return transport.error();
+  error_code no_endpoint;
+  const auto endpoint = transport->tcp().socket().remote_endpoint(no_endpoint);
   Stream stream(std::move(*transport));
   stream.set_option(websocket::stream_base::decorator(
       [](websocket::request_type& request) { request.set(bhttp::field::user_agent, "darkbloom"); }));

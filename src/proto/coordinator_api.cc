@@ -26,6 +26,9 @@ bj::object attestation_entry(const ProviderAttestation& provider) {
   bj::array models;
   for (const auto& model : provider.models) models.push_back(bj::value(model));
   entry["models"] = std::move(models);
+  bj::array features;
+  for (const auto& feature : provider.features) features.push_back(bj::value(feature));
+  entry["features"] = std::move(features);
   if (provider.attested) {
     entry["public_key"] = provider.public_key;
     entry["public_key_pem"] = provider.public_key_pem;

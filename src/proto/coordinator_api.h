@@ -39,7 +39,8 @@ struct ProviderAttestation {
   std::string trust_level;
   std::string reason;
   std::vector<std::string> models;
-  bool attested = false;  // the fields below up to `signature` are present only when attested
+  std::vector<std::string> features;  // what it serves beyond plain text (proto::kFeature* names)
+  bool attested = false;              // the fields below up to `signature` are present only when attested
   std::string public_key;
   std::string public_key_pem;
   std::string key_backend;

@@ -19,35 +19,6 @@ std::string dump(const bj::object& object) {
   return bj::serialize(object);
 }
 
-bj::object sealed_to_json(const SealedPayload& sealed) {
-  return {{"ephemeral_public_key", base64_encode(sealed.sender_public_key)},
-          {"ciphertext", base64_encode(sealed.ciphertext)}};
-}
-
-SealedPayload sealed_from(json::ObjectReader& parent, std::string_view key) {
-  SealedPayload sealed;
-  const bj::object& object = parent.object(key);
-  if (!parent.ok()) return sealed;
-  json::ObjectReader r(object, parent.path(key));
-  const std::string public_key = r.string("ephemeral_public_key", 64);
-  const std::string ciphertext = r.string("ciphertext", kMaxSealedBytes);
-  if (!r.ok()) {
-    parent.fail(key, r.error().message);
-    return sealed;
-  }
-  auto key_bytes = base64_decode(public_key);
-  auto cipher_bytes = base64_decode(ciphertext);
-  if (!key_bytes || key_bytes->size() != 32) {
-    parent.fail(key, "ephemeral_public_key must be 32 bytes of base64");
-  } else if (!cipher_bytes || cipher_bytes->size() < 40) {
-    parent.fail(key, "ciphertext must be base64 of nonce, MAC and box (at least 40 bytes)");
-  } else {
-    sealed.sender_public_key = std::move(*key_bytes);
-    sealed.ciphertext = std::move(*cipher_bytes);
-  }
-  return sealed;
-}
-
 Result<bj::object> parse_object(std::string_view frame, std::string_view what, size_t max_depth = json::kMaxDepth) {
   if (frame.size() > kMaxFrameBytes)
     return make_error(Errc::out_of_range, fmt::format("{} is larger than {} bytes", what, kMaxFrameBytes));
@@ -270,6 +241,35 @@ Heartbeat decode_heartbeat(json::ObjectReader& r) {
 
 }  // namespace
 
+bj::object sealed_to_json(const SealedPayload& sealed) {
+  return {{"ephemeral_public_key", base64_encode(sealed.sender_public_key)},
+          {"ciphertext", base64_encode(sealed.ciphertext)}};
+}
+
+SealedPayload sealed_from(json::ObjectReader& parent, std::string_view key) {
+  SealedPayload sealed;
+  const bj::object& object = parent.object(key);
+  if (!parent.ok()) return sealed;
+  json::ObjectReader r(object, parent.path(key));
+  const std::string public_key = r.string("ephemeral_public_key", 64);
+  const std::string ciphertext = r.string("ciphertext", kMaxSealedBytes);
+  if (!r.ok()) {
+    parent.fail(key, r.error().message);
+    return sealed;
+  }
+  auto key_bytes = base64_decode(public_key);
+  auto cipher_bytes = base64_decode(ciphertext);
+  if (!key_bytes || key_bytes->size() != 32) {
+    parent.fail(key, "ephemeral_public_key must be 32 bytes of base64");
+  } else if (!cipher_bytes || cipher_bytes->size() < 40) {
+    parent.fail(key, "ciphertext must be base64 of nonce, MAC and box (at least 40 bytes)");
+  } else {
+    sealed.sender_public_key = std::move(*key_bytes);
+    sealed.ciphertext = std::move(*cipher_bytes);
+  }
+  return sealed;
+}
+
 uint32_t feature_bits(const std::vector<std::string>& features) {
   uint32_t bits = 0;
   for (const auto& feature : features) {
@@ -277,6 +277,7 @@ uint32_t feature_bits(const std::vector<std::string>& features) {
     if (feature == kFeatureLogprobs) bits |= kFeatureBitLogprobs;
     if (feature == kFeatureChoices) bits |= kFeatureBitChoices;
     if (feature == kFeatureTools) bits |= kFeatureBitTools;
+    if (feature == kFeatureBlind) bits |= kFeatureBitBlind;
   }
   return bits;
 }
@@ -286,7 +287,8 @@ std::string feature_names(uint32_t bits) {
   const std::pair<uint32_t, std::string_view> known[] = {{kFeatureBitResponseFormat, kFeatureResponseFormat},
                                                          {kFeatureBitLogprobs, kFeatureLogprobs},
                                                          {kFeatureBitChoices, kFeatureChoices},
-                                                         {kFeatureBitTools, kFeatureTools}};
+                                                         {kFeatureBitTools, kFeatureTools},
+                                                         {kFeatureBitBlind, kFeatureBlind}};
   for (const auto& [bit, name] : known) {
     if ((bits & bit) == 0) continue;
     if (!names.empty()) names += ", ";
@@ -297,7 +299,7 @@ std::string feature_names(uint32_t bits) {
 
 std::vector<std::string> provider_features() {
   return {std::string(kFeatureResponseFormat), std::string(kFeatureLogprobs), std::string(kFeatureChoices),
-          std::string(kFeatureTools)};
+          std::string(kFeatureTools), std::string(kFeatureBlind)};
 }
 
 std::string encode(const Register& m) {
@@ -369,7 +371,14 @@ std::string encode(const InferenceChunk& m) {
 }
 
 std::string encode(const InferenceComplete& m) {
-  return dump({{"type", "inference_complete"}, {"request_id", m.request_id}, {"sealed", sealed_to_json(m.sealed)}});
+  bj::object object{{"type", "inference_complete"}, {"request_id", m.request_id}, {"sealed", sealed_to_json(m.sealed)}};
+  if (m.usage) {
+    object["usage"] = bj::object{{"prompt_tokens", m.usage->prompt_tokens},
+                                 {"completion_tokens", m.usage->completion_tokens},
+                                 {"chunks", m.usage->chunks}};
+    object["usage_signature"] = m.usage->signature;
+  }
+  return dump(object);
 }
 
 std::string encode(const InferenceError& m) {
@@ -403,10 +412,12 @@ std::string encode(const Registered& m) {
 }
 
 std::string encode(const InferenceRequest& m) {
-  return dump({{"type", "inference_request"},
-               {"request_id", m.request_id},
-               {"model", m.model},
-               {"sealed_body", sealed_to_json(m.sealed_body)}});
+  bj::object object{{"type", "inference_request"},
+                    {"request_id", m.request_id},
+                    {"model", m.model},
+                    {"sealed_body", sealed_to_json(m.sealed_body)}};
+  if (m.blind) object["blind"] = bj::object{{"max_tokens", m.blind->max_tokens}, {"n", m.blind->n}};
+  return dump(object);
 }
 
 std::string encode(const Cancel& m) {
@@ -533,6 +544,17 @@ Result<ProviderMessage> decode_provider_message(std::string_view frame) {
     InferenceComplete m;
     m.request_id = request_id(r);
     m.sealed = sealed_from(r, "sealed");
+    if (r.has("usage") && r.ok()) {
+      const bj::object& usage = r.object("usage");
+      json::ObjectReader u(usage, r.path("usage"));
+      BlindUsage blind;
+      blind.prompt_tokens = u.integer("prompt_tokens", 0, int64_t{1} << 40);
+      blind.completion_tokens = u.integer("completion_tokens", 0, int64_t{1} << 40);
+      blind.chunks = static_cast<uint64_t>(u.integer("chunks", 0, int64_t{1} << 40));
+      if (!u.ok()) r.fail("usage", u.error().message);
+      blind.signature = r.string("usage_signature", 256);
+      m.usage = std::move(blind);
+    }
     return finish(r, std::move(m));
   }
   if (type == "inference_error") {
@@ -599,6 +621,15 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
     m.request_id = request_id(r);
     m.model = r.string("model", kMaxModelIdBytes);
     m.sealed_body = sealed_from(r, "sealed_body");
+    if (r.has("blind") && r.ok()) {
+      const bj::object& terms = r.object("blind");
+      json::ObjectReader t(terms, r.path("blind"));
+      BlindTerms blind;
+      blind.max_tokens = static_cast<int>(t.integer("max_tokens", 1, 1 << 24));
+      blind.n = static_cast<int>(t.integer("n", 1, kMaxChoices));
+      if (!t.ok()) r.fail("blind", t.error().message);
+      m.blind = blind;
+    }
     return finish_coordinator(r, std::move(m));
   }
   if (type == "cancel") return finish_coordinator(r, Cancel{request_id(r)});

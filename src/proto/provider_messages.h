@@ -125,6 +125,10 @@ inline constexpr uint32_t kFeatureBitLogprobs = 2;
 inline constexpr uint32_t kFeatureBitChoices = 4;
 inline constexpr std::string_view kFeatureTools = "tools";  // tools, tool_choice, tool-call history
 inline constexpr uint32_t kFeatureBitTools = 8;
+// Coordinator-blind requests: the body is sealed by the consumer's proxy, the answer sealed back
+// to it, and the usage signed in clear for billing (BlindTerms, BlindUsage).
+inline constexpr std::string_view kFeatureBlind = "blind";
+inline constexpr uint32_t kFeatureBitBlind = 16;
 // The bits of the features named (unknown names are ignored), and back ("response_format, n").
 uint32_t feature_bits(const std::vector<std::string>& features);
 std::string feature_names(uint32_t bits);
@@ -153,9 +157,19 @@ struct InferenceChunk {
   SealedPayload sealed;  // opens to ChunkContent
 };
 
+// What a blind request's answer costs, in clear for the coordinator, which cannot open the
+// answer: signed by the provider's identity key over attest::usage_text(request_id, ...).
+struct BlindUsage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  uint64_t chunks = 0;    // inference_chunk frames sent for the request (the sealed `seq`)
+  std::string signature;  // base64 DER ECDSA
+};
+
 struct InferenceComplete {
   std::string request_id;
-  SealedPayload sealed;  // opens to CompletionContent: usage is sealed so the wire cannot forge it
+  SealedPayload sealed;             // opens to CompletionContent: usage is sealed so the wire cannot forge it
+  std::optional<BlindUsage> usage;  // a blind request's only (wire: "usage", "usage_signature")
 };
 
 struct InferenceError {
@@ -220,10 +234,20 @@ struct Registered {
   std::vector<RefusedModel> refused_models;  // optional; the others are registered
 };
 
+// The terms of a blind request, in clear: the coordinator reserved credit for them, so the
+// provider refuses a sealed body that asks for more.
+struct BlindTerms {
+  int max_tokens = 0;  // per choice, as OpenAI's max_tokens
+  int n = 1;
+};
+
 struct InferenceRequest {
   std::string request_id;  // new for every attempt
   std::string model;
   SealedPayload sealed_body;  // opens to SealedRequest
+  // Set for a blind request: the body was sealed by the consumer's proxy, the answer is sealed
+  // back to that key (sealed_body's ephemeral key, as always), and the completion carries BlindUsage.
+  std::optional<BlindTerms> blind;
 };
 
 struct Cancel {
@@ -315,6 +339,11 @@ std::string encode(const CompletionContent& content);
 
 // Strict decoding: malformed JSON, a missing or mistyped required field, a value out of range or
 // an unsupported protocol version is an error naming the field. Unknown fields are ignored.
+// A sealed payload as JSON ({"ephemeral_public_key", "ciphertext"}, both base64), and read back
+// from `parent[key]` (a 32-byte key and at least nonce and MAC; a problem fails `parent`).
+json::bj::object sealed_to_json(const SealedPayload& sealed);
+SealedPayload sealed_from(json::ObjectReader& parent, std::string_view key);
+
 Result<ProviderMessage> decode_provider_message(std::string_view frame);
 Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame);
 Result<SealedRequest> decode_sealed_request(std::string_view plaintext);

@@ -561,6 +561,14 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     fail(400, fmt::format("this provider serves '{}', not '{}'", facts_.info.id, request->model));
     co_return;
   }
+  if (message.blind && (request->model != message.model || !request->max_tokens ||
+                        *request->max_tokens > message.blind->max_tokens || request->n != message.blind->n)) {
+    // The coordinator reserved credit for the terms in clear: a body asking for more would be
+    // work nobody pays for (or a proxy that lies to the coordinator).
+    fail(400, fmt::format("the sealed body does not keep to the blind terms (model '{}', max_tokens {}, n {})",
+                          message.model, message.blind->max_tokens, message.blind->n));
+    co_return;
+  }
   in_flight_[request_id] = InFlight{};
   auto engine = co_await ensure_engine();
   if (!engine) {
@@ -588,13 +596,13 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   if (entry.cancelled) run->cancel();  // cancelled while the model was loading
   socket->send(proto::encode(proto::InferenceAccepted{request_id}));
 
-  co_await relay_answer(socket, request_id, *session_key, *run);
+  co_await relay_answer(socket, request_id, *session_key, *run, message.blind.has_value());
   in_flight_.erase(request_id);
   last_activity_ = Clock::now();
 }
 
 awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                            const crypto::PublicKey& session_key, ChoiceRun& run) {
+                                            const crypto::PublicKey& session_key, ChoiceRun& run, bool blind) {
   auto fail = [&](int status, const std::string& text) {
     const char* outcome = status == 499 ? "cancelled" : status >= 500 ? "failed" : "refused";
     outcomes_.at({{"outcome", outcome}}).add();
@@ -660,7 +668,7 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
       answers[i] = std::move(covered);
     }
     const Finishes ended{finishes, reasons};
-    co_await send_completion(socket, request_id, channel, seq, ended, answers);
+    co_await send_completion(socket, request_id, channel, seq, ended, answers, blind);
   }
   for (std::string& answer : answers) crypto::wipe_memory(answer.data(), answer.size());
   for (auto& choice_calls : calls) {
@@ -670,7 +678,7 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
 
 awaitable<void> ProviderAgent::send_completion(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
                                                const crypto::Channel& channel, uint64_t seq, const Finishes& ended,
-                                               const std::vector<std::string>& answers) {
+                                               const std::vector<std::string>& answers, bool blind) {
   const std::vector<engine::FinishEvent>& finishes = ended.events;
   // Usage travels sealed like the text: nobody on the way can change what will be billed. The
   // receipt lets anyone check later which key produced this answer.
@@ -692,13 +700,33 @@ awaitable<void> ProviderAgent::send_completion(std::shared_ptr<http::WebSocket> 
         proto::encode(proto::InferenceError{request_id, 500, "cannot sign the receipt: " + receipt.error().message}));
     co_return;
   }
-  outcomes_.at({{"outcome", "completed"}}).add();
   completion.receipt_signature = *receipt;
+  std::optional<proto::BlindUsage> usage;
+  if (blind) {
+    // The coordinator cannot open the completion: it bills on these counts, signed in clear.
+    usage.emplace();
+    usage->prompt_tokens = completion.prompt_tokens;
+    usage->completion_tokens = completion.completion_tokens;
+    usage->chunks = seq;
+    auto signature =
+        co_await sign(attest::usage_text(request_id, usage->prompt_tokens, usage->completion_tokens, usage->chunks));
+    if (!signature) {
+      log::error("provider: cannot sign the usage of {}: {}", request_id, signature.error().message);
+      outcomes_.at({{"outcome", "failed"}}).add();
+      socket->send(
+          proto::encode(proto::InferenceError{request_id, 500, "cannot sign the usage: " + signature.error().message}));
+      co_return;
+    }
+    usage->signature = *signature;
+  }
+  outcomes_.at({{"outcome", "completed"}}).add();
   std::string content = proto::encode(completion);
   proto::InferenceComplete complete;
   complete.request_id = request_id;
   complete.sealed.sender_public_key.assign(keys_.public_key().begin(), keys_.public_key().end());
   complete.sealed.ciphertext = channel.seal(as_bytes(content));
+  crypto::wipe_memory(content.data(), content.size());
+  complete.usage = std::move(usage);
   socket->send(proto::encode(complete));
 }
 

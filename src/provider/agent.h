@@ -115,9 +115,10 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   net::awaitable<void> idle_loop();
   net::awaitable<void> handle_request(std::shared_ptr<http::WebSocket> socket, proto::InferenceRequest request);
   // The engine's output for one accepted request, sealed chunk by chunk to the request's session
-  // key, then the sealed completion with its signed receipt (or the error that ended it).
+  // key, then the sealed completion with its signed receipt (or the error that ended it). A blind
+  // request's completion also carries its usage, signed in clear for the coordinator.
   net::awaitable<void> relay_answer(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
-                                    const crypto::PublicKey& session_key, ChoiceRun& run);
+                                    const crypto::PublicKey& session_key, ChoiceRun& run, bool blind);
   // How each choice ended: the engine's event and OpenAI's reason ("tool_calls" after calls).
   struct Finishes {
     std::vector<engine::FinishEvent> events;
@@ -127,7 +128,7 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   // signed); `answers` are the choices' receipt texts.
   net::awaitable<void> send_completion(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
                                        const crypto::Channel& channel, uint64_t seq, const Finishes& ended,
-                                       const std::vector<std::string>& answers);
+                                       const std::vector<std::string>& answers, bool blind);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
   // The hardware level: ActivateCredential in the TPM, off the network thread; the answer.

@@ -240,7 +240,7 @@ class CoordinatorHarness {
 
   std::set<std::string> releases;
   coordinator::ModelCatalog catalog;
-  std::optional<coordinator::HardwarePolicy> hardware;
+  std::optional<attest::HardwarePolicy> hardware;
   coordinator::StoreWorker store_worker;  // inline: store calls run in order, on the test's thread
   net::Offload offload{0, 16};            // inline too: large bodies are sealed on the test's thread
   coordinator::ApiKeys keys;

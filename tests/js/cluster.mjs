@@ -259,6 +259,22 @@ export async function startServe(model, args = []) {
   return proc;
 }
 
+// `darkbloom proxy` in front of `coordinator`, with the API key in `keyFile`; `.url` is its base.
+export async function startProxy(coordinator, keyFile, args = []) {
+  const proc = await startProcess(DARKBLOOM, ["--log-level", "info", "proxy", "--coordinator", coordinator.url,
+    "--api-key-file", keyFile, "--listen", "127.0.0.1:0", "--listing-max-age", "0.2", ...args],
+    { ready: /OpenAI API at http:\/\/127\.0\.0\.1:(\d+)\/v1/, name: "proxy" });
+  proc.url = `http://127.0.0.1:${proc.match[1]}`;
+  return proc;
+}
+
+// A file (mode 0600) in `dir` holding `key`.
+export function writeKey(dir, key, name = "api-key") {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, key, { mode: 0o600 });
+  return file;
+}
+
 // Reads an SSE response body into its `data:` payloads.
 export async function readEvents(response) {
   const text = await response.text();
@@ -477,9 +493,10 @@ export class FakeProvider {
   // `document` overrides fields of the attestation document; `sign` replaces how it is signed.
   // `files` maps model ids to the bytes this provider holds: each is registered with its Merkle
   // root (unless `models` overrides the entries) and its chunks are proved when a challenge asks.
+  // `features` are the register message's (e.g. ["blind"]); none by default.
   static async connect(port, { model = "fake-model", decodeTps = 100, maxConcurrency = 1, encryptionKey,
     attest = true, answerChallenges = true, identity = new IdentityKey(), document = {}, signDocument,
-    rotation, waitForTrust = attest, files = {}, models, evidence } = {}) {
+    rotation, waitForTrust = attest, files = {}, models, evidence, features } = {}) {
     const provider = new FakeProvider(await RawWebSocket.connect(port));
     provider.keys = nacl.box.keyPair();
     provider.identity = identity;
@@ -493,6 +510,7 @@ export class FakeProvider {
       if (tree) Object.assign(entry, { merkle_root: tree.root, size_bytes: tree.size });
     }
     if (models) hello.models = models;
+    if (features) hello.features = features;
     hello.encryption_key = encryptionKey ?? Buffer.from(provider.keys.publicKey).toString("base64");
     hello.decode_tps = decodeTps;
     hello.max_concurrency = maxConcurrency;

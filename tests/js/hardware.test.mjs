@@ -10,7 +10,8 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import {
-  DARKBLOOM, FakeProvider, RawWebSocket, createKey, startCoordinator, startProvider, synthModel, tempDir, waitForOutput,
+  DARKBLOOM, FakeProvider, RawWebSocket, createKey, startCoordinator, startProvider, startProxy, synthModel, tempDir,
+  waitForOutput, writeKey,
 } from "./cluster.mjs";
 import { Swtpm, check, run } from "./devices.mjs";
 
@@ -115,6 +116,28 @@ describe("the hardware trust level", () => {
         body: JSON.stringify({ model: "hardware-model", messages: [{ role: "user", content: "hi" }], max_tokens: 4 }) });
       assert.equal(response.status, 200, await response.clone().text());
       console.log(`# registration to hardware: ${Date.now() - started} ms (including the provider's start)`);
+
+      // Blind, through `darkbloom proxy --min-trust hardware`: the proxy checks the EK chain and the
+      // key's public area from the listing itself, so its own CA and release key decide.
+      const keyFile = writeKey(dir, apiKey);
+      const request = { model: "hardware-model", messages: [{ role: "user", content: "hi" }], max_tokens: 4 };
+      const proxy = await startProxy(coordinator, keyFile, ["--min-trust", "hardware", ...hardwareArgs()]);
+      const strict = await startProxy(coordinator, keyFile, ["--min-trust", "hardware", ...hardwareArgs(otherTpm)]);
+      try {
+        const blind = await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST",
+          headers: { "Content-Type": "application/json" }, body: JSON.stringify(request) });
+        assert.equal(blind.status, 200, await blind.clone().text());
+        assert.equal(blind.headers.get("x-provider-trust-level"), "hardware");
+        assert.equal(blind.headers.get("x-sealed-by"), "proxy");
+        const refused = await fetch(`${strict.url}/v1/chat/completions`, { method: "POST",
+          headers: { "Content-Type": "application/json" }, body: JSON.stringify(request) });
+        assert.equal(refused.status, 503);
+        assert.match((await refused.json()).error.message, /passes this proxy's checks for trust level hardware/);
+        await waitForOutput(strict, /not used: TPM evidence rejected: the EK certificate does not chain to --tpm-ek-ca/);
+      } finally {
+        await proxy.kill();
+        await strict.kill();
+      }
       await provider.kill();
     } finally {
       await coordinator.kill();

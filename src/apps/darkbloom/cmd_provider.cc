@@ -19,6 +19,7 @@
 #include "apps/common/secrets.h"
 #include "apps/common/service.h"
 #include "apps/darkbloom/commands.h"
+#include "apps/darkbloom/coordinator_link.h"
 #include "apps/darkbloom/key_options.h"
 #include "attest/attestation_document.h"
 #include "attest/posture.h"
@@ -65,66 +66,6 @@ struct ServeArgs {
 // The model id a provider announces: --model-id, or the file name without ".gguf".
 std::string default_model_id(const std::string& path) {
   return std::filesystem::path(path).stem().string();
-}
-
-struct CoordinatorUrl {
-  std::string host;
-  uint16_t port = 0;
-  std::string path;
-  bool tls = false;
-};
-
-// ws[s]://HOST:PORT[/path] → its parts.
-Result<CoordinatorUrl> parse_coordinator_url(const std::string& url) {
-  CoordinatorUrl parsed;
-  std::string rest;
-  if (url.rfind("wss://", 0) == 0) {
-    parsed.tls = true;
-    rest = url.substr(6);
-  } else if (url.rfind("ws://", 0) == 0) {
-    rest = url.substr(5);
-  } else {
-    return make_error(Errc::invalid_argument,
-                      fmt::format("--coordinator must be a wss://HOST:PORT or ws://HOST:PORT URL (got '{}')", url));
-  }
-  parsed.path = std::string(proto::kProviderSocketPath);
-  if (const size_t slash = rest.find('/'); slash != std::string::npos) {
-    if (slash + 1 < rest.size()) parsed.path = rest.substr(slash);
-    rest = rest.substr(0, slash);
-  }
-  auto host_port = http::parse_host_port(rest);
-  if (!host_port) return make_error(Errc::invalid_argument, "--coordinator: " + host_port.error().message);
-  if (host_port->second == 0) return make_error(Errc::invalid_argument, "--coordinator: the port must not be 0");
-  parsed.host = host_port->first;
-  parsed.port = host_port->second;
-  return parsed;
-}
-
-// The TLS settings of `darkbloom start`, checked against the URL: plaintext only to loopback
-// unless allowed, and CA or pin only with wss://.
-Result<http::ClientTls> coordinator_tls(const CoordinatorUrl& url, const StartArgs& args) {
-  http::ClientTls tls;
-  tls.enabled = url.tls;
-  if (!url.tls) {
-    if (!args.coordinator_ca.empty() || !args.coordinator_pin.empty()) {
-      return make_error(Errc::invalid_argument,
-                        "--coordinator-ca and --coordinator-cert-sha256 need a wss:// --coordinator");
-    }
-    if (!args.allow_plaintext && !http::is_loopback_host(url.host)) {
-      return make_error(Errc::invalid_argument,
-                        fmt::format("--coordinator {} is plaintext to a non-loopback host: use wss://, or give "
-                                    "--allow-plaintext to send the account token and every request in clear",
-                                    args.coordinator));
-    }
-    return tls;
-  }
-  tls.ca_file = args.coordinator_ca;
-  if (!args.coordinator_pin.empty()) {
-    auto pin = http::parse_certificate_pin(args.coordinator_pin);
-    if (!pin) return pin.error().with_context("--coordinator-cert-sha256");
-    tls.pin_sha256 = *pin;
-  }
-  return tls;
 }
 
 // The agent's status as JSON in STATE_DIR/status.json, replaced whole (write, then rename) so a
@@ -229,7 +170,8 @@ int run_start(CLI::App* command, StartArgs& args) {
   if (!std::filesystem::is_regular_file(args.engine.model_path)) return fail(args.engine.model_path + ": no such file");
   auto url = parse_coordinator_url(args.coordinator);
   if (!url) return fail(url.error().message);
-  auto tls = coordinator_tls(*url, args);
+  auto tls = coordinator_tls(
+      *url, CoordinatorTlsArgs{args.coordinator, args.coordinator_ca, args.coordinator_pin, args.allow_plaintext});
   if (!tls) return fail(tls.error().message);
   auto key_config = signer_config(args.key);
   if (!key_config) return fail(key_config.error().message);

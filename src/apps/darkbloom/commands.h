@@ -27,6 +27,8 @@ void add_model_proof_bench(CLI::App* bench, CommandRunner* runner);
 void register_tokenize(CLI::App& app, CommandRunner* runner);
 void register_chat_template(CLI::App& app, CommandRunner* runner);
 void register_provider_commands(CLI::App& app, CommandRunner* runner);
+// `proxy`: the consumer's sealing proxy (cmd_proxy.cc).
+void register_proxy_command(CLI::App& app, CommandRunner* runner);
 // `status`, `stop` and `service install`.
 void register_service_commands(CLI::App& app, CommandRunner* runner);
 // `keys show|rotate|delete|approve` and `doctor`.

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   apps::register_tokenize(app, &runner);
   apps::register_chat_template(app, &runner);
   apps::register_provider_commands(app, &runner);
+  apps::register_proxy_command(app, &runner);
   apps::register_service_commands(app, &runner);
   apps::register_keys(app, &runner);
 

@@ -54,6 +54,9 @@ proto::ProviderAttestation attestation_of(const ProviderSession& session) {
   entry.trust_level = trust_level_name(session.trust());
   entry.reason = trust.reason;
   for (const auto& model : session.info().models) entry.models.push_back(model.id);
+  for (const auto& feature : session.info().features) {
+    if (proto::feature_bits({feature}) != 0) entry.features.push_back(feature);  // known names only
+  }
   entry.attested = !trust.public_key.empty();
   if (entry.attested) {
     entry.public_key = trust.document.public_key;

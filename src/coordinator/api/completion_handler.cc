@@ -60,6 +60,8 @@ void CompletionHandler::add_routes(http::Router& routes) {
              [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::completions); });
   routes.add(http::bhttp::verb::post, "/v1/responses",
              [this](http::Exchange& exchange) { return handle(exchange, proto::Endpoint::responses); });
+  routes.add(http::bhttp::verb::post, std::string(proto::kBlindPath),
+             [this](http::Exchange& exchange) { return handle_blind(exchange); });
 }
 
 net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(const http::Request& request,
@@ -71,8 +73,8 @@ net::awaitable<std::optional<Refusal>> CompletionHandler::check_before_body(cons
   if (path.substr(0, 10) == "/v1/admin/") {
     co_return admin_refusal(authorization, context_.config.admin_token, context_.admin_failures, address);
   }
-  if (request.method() != http::bhttp::verb::post ||
-      (path != "/v1/chat/completions" && path != "/v1/completions" && path != "/v1/responses")) {
+  if (request.method() != http::bhttp::verb::post || (path != "/v1/chat/completions" && path != "/v1/completions" &&
+                                                      path != "/v1/responses" && path != proto::kBlindPath)) {
     co_return std::nullopt;
   }
   auto checked = co_await check_consumer_key(authorization, context_.keys, context_.store_worker);
@@ -230,9 +232,12 @@ awaitable<bool> CompletionHandler::admit(http::Exchange& exchange, PendingReques
 
 awaitable<bool> CompletionHandler::reserve_credit(http::Exchange& exchange, PendingRequest& request) {
   // The worst case: every byte of the body a prompt token (a token is at least one byte) and
-  // max_tokens generated. In memory against this coordinator's allowance (docs/billing.md).
+  // max_tokens generated. In memory against this coordinator's allowance (docs/billing.md). A
+  // blind request's prompt bound is its largest copy's parts and bytes (gateway: usage_bound).
   const auto started = context_.clock.now();
-  const int64_t max_input = static_cast<int64_t>(exchange.request().body().size());
+  const int64_t max_input = request.blind
+                                ? request.body_bytes * 2 + kTemplateTokensPerRequest + kTemplateTokensPerMessage
+                                : static_cast<int64_t>(exchange.request().body().size());
   auto in_memory = [&] {
     return context_.ledger.reserve_in_memory(request.account_id, request.public_id, request.parsed.model, max_input,
                                              request.max_tokens);

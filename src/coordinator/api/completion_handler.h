@@ -38,6 +38,8 @@ class CompletionHandler {
   // Adds the completion routes (chat, completions, responses).
   void add_routes(http::Router& routes);
   net::awaitable<void> handle(http::Exchange& exchange, proto::Endpoint endpoint);
+  // POST /v1/blind/completions (blind_handler.cc): copies sealed by the consumer's proxy.
+  net::awaitable<void> handle_blind(http::Exchange& exchange);
   // The server's header check, for requests with a body still to read: a completion request
   // without a valid API key, or an admin request without the admin token, is refused before its
   // body (up to --max-body-bytes) is read.
@@ -55,6 +57,8 @@ class CompletionHandler {
   net::awaitable<bool> check_model_served(http::Exchange& exchange, const PendingRequest& request);
 
   net::awaitable<void> relay(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
+  // A blind answer: sealed chunks and completion as server-sent events, settled on signed usage.
+  net::awaitable<void> relay_blind(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
   net::awaitable<void> relay_whole(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer);
   net::awaitable<void> relay_stream(http::Exchange& exchange, PendingRequest& request, FirstAnswer& answer);
   // The next event of the answer; an answer silent for the inference timeout ends as Gone.

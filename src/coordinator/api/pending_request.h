@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "coordinator/gateway/provider_session.h"
 #include "coordinator/routing/router.h"
 #include "crypto/secure_bytes.h"
+#include "proto/blind.h"
 #include "proto/openai.h"
 
 namespace darkbloom::coordinator {
@@ -23,9 +25,13 @@ namespace darkbloom::coordinator {
 inline constexpr size_t kOffloadBodyBytes = 64 * 1024;
 
 struct PendingRequest {
-  std::string public_id;   // "req_…", returned as X-Request-Id
-  std::string account_id;  // the consumer's, from its API key
-  proto::CompletionRequest parsed;
+  std::string public_id;            // "req_…", returned as X-Request-Id
+  std::string account_id;           // the consumer's, from its API key
+  proto::CompletionRequest parsed;  // a blind request's: only model, max_tokens, n and stream
+  // A blind request (POST /v1/blind/completions): the copies sealed by the consumer's proxy, one
+  // per candidate provider; `plaintext` stays empty. `candidates` are the copies' provider ids.
+  std::optional<proto::BlindRequest> blind;
+  std::set<std::string> candidates;
   std::string plaintext;   // the SealedRequest JSON; wiped when the request ends
   size_t frame_bytes = 0;  // of the inference_request that carries it, sealed
   int64_t body_bytes = 0;  // of the request as received: bounds the prompt tokens billed

@@ -35,6 +35,16 @@ size_t frame_bytes_of(const PendingRequest& request, RandomSource& random) {
   proto::InferenceRequest probe;
   probe.request_id = new_attempt_id(random);
   probe.model = request.parsed.model;
+  if (request.blind) {
+    // The largest copy's frame: the copies differ in size only by what their senders chose.
+    size_t largest = 0;
+    probe.blind = proto::BlindTerms{request.blind->max_tokens, request.blind->n};
+    for (const proto::BlindCopy& copy : request.blind->copies) {
+      probe.sealed_body = copy.sealed_body;
+      largest = std::max(largest, proto::encode(probe).size());
+    }
+    return largest;
+  }
   probe.sealed_body.sender_public_key.assign(crypto::kPublicKeyBytes, 0);
   const size_t ciphertext = request.plaintext.size() + crypto::kNonceBytes + crypto::kMacBytes;
   return proto::encode(probe).size() + 4 * ((ciphertext + 2) / 3);  // base64 of the ciphertext
@@ -130,6 +140,10 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
 }
 
 ProviderNeeds RequestDispatcher::needs_of(const PendingRequest& request) {
+  if (request.blind) {
+    // What the body asks for is sealed: the proxy chose providers that offer it.
+    return ProviderNeeds{request.frame_bytes, proto::kFeatureBitBlind, request.parsed.n, &request.candidates};
+  }
   ProviderNeeds needs{request.frame_bytes, 0, request.parsed.n};
   if (request.parsed.response_format != "text") needs.features |= proto::kFeatureBitResponseFormat;
   if (request.parsed.logprobs) needs.features |= proto::kFeatureBitLogprobs;
@@ -216,9 +230,20 @@ Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const Pendi
     attempt.calls.resize(static_cast<size_t>(request.parsed.n));
     attempt.ignore_eos = request.parsed.ignore_eos;
     attempt.events = std::make_shared<net::AsyncQueue<ProviderEvent>>(executor_, clock_);
-    attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
     fresh.message.request_id = attempt.request_id;
     fresh.message.model = attempt.model;
+    if (request.blind) {
+      // Forwarded as the proxy sealed it: the provider answers to the proxy's key, not ours.
+      attempt.blind = true;
+      const auto& copies = request.blind->copies;
+      const auto copy = std::find_if(copies.begin(), copies.end(),
+                                     [&](const proto::BlindCopy& c) { return c.provider_id == provider.id(); });
+      if (copy == copies.end()) return make_error(Errc::internal, "no copy was sealed for this provider");
+      fresh.message.sealed_body = copy->sealed_body;
+      fresh.message.blind = proto::BlindTerms{request.blind->max_tokens, request.blind->n};
+      return fresh;
+    }
+    attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
     fresh.message.sealed_body.sender_public_key.assign(session_keys.public_key().begin(),
                                                        session_keys.public_key().end());
     return fresh;
@@ -241,6 +266,7 @@ std::string sealed_frame(std::string_view plaintext, const crypto::Channel& chan
 
 awaitable<std::optional<std::string>> RequestDispatcher::seal_frame(const PendingRequest& request,
                                                                     const NewAttempt& fresh) {
+  if (request.blind) co_return proto::encode(fresh.message);  // sealed already, by the proxy
   if (request.plaintext.size() < kOffloadBodyBytes) {
     co_return sealed_frame(request.plaintext, *fresh.attempt->channel, fresh.message);
   }

@@ -46,9 +46,21 @@ void ProviderGateway::on_inference_message(ProviderSession& session, proto::Prov
       attempt->events->push_here(provider_event::Accepted{});
     }
   } else if (auto* chunk = std::get_if<proto::InferenceChunk>(&message)) {
-    if (auto attempt = attempt_of(chunk->request_id)) on_chunk(session, *attempt, *chunk);
+    if (auto attempt = attempt_of(chunk->request_id)) {
+      if (attempt->blind) {
+        on_blind_chunk(session, *attempt, *chunk);
+      } else {
+        on_chunk(session, *attempt, *chunk);
+      }
+    }
   } else if (auto* complete = std::get_if<proto::InferenceComplete>(&message)) {
-    if (auto attempt = attempt_of(complete->request_id)) on_complete(session, *attempt, *complete);
+    if (auto attempt = attempt_of(complete->request_id)) {
+      if (attempt->blind) {
+        on_blind_complete(session, *attempt, *complete);
+      } else {
+        on_complete(session, *attempt, *complete);
+      }
+    }
   } else if (auto* error = std::get_if<proto::InferenceError>(&message)) {
     if (attempt_of(error->request_id)) {
       finish_attempt(session, error->request_id,
@@ -207,6 +219,75 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
   finish_attempt(session, complete.request_id, std::move(done));
   if (lie.empty()) return;
   // The answer was billed at the bound; the provider loses its trust, or, with none to lose, its session.
+  if (session.trust_ == TrustLevel::none) {
+    drop(session, lie);
+  } else {
+    distrust(session, lie);
+  }
+}
+
+void ProviderGateway::on_blind_chunk(ProviderSession& session, Attempt& attempt, proto::InferenceChunk& chunk) {
+  // Sealed to the consumer's proxy: what can be checked here is who sealed it, how many chunks
+  // came and how large they are. The proxy checks their order and content when it opens them.
+  if (!sealed_by(chunk.sealed, session.encryption_key_)) {
+    drop(session, "chunk sealed by a key other than the registered one");
+    return;
+  }
+  attempt.next_seq += 1;
+  attempt.chunks_received += 1;
+  // What the chunk can hold, at most: its plaintext (the sealed JSON around the text included).
+  attempt.bytes_received += chunk.sealed.ciphertext.size() - crypto::kNonceBytes - crypto::kMacBytes;
+  if (attempt.bytes_received > kMaxAttemptBytes || attempt.chunks_received > attempt.max_chunks()) {
+    drop(session, "answer larger than any request allows");
+    return;
+  }
+  if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
+  provider_event::Text text;
+  text.sealed = std::move(chunk.sealed);
+  attempt.events->push_here(std::move(text));
+}
+
+void ProviderGateway::on_blind_complete(ProviderSession& session, Attempt& attempt,
+                                        proto::InferenceComplete& complete) {
+  if (!sealed_by(complete.sealed, session.encryption_key_)) {
+    drop(session, "completion sealed by a key other than the registered one");
+    return;
+  }
+  if (!complete.usage) {
+    drop(session, "a blind answer ended without its signed usage");
+    return;
+  }
+  const proto::BlindUsage& usage = *complete.usage;
+  if (usage.chunks != attempt.next_seq) {
+    drop(session, fmt::format("usage signed for {} chunks, {} were received", usage.chunks, attempt.next_seq));
+    return;
+  }
+  const TrustState& trust = session.trust_state_;
+  if (auto signed_usage = attest::verify_usage(usage, attempt.request_id, trust.public_key); !signed_usage) {
+    drop(session, "blind usage rejected: " + signed_usage.error().message);
+    return;
+  }
+  // The provider's word, bounded by what was relayed: the sealed body's size and the chunks'
+  // plaintext sizes (docs/billing.md). The prompt's parts (messages, tools) are not visible: at
+  // most one per kMinBlindPartBytes of the body.
+  const int64_t parts = attempt.body_bytes / kMinBlindPartBytes + 1;
+  const BilledUsage billed =
+      bill_usage(usage.prompt_tokens, usage.completion_tokens,
+                 usage_bound(attempt.body_bytes, parts, static_cast<int64_t>(attempt.bytes_received), attempt.choices));
+  observe_decode_rate(session, attempt, billed.completion_tokens);
+  provider_event::Complete done;
+  done.prompt_tokens = static_cast<int>(billed.prompt_tokens);
+  done.completion_tokens = static_cast<int>(billed.completion_tokens);
+  done.sealed = std::move(complete.sealed);
+  const std::string lie =
+      billed.beyond_honest
+          ? fmt::format(
+                "reported {} prompt and {} completion tokens for a {}-byte sealed request and {} "
+                "bytes of sealed answer",
+                usage.prompt_tokens, usage.completion_tokens, attempt.body_bytes, attempt.bytes_received)
+          : std::string();
+  finish_attempt(session, complete.request_id, std::move(done));
+  if (lie.empty()) return;
   if (session.trust_ == TrustLevel::none) {
     drop(session, lie);
   } else {

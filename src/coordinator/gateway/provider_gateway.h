@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "attest/hardware_policy.h"
 #include "base/metrics.h"
 #include "base/random.h"
 #include "coordinator/auth/api_keys.h"
@@ -22,7 +23,6 @@
 #include "coordinator/routing/router.h"
 #include "coordinator/store/store.h"
 #include "coordinator/store/store_worker.h"
-#include "coordinator/trust/hardware_policy.h"
 #include "coordinator/trust/model_proof.h"
 #include "net/clock.h"
 #include "net/shared_flag.h"
@@ -44,7 +44,7 @@ class ProviderGateway {
     const std::set<std::string>& releases;  // the approved binary hashes
     const ModelCatalog& catalog;            // models by Merkle root (admin catalogue)
     // --tpm-ek-ca and --tpm-release-key; nullopt: no provider can be `hardware`.
-    const std::optional<HardwarePolicy>& hardware;
+    const std::optional<attest::HardwarePolicy>& hardware;
   };
   explicit ProviderGateway(Dependencies dependencies);
 
@@ -125,6 +125,9 @@ class ProviderGateway {
   // inference_frames.cc
   void on_chunk(ProviderSession& session, Attempt& attempt, const proto::InferenceChunk& chunk);
   void on_complete(ProviderSession& session, Attempt& attempt, const proto::InferenceComplete& complete);
+  // A blind attempt's frames: relayed unopened, the usage checked against its signature.
+  void on_blind_chunk(ProviderSession& session, Attempt& attempt, proto::InferenceChunk& chunk);
+  void on_blind_complete(ProviderSession& session, Attempt& attempt, proto::InferenceComplete& complete);
 
   // Folds a finished answer's speed (on its billed tokens) into the provider's observed rate.
   void observe_decode_rate(ProviderSession& session, const Attempt& attempt, int64_t tokens);
@@ -172,7 +175,7 @@ class ProviderGateway {
   ApiKeys& keys_;
   const std::set<std::string>& releases_;
   const ModelCatalog& catalog_;
-  const std::optional<HardwarePolicy>& hardware_;
+  const std::optional<attest::HardwarePolicy>& hardware_;
   net::SharedFlag running_{true};
   std::optional<net::Clock::Time> keys_expired_at_;
 

@@ -37,6 +37,7 @@ struct Text {
   json::bj::value logprobs;                      // null, or the provider's logprobs object for this text
   int index = 0;                                 // the choice
   std::vector<proto::ToolCallDelta> tool_calls;  // pieces of the choice's calls, checked by the gateway
+  proto::SealedPayload sealed;                   // a blind request's chunk, as sealed (the rest is empty)
 };
 struct Complete {
   int prompt_tokens = 0;  // billed: the provider's report, bounded (billing/usage_bounds.h)
@@ -49,6 +50,7 @@ struct Complete {
   std::string receipt_request_id;
   std::string response_hash;
   std::string receipt_signature;
+  std::optional<proto::SealedPayload> sealed;  // a blind request's completion, for the consumer's proxy
 };
 struct Failed {
   int status_code = 500;
@@ -73,7 +75,8 @@ struct Attempt {
   int max_tokens = 0;  // of all choices together
   int choices = 1;     // the request's n
   std::shared_ptr<net::AsyncQueue<ProviderEvent>> events;
-  std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks
+  std::unique_ptr<crypto::Channel> channel;  // opens the provider's sealed chunks; none when blind
+  bool blind = false;                        // sealed by the consumer's proxy: relayed unopened
   uint64_t next_seq = 0;                     // the sequence number the next sealed chunk must carry
   size_t bytes_received = 0;                 // text bytes so far, against kMaxAttemptBytes
   size_t logprobs_bytes = 0;                 // bytes of logprobs so far, against max_logprobs_bytes
@@ -103,6 +106,10 @@ struct Attempt {
 // Bytes a tool call is counted as beyond its name and arguments: the markup around them (tags,
 // keys, braces) is generated as tokens the client never sees as text (billing/usage_bounds.h).
 inline constexpr size_t kToolCallMarkupBytes = 32;
+// A blind request's prompt parts (messages, tool calls, tools) cannot be counted: the billing
+// bound assumes one per this many bytes of sealed body, the smallest a message takes in JSON
+// ({"role":"user","content":""} is 29).
+inline constexpr int64_t kMinBlindPartBytes = 16;
 
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
 // coordinator's memory; it is dropped.

@@ -33,8 +33,12 @@ struct ProviderNeeds {
   size_t frame_bytes = 0;  // it reads frames this large (the sealed request's)
   uint32_t features = 0;   // proto::kFeatureBit*: it announced these (structured output, logprobs)
   int sequences = 1;       // concurrent sequences it takes (its n choices)
+  // A blind request: only the providers its copies were sealed for, each with a verified
+  // identity key (to check the usage it signs). Null: any provider.
+  const std::set<std::string>* only = nullptr;
   bool met_by(const ProviderSession& session) const {
-    return session.max_frame_bytes() >= frame_bytes && (session.features() & features) == features;
+    return session.max_frame_bytes() >= frame_bytes && (session.features() & features) == features &&
+           (only == nullptr || (only->count(session.id()) != 0 && !session.trust_state().public_key.empty()));
   }
 };
 

@@ -1,0 +1,81 @@
+// `darkbloom proxy`: a plain OpenAI endpoint on the consumer's own machine whose requests the
+// coordinator cannot read (docs/trust.md, "Requests the coordinator cannot read").
+//
+// For each request it reads the coordinator's public attestation listing (cached for a few
+// seconds), verifies the candidates' attestations itself (and for `hardware` their EK chain and
+// key area), seals the body separately to up to three of them, each with a fresh key pair, and
+// posts the copies to the coordinator's blind endpoint with only the model, max_tokens, n, the
+// body's size and the candidate ids in clear. It opens the sealed chunks of the provider that
+// answered, streams them to its client as OpenAI chunks, and checks that provider's receipt.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "attest/hardware_policy.h"
+#include "crypto/sealed_box.h"
+#include "http/client.h"
+#include "http/server.h"
+#include "proto/blind.h"
+
+namespace darkbloom::provider {
+
+struct ProxyOptions {
+  std::string coordinator_host;
+  uint16_t coordinator_port = 0;
+  http::ClientTls tls;
+  std::string api_key;  // the consumer's, sent to the coordinator only
+  bool require_hardware = false;
+  std::optional<attest::HardwarePolicy> hardware;  // needed with require_hardware
+  std::set<std::string> allowed_binaries;          // hex SHA-256 of provider binaries; empty: any
+  int default_max_tokens = 8192;                   // sent when a request sets none (it must be in clear)
+  size_t max_copies = proto::kMaxBlindCopies;
+  std::chrono::milliseconds listing_max_age{5000};
+  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds answer_timeout{300000};  // for the first chunk, and between chunks
+  http::ServerLimits limits;
+};
+
+// A provider of the listing whose attestation this proxy verified, and what it seals to.
+struct VerifiedProvider {
+  std::string attestation;  // the signed document bytes it was verified from
+  std::string signature;
+  std::string trust_level;  // the coordinator's word, checked against what could be verified here
+  std::vector<std::string> models;
+  std::vector<std::string> features;
+  std::vector<uint8_t> public_key;  // P-256 X ‖ Y: the receipt's key
+  std::string public_key_base64;
+  crypto::PublicKey encryption_key{};
+  std::string problem;  // why it cannot be used ("" when it can)
+};
+
+class SealingProxy {
+ public:
+  SealingProxy(net::asio::any_io_executor executor, ProxyOptions options);
+
+  Result<uint16_t> listen(const std::string& host, uint16_t port) { return server_.listen(host, port); }
+  void stop() { server_.stop(); }
+
+ private:
+  http::Router routes();
+  net::awaitable<void> handle_completion(http::Exchange& exchange, proto::Endpoint endpoint);
+  net::awaitable<void> handle_models(http::Exchange& exchange);
+  // The verified providers of the listing, refreshed when older than listing_max_age.
+  net::awaitable<Result<const std::map<std::string, VerifiedProvider>*>> providers();
+  net::awaitable<Status> refresh_listing();
+  VerifiedProvider verify(const proto::ProviderAttestation& entry) const;
+
+  net::asio::any_io_executor executor_;
+  ProxyOptions options_;
+  std::map<std::string, VerifiedProvider> providers_;  // by provider id
+  std::optional<std::chrono::steady_clock::time_point> listing_at_;
+  http::Server server_;
+};
+
+}  // namespace darkbloom::provider
