@@ -31,18 +31,24 @@ awaitable<Result<Transport>> connect(const std::string& host, uint16_t port, con
   co_return std::move(*secured);
 }
 
-ClientResponse::ClientResponse(Transport transport, beast::flat_buffer buffer,
-                               std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser)
-    : transport_(std::move(transport)), buffer_(std::move(buffer)), parser_(std::move(parser)) {}
+ClientResponse::ClientResponse(std::unique_ptr<Transport> transport, beast::flat_buffer buffer,
+                               std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser,
+                               std::weak_ptr<ClientPool> pool)
+    : transport_(std::move(transport)),
+      buffer_(std::move(buffer)),
+      parser_(std::move(parser)),
+      pool_(std::move(pool)) {}
 
 ClientResponse::~ClientResponse() {
   close();
 }
 
 void ClientResponse::close() {
+  if (!transport_) return;
   error_code ignored;
-  transport_.tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
-  transport_.tcp().close();
+  transport_->tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  transport_->tcp().close();
+  transport_.reset();
 }
 
 std::string ClientResponse::header(std::string_view name) const {
@@ -53,21 +59,31 @@ std::string ClientResponse::header(std::string_view name) const {
 
 awaitable<Result<std::string>> ClientResponse::next(std::chrono::milliseconds idle) {
   std::array<char, 16384> piece{};
-  while (!parser_->is_done()) {
+  while (transport_ && !parser_->is_done()) {
     auto& body = parser_->get().body();
     body.data = piece.data();
     body.size = piece.size();
-    transport_.tcp().expires_after(idle);
-    auto [error, bytes] = co_await bhttp::async_read_some(transport_, buffer_, *parser_, as_tuple_awaitable);
+    transport_->tcp().expires_after(idle);
+    auto [error, bytes] = co_await bhttp::async_read_some(*transport_, buffer_, *parser_, as_tuple_awaitable);
     (void)bytes;
     const size_t got = piece.size() - parser_->get().body().size;
     if (error && error != bhttp::error::need_buffer) {
+      close();
       if (got > 0) co_return std::string(piece.data(), got);
       co_return make_error(Errc::unavailable, error == beast::error::timeout
                                                   ? fmt::format("nothing from the server for {} ms", idle.count())
                                                   : "the connection failed: " + error.message());
     }
     if (got > 0) co_return std::string(piece.data(), got);
+  }
+  if (!transport_) co_return make_error(Errc::unavailable, "the connection is closed");
+  // The whole response is read: the connection can carry the next request if both sides agree.
+  auto pool = pool_.lock();
+  if (pool && parser_->get().keep_alive() && buffer_.size() == 0) {
+    transport_->tcp().expires_never();
+    pool->give_back(std::move(transport_));
+  } else {
+    close();
   }
   co_return std::string();
 }
@@ -80,46 +96,117 @@ awaitable<Result<std::string>> ClientResponse::read_all(size_t max_bytes, std::c
     if (piece->empty()) co_return all;
     all += *piece;
     if (all.size() > max_bytes) {
+      close();
       co_return make_error(Errc::out_of_range, fmt::format("the response is larger than {} bytes", max_bytes));
     }
   }
 }
 
-awaitable<Result<std::unique_ptr<ClientResponse>>> send_request(const std::string& host, uint16_t port,
-                                                                const ClientTls& tls, const ClientRequest& request,
-                                                                std::chrono::milliseconds timeout) {
-  auto transport = co_await connect(host, port, tls, timeout);
-  if (!transport) co_return transport.error();
+namespace {
+
+struct Exchanged {
+  beast::flat_buffer buffer;
+  std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser;
+};
+
+// Writes `request` on `transport` and reads the response's header. `*unanswered` tells a failure
+// before any byte of an answer came (the server had closed the connection).
+awaitable<Result<Exchanged>> exchange(Transport& transport, const std::string& host, uint16_t port,
+                                      const ClientRequest& request, std::chrono::milliseconds timeout,
+                                      bool* unanswered) {
   bhttp::request<bhttp::string_body> message{request.method, request.target, 11};
   message.set(bhttp::field::host, fmt::format("{}:{}", host, port));
   message.set(bhttp::field::user_agent, "darkbloom");
-  message.set(bhttp::field::connection, "close");
   for (const auto& [name, value] : request.headers) message.set(name, value);
   if (!request.body.empty()) {
     message.set(bhttp::field::content_type, "application/json");
     message.body() = request.body;
   }
   message.prepare_payload();
-  transport->tcp().expires_after(timeout);
-  auto [write_error, written] = co_await bhttp::async_write(*transport, message, as_tuple_awaitable);
+  *unanswered = true;
+  transport.tcp().expires_after(timeout);
+  auto [write_error, written] = co_await bhttp::async_write(transport, message, as_tuple_awaitable);
   (void)written;
   if (write_error) {
     co_return make_error(Errc::unavailable,
                          fmt::format("sending to {}:{} failed: {}", host, port, write_error.message()));
   }
-  beast::flat_buffer buffer;
-  auto parser = std::make_unique<bhttp::response_parser<bhttp::buffer_body>>();
-  parser->body_limit(boost::none);  // read_all and the caller bound what they keep
-  parser->header_limit(64 * 1024);
-  auto [read_error, read] = co_await bhttp::async_read_header(*transport, buffer, *parser, as_tuple_awaitable);
-  (void)read;
+  Exchanged out;
+  out.parser = std::make_unique<bhttp::response_parser<bhttp::buffer_body>>();
+  out.parser->body_limit(boost::none);  // next() and read_all's callers bound what they keep
+  out.parser->header_limit(64 * 1024);
+  auto [read_error, read] = co_await bhttp::async_read_header(transport, out.buffer, *out.parser, as_tuple_awaitable);
+  *unanswered = read == 0 && out.buffer.size() == 0 && read_error != beast::error::timeout;
   if (read_error) {
     co_return make_error(Errc::unavailable, fmt::format("no answer from {}:{}: {}", host, port,
                                                         read_error == beast::error::timeout
                                                             ? fmt::format("nothing within {} ms", timeout.count())
                                                             : read_error.message()));
   }
-  co_return std::make_unique<ClientResponse>(std::move(*transport), std::move(buffer), std::move(parser));
+  co_return std::move(out);
+}
+
+}  // namespace
+
+awaitable<Result<std::unique_ptr<ClientResponse>>> send_request(const std::string& host, uint16_t port,
+                                                                const ClientTls& tls, const ClientRequest& request,
+                                                                std::chrono::milliseconds timeout) {
+  auto transport = co_await connect(host, port, tls, timeout);
+  if (!transport) co_return transport.error();
+  auto owned = std::make_unique<Transport>(std::move(*transport));
+  ClientRequest closing = request;
+  closing.headers.emplace_back("Connection", "close");
+  bool unanswered = false;
+  auto answer = co_await exchange(*owned, host, port, closing, timeout, &unanswered);
+  if (!answer) co_return answer.error();
+  co_return std::make_unique<ClientResponse>(std::move(owned), std::move(answer->buffer), std::move(answer->parser),
+                                             std::weak_ptr<ClientPool>());
+}
+
+std::shared_ptr<ClientPool> ClientPool::create(std::string host, uint16_t port, ClientTls tls, size_t max_idle,
+                                               std::chrono::seconds max_idle_time) {
+  return std::make_shared<ClientPool>(std::move(host), port, std::move(tls), max_idle, max_idle_time);
+}
+
+ClientPool::ClientPool(std::string host, uint16_t port, ClientTls tls, size_t max_idle,
+                       std::chrono::seconds max_idle_time)
+    : host_(std::move(host)), port_(port), tls_(std::move(tls)), max_idle_(max_idle), max_idle_time_(max_idle_time) {}
+
+void ClientPool::give_back(std::unique_ptr<Transport> transport) {
+  if (idle_.size() >= max_idle_) {
+    error_code ignored;
+    idle_.front().transport->tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    idle_.erase(idle_.begin());
+  }
+  idle_.push_back(Idle{std::move(transport), std::chrono::steady_clock::now()});
+}
+
+awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientRequest request,
+                                                                    std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  const auto now = std::chrono::steady_clock::now();
+  while (!idle_.empty()) {
+    std::unique_ptr<Transport> kept = std::move(idle_.back().transport);
+    const bool fresh_enough = now - idle_.back().since < max_idle_time_;
+    idle_.pop_back();
+    if (!fresh_enough) continue;  // the server may be closing it right now
+    bool unanswered = false;
+    auto answer = co_await exchange(*kept, host_, port_, request, timeout, &unanswered);
+    if (answer) {
+      co_return std::make_unique<ClientResponse>(std::move(kept), std::move(answer->buffer), std::move(answer->parser),
+                                                 weak_from_this());
+    }
+    if (!unanswered) co_return answer.error();
+    // Closed by the server while idle: the request never reached it; try a new connection.
+  }
+  auto transport = co_await connect(host_, port_, tls_, timeout);
+  if (!transport) co_return transport.error();
+  auto owned = std::make_unique<Transport>(std::move(*transport));
+  bool unanswered = false;
+  auto answer = co_await exchange(*owned, host_, port_, request, timeout, &unanswered);
+  if (!answer) co_return answer.error();
+  co_return std::make_unique<ClientResponse>(std::move(owned), std::move(answer->buffer), std::move(answer->parser),
+                                             weak_from_this());
 }
 
 }  // namespace darkbloom::http

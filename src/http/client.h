@@ -29,11 +29,14 @@ struct ClientRequest {
   std::string body;  // sent with Content-Type: application/json when not empty
 };
 
-// A response being read. Its body comes in pieces as the server sends them.
+class ClientPool;
+
+// A response being read. Its body comes in pieces as the server sends them. A response read to
+// its end on a connection the server keeps open gives the connection back to its pool.
 class ClientResponse {
  public:
-  ClientResponse(Transport transport, beast::flat_buffer buffer,
-                 std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser);
+  ClientResponse(std::unique_ptr<Transport> transport, beast::flat_buffer buffer,
+                 std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser, std::weak_ptr<ClientPool> pool);
   ~ClientResponse();
 
   unsigned status() const { return parser_->get().result_int(); }
@@ -48,12 +51,43 @@ class ClientResponse {
   void close();
 
  private:
-  Transport transport_;
+  std::unique_ptr<Transport> transport_;  // null once closed or given back
   beast::flat_buffer buffer_;
   std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser_;
+  std::weak_ptr<ClientPool> pool_;
 };
 
-// Sends `request` to host:port and reads the response's status line and headers within `timeout`.
+// Requests to one server, over connections kept open between them (HTTP/1.1 keep-alive): a new
+// TCP connection, and over TLS a handshake, per request would cost each one a round trip or more.
+// A connection idle for longer than `max_idle_time` is closed rather than used (servers close
+// idle ones: the coordinator after 75 s). Network thread only.
+class ClientPool : public std::enable_shared_from_this<ClientPool> {
+ public:
+  static std::shared_ptr<ClientPool> create(std::string host, uint16_t port, ClientTls tls, size_t max_idle = 16,
+                                            std::chrono::seconds max_idle_time = std::chrono::seconds(20));
+  ClientPool(std::string host, uint16_t port, ClientTls tls, size_t max_idle, std::chrono::seconds max_idle_time);
+
+  // Sends `request` and reads the response's status line and headers within `timeout`. On a kept
+  // connection that turns out closed before any answer, the request goes once more on a new one.
+  awaitable<Result<std::unique_ptr<ClientResponse>>> send(ClientRequest request, std::chrono::milliseconds timeout);
+  // A connection whose response was read to its end.
+  void give_back(std::unique_ptr<Transport> transport);
+  size_t idle() const { return idle_.size(); }
+
+ private:
+  struct Idle {
+    std::unique_ptr<Transport> transport;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::string host_;
+  uint16_t port_;
+  ClientTls tls_;
+  size_t max_idle_;
+  std::chrono::seconds max_idle_time_;
+  std::vector<Idle> idle_;  // newest last
+};
+
+// One request on a connection of its own (closed after the response).
 awaitable<Result<std::unique_ptr<ClientResponse>>> send_request(const std::string& host, uint16_t port,
                                                                 const ClientTls& tls, const ClientRequest& request,
                                                                 std::chrono::milliseconds timeout);

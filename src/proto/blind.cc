@@ -38,8 +38,10 @@ std::string encode(const BlindRequest& request) {
   for (const BlindCopy& copy : request.copies) {
     copies.push_back(bj::object{{"provider_id", copy.provider_id}, {"sealed_body", sealed_to_json(copy.sealed_body)}});
   }
-  return bj::serialize(bj::object{
-      {"model", request.model}, {"max_tokens", request.max_tokens}, {"n", request.n}, {"copies", std::move(copies)}});
+  bj::object object{
+      {"model", request.model}, {"max_tokens", request.max_tokens}, {"n", request.n}, {"copies", std::move(copies)}};
+  if (request.ignore_eos) object["ignore_eos"] = true;
+  return bj::serialize(object);
 }
 
 std::optional<BlindRequest> decode_blind_request(std::string_view body, ApiError* error) {
@@ -53,6 +55,7 @@ std::optional<BlindRequest> decode_blind_request(std::string_view body, ApiError
   request.model = r.string("model", kMaxModelIdBytes);
   request.max_tokens = static_cast<int>(r.integer("max_tokens", 1, 1 << 24));
   request.n = static_cast<int>(r.optional_integer("n", 1, kMaxChoices).value_or(1));
+  request.ignore_eos = r.optional_boolean("ignore_eos").value_or(false);
   const bj::array& copies = r.array("copies", kMaxBlindCopies);
   if (r.ok() && copies.empty()) r.fail("copies", "must name at least one provider");
   std::set<std::string> seen;

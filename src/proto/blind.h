@@ -35,6 +35,7 @@ struct BlindRequest {
   std::string model;
   int max_tokens = 0;  // per choice; the sealed body must not ask for more (the provider checks)
   int n = 1;
+  bool ignore_eos = false;        // the body's, for the usage bound (BlindTerms)
   std::vector<BlindCopy> copies;  // 1 to kMaxBlindCopies, distinct providers, in order of preference
 };
 

@@ -120,6 +120,10 @@ struct CompletionRequest {
 
 // The most choices (`n`) one request may ask for.
 inline constexpr int kMaxChoices = 8;
+// Log-probability entries (a token or an alternative) one request may ask for: n x max_tokens x
+// (top_logprobs + 1). The coordinator holds them for a whole answer; beyond, the request is
+// refused (by the provider for a blind request, which the coordinator cannot read).
+inline constexpr int64_t kMaxLogprobEntries = 1 << 18;
 
 // Parses and validates a body for an endpoint. Errors are 400s naming the field in `param`.
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);

@@ -416,7 +416,11 @@ std::string encode(const InferenceRequest& m) {
                     {"request_id", m.request_id},
                     {"model", m.model},
                     {"sealed_body", sealed_to_json(m.sealed_body)}};
-  if (m.blind) object["blind"] = bj::object{{"max_tokens", m.blind->max_tokens}, {"n", m.blind->n}};
+  if (m.blind) {
+    bj::object terms{{"max_tokens", m.blind->max_tokens}, {"n", m.blind->n}};
+    if (m.blind->ignore_eos) terms["ignore_eos"] = true;
+    object["blind"] = std::move(terms);
+  }
   return dump(object);
 }
 
@@ -627,6 +631,7 @@ Result<CoordinatorMessage> decode_coordinator_message(std::string_view frame) {
       BlindTerms blind;
       blind.max_tokens = static_cast<int>(t.integer("max_tokens", 1, 1 << 24));
       blind.n = static_cast<int>(t.integer("n", 1, kMaxChoices));
+      blind.ignore_eos = t.optional_boolean("ignore_eos").value_or(false);
       if (!t.ok()) r.fail("blind", t.error().message);
       m.blind = blind;
     }

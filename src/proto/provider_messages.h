@@ -239,6 +239,9 @@ struct Registered {
 struct BlindTerms {
   int max_tokens = 0;  // per choice, as OpenAI's max_tokens
   int n = 1;
+  // Generation goes on past end-of-sequence tokens, which render as no text: the coordinator
+  // then bills them without calling the provider a liar (docs/billing.md).
+  bool ignore_eos = false;
 };
 
 struct InferenceRequest {

@@ -543,9 +543,14 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     fail(400, "sealed_body does not open with this provider's key");
     co_return;
   }
+  // What goes back in clear about the body: for a blind request the coordinator must not read
+  // it, and error messages quote fields (a tool's name, a schema, the template's complaint).
+  const auto about_body = [&](const std::string& text) {
+    return message.blind ? std::string("the sealed request cannot be served as it is (details stay sealed)") : text;
+  };
   auto sealed_request = proto::decode_sealed_request(plaintext->view());
   if (!sealed_request) {
-    fail(400, sealed_request.error().message);
+    fail(400, about_body(sealed_request.error().message));
     co_return;
   }
   const proto::Endpoint endpoint =
@@ -554,19 +559,29 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   auto request =
       proto::parse_completion_request(endpoint, json::bj::value(std::move(sealed_request->body)), &api_error);
   if (!request) {
-    fail(400, api_error.message);
+    fail(400, about_body(api_error.message));
     co_return;
   }
   if (request->model != facts_.info.id) {
     fail(400, fmt::format("this provider serves '{}', not '{}'", facts_.info.id, request->model));
     co_return;
   }
-  if (message.blind && (request->model != message.model || !request->max_tokens ||
-                        *request->max_tokens > message.blind->max_tokens || request->n != message.blind->n)) {
+  if (message.blind &&
+      (request->model != message.model || !request->max_tokens || *request->max_tokens > message.blind->max_tokens ||
+       request->n != message.blind->n || request->ignore_eos != message.blind->ignore_eos)) {
     // The coordinator reserved credit for the terms in clear: a body asking for more would be
     // work nobody pays for (or a proxy that lies to the coordinator).
-    fail(400, fmt::format("the sealed body does not keep to the blind terms (model '{}', max_tokens {}, n {})",
-                          message.model, message.blind->max_tokens, message.blind->n));
+    fail(400, fmt::format("the sealed body does not keep to the blind terms (model '{}', max_tokens {}, n {}{})",
+                          message.model, message.blind->max_tokens, message.blind->n,
+                          message.blind->ignore_eos ? ", ignore_eos" : ""));
+    co_return;
+  }
+  if (message.blind && request->logprobs &&
+      int64_t{*request->max_tokens} * request->n * (request->top_logprobs + 1) > proto::kMaxLogprobEntries) {
+    // The limit the coordinator applies to a plain request it can read: an answer within it fits
+    // what the coordinator relays for one request.
+    fail(400,
+         fmt::format("logprobs for n x max_tokens x (top_logprobs + 1) beyond {} entries", proto::kMaxLogprobEntries));
     co_return;
   }
   in_flight_[request_id] = InFlight{};
@@ -580,15 +595,15 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
   if (!generation) {
     in_flight_.erase(request_id);
     outcomes_.at({{"outcome", "refused"}}).add();
-    socket->send(proto::encode(
-        proto::InferenceError{request_id, api_error.status, api_error.message, api_error.code, api_error.param}));
+    socket->send(proto::encode(proto::InferenceError{request_id, api_error.status, about_body(api_error.message),
+                                                     api_error.code, api_error.param}));
     co_return;
   }
   auto run = std::make_shared<ChoiceRun>(**engine, executor_, endpoint, std::move(*generation), request->n,
                                          tool_call_parser(**engine, *request));
   if (auto started = run->start(); !started) {
     in_flight_.erase(request_id);
-    fail(400, started.error().message);
+    fail(400, about_body(started.error().message));
     co_return;
   }
   InFlight& entry = in_flight_[request_id];

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include "attest/attestation_verifier.h"
@@ -22,6 +23,11 @@ namespace bj = json::bj;
 constexpr size_t kMaxErrorBodyBytes = 1u << 20;
 constexpr size_t kMaxEventBytes = 16u << 20;  // one sealed chunk or completion, in base64
 constexpr int kListingPage = 200;
+constexpr size_t kMaxListingPageBytes = 64u << 20;
+
+int clamp_tokens(int64_t tokens) {
+  return static_cast<int>(std::clamp<int64_t>(tokens, 0, std::numeric_limits<int>::max()));
+}
 constexpr int kMaxListingPages = 50;
 
 // One server-sent event from the coordinator.
@@ -39,8 +45,12 @@ class EventReader {
     return pending_.size() <= kMaxEventBytes;
   }
   std::optional<Event> next() {
-    const size_t end = pending_.find("\n\n");
-    if (end == std::string::npos) return std::nullopt;
+    // Each byte is scanned once, however many pieces an event comes in.
+    const size_t end = pending_.find("\n\n", scanned_);
+    if (end == std::string::npos) {
+      scanned_ = pending_.size() > 0 ? pending_.size() - 1 : 0;
+      return std::nullopt;
+    }
     Event event;
     size_t at = 0;
     while (at < end) {
@@ -52,11 +62,13 @@ class EventReader {
       at = line_end + 1;
     }
     pending_.erase(0, end + 2);
+    scanned_ = 0;
     return event;
   }
 
  private:
   std::string pending_;
+  size_t scanned_ = 0;  // pending_ holds no event end before this
 };
 
 // The OpenAI error in an error body or event, or a generic one when it is not one.
@@ -108,10 +120,10 @@ std::vector<std::string_view> features_needed(const proto::CompletionRequest& re
 // choices gathered for the receipt (and for a whole response), the completion verified.
 class BlindAnswer {
  public:
-  BlindAnswer(const VerifiedProvider& provider, const crypto::KeyPair& keys, const proto::CompletionRequest& request,
-              std::string attempt_id)
-      : provider_(provider),
-        channel_(provider.encryption_key, keys),
+  BlindAnswer(std::shared_ptr<const VerifiedProvider> provider, const crypto::KeyPair& keys,
+              const proto::CompletionRequest& request, std::string attempt_id)
+      : provider_(std::move(provider)),
+        channel_(provider_->encryption_key, keys),
         attempt_id_(std::move(attempt_id)),
         framed_(request.tool_choice != proto::ToolChoice::none && !request.tools.empty()),
         choices_(static_cast<size_t>(request.n)) {}
@@ -167,7 +179,7 @@ class BlindAnswer {
     }
     std::string covered = attest::receipt_text(texts);
     auto verified = attest::verify_receipt(attempt_id_, content->completion_tokens, covered, content->response_hash,
-                                           content->receipt_signature, provider_.public_key);
+                                           content->receipt_signature, provider_->public_key);
     crypto::wipe_memory(covered.data(), covered.size());
     for (std::string& text : texts) crypto::wipe_memory(text.data(), text.size());
     if (!verified) return verified.error();
@@ -176,7 +188,7 @@ class BlindAnswer {
     receipt.completion_tokens = content->completion_tokens;
     receipt.response_hash = content->response_hash;
     receipt.signature = content->receipt_signature;
-    receipt.public_key = provider_.public_key_base64;
+    receipt.public_key = provider_->public_key_base64;
     for (size_t i = 0; i < choices_.size(); ++i) choices_[i].finish_reason = content->finish_reasons[i];
     return std::make_pair(std::move(*content), std::move(receipt));
   }
@@ -185,14 +197,14 @@ class BlindAnswer {
 
  private:
   Status check_sender(const proto::SealedPayload& sealed) const {
-    if (!std::equal(sealed.sender_public_key.begin(), sealed.sender_public_key.end(), provider_.encryption_key.begin(),
-                    provider_.encryption_key.end())) {
+    if (!std::equal(sealed.sender_public_key.begin(), sealed.sender_public_key.end(), provider_->encryption_key.begin(),
+                    provider_->encryption_key.end())) {
       return make_error(Errc::permission_denied, "sealed by a key other than the attested provider's");
     }
     return {};
   }
 
-  const VerifiedProvider& provider_;
+  std::shared_ptr<const VerifiedProvider> provider_;  // held: the listing may be read again meanwhile
   crypto::Channel channel_;
   std::string attempt_id_;
   bool framed_;
@@ -216,12 +228,14 @@ struct Copies {
 };
 
 // Seals `plaintext` to each chosen provider with a key pair made for that copy alone.
-Copies seal_copies(const proto::CompletionRequest& request, std::string_view plaintext,
-                   const std::vector<std::pair<std::string, const VerifiedProvider*>>& chosen) {
+using Candidates = std::vector<std::pair<std::string, std::shared_ptr<const VerifiedProvider>>>;
+
+Copies seal_copies(const proto::CompletionRequest& request, std::string_view plaintext, const Candidates& chosen) {
   Copies copies;
   copies.request.model = request.model;
   copies.request.max_tokens = request.max_tokens.value_or(0);
   copies.request.n = request.n;
+  copies.request.ignore_eos = request.ignore_eos;
   for (const auto& [id, provider] : chosen) {
     crypto::KeyPair keys = crypto::KeyPair::generate();
     proto::BlindCopy copy;
@@ -255,7 +269,7 @@ http::Headers answer_headers(const http::ClientResponse& upstream, const Verifie
   headers.emplace_back("X-Provider-Id", upstream.header("X-Provider-Id"));
   headers.emplace_back("X-Attempt-Id", upstream.header("X-Attempt-Id"));
   headers.emplace_back("X-Provider-Public-Key", provider.public_key_base64);
-  headers.emplace_back("X-Provider-Trust-Level", provider.trust_level);
+  headers.emplace_back("X-Provider-Trust-Level", provider.entry.trust_level);
   headers.emplace_back("X-Sealed-By", "proxy");
   headers.emplace_back("X-Timing", upstream.header("X-Timing"));
   headers.emplace_back(
@@ -269,7 +283,10 @@ http::Headers answer_headers(const http::ClientResponse& upstream, const Verifie
 }  // namespace
 
 SealingProxy::SealingProxy(net::asio::any_io_executor executor, ProxyOptions options)
-    : executor_(executor), options_(std::move(options)), server_(executor, routes(), options_.limits) {}
+    : executor_(executor),
+      options_(std::move(options)),
+      coordinator_(http::ClientPool::create(options_.coordinator_host, options_.coordinator_port, options_.tls)),
+      server_(executor, routes(), options_.limits) {}
 
 http::Router SealingProxy::routes() {
   http::Router routes;
@@ -288,11 +305,7 @@ http::Router SealingProxy::routes() {
 
 VerifiedProvider SealingProxy::verify(const proto::ProviderAttestation& entry) const {
   VerifiedProvider provider;
-  provider.attestation = entry.attestation;
-  provider.signature = entry.signature;
-  provider.trust_level = entry.trust_level;
-  provider.models = entry.models;
-  provider.features = entry.features;
+  provider.entry = entry;
   if (!entry.attested) {
     provider.problem = "no attestation";
     return provider;
@@ -352,66 +365,87 @@ VerifiedProvider SealingProxy::verify(const proto::ProviderAttestation& entry) c
   return provider;
 }
 
-awaitable<Status> SealingProxy::refresh_listing() {
-  std::map<std::string, VerifiedProvider> fresh;
+std::shared_ptr<const VerifiedProvider> SealingProxy::verified(const proto::ProviderAttestation& entry) {
+  auto& known = verified_[entry.provider_id];
+  const bool same = known && known->entry.attestation == entry.attestation &&
+                    known->entry.signature == entry.signature && known->entry.trust_level == entry.trust_level &&
+                    known->entry.hardware == entry.hardware && known->entry.ek_certificate == entry.ek_certificate &&
+                    known->entry.key_public == entry.key_public;
+  if (!same) {
+    auto fresh = std::make_shared<VerifiedProvider>(verify(entry));
+    if (!fresh->problem.empty()) log::info("proxy: provider {} is not used: {}", entry.provider_id, fresh->problem);
+    known = std::move(fresh);
+  }
+  return known;
+}
+
+awaitable<Result<std::shared_ptr<const SealingProxy::Listing>>> SealingProxy::read_listing() {
+  auto listing = std::make_shared<Listing>();
   std::string after;
-  for (int page = 0; page < kMaxListingPages; ++page) {
+  const auto deadline = std::chrono::steady_clock::now() + 3 * options_.connect_timeout;
+  for (int page = 0;; ++page) {
+    if (page == kMaxListingPages || std::chrono::steady_clock::now() > deadline) {
+      log::warn("proxy: the attestation listing is longer than this proxy reads ({} entries); using those",
+                listing->size());
+      break;
+    }
     http::ClientRequest request;
     request.target = fmt::format("/v1/providers/attestation?limit={}", kListingPage);
     if (!after.empty()) request.target += "&after=" + after;
-    auto response = co_await http::send_request(options_.coordinator_host, options_.coordinator_port, options_.tls,
-                                                request, options_.connect_timeout);
+    auto response = co_await coordinator_->send(request, options_.connect_timeout);
     if (!response) co_return response.error().with_context("reading the attestation listing");
-    auto body = co_await (*response)->read_all(64u << 20, options_.connect_timeout);
+    auto body = co_await (*response)->read_all(kMaxListingPageBytes, options_.connect_timeout);
     if (!body) co_return body.error().with_context("reading the attestation listing");
     if ((*response)->status() != 200) {
       co_return make_error(Errc::unavailable, fmt::format("the attestation listing answered {}: {}",
                                                           (*response)->status(), error_from(*body, 500).message));
     }
-    auto listing = proto::decode_attestation_page(*body);
-    if (!listing) co_return listing.error().with_context("the attestation listing");
-    for (const proto::ProviderAttestation& entry : listing->providers) {
-      // A provider seen before with the same signed bytes keeps its verdict: verification is
-      // a P-256 check (and for hardware an X.509 chain), not to be repeated every few seconds.
-      const auto known = providers_.find(entry.provider_id);
-      VerifiedProvider provider = known != providers_.end() && known->second.attestation == entry.attestation &&
-                                          known->second.signature == entry.signature &&
-                                          known->second.trust_level == entry.trust_level
-                                      ? known->second
-                                      : verify(entry);
-      provider.models = entry.models;
-      provider.features = entry.features;
-      if (!provider.problem.empty() && (known == providers_.end() || known->second.problem != provider.problem)) {
-        log::info("proxy: provider {} is not used: {}", entry.provider_id, provider.problem);
-      }
-      fresh[entry.provider_id] = std::move(provider);
-    }
-    if (!listing->has_more || listing->providers.empty()) break;
-    after = listing->providers.back().provider_id;
+    auto page_read = proto::decode_attestation_page(*body);
+    if (!page_read) co_return page_read.error().with_context("the attestation listing");
+    for (auto& entry : page_read->providers) listing->push_back(std::move(entry));
+    if (!page_read->has_more || page_read->providers.empty()) break;
+    after = listing->back().provider_id;
   }
-  providers_ = std::move(fresh);
-  listing_at_ = std::chrono::steady_clock::now();
-  co_return Status{};
+  co_return std::shared_ptr<const Listing>(std::move(listing));
 }
 
-awaitable<Result<const std::map<std::string, VerifiedProvider>*>> SealingProxy::providers() {
-  const auto now = std::chrono::steady_clock::now();
-  if (!listing_at_ || now - *listing_at_ > options_.listing_max_age) {
-    const Status refreshed = co_await refresh_listing();
-    if (!refreshed) {
-      if (!listing_at_) co_return refreshed.error();
-      log::warn("proxy: keeping the previous listing: {}", refreshed.error().message);
-    }
+awaitable<Result<std::shared_ptr<const SealingProxy::Listing>>> SealingProxy::listing() {
+  const auto fresh_enough = [&] {
+    return listing_at_ && std::chrono::steady_clock::now() - *listing_at_ <= options_.listing_max_age;
+  };
+  if (fresh_enough()) co_return listing_;
+  if (reading_) {
+    // Another request is reading it: its result serves this one too.
+    const std::shared_ptr<net::WaitList> reading = reading_;
+    co_await reading->wait();
+    if (listing_) co_return listing_;
+    co_return make_error(Errc::unavailable, "the attestation listing could not be read");
   }
-  co_return &providers_;
+  reading_ = std::make_shared<net::WaitList>(clock_);
+  auto read = co_await read_listing();
+  const std::shared_ptr<net::WaitList> reading = std::move(reading_);
+  reading_.reset();
+  if (read) {
+    listing_ = std::move(*read);
+    listing_at_ = std::chrono::steady_clock::now();
+    // Verdicts on providers no longer listed go.
+    std::set<std::string> listed;
+    for (const auto& entry : *listing_) listed.insert(entry.provider_id);
+    std::erase_if(verified_, [&](const auto& item) { return listed.count(item.first) == 0; });
+  } else if (listing_) {
+    log::warn("proxy: keeping the previous listing: {}", read.error().message);
+    listing_at_ = std::chrono::steady_clock::now();  // not asked again at once
+  }
+  reading->wake_all();
+  if (!listing_) co_return read.error();
+  co_return listing_;
 }
 
 awaitable<void> SealingProxy::handle_models(http::Exchange& exchange) {
   http::ClientRequest request;
   request.target = "/v1/models";
   request.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
-  auto response = co_await http::send_request(options_.coordinator_host, options_.coordinator_port, options_.tls,
-                                              request, options_.connect_timeout);
+  auto response = co_await coordinator_->send(request, options_.connect_timeout);
   auto body = response ? co_await (*response)->read_all(kMaxErrorBodyBytes * 8, options_.connect_timeout)
                        : Result<std::string>(response.error());
   if (!body) {
@@ -437,7 +471,7 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
     parsed->max_tokens = options_.default_max_tokens;
     parsed->body["max_tokens"] = options_.default_max_tokens;
   }
-  auto listed = co_await providers();
+  auto listed = co_await listing();
   if (!listed) {
     co_await exchange.respond_error(
         proto::service_unavailable("The coordinator's attestation listing cannot be read: " + listed.error().message),
@@ -445,15 +479,17 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
     co_return;
   }
   const auto needed = features_needed(*parsed);
-  std::vector<std::pair<std::string, const VerifiedProvider*>> usable;
+  // Only the providers of this model are verified (and their verdicts kept).
+  Candidates usable;
   size_t serving = 0;
-  for (const auto& [id, provider] : **listed) {
-    if (!has(provider.models, parsed->model)) continue;
+  for (const proto::ProviderAttestation& entry : **listed) {
+    if (!has(entry.models, parsed->model)) continue;
     ++serving;
-    if (!provider.problem.empty()) continue;
-    if (std::all_of(needed.begin(), needed.end(), [&](std::string_view f) { return has(provider.features, f); })) {
-      usable.emplace_back(id, &provider);
+    if (!std::all_of(needed.begin(), needed.end(), [&](std::string_view f) { return has(entry.features, f); })) {
+      continue;
     }
+    auto provider = verified(entry);
+    if (provider->problem.empty()) usable.emplace_back(entry.provider_id, std::move(provider));
   }
   if (serving == 0) {
     co_await exchange.respond_error(proto::model_not_found(parsed->model));
@@ -480,8 +516,7 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
   blind.target = std::string(proto::kBlindPath);
   blind.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
   blind.body = proto::encode(copies.request);
-  auto sent = co_await http::send_request(options_.coordinator_host, options_.coordinator_port, options_.tls, blind,
-                                          options_.answer_timeout);
+  auto sent = co_await coordinator_->send(blind, options_.answer_timeout);
   if (!sent) {
     co_await exchange.respond_error(
         proto::service_unavailable("The coordinator cannot be reached: " + sent.error().message));
@@ -503,7 +538,7 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
   const std::string provider_id = upstream->header("X-Provider-Id");
   const std::string attempt_id = upstream->header("X-Attempt-Id");
   const auto keys = copies.keys.find(provider_id);
-  const VerifiedProvider* chosen = nullptr;
+  std::shared_ptr<const VerifiedProvider> chosen;
   for (const auto& [id, candidate] : usable) {
     if (id == provider_id) chosen = candidate;
   }
@@ -512,7 +547,7 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
         proto::provider_error("The coordinator answered for a provider this request was not sealed for"));
     co_return;
   }
-  BlindAnswer answer(*chosen, keys->second, *parsed, attempt_id);
+  BlindAnswer answer(chosen, keys->second, *parsed, attempt_id);
   const std::string request_id = upstream->header("X-Request-Id");
   const std::unique_ptr<proto::AnswerWriter> writer =
       proto::answer_writer(*parsed, request_id.empty() ? attempt_id : request_id, unix_seconds_now());
@@ -563,9 +598,15 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
           co_return;
         }
         const auto& [content, receipt] = *opened;
-        // What was billed: the provider's counts, bounded by the coordinator.
-        const proto::Usage usage{static_cast<int>(completion->prompt_tokens),
-                                 static_cast<int>(completion->completion_tokens)};
+        // What was billed: the provider's counts, bounded by the coordinator. More than the counts
+        // the provider sealed for us is a coordinator (or a provider) billing beyond the answer.
+        if (completion->prompt_tokens > content.prompt_tokens ||
+            completion->completion_tokens > content.completion_tokens) {
+          log::warn("proxy: request {} was billed {} + {} tokens; the provider's sealed counts are {} + {}", request_id,
+                    completion->prompt_tokens, completion->completion_tokens, content.prompt_tokens,
+                    content.completion_tokens);
+        }
+        const proto::Usage usage{clamp_tokens(completion->prompt_tokens), clamp_tokens(completion->completion_tokens)};
         if (stream) {
           for (size_t i = 0; i < content.finish_reasons.size(); ++i) {
             co_await send_all(exchange, writer->finish_choice(static_cast<int>(i), content.finish_reasons[i]));

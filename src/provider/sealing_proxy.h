@@ -22,6 +22,8 @@
 #include "crypto/sealed_box.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "net/clock.h"
+#include "net/wait_list.h"
 #include "proto/blind.h"
 
 namespace darkbloom::provider {
@@ -42,14 +44,10 @@ struct ProxyOptions {
   http::ServerLimits limits;
 };
 
-// A provider of the listing whose attestation this proxy verified, and what it seals to.
+// A provider of the listing as this proxy verified it, and what it seals to.
 struct VerifiedProvider {
-  std::string attestation;  // the signed document bytes it was verified from
-  std::string signature;
-  std::string trust_level;  // the coordinator's word, checked against what could be verified here
-  std::vector<std::string> models;
-  std::vector<std::string> features;
-  std::vector<uint8_t> public_key;  // P-256 X ‖ Y: the receipt's key
+  proto::ProviderAttestation entry;  // the listing's entry it was verified from
+  std::vector<uint8_t> public_key;   // P-256 X ‖ Y: the receipt's key
   std::string public_key_base64;
   crypto::PublicKey encryption_key{};
   std::string problem;  // why it cannot be used ("" when it can)
@@ -66,15 +64,24 @@ class SealingProxy {
   http::Router routes();
   net::awaitable<void> handle_completion(http::Exchange& exchange, proto::Endpoint endpoint);
   net::awaitable<void> handle_models(http::Exchange& exchange);
-  // The verified providers of the listing, refreshed when older than listing_max_age.
-  net::awaitable<Result<const std::map<std::string, VerifiedProvider>*>> providers();
-  net::awaitable<Status> refresh_listing();
+  using Listing = std::vector<proto::ProviderAttestation>;
+  // The listing, read again when older than listing_max_age; one read at a time, the requests
+  // that need it meanwhile wait for that one.
+  net::awaitable<Result<std::shared_ptr<const Listing>>> listing();
+  net::awaitable<Result<std::shared_ptr<const Listing>>> read_listing();
+  // The verdict on one entry, kept while its signed bytes and evidence stay the same (a P-256
+  // check, and for hardware an X.509 chain, not repeated at every read of the listing).
+  std::shared_ptr<const VerifiedProvider> verified(const proto::ProviderAttestation& entry);
   VerifiedProvider verify(const proto::ProviderAttestation& entry) const;
 
   net::asio::any_io_executor executor_;
   ProxyOptions options_;
-  std::map<std::string, VerifiedProvider> providers_;  // by provider id
+  net::SystemClock clock_;
+  std::shared_ptr<http::ClientPool> coordinator_;  // connections kept between requests
+  std::shared_ptr<const Listing> listing_;
   std::optional<std::chrono::steady_clock::time_point> listing_at_;
+  std::shared_ptr<net::WaitList> reading_;  // while a read of the listing is on its way
+  std::map<std::string, std::shared_ptr<const VerifiedProvider>> verified_;  // by provider id
   http::Server server_;
 };
 

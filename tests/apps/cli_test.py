@@ -317,6 +317,26 @@ class Cli(unittest.TestCase):
         self.assert_one_line_error(run("start", "--model", self.path("missing.gguf"), expect_ok=False), "missing.gguf")
         self.assert_one_line_error(run("start", expect_ok=False), "--model is required")
 
+    def test_proxy_refuses_unsafe_or_incomplete_settings_in_one_line(self):
+        key = self.path("proxy-key")
+        with open(key, "w") as f:
+            f.write("db-some-key\n")
+        os.chmod(key, 0o600)
+        proxy = lambda *args: run("proxy", "--api-key-file", key, *args, expect_ok=False)
+        self.assert_one_line_error(proxy("--listen", "0.0.0.0:8090"), "--listen 0.0.0.0:8090", "loopback")
+        self.assert_one_line_error(proxy("--coordinator", "http://192.0.2.1:9"),
+                                   "plaintext to a non-loopback host: use https://", "--allow-plaintext")
+        self.assert_one_line_error(proxy("--coordinator", "ws://127.0.0.1:9"), "https://HOST:PORT or http://HOST:PORT")
+        self.assert_one_line_error(proxy("--coordinator", "http://127.0.0.1:9/v1"), "takes no path")
+        self.assert_one_line_error(proxy("--coordinator", "http://127.0.0.1:9", "--coordinator-cert-sha256", "ab"),
+                                   "need a https:// --coordinator")
+        self.assert_one_line_error(proxy("--min-trust", "hardware"), "--min-trust hardware needs --tpm-ek-ca")
+        self.assert_one_line_error(proxy("--release-hash", "XYZ"), "--release-hash XYZ")
+        self.assert_one_line_error(proxy("--copies", "4"), "--copies")
+        self.assert_one_line_error(run("proxy", expect_ok=False), "--api-key-file is required")
+        os.chmod(key, 0o644)
+        self.assert_one_line_error(proxy(), "--api-key-file", "chmod 600")
+
     def test_start_takes_settings_from_the_environment_and_secrets_from_private_files(self):
         # DARKBLOOM_* variables reach `start` (they were once read into a copy and lost).
         env = {**os.environ, "DARKBLOOM_MODEL": self.model, "DARKBLOOM_COORDINATOR": "ws://192.0.2.1:9"}

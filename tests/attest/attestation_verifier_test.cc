@@ -191,5 +191,24 @@ TEST(VerifyReceipt, checks_the_hash_against_the_relayed_text_and_the_signature) 
   EXPECT_FALSE(verify_receipt("att_1", 2, "Hello", hash, signature, crypto::P256Key::generate().public_key()));
 }
 
+TEST(Usage, SignedInClearUnderItsRequestIdAndCountsOnly) {
+  Provider provider;
+  proto::BlindUsage usage{12, 30, 7, ""};
+  usage.signature = provider.sign(usage_text("att_1", 12, 30, 7));
+  EXPECT_EQ(usage_text("att_1", 12, 30, 7), "darkbloom blind usage v1\natt_1:12:30:7");
+  EXPECT_TRUE(verify_usage(usage, "att_1", provider.key.public_key()));
+  EXPECT_FALSE(verify_usage(usage, "att_2", provider.key.public_key())) << "another attempt";
+  for (auto changed : {proto::BlindUsage{13, 30, 7, usage.signature}, proto::BlindUsage{12, 29, 7, usage.signature},
+                       proto::BlindUsage{12, 30, 8, usage.signature}}) {
+    EXPECT_FALSE(verify_usage(changed, "att_1", provider.key.public_key()));
+  }
+  EXPECT_FALSE(verify_usage(usage, "att_1", crypto::P256Key::generate().public_key()));
+  // A receipt signature over the same numbers is not a usage signature, nor the other way round.
+  const std::string hash = response_hash("att_1", 30, "text");
+  const proto::BlindUsage receipt_as_usage{12, 30, 7, provider.sign(hash)};
+  EXPECT_FALSE(verify_usage(receipt_as_usage, "att_1", provider.key.public_key()));
+  EXPECT_FALSE(verify_receipt("att_1", 30, "text", hash, usage.signature, provider.key.public_key()));
+}
+
 }  // namespace
 }  // namespace darkbloom::attest

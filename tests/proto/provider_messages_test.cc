@@ -70,6 +70,33 @@ TEST(ProviderMessages, every_message_round_trips) {
   }
 }
 
+// Blind requests: the terms in clear on the request, the signed usage on the completion.
+TEST(ProviderMessages, blind_fields_round_trip) {
+  SealedPayload sealed{std::vector<uint8_t>(32, 1), std::vector<uint8_t>(60, 2)};
+  InferenceRequest request{"att_1", "m", sealed, BlindTerms{64, 2}};
+  auto decoded_request = decode_coordinator_message(encode(request));
+  ASSERT_TRUE(decoded_request);
+  const auto& terms = std::get<InferenceRequest>(*decoded_request).blind;
+  ASSERT_TRUE(terms);
+  EXPECT_EQ(terms->max_tokens, 64);
+  EXPECT_EQ(terms->n, 2);
+  EXPECT_FALSE(
+      std::get<InferenceRequest>(*decode_coordinator_message(encode(InferenceRequest{"r", "m", sealed}))).blind);
+  EXPECT_FALSE(decode_coordinator_message(replace(encode(request), R"("n":2)", R"("n":9)"))) << "more choices than any";
+  EXPECT_FALSE(decode_coordinator_message(replace(encode(request), R"("max_tokens":64)", R"("max_tokens":0)")));
+
+  InferenceComplete complete{"att_1", sealed, BlindUsage{10, 20, 3, "c2ln"}};
+  auto decoded = decode_provider_message(encode(complete));
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_EQ(encode_again(*decoded), encode(complete));
+  const auto& usage = std::get<InferenceComplete>(*decoded).usage;
+  ASSERT_TRUE(usage);
+  EXPECT_EQ(usage->completion_tokens, 20);
+  EXPECT_EQ(usage->chunks, 3u);
+  EXPECT_FALSE(decode_provider_message(replace(encode(complete), R"("prompt_tokens":10)", R"("prompt_tokens":-1)")));
+  EXPECT_EQ(feature_bits({std::string(kFeatureBlind)}), kFeatureBitBlind);
+}
+
 // Model proofs and the hardware level: challenges, answers, refusals and TPM evidence.
 TEST(ProviderMessages, proof_messages_round_trip) {
   AttestationResponse answer{"n", "t", "s", "{}", "ss", {}};

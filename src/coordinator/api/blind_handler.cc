@@ -29,6 +29,7 @@ void adopt_blind(PendingRequest& request, proto::BlindRequest blind) {
   request.parsed.max_tokens = blind.max_tokens;
   request.parsed.n = blind.n;
   request.parsed.stream = true;
+  request.parsed.ignore_eos = blind.ignore_eos;
   request.max_tokens = blind.max_tokens * blind.n;
   // The largest plaintext any copy can hold bounds the prompt tokens billed.
   size_t largest = 0;

@@ -36,14 +36,14 @@ size_t frame_bytes_of(const PendingRequest& request, RandomSource& random) {
   probe.request_id = new_attempt_id(random);
   probe.model = request.parsed.model;
   if (request.blind) {
-    // The largest copy's frame: the copies differ in size only by what their senders chose.
+    // The largest copy's frame, counted rather than encoded (copies can be megabytes).
     size_t largest = 0;
-    probe.blind = proto::BlindTerms{request.blind->max_tokens, request.blind->n};
     for (const proto::BlindCopy& copy : request.blind->copies) {
-      probe.sealed_body = copy.sealed_body;
-      largest = std::max(largest, proto::encode(probe).size());
+      largest = std::max(largest, copy.sealed_body.ciphertext.size());
     }
-    return largest;
+    probe.blind = proto::BlindTerms{request.blind->max_tokens, request.blind->n, request.blind->ignore_eos};
+    probe.sealed_body.sender_public_key.assign(crypto::kPublicKeyBytes, 0);
+    return proto::encode(probe).size() + 4 * ((largest + 2) / 3);
   }
   probe.sealed_body.sender_public_key.assign(crypto::kPublicKeyBytes, 0);
   const size_t ciphertext = request.plaintext.size() + crypto::kNonceBytes + crypto::kMacBytes;
@@ -73,6 +73,12 @@ awaitable<DispatchOutcome> RequestDispatcher::dispatch(std::shared_ptr<PendingRe
       largest > 0 && request->frame_bytes > largest) {
     // Sent anyway, the frame would cost the provider its connection and every stream on it.
     co_return NoAnswer{proto::request_too_large_for_providers(request->frame_bytes, largest), {}};
+  }
+  if (request->blind && !router_.has_candidates(request->parsed.model, {}, needs_of(*request))) {
+    co_return NoAnswer{proto::no_provider_available(
+                           "None of the providers this request was sealed for can take it now (they left, lost "
+                           "their trust or read smaller frames); seal it again for the providers listed now"),
+                       retry_after(1)};
   }
   if (router_.has_candidates(request->parsed.model, {}, ProviderNeeds{request->frame_bytes}) &&
       !router_.has_candidates(request->parsed.model, {}, needs_of(*request))) {
@@ -202,7 +208,6 @@ awaitable<RequestDispatcher::Pick> RequestDispatcher::pick_provider(PendingReque
 Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const PendingRequest& request,
                                                                      const ProviderSession& provider) {
   try {
-    const crypto::KeyPair session_keys = crypto::KeyPair::generate();
     NewAttempt fresh{std::make_shared<Attempt>(), {}};
     Attempt& attempt = *fresh.attempt;
     attempt.request_id = new_attempt_id(random_);
@@ -240,9 +245,10 @@ Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const Pendi
                                      [&](const proto::BlindCopy& c) { return c.provider_id == provider.id(); });
       if (copy == copies.end()) return make_error(Errc::internal, "no copy was sealed for this provider");
       fresh.message.sealed_body = copy->sealed_body;
-      fresh.message.blind = proto::BlindTerms{request.blind->max_tokens, request.blind->n};
+      fresh.message.blind = proto::BlindTerms{request.blind->max_tokens, request.blind->n, request.blind->ignore_eos};
       return fresh;
     }
+    const crypto::KeyPair session_keys = crypto::KeyPair::generate();
     attempt.channel = std::make_unique<crypto::Channel>(provider.encryption_key(), session_keys);
     fresh.message.sealed_body.sender_public_key.assign(session_keys.public_key().begin(),
                                                        session_keys.public_key().end());
@@ -266,7 +272,11 @@ std::string sealed_frame(std::string_view plaintext, const crypto::Channel& chan
 
 awaitable<std::optional<std::string>> RequestDispatcher::seal_frame(const PendingRequest& request,
                                                                     const NewAttempt& fresh) {
-  if (request.blind) co_return proto::encode(fresh.message);  // sealed already, by the proxy
+  if (request.blind) {  // sealed already, by the proxy: only encoded (base64), on the workers when large
+    if (fresh.message.sealed_body.ciphertext.size() < kOffloadBodyBytes) co_return proto::encode(fresh.message);
+    auto encode = [message = &fresh.message] { return proto::encode(*message); };
+    co_return co_await offload_.run(encode, net::Offload::Bound::unbounded);
+  }
   if (request.plaintext.size() < kOffloadBodyBytes) {
     co_return sealed_frame(request.plaintext, *fresh.attempt->channel, fresh.message);
   }

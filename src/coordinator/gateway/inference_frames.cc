@@ -233,12 +233,27 @@ void ProviderGateway::on_blind_chunk(ProviderSession& session, Attempt& attempt,
     drop(session, "chunk sealed by a key other than the registered one");
     return;
   }
+  // What the chunk can hold, at most: its plaintext less the JSON every chunk has around its
+  // text ({"seq":N,"text":""}).
+  const size_t plaintext = chunk.sealed.ciphertext.size() - crypto::kNonceBytes - crypto::kMacBytes;
+  const size_t wrapper = kChunkWrapperBytes + std::to_string(attempt.next_seq).size();
+  if (plaintext < wrapper) {
+    drop(session, "a sealed chunk too small to hold a chunk");
+    return;
+  }
   attempt.next_seq += 1;
   attempt.chunks_received += 1;
-  // What the chunk can hold, at most: its plaintext (the sealed JSON around the text included).
-  attempt.bytes_received += chunk.sealed.ciphertext.size() - crypto::kNonceBytes - crypto::kMacBytes;
-  if (attempt.bytes_received > kMaxAttemptBytes || attempt.chunks_received > attempt.max_chunks()) {
-    drop(session, "answer larger than any request allows");
+  attempt.bytes_received += plaintext - wrapper;
+  if (attempt.chunks_received > attempt.max_chunks()) {
+    drop(session, "more chunks than the request's max_tokens allows");
+    return;
+  }
+  if (attempt.bytes_received > kMaxAttemptBytes + kMaxAttemptLogprobsBytes) {
+    // Text and logprobs together, unseen: an honest provider may get here on a request its
+    // client made huge, so the answer ends and the session stays.
+    finish_attempt(session, chunk.request_id,
+                   provider_event::Failed{502, "the sealed answer grew larger than the coordinator relays", "", ""});
+    if (session.link_->is_open()) session.link_->send(proto::encode(proto::Cancel{chunk.request_id}));
     return;
   }
   if (attempt.next_seq == 1) attempt.first_chunk_at = clock_.now();
@@ -271,16 +286,19 @@ void ProviderGateway::on_blind_complete(ProviderSession& session, Attempt& attem
   // plaintext sizes (docs/billing.md). The prompt's parts (messages, tools) are not visible: at
   // most one per kMinBlindPartBytes of the body.
   const int64_t parts = attempt.body_bytes / kMinBlindPartBytes + 1;
-  const BilledUsage billed =
+  BilledUsage billed =
       bill_usage(usage.prompt_tokens, usage.completion_tokens,
                  usage_bound(attempt.body_bytes, parts, static_cast<int64_t>(attempt.bytes_received), attempt.choices));
+  // max_tokens is in clear and the provider checked the body keeps to it: no honest answer is longer.
+  const bool beyond_max = usage.completion_tokens > attempt.max_tokens;
+  billed.completion_tokens = std::min<int64_t>(billed.completion_tokens, attempt.max_tokens);
   observe_decode_rate(session, attempt, billed.completion_tokens);
   provider_event::Complete done;
   done.prompt_tokens = static_cast<int>(billed.prompt_tokens);
   done.completion_tokens = static_cast<int>(billed.completion_tokens);
   done.sealed = std::move(complete.sealed);
   const std::string lie =
-      billed.beyond_honest
+      (billed.beyond_honest && !attempt.ignore_eos) || beyond_max
           ? fmt::format(
                 "reported {} prompt and {} completion tokens for a {}-byte sealed request and {} "
                 "bytes of sealed answer",

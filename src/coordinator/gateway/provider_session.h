@@ -110,13 +110,13 @@ inline constexpr size_t kToolCallMarkupBytes = 32;
 // bound assumes one per this many bytes of sealed body, the smallest a message takes in JSON
 // ({"role":"user","content":""} is 29).
 inline constexpr int64_t kMinBlindPartBytes = 16;
+// The JSON around a chunk's text that every sealed chunk holds, {"seq":N,"text":""}, without N's digits.
+inline constexpr size_t kChunkWrapperBytes = 18;
 
 // More output than any honest answer (max_tokens of ~12 bytes each) is a provider flooding the
 // coordinator's memory; it is dropped.
 inline constexpr size_t kMaxAttemptBytes = 64u << 20;
-// Log-probability entries (a token or an alternative) one request may ask for: n x max_tokens x
-// (top_logprobs + 1). The coordinator holds them for a whole answer; beyond, the request is refused.
-inline constexpr int64_t kMaxLogprobEntries = 1 << 18;
+inline constexpr int64_t kMaxLogprobEntries = proto::kMaxLogprobEntries;
 // Bytes one entry may take on the wire on average, as the provider writes it (a token's text and
 // bytes, escaped), and what an attempt's logprobs may take in all.
 inline constexpr size_t kMaxLogprobEntryBytes = 1024;
