@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
 #include <array>
+#include <cerrno>
 #include <optional>
 
 namespace darkbloom::http {
@@ -44,11 +47,11 @@ ClientResponse::~ClientResponse() {
 }
 
 void ClientResponse::close() {
-  if (!transport_) return;
+  if (!transport_ || closed_) return;
+  closed_ = true;
   error_code ignored;
   transport_->tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
   transport_->tcp().close();
-  transport_.reset();
 }
 
 std::string ClientResponse::header(std::string_view name) const {
@@ -59,7 +62,7 @@ std::string ClientResponse::header(std::string_view name) const {
 
 awaitable<Result<std::string>> ClientResponse::next(std::chrono::milliseconds idle) {
   std::array<char, 16384> piece{};
-  while (transport_ && !parser_->is_done()) {
+  while (transport_ && !closed_ && !parser_->is_done()) {
     auto& body = parser_->get().body();
     body.data = piece.data();
     body.size = piece.size();
@@ -76,10 +79,10 @@ awaitable<Result<std::string>> ClientResponse::next(std::chrono::milliseconds id
     }
     if (got > 0) co_return std::string(piece.data(), got);
   }
-  if (!transport_) co_return make_error(Errc::unavailable, "the connection is closed");
+  if (!transport_ || closed_) co_return make_error(Errc::unavailable, "the connection is closed");
   // The whole response is read: the connection can carry the next request if both sides agree.
   auto pool = pool_.lock();
-  if (pool && parser_->get().keep_alive() && buffer_.size() == 0) {
+  if (pool && parser_->keep_alive() && buffer_.size() == 0) {
     transport_->tcp().expires_never();
     pool->give_back(std::move(transport_));
   } else {
@@ -146,6 +149,14 @@ awaitable<Result<Exchanged>> exchange(Transport& transport, const std::string& h
   co_return std::move(out);
 }
 
+// An idle kept connection is usable when the server has neither closed it nor sent anything
+// unasked (a TLS alert, a stray byte): a peek that would block.
+bool still_open(Transport& transport) {
+  char byte = 0;
+  const ssize_t got = ::recv(transport.tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 }  // namespace
 
 awaitable<Result<std::unique_ptr<ClientResponse>>> send_request(const std::string& host, uint16_t port,
@@ -163,14 +174,20 @@ awaitable<Result<std::unique_ptr<ClientResponse>>> send_request(const std::strin
                                              std::weak_ptr<ClientPool>());
 }
 
-std::shared_ptr<ClientPool> ClientPool::create(std::string host, uint16_t port, ClientTls tls, size_t max_idle,
+std::shared_ptr<ClientPool> ClientPool::create(std::string host, uint16_t port, ClientTls tls,
+                                               std::chrono::milliseconds connect_timeout, size_t max_idle,
                                                std::chrono::seconds max_idle_time) {
-  return std::make_shared<ClientPool>(std::move(host), port, std::move(tls), max_idle, max_idle_time);
+  return std::make_shared<ClientPool>(std::move(host), port, std::move(tls), connect_timeout, max_idle, max_idle_time);
 }
 
-ClientPool::ClientPool(std::string host, uint16_t port, ClientTls tls, size_t max_idle,
-                       std::chrono::seconds max_idle_time)
-    : host_(std::move(host)), port_(port), tls_(std::move(tls)), max_idle_(max_idle), max_idle_time_(max_idle_time) {}
+ClientPool::ClientPool(std::string host, uint16_t port, ClientTls tls, std::chrono::milliseconds connect_timeout,
+                       size_t max_idle, std::chrono::seconds max_idle_time)
+    : host_(std::move(host)),
+      port_(port),
+      tls_(std::move(tls)),
+      connect_timeout_(connect_timeout),
+      max_idle_(max_idle),
+      max_idle_time_(max_idle_time) {}
 
 void ClientPool::give_back(std::unique_ptr<Transport> transport) {
   if (idle_.size() >= max_idle_) {
@@ -189,17 +206,18 @@ awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientReques
     std::unique_ptr<Transport> kept = std::move(idle_.back().transport);
     const bool fresh_enough = now - idle_.back().since < max_idle_time_;
     idle_.pop_back();
-    if (!fresh_enough) continue;  // the server may be closing it right now
+    // Old ones the server may be closing right now; one it closed (or wrote to) while idle.
+    if (!fresh_enough || !still_open(*kept)) continue;
     bool unanswered = false;
     auto answer = co_await exchange(*kept, host_, port_, request, timeout, &unanswered);
     if (answer) {
       co_return std::make_unique<ClientResponse>(std::move(kept), std::move(answer->buffer), std::move(answer->parser),
                                                  weak_from_this());
     }
-    if (!unanswered) co_return answer.error();
-    // Closed by the server while idle: the request never reached it; try a new connection.
+    // A request that was written may have been acted on: only a GET is sent again.
+    if (!unanswered || request.method != bhttp::verb::get) co_return answer.error();
   }
-  auto transport = co_await connect(host_, port_, tls_, timeout);
+  auto transport = co_await connect(host_, port_, tls_, connect_timeout_);
   if (!transport) co_return transport.error();
   auto owned = std::make_unique<Transport>(std::move(*transport));
   bool unanswered = false;

@@ -51,7 +51,8 @@ class ClientResponse {
   void close();
 
  private:
-  std::unique_ptr<Transport> transport_;  // null once closed or given back
+  std::unique_ptr<Transport> transport_;  // null once given back; kept (closed) until destroyed
+  bool closed_ = false;                   // a read may still be pending on it: never freed here
   beast::flat_buffer buffer_;
   std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser_;
   std::weak_ptr<ClientPool> pool_;
@@ -63,12 +64,16 @@ class ClientResponse {
 // idle ones: the coordinator after 75 s). Network thread only.
 class ClientPool : public std::enable_shared_from_this<ClientPool> {
  public:
-  static std::shared_ptr<ClientPool> create(std::string host, uint16_t port, ClientTls tls, size_t max_idle = 16,
+  static std::shared_ptr<ClientPool> create(std::string host, uint16_t port, ClientTls tls,
+                                            std::chrono::milliseconds connect_timeout, size_t max_idle = 16,
                                             std::chrono::seconds max_idle_time = std::chrono::seconds(20));
-  ClientPool(std::string host, uint16_t port, ClientTls tls, size_t max_idle, std::chrono::seconds max_idle_time);
+  ClientPool(std::string host, uint16_t port, ClientTls tls, std::chrono::milliseconds connect_timeout, size_t max_idle,
+             std::chrono::seconds max_idle_time);
 
-  // Sends `request` and reads the response's status line and headers within `timeout`. On a kept
-  // connection that turns out closed before any answer, the request goes once more on a new one.
+  // Sends `request` and reads the response's status line and headers within `timeout` (a new
+  // connection within connect_timeout first, when no kept one is open). A kept connection the
+  // server has closed is seen before anything is written on it; a request is never sent twice,
+  // except a GET that a kept connection lost before any answer.
   awaitable<Result<std::unique_ptr<ClientResponse>>> send(ClientRequest request, std::chrono::milliseconds timeout);
   // A connection whose response was read to its end.
   void give_back(std::unique_ptr<Transport> transport);
@@ -82,6 +87,7 @@ class ClientPool : public std::enable_shared_from_this<ClientPool> {
   std::string host_;
   uint16_t port_;
   ClientTls tls_;
+  std::chrono::milliseconds connect_timeout_;
   size_t max_idle_;
   std::chrono::seconds max_idle_time_;
   std::vector<Idle> idle_;  // newest last

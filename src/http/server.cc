@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -664,6 +665,15 @@ Result<std::pair<std::string, uint16_t>> parse_host_port(std::string_view text) 
     return make_error(Errc::invalid_argument, fmt::format("'{}' has no valid port (0-65535)", text));
   }
   return std::make_pair(std::string(host), static_cast<uint16_t>(port));
+}
+
+awaitable<bool> send_events(Exchange& exchange, std::vector<proto::StreamEvent> events) {
+  bool open = true;
+  for (proto::StreamEvent& event : events) {
+    if (open) open = co_await exchange.send_event(event.name, event.data);
+    OPENSSL_cleanse(event.data.data(), event.data.size());
+  }
+  co_return open;
 }
 
 }  // namespace darkbloom::http

@@ -19,6 +19,7 @@
 #include "http/transport.h"
 #include "http/websocket.h"
 #include "net/shared_flag.h"
+#include "proto/answer_stream.h"
 #include "proto/openai.h"
 
 namespace darkbloom::http {
@@ -137,6 +138,11 @@ class Exchange {
   net::SharedFlag watch_stopped_{false};
   bool watching_ = false;
 };
+
+// Sends `events` in order while the client takes them (false once it is gone), wiping each
+// event's data after it went (answer text). The relays of the coordinator, the proxy and
+// `darkbloom serve` all stream their AnswerWriter's events this way.
+awaitable<bool> send_events(Exchange& exchange, std::vector<proto::StreamEvent> events);
 
 class Router {
  public:

@@ -562,10 +562,6 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     fail(400, about_body(api_error.message));
     co_return;
   }
-  if (request->model != facts_.info.id) {
-    fail(400, fmt::format("this provider serves '{}', not '{}'", facts_.info.id, request->model));
-    co_return;
-  }
   if (message.blind &&
       (request->model != message.model || !request->max_tokens || *request->max_tokens > message.blind->max_tokens ||
        request->n != message.blind->n || request->ignore_eos != message.blind->ignore_eos)) {
@@ -584,6 +580,10 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
          fmt::format("logprobs for n x max_tokens x (top_logprobs + 1) beyond {} entries", proto::kMaxLogprobEntries));
     co_return;
   }
+  if (request->model != facts_.info.id) {
+    fail(400, fmt::format("this provider serves '{}', not '{}'", facts_.info.id, request->model));
+    co_return;
+  }
   in_flight_[request_id] = InFlight{};
   auto engine = co_await ensure_engine();
   if (!engine) {
@@ -596,7 +596,7 @@ awaitable<void> ProviderAgent::handle_request(std::shared_ptr<http::WebSocket> s
     in_flight_.erase(request_id);
     outcomes_.at({{"outcome", "refused"}}).add();
     socket->send(proto::encode(proto::InferenceError{request_id, api_error.status, about_body(api_error.message),
-                                                     api_error.code, api_error.param}));
+                                                     api_error.code, message.blind ? "" : api_error.param}));
     co_return;
   }
   auto run = std::make_shared<ChoiceRun>(**engine, executor_, endpoint, std::move(*generation), request->n,
@@ -673,7 +673,8 @@ awaitable<void> ProviderAgent::relay_answer(std::shared_ptr<http::WebSocket> soc
   requests_served_ += 1;
   tokens_generated_ += static_cast<uint64_t>(completion_tokens);
   if (failed != nullptr && failed->reason == engine::FinishReason::error) {
-    fail(500, "engine error: " + failed->error);
+    // An engine's message may quote the request: a blind one's stays here.
+    fail(500, blind ? std::string("engine error (details stay sealed)") : "engine error: " + failed->error);
   } else if (failed != nullptr) {
     fail(499, "cancelled");
   } else {

@@ -245,19 +245,6 @@ awaitable<void> LocalServer::respond_whole(http::Exchange& exchange, ChoiceRun& 
   co_await exchange.respond_json(200, body, headers);
 }
 
-namespace {
-
-awaitable<bool> send_all(http::Exchange& exchange, const std::vector<proto::StreamEvent>& events) {
-  for (const proto::StreamEvent& event : events) {
-    // A named result: GCC 12 mishandles a co_await inside a condition.
-    const bool sent = co_await exchange.send_event(event.name, event.data);
-    if (!sent) co_return false;
-  }
-  co_return true;
-}
-
-}  // namespace
-
 awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& run, Answer& answer,
                                           bool include_usage) {
   const http::Headers headers = answer.headers();
@@ -266,7 +253,7 @@ awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& r
     co_return;
   }
   proto::AnswerWriter& writer = *answer.writer;
-  bool client_ok = co_await send_all(exchange, writer.start(run.choices()));
+  bool client_ok = co_await http::send_events(exchange, writer.start(run.choices()));
   std::vector<engine::FinishEvent> finishes(static_cast<size_t>(run.choices()));
   std::vector<std::string> reasons(finishes.size());
   while (!run.finished()) {
@@ -285,15 +272,16 @@ awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& r
       events = writer.finish_choice(event.index, event.finish_reason);
     }
     if (!client_ok) continue;
-    client_ok = co_await send_all(exchange, events);
+    client_ok = co_await http::send_events(exchange, events);
     if (!client_ok) run.cancel();
   }
   const Totals totals = totals_of(finishes);
   if (!client_ok || (totals.failed && totals.failed->reason == engine::FinishReason::cancelled)) co_return;
   if (totals.failed) {
-    co_await send_all(exchange, writer.error(proto::server_error("Generation failed: " + totals.failed->error)));
+    co_await http::send_events(exchange,
+                               writer.error(proto::server_error("Generation failed: " + totals.failed->error)));
   } else {
-    co_await send_all(exchange, writer.end(reasons, totals.usage, include_usage, nullptr));
+    co_await http::send_events(exchange, writer.end(reasons, totals.usage, include_usage, nullptr));
   }
   co_await exchange.end_events();
 }

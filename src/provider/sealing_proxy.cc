@@ -91,15 +91,6 @@ proto::ApiError error_from(std::string_view body, unsigned status) {
   return error;
 }
 
-awaitable<bool> send_all(http::Exchange& exchange, std::vector<proto::StreamEvent> events) {
-  bool open = true;
-  for (proto::StreamEvent& event : events) {
-    if (open) open = co_await exchange.send_event(event.name, event.data);
-    crypto::wipe_memory(event.data.data(), event.data.size());
-  }
-  co_return open;
-}
-
 bool has(const std::vector<std::string>& names, std::string_view name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
@@ -142,6 +133,17 @@ class BlindAnswer {
     if (!plaintext) return make_error(Errc::permission_denied, "a chunk does not open with this request's key");
     auto content = proto::decode_chunk_content(plaintext->view());
     if (!content) return content.error();
+    if (content->logprobs.is_null()) {
+      // The coordinator bills on the chunks' sizes: a chunk is exactly its content as a provider
+      // writes it, not padded to be billed more. (Logprobs' numbers do not re-encode to the byte.)
+      std::string canonical = proto::encode(*content);
+      const bool padded = canonical.size() != plaintext->size();
+      crypto::wipe_memory(canonical.data(), canonical.size());
+      if (padded) {
+        return make_error(Errc::permission_denied, fmt::format("chunk {} is padded ({} bytes for {} of content)",
+                                                               content->seq, plaintext->size(), canonical.size()));
+      }
+    }
     if (content->seq != next_seq_) {
       return make_error(
           Errc::permission_denied,
@@ -285,7 +287,8 @@ http::Headers answer_headers(const http::ClientResponse& upstream, const Verifie
 SealingProxy::SealingProxy(net::asio::any_io_executor executor, ProxyOptions options)
     : executor_(executor),
       options_(std::move(options)),
-      coordinator_(http::ClientPool::create(options_.coordinator_host, options_.coordinator_port, options_.tls)),
+      coordinator_(http::ClientPool::create(options_.coordinator_host, options_.coordinator_port, options_.tls,
+                                            options_.connect_timeout)),
       server_(executor, routes(), options_.limits) {}
 
 http::Router SealingProxy::routes() {
@@ -409,6 +412,21 @@ awaitable<Result<std::shared_ptr<const SealingProxy::Listing>>> SealingProxy::re
   co_return std::shared_ptr<const Listing>(std::move(listing));
 }
 
+namespace {
+
+// Ends a read of the listing however it ends (an error, an exception): the next request may read
+// it again, and those waiting for this one wake up.
+struct ReadingDone {
+  std::shared_ptr<net::WaitList>& reading;
+  ~ReadingDone() {
+    const std::shared_ptr<net::WaitList> waiting = std::move(reading);
+    reading.reset();
+    if (waiting) waiting->wake_all();
+  }
+};
+
+}  // namespace
+
 awaitable<Result<std::shared_ptr<const SealingProxy::Listing>>> SealingProxy::listing() {
   const auto fresh_enough = [&] {
     return listing_at_ && std::chrono::steady_clock::now() - *listing_at_ <= options_.listing_max_age;
@@ -419,12 +437,11 @@ awaitable<Result<std::shared_ptr<const SealingProxy::Listing>>> SealingProxy::li
     const std::shared_ptr<net::WaitList> reading = reading_;
     co_await reading->wait();
     if (listing_) co_return listing_;
-    co_return make_error(Errc::unavailable, "the attestation listing could not be read");
+    co_return make_error(Errc::unavailable, "the attestation listing could not be read: " + listing_error_);
   }
   reading_ = std::make_shared<net::WaitList>(clock_);
+  const ReadingDone done{reading_};
   auto read = co_await read_listing();
-  const std::shared_ptr<net::WaitList> reading = std::move(reading_);
-  reading_.reset();
   if (read) {
     listing_ = std::move(*read);
     listing_at_ = std::chrono::steady_clock::now();
@@ -432,11 +449,13 @@ awaitable<Result<std::shared_ptr<const SealingProxy::Listing>>> SealingProxy::li
     std::set<std::string> listed;
     for (const auto& entry : *listing_) listed.insert(entry.provider_id);
     std::erase_if(verified_, [&](const auto& item) { return listed.count(item.first) == 0; });
-  } else if (listing_) {
-    log::warn("proxy: keeping the previous listing: {}", read.error().message);
-    listing_at_ = std::chrono::steady_clock::now();  // not asked again at once
+  } else {
+    listing_error_ = read.error().message;
+    if (listing_) {
+      log::warn("proxy: keeping the previous listing: {}", read.error().message);
+      listing_at_ = std::chrono::steady_clock::now();  // not asked again at once
+    }
   }
-  reading->wake_all();
   if (!listing_) co_return read.error();
   co_return listing_;
 }
@@ -470,6 +489,16 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
   if (!parsed->max_tokens) {
     parsed->max_tokens = options_.default_max_tokens;
     parsed->body["max_tokens"] = options_.default_max_tokens;
+  }
+  if (parsed->logprobs &&
+      int64_t{*parsed->max_tokens} * parsed->n * (parsed->top_logprobs + 1) > proto::kMaxLogprobEntries) {
+    // What a provider refuses for a blind request (and the coordinator for a plain one).
+    co_await exchange.respond_error(proto::invalid_request(
+        fmt::format("logprobs for n x max_tokens x (top_logprobs + 1) beyond {} entries; lower max_tokens, n or "
+                    "top_logprobs",
+                    proto::kMaxLogprobEntries),
+        "max_tokens"));
+    co_return;
   }
   auto listed = co_await listing();
   if (!listed) {
@@ -557,13 +586,13 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
   bool open = true;
   if (stream) {
     open = co_await exchange.start_events(headers);
-    if (open) open = co_await send_all(exchange, writer->start(parsed->n));
+    if (open) open = co_await http::send_events(exchange, writer->start(parsed->n));
   }
   // Any failure after the answer started: in-band for a stream, an error response otherwise.
   auto fail = [&](proto::ApiError failure) -> awaitable<void> {
     log::warn("proxy: request {} to provider {}: {}", request_id, provider_id, failure.message);
     if (stream) {
-      co_await send_all(exchange, writer->error(failure));
+      co_await http::send_events(exchange, writer->error(failure));
       co_await exchange.end_events();
     } else {
       co_await exchange.respond_error(failure, headers);
@@ -585,7 +614,7 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
           co_return;
         }
         if (stream && open) {
-          open = co_await send_all(
+          open = co_await http::send_events(
               exchange, writer->piece(content->index, content->text, content->logprobs, content->tool_calls));
         }
         crypto::wipe_memory(content->text.data(), content->text.size());
@@ -609,9 +638,10 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
         const proto::Usage usage{clamp_tokens(completion->prompt_tokens), clamp_tokens(completion->completion_tokens)};
         if (stream) {
           for (size_t i = 0; i < content.finish_reasons.size(); ++i) {
-            co_await send_all(exchange, writer->finish_choice(static_cast<int>(i), content.finish_reasons[i]));
+            co_await http::send_events(exchange, writer->finish_choice(static_cast<int>(i), content.finish_reasons[i]));
           }
-          co_await send_all(exchange, writer->end(content.finish_reasons, usage, parsed->include_usage, &receipt));
+          co_await http::send_events(exchange,
+                                     writer->end(content.finish_reasons, usage, parsed->include_usage, &receipt));
           co_await exchange.end_events();
         } else {
           http::Headers with_receipt = headers;
@@ -622,6 +652,11 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
           std::string whole = writer->whole(answer.choices(), usage, &receipt);
           co_await exchange.respond_json(200, whole, with_receipt);
           crypto::wipe_memory(whole.data(), whole.size());
+        }
+        // The event stream's end, read so that the connection goes back to the pool.
+        for (int piece = 0; piece < 4; ++piece) {
+          auto rest = co_await upstream->next(options_.connect_timeout);
+          if (!rest || rest->empty()) break;
         }
         co_return;
       } else if (event->name == "error") {

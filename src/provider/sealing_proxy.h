@@ -81,6 +81,7 @@ class SealingProxy {
   std::shared_ptr<const Listing> listing_;
   std::optional<std::chrono::steady_clock::time_point> listing_at_;
   std::shared_ptr<net::WaitList> reading_;  // while a read of the listing is on its way
+  std::string listing_error_;               // why the last read failed
   std::map<std::string, std::shared_ptr<const VerifiedProvider>> verified_;  // by provider id
   http::Server server_;
 };

@@ -251,6 +251,9 @@ describe("blind requests through darkbloom proxy", () => {
     for (const [name, sendChunk, problem] of [
       ["reorder-model", (fake, id, key) => fake.chunk(id, key, 3, "late"), /chunk 3 arrived where 0 was due/],
       ["misseal-model", (fake, id) => fake.chunk(id, nacl_public_key(), 0, "elsewhere"), /does not open with this request's key/],
+      // Padding would be billed (the coordinator sees only sizes): the proxy sees it.
+      ["padded-model", (fake, id, key) => JSON.stringify({ type: "inference_chunk", request_id: id,
+        sealed: fake.seal({ seq: 0, text: "x", padding: "y".repeat(1000) }, key) }), /chunk 0 is padded/],
     ]) {
       const fake = await blindFake(name);
       const pending = openai.chat.completions.create({ model: name, max_tokens: 8, stream: true,

@@ -14,14 +14,6 @@ namespace {
 
 using net::awaitable;
 
-struct RefundBlindUnlessSettled {
-  Ledger& ledger;
-  const std::shared_ptr<PendingRequest>& request;
-  ~RefundBlindUnlessSettled() {
-    if (request->reservation) ledger.refund(*request->reservation);
-  }
-};
-
 // The parts of a decoded blind request the rest of the path reads: what `parsed` holds for a
 // plain request. Outside the coroutine: GCC 12 mishandles brace-initialised temporaries in them.
 void adopt_blind(PendingRequest& request, proto::BlindRequest blind) {
@@ -77,8 +69,12 @@ awaitable<void> CompletionHandler::handle_blind(http::Exchange& exchange) {
   std::optional<DecodedBlind> decoded;
   if (body.size() < kOffloadBodyBytes) {
     decoded = decode_blind(body);
+  } else if (!co_await admit_large_body(exchange, request->account_id)) {
+    co_return;
   } else {
-    // Base64 of up to three sealed bodies: not decoded on the thread that serves everyone.
+    // Base64 of up to three sealed bodies: not decoded on the thread that serves everyone, and a
+    // few at a time per account.
+    const LargeBodyTicket ticket(large_bodies_, request->account_id);
     auto job = [body] { return decode_blind(body); };
     decoded = co_await context_.offload.run(job);
     if (!decoded) {
@@ -94,20 +90,7 @@ awaitable<void> CompletionHandler::handle_blind(http::Exchange& exchange) {
   adopt_blind(*request, std::move(*decoded->request));
   request->timing.parse_us = context_.clock.micros_since(started);
 
-  if (!co_await reserve_credit(exchange, *request)) co_return;
-  const RefundBlindUnlessSettled refund_guard{context_.ledger, request};
-  if (!co_await check_model_served(exchange, *request)) co_return;
-  exchange.on_client_gone([this, request] { dispatcher_.client_gone(*request); });
-  DispatchOutcome outcome = co_await dispatcher_.dispatch(request);
-  if (auto* answer = std::get_if<FirstAnswer>(&outcome)) {
-    co_await relay_blind(exchange, *request, std::move(*answer));
-  } else if (!request->client_gone) {
-    auto& refused = std::get<NoAnswer>(outcome);
-    if (refused.error.status == 503 || refused.error.status == 502) {
-      refused.error.message += " (a blind request goes only to the providers its copies were sealed for)";
-    }
-    co_await exchange.respond_error(refused.error, refused.headers);
-  }
+  co_await serve(exchange, request);
 }
 
 awaitable<void> CompletionHandler::relay_blind(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer) {
@@ -140,14 +123,15 @@ awaitable<void> CompletionHandler::relay_blind(http::Exchange& exchange, Pending
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
       open = false;
     } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
-      settle(request, provider, 0, request.delivered_chunks);
+      // The chunks delivered (unseen, maybe empty), at most what the request could be billed.
+      settle(request, provider, 0, std::min<int64_t>(request.delivered_chunks, request.max_tokens));
       const std::string data = error_event(event);
       co_await exchange.send_event("error", data);
       co_await exchange.end_events();
       co_return;
     }
   }
-  settle(request, provider, 0, request.delivered_chunks);
+  settle(request, provider, 0, std::min<int64_t>(request.delivered_chunks, request.max_tokens));
   cancel_at_provider(answer);
 }
 

@@ -33,16 +33,6 @@ std::optional<proto::Receipt> receipt_of(const provider_event::Complete& complet
   return receipt;
 }
 
-// Sends events in order while the client takes them, wiping each (they hold answer text).
-awaitable<bool> send_all(http::Exchange& exchange, std::vector<proto::StreamEvent> events) {
-  bool open = true;
-  for (proto::StreamEvent& event : events) {
-    if (open) open = co_await exchange.send_event(event.name, event.data);
-    crypto::wipe_memory(event.data.data(), event.data.size());
-  }
-  co_return open;
-}
-
 // The ending of an answer that failed after it started: for a stream, in-band.
 proto::ApiError failure_error(const ProviderEvent& event) {
   if (auto* failed = std::get_if<provider_event::Failed>(&event)) {
@@ -111,15 +101,26 @@ awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpo
   RateLimiter::Ticket in_flight;
   if (!co_await admit(exchange, *request, in_flight)) co_return;
   if (!co_await parse(exchange, endpoint, *request)) co_return;
+  co_await serve(exchange, request);
+}
+
+awaitable<void> CompletionHandler::serve(http::Exchange& exchange, std::shared_ptr<PendingRequest> request) {
   if (!co_await reserve_credit(exchange, *request)) co_return;
   const RefundUnlessSettled refund_guard{context_.ledger, request};
   if (!co_await check_model_served(exchange, *request)) co_return;
   exchange.on_client_gone([this, request] { dispatcher_.client_gone(*request); });
   DispatchOutcome outcome = co_await dispatcher_.dispatch(request);
   if (auto* answer = std::get_if<FirstAnswer>(&outcome)) {
-    co_await relay(exchange, *request, std::move(*answer));
+    if (request->blind) {
+      co_await relay_blind(exchange, *request, std::move(*answer));
+    } else {
+      co_await relay(exchange, *request, std::move(*answer));
+    }
   } else if (!request->client_gone) {
     auto& refused = std::get<NoAnswer>(outcome);
+    if (request->blind && (refused.error.status == 503 || refused.error.status == 502)) {
+      refused.error.message += " (a blind request goes only to the providers its copies were sealed for)";
+    }
     co_await exchange.respond_error(refused.error, refused.headers);
   }
 }
@@ -141,31 +142,6 @@ ParsedBody parse_body(proto::Endpoint endpoint, std::string_view body, int defau
   return out;
 }
 
-namespace {
-
-// An account's place among the large bodies being parsed: a few at a time per account, so one
-// account cannot keep the offload workers busy for everyone.
-constexpr int kLargeBodiesPerAccount = 4;
-
-class LargeBodyTicket {
- public:
-  LargeBodyTicket(std::unordered_map<std::string, int>& counts, std::string account)
-      : counts_(counts), account_(std::move(account)) {
-    ++counts_[account_];
-  }
-  ~LargeBodyTicket() {
-    if (--counts_[account_] <= 0) counts_.erase(account_);
-  }
-  LargeBodyTicket(const LargeBodyTicket&) = delete;
-  LargeBodyTicket& operator=(const LargeBodyTicket&) = delete;
-
- private:
-  std::unordered_map<std::string, int>& counts_;
-  std::string account_;
-};
-
-}  // namespace
-
 awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoint endpoint, PendingRequest& request) {
   const auto started = context_.clock.now();
   const std::string_view body = exchange.request().body();
@@ -173,12 +149,7 @@ awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoi
   std::optional<ParsedBody> parsed;
   if (body.size() < kOffloadBodyBytes) {
     parsed = parse_body(endpoint, body, default_max_tokens);
-  } else if (const auto it = large_bodies_.find(request.account_id);
-             it != large_bodies_.end() && it->second >= kLargeBodiesPerAccount) {
-    co_await exchange.respond_error(
-        proto::rate_limited(fmt::format("This account has {} large requests being read already; retry shortly",
-                                        kLargeBodiesPerAccount)),
-        retry_after(1));
+  } else if (!co_await admit_large_body(exchange, request.account_id)) {
     co_return false;
   } else {
     // A large body takes a noticeable time to parse: not on the thread that serves everyone.
@@ -214,6 +185,16 @@ awaitable<bool> CompletionHandler::parse(http::Exchange& exchange, proto::Endpoi
   }
   request.timing.parse_us = context_.clock.micros_since(started);
   co_return true;
+}
+
+awaitable<bool> CompletionHandler::admit_large_body(http::Exchange& exchange, const std::string& account) {
+  const auto it = large_bodies_.find(account);
+  if (it == large_bodies_.end() || it->second < kLargeBodiesPerAccount) co_return true;
+  co_await exchange.respond_error(
+      proto::rate_limited(
+          fmt::format("This account has {} large requests being read already; retry shortly", kLargeBodiesPerAccount)),
+      retry_after(1));
+  co_return false;
 }
 
 awaitable<bool> CompletionHandler::admit(http::Exchange& exchange, PendingRequest& request,
@@ -388,23 +369,24 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
     cancel_at_provider(answer);
     co_return;
   }
-  bool open = co_await send_all(exchange, writer->start(request.parsed.n));
+  bool open = co_await http::send_events(exchange, writer->start(request.parsed.n));
   while (open) {
     ProviderEvent event = co_await next_event(answer);
     if (auto* chunk = std::get_if<provider_event::Text>(&event)) {
-      open = co_await send_all(exchange, writer->piece(chunk->index, chunk->text, chunk->logprobs, chunk->tool_calls));
+      open = co_await http::send_events(exchange,
+                                        writer->piece(chunk->index, chunk->text, chunk->logprobs, chunk->tool_calls));
       if (open) ++request.delivered_chunks;  // billed only once the client has it (never empty: one byte or more)
       crypto::wipe_memory(chunk->text.data(), chunk->text.size());
       for (auto& delta : chunk->tool_calls) crypto::wipe_memory(delta.arguments.data(), delta.arguments.size());
     } else if (auto* complete = std::get_if<provider_event::Complete>(&event)) {
       settle(request, provider, complete->prompt_tokens, complete->completion_tokens);
       for (size_t i = 0; i < complete->finish_reasons.size(); ++i) {
-        co_await send_all(exchange, writer->finish_choice(static_cast<int>(i), complete->finish_reasons[i]));
+        co_await http::send_events(exchange, writer->finish_choice(static_cast<int>(i), complete->finish_reasons[i]));
       }
       const std::optional<proto::Receipt> receipt = receipt_of(*complete, provider);
       const proto::Usage usage{complete->prompt_tokens, complete->completion_tokens};
-      co_await send_all(exchange, writer->end(complete->finish_reasons, usage, request.parsed.include_usage,
-                                              receipt ? &*receipt : nullptr));
+      co_await http::send_events(exchange, writer->end(complete->finish_reasons, usage, request.parsed.include_usage,
+                                                       receipt ? &*receipt : nullptr));
       co_await exchange.end_events();
       co_return;
     } else if (std::holds_alternative<provider_event::ClientGone>(event)) {
@@ -412,7 +394,7 @@ awaitable<void> CompletionHandler::relay_stream(http::Exchange& exchange, Pendin
     } else if (!std::holds_alternative<provider_event::Accepted>(event)) {
       settle(request, provider, 0, request.delivered_chunks);
       // After the stream started, errors go in-band, then the stream's end.
-      co_await send_all(exchange, writer->error(failure_error(event)));
+      co_await http::send_events(exchange, writer->error(failure_error(event)));
       co_await exchange.end_events();
       co_return;
     }

@@ -56,6 +56,8 @@ class CompletionHandler {
   net::awaitable<bool> reserve_credit(http::Exchange& exchange, PendingRequest& request);
   net::awaitable<bool> check_model_served(http::Exchange& exchange, const PendingRequest& request);
 
+  // Reserve, dispatch, relay (plain or blind) and settle a request parsed and admitted.
+  net::awaitable<void> serve(http::Exchange& exchange, std::shared_ptr<PendingRequest> request);
   net::awaitable<void> relay(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
   // A blind answer: sealed chunks and completion as server-sent events, settled on signed usage.
   net::awaitable<void> relay_blind(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
@@ -69,6 +71,28 @@ class CompletionHandler {
   void settle(PendingRequest& request, const ProviderSession& provider, int64_t prompt_tokens,
               int64_t completion_tokens);
   void cancel_at_provider(const FirstAnswer& answer);
+
+  // An account's place among the large bodies being parsed: a few at a time per account, so one
+  // account cannot keep the offload workers busy for everyone.
+  static constexpr int kLargeBodiesPerAccount = 4;
+  class LargeBodyTicket {
+   public:
+    LargeBodyTicket(std::unordered_map<std::string, int>& counts, std::string account)
+        : counts_(counts), account_(std::move(account)) {
+      ++counts_[account_];
+    }
+    ~LargeBodyTicket() {
+      if (--counts_[account_] <= 0) counts_.erase(account_);
+    }
+    LargeBodyTicket(const LargeBodyTicket&) = delete;
+    LargeBodyTicket& operator=(const LargeBodyTicket&) = delete;
+
+   private:
+    std::unordered_map<std::string, int>& counts_;
+    std::string account_;
+  };
+  // True when the account may have one more large body parsed; else answers 429 and false.
+  net::awaitable<bool> admit_large_body(http::Exchange& exchange, const std::string& account);
 
   ApiContext& context_;
   RequestDispatcher& dispatcher_;

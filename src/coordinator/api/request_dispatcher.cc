@@ -311,7 +311,10 @@ awaitable<RequestDispatcher::AttemptEnd> RequestDispatcher::await_first_chunk(Pe
     if (auto* failed = std::get_if<provider_event::Failed>(&*event)) {
       const bool forced_call = request.parsed.tool_choice == proto::ToolChoice::named ||
                                request.parsed.tool_choice == proto::ToolChoice::required;
-      if (failed->code == "context_length_exceeded" || failed->code == "chat_template_error" ||
+      // A provider refuses a blind body only for what is in it (it checked the terms in clear
+      // first): the next copy is the same request.
+      if ((request.blind && failed->status_code == 400) || failed->code == "context_length_exceeded" ||
+          failed->code == "chat_template_error" ||
           (failed->status_code == 400 && failed->param == "response_format" &&
            request.parsed.response_format != "text") ||
           (failed->status_code == 400 && forced_call &&

@@ -217,7 +217,10 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
                 content->prompt_tokens, content->completion_tokens, attempt.body_bytes, attempt.bytes_received)
           : std::string();
   finish_attempt(session, complete.request_id, std::move(done));
-  if (lie.empty()) return;
+  if (!lie.empty()) over_reported(session, lie);
+}
+
+void ProviderGateway::over_reported(ProviderSession& session, const std::string& lie) {
   // The answer was billed at the bound; the provider loses its trust, or, with none to lose, its session.
   if (session.trust_ == TrustLevel::none) {
     drop(session, lie);
@@ -305,12 +308,7 @@ void ProviderGateway::on_blind_complete(ProviderSession& session, Attempt& attem
                 usage.prompt_tokens, usage.completion_tokens, attempt.body_bytes, attempt.bytes_received)
           : std::string();
   finish_attempt(session, complete.request_id, std::move(done));
-  if (lie.empty()) return;
-  if (session.trust_ == TrustLevel::none) {
-    drop(session, lie);
-  } else {
-    distrust(session, lie);
-  }
+  if (!lie.empty()) over_reported(session, lie);
 }
 
 void ProviderGateway::observe_decode_rate(ProviderSession& session, const Attempt& attempt, int64_t tokens) {

@@ -125,6 +125,8 @@ class ProviderGateway {
   // inference_frames.cc
   void on_chunk(ProviderSession& session, Attempt& attempt, const proto::InferenceChunk& chunk);
   void on_complete(ProviderSession& session, Attempt& attempt, const proto::InferenceComplete& complete);
+  // A provider reported usage no honest one does (`lie` says what): distrusted, or dropped.
+  void over_reported(ProviderSession& session, const std::string& lie);
   // A blind attempt's frames: relayed unopened, the usage checked against its signature.
   void on_blind_chunk(ProviderSession& session, Attempt& attempt, proto::InferenceChunk& chunk);
   void on_blind_complete(ProviderSession& session, Attempt& attempt, proto::InferenceComplete& complete);
