@@ -198,8 +198,41 @@ void ClientPool::give_back(std::unique_ptr<Transport> transport) {
   idle_.push_back(Idle{std::move(transport), std::chrono::steady_clock::now()});
 }
 
+void ClientAbort::abort() {
+  aborted_ = true;
+  if (waiting_ == nullptr) return;
+  error_code ignored;
+  waiting_->tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  waiting_->tcp().close();  // the pending write or read ends; the transport stays send()'s
+}
+
+namespace {
+
+// Marks the connection `send()` is waiting on, for an abort, until the wait ends.
+class Waiting {
+ public:
+  Waiting(const std::shared_ptr<ClientAbort>& abort, Transport* transport) : abort_(abort) {
+    if (abort_) abort_->waiting_on(transport);
+  }
+  ~Waiting() {
+    if (abort_) abort_->waiting_on(nullptr);
+  }
+  Waiting(const Waiting&) = delete;
+  Waiting& operator=(const Waiting&) = delete;
+
+ private:
+  std::shared_ptr<ClientAbort> abort_;
+};
+
+Error aborted_error() {
+  return make_error(Errc::cancelled, "the request was given up (its client left)");
+}
+
+}  // namespace
+
 awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientRequest request,
-                                                                    std::chrono::milliseconds timeout) {
+                                                                    std::chrono::milliseconds timeout,
+                                                                    std::shared_ptr<ClientAbort> abort) {
   auto self = shared_from_this();
   const auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {
@@ -208,8 +241,14 @@ awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientReques
     idle_.pop_back();
     // Old ones the server may be closing right now; one it closed (or wrote to) while idle.
     if (!fresh_enough || !still_open(*kept)) continue;
+    if (abort && abort->aborted()) co_return aborted_error();
     bool unanswered = false;
-    auto answer = co_await exchange(*kept, host_, port_, request, timeout, &unanswered);
+    Result<Exchanged> answer = make_error(Errc::internal, "not sent");
+    {
+      const Waiting waiting(abort, kept.get());
+      answer = co_await exchange(*kept, host_, port_, request, timeout, &unanswered);
+    }
+    if (abort && abort->aborted()) co_return aborted_error();
     if (answer) {
       co_return std::make_unique<ClientResponse>(std::move(kept), std::move(answer->buffer), std::move(answer->parser),
                                                  weak_from_this());
@@ -217,11 +256,18 @@ awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientReques
     // A request that was written may have been acted on: only a GET is sent again.
     if (!unanswered || request.method != bhttp::verb::get) co_return answer.error();
   }
+  if (abort && abort->aborted()) co_return aborted_error();
   auto transport = co_await connect(host_, port_, tls_, connect_timeout_);
   if (!transport) co_return transport.error();
+  if (abort && abort->aborted()) co_return aborted_error();
   auto owned = std::make_unique<Transport>(std::move(*transport));
   bool unanswered = false;
-  auto answer = co_await exchange(*owned, host_, port_, request, timeout, &unanswered);
+  Result<Exchanged> answer = make_error(Errc::internal, "not sent");
+  {
+    const Waiting waiting(abort, owned.get());
+    answer = co_await exchange(*owned, host_, port_, request, timeout, &unanswered);
+  }
+  if (abort && abort->aborted()) co_return aborted_error();
   if (!answer) co_return answer.error();
   co_return std::make_unique<ClientResponse>(std::move(owned), std::move(answer->buffer), std::move(answer->parser),
                                              weak_from_this());

@@ -31,6 +31,21 @@ struct ClientRequest {
 
 class ClientPool;
 
+// Lets a caller give up on a request while ClientPool::send() waits for its answer (the client it
+// serves left): the connection is closed, send() returns an error, and the server sees the
+// request's client leave. Network thread only.
+class ClientAbort {
+ public:
+  void abort();
+  bool aborted() const { return aborted_; }
+  // send() marks the connection it is waiting on (null when it stops waiting).
+  void waiting_on(Transport* transport) { waiting_ = transport; }
+
+ private:
+  bool aborted_ = false;
+  Transport* waiting_ = nullptr;  // the connection send() is using, while it does
+};
+
 // A response being read. Its body comes in pieces as the server sends them. A response read to
 // its end on a connection the server keeps open gives the connection back to its pool.
 class ClientResponse {
@@ -74,7 +89,8 @@ class ClientPool : public std::enable_shared_from_this<ClientPool> {
   // connection within connect_timeout first, when no kept one is open). A kept connection the
   // server has closed is seen before anything is written on it; a request is never sent twice,
   // except a GET that a kept connection lost before any answer.
-  awaitable<Result<std::unique_ptr<ClientResponse>>> send(ClientRequest request, std::chrono::milliseconds timeout);
+  awaitable<Result<std::unique_ptr<ClientResponse>>> send(ClientRequest request, std::chrono::milliseconds timeout,
+                                                          std::shared_ptr<ClientAbort> abort = nullptr);
   // A connection whose response was read to its end.
   void give_back(std::unique_ptr<Transport> transport);
   size_t idle() const { return idle_.size(); }

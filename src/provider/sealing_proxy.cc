@@ -117,7 +117,14 @@ class BlindAnswer {
         channel_(provider_->encryption_key, keys),
         attempt_id_(std::move(attempt_id)),
         framed_(request.tool_choice != proto::ToolChoice::none && !request.tools.empty()),
-        choices_(static_cast<size_t>(request.n)) {}
+        choices_(static_cast<size_t>(request.n)) {
+    // The functions an answer may call: what the coordinator checks on a plain answer it reads.
+    if (request.tool_choice == proto::ToolChoice::named) {
+      tool_names_.push_back(request.tool_choice_name);
+    } else if (request.tool_choice != proto::ToolChoice::none) {
+      for (const auto& tool : request.tools) tool_names_.push_back(tool.name);
+    }
+  }
   ~BlindAnswer() {
     for (auto& choice : choices_) {
       crypto::wipe_memory(choice.text.data(), choice.text.size());
@@ -151,6 +158,12 @@ class BlindAnswer {
     }
     if (content->index < 0 || static_cast<size_t>(content->index) >= choices_.size()) {
       return make_error(Errc::permission_denied, fmt::format("a chunk for choice {}", content->index));
+    }
+    for (const auto& delta : content->tool_calls) {
+      if (!delta.name.empty() && std::find(tool_names_.begin(), tool_names_.end(), delta.name) == tool_names_.end()) {
+        return make_error(Errc::permission_denied,
+                          fmt::format("a call of '{}', which the request did not offer", delta.name.substr(0, 64)));
+      }
     }
     next_seq_ += 1;
     auto& choice = choices_[static_cast<size_t>(content->index)];
@@ -212,6 +225,7 @@ class BlindAnswer {
   bool framed_;
   uint64_t next_seq_ = 0;
   std::vector<proto::ChunkFormatter::Choice> choices_;
+  std::vector<std::string> tool_names_;
 };
 
 // The request's plaintext for its providers: OpenAI's body with max_tokens set (a Responses body
@@ -545,16 +559,24 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
   blind.target = std::string(proto::kBlindPath);
   blind.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
   blind.body = proto::encode(copies.request);
-  auto sent = co_await coordinator_->send(blind, options_.answer_timeout);
+  // A client that leaves, while the request waits at the coordinator or while it is answered,
+  // closes the connection to the coordinator: it takes the request out of its queue, or cancels
+  // it at the provider, and bills what was delivered.
+  auto abort = std::make_shared<http::ClientAbort>();
+  auto answering = std::make_shared<std::weak_ptr<http::ClientResponse>>();
+  exchange.on_client_gone([abort, answering] {
+    abort->abort();
+    if (auto response = answering->lock()) response->close();
+  });
+  auto sent = co_await coordinator_->send(blind, options_.answer_timeout, abort);
   if (!sent) {
+    if (abort->aborted()) co_return;  // nobody to answer
     co_await exchange.respond_error(
         proto::service_unavailable("The coordinator cannot be reached: " + sent.error().message));
     co_return;
   }
   std::shared_ptr<http::ClientResponse> upstream = std::move(*sent);
-  exchange.on_client_gone([weak = std::weak_ptr<http::ClientResponse>(upstream)] {
-    if (auto response = weak.lock()) response->close();  // the coordinator cancels at the provider
-  });
+  *answering = upstream;
   if (upstream->status() != 200) {
     auto error_body = co_await upstream->read_all(kMaxErrorBodyBytes, options_.connect_timeout);
     http::Headers headers;

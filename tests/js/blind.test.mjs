@@ -254,6 +254,10 @@ describe("blind requests through darkbloom proxy", () => {
       // Padding would be billed (the coordinator sees only sizes): the proxy sees it.
       ["padded-model", (fake, id, key) => JSON.stringify({ type: "inference_chunk", request_id: id,
         sealed: fake.seal({ seq: 0, text: "x", padding: "y".repeat(1000) }, key) }), /chunk 0 is padded/],
+      // A call the request did not offer (it offered none): the coordinator checks this on plain answers.
+      ["caller-model", (fake, id, key) => JSON.stringify({ type: "inference_chunk", request_id: id,
+        sealed: fake.seal({ seq: 0, text: "", tool_calls: [{ index: 0, id: "call_1", name: "rm_rf", arguments: "{}" }] },
+          key) }), /a call of 'rm_rf', which the request did not offer/],
     ]) {
       const fake = await blindFake(name);
       const pending = openai.chat.completions.create({ model: name, max_tokens: 8, stream: true,
@@ -263,6 +267,28 @@ describe("blind requests through darkbloom proxy", () => {
       fake.socket.send(sendChunk(fake, request.request_id, sessionKey));
       const stream = await pending;
       await assert.rejects((async () => { for await (const chunk of stream) void chunk; })(), problem);
+    }
+  });
+
+  it("a client that leaves before the first chunk cancels at the provider and pays nothing", async () => {
+    const fake = await blindFake("slow-model");
+    const account = await createKey(coordinator, 1_000_000);
+    const proxyOfAccount = await startProxy(coordinator, writeKey(dir, account, "leaving-key"));
+    try {
+      const before = (await call(coordinator, "GET", "/v1/balance", { key: account })).json.balance_micro_usd;
+      const leaving = new AbortController();
+      const pending = fetch(`${proxyOfAccount.url}/v1/chat/completions`, { method: "POST", signal: leaving.signal,
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "slow-model", max_tokens: 8, stream: true, messages: [{ role: "user", content: "x" }] }) });
+      const request = await fake.next("inference_request");
+      leaving.abort();
+      await assert.rejects(pending);
+      const cancel = await fake.next("cancel");
+      assert.equal(cancel.request_id, request.request_id, "the coordinator cancelled the attempt");
+      const after = (await call(coordinator, "GET", "/v1/balance", { key: account })).json.balance_micro_usd;
+      assert.equal(after, before, "nothing was charged");
+    } finally {
+      await proxyOfAccount.kill();
     }
   });
 
