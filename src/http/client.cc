@@ -241,7 +241,10 @@ awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientReques
     idle_.pop_back();
     // Old ones the server may be closing right now; one it closed (or wrote to) while idle.
     if (!fresh_enough || !still_open(*kept)) continue;
-    if (abort && abort->aborted()) co_return aborted_error();
+    if (abort && abort->aborted()) {
+      give_back(std::move(kept));  // unused: still good for the next request
+      co_return aborted_error();
+    }
     bool unanswered = false;
     Result<Exchanged> answer = make_error(Errc::internal, "not sent");
     {

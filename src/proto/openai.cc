@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <unordered_set>
 
 namespace darkbloom::proto {
@@ -522,6 +523,66 @@ void append_tool_call(std::vector<ToolCall>* calls, const ToolCallDelta& delta) 
   if (!delta.id.empty()) call.id = delta.id;
   if (!delta.name.empty()) call.name = delta.name;
   call.arguments += delta.arguments;
+}
+
+ToolCallRules tool_call_rules(const CompletionRequest& request) {
+  ToolCallRules rules;
+  if (request.tool_choice == ToolChoice::named) {
+    rules.names = {request.tool_choice_name};
+    rules.max_calls = 1;
+  } else if (request.tool_choice != ToolChoice::none) {
+    for (const auto& tool : request.tools) rules.names.push_back(tool.name);
+    rules.max_calls = request.parallel_tool_calls ? kMaxToolCalls : 1;
+  }
+  rules.forced = request.tool_choice == ToolChoice::named || request.tool_choice == ToolChoice::required;
+  return rules;
+}
+
+std::optional<std::string> check_tool_pieces(const ToolCallRules& rules, ChoiceCalls& choice, bool has_text,
+                                             const std::vector<ToolCallDelta>& deltas, size_t* counted) {
+  if (has_text) {
+    // A forced call answers with calls only; elsewhere text may come between calls.
+    if (rules.forced) return "text in an answer forced to call a function";
+    if (!choice.calls.empty()) choice.text_since_call = true;  // text comes before calls in a chunk
+  }
+  if (deltas.empty()) return std::nullopt;
+  if (rules.names.empty()) return "tool calls in an answer that may call no tool";
+  for (const ToolCallDelta& delta : deltas) {
+    const auto index = static_cast<size_t>(delta.index);
+    if (delta.index >= 0 && index == choice.calls.size()) {
+      // A new call: the next one, with an id and a function the request offered.
+      if (choice.calls.size() >= rules.max_calls) {
+        return fmt::format("more tool calls than the request allows ({})", rules.max_calls);
+      }
+      if (!valid_identifier(delta.id)) return "a tool call without a well-formed id";
+      if (std::find(rules.names.begin(), rules.names.end(), delta.name) == rules.names.end()) {
+        return fmt::format("a call of '{}', which the request did not offer", delta.name.substr(0, 64));
+      }
+      *counted += delta.name.size() + kToolCallMarkupBytes;
+      choice.text_since_call = false;
+    } else if (delta.index < 0 || index + 1 != choice.calls.size() || !delta.id.empty() || !delta.name.empty() ||
+               delta.arguments.empty() || choice.text_since_call) {
+      // Only the last call goes on, with more of its arguments, and not after text.
+      return fmt::format("tool call {} continued out of order, renamed or empty", delta.index);
+    }
+    *counted += delta.arguments.size();
+    append_tool_call(&choice.calls, delta);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> check_tool_finish(const ToolCallRules& rules, const std::vector<ChoiceCalls>& choices,
+                                             const std::vector<std::string>& reasons) {
+  for (size_t i = 0; i < reasons.size(); ++i) {
+    const bool called = i < choices.size() && !choices[i].calls.empty();
+    if (reasons[i] == "tool_calls" && !called)
+      return fmt::format("choice {} finished with tool_calls and made none", i);
+    if (reasons[i] == "stop" && rules.forced) {
+      // A forced call's grammar ends only when a call is whole, which finishes with tool_calls.
+      return fmt::format("choice {} was forced to call a function and stopped without", i);
+    }
+  }
+  return std::nullopt;
 }
 
 namespace {

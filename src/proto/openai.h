@@ -3,6 +3,7 @@
 // `darkbloom serve` write. Engine-independent: sampling settings are plain fields here.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -124,6 +125,16 @@ inline constexpr int kMaxChoices = 8;
 // (top_logprobs + 1). The coordinator holds them for a whole answer; beyond, the request is
 // refused (by the provider for a blind request, which the coordinator cannot read).
 inline constexpr int64_t kMaxLogprobEntries = 1 << 18;
+// Bytes one entry may take on the wire on average, as a provider writes it (a token's text and
+// bytes, escaped), and what an answer's logprobs may take in all.
+inline constexpr size_t kMaxLogprobEntryBytes = 1024;
+inline constexpr size_t kMaxAnswerLogprobsBytes = 64u << 20;
+// What an honest provider writes for the logprobs of `max_tokens` (all choices) tokens with
+// `top_logprobs` alternatives, with room for the chunks' JSON around them.
+inline size_t max_logprobs_bytes(int64_t max_tokens, int top_logprobs) {
+  const auto entries = static_cast<size_t>(max_tokens) * static_cast<size_t>(top_logprobs + 1);
+  return std::min(entries * kMaxLogprobEntryBytes + (size_t{1} << 20), kMaxAnswerLogprobsBytes);
+}
 
 // Parses and validates a body for an endpoint. Errors are 400s naming the field in `param`.
 Result<CompletionRequest> parse_completion_request(Endpoint endpoint, const json::bj::value& body, ApiError* error);
@@ -145,6 +156,33 @@ struct ToolCallDelta {
 
 // Adds a streamed piece to the calls assembled so far.
 void append_tool_call(std::vector<ToolCall>* calls, const ToolCallDelta& delta);
+
+// What an answer may do with tools, from its request's tools and tool_choice: the coordinator
+// checks a plain answer against it as it relays it, the consumer's proxy a blind one.
+struct ToolCallRules {
+  std::vector<std::string> names;  // the functions it may call; empty: none
+  size_t max_calls = 0;            // per choice
+  bool forced = false;             // a named or required call: calls only, and no stop without one
+};
+ToolCallRules tool_call_rules(const CompletionRequest& request);
+// What a call counts toward the usage bound beyond its name and arguments: the markup a model
+// writes around it (tags, keys, braces), which the client never sees as text.
+inline constexpr size_t kToolCallMarkupBytes = 32;
+// One choice's calls as they arrive.
+struct ChoiceCalls {
+  std::vector<ToolCall> calls;
+  bool text_since_call = false;  // text came after its last call began
+};
+// Checks one chunk's text and call pieces for a choice against the rules and appends the pieces:
+// a new call is the next one, with a well-formed id and an offered function, within max_calls;
+// later pieces only continue the last call, before any text. `*counted` grows by what the calls
+// count toward the usage bound (name + kToolCallMarkupBytes per new call, and the arguments).
+std::optional<std::string> check_tool_pieces(const ToolCallRules& rules, ChoiceCalls& choice, bool has_text,
+                                             const std::vector<ToolCallDelta>& deltas, size_t* counted);
+// Checks how each choice finished against its calls: "tool_calls" only after a call, and a forced
+// call never ends with "stop".
+std::optional<std::string> check_tool_finish(const ToolCallRules& rules, const std::vector<ChoiceCalls>& choices,
+                                             const std::vector<std::string>& reasons);
 
 // What a receipt covers of one choice (attest::receipt_text joins the choices): its content; for
 // a request that may call tools (`framed`), "\x1f" then the content and each call's id, name and

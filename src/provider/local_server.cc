@@ -272,7 +272,7 @@ awaitable<void> LocalServer::relay_stream(http::Exchange& exchange, ChoiceRun& r
       events = writer.finish_choice(event.index, event.finish_reason);
     }
     if (!client_ok) continue;
-    client_ok = co_await http::send_events(exchange, events);
+    client_ok = co_await http::send_events(exchange, std::move(events));
     if (!client_ok) run.cancel();
   }
   const Totals totals = totals_of(finishes);

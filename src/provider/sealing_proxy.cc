@@ -117,18 +117,21 @@ class BlindAnswer {
         channel_(provider_->encryption_key, keys),
         attempt_id_(std::move(attempt_id)),
         framed_(request.tool_choice != proto::ToolChoice::none && !request.tools.empty()),
-        choices_(static_cast<size_t>(request.n)) {
-    // The functions an answer may call: what the coordinator checks on a plain answer it reads.
-    if (request.tool_choice == proto::ToolChoice::named) {
-      tool_names_.push_back(request.tool_choice_name);
-    } else if (request.tool_choice != proto::ToolChoice::none) {
-      for (const auto& tool : request.tools) tool_names_.push_back(tool.name);
-    }
-  }
+        // What the coordinator checks on a plain answer it reads, checked here on a blind one.
+        tools_(proto::tool_call_rules(request)),
+        calls_(static_cast<size_t>(request.n)),
+        logprobs_budget_(
+            request.logprobs
+                ? proto::max_logprobs_bytes(int64_t{request.max_tokens.value_or(0)} * request.n, request.top_logprobs)
+                : 0),
+        choices_(static_cast<size_t>(request.n)) {}
   ~BlindAnswer() {
     for (auto& choice : choices_) {
       crypto::wipe_memory(choice.text.data(), choice.text.size());
       for (auto& call : choice.tool_calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
+    }
+    for (auto& choice : calls_) {
+      for (auto& call : choice.calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
     }
   }
 
@@ -140,7 +143,14 @@ class BlindAnswer {
     if (!plaintext) return make_error(Errc::permission_denied, "a chunk does not open with this request's key");
     auto content = proto::decode_chunk_content(plaintext->view());
     if (!content) return content.error();
-    if (content->logprobs.is_null()) {
+    if (!content->logprobs.is_null()) {
+      // Logprobs only when asked for, within what an honest provider writes for them.
+      logprobs_bytes_ += plaintext->size() - content->text.size();
+      if (logprobs_bytes_ > logprobs_budget_) {
+        return make_error(Errc::permission_denied, logprobs_budget_ == 0 ? "logprobs the request did not ask for"
+                                                                         : "more logprobs than the request allows");
+      }
+    } else {
       // The coordinator bills on the chunks' sizes: a chunk is exactly its content as a provider
       // writes it, not padded to be billed more. (Logprobs' numbers do not re-encode to the byte.)
       std::string canonical = proto::encode(*content);
@@ -159,11 +169,10 @@ class BlindAnswer {
     if (content->index < 0 || static_cast<size_t>(content->index) >= choices_.size()) {
       return make_error(Errc::permission_denied, fmt::format("a chunk for choice {}", content->index));
     }
-    for (const auto& delta : content->tool_calls) {
-      if (!delta.name.empty() && std::find(tool_names_.begin(), tool_names_.end(), delta.name) == tool_names_.end()) {
-        return make_error(Errc::permission_denied,
-                          fmt::format("a call of '{}', which the request did not offer", delta.name.substr(0, 64)));
-      }
+    size_t counted = 0;
+    if (auto problem = proto::check_tool_pieces(tools_, calls_[static_cast<size_t>(content->index)],
+                                                !content->text.empty(), content->tool_calls, &counted)) {
+      return make_error(Errc::permission_denied, *problem);
     }
     next_seq_ += 1;
     auto& choice = choices_[static_cast<size_t>(content->index)];
@@ -187,6 +196,9 @@ class BlindAnswer {
     if (content->finish_reasons.empty()) content->finish_reasons.push_back(content->finish_reason);
     if (content->finish_reasons.size() != choices_.size()) {
       return make_error(Errc::permission_denied, "the completion's finish reasons do not match the choices");
+    }
+    if (auto problem = proto::check_tool_finish(tools_, calls_, content->finish_reasons)) {
+      return make_error(Errc::permission_denied, *problem);
     }
     std::vector<std::string> texts;
     for (const auto& choice : choices_) {
@@ -223,9 +235,12 @@ class BlindAnswer {
   crypto::Channel channel_;
   std::string attempt_id_;
   bool framed_;
+  proto::ToolCallRules tools_;
+  std::vector<proto::ChoiceCalls> calls_;  // checked as they come
+  size_t logprobs_budget_;
+  size_t logprobs_bytes_ = 0;
   uint64_t next_seq_ = 0;
   std::vector<proto::ChunkFormatter::Choice> choices_;
-  std::vector<std::string> tool_names_;
 };
 
 // The request's plaintext for its providers: OpenAI's body with max_tokens set (a Responses body

@@ -760,8 +760,8 @@ TEST(ToolCalls, calls_count_as_output_for_the_usage_bound) {
             usage_bound(100, 1, 2).completion_tokens);
   Attempt attempt;
   attempt.choices = 1;
-  attempt.tool_names = {"get_weather"};
-  attempt.max_tool_calls = 2;
+  attempt.tools.names = {"get_weather"};
+  attempt.tools.max_calls = 2;
   proto::ChunkContent content;
   content.tool_calls = {{0, "call_1", "get_weather", "{}"}};
   EXPECT_FALSE(ProviderGateway::check_tool_calls(attempt, content));

@@ -257,7 +257,11 @@ describe("blind requests through darkbloom proxy", () => {
       // A call the request did not offer (it offered none): the coordinator checks this on plain answers.
       ["caller-model", (fake, id, key) => JSON.stringify({ type: "inference_chunk", request_id: id,
         sealed: fake.seal({ seq: 0, text: "", tool_calls: [{ index: 0, id: "call_1", name: "rm_rf", arguments: "{}" }] },
-          key) }), /a call of 'rm_rf', which the request did not offer/],
+          key) }), /tool calls in an answer that may call no tool/],
+      // Logprobs are bytes the coordinator bills too: only when asked for.
+      ["logprobs-model", (fake, id, key) => JSON.stringify({ type: "inference_chunk", request_id: id,
+        sealed: fake.seal({ seq: 0, text: "x", logprobs: { content: [], padding: "z".repeat(1000) } }, key) }),
+        /logprobs the request did not ask for/],
     ]) {
       const fake = await blindFake(name);
       const pending = openai.chat.completions.create({ model: name, max_tokens: 8, stream: true,

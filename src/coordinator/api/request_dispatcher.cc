@@ -217,21 +217,11 @@ Result<RequestDispatcher::NewAttempt> RequestDispatcher::new_attempt(const Pendi
     if (request.parsed.logprobs) {
       // Entries are bounded when the request is admitted (kMaxLogprobEntries); what an honest
       // provider writes for them, with room for the chunks' JSON around them.
-      const int64_t entries = int64_t{request.max_tokens} * (request.parsed.top_logprobs + 1);
-      attempt.max_logprobs_bytes =
-          std::min(static_cast<size_t>(entries) * kMaxLogprobEntryBytes + (1u << 20), kMaxAttemptLogprobsBytes);
+      attempt.max_logprobs_bytes = proto::max_logprobs_bytes(request.max_tokens, request.parsed.top_logprobs);
     }
     attempt.body_bytes = request.body_bytes;
     attempt.messages = prompt_parts(request.parsed);
-    const proto::ToolChoice choice = request.parsed.tool_choice;
-    if (choice == proto::ToolChoice::named) {
-      attempt.tool_names = {request.parsed.tool_choice_name};
-      attempt.max_tool_calls = 1;
-    } else if (choice != proto::ToolChoice::none) {
-      for (const auto& tool : request.parsed.tools) attempt.tool_names.push_back(tool.name);
-      attempt.max_tool_calls = request.parsed.parallel_tool_calls ? proto::kMaxToolCalls : 1;
-    }
-    attempt.forced_call = choice == proto::ToolChoice::named || choice == proto::ToolChoice::required;
+    attempt.tools = proto::tool_call_rules(request.parsed);
     attempt.calls.resize(static_cast<size_t>(request.parsed.n));
     attempt.ignore_eos = request.parsed.ignore_eos;
     attempt.events = std::make_shared<net::AsyncQueue<ProviderEvent>>(executor_, clock_);

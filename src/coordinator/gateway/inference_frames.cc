@@ -120,41 +120,9 @@ void ProviderGateway::on_chunk(ProviderSession& session, Attempt& attempt, const
 }
 
 std::optional<std::string> ProviderGateway::check_tool_calls(Attempt& attempt, const proto::ChunkContent& content) {
-  const auto choices = static_cast<size_t>(attempt.choices);
-  attempt.calls.resize(std::max(attempt.calls.size(), choices));
-  attempt.text_since_call.resize(std::max(attempt.text_since_call.size(), choices));
-  const auto choice = static_cast<size_t>(content.index);
-  if (!content.text.empty()) {
-    // A forced call answers with calls only; elsewhere text may come between calls.
-    if (attempt.forced_call) return "text in an answer forced to call a function";
-    if (!attempt.calls[choice].empty()) attempt.text_since_call[choice] = 1;  // text comes before calls in a chunk
-  }
-  if (content.tool_calls.empty()) return std::nullopt;
-  if (attempt.tool_names.empty()) return "tool calls in an answer that may call no tool";
-  std::vector<proto::ToolCall>& calls = attempt.calls[choice];
-  for (const proto::ToolCallDelta& delta : content.tool_calls) {
-    const auto index = static_cast<size_t>(delta.index);
-    if (index == calls.size()) {
-      // A new call: the next one, with an id and a function the request offered.
-      if (calls.size() >= attempt.max_tool_calls) {
-        return fmt::format("more tool calls than the request allows ({})", attempt.max_tool_calls);
-      }
-      const bool id_ok = proto::valid_identifier(delta.id);
-      if (!id_ok) return "a tool call without a well-formed id";
-      if (std::find(attempt.tool_names.begin(), attempt.tool_names.end(), delta.name) == attempt.tool_names.end()) {
-        return fmt::format("a call of '{}', which the request did not offer", delta.name.substr(0, 64));
-      }
-      attempt.bytes_received += delta.name.size() + kToolCallMarkupBytes;
-      attempt.text_since_call[choice] = 0;
-    } else if (index + 1 != calls.size() || !delta.id.empty() || !delta.name.empty() || delta.arguments.empty() ||
-               attempt.text_since_call[choice] != 0) {
-      // Only the last call goes on, with more of its arguments, and not after text.
-      return fmt::format("tool call {} continued out of order, renamed or empty", index);
-    }
-    attempt.bytes_received += delta.arguments.size();
-    proto::append_tool_call(&calls, delta);
-  }
-  return std::nullopt;
+  attempt.calls.resize(std::max(attempt.calls.size(), static_cast<size_t>(attempt.choices)));
+  return proto::check_tool_pieces(attempt.tools, attempt.calls[static_cast<size_t>(content.index)],
+                                  !content.text.empty(), content.tool_calls, &attempt.bytes_received);
 }
 
 void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
@@ -181,16 +149,9 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
     return;
   }
   attempt.calls.resize(std::max(attempt.calls.size(), static_cast<size_t>(attempt.choices)));
-  for (size_t i = 0; i < reasons.size(); ++i) {
-    if (reasons[i] == "tool_calls" && attempt.calls[i].empty()) {
-      drop(session, fmt::format("choice {} finished with tool_calls and made none", i));
-      return;
-    }
-    if (reasons[i] == "stop" && attempt.forced_call) {
-      // A forced call's grammar ends only when a call is whole, which finishes with tool_calls.
-      drop(session, fmt::format("choice {} was forced to call a function and stopped without", i));
-      return;
-    }
+  if (auto problem = proto::check_tool_finish(attempt.tools, attempt.calls, reasons)) {
+    drop(session, *problem);
+    return;
   }
   // Usage is the provider's word, believed up to what the coordinator saw (docs/billing.md).
   const BilledUsage billed = bill_usage(
@@ -205,8 +166,8 @@ void ProviderGateway::on_complete(ProviderSession& session, Attempt& attempt,
   check_receipt(session, attempt, *content, done);
   for (std::string& text : attempt.texts) crypto::wipe_memory(text.data(), text.size());
   attempt.texts.clear();
-  for (auto& calls : attempt.calls) {
-    for (auto& call : calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
+  for (auto& choice : attempt.calls) {
+    for (auto& call : choice.calls) crypto::wipe_memory(call.arguments.data(), call.arguments.size());
   }
   attempt.calls.clear();
   const std::string lie =
@@ -336,9 +297,9 @@ void ProviderGateway::check_receipt(ProviderSession& session, const Attempt& att
   }
   std::vector<std::string> texts = attempt.texts;
   texts.resize(static_cast<size_t>(attempt.choices));  // choices that sent no text
-  const bool framed = !attempt.tool_names.empty();     // the request could call tools
+  const bool framed = !attempt.tools.names.empty();    // the request could call tools
   for (size_t i = 0; i < texts.size() && framed; ++i) {
-    std::string with_calls = proto::receipt_choice_text(texts[i], attempt.calls[i], framed);
+    std::string with_calls = proto::receipt_choice_text(texts[i], attempt.calls[i].calls, framed);
     crypto::wipe_memory(texts[i].data(), texts[i].size());
     texts[i] = std::move(with_calls);
   }

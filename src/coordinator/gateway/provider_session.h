@@ -90,22 +90,16 @@ struct Attempt {
   net::Clock::Time first_chunk_at{};
   std::vector<std::string> texts;  // each choice's answer so far, to check the receipt against; wiped at the end
   bool accepted = false;           // inference_accepted came (once, before any output)
-  // The functions the answer may call (empty: none), at most max_tool_calls per choice, and each
-  // choice's calls so far (checked as they come, and covered by the receipt). A forced call
-  // (tool_choice required or named) answers with calls only.
-  std::vector<std::string> tool_names;
-  size_t max_tool_calls = 0;
-  bool forced_call = false;
-  std::vector<std::vector<proto::ToolCall>> calls;
-  std::vector<char> text_since_call;  // per choice: text came after its last call began
+  // What the answer may do with tools (proto::tool_call_rules), and each choice's calls so far
+  // (checked as they come, and covered by the receipt).
+  proto::ToolCallRules tools;
+  std::vector<proto::ChoiceCalls> calls;
 
   // An honest provider sends at most one chunk per token and one for the held-back tail.
   int64_t max_chunks() const { return int64_t{max_tokens} + kHonestSlackTokens + 1; }
 };
 
-// Bytes a tool call is counted as beyond its name and arguments: the markup around them (tags,
-// keys, braces) is generated as tokens the client never sees as text (billing/usage_bounds.h).
-inline constexpr size_t kToolCallMarkupBytes = 32;
+inline constexpr size_t kToolCallMarkupBytes = proto::kToolCallMarkupBytes;
 // A blind request's prompt parts (messages, tool calls, tools) cannot be counted: the billing
 // bound assumes one per this many bytes of sealed body, the smallest a message takes in JSON
 // ({"role":"user","content":""} is 29).
@@ -117,10 +111,8 @@ inline constexpr size_t kChunkWrapperBytes = 18;
 // coordinator's memory; it is dropped.
 inline constexpr size_t kMaxAttemptBytes = 64u << 20;
 inline constexpr int64_t kMaxLogprobEntries = proto::kMaxLogprobEntries;
-// Bytes one entry may take on the wire on average, as the provider writes it (a token's text and
-// bytes, escaped), and what an attempt's logprobs may take in all.
-inline constexpr size_t kMaxLogprobEntryBytes = 1024;
-inline constexpr size_t kMaxAttemptLogprobsBytes = 64u << 20;
+inline constexpr size_t kMaxLogprobEntryBytes = proto::kMaxLogprobEntryBytes;
+inline constexpr size_t kMaxAttemptLogprobsBytes = proto::kMaxAnswerLogprobsBytes;
 
 // What the coordinator knows of a provider's identity and how its challenges went.
 struct TrustState {
