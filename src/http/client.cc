@@ -237,12 +237,13 @@ awaitable<Result<std::unique_ptr<ClientResponse>>> ClientPool::send(ClientReques
   const auto now = std::chrono::steady_clock::now();
   while (!idle_.empty()) {
     std::unique_ptr<Transport> kept = std::move(idle_.back().transport);
-    const bool fresh_enough = now - idle_.back().since < max_idle_time_;
+    const auto since = idle_.back().since;
+    const bool fresh_enough = now - since < max_idle_time_;
     idle_.pop_back();
     // Old ones the server may be closing right now; one it closed (or wrote to) while idle.
     if (!fresh_enough || !still_open(*kept)) continue;
     if (abort && abort->aborted()) {
-      give_back(std::move(kept));  // unused: still good for the next request
+      idle_.push_back(Idle{std::move(kept), since});  // unused: still good, as old as it was
       co_return aborted_error();
     }
     bool unanswered = false;
