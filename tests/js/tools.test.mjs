@@ -253,6 +253,17 @@ describe("tools and responses through a coordinator with two providers", () => {
   it("required: one call or several, each valid", () => checkRequired(openai));
   it("tool-call history is accepted; a provider's 400 reaches the client as it is", () => checkHistoryAndRefusals(openai));
   it("the Responses API: whole, streamed, structured and with a forced call", () => checkResponses(openai));
+  it("a stop string does not cut a forced call short", async () => {
+    // Each of these appears in any call's text: applied, they would end the answer before its call
+    // (and a "stop" without a call gets the provider dropped). Under a grammar none applies.
+    for (const tool_choice of [{ type: "function", function: { name: "add" } }, "required"]) {
+      const answer = await openai.chat.completions.create(ask({ seed: 2, tool_choice, max_tokens: 256,
+        stop: ["{", "\"", "a", "e"] }));
+      assert.ok(["tool_calls", "length"].includes(answer.choices[0].finish_reason), answer.choices[0].finish_reason);
+      assert.ok(answer.choices[0].message.tool_calls?.length >= 1, "a call began");
+    }
+    await waitForProviders(coordinator, 2, 5000, { routable: true });
+  });
   it("answers that call tools are billed in full and keep both providers trusted", async () => {
     const { data, response } = await openai.chat.completions
       .create(ask({ seed: 1, tool_choice: { type: "function", function: { name: "add" } } })).withResponse();
