@@ -24,6 +24,9 @@ constexpr size_t kMaxErrorBodyBytes = 1u << 20;
 constexpr size_t kMaxEventBytes = 16u << 20;  // one sealed chunk or completion, in base64
 constexpr int kListingPage = 200;
 constexpr size_t kMaxListingPageBytes = 64u << 20;
+// A copy's JSON around its base64 ciphertext: the provider id, the key, the field names; and the
+// request's own fields (model, terms). Generous: the count only decides how many copies fit.
+constexpr size_t kCopyJsonBytes = proto::kMaxProviderIdBytes + proto::kMaxModelIdBytes + 256;
 
 int clamp_tokens(int64_t tokens) {
   return static_cast<int>(std::clamp<int64_t>(tokens, 0, std::numeric_limits<int>::max()));
@@ -564,6 +567,20 @@ awaitable<void> SealingProxy::handle_completion(http::Exchange& exchange, proto:
   std::shuffle(usable.begin(), usable.end(), std::mt19937_64(std::random_device{}()));
   usable.resize(std::min(usable.size(), options_.max_copies));
   std::string plaintext = sealed_plaintext(*parsed);
+  // Every copy is the body again, in base64: as many as the coordinator's body limit takes.
+  const size_t copy_bytes = 4 * ((plaintext.size() + crypto::kNonceBytes + crypto::kMacBytes + 2) / 3) + kCopyJsonBytes;
+  const size_t fitting = options_.coordinator_body_bytes / copy_bytes;
+  if (fitting == 0) {
+    crypto::wipe_memory(plaintext.data(), plaintext.size());
+    proto::ApiError too_large = proto::request_too_large(options_.coordinator_body_bytes);
+    too_large.message = fmt::format(
+        "Sealed for one provider this request takes about {} bytes; the coordinator takes at most {} "
+        "(--coordinator-max-body-bytes): send a shorter request",
+        copy_bytes, options_.coordinator_body_bytes);
+    co_await exchange.respond_error(too_large);
+    co_return;
+  }
+  usable.resize(std::min(usable.size(), fitting));
   const auto sealing = std::chrono::steady_clock::now();
   Copies copies = seal_copies(*parsed, plaintext, usable);
   crypto::wipe_memory(plaintext.data(), plaintext.size());

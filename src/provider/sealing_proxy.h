@@ -38,6 +38,9 @@ struct ProxyOptions {
   std::set<std::string> allowed_binaries;          // hex SHA-256 of provider binaries; empty: any
   int default_max_tokens = 8192;                   // sent when a request sets none (it must be in clear)
   size_t max_copies = proto::kMaxBlindCopies;
+  // The coordinator's --max-body-bytes: a large request is sealed for fewer providers so that
+  // its copies fit, and refused (413) when even one does not.
+  size_t coordinator_body_bytes = proto::kDefaultMaxBodyBytes;
   std::chrono::milliseconds listing_max_age{5000};
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds answer_timeout{300000};  // for the first chunk, and between chunks

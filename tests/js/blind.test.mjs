@@ -188,25 +188,36 @@ describe("blind requests through darkbloom proxy", () => {
 
   // A fake provider of its own model that takes blind requests; `answer(request, sessionKey)`
   // answers the first one it gets, after checking what the coordinator sent in clear.
-  async function blindFake(name) {
+  async function blindFake(name, count = 1) {
     const fake = await FakeProvider.connect(coordinator.port,
       { model: name, files: { [name]: crypto.randomBytes(2048) }, features: ["blind"] });
-    await listed(name);
+    await listed(name, count);
     return fake;
   }
   // Waits until the coordinator lists a routable provider of `name`, and the proxy's cached
   // listing (0.2 s) is older than that.
-  async function listed(name) {
+  async function listed(name, count = 1) {
     const deadline = Date.now() + 10000;
     for (;;) {
       const page = await (await fetch(`${coordinator.url}/v1/providers/attestation`)).json();
-      if (page.data.some((entry) => entry.models.includes(name))) break;
+      if (page.data.filter((entry) => entry.models.includes(name)).length >= count) break;
       if (Date.now() > deadline) throw new Error(`${name} is not listed`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     await new Promise((resolve) => setTimeout(resolve, 300));
   }
   const usageText = (id, prompt, completion, chunks) => `darkbloom blind usage v1\n${id}:${prompt}:${completion}:${chunks}`;
+  // An honest blind answer: the text in one chunk, the completion, and the usage signed in clear.
+  async function answerBlind(fake, request, text) {
+    const { sessionKey } = fake.open(request);
+    const id = request.request_id;
+    fake.socket.send(JSON.stringify({ type: "inference_accepted", request_id: id }));
+    fake.socket.send(fake.chunk(id, sessionKey, 0, text));
+    const complete = JSON.parse(fake.complete(id, sessionKey, 1, 1, { text }));
+    complete.usage = { prompt_tokens: 5, completion_tokens: 1, chunks: 1 };
+    complete.usage_signature = fake.identity.sign(usageText(id, 5, 1, 1));
+    fake.socket.send(JSON.stringify(complete));
+  }
   async function closed(fake) {
     while (await fake.socket.next(10000) !== null) { /* other frames */ }
     return fake.socket.closeReason ?? "";
@@ -293,6 +304,34 @@ describe("blind requests through darkbloom proxy", () => {
       assert.equal(after, before, "nothing was charged");
     } finally {
       await proxyOfAccount.kill();
+    }
+  });
+
+  it("seals a large request for as many providers as the coordinator's body limit takes", async () => {
+    const twins = [await blindFake("twin-model"), await blindFake("twin-model", 2)];
+    const small = await startProxy(coordinator, writeKey(dir, key, "twin-key"), ["--coordinator-max-body-bytes", "65536"]);
+    try {
+      const ask = (client, bytes) => client.chat.completions.create({ model: "twin-model", max_tokens: 4,
+        messages: [{ role: "user", content: "x".repeat(bytes) }] }).withResponse();
+      // Each twin answers whatever reaches it.
+      for (const fake of twins) {
+        (async () => {
+          for (;;) {
+            const request = await fake.next("inference_request", 30000);
+            if (!request) return;
+            await answerBlind(fake, request, "ok");
+          }
+        })();
+      }
+      const copiesOf = ({ response }) => JSON.parse(response.headers.get("x-proxy-timing")).copies;
+      // 30 KB: two copies fit in 10 MiB, one in 64 KiB.
+      assert.equal(copiesOf(await ask(openai, 30_000)), 2);
+      assert.equal(copiesOf(await ask(new OpenAI({ apiKey: "x", baseURL: `${small.url}/v1`, maxRetries: 0 }), 30_000)), 1);
+      // 60 KB: not even one copy fits in 64 KiB.
+      await assert.rejects(ask(new OpenAI({ apiKey: "x", baseURL: `${small.url}/v1`, maxRetries: 0 }), 60_000),
+        (error) => error.status === 413 && /--coordinator-max-body-bytes/.test(error.message));
+    } finally {
+      await small.kill();
     }
   });
 

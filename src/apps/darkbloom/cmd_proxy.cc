@@ -30,6 +30,7 @@ struct ProxyArgs {
   int copies = static_cast<int>(proto::kMaxBlindCopies);
   int default_max_tokens = 8192;
   double listing_max_age_s = 5;
+  size_t coordinator_body_bytes = proto::kDefaultMaxBodyBytes;
 };
 
 int run_proxy(const ProxyArgs& args) {
@@ -71,6 +72,7 @@ int run_proxy(const ProxyArgs& args) {
     options.allowed_binaries.insert(hash);
   }
   options.max_copies = static_cast<size_t>(args.copies);
+  options.coordinator_body_bytes = args.coordinator_body_bytes;
   options.default_max_tokens = args.default_max_tokens;
   options.listing_max_age = std::chrono::milliseconds(static_cast<int64_t>(args.listing_max_age_s * 1000));
 
@@ -133,6 +135,11 @@ void register_proxy_command(CLI::App& app, CommandRunner* runner) {
   cmd->add_option("--default-max-tokens", args->default_max_tokens,
                   "max_tokens for a request that sets none (the coordinator reserves credit for it)")
       ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--coordinator-max-body-bytes", args->coordinator_body_bytes,
+                  "the coordinator's --max-body-bytes: a large request is sealed for as many providers as fit (each "
+                  "copy is the body again, in base64), and refused with 413 when one does not")
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 40))
       ->capture_default_str();
   cmd->add_option("--listing-max-age", args->listing_max_age_s,
                   "seconds the provider listing is reused before it is read again")
