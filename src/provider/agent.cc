@@ -141,6 +141,18 @@ awaitable<Result<std::string>> ProviderAgent::sign(std::string message) {
   co_return base64_encode(*signature);
 }
 
+awaitable<std::optional<std::string>> ProviderAgent::sign_answer(std::shared_ptr<http::WebSocket> socket,
+                                                                 const std::string& request_id, std::string message,
+                                                                 std::string what) {
+  auto signature = co_await sign(std::move(message));
+  if (signature) co_return *signature;
+  log::error("provider: cannot sign the {} of {}: {}", what, request_id, signature.error().message);
+  outcomes_.at({{"outcome", "failed"}}).add();
+  socket->send(proto::encode(
+      proto::InferenceError{request_id, 500, fmt::format("cannot sign the {}: {}", what, signature.error().message)}));
+  co_return std::nullopt;
+}
+
 awaitable<Result<proto::Register>> ProviderAgent::make_register() {
   proto::Register message;
   message.provider_version = options_.version;
@@ -707,15 +719,9 @@ awaitable<void> ProviderAgent::send_completion(std::shared_ptr<http::WebSocket> 
   std::string covered = attest::receipt_text(answers);
   completion.response_hash = attest::response_hash(request_id, completion.completion_tokens, covered);
   crypto::wipe_memory(covered.data(), covered.size());
-  auto receipt = co_await sign(completion.response_hash);
-  if (!receipt) {
-    // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
-    log::error("provider: cannot sign the receipt of {}: {}", request_id, receipt.error().message);
-    outcomes_.at({{"outcome", "failed"}}).add();
-    socket->send(
-        proto::encode(proto::InferenceError{request_id, 500, "cannot sign the receipt: " + receipt.error().message}));
-    co_return;
-  }
+  // An answer without its receipt is one the coordinator cannot vouch for: fail it instead.
+  auto receipt = co_await sign_answer(socket, request_id, completion.response_hash, "receipt");
+  if (!receipt) co_return;
   completion.receipt_signature = *receipt;
   std::optional<proto::BlindUsage> usage;
   if (blind) {
@@ -724,15 +730,10 @@ awaitable<void> ProviderAgent::send_completion(std::shared_ptr<http::WebSocket> 
     usage->prompt_tokens = completion.prompt_tokens;
     usage->completion_tokens = completion.completion_tokens;
     usage->chunks = seq;
-    auto signature =
-        co_await sign(attest::usage_text(request_id, usage->prompt_tokens, usage->completion_tokens, usage->chunks));
-    if (!signature) {
-      log::error("provider: cannot sign the usage of {}: {}", request_id, signature.error().message);
-      outcomes_.at({{"outcome", "failed"}}).add();
-      socket->send(
-          proto::encode(proto::InferenceError{request_id, 500, "cannot sign the usage: " + signature.error().message}));
-      co_return;
-    }
+    auto signature = co_await sign_answer(
+        socket, request_id,
+        attest::usage_text(request_id, usage->prompt_tokens, usage->completion_tokens, usage->chunks), "usage");
+    if (!signature) co_return;
     usage->signature = *signature;
   }
   outcomes_.at({{"outcome", "completed"}}).add();

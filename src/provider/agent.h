@@ -129,6 +129,11 @@ class ProviderAgent : public std::enable_shared_from_this<ProviderAgent> {
   net::awaitable<void> send_completion(std::shared_ptr<http::WebSocket> socket, const std::string& request_id,
                                        const crypto::Channel& channel, uint64_t seq, const Finishes& ended,
                                        const std::vector<std::string>& answers, bool blind);
+  // A signature over `message` (the answer's `what`: its receipt, its usage), or nullopt when the
+  // key cannot sign: the request then fails with inference_error 500, as an unvouched answer must.
+  net::awaitable<std::optional<std::string>> sign_answer(std::shared_ptr<http::WebSocket> socket,
+                                                         const std::string& request_id, std::string message,
+                                                         std::string what);
   net::awaitable<Result<proto::Register>> make_register();
   net::awaitable<void> answer_challenge(std::shared_ptr<http::WebSocket> socket, proto::AttestationChallenge challenge);
   // The hardware level: ActivateCredential in the TPM, off the network thread; the answer.

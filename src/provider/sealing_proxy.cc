@@ -181,7 +181,6 @@ class BlindAnswer {
     auto& choice = choices_[static_cast<size_t>(content->index)];
     choice.text += content->text;
     proto::append_logprobs(&choice.logprobs, content->logprobs);
-    for (const auto& delta : content->tool_calls) proto::append_tool_call(&choice.tool_calls, delta);
     return content;
   }
 
@@ -203,6 +202,8 @@ class BlindAnswer {
     if (auto problem = proto::check_tool_finish(tools_, calls_, content->finish_reasons)) {
       return make_error(Errc::permission_denied, *problem);
     }
+    // The calls, gathered as they were checked, join their choices for the receipt and the answer.
+    for (size_t i = 0; i < choices_.size(); ++i) choices_[i].tool_calls = std::move(calls_[i].calls);
     std::vector<std::string> texts;
     for (const auto& choice : choices_) {
       texts.push_back(proto::receipt_choice_text(choice.text, choice.tool_calls, framed_));
@@ -317,8 +318,7 @@ http::Headers answer_headers(const http::ClientResponse& upstream, const Verifie
 }  // namespace
 
 SealingProxy::SealingProxy(net::asio::any_io_executor executor, ProxyOptions options)
-    : executor_(executor),
-      options_(std::move(options)),
+    : options_(std::move(options)),
       coordinator_(http::ClientPool::create(options_.coordinator_host, options_.coordinator_port, options_.tls,
                                             options_.connect_timeout)),
       server_(executor, routes(), options_.limits) {}

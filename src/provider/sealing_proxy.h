@@ -77,7 +77,6 @@ class SealingProxy {
   std::shared_ptr<const VerifiedProvider> verified(const proto::ProviderAttestation& entry);
   VerifiedProvider verify(const proto::ProviderAttestation& entry) const;
 
-  net::asio::any_io_executor executor_;
   ProxyOptions options_;
   net::SystemClock clock_;
   std::shared_ptr<http::ClientPool> coordinator_;  // connections kept between requests

@@ -259,6 +259,18 @@ export async function startServe(model, args = []) {
   return proc;
 }
 
+// A provider's entry in the public listing, polled until `ready` holds for it (the listing is
+// rebuilt at most once a second); whatever it is after 10 s.
+export async function attestationOf(coordinator, providerId, ready = () => true) {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const list = (await (await fetch(`${coordinator.url}/v1/providers/attestation`)).json()).data;
+    const entry = list.find((e) => e.provider_id === providerId);
+    if ((entry && ready(entry)) || Date.now() > deadline) return entry;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 // `darkbloom proxy` in front of `coordinator`, with the API key in `keyFile`; `.url` is its base.
 export async function startProxy(coordinator, keyFile, args = []) {
   const proc = await startProcess(DARKBLOOM, ["--log-level", "info", "proxy", "--coordinator", coordinator.url,

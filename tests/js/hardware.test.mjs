@@ -10,21 +10,10 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import {
-  DARKBLOOM, FakeProvider, RawWebSocket, createKey, startCoordinator, startProvider, startProxy, synthModel, tempDir,
-  waitForOutput, writeKey,
+  DARKBLOOM, FakeProvider, RawWebSocket, attestationOf, createKey, startCoordinator, startProvider, startProxy,
+  synthModel, tempDir, waitForOutput, writeKey,
 } from "./cluster.mjs";
 import { Swtpm, check, run } from "./devices.mjs";
-
-// The public listing entry of a provider, polled until `ready` holds for it.
-async function listing(coordinator, id, ready = () => true) {
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    const data = (await (await fetch(`${coordinator.url}/v1/providers/attestation`)).json()).data;
-    const entry = data.find((e) => e.provider_id === id);
-    if ((entry && ready(entry)) || Date.now() > deadline) return entry;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 // A WebSocket relay in front of the coordinator, for the replay: each provider session is
 // forwarded frame by frame, and `transform` may rewrite what the provider sends.
@@ -101,7 +90,7 @@ describe("the hardware trust level", () => {
       const started = Date.now();
       const provider = await startProvider(coordinator, model, keyArgs);
       await waitForOutput(provider, /trust level hardware \(challenge passed; hardware: proven/);
-      const entry = await listing(coordinator, provider.id, (e) => e.trust_level === "hardware");
+      const entry = await attestationOf(coordinator, provider.id, (e) => e.trust_level === "hardware");
       assert.equal(entry.trust_level, "hardware");
       assert.match(entry.hardware.status, /^proven \(EK certificate chain, key attributes and policy, credential activation\)/);
       // The EK certificate in the listing chains to the maker's CA for anyone with openssl.
@@ -156,7 +145,7 @@ describe("the hardware trust level", () => {
         const provider = await startProvider(coordinator, model, keyArgs);
         await waitForOutput(provider, /trust level self_signed \(challenge passed; hardware: not proven/);
         assert.match(provider.output.stderr, reason, name);
-        const entry = await listing(coordinator, provider.id);
+        const entry = await attestationOf(coordinator, provider.id);
         assert.equal(entry.trust_level, "self_signed", name);
         assert.match(`hardware: ${entry.hardware.status}`, reason, name);
         await provider.kill();
@@ -172,7 +161,7 @@ describe("the hardware trust level", () => {
       // The TPM's real evidence sent with a key in memory: the public area is not that key.
       const provider = await startProvider(coordinator, model, keyArgs);
       await waitForOutput(provider, /trust level hardware/);
-      const real = await listing(coordinator, provider.id, (e) => e.trust_level === "hardware");
+      const real = await attestationOf(coordinator, provider.id, (e) => e.trust_level === "hardware");
       await provider.kill();
       const fake = await FakeProvider.connect(coordinator.port, { waitForTrust: false,
         evidence: { ek_certificate: real.hardware.ek_certificate, key_public: real.hardware.key_public } });

@@ -9,8 +9,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  COORDINATOR, DARKBLOOM, FakeProvider, MERKLE_CHUNK, call, createKey, merkleTree, startCoordinator, startProcess, startProvider,
-  tempDir, waitForOutput,
+  COORDINATOR, DARKBLOOM, FakeProvider, MERKLE_CHUNK, attestationOf, call, createKey, merkleTree, startCoordinator,
+  startProcess, startProvider, tempDir, waitForOutput,
 } from "./cluster.mjs";
 import { check, run } from "./devices.mjs";
 
@@ -24,17 +24,6 @@ const synthLarger = (dir, seed) => {
 
 // What `darkbloom models hash --json` says of a file.
 const modelHash = (file) => JSON.parse(check(DARKBLOOM, ["models", "hash", "--json", file]));
-
-// The listing entry of a provider once `ready` holds for it (the listing is rebuilt once a second).
-async function attestationOf(coordinator, providerId, ready = () => true) {
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    const list = (await (await fetch(`${coordinator.url}/v1/providers/attestation`)).json()).data;
-    const entry = list.find((e) => e.provider_id === providerId);
-    if ((entry && ready(entry)) || Date.now() > deadline) return entry;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("proof of the model", () => {
   let dir;

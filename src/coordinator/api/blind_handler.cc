@@ -54,15 +54,9 @@ std::string error_event(const ProviderEvent& event) {
 }  // namespace
 
 awaitable<void> CompletionHandler::handle_blind(http::Exchange& exchange) {
-  auto request = std::make_shared<PendingRequest>();
-  request->public_id = context_.random.id("req_", 8);
-  request->created = unix_seconds(context_.clock.wall_now());
-  const std::optional<std::string> account =
-      co_await authenticate_consumer(exchange, context_.keys, context_.store_worker);
-  if (!account) co_return;
-  request->account_id = *account;
   RateLimiter::Ticket in_flight;
-  if (!co_await admit(exchange, *request, in_flight)) co_return;
+  const std::shared_ptr<PendingRequest> request = co_await begin(exchange, in_flight);
+  if (!request) co_return;
 
   const auto started = context_.clock.now();
   const std::string_view body = exchange.request().body();

@@ -89,19 +89,26 @@ Headers CompletionHandler::response_headers(const PendingRequest& request, const
 }
 
 awaitable<void> CompletionHandler::handle(http::Exchange& exchange, proto::Endpoint endpoint) {
+  // Held until the request ends: its place among the account's requests in flight.
+  RateLimiter::Ticket in_flight;
+  const std::shared_ptr<PendingRequest> request = co_await begin(exchange, in_flight);
+  if (!request) co_return;
+  request->body_bytes = static_cast<int64_t>(exchange.request().body().size());
+  if (!co_await parse(exchange, endpoint, *request)) co_return;
+  co_await serve(exchange, request);
+}
+
+awaitable<std::shared_ptr<PendingRequest>> CompletionHandler::begin(http::Exchange& exchange,
+                                                                    RateLimiter::Ticket& in_flight) {
   auto request = std::make_shared<PendingRequest>();
   request->public_id = context_.random.id("req_", 8);
   request->created = unix_seconds(context_.clock.wall_now());
-  request->body_bytes = static_cast<int64_t>(exchange.request().body().size());
   const std::optional<std::string> account =
       co_await authenticate_consumer(exchange, context_.keys, context_.store_worker);
-  if (!account) co_return;
+  if (!account) co_return nullptr;
   request->account_id = *account;
-  // Held until the request ends: its place among the account's requests in flight.
-  RateLimiter::Ticket in_flight;
-  if (!co_await admit(exchange, *request, in_flight)) co_return;
-  if (!co_await parse(exchange, endpoint, *request)) co_return;
-  co_await serve(exchange, request);
+  if (!co_await admit(exchange, *request, in_flight)) co_return nullptr;
+  co_return request;
 }
 
 awaitable<void> CompletionHandler::serve(http::Exchange& exchange, std::shared_ptr<PendingRequest> request) {

@@ -56,6 +56,9 @@ class CompletionHandler {
   net::awaitable<bool> reserve_credit(http::Exchange& exchange, PendingRequest& request);
   net::awaitable<bool> check_model_served(http::Exchange& exchange, const PendingRequest& request);
 
+  // A new request of the key's account, within its limits (`in_flight` holds its place); null
+  // when the client was answered instead (401, 429).
+  net::awaitable<std::shared_ptr<PendingRequest>> begin(http::Exchange& exchange, RateLimiter::Ticket& in_flight);
   // Reserve, dispatch, relay (plain or blind) and settle a request parsed and admitted.
   net::awaitable<void> serve(http::Exchange& exchange, std::shared_ptr<PendingRequest> request);
   net::awaitable<void> relay(http::Exchange& exchange, PendingRequest& request, FirstAnswer answer);
